@@ -1,0 +1,186 @@
+#include "actor/actor_system.hpp"
+
+#include <thread>
+
+#include "system_generated.h"
+
+namespace troupe {
+
+namespace {
+
+// Where messages to nobody go. A watch on it answers Terminated(not found).
+class dead_letter_process final : public process {
+ public:
+  using process::process;
+  void send_user(envelope* e) noexcept override {
+    system().dead_letter(e, nullptr, dead_letter_reason::not_found);
+  }
+  void send_system(system_message* m) noexcept override {
+    if (m->kind == system_kind::watch && m->who) {
+      auto* t = new system_message(system_kind::terminated, process_ref(this));
+      t->reason = terminated_reason::not_found;
+      m->who->send_system(t);
+    }
+    delete m;
+  }
+  std::string id() const override { return "deadletter"; }
+  bool dead() const noexcept override { return true; }
+};
+
+class fn_actor final : public actor {
+ public:
+  explicit fn_actor(std::shared_ptr<const behavior> fn) : fn_(std::move(fn)) {}
+  void receive(context& ctx) override { (*fn_)(ctx); }
+
+ private:
+  std::shared_ptr<const behavior> fn_;
+};
+
+}  // namespace
+
+props props::from_fn(behavior fn) {
+  auto shared = std::make_shared<const behavior>(std::move(fn));
+  return from([shared] { return std::unique_ptr<actor>(new fn_actor(shared)); });
+}
+
+std::uint64_t system_stats::dead_letters_total() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& c : dead_letters) n += c.load(std::memory_order_relaxed);
+  return n;
+}
+
+// ---------------------------------------------------------------- system
+
+actor_system::actor_system(system_config cfg)
+    : cfg_(std::move(cfg)), root_(*this), rng_(std::random_device{}()) {
+  if (cfg_.loop == nullptr) {
+    own_loop_ = std::make_unique<event_loop>();
+    own_loop_->start_thread();
+    loop_ = own_loop_.get();
+  } else {
+    loop_ = cfg_.loop;
+  }
+  dispatcher_ = std::make_unique<troupe::dispatcher>(cfg_.dispatcher);
+  dead_letters_ = pid(process_ref::adopt(new dead_letter_process(*this)));
+}
+
+actor_system::~actor_system() { shutdown(); }
+
+pid actor_system::lookup(std::string_view id) {
+  if (process_ref p = registry_.lookup(id)) return pid(std::move(p));
+  return dead_letters_;
+}
+
+void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept {
+  stats_.dead_letters[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  message msg = message::adopt(e);
+  if (events_.has_subscribers())
+    events_.publish(dead_letter_event{pid(target), msg, reason});
+  // A request to nobody gets an answer, so that its future fails at once
+  // instead of waiting for its timeout. Never answer an answer.
+  process* requester = e->sender;
+  if (requester != nullptr && reason != dead_letter_reason::late_reply &&
+      !e->is<system::DeadLetterResponse>() && !requester->dead()) {
+    const std::string address = target ? address_of(target) : cfg_.address;
+    const std::string id = target ? target->id() : std::string();
+    requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
+      return system::CreateDeadLetterResponse(b, system::CreatePidDirect(b, address.c_str(), id.c_str()));
+    }));
+  }
+}
+
+std::chrono::nanoseconds actor_system::backoff_delay(const backoff& b, std::size_t failures) {
+  std::lock_guard lock(rng_mu_);
+  return b.delay(failures, rng_);
+}
+
+spawn_result actor_system::spawn_child(const props_ptr& p, const pid& parent,
+                                       std::unique_ptr<std::string> name) {
+  if (!parent && shutting_down()) return {pid(), spawn_error::shutting_down};
+  if (name && (name->empty() || (*name)[0] == '$' || name->find('/') != std::string::npos))
+    return {pid(), spawn_error::invalid_name};
+  const std::uint64_t seq = registry_.next_seq();
+  auto* c = new context(*this, p, parent, seq, std::move(name));
+  pid child(process_ref::adopt(c));
+  if (c->name() != nullptr) {
+    if (!registry_.add_named(*c->name(), c)) return {pid(), spawn_error::name_taken};
+  } else {
+    registry_.add(seq, c);
+  }
+  stats_.spawned.fetch_add(1, std::memory_order_relaxed);
+  for (const spawn_middleware& hook : p->spawn_hooks) hook(child, p->kind);
+  c->send_system(new system_message(system_kind::started));
+  return {std::move(child), spawn_error::none};
+}
+
+bool actor_system::shutdown(std::chrono::milliseconds timeout) {
+  if (stopped_) return true;
+  shutting_down_.store(true, std::memory_order_release);
+  // Stop the top of every tree; each stops its children before itself.
+  registry_.for_each([](process& p) {
+    auto* c = dynamic_cast<context*>(&p);
+    if (c != nullptr && !c->parent()) c->send_system(new system_message(system_kind::stop));
+  });
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (registry_.size() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const bool clean = registry_.size() == 0;
+  dispatcher_->stop();
+  // Whatever did not stop in time is stopped here, with no worker running.
+  registry_.for_each([](process& p) {
+    if (auto* c = dynamic_cast<context*>(&p)) c->force_stop();
+  });
+  if (own_loop_) own_loop_->stop();
+  stopped_ = true;
+  return clean;
+}
+
+std::string actor_system::address_of(process* p) const { return p->system().address(); }
+
+// ---------------------------------------------------------------- root
+
+pid root_context::spawn(const props_ptr& p) { return sys_.spawn_child(p, pid(), nullptr).pid; }
+
+spawn_result root_context::spawn_named(const props_ptr& p, const std::string& name) {
+  return sys_.spawn_child(p, pid(), std::make_unique<std::string>(name));
+}
+
+pid root_context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
+  auto name = std::make_unique<std::string>(prefix);
+  *name += "$" + std::to_string(sys_.registry().next_seq());
+  return sys_.spawn_child(p, pid(), std::move(name)).pid;
+}
+
+void root_context::send(const pid& to, message m) {
+  if (!to) {
+    sys_.dead_letter(m.release(), nullptr, dead_letter_reason::not_found);
+    return;
+  }
+  to.get()->send_user(m.release());
+}
+
+future root_context::request_future(const pid& to, message m, std::chrono::nanoseconds timeout) {
+  auto* f = new future_process(sys_);
+  future result{process_ref::adopt(f)};
+  // Armed before the request goes out, so a fast reply can always cancel it.
+  f->set_timeout(sys_.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
+    static_cast<future_process*>(ref.get())->complete(future_status::timed_out, nullptr);
+  }));
+  envelope* e = m.release();
+  f->retain();
+  e->sender = f;
+  if (!to) sys_.dead_letter(e, nullptr, dead_letter_reason::not_found);
+  else to.get()->send_user(e);
+  return result;
+}
+
+void root_context::stop(const pid& who) {
+  if (who) who.get()->send_system(new system_message(system_kind::stop));
+}
+
+void root_context::poison(const pid& who) {
+  send(who, make_message<system::PoisonPill>(
+                [](flatbuffers::FlatBufferBuilder& b) { return system::CreatePoisonPill(b); }));
+}
+
+}  // namespace troupe

@@ -1,0 +1,124 @@
+#pragma once
+// The actor system of one node: registry, dispatcher, event loop (timers),
+// EventStream, dead letters and the root context for code outside actors.
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "actor/context.hpp"
+#include "actor/dispatcher.hpp"
+#include "actor/event_loop.hpp"
+#include "actor/event_stream.hpp"
+#include "actor/future.hpp"
+#include "actor/props.hpp"
+#include "actor/registry.hpp"
+#include "actor/supervision.hpp"
+
+namespace troupe {
+
+struct system_config {
+  std::string address = "local";  // this node's address, the first half of every PID
+  dispatcher_options dispatcher{};
+  // The loop that owns timers. Null: the system runs a loop thread of its own.
+  event_loop* loop = nullptr;
+  // Supervises actors spawned from the root context.
+  supervisor_strategy guardian{};
+};
+
+// Counters of the runtime. Plain relaxed atomics, read by metrics.
+struct system_stats {
+  std::atomic<std::uint64_t> spawned{0};
+  std::atomic<std::uint64_t> stopped{0};
+  std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> restarts{0};
+  std::atomic<std::uint64_t> mailbox_dropped{0};
+  std::array<std::atomic<std::uint64_t>, dead_letter_reason_count> dead_letters{};
+
+  std::uint64_t dead_letters_total() const noexcept;
+};
+
+class actor_system;
+
+// Spawning and messaging from code that is not an actor.
+class root_context {
+ public:
+  explicit root_context(actor_system& sys) noexcept : sys_(sys) {}
+
+  pid spawn(const props_ptr& p);
+  spawn_result spawn_named(const props_ptr& p, const std::string& name);
+  pid spawn_prefix(const props_ptr& p, std::string_view prefix);
+
+  void send(const pid& to, message m);
+  template <class T, class F>
+  void send(const pid& to, F&& fill) { send(to, make_message<T>(std::forward<F>(fill))); }
+  // A request whose reply completes the returned future; a plain thread
+  // waits with future::wait_for or get_result.
+  future request_future(const pid& to, message m, std::chrono::nanoseconds timeout);
+  void stop(const pid& who);
+  void poison(const pid& who);
+
+ private:
+  actor_system& sys_;
+};
+
+class actor_system {
+ public:
+  explicit actor_system(system_config cfg = {});
+  ~actor_system();
+  actor_system(const actor_system&) = delete;
+  actor_system& operator=(const actor_system&) = delete;
+
+  root_context& root() noexcept { return root_; }
+  const std::string& address() const noexcept { return cfg_.address; }
+  troupe::registry& registry() noexcept { return registry_; }
+  troupe::dispatcher& dispatcher() noexcept { return *dispatcher_; }
+  event_loop& loop() noexcept { return *loop_; }
+  event_stream& events() noexcept { return events_; }
+  system_stats& stats() noexcept { return stats_; }
+  const supervisor_strategy& guardian() const noexcept { return cfg_.guardian; }
+
+  // The process for `id`, or the dead-letter process when there is none.
+  pid lookup(std::string_view id);
+  // Live local actors.
+  std::size_t actor_count() const noexcept { return registry_.size(); }
+
+  // Counts and publishes a message that could not be delivered, and answers
+  // a request with DeadLetterResponse so that its future fails fast.
+  void dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept;
+
+  // Stops every actor (children before parents), waits up to `timeout` for
+  // them, then stops the dispatcher and the loop and joins every thread.
+  // Returns false if some actors had to be stopped by force.
+  bool shutdown(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  bool shutting_down() const noexcept { return shutting_down_.load(std::memory_order_acquire); }
+
+  // Internal: spawning, shared by root and actor contexts.
+  spawn_result spawn_child(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
+  // Internal: the guardian's handling of a failed root actor.
+  void supervise_root(context& child, const std::string& reason, restart_stats& stats);
+  // Internal: a delay from `b` with this system's random source.
+  std::chrono::nanoseconds backoff_delay(const backoff& b, std::size_t failures);
+
+ private:
+  std::string address_of(process* p) const;
+
+  system_config cfg_;
+  std::unique_ptr<event_loop> own_loop_;
+  event_loop* loop_;
+  troupe::registry registry_;
+  std::unique_ptr<troupe::dispatcher> dispatcher_;
+  event_stream events_;
+  system_stats stats_;
+  root_context root_;
+  pid dead_letters_;
+  std::atomic<bool> shutting_down_{false};
+  bool stopped_ = false;
+  std::mutex rng_mu_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace troupe

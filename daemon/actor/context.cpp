@@ -1,0 +1,851 @@
+#include "actor/context.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <unordered_set>
+
+#include "actor/actor_system.hpp"
+#include "system_generated.h"
+
+namespace troupe {
+
+const char* to_string(spawn_error e) noexcept {
+  switch (e) {
+    case spawn_error::none: return "none";
+    case spawn_error::name_taken: return "name taken";
+    case spawn_error::invalid_name: return "invalid name";
+    case spawn_error::shutting_down: return "shutting down";
+  }
+  return "unknown";
+}
+
+const char* to_string(terminated_reason r) noexcept {
+  switch (r) {
+    case terminated_reason::stopped: return "stopped";
+    case terminated_reason::not_found: return "not_found";
+    case terminated_reason::node_lost: return "node_lost";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Lifecycle messages carry no data: one envelope each, built once, never
+// queued (only ever the current message), and never freed.
+template <class T>
+envelope* lifecycle() {
+  static envelope* const e =
+      build<T>([](flatbuffers::FlatBufferBuilder& b) { return typename T::Builder(b).Finish(); });
+  return e;
+}
+
+constexpr type_id poison_type = type_id_of<system::PoisonPill>();
+
+// How long a worker thread waits for room in a full back-pressure mailbox
+// before it drops the message instead of risking a deadlock with the
+// consumer it would be waiting for.
+constexpr std::chrono::milliseconds worker_block_limit{100};
+
+}  // namespace
+
+struct bounded_queue {
+  std::mutex mu;
+  std::condition_variable room;
+  std::deque<envelope*> q;
+  std::uint32_t capacity;
+  mailbox_kind kind;
+};
+
+struct context::extras {
+  std::unordered_set<troupe::pid> children;
+  std::vector<troupe::pid> watchers;
+  std::vector<troupe::pid> watchees;
+  std::vector<std::shared_ptr<const behavior>> behaviors;
+  std::deque<troupe::envelope*> stash;
+  std::deque<troupe::envelope*> replay;
+  restart_stats stats;
+  std::chrono::nanoseconds receive_timeout{0};
+  std::int64_t last_activity_ns = 0;
+  std::uint64_t receive_timeout_token = 0;
+  timer_handle receive_timer;
+};
+
+context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
+                 std::unique_ptr<std::string> name)
+    : process(sys),
+      seq_(seq),
+      name_(std::move(name)),
+      props_(std::move(p)),
+      parent_(std::move(parent)) {
+  const mailbox_options& mb = props_->mailbox;
+  if (mb.kind != mailbox_kind::unbounded) {
+    bounded_ = new bounded_queue;
+    bounded_->capacity = std::max<std::uint32_t>(1, mb.capacity);
+    bounded_->kind = mb.kind;
+  }
+}
+
+context::~context() {
+  // Nothing here may touch the system: the last PID can outlive it.
+  while (mpsc_node* n = user_q_.pop()) static_cast<troupe::envelope*>(n)->release();
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    delete m;
+    m = next;
+  }
+  if (bounded_) {
+    for (troupe::envelope* e : bounded_->q) e->release();
+    delete bounded_;
+  }
+  if (extras_) {
+    for (troupe::envelope* e : extras_->stash) e->release();
+    for (troupe::envelope* e : extras_->replay) e->release();
+    delete extras_;
+  }
+}
+
+context::extras& context::ex() {
+  if (extras_ == nullptr) extras_ = new extras;
+  return *extras_;
+}
+
+std::string context::id() const {
+  if (name_) return *name_;
+  return "$" + std::to_string(seq_);
+}
+
+std::vector<troupe::pid> context::children() const {
+  if (!extras_) return {};
+  return {extras_->children.begin(), extras_->children.end()};
+}
+
+bool context::children_empty() const noexcept { return !extras_ || extras_->children.empty(); }
+
+// ---------------------------------------------------------------- mailbox
+
+void context::send_user(troupe::envelope* e) noexcept {
+  if (dead_.load(std::memory_order_acquire)) {
+    system().dead_letter(e, this, dead_letter_reason::stopped);
+    return;
+  }
+  if (bounded_ == nullptr) {
+    user_q_.push(e);
+  } else {
+    bounded_queue& b = *bounded_;
+    std::unique_lock lock(b.mu);
+    if (b.q.size() >= b.capacity) {
+      switch (b.kind) {
+        case mailbox_kind::bounded_drop_newest:
+          lock.unlock();
+          system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+          system().dead_letter(e, this, dead_letter_reason::mailbox_full);
+          return;
+        case mailbox_kind::bounded_drop_oldest: {
+          troupe::envelope* oldest = b.q.front();
+          b.q.pop_front();
+          b.q.push_back(e);
+          lock.unlock();
+          system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+          system().dead_letter(oldest, this, dead_letter_reason::mailbox_full);
+          schedule_if_idle();
+          return;
+        }
+        case mailbox_kind::bounded_block:
+        case mailbox_kind::unbounded: {
+          auto has_room = [&] {
+            return b.q.size() < b.capacity || dead_.load(std::memory_order_acquire);
+          };
+          if (system().dispatcher().on_worker()) {
+            if (!b.room.wait_for(lock, worker_block_limit, has_room)) {
+              lock.unlock();
+              system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+              system().dead_letter(e, this, dead_letter_reason::mailbox_full);
+              return;
+            }
+          } else {
+            b.room.wait(lock, has_room);
+          }
+          break;
+        }
+      }
+    }
+    b.q.push_back(e);
+  }
+  schedule_if_idle();
+}
+
+void context::send_system(system_message* m) noexcept {
+  sys_q_.push(m);
+  schedule_if_idle();
+}
+
+void context::schedule_if_idle() noexcept {
+  if (status_.load(std::memory_order_seq_cst) != 0) return;
+  std::uint8_t expected = 0;
+  if (!status_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
+  if (dead_.load(std::memory_order_acquire)) {
+    // A dead actor is never queued again: whoever wins the mailbox drains it.
+    drain_dead();
+    finish_run();
+    return;
+  }
+  system().dispatcher().schedule(this, dispatcher::hint::next);
+}
+
+bool context::has_pending() const noexcept {
+  if (sys_q_.maybe_nonempty()) return true;
+  bool user = false;
+  if (bounded_ != nullptr) {
+    std::lock_guard lock(bounded_->mu);
+    user = !bounded_->q.empty();
+  } else {
+    user = user_q_.maybe_nonempty();
+  }
+  if (dead_.load(std::memory_order_relaxed)) return user;
+  if (suspended_ || state_ != actor_state::alive) return false;
+  return user || (extras_ && !extras_->replay.empty());
+}
+
+void context::finish_run() noexcept {
+  for (;;) {
+    status_.store(0, std::memory_order_seq_cst);
+    if (!has_pending()) return;
+    std::uint8_t expected = 0;
+    if (!status_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
+    if (!dead_.load(std::memory_order_acquire)) {
+      system().dispatcher().schedule(this, dispatcher::hint::yield);
+      return;
+    }
+    drain_dead();
+  }
+}
+
+troupe::envelope* context::next_user() noexcept {
+  if (extras_ && !extras_->replay.empty()) {
+    troupe::envelope* e = extras_->replay.front();
+    extras_->replay.pop_front();
+    return e;
+  }
+  if (bounded_ == nullptr) return static_cast<troupe::envelope*>(user_q_.pop());
+  std::lock_guard lock(bounded_->mu);
+  if (bounded_->q.empty()) return nullptr;
+  troupe::envelope* e = bounded_->q.front();
+  bounded_->q.pop_front();
+  if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
+  return e;
+}
+
+void context::run() noexcept {
+  if (dead_.load(std::memory_order_relaxed)) {
+    drain_dead();
+    finish_run();
+    return;
+  }
+  process_system();
+  const std::uint32_t budget = props_->mailbox.throughput;
+  for (std::uint32_t n = 0; n < budget; ++n) {
+    if (sys_q_.nonempty_hint()) process_system();
+    if (suspended_ || state_ != actor_state::alive) break;
+    troupe::envelope* e = next_user();
+    if (e == nullptr) break;
+    invoke_user(e);
+  }
+  if (dying_ref_) {
+    // The registry's reference: this run may be the last thing the actor does.
+    process_ref last = std::move(dying_ref_);
+    finish_run();
+    return;
+  }
+  finish_run();
+}
+
+void context::drain_dead() noexcept {
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    handle_system(*m);
+    delete m;
+    m = next;
+  }
+  while (troupe::envelope* e = next_user())
+    system().dead_letter(e, this, dead_letter_reason::stopped);
+  if (bounded_) bounded_->room.notify_all();
+}
+
+// ------------------------------------------------------------ user messages
+
+void context::invoke_user(troupe::envelope* e) noexcept {
+  if (e->type == poison_type) {
+    e->release();
+    begin_stop();
+    return;
+  }
+  if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = now_ns();
+  cur_ = e;
+  try {
+    dispatch();
+  } catch (const std::exception& ex) {
+    fail(ex.what());
+  } catch (...) {
+    fail("unknown exception");
+  }
+  cur_ = nullptr;
+  e->release();
+}
+
+void context::dispatch() {
+  const auto& hooks = props_->receive_hooks;
+  if (!hooks.empty()) {
+    // Each hook gets the rest of the chain as its continuation.
+    std::function<void(std::size_t)> step = [&](std::size_t i) {
+      if (i == hooks.size()) {
+        if (extras_ && !extras_->behaviors.empty()) {
+          auto b = extras_->behaviors.back();
+          (*b)(*this);
+        } else {
+          actor_->receive(*this);
+        }
+        return;
+      }
+      hooks[i](*this, [&step, i](context&) { step(i + 1); });
+    };
+    step(0);
+    return;
+  }
+  if (extras_ && !extras_->behaviors.empty()) {
+    // Keep the behaviour alive even if it replaces itself with become().
+    auto b = extras_->behaviors.back();
+    (*b)(*this);
+    return;
+  }
+  actor_->receive(*this);
+}
+
+void context::deliver_lifecycle(troupe::envelope* e) noexcept {
+  if (!actor_) return;
+  troupe::envelope* saved = cur_;
+  cur_ = e;
+  const bool starting = e->is<system::Started>();
+  try {
+    dispatch();
+  } catch (const std::exception& ex) {
+    if (starting) fail(ex.what());
+    else system().events().publish(actor_failed_event{self(), ex.what()});
+  } catch (...) {
+    if (starting) fail("unknown exception");
+    else system().events().publish(actor_failed_event{self(), "unknown exception"});
+  }
+  cur_ = saved;
+}
+
+// ------------------------------------------------------------- sending
+
+void context::send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_request) {
+  if (as_request) {
+    retain();
+    e->sender = this;
+  }
+  if (!props_->send_hooks.empty()) {
+    const auto& hooks = props_->send_hooks;
+    std::function<void(std::size_t, const troupe::pid&, troupe::envelope*)> step =
+        [&](std::size_t i, const troupe::pid& t, troupe::envelope* x) {
+          if (i == hooks.size()) {
+            deliver(t.get(), x);
+            return;
+          }
+          hooks[i](*this, t, x, [&step, i](const troupe::pid& t2, troupe::envelope* x2) {
+            step(i + 1, t2, x2);
+          });
+        };
+    step(0, to, e);
+    return;
+  }
+  deliver(to.get(), e);
+}
+
+void context::deliver(process* to, troupe::envelope* e) {
+  if (to == nullptr) {
+    system().dead_letter(e, nullptr, dead_letter_reason::not_found);
+    return;
+  }
+  to->send_user(e);
+}
+
+void context::respond(troupe::message m) {
+  process* to = cur_ ? cur_->sender : nullptr;
+  if (to == nullptr) {
+    system().dead_letter(m.release(), nullptr, dead_letter_reason::not_found);
+    return;
+  }
+  to->send_user(m.release());
+}
+
+void context::forward(const troupe::pid& to) {
+  troupe::envelope* e = share_envelope(cur_);
+  if (cur_->sender) {
+    cur_->sender->retain();
+    e->sender = cur_->sender;
+  }
+  deliver(to.get(), e);
+}
+
+troupe::future context::request_future(const troupe::pid& to, troupe::message m,
+                                       std::chrono::nanoseconds timeout) {
+  return system().root().request_future(to, std::move(m), timeout);
+}
+
+void context::reenter_after(const troupe::future& f,
+                            std::function<void(context&, const future_result&)> fn) {
+  troupe::message original = current();
+  process_ref me(static_cast<process*>(this));
+  f.get()->on_complete([me = std::move(me), original = std::move(original),
+                        fn = std::move(fn)](future_result r) {
+    auto* m = new system_message(system_kind::continuation);
+    m->fn = [original, fn, r = std::move(r)](context& ctx) {
+      // The continuation sees the message it was started from, so that
+      // respond() answers the original requester.
+      troupe::envelope* saved = ctx.cur_;
+      ctx.cur_ = original.get();
+      fn(ctx, r);
+      ctx.cur_ = saved;
+    };
+    me->send_system(m);
+  });
+}
+
+// ------------------------------------------------------------ spawn, stop
+
+troupe::pid context::spawn(const props_ptr& p) {
+  spawn_result r = system().spawn_child(p, self(), nullptr);
+  if (r) ex().children.insert(r.pid);
+  return r.pid;
+}
+
+spawn_result context::spawn_named(const props_ptr& p, const std::string& name) {
+  spawn_result r = system().spawn_child(p, self(), std::make_unique<std::string>(name));
+  if (r) ex().children.insert(r.pid);
+  return r;
+}
+
+troupe::pid context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
+  auto name = std::make_unique<std::string>(prefix);
+  *name += "$" + std::to_string(system().registry().next_seq());
+  spawn_result r = system().spawn_child(p, self(), std::move(name));
+  if (r) ex().children.insert(r.pid);
+  return r.pid;
+}
+
+void context::stop(const troupe::pid& who) {
+  if (who) who.get()->send_system(new system_message(system_kind::stop));
+}
+
+void context::poison(const troupe::pid& who) {
+  system().root().poison(who);
+}
+
+void context::watch(const troupe::pid& who) {
+  if (!who) return;
+  auto& w = ex().watchees;
+  if (std::find(w.begin(), w.end(), who) == w.end()) w.push_back(who);
+  who.get()->send_system(new system_message(system_kind::watch, process_ref(this)));
+}
+
+void context::unwatch(const troupe::pid& who) {
+  if (!who) return;
+  if (extras_) std::erase(extras_->watchees, who);
+  who.get()->send_system(new system_message(system_kind::unwatch, process_ref(this)));
+}
+
+// ------------------------------------------------------------ behaviour
+
+void context::become(behavior b) {
+  auto& bs = ex().behaviors;
+  bs.clear();
+  bs.push_back(std::make_shared<const behavior>(std::move(b)));
+}
+
+void context::become_stacked(behavior b) {
+  ex().behaviors.push_back(std::make_shared<const behavior>(std::move(b)));
+}
+
+void context::unbecome() {
+  if (extras_ && !extras_->behaviors.empty()) extras_->behaviors.pop_back();
+}
+
+void context::stash() {
+  cur_->retain();
+  ex().stash.push_back(cur_);
+}
+
+void context::unstash_all() {
+  if (!extras_ || extras_->stash.empty()) return;
+  auto& x = *extras_;
+  // Stashed messages go before anything replayed later but after what is
+  // already being replayed, keeping their original order.
+  x.replay.insert(x.replay.end(), x.stash.begin(), x.stash.end());
+  x.stash.clear();
+}
+
+void context::set_receive_timeout(std::chrono::nanoseconds d) {
+  auto& x = ex();
+  x.receive_timer.cancel();
+  x.receive_timeout = d;
+  ++x.receive_timeout_token;
+  if (d.count() <= 0) {
+    x.receive_timeout = std::chrono::nanoseconds{0};
+    return;
+  }
+  x.last_activity_ns = now_ns();
+  arm_receive_timeout();
+}
+
+void context::cancel_receive_timeout() { set_receive_timeout(std::chrono::nanoseconds{0}); }
+
+void context::arm_receive_timeout() noexcept {
+  auto& x = *extras_;
+  std::int64_t remaining = x.receive_timeout.count() - (now_ns() - x.last_activity_ns);
+  x.receive_timer = system().loop().arm(
+      std::chrono::nanoseconds(std::max<std::int64_t>(remaining, 0)),
+      [self = process_ref(static_cast<process*>(this)), token = x.receive_timeout_token] {
+        auto* m = new system_message(system_kind::receive_timeout);
+        m->token = token;
+        self->send_system(m);
+      });
+}
+
+void context::handle_receive_timeout(std::uint64_t token) noexcept {
+  if (!extras_ || token != extras_->receive_timeout_token ||
+      extras_->receive_timeout.count() == 0 || state_ != actor_state::alive || !actor_)
+    return;
+  auto& x = *extras_;
+  if (now_ns() - x.last_activity_ns >= x.receive_timeout.count()) {
+    x.last_activity_ns = now_ns();
+    if (!suspended_) deliver_lifecycle(lifecycle<system::ReceiveTimeout>());
+  }
+  if (extras_ && token == x.receive_timeout_token && x.receive_timeout.count() != 0)
+    arm_receive_timeout();
+}
+
+// ------------------------------------------------------------ system messages
+
+void context::process_system() noexcept {
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    handle_system(*m);
+    delete m;
+    m = next;
+  }
+}
+
+void context::handle_system(system_message& m) noexcept {
+  if (state_ == actor_state::stopped) {
+    // Dead: answer watches, make failed children stop, drop the rest.
+    if (m.kind == system_kind::watch && m.who)
+      m.who->send_system([&] {
+        auto* t = new system_message(system_kind::terminated, process_ref(this));
+        t->reason = terminated_reason::stopped;
+        return t;
+      }());
+    else if (m.kind == system_kind::failure && m.who)
+      m.who->send_system(new system_message(system_kind::stop));
+    return;
+  }
+  switch (m.kind) {
+    case system_kind::started:
+      start_actor();
+      break;
+    case system_kind::stop:
+      begin_stop();
+      break;
+    case system_kind::restart:
+      if (state_ == actor_state::alive) {
+        ex().stats = std::move(m.stats);
+        begin_restart();
+      }
+      break;
+    case system_kind::resume:
+      if (state_ == actor_state::alive) {
+        ex().stats = std::move(m.stats);
+        suspended_ = false;
+      }
+      break;
+    case system_kind::watch: {
+      troupe::pid w(m.who);
+      auto& ws = ex().watchers;
+      if (std::find(ws.begin(), ws.end(), w) == ws.end()) ws.push_back(std::move(w));
+      break;
+    }
+    case system_kind::unwatch:
+      if (extras_) std::erase(extras_->watchers, troupe::pid(m.who));
+      break;
+    case system_kind::terminated:
+      handle_terminated(m);
+      break;
+    case system_kind::failure:
+      handle_failure(m);
+      break;
+    case system_kind::continuation:
+      if (actor_ && state_ == actor_state::alive) {
+        try {
+          m.fn(*this);
+        } catch (const std::exception& ex) {
+          fail(ex.what());
+        } catch (...) {
+          fail("unknown exception");
+        }
+      }
+      break;
+    case system_kind::receive_timeout:
+      handle_receive_timeout(m.token);
+      break;
+  }
+}
+
+troupe::envelope* context::make_terminated(process* who, terminated_reason reason) const {
+  const std::string address = who ? who->system().address() : std::string();
+  const std::string id = who ? who->id() : std::string();
+  return build<system::Terminated>([&](flatbuffers::FlatBufferBuilder& b) {
+    auto p = system::CreatePidDirect(b, address.c_str(), id.c_str());
+    return system::CreateTerminated(b, p, static_cast<system::TerminatedReason>(reason));
+  });
+}
+
+void context::handle_terminated(system_message& m) noexcept {
+  troupe::pid who(m.who);
+  bool was_child = extras_ && extras_->children.erase(who) > 0;
+  bool watched = false;
+  if (extras_) {
+    auto& w = extras_->watchees;
+    auto it = std::find(w.begin(), w.end(), who);
+    if (it != w.end()) {
+      w.erase(it);
+      watched = true;
+    }
+  }
+  if ((was_child || watched) && actor_) {
+    troupe::envelope* e = make_terminated(m.who.get(), m.reason);
+    cur_ = e;
+    try {
+      dispatch();
+    } catch (const std::exception& ex) {
+      if (state_ == actor_state::alive) fail(ex.what());
+    } catch (...) {
+      if (state_ == actor_state::alive) fail("unknown exception");
+    }
+    cur_ = nullptr;
+    e->release();
+  }
+  if (was_child && children_empty()) {
+    if (state_ == actor_state::stopping) finalize_stop();
+    else if (state_ == actor_state::restarting) finalize_restart();
+  }
+}
+
+// ------------------------------------------------------------ lifecycle
+
+void context::start_actor() noexcept {
+  try {
+    actor_ = props_->make();
+    if (!actor_) throw std::runtime_error("the producer made no actor");
+  } catch (const std::exception& ex) {
+    fail(std::string("creating the actor failed: ") + ex.what());
+    return;
+  } catch (...) {
+    fail("creating the actor failed: unknown exception");
+    return;
+  }
+  deliver_lifecycle(lifecycle<system::Started>());
+}
+
+void context::begin_stop() noexcept {
+  if (state_ == actor_state::stopping || state_ == actor_state::stopped) return;
+  state_ = actor_state::stopping;
+  if (extras_) {
+    extras_->receive_timer.cancel();
+    extras_->receive_timeout = std::chrono::nanoseconds{0};
+  }
+  deliver_lifecycle(lifecycle<system::Stopping>());
+  stop_children();
+  if (children_empty()) finalize_stop();
+}
+
+void context::begin_restart() noexcept {
+  state_ = actor_state::restarting;
+  system().stats().restarts.fetch_add(1, std::memory_order_relaxed);
+  deliver_lifecycle(lifecycle<system::Restarting>());
+  stop_children();
+  if (children_empty()) finalize_restart();
+}
+
+void context::stop_children() noexcept {
+  if (!extras_) return;
+  for (const troupe::pid& c : extras_->children)
+    c.get()->send_system(new system_message(system_kind::stop));
+}
+
+void context::finalize_restart() noexcept {
+  actor_.reset();
+  if (extras_) {
+    extras_->behaviors.clear();
+    extras_->receive_timer.cancel();
+    extras_->receive_timeout = std::chrono::nanoseconds{0};
+    // Stashed messages are not lost with the old instance.
+    unstash_all();
+  }
+  state_ = actor_state::alive;
+  suspended_ = false;
+  start_actor();
+}
+
+void context::finalize_stop() noexcept {
+  deliver_lifecycle(lifecycle<system::Stopped>());
+  actor_.reset();
+  state_ = actor_state::stopped;
+  dying_ref_ = name_ ? system().registry().remove_named(*name_) : system().registry().remove(seq_);
+  dead_.store(true, std::memory_order_seq_cst);
+  system().stats().stopped.fetch_add(1, std::memory_order_relaxed);
+  auto terminated = [this] {
+    auto* t = new system_message(system_kind::terminated, process_ref(static_cast<process*>(this)));
+    t->reason = terminated_reason::stopped;
+    return t;
+  };
+  if (extras_) {
+    for (const troupe::pid& w : extras_->watchers) w.get()->send_system(terminated());
+    for (troupe::envelope* e : extras_->stash)
+      system().dead_letter(e, this, dead_letter_reason::stopped);
+    for (troupe::envelope* e : extras_->replay)
+      system().dead_letter(e, this, dead_letter_reason::stopped);
+    delete extras_;
+    extras_ = nullptr;
+  }
+  if (parent_) {
+    parent_.get()->send_system(terminated());
+    parent_ = troupe::pid();
+  }
+  // What is still queued becomes dead letters in drain_dead(), run next.
+}
+
+void context::force_stop() noexcept {
+  if (state_ == actor_state::stopped) return;
+  actor_.reset();
+  state_ = actor_state::stopped;
+  process_ref reg =
+      name_ ? system().registry().remove_named(*name_) : system().registry().remove(seq_);
+  dead_.store(true, std::memory_order_seq_cst);
+  if (extras_) {
+    for (troupe::envelope* e : extras_->stash)
+      system().dead_letter(e, this, dead_letter_reason::shutdown);
+    for (troupe::envelope* e : extras_->replay)
+      system().dead_letter(e, this, dead_letter_reason::shutdown);
+    delete extras_;
+    extras_ = nullptr;
+  }
+  parent_ = troupe::pid();
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    delete m;
+    m = next;
+  }
+  while (troupe::envelope* e = next_user())
+    system().dead_letter(e, this, dead_letter_reason::shutdown);
+  status_.store(0, std::memory_order_seq_cst);
+}
+
+// ------------------------------------------------------------ supervision
+
+void context::fail(std::string reason) noexcept {
+  suspended_ = true;
+  system().stats().failures.fetch_add(1, std::memory_order_relaxed);
+  if (system().events().has_subscribers())
+    system().events().publish(actor_failed_event{self(), reason});
+  if (parent_) {
+    auto* m = new system_message(system_kind::failure, process_ref(static_cast<process*>(this)));
+    m->error = std::move(reason);
+    m->stats = ex().stats;
+    parent_.get()->send_system(m);
+  } else {
+    system().supervise_root(*this, reason, ex().stats);
+  }
+}
+
+namespace {
+
+// Applies a supervisor's decision about `child`. `supervisor` is null for
+// root actors, which the system's guardian strategy supervises.
+void apply_directive(actor_system& sys, const supervisor_strategy& s, context* supervisor,
+                     const process_ref& child, const std::string& reason, restart_stats stats) {
+  troupe::pid child_pid(child);
+  directive d;
+  try {
+    d = s.decide_for(child_pid, reason);
+  } catch (...) {
+    d = directive::stop;  // a decider that fails cannot be trusted to restart
+  }
+  std::vector<troupe::pid> targets;
+  if (s.applies_to == supervisor_strategy::scope::all_for_one && supervisor != nullptr)
+    targets = supervisor->children();
+  else
+    targets.push_back(child_pid);
+
+  if (d == directive::restart) {
+    std::size_t n = stats.record(std::chrono::steady_clock::now(), s.window);
+    if (n > s.max_restarts) d = directive::stop;
+  }
+  if (sys.events().has_subscribers()) sys.events().publish(supervision_event{child_pid, d, reason});
+
+  switch (d) {
+    case directive::resume: {
+      auto* m = new system_message(system_kind::resume);
+      m->stats = std::move(stats);
+      child->send_system(m);
+      break;
+    }
+    case directive::restart: {
+      auto delay = sys.backoff_delay(s.backoff, stats.failures.size());
+      for (const troupe::pid& t : targets) {
+        restart_stats st = t == child_pid ? stats : restart_stats{};
+        auto send = [target = t, st = std::move(st)]() {
+          auto* m = new system_message(system_kind::restart);
+          m->stats = st;
+          target.get()->send_system(m);
+        };
+        if (delay.count() > 0) sys.loop().arm(delay, std::move(send));
+        else send();
+      }
+      break;
+    }
+    case directive::stop:
+      for (const troupe::pid& t : targets)
+        t.get()->send_system(new system_message(system_kind::stop));
+      break;
+    case directive::escalate:
+      if (supervisor != nullptr) {
+        supervisor->fail(reason);
+      } else {
+        child->send_system(new system_message(system_kind::stop));
+      }
+      break;
+  }
+}
+
+}  // namespace
+
+void context::handle_failure(system_message& m) noexcept {
+  static const supervisor_strategy default_strategy{};
+  const supervisor_strategy& s = props_->supervisor ? *props_->supervisor : default_strategy;
+  apply_directive(system(), s, this, m.who, m.error, std::move(m.stats));
+}
+
+void actor_system::supervise_root(context& child, const std::string& reason, restart_stats& stats) {
+  apply_directive(*this, cfg_.guardian, nullptr, process_ref(static_cast<process*>(&child)), reason,
+                  stats);
+}
+
+}  // namespace troupe

@@ -1,0 +1,180 @@
+#pragma once
+// An actor's cell: its mailbox, its place in the hierarchy, and the context
+// its handler works with. One object per actor, kept small (an idle actor
+// costs well under 300 bytes): what only some actors use lives in `extras`,
+// allocated on first use.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actor/dispatcher.hpp"
+#include "actor/future.hpp"
+#include "actor/message.hpp"
+#include "actor/mpsc_queue.hpp"
+#include "actor/process.hpp"
+#include "actor/props.hpp"
+#include "actor/system_message.hpp"
+
+namespace troupe {
+
+class actor_system;
+struct bounded_queue;
+
+enum class spawn_error : std::uint8_t {
+  none,
+  name_taken,       // an actor with that name is alive
+  invalid_name,     // empty, or starts with '$' (reserved for anonymous ids)
+  shutting_down,    // the system is stopping and admits no new actors
+};
+const char* to_string(spawn_error e) noexcept;
+
+struct spawn_result {
+  troupe::pid pid;
+  spawn_error error = spawn_error::none;
+  explicit operator bool() const noexcept { return error == spawn_error::none; }
+};
+
+enum class actor_state : std::uint8_t { alive, stopping, restarting, stopped };
+
+class context final : public process, public schedulable {
+ public:
+  // ---- the current message ----
+  type_id type() const noexcept { return cur_->type; }
+  template <class T>
+  const T* message() const noexcept { return cur_->as<T>(); }
+  // The envelope being handled; valid during receive only.
+  troupe::envelope& envelope() const noexcept { return *cur_; }
+  // A counted handle on the current message, to keep it.
+  troupe::message current() const noexcept { return troupe::message::share(cur_); }
+  // Who sent it: set for requests, empty for plain sends.
+  troupe::pid sender() const noexcept { return troupe::pid(cur_->sender); }
+
+  // ---- identity ----
+  troupe::pid self() noexcept { return troupe::pid(static_cast<process*>(this)); }
+  const troupe::pid& parent() const noexcept { return parent_; }
+  std::vector<troupe::pid> children() const;
+  actor_state state() const noexcept { return state_; }
+  const troupe::props& props() const noexcept { return *props_; }
+
+  // ---- sending ----
+  void send(const troupe::pid& to, troupe::message m) { send_envelope(to, m.release(), false); }
+  template <class T, class F>
+  void send(const troupe::pid& to, F&& fill) {
+    send_envelope(to, build<T>(std::forward<F>(fill)), false);
+  }
+  // Like send, with this actor as the sender: the reply arrives as a message.
+  void request(const troupe::pid& to, troupe::message m) { send_envelope(to, m.release(), true); }
+  template <class T, class F>
+  void request(const troupe::pid& to, F&& fill) {
+    send_envelope(to, build<T>(std::forward<F>(fill)), true);
+  }
+  // A request whose reply completes a future (see reenter_after).
+  troupe::future request_future(const troupe::pid& to, troupe::message m,
+                                std::chrono::nanoseconds timeout);
+  // Replies to the sender of the current message (a dead letter if none).
+  void respond(troupe::message m);
+  template <class T, class F>
+  void respond(F&& fill) { respond(make_message<T>(std::forward<F>(fill))); }
+  // Passes the current message on, keeping its sender.
+  void forward(const troupe::pid& to);
+  // Runs `fn` in this actor's context when `f` completes, between messages.
+  void reenter_after(const troupe::future& f,
+                     std::function<void(context&, const future_result&)> fn);
+
+  // ---- spawning and stopping ----
+  troupe::pid spawn(const props_ptr& p);
+  spawn_result spawn_named(const props_ptr& p, const std::string& name);
+  troupe::pid spawn_prefix(const props_ptr& p, std::string_view prefix);
+  void stop(const troupe::pid& who);    // at once (system queue)
+  void poison(const troupe::pid& who);  // after what is already queued
+  void watch(const troupe::pid& who);
+  void unwatch(const troupe::pid& who);
+
+  // ---- behaviour ----
+  void become(behavior b);          // replaces the current behaviour
+  void become_stacked(behavior b);  // pushes; unbecome() returns to the previous
+  void unbecome();
+  // Keeps the current message aside; unstash_all() replays the kept ones, in
+  // order, before anything else in the mailbox.
+  void stash();
+  void unstash_all();
+  // Delivers troupe.system.ReceiveTimeout after `d` without user messages.
+  void set_receive_timeout(std::chrono::nanoseconds d);
+  void cancel_receive_timeout();
+
+  // Fails this actor as an exception from its handler would: it is
+  // suspended and its supervisor decides what happens.
+  void fail(std::string reason) noexcept;
+
+  // ---- process ----
+  void send_user(troupe::envelope* e) noexcept override;
+  void send_system(system_message* m) noexcept override;
+  std::string id() const override;
+  bool dead() const noexcept override { return dead_.load(std::memory_order_acquire); }
+  void run() noexcept override;
+
+  std::uint64_t seq() const noexcept { return seq_; }
+  const std::string* name() const noexcept { return name_.get(); }
+
+  // Created by actor_system::spawn_* only.
+  context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
+          std::unique_ptr<std::string> name);
+  // Shutdown after the dispatcher has stopped: no thread runs this actor.
+  void force_stop() noexcept;
+
+ private:
+  struct extras;
+  ~context() override;
+
+  extras& ex();
+  void send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_request);
+  void deliver(process* to, troupe::envelope* e);
+  void schedule_if_idle() noexcept;
+  void finish_run() noexcept;
+  bool has_pending() const noexcept;
+  void drain_dead() noexcept;
+  troupe::envelope* next_user() noexcept;
+
+  void process_system() noexcept;
+  void handle_system(system_message& m) noexcept;
+  void invoke_user(troupe::envelope* e) noexcept;
+  void dispatch();
+  void deliver_lifecycle(troupe::envelope* e) noexcept;
+  void handle_failure(system_message& m) noexcept;
+  void handle_terminated(system_message& m) noexcept;
+  void handle_receive_timeout(std::uint64_t token) noexcept;
+  void start_actor() noexcept;
+  void begin_stop() noexcept;
+  void begin_restart() noexcept;
+  void stop_children() noexcept;
+  bool children_empty() const noexcept;
+  void finalize_stop() noexcept;
+  void finalize_restart() noexcept;
+  void arm_receive_timeout() noexcept;
+  troupe::envelope* make_terminated(process* who, terminated_reason reason) const;
+
+  // Mailbox. Producers touch user_q_, sys_q_ and status_ only.
+  mpsc_queue user_q_;
+  mpsc_stack<system_message> sys_q_;
+  std::atomic<std::uint8_t> status_{0};  // 0 idle, 1 scheduled
+  std::atomic<bool> dead_{false};
+  // Consumer-side state, touched only by the thread running the actor.
+  actor_state state_ = actor_state::alive;
+  bool suspended_ = false;
+  bool cur_taken_ = false;  // the handler stashed the current envelope
+  bounded_queue* bounded_ = nullptr;
+  troupe::envelope* cur_ = nullptr;
+  system_message* sys_pending_ = nullptr;  // taken from sys_q_, not yet handled
+  std::uint64_t seq_;
+  std::unique_ptr<std::string> name_;
+  props_ptr props_;
+  std::unique_ptr<actor> actor_;
+  troupe::pid parent_;
+  extras* extras_ = nullptr;
+  process_ref dying_ref_;  // the registry's reference, dropped after the last run
+};
+
+}  // namespace troupe

@@ -1,0 +1,356 @@
+#include "actor/dispatcher.hpp"
+
+#include <algorithm>
+#include <array>
+#include <pthread.h>
+
+#include "actor/cpu.hpp"
+#include "actor/futex.hpp"
+
+namespace troupe {
+namespace {
+
+constexpr std::uint32_t ring_size = 256;
+// Consecutive run-next hand-offs a worker makes before it lets queued work
+// go first; a ping-ponging pair would otherwise starve the rest.
+constexpr std::uint32_t max_next_streak = 64;
+// A parked worker wakes this often to look for stalled workers.
+constexpr std::chrono::milliseconds park_timeout{100};
+
+using steady = std::chrono::steady_clock;
+
+}  // namespace
+
+struct alignas(false_sharing_range) dispatcher::worker {
+  // Read by thieves; head is also advanced by them.
+  std::atomic<std::uint32_t> head{0};
+  std::atomic<std::uint32_t> tail{0};
+  std::atomic<schedulable*> run_next{nullptr};
+  std::atomic<std::uint64_t> runs{0};
+  std::array<std::atomic<schedulable*>, ring_size> ring{};
+
+  alignas(false_sharing_range) std::atomic<std::uint32_t> park_word{0};
+  std::atomic<std::uint64_t> parks{0};
+  // Owner-only state (written by a waker only while the owner is parked).
+  bool spinning = false;
+  std::uint32_t streak = 0;
+  std::uint32_t tick = 0;
+  std::uint64_t rng = 0;
+  // What this worker saw of each other worker, to notice a stalled one.
+  std::vector<std::uint64_t> seen_runs;
+  std::vector<steady::time_point> seen_since;
+
+  dispatcher* owner = nullptr;
+  unsigned index = 0;
+  std::thread thread;
+
+  std::uint32_t next_random() noexcept {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return static_cast<std::uint32_t>(rng);
+  }
+  bool ring_nonempty() const noexcept {
+    return tail.load(std::memory_order_acquire) != head.load(std::memory_order_acquire);
+  }
+  schedulable* pop_ring() noexcept {
+    for (;;) {
+      std::uint32_t h = head.load(std::memory_order_acquire);
+      std::uint32_t t = tail.load(std::memory_order_relaxed);
+      if (h == t) return nullptr;
+      schedulable* s = ring[h % ring_size].load(std::memory_order_relaxed);
+      if (head.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed))
+        return s;
+    }
+  }
+};
+
+namespace {
+thread_local dispatcher::worker* tls_worker = nullptr;
+}
+
+dispatcher::dispatcher(dispatcher_options opts) : opts_(std::move(opts)) {
+  unsigned n = opts_.threads != 0 ? opts_.threads : std::thread::hardware_concurrency();
+  n = std::max(1u, n);
+  max_spinning_ = std::max(1u, n / 2);
+  idle_list_.reserve(n);
+  workers_.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<worker>();
+    w->owner = this;
+    w->index = i;
+    w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    w->seen_runs.assign(n, 0);
+    w->seen_since.assign(n, steady::now());
+    workers_.push_back(std::move(w));
+  }
+  for (auto& w : workers_) {
+    worker* wp = w.get();
+    wp->thread = std::thread([this, wp] { worker_main(*wp); });
+    std::string name = opts_.thread_name.substr(0, 11) + "-" + std::to_string(wp->index);
+    pthread_setname_np(wp->thread.native_handle(), name.c_str());
+  }
+}
+
+dispatcher::~dispatcher() { stop(); }
+
+void dispatcher::stop() {
+  if (stopping_.exchange(true)) {
+    for (auto& w : workers_)
+      if (w->thread.joinable()) w->thread.join();
+    return;
+  }
+  {
+    std::lock_guard lock(idle_mu_);
+    for (worker* w : idle_list_) {
+      w->park_word.store(0, std::memory_order_release);
+      futex::wake(w->park_word);
+    }
+    idle_list_.clear();
+  }
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+}
+
+bool dispatcher::on_worker() const noexcept {
+  return tls_worker != nullptr && tls_worker->owner == this;
+}
+
+std::uint64_t dispatcher::runs() const noexcept {
+  std::uint64_t n = 0;
+  for (auto& w : workers_) n += w->runs.load(std::memory_order_relaxed);
+  return n;
+}
+
+std::uint64_t dispatcher::parks() const noexcept {
+  std::uint64_t n = 0;
+  for (auto& w : workers_) n += w->parks.load(std::memory_order_relaxed);
+  return n;
+}
+
+void dispatcher::schedule(schedulable* s, hint h) noexcept {
+  worker* w = tls_worker;
+  if (w != nullptr && w->owner == this) {
+    if (h == hint::next) {
+      schedulable* previous = w->run_next.exchange(s, std::memory_order_acq_rel);
+      if (previous == nullptr) return;  // this worker runs it next: nobody to wake
+      s = previous;
+    }
+    push_local(*w, s);
+  } else {
+    push_global(s);
+  }
+  notify_work();
+}
+
+void dispatcher::push_local(worker& w, schedulable* s) noexcept {
+  for (;;) {
+    std::uint32_t h = w.head.load(std::memory_order_acquire);
+    std::uint32_t t = w.tail.load(std::memory_order_relaxed);
+    if (t - h < ring_size) {
+      w.ring[t % ring_size].store(s, std::memory_order_relaxed);
+      w.tail.store(t + 1, std::memory_order_release);
+      return;
+    }
+    // Full: move the older half to the shared queue, where any worker finds it.
+    std::array<schedulable*, ring_size / 2> batch;
+    for (std::uint32_t i = 0; i < batch.size(); ++i)
+      batch[i] = w.ring[(h + i) % ring_size].load(std::memory_order_relaxed);
+    if (!w.head.compare_exchange_strong(h, h + static_cast<std::uint32_t>(batch.size()),
+                                        std::memory_order_acq_rel))
+      continue;  // thieves took some: there is room now
+    for (schedulable* b : batch) global_.push(b);
+    global_.push(s);
+    return;
+  }
+}
+
+void dispatcher::push_global(schedulable* s) noexcept { global_.push(s); }
+
+schedulable* dispatcher::pop_global() noexcept {
+  if (!global_.nonempty_hint()) return nullptr;
+  if (global_busy_.exchange(true, std::memory_order_acquire)) return nullptr;
+  mpsc_node* n = global_.pop();
+  global_busy_.store(false, std::memory_order_release);
+  return static_cast<schedulable*>(n);
+}
+
+bool dispatcher::has_work() const noexcept {
+  if (global_.nonempty_hint()) return true;
+  for (auto& w : workers_)
+    if (w->ring_nonempty()) return true;
+  return false;
+}
+
+void dispatcher::notify_work() noexcept {
+  // Pairs with the fence in park(): either the parker sees the new work on its
+  // re-check, or we see it counted as idle here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (spinning_.load(std::memory_order_relaxed) == 0 &&
+      idle_.load(std::memory_order_relaxed) > 0)
+    wake_one();
+}
+
+void dispatcher::wake_one() noexcept {
+  worker* target = nullptr;
+  {
+    std::lock_guard lock(idle_mu_);
+    if (idle_list_.empty()) return;
+    target = idle_list_.back();
+    idle_list_.pop_back();
+    idle_.fetch_sub(1, std::memory_order_relaxed);
+    // The woken worker starts out spinning, so that concurrent producers do
+    // not wake a second one for the same work.
+    target->spinning = true;
+    spinning_.fetch_add(1, std::memory_order_relaxed);
+  }
+  target->park_word.store(0, std::memory_order_release);
+  futex::wake(target->park_word);
+}
+
+schedulable* dispatcher::find_work(worker& w) noexcept {
+  if (++w.tick % 61 == 0) {
+    // Now and then the shared queue goes first, so it cannot starve.
+    if (schedulable* s = pop_global()) return s;
+  }
+  if (w.run_next.load(std::memory_order_relaxed) != nullptr) {
+    if (w.streak < max_next_streak ||
+        !(w.ring_nonempty() || global_.nonempty_hint())) {
+      if (schedulable* s = w.run_next.exchange(nullptr, std::memory_order_acquire)) {
+        ++w.streak;
+        return s;
+      }
+    } else if (schedulable* s = w.run_next.exchange(nullptr, std::memory_order_acquire)) {
+      push_local(w, s);
+    }
+  }
+  w.streak = 0;
+  if (schedulable* s = w.pop_ring()) return s;
+  return pop_global();
+}
+
+schedulable* dispatcher::steal(worker& thief) noexcept {
+  const unsigned n = threads();
+  const unsigned start = thief.next_random() % n;
+  for (unsigned k = 0; k < n; ++k) {
+    worker& v = *workers_[(start + k) % n];
+    if (&v == &thief) continue;
+    std::uint32_t h = v.head.load(std::memory_order_acquire);
+    std::uint32_t t = v.tail.load(std::memory_order_acquire);
+    std::uint32_t count = t - h;
+    count -= count / 2;
+    if (count == 0 || count > ring_size / 2) {
+      // Nothing in the ring. Take the run-next slot only from a worker that
+      // has not finished a run for a while: it is blocked in a handler.
+      std::uint64_t r = v.runs.load(std::memory_order_relaxed);
+      auto now = steady::now();
+      if (r != thief.seen_runs[v.index]) {
+        thief.seen_runs[v.index] = r;
+        thief.seen_since[v.index] = now;
+      } else if (now - thief.seen_since[v.index] > opts_.stall_threshold &&
+                 v.run_next.load(std::memory_order_relaxed) != nullptr) {
+        if (schedulable* s = v.run_next.exchange(nullptr, std::memory_order_acq_rel))
+          return s;
+      }
+      continue;
+    }
+    std::array<schedulable*, ring_size / 2> batch;
+    for (std::uint32_t i = 0; i < count; ++i)
+      batch[i] = v.ring[(h + i) % ring_size].load(std::memory_order_relaxed);
+    if (!v.head.compare_exchange_strong(h, h + count, std::memory_order_acq_rel))
+      continue;
+    // The thief's own ring is empty here: only its owner pushes to it.
+    std::uint32_t tt = thief.tail.load(std::memory_order_relaxed);
+    for (std::uint32_t i = 1; i < count; ++i)
+      thief.ring[(tt + i - 1) % ring_size].store(batch[i], std::memory_order_relaxed);
+    thief.tail.store(tt + count - 1, std::memory_order_release);
+    return batch[0];
+  }
+  return nullptr;
+}
+
+schedulable* dispatcher::spin(worker& w) noexcept {
+  if (!w.spinning) {
+    if (static_cast<unsigned>(spinning_.load(std::memory_order_relaxed)) >= max_spinning_)
+      return nullptr;
+    w.spinning = true;
+    spinning_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  const auto deadline = steady::now() + opts_.spin;
+  for (unsigned i = 1; !stopping_.load(std::memory_order_relaxed); ++i) {
+    if (schedulable* s = pop_global()) return s;
+    // Also notices a stalled worker's run-next slot.
+    if (schedulable* s = steal(w)) return s;
+    if (i % 16 == 0 && steady::now() > deadline) break;
+    for (int k = 0; k < 8; ++k) cpu_relax();
+  }
+  w.spinning = false;
+  spinning_.fetch_sub(1, std::memory_order_seq_cst);
+  return nullptr;
+}
+
+void dispatcher::park(worker& w) noexcept {
+  {
+    std::lock_guard lock(idle_mu_);
+    w.park_word.store(1, std::memory_order_relaxed);
+    idle_list_.push_back(&w);
+    idle_.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (has_work() || stopping_.load(std::memory_order_relaxed)) {
+    std::lock_guard lock(idle_mu_);
+    auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);
+    if (it != idle_list_.end()) {
+      idle_list_.erase(it);
+      idle_.fetch_sub(1, std::memory_order_relaxed);
+      w.park_word.store(0, std::memory_order_relaxed);
+      return;
+    }
+    // Someone already chose us; take their wake-up below.
+  }
+  w.parks.fetch_add(1, std::memory_order_relaxed);
+  while (w.park_word.load(std::memory_order_acquire) == 1) {
+    if (stopping_.load(std::memory_order_relaxed)) break;
+    futex::wait(w.park_word, 1, park_timeout);
+    if (w.park_word.load(std::memory_order_acquire) == 1) {
+      // Timed out: look around for a stalled worker, as a spinner would.
+      std::lock_guard lock(idle_mu_);
+      auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);
+      if (it != idle_list_.end()) {
+        idle_list_.erase(it);
+        idle_.fetch_sub(1, std::memory_order_relaxed);
+        w.park_word.store(0, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+}
+
+void dispatcher::worker_main(worker& w) {
+  tls_worker = &w;
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    schedulable* s = find_work(w);
+    if (s == nullptr) s = spin(w);
+    if (s == nullptr) {
+      park(w);
+      continue;
+    }
+    if (w.spinning) {
+      w.spinning = false;
+      // The last spinner to find work wakes another, which helps the pool
+      // ramp up when work arrives in bulk.
+      if (spinning_.fetch_sub(1, std::memory_order_seq_cst) == 1 && has_work())
+        wake_one();
+    }
+    w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    s->run();
+  }
+  if (w.spinning) {
+    w.spinning = false;
+    spinning_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  tls_worker = nullptr;
+}
+
+}  // namespace troupe

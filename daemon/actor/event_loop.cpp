@@ -1,0 +1,223 @@
+#include "actor/event_loop.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+
+namespace troupe {
+
+namespace {
+
+struct post_node : mpsc_node {
+  std::function<void()> fn;
+};
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+
+}  // namespace
+
+enum : std::uint8_t { timer_armed = 0, timer_cancelled = 1, timer_fired = 2 };
+
+struct timer_record : mpsc_node {
+  std::atomic<std::uint8_t> state{timer_armed};
+  std::atomic<std::uint8_t> refs{2};  // the handle and the loop
+  std::int64_t deadline = 0;
+  std::function<void()> fn;
+
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+timer_handle& timer_handle::operator=(timer_handle&& o) noexcept {
+  if (this != &o) {
+    if (r_) r_->release();
+    r_ = std::exchange(o.r_, nullptr);
+  }
+  return *this;
+}
+
+timer_handle::~timer_handle() {
+  if (r_) r_->release();
+}
+
+bool timer_handle::cancel() noexcept {
+  if (!r_) return false;
+  std::uint8_t expected = timer_armed;
+  return r_->state.compare_exchange_strong(expected, timer_cancelled,
+                                           std::memory_order_acq_rel);
+}
+
+event_loop::event_loop() : next_wakeup_ns_(never) {
+  int rc = uv_loop_init(&loop_);
+  assert(rc == 0);
+  rc = uv_async_init(&loop_, &async_, &event_loop::on_async);
+  assert(rc == 0);
+  rc = uv_timer_init(&loop_, &timer_);
+  assert(rc == 0);
+  (void)rc;
+  async_.data = this;
+  timer_.data = this;
+}
+
+event_loop::~event_loop() {
+  stop();
+  if (!closed_) {
+    // Never run: close the handles here.
+    close_all();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
+  int rc = uv_loop_close(&loop_);
+  assert(rc == 0 && "a libuv handle was left open");
+  (void)rc;
+  // Whatever was posted or armed after the loop stopped is dropped.
+  while (mpsc_node* n = posts_.pop()) delete static_cast<post_node*>(n);
+  while (mpsc_node* n = timers_in_.pop()) static_cast<timer_record*>(n)->release();
+  for (timer_record* r : heap_) r->release();
+}
+
+void event_loop::start_thread() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void event_loop::run() {
+  loop_thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
+  // Work posted before the loop ran must not wait for a doorbell.
+  uv_async_send(&async_);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  closed_ = true;
+}
+
+void event_loop::stop() {
+  if (!stop_requested_.exchange(true)) uv_async_send(&async_);
+  if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
+}
+
+bool event_loop::on_loop_thread() const noexcept {
+  return loop_thread_id_.load(std::memory_order_acquire) == std::this_thread::get_id();
+}
+
+std::size_t event_loop::pending_timers() const noexcept {
+  return live_timers_.load(std::memory_order_relaxed);
+}
+
+void event_loop::post(std::function<void()> fn) {
+  auto* n = new post_node;
+  n->fn = std::move(fn);
+  posts_.push(n);
+  uv_async_send(&async_);  // coalesces while a wake-up is pending
+}
+
+timer_handle event_loop::arm(std::chrono::nanoseconds delay, std::function<void()> fn) {
+  auto* r = new timer_record;
+  r->deadline = now_ns() + std::max<std::int64_t>(0, delay.count());
+  r->fn = std::move(fn);
+  live_timers_.fetch_add(1, std::memory_order_relaxed);
+  timers_in_.push(r);  // seq_cst: ordered before the load below
+  if (r->deadline < next_wakeup_ns_.load(std::memory_order_seq_cst)) uv_async_send(&async_);
+  return timer_handle(r);
+}
+
+void event_loop::on_async(uv_async_t* h) {
+  auto* self = static_cast<event_loop*>(h->data);
+  self->drain_posts();
+  if (self->stop_requested_.load()) {
+    self->close_all();
+    return;
+  }
+  self->rearm();
+}
+
+void event_loop::on_timer(uv_timer_t* h) {
+  auto* self = static_cast<event_loop*>(h->data);
+  self->fire_due();
+  self->rearm();
+}
+
+void event_loop::drain_posts() {
+  while (mpsc_node* n = posts_.pop()) {
+    auto* p = static_cast<post_node*>(n);
+    p->fn();
+    delete p;
+  }
+}
+
+namespace {
+bool later(const timer_record* a, const timer_record* b) noexcept {
+  return a->deadline > b->deadline;
+}
+}  // namespace
+
+void event_loop::drain_timers() {
+  while (mpsc_node* n = timers_in_.pop()) {
+    auto* r = static_cast<timer_record*>(n);
+    if (r->state.load(std::memory_order_acquire) != timer_armed) {
+      // Cancelled before the loop saw it: the common fate of request timeouts.
+      live_timers_.fetch_sub(1, std::memory_order_relaxed);
+      r->release();
+      continue;
+    }
+    heap_.push_back(r);
+    std::push_heap(heap_.begin(), heap_.end(), later);
+  }
+}
+
+void event_loop::rearm() {
+  std::int64_t earliest = never;
+  for (;;) {
+    drain_timers();
+    while (!heap_.empty() &&
+           heap_.front()->state.load(std::memory_order_acquire) != timer_armed) {
+      std::pop_heap(heap_.begin(), heap_.end(), later);
+      heap_.back()->release();
+      heap_.pop_back();
+      live_timers_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    earliest = heap_.empty() ? never : heap_.front()->deadline;
+    next_wakeup_ns_.store(earliest, std::memory_order_seq_cst);
+    // A timer armed before the store above but not yet drained would be
+    // missed by its producer's check; look once more.
+    if (!timers_in_.maybe_nonempty()) break;
+  }
+  if (earliest == never) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  std::int64_t wait_ns = std::max<std::int64_t>(0, earliest - now_ns());
+  // libuv timers count whole milliseconds: round up so we never wake early.
+  std::uint64_t wait_ms = static_cast<std::uint64_t>((wait_ns + 999'999) / 1'000'000);
+  uv_update_time(&loop_);
+  uv_timer_start(&timer_, &event_loop::on_timer, wait_ms, 0);
+}
+
+void event_loop::fire_due() {
+  const std::int64_t now = now_ns();
+  while (!heap_.empty() && heap_.front()->deadline <= now) {
+    std::pop_heap(heap_.begin(), heap_.end(), later);
+    timer_record* r = heap_.back();
+    heap_.pop_back();
+    live_timers_.fetch_sub(1, std::memory_order_relaxed);
+    std::uint8_t expected = timer_armed;
+    if (r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel)) {
+      r->fn();
+      r->fn = nullptr;  // release what the callback captured, on this thread
+    }
+    r->release();
+  }
+}
+
+void event_loop::close_all() {
+  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  // Other handles on this loop (added by the node) are closed by their owners
+  // before stop(); closing them here would break their owners' invariants.
+}
+
+}  // namespace troupe

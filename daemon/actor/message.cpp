@@ -1,0 +1,223 @@
+#include "actor/message.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "actor/process.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TROUPE_POOL_DISABLED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TROUPE_POOL_DISABLED 1
+#endif
+#endif
+
+namespace troupe {
+
+// ---- headers ----
+
+headers* headers::make(std::vector<entry> entries) { return new headers(std::move(entries)); }
+
+void headers::release() noexcept {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+std::string_view headers::get(std::string_view key) const noexcept {
+  for (const entry& e : entries_)
+    if (e.first == key) return e.second;
+  return {};
+}
+
+// ---- pool ----
+
+namespace {
+
+constexpr std::size_t class_count = 6;  // blocks of 128 B .. 4 KiB
+constexpr std::size_t min_block_shift = 7;
+constexpr std::size_t batch = 64;
+constexpr std::uint8_t oversize_class = 0xff;
+
+constexpr std::size_t block_size(std::size_t c) noexcept { return std::size_t{1} << (min_block_shift + c); }
+
+std::uint8_t class_for(std::size_t total) noexcept {
+  for (std::size_t c = 0; c < class_count; ++c)
+    if (total <= block_size(c)) return static_cast<std::uint8_t>(c);
+  return oversize_class;
+}
+
+struct free_block {
+  free_block* next;
+};
+
+// Blocks move between threads in chains of `batch`.
+struct chain {
+  free_block* head = nullptr;
+  std::size_t count = 0;
+};
+
+class shared_pool {
+ public:
+  bool take(std::size_t c, chain& out) {
+    std::lock_guard lock(mu_[c]);
+    if (chains_[c].empty()) return false;
+    out = chains_[c].back();
+    chains_[c].pop_back();
+    return true;
+  }
+  void give(std::size_t c, chain in) {
+    std::lock_guard lock(mu_[c]);
+    chains_[c].push_back(in);
+  }
+  // Carves a fresh chain out of new memory. Slabs are kept for the life of
+  // the process, as an allocator would.
+  chain carve(std::size_t c) {
+    const std::size_t size = block_size(c);
+    const std::size_t n = std::max<std::size_t>(batch, (64 * 1024) / size);
+    auto* slab = static_cast<char*>(::operator new(size * n, std::align_val_t{64}));
+    {
+      std::lock_guard lock(slab_mu_);
+      slabs_.push_back(slab);
+    }
+    chain out;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto* b = reinterpret_cast<free_block*>(slab + i * size);
+      b->next = out.head;
+      out.head = b;
+    }
+    out.count = n;
+    return out;
+  }
+
+ private:
+  std::mutex mu_[class_count];
+  std::vector<chain> chains_[class_count];
+  std::mutex slab_mu_;
+  std::vector<char*> slabs_;
+};
+
+shared_pool& pool() {
+  // Never destroyed: thread caches may return blocks during static destruction.
+  static shared_pool* p = new shared_pool;
+  return *p;
+}
+
+struct thread_cache {
+  chain lists[class_count];
+
+  ~thread_cache() {
+    for (std::size_t c = 0; c < class_count; ++c)
+      if (lists[c].count != 0) pool().give(c, lists[c]);
+  }
+
+  void* allocate(std::size_t c) {
+    chain& l = lists[c];
+    if (l.head == nullptr && !pool().take(c, l)) l = pool().carve(c);
+    free_block* b = l.head;
+    l.head = b->next;
+    --l.count;
+    return b;
+  }
+
+  void deallocate(std::size_t c, void* p) {
+    chain& l = lists[c];
+    auto* b = static_cast<free_block*>(p);
+    b->next = l.head;
+    l.head = b;
+    if (++l.count >= 2 * batch) {
+      // Hand a batch to the shared pool: the sender of a fan-in allocates
+      // where the receiver frees, and the blocks must flow back.
+      chain out;
+      for (std::size_t i = 0; i < batch; ++i) {
+        free_block* x = l.head;
+        l.head = x->next;
+        x->next = out.head;
+        out.head = x;
+      }
+      out.count = batch;
+      l.count -= batch;
+      pool().give(c, out);
+    }
+  }
+};
+
+thread_local thread_cache cache;
+
+}  // namespace
+
+namespace envelope_pool {
+
+envelope* allocate(std::size_t payload_size) {
+  const std::size_t total = sizeof(envelope) + payload_size;
+  std::uint8_t c = class_for(total);
+  void* mem;
+#ifdef TROUPE_POOL_DISABLED
+  mem = ::operator new(total, std::align_val_t{64});
+#else
+  if (c == oversize_class)
+    mem = ::operator new(total, std::align_val_t{64});
+  else
+    mem = cache.allocate(c);
+#endif
+  auto* e = new (mem) envelope;
+  e->size_class = c;
+  return e;
+}
+
+void deallocate(envelope* e) noexcept {
+  std::uint8_t c = e->size_class;
+  e->~envelope();
+#ifdef TROUPE_POOL_DISABLED
+  (void)c;
+  ::operator delete(static_cast<void*>(e), std::align_val_t{64});
+#else
+  if (c == oversize_class)
+    ::operator delete(static_cast<void*>(e), std::align_val_t{64});
+  else
+    cache.deallocate(c, e);
+#endif
+}
+
+}  // namespace envelope_pool
+
+void envelope::destroy() noexcept {
+  if (sender) sender->release();
+  if (hdrs) hdrs->release();
+  if (shared) shared->release();
+  envelope_pool::deallocate(this);
+}
+
+envelope* make_envelope(type_id type, const void* bytes, std::size_t size) {
+  envelope* e = envelope_pool::allocate(size);
+  e->type = type;
+  e->size = static_cast<std::uint32_t>(size);
+  if (size != 0) std::memcpy(e->inline_bytes(), bytes, size);
+  e->data = e->inline_bytes();
+  return e;
+}
+
+envelope* share_envelope(envelope* original) {
+  envelope* e = envelope_pool::allocate(0);
+  e->type = original->type;
+  e->size = original->size;
+  e->data = original->data;
+  envelope* owner = original->shared ? original->shared : original;
+  owner->retain();
+  e->shared = owner;
+  if (original->hdrs) {
+    original->hdrs->retain();
+    e->hdrs = original->hdrs;
+  }
+  return e;
+}
+
+flatbuffers::FlatBufferBuilder& thread_builder() noexcept {
+  thread_local flatbuffers::FlatBufferBuilder builder(256);
+  builder.Clear();
+  return builder;
+}
+
+}  // namespace troupe

@@ -1,0 +1,20 @@
+#include "actor/process.hpp"
+
+#include "actor/actor_system.hpp"
+
+namespace troupe {
+
+namespace {
+const std::string no_address;
+}
+
+std::string pid::id() const { return p_ ? p_->id() : std::string(); }
+
+const std::string& pid::address() const { return p_ ? p_->system().address() : no_address; }
+
+std::string pid::to_string() const {
+  if (!p_) return "<none>";
+  return address() + "/" + id();
+}
+
+}  // namespace troupe

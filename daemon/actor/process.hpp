@@ -1,0 +1,101 @@
+#pragma once
+// Everything addressable is a process behind a PID: a local actor, a future,
+// dead letters, and later remote proxies and routers. A PID holds a counted
+// pointer to its process, so a send resolves nothing: it calls the process.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "actor/message.hpp"
+
+namespace troupe {
+
+class actor_system;
+struct system_message;
+
+class process {
+ public:
+  explicit process(actor_system& sys) noexcept : sys_(&sys) {}
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+
+  void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // Delivers a user message; takes ownership of `e` whatever happens to it.
+  virtual void send_user(envelope* e) noexcept = 0;
+  // Delivers a system message; takes ownership of `m`.
+  virtual void send_system(system_message* m) noexcept = 0;
+  // The id part of the PID ("$42", "my-name").
+  virtual std::string id() const = 0;
+  // Whether it has stopped; a stopped process turns messages into dead letters.
+  virtual bool dead() const noexcept { return false; }
+
+  actor_system& system() const noexcept { return *sys_; }
+
+ protected:
+  virtual ~process() = default;
+
+ private:
+  std::atomic<std::uint32_t> refs_{1};
+  actor_system* sys_;
+};
+
+// A counted reference to a process.
+class process_ref {
+ public:
+  process_ref() noexcept = default;
+  // Takes over a reference the caller owns.
+  static process_ref adopt(process* p) noexcept { process_ref r; r.p_ = p; return r; }
+  explicit process_ref(process* p) noexcept : p_(p) { if (p_) p_->retain(); }
+  process_ref(const process_ref& o) noexcept : p_(o.p_) { if (p_) p_->retain(); }
+  process_ref(process_ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  process_ref& operator=(process_ref o) noexcept { std::swap(p_, o.p_); return *this; }
+  ~process_ref() { if (p_) p_->release(); }
+
+  process* get() const noexcept { return p_; }
+  process* operator->() const noexcept { return p_; }
+  process& operator*() const noexcept { return *p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  process* release() noexcept { return std::exchange(p_, nullptr); }
+  void reset() noexcept { process_ref().swap(*this); }
+  void swap(process_ref& o) noexcept { std::swap(p_, o.p_); }
+
+ private:
+  process* p_ = nullptr;
+};
+
+// Process id: node address + id. Local processes are unique per actor, so
+// two PIDs are equal when they name the same process.
+class pid {
+ public:
+  pid() noexcept = default;
+  explicit pid(process_ref p) noexcept : p_(std::move(p)) {}
+  explicit pid(process* p) noexcept : p_(p) {}
+
+  process* get() const noexcept { return p_.get(); }
+  explicit operator bool() const noexcept { return static_cast<bool>(p_); }
+
+  std::string id() const;
+  const std::string& address() const;
+  // "address/id", for logs and the admin API.
+  std::string to_string() const;
+
+  friend bool operator==(const pid& a, const pid& b) noexcept { return a.get() == b.get(); }
+
+ private:
+  process_ref p_;
+};
+
+}  // namespace troupe
+
+template <>
+struct std::hash<troupe::pid> {
+  std::size_t operator()(const troupe::pid& p) const noexcept {
+    return std::hash<const void*>{}(p.get());
+  }
+};

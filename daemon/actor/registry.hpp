@@ -1,0 +1,58 @@
+#pragma once
+// The process registry: id → process for every live local actor. Sends do
+// not use it (a PID already points at its process); it serves look-ups by id
+// (network, admin API) and keeps each live actor referenced. Anonymous
+// actors are keyed by number in 64 shards, each with its own short lock, so
+// concurrent spawns and stops rarely meet; names live in one map of their own.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "actor/cpu.hpp"
+#include "actor/process.hpp"
+
+namespace troupe {
+
+class registry {
+ public:
+  registry() = default;
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+  ~registry();
+
+  std::uint64_t next_seq() noexcept { return seq_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Registers `p` under its number; takes one reference.
+  void add(std::uint64_t seq, process* p);
+  // Registers `p` under `name`; false if the name is taken.
+  bool add_named(const std::string& name, process* p);
+  // Unregisters and hands the registry's reference to the caller.
+  process_ref remove(std::uint64_t seq);
+  process_ref remove_named(const std::string& name);
+
+  // By id: "$42" for anonymous actors, the name otherwise.
+  process_ref lookup(std::string_view id) const;
+  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  // Visits every live process (holding a reference while visiting).
+  void for_each(const std::function<void(process&)>& fn) const;
+
+ private:
+  static constexpr std::size_t shard_count = 64;
+  struct alignas(false_sharing_range) shard {
+    mutable std::mutex mu;
+    std::unordered_map<std::uint64_t, process*> map;
+  };
+
+  std::atomic<std::uint64_t> seq_{1};
+  std::atomic<std::size_t> size_{0};
+  std::array<shard, shard_count> shards_;
+  mutable std::mutex named_mu_;
+  std::unordered_map<std::string, process*> named_;
+};
+
+}  // namespace troupe
