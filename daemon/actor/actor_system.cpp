@@ -119,7 +119,7 @@ bool actor_system::shutdown(std::chrono::milliseconds timeout) {
   // Stop the top of every tree; each stops its children before itself.
   registry_.for_each([](process& p) {
     auto* c = dynamic_cast<context*>(&p);
-    if (c != nullptr && !c->parent()) c->send_system(new system_message(system_kind::stop));
+    if (c != nullptr && c->top_level()) c->send_system(new system_message(system_kind::stop));
   });
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (registry_.size() != 0 && std::chrono::steady_clock::now() < deadline)
@@ -152,11 +152,12 @@ pid root_context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
 }
 
 void root_context::send(const pid& to, message m) {
+  envelope* e = for_delivery(std::move(m));
   if (!to) {
-    sys_.dead_letter(m.release(), nullptr, dead_letter_reason::not_found);
+    sys_.dead_letter(e, nullptr, dead_letter_reason::not_found);
     return;
   }
-  to.get()->send_user(m.release());
+  to.get()->send_user(e);
 }
 
 future root_context::request_future(const pid& to, message m, std::chrono::nanoseconds timeout) {
@@ -166,7 +167,7 @@ future root_context::request_future(const pid& to, message m, std::chrono::nanos
   f->set_timeout(sys_.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
     static_cast<future_process*>(ref.get())->complete(future_status::timed_out, nullptr);
   }));
-  envelope* e = m.release();
+  envelope* e = for_delivery(std::move(m));
   f->retain();
   e->sender = f;
   if (!to) sys_.dead_letter(e, nullptr, dead_letter_reason::not_found);

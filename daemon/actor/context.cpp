@@ -81,6 +81,7 @@ struct context::extras {
 context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
                  std::unique_ptr<std::string> name)
     : process(sys),
+      top_level_(!parent),
       seq_(seq),
       name_(std::move(name)),
       props_(std::move(p)),
@@ -187,45 +188,23 @@ void context::send_system(system_message* m) noexcept {
   schedule_if_idle();
 }
 
+// The mailbox status is one byte: `scheduled` while some thread owns the
+// mailbox (queued in the dispatcher or running), `notified` when something
+// arrived since the owner last looked. A producer sets both; whoever finds
+// `scheduled` clear owns the mailbox and schedules it. The owner gives it up
+// only with a compare-exchange from exactly `scheduled`, so it never misses
+// a message and never touches the actor after giving it up (another thread
+// may free it from then on).
 void context::schedule_if_idle() noexcept {
-  if (status_.load(std::memory_order_seq_cst) != 0) return;
-  std::uint8_t expected = 0;
-  if (!status_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
+  std::uint8_t old = status_.fetch_or(status_scheduled | status_notified, std::memory_order_acq_rel);
+  if (old & status_scheduled) return;
   if (dead_.load(std::memory_order_acquire)) {
-    // A dead actor is never queued again: whoever wins the mailbox drains it.
-    drain_dead();
-    finish_run();
+    // A dead actor is never queued again: whoever wins the mailbox drains it
+    // here, holding the PID it sent through.
+    run();
     return;
   }
   system().dispatcher().schedule(this, dispatcher::hint::next);
-}
-
-bool context::has_pending() const noexcept {
-  if (sys_q_.maybe_nonempty()) return true;
-  bool user = false;
-  if (bounded_ != nullptr) {
-    std::lock_guard lock(bounded_->mu);
-    user = !bounded_->q.empty();
-  } else {
-    user = user_q_.maybe_nonempty();
-  }
-  if (dead_.load(std::memory_order_relaxed)) return user;
-  if (suspended_ || state_ != actor_state::alive) return false;
-  return user || (extras_ && !extras_->replay.empty());
-}
-
-void context::finish_run() noexcept {
-  for (;;) {
-    status_.store(0, std::memory_order_seq_cst);
-    if (!has_pending()) return;
-    std::uint8_t expected = 0;
-    if (!status_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
-    if (!dead_.load(std::memory_order_acquire)) {
-      system().dispatcher().schedule(this, dispatcher::hint::yield);
-      return;
-    }
-    drain_dead();
-  }
 }
 
 troupe::envelope* context::next_user() noexcept {
@@ -244,27 +223,34 @@ troupe::envelope* context::next_user() noexcept {
 }
 
 void context::run() noexcept {
-  if (dead_.load(std::memory_order_relaxed)) {
-    drain_dead();
-    finish_run();
-    return;
+  process_ref last;  // the registry's reference once the actor stopped in this run
+  std::uint32_t budget = props_->mailbox.throughput;
+  for (;;) {
+    // Clears `notified`: whatever was pushed before this is visible below.
+    status_.exchange(status_scheduled, std::memory_order_acq_rel);
+    if (!dead_.load(std::memory_order_relaxed)) {
+      process_system();
+      while (budget > 0) {
+        if (sys_q_.nonempty_hint()) process_system();
+        if (suspended_ || state_ != actor_state::alive) break;
+        troupe::envelope* e = next_user();
+        if (e == nullptr) break;
+        --budget;
+        invoke_user(e);
+      }
+      if (dying_ref_) last = std::move(dying_ref_);
+    }
+    if (dead_.load(std::memory_order_relaxed)) {
+      drain_dead();
+    } else if (budget == 0) {
+      // Used its turn; stays scheduled and queues behind the others.
+      system().dispatcher().schedule(this, dispatcher::hint::yield);
+      return;
+    }
+    std::uint8_t expected = status_scheduled;
+    if (status_.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
+    // Something arrived while we looked: go round again.
   }
-  process_system();
-  const std::uint32_t budget = props_->mailbox.throughput;
-  for (std::uint32_t n = 0; n < budget; ++n) {
-    if (sys_q_.nonempty_hint()) process_system();
-    if (suspended_ || state_ != actor_state::alive) break;
-    troupe::envelope* e = next_user();
-    if (e == nullptr) break;
-    invoke_user(e);
-  }
-  if (dying_ref_) {
-    // The registry's reference: this run may be the last thing the actor does.
-    process_ref last = std::move(dying_ref_);
-    finish_run();
-    return;
-  }
-  finish_run();
 }
 
 void context::drain_dead() noexcept {
@@ -297,6 +283,13 @@ void context::invoke_user(troupe::envelope* e) noexcept {
     fail("unknown exception");
   }
   cur_ = nullptr;
+  if (e->sender != nullptr && e->refs.load(std::memory_order_acquire) != 1) {
+    // The delivery is over but someone kept the message: the sender belongs
+    // to the delivery, not to the message, and holding on to it could close
+    // a reference cycle (a future whose reply shares this request's bytes).
+    e->sender->release();
+    e->sender = nullptr;
+  }
   e->release();
 }
 
@@ -380,11 +373,12 @@ void context::deliver(process* to, troupe::envelope* e) {
 
 void context::respond(troupe::message m) {
   process* to = cur_ ? cur_->sender : nullptr;
+  troupe::envelope* e = for_delivery(std::move(m));
   if (to == nullptr) {
-    system().dead_letter(m.release(), nullptr, dead_letter_reason::not_found);
+    system().dead_letter(e, nullptr, dead_letter_reason::not_found);
     return;
   }
-  to->send_user(m.release());
+  to->send_user(e);
 }
 
 void context::forward(const troupe::pid& to) {
@@ -403,14 +397,19 @@ troupe::future context::request_future(const troupe::pid& to, troupe::message m,
 
 void context::reenter_after(const troupe::future& f,
                             std::function<void(context&, const future_result&)> fn) {
-  troupe::message original = current();
+  // The continuation sees a copy of the current message with its sender,
+  // so that respond() there answers the original requester.
+  troupe::envelope* copy = share_envelope(cur_);
+  if (cur_->sender != nullptr) {
+    cur_->sender->retain();
+    copy->sender = cur_->sender;
+  }
+  troupe::message original = troupe::message::adopt(copy);
   process_ref me(static_cast<process*>(this));
   f.get()->on_complete([me = std::move(me), original = std::move(original),
                         fn = std::move(fn)](future_result r) {
     auto* m = new system_message(system_kind::continuation);
     m->fn = [original, fn, r = std::move(r)](context& ctx) {
-      // The continuation sees the message it was started from, so that
-      // respond() answers the original requester.
       troupe::envelope* saved = ctx.cur_;
       ctx.cur_ = original.get();
       fn(ctx, r);
@@ -709,7 +708,6 @@ void context::finalize_stop() noexcept {
   actor_.reset();
   state_ = actor_state::stopped;
   dying_ref_ = name_ ? system().registry().remove_named(*name_) : system().registry().remove(seq_);
-  dead_.store(true, std::memory_order_seq_cst);
   system().stats().stopped.fetch_add(1, std::memory_order_relaxed);
   auto terminated = [this] {
     auto* t = new system_message(system_kind::terminated, process_ref(static_cast<process*>(this)));
@@ -729,7 +727,9 @@ void context::finalize_stop() noexcept {
     parent_.get()->send_system(terminated());
     parent_ = troupe::pid();
   }
-  // What is still queued becomes dead letters in drain_dead(), run next.
+  // Last, so that whoever sees the actor dead also finds its Terminated
+  // already sent. What is still queued becomes dead letters in drain_dead().
+  dead_.store(true, std::memory_order_seq_cst);
 }
 
 void context::force_stop() noexcept {

@@ -55,18 +55,24 @@ class context final : public process, public schedulable {
   // ---- identity ----
   troupe::pid self() noexcept { return troupe::pid(static_cast<process*>(this)); }
   const troupe::pid& parent() const noexcept { return parent_; }
+  // Spawned from the root context (fixed at spawn: safe from any thread).
+  bool top_level() const noexcept { return top_level_; }
   std::vector<troupe::pid> children() const;
   actor_state state() const noexcept { return state_; }
   const troupe::props& props() const noexcept { return *props_; }
 
   // ---- sending ----
-  void send(const troupe::pid& to, troupe::message m) { send_envelope(to, m.release(), false); }
+  void send(const troupe::pid& to, troupe::message m) {
+    send_envelope(to, for_delivery(std::move(m)), false);
+  }
   template <class T, class F>
   void send(const troupe::pid& to, F&& fill) {
     send_envelope(to, build<T>(std::forward<F>(fill)), false);
   }
   // Like send, with this actor as the sender: the reply arrives as a message.
-  void request(const troupe::pid& to, troupe::message m) { send_envelope(to, m.release(), true); }
+  void request(const troupe::pid& to, troupe::message m) {
+    send_envelope(to, for_delivery(std::move(m)), true);
+  }
   template <class T, class F>
   void request(const troupe::pid& to, F&& fill) {
     send_envelope(to, build<T>(std::forward<F>(fill)), true);
@@ -133,8 +139,6 @@ class context final : public process, public schedulable {
   void send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_request);
   void deliver(process* to, troupe::envelope* e);
   void schedule_if_idle() noexcept;
-  void finish_run() noexcept;
-  bool has_pending() const noexcept;
   void drain_dead() noexcept;
   troupe::envelope* next_user() noexcept;
 
@@ -159,11 +163,14 @@ class context final : public process, public schedulable {
   // Mailbox. Producers touch user_q_, sys_q_ and status_ only.
   mpsc_queue user_q_;
   mpsc_stack<system_message> sys_q_;
-  std::atomic<std::uint8_t> status_{0};  // 0 idle, 1 scheduled
+  static constexpr std::uint8_t status_scheduled = 1;
+  static constexpr std::uint8_t status_notified = 2;
+  std::atomic<std::uint8_t> status_{0};
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;
   bool suspended_ = false;
+  const bool top_level_;
   bool cur_taken_ = false;  // the handler stashed the current envelope
   bounded_queue* bounded_ = nullptr;
   troupe::envelope* cur_ = nullptr;

@@ -131,14 +131,14 @@ std::uint64_t dispatcher::parks() const noexcept {
 
 void dispatcher::schedule(schedulable* s, hint h) noexcept {
   worker* w = tls_worker;
-  if (w != nullptr && w->owner == this) {
-    if (h == hint::next) {
-      schedulable* previous = w->run_next.exchange(s, std::memory_order_acq_rel);
-      if (previous == nullptr) return;  // this worker runs it next: nobody to wake
-      s = previous;
-    }
-    push_local(*w, s);
+  if (w != nullptr && w->owner == this && h == hint::next) {
+    schedulable* previous = w->run_next.exchange(s, std::memory_order_acq_rel);
+    if (previous == nullptr) return;  // this worker runs it next: nobody to wake
+    push_local(*w, previous);
   } else {
+    // From outside the pool, or an actor that used up its turn: the shared
+    // queue, behind work that has been waiting there (a yielding actor kept
+    // on the local ring would starve it).
     push_global(s);
   }
   notify_work();

@@ -47,7 +47,7 @@ class dispatcher {
  public:
   enum class hint {
     next,   // the caller just messaged it: run it next on this worker
-    yield,  // it used its turn: queue it behind the others
+    yield,  // it used its turn: queue it behind everything waiting
   };
 
   explicit dispatcher(dispatcher_options opts = {});

@@ -33,6 +33,16 @@ struct timer_record : mpsc_node {
   void release() noexcept {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
+  // Whoever moves the state away from armed owns the callback: the loop
+  // when it fires or drops the timer, the canceller otherwise. The callback
+  // is destroyed at once, since it may own whatever owns the handle (a
+  // future holding its own timeout).
+  void drop() noexcept {
+    std::uint8_t expected = timer_armed;
+    if (state.compare_exchange_strong(expected, timer_cancelled, std::memory_order_acq_rel))
+      fn = nullptr;
+    release();
+  }
 };
 
 timer_handle& timer_handle::operator=(timer_handle&& o) noexcept {
@@ -50,8 +60,10 @@ timer_handle::~timer_handle() {
 bool timer_handle::cancel() noexcept {
   if (!r_) return false;
   std::uint8_t expected = timer_armed;
-  return r_->state.compare_exchange_strong(expected, timer_cancelled,
-                                           std::memory_order_acq_rel);
+  if (!r_->state.compare_exchange_strong(expected, timer_cancelled, std::memory_order_acq_rel))
+    return false;
+  r_->fn = nullptr;
+  return true;
 }
 
 event_loop::event_loop() : next_wakeup_ns_(never) {
@@ -78,8 +90,8 @@ event_loop::~event_loop() {
   (void)rc;
   // Whatever was posted or armed after the loop stopped is dropped.
   while (mpsc_node* n = posts_.pop()) delete static_cast<post_node*>(n);
-  while (mpsc_node* n = timers_in_.pop()) static_cast<timer_record*>(n)->release();
-  for (timer_record* r : heap_) r->release();
+  while (mpsc_node* n = timers_in_.pop()) static_cast<timer_record*>(n)->drop();
+  for (timer_record* r : heap_) r->drop();
 }
 
 void event_loop::start_thread() {
@@ -157,16 +169,23 @@ bool later(const timer_record* a, const timer_record* b) noexcept {
 void event_loop::drain_timers() {
   while (mpsc_node* n = timers_in_.pop()) {
     auto* r = static_cast<timer_record*>(n);
+    ++drained_;
     if (r->state.load(std::memory_order_acquire) != timer_armed) {
       // Cancelled before the loop saw it: the common fate of request timeouts.
       live_timers_.fetch_sub(1, std::memory_order_relaxed);
-      r->release();
+      r->drop();
       continue;
     }
     heap_.push_back(r);
     std::push_heap(heap_.begin(), heap_.end(), later);
   }
 }
+
+namespace {
+// While timers keep being armed and cancelled, the loop looks at them this
+// often even with nothing due, so that arming does not have to wake it.
+constexpr std::int64_t housekeeping_ns = 10'000'000;
+}  // namespace
 
 void event_loop::rearm() {
   std::int64_t earliest = never;
@@ -175,11 +194,13 @@ void event_loop::rearm() {
     while (!heap_.empty() &&
            heap_.front()->state.load(std::memory_order_acquire) != timer_armed) {
       std::pop_heap(heap_.begin(), heap_.end(), later);
-      heap_.back()->release();
+      heap_.back()->drop();
       heap_.pop_back();
       live_timers_.fetch_sub(1, std::memory_order_relaxed);
     }
     earliest = heap_.empty() ? never : heap_.front()->deadline;
+    if (drained_ != 0) earliest = std::min(earliest, now_ns() + housekeeping_ns);
+    drained_ = 0;
     next_wakeup_ns_.store(earliest, std::memory_order_seq_cst);
     // A timer armed before the store above but not yet drained would be
     // missed by its producer's check; look once more.
@@ -206,7 +227,7 @@ void event_loop::fire_due() {
     std::uint8_t expected = timer_armed;
     if (r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel)) {
       r->fn();
-      r->fn = nullptr;  // release what the callback captured, on this thread
+      r->fn = nullptr;
     }
     r->release();
   }

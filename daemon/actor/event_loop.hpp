@@ -90,6 +90,7 @@ class event_loop {
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::size_t> live_timers_{0};
   std::vector<timer_record*> heap_;  // loop thread only
+  std::size_t drained_ = 0;           // loop thread only: timers taken in since the last re-arm
   std::thread thread_;
   std::atomic<std::thread::id> loop_thread_id_{};
   bool closed_ = false;

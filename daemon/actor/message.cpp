@@ -214,6 +214,21 @@ envelope* share_envelope(envelope* original) {
   return e;
 }
 
+envelope* for_delivery(message m) {
+  envelope* e = m.release();
+  if (e == nullptr) return nullptr;
+  if (e->refs.load(std::memory_order_acquire) != 1) {
+    envelope* fresh = share_envelope(e);
+    e->release();
+    return fresh;
+  }
+  if (e->sender != nullptr) {
+    e->sender->release();
+    e->sender = nullptr;
+  }
+  return e;
+}
+
 flatbuffers::FlatBufferBuilder& thread_builder() noexcept {
   thread_local flatbuffers::FlatBufferBuilder builder(256);
   builder.Clear();

@@ -96,6 +96,13 @@ envelope* make_envelope(type_id type, const void* bytes, std::size_t size);
 // Makes an envelope sharing `original`'s payload (broadcast, pub-sub).
 envelope* share_envelope(envelope* original);
 
+class message;
+// Turns a message handed to a send into an envelope for one new delivery:
+// the same envelope if the caller owned it alone (its old sender dropped),
+// otherwise a new envelope sharing the payload. A message just received is
+// still the current one, so resending it never disturbs its own envelope.
+envelope* for_delivery(message m);
+
 // The FlatBufferBuilder of the calling thread, cleared. Building into a
 // reused builder and copying the finished bytes once into the envelope avoids
 // a fresh heap buffer per message. Not re-entrant: finish one message before

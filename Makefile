@@ -1,0 +1,56 @@
+# Thin wrapper over meson so that the quick start is two commands.
+#   make run     set up, build, run a node with config/dev.yaml
+#   make test    set up, build, run every test; ends with "N passed, N failed"
+#   make bench   optimised build, run troupe-bench (ONLY=prefix to select)
+#   make test-tsan / make test-asan   the unit tests under sanitizers
+
+comma       := ,
+BUILD       ?= build
+BENCH_BUILD ?= build-release
+ONLY        ?=
+MESON_OPTS  ?=
+# Warnings are errors in CI.
+ifeq ($(CI),true)
+MESON_OPTS += -Dwerror=true
+endif
+
+.PHONY: all deps build run test bench test-tsan test-asan clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+# meson setup once per build directory; later runs only rebuild.
+define setup
+	@test -f $(1)/build.ninja || meson setup $(1) $(MESON_OPTS) $(2) >/dev/null
+endef
+
+build: deps
+	$(call setup,$(BUILD),)
+	@ninja -C $(BUILD) -j2
+
+run: build
+	$(BUILD)/daemon/node/troupe-node --config config/dev.yaml
+
+test: build
+	@scripts/run-tests $(BUILD)
+
+bench: deps
+	$(call setup,$(BENCH_BUILD),-Dbuildtype=release)
+	@ninja -C $(BENCH_BUILD) -j2 test/bench/troupe-bench
+	$(BENCH_BUILD)/test/bench/troupe-bench $(if $(ONLY),--only $(ONLY))
+
+test-tsan: deps
+	$(call setup,build-tsan,-Db_sanitize=thread)
+	@ninja -C build-tsan -j2
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests build-tsan --suite unit
+
+test-asan: deps
+	$(call setup,build-asan,-Db_sanitize=address$(comma)undefined -Db_lundef=false)
+	@ninja -C build-asan -j2
+	@ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
+		scripts/run-tests build-asan
+
+clean:
+	rm -rf $(BUILD) $(BENCH_BUILD) build-tsan build-asan

@@ -1,0 +1,98 @@
+#include "node/config.hpp"
+
+#include <fstream>
+#include <set>
+
+#include <yaml-cpp/yaml.h>
+
+namespace troupe::node {
+
+std::string config_error::to_string() const {
+  std::string s = file;
+  if (line > 0) s += ":" + std::to_string(line);
+  return s + ": " + message;
+}
+
+namespace {
+
+struct reader {
+  std::string file;
+  std::vector<config_error>& errors;
+
+  void error(const YAML::Node& at, const std::string& msg) {
+    errors.push_back({file, at.Mark().line >= 0 ? at.Mark().line + 1 : 0, msg});
+  }
+
+  // Reports keys of `map` that are not in `known`.
+  bool check_map(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) {
+    if (!map.IsMap()) {
+      error(map, "'" + where + "' must be a mapping");
+      return false;
+    }
+    for (const auto& kv : map) {
+      std::string key = kv.first.as<std::string>();
+      if (!known.count(key)) {
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+        error(kv.first, "unknown key '" + (where.empty() ? key : where + "." + key) + "' (expected one of: " + list + ")");
+      }
+    }
+    return true;
+  }
+
+  void string_field(const YAML::Node& map, const std::string& where, const char* key, std::string& out) {
+    YAML::Node v = map[key];
+    if (!v) return;
+    if (!v.IsScalar()) {
+      error(v, "'" + where + "." + key + "' must be a string");
+      return;
+    }
+    out = v.as<std::string>();
+  }
+};
+
+}  // namespace
+
+bool load_config(const std::string& path, config& out, std::vector<config_error>& errors) {
+  std::ifstream in(path);
+  if (!in) {
+    errors.push_back({path, 0, "cannot read the file"});
+    return false;
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(in);
+  } catch (const YAML::ParserException& e) {
+    errors.push_back({path, e.mark.line + 1, "invalid YAML: " + e.msg});
+    return false;
+  }
+  reader r{path, errors};
+  if (!root || root.IsNull()) return true;  // empty file: defaults
+  if (!r.check_map(root, "", {"node", "dispatcher", "log"})) return false;
+
+  if (YAML::Node n = root["node"]; n && r.check_map(n, "node", {"name", "cluster"})) {
+    r.string_field(n, "node", "name", out.name);
+    r.string_field(n, "node", "cluster", out.cluster);
+    if (out.name.empty()) r.error(n, "'node.name' must not be empty");
+  }
+  if (YAML::Node d = root["dispatcher"]; d && r.check_map(d, "dispatcher", {"threads"})) {
+    if (YAML::Node t = d["threads"]) {
+      try {
+        long v = t.as<long>();
+        if (v < 0 || v > 1024) r.error(t, "'dispatcher.threads' must be between 0 and 1024");
+        else out.threads = static_cast<unsigned>(v);
+      } catch (const YAML::Exception&) {
+        r.error(t, "'dispatcher.threads' must be a whole number");
+      }
+    }
+  }
+  if (YAML::Node l = root["log"]; l && r.check_map(l, "log", {"level"})) {
+    r.string_field(l, "log", "level", out.log_level);
+    static const std::set<std::string> levels{"debug", "info", "warning", "error"};
+    if (!levels.count(out.log_level))
+      r.error(l["level"], "'log.level' must be one of debug, info, warning, error");
+  }
+  return errors.empty();
+}
+
+}  // namespace troupe::node

@@ -1,0 +1,374 @@
+// troupe-bench: the workloads of the foundation issue, each run several
+// times; prints the median as `bench=<name> value=<number> unit=<unit>`.
+//
+//   troupe-bench [--only PREFIX] [--runs N]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "actor/actor_system.hpp"
+#include "system_generated.h"
+#include "test_messages_generated.h"
+
+using namespace troupe;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// The clock stops inside the actor that sees the end; the main thread waits
+// on this to collect it.
+class finish_line {
+ public:
+  void cross() {
+    end_ = clock_type::now();
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+  clock_type::time_point wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    return end_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  clock_type::time_point end_;
+};
+
+double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
+
+system_config bench_config() {
+  system_config cfg;
+  cfg.dispatcher.threads = 0;  // one per core, as a node runs
+  return cfg;
+}
+
+// Counts `expected` Done messages, then crosses the line.
+props_ptr collector(std::int64_t expected, finish_line& line) {
+  return share(props::from([expected, &line] {
+    struct c : actor {
+      std::int64_t left;
+      finish_line& line;
+      c(std::int64_t n, finish_line& l) : left(n), line(l) {}
+      void receive(context& ctx) override {
+        if (ctx.message<test::Done>() && --left == 0) line.cross();
+      }
+    };
+    return std::unique_ptr<actor>(new c(expected, line));
+  }));
+}
+
+void send_done(context& ctx, const pid& to) {
+  ctx.send<test::Done>(to, [](flatbuffers::FlatBufferBuilder& b) { return test::CreateDone(b, 1); });
+}
+
+message num(std::int64_t n) {
+  return make_message<test::Num>([&](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, n); });
+}
+
+// ---------------------------------------------------------------- ping-pong
+
+double pingpong(int pairs) {
+  const std::int64_t total = 2'000'000;
+  const std::int64_t per_pair = total / pairs;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid driver = sys.root().spawn(collector(pairs, line));
+
+  struct player : actor {
+    std::shared_ptr<pid> partner;
+    pid driver;
+    void receive(context& ctx) override {
+      if (auto* n = ctx.message<test::Num>()) {
+        std::int64_t v = n->n();
+        if (v > 1)
+          ctx.send<test::Num>(*partner, [v](flatbuffers::FlatBufferBuilder& b) {
+            return test::CreateNum(b, v - 1);
+          });
+        else
+          send_done(ctx, driver);
+      }
+    }
+  };
+  std::vector<pid> firsts;
+  std::vector<std::shared_ptr<pid>> slots;
+  for (int i = 0; i < pairs; ++i) {
+    auto slot_a = std::make_shared<pid>(), slot_b = std::make_shared<pid>();
+    auto make = [&](std::shared_ptr<pid> slot) {
+      return share(props::from([slot, driver] {
+        auto p = std::make_unique<player>();
+        p->partner = slot;
+        p->driver = driver;
+        return std::unique_ptr<actor>(std::move(p));
+      }));
+    };
+    pid a = sys.root().spawn(make(slot_a));
+    pid b = sys.root().spawn(make(slot_b));
+    *slot_a = b;
+    *slot_b = a;
+    firsts.push_back(a);
+    slots.push_back(slot_a);
+    slots.push_back(slot_b);
+  }
+  std::vector<message> starts;
+  for (int i = 0; i < pairs; ++i) starts.push_back(num(per_pair));
+  auto start = clock_type::now();
+  for (int i = 0; i < pairs; ++i) sys.root().send(firsts[i], std::move(starts[i]));
+  auto end = line.wait();
+  sys.shutdown();
+  for (auto& s : slots) *s = pid();  // break the pair cycles
+  return static_cast<double>(per_pair * pairs) / seconds(end - start);
+}
+
+// ---------------------------------------------------------------- fan-in
+
+double fanin() {
+  constexpr int senders = 100;
+  constexpr std::int64_t each = 30'000;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid sink = sys.root().spawn(share(props::from([&line] {
+    struct sink : actor {
+      std::int64_t left = senders * each;
+      finish_line& line;
+      explicit sink(finish_line& l) : line(l) {}
+      void receive(context& ctx) override {
+        if (ctx.message<test::Num>() && --left == 0) line.cross();
+      }
+    };
+    return std::unique_ptr<actor>(new sink(line));
+  })));
+  auto sender = share(props::from_fn([sink](context& ctx) {
+    if (ctx.message<test::Text>()) {
+      for (std::int64_t i = 0; i < each; ++i)
+        ctx.send<test::Num>(sink, [i](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, i); });
+    }
+  }));
+  std::vector<pid> ss;
+  for (int i = 0; i < senders; ++i) ss.push_back(sys.root().spawn(sender));
+  std::vector<message> gos;
+  for (int i = 0; i < senders; ++i)
+    gos.push_back(make_message<test::Text>(
+        [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto start = clock_type::now();
+  for (int i = 0; i < senders; ++i) sys.root().send(ss[i], std::move(gos[i]));
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(senders * each) / seconds(end - start);
+}
+
+// ---------------------------------------------------------------- spawning
+
+double spawn_oneshot() {
+  constexpr std::int64_t n = 1'000'000;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid driver = sys.root().spawn(collector(n, line));
+  auto oneshot = share(props::from_fn([driver](context& ctx) {
+    if (ctx.message<system::Started>()) {
+      send_done(ctx, driver);
+      ctx.stop(ctx.self());
+    }
+  }));
+  auto start = clock_type::now();
+  for (std::int64_t i = 0; i < n; ++i) sys.root().spawn(oneshot);
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(n) / seconds(end - start);
+}
+
+long rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6)) * 1024;
+  return 0;
+}
+
+struct idle_result {
+  double rate;
+  double bytes_per_actor;
+};
+
+idle_result spawn_idle() {
+  constexpr std::int64_t n = 1'000'000;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid driver = sys.root().spawn(collector(n, line));
+  auto idle = share(props::from_fn([driver](context& ctx) {
+    if (ctx.message<system::Started>()) send_done(ctx, driver);
+  }));
+  std::vector<pid> handles(n);  // allocated and touched before the first reading
+  for (auto& h : handles) h = pid();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  long before = rss_bytes();
+  auto start = clock_type::now();
+  for (std::int64_t i = 0; i < n; ++i) handles[i] = sys.root().spawn(idle);
+  auto end = line.wait();
+  long after = rss_bytes();
+  sys.shutdown(std::chrono::seconds(60));
+  return {static_cast<double>(n) / seconds(end - start),
+          static_cast<double>(after - before) / static_cast<double>(n)};
+}
+
+// ---------------------------------------------------------------- request/response
+
+props_ptr echo_props() {
+  return share(props::from_fn([](context& ctx) {
+    if (ctx.message<test::Num>()) ctx.respond(ctx.current());
+  }));
+}
+
+double percentile(std::vector<double>& v, double p) {
+  std::sort(v.begin(), v.end());
+  std::size_t i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+struct latency {
+  double p50, p99;
+};
+
+latency reqresp_async() {
+  constexpr int warmup = 10'000, timed = 100'000;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid echo = sys.root().spawn(echo_props());
+  std::vector<double> us;
+  us.reserve(timed);
+  struct client : actor {
+    pid echo;
+    int left = warmup + timed;
+    std::vector<double>* us;
+    finish_line* line;
+    clock_type::time_point t0;
+    void next(context& ctx) {
+      t0 = clock_type::now();
+      future f = ctx.request_future(echo, num(left), std::chrono::seconds(10));
+      ctx.reenter_after(f, [this](context& c, const future_result&) {
+        auto t1 = clock_type::now();
+        if (left <= timed) us->push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+        if (--left == 0) line->cross();
+        else next(c);
+      });
+    }
+    void receive(context& ctx) override {
+      if (ctx.message<test::Text>()) next(ctx);
+    }
+  };
+  pid c = sys.root().spawn(share(props::from([&] {
+    auto p = std::make_unique<client>();
+    p->echo = echo;
+    p->us = &us;
+    p->line = &line;
+    return std::unique_ptr<actor>(std::move(p));
+  })));
+  sys.root().send(c, make_message<test::Text>(
+                         [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
+  line.wait();
+  sys.shutdown();
+  return {percentile(us, 0.50), percentile(us, 0.99)};
+}
+
+latency reqresp_blocking() {
+  constexpr int warmup = 2'000, timed = 20'000;
+  actor_system sys(bench_config());
+  pid echo = sys.root().spawn(echo_props());
+  std::vector<double> us;
+  us.reserve(timed);
+  for (int i = 0; i < warmup + timed; ++i) {
+    message m = num(i);
+    auto t0 = clock_type::now();
+    future f = sys.root().request_future(echo, std::move(m), std::chrono::seconds(10));
+    f.wait_for(std::chrono::seconds(10));
+    auto t1 = clock_type::now();
+    if (i >= warmup) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  sys.shutdown();
+  return {percentile(us, 0.50), percentile(us, 0.99)};
+}
+
+// ---------------------------------------------------------------- driver
+
+struct options {
+  std::string only;
+  int runs = 5;
+};
+
+bool selected(const options& o, const std::string& name) {
+  return o.only.empty() || name.rfind(o.only, 0) == 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void print(const std::string& name, double value, const char* unit) {
+  if (value >= 1000) std::printf("bench=%s value=%.0f unit=%s\n", name.c_str(), value, unit);
+  else std::printf("bench=%s value=%.3f unit=%s\n", name.c_str(), value, unit);
+  std::fflush(stdout);
+}
+
+// Runs `fn` `runs` times and prints the median of each of its results.
+template <class F>
+void measure(const options& o, std::vector<std::pair<std::string, const char*>> names, int runs, F fn) {
+  bool any = false;
+  for (auto& [n, u] : names) any = any || selected(o, n);
+  if (!any) return;
+  std::vector<std::vector<double>> results(names.size());
+  for (int r = 0; r < runs; ++r) {
+    std::vector<double> values = fn();
+    for (std::size_t i = 0; i < names.size(); ++i) results[i].push_back(values[i]);
+  }
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (selected(o, names[i].first)) print(names[i].first, median(results[i]), names[i].second);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--only" && i + 1 < argc) o.only = argv[++i];
+    else if (a == "--runs" && i + 1 < argc) o.runs = std::max(1, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: troupe-bench [--only PREFIX] [--runs N]\n");
+      return 2;
+    }
+  }
+  const int heavy_runs = std::max(1, (o.runs + 1) / 2);
+  measure(o, {{"pingpong_1pair", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(1)}; });
+  measure(o, {{"pingpong_100pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(100)}; });
+  measure(o, {{"pingpong_10000pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(10'000)}; });
+  measure(o, {{"fanin_100x30000", "msgs/s"}}, o.runs, [] { return std::vector{fanin()}; });
+  measure(o, {{"spawn_oneshot_1m", "actors/s"}}, heavy_runs, [] { return std::vector{spawn_oneshot()}; });
+  measure(o, {{"spawn_idle_1m_rate", "actors/s"}, {"spawn_idle_1m_bytes_per_actor", "bytes"}}, heavy_runs, [] {
+    idle_result r = spawn_idle();
+    return std::vector{r.rate, r.bytes_per_actor};
+  });
+  measure(o, {{"reqresp_async_p50", "us"}, {"reqresp_async_p99", "us"}}, heavy_runs, [] {
+    latency l = reqresp_async();
+    return std::vector{l.p50, l.p99};
+  });
+  measure(o, {{"reqresp_blocking_p50", "us"}, {"reqresp_blocking_p99", "us"}}, heavy_runs, [] {
+    latency l = reqresp_blocking();
+    return std::vector{l.p50, l.p99};
+  });
+  return 0;
+}

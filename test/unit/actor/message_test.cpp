@@ -1,0 +1,83 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+
+#include "probe.hpp"
+
+using namespace troupe;
+using namespace troupe::testing;
+
+TEST_CASE("type ids are the FNV-1a hash of the fully-qualified table name", "[message]") {
+  // The same value is computed by plugins and remote nodes, so it must never change.
+  STATIC_REQUIRE(hash_type_name("") == 0xcbf29ce484222325ull);
+  STATIC_REQUIRE(hash_type_name("a") == 0xaf63dc4c8601ec8cull);
+  STATIC_REQUIRE(type_id_of<test::Num>() == hash_type_name("troupe.test.Num"));
+  REQUIRE(type_id_of<test::Num>() != type_id_of<test::Text>());
+}
+
+TEST_CASE("a built message reads back as its own type only", "[message]") {
+  message m = num(42);
+  REQUIRE(m->type == type_id_of<test::Num>());
+  REQUIRE(m.as<test::Num>() != nullptr);
+  REQUIRE(m.as<test::Num>()->n() == 42);
+  REQUIRE(m.as<test::Text>() == nullptr);
+  flatbuffers::Verifier v(m->data, m->size);
+  REQUIRE(v.VerifyBuffer<test::Num>(nullptr));
+
+  message t = text("hello");
+  REQUIRE(t.as<test::Text>()->s()->str() == "hello");
+}
+
+TEST_CASE("messages larger than the pooled sizes still work", "[message]") {
+  std::string big(100'000, 'x');
+  message m = text(big);
+  REQUIRE(m.as<test::Text>()->s()->str() == big);
+}
+
+TEST_CASE("a local send hands over the same bytes, never a copy", "[message]") {
+  inbox<const std::uint8_t*> seen;
+  actor_system sys(small_config());
+  pid a = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Num>()) seen.put(ctx.envelope().data);
+  })));
+  message m = num(7);
+  const std::uint8_t* sent = m->data;
+  sys.root().send(a, std::move(m));
+  auto got = seen.take();
+  REQUIRE(got.has_value());
+  REQUIRE(*got == sent);
+}
+
+TEST_CASE("shared envelopes point at one payload", "[message]") {
+  message original = num(5);
+  message copy = message::adopt(share_envelope(original.get()));
+  REQUIRE(copy->data == original->data);
+  REQUIRE(copy.as<test::Num>()->n() == 5);
+  original = message();  // the copy keeps the payload alive
+  REQUIRE(copy.as<test::Num>()->n() == 5);
+}
+
+TEST_CASE("headers travel with a message and are looked up by key", "[message]") {
+  message m = num(1);
+  m->hdrs = headers::make({{"trace", "abc"}, {"user", "u1"}});
+  REQUIRE(m->hdrs->get("trace") == "abc");
+  REQUIRE(m->hdrs->get("user") == "u1");
+  REQUIRE(m->hdrs->get("missing").empty());
+  message copy = message::adopt(share_envelope(m.get()));
+  REQUIRE(copy->hdrs->get("trace") == "abc");
+}
+
+TEST_CASE("envelopes freed on another thread are reused without loss", "[message]") {
+  // Fan-in frees on the receiver's thread what the sender allocated.
+  std::atomic<std::int64_t> sum{0};
+  inbox<int> done;
+  actor_system sys(small_config());
+  constexpr int n = 20'000;
+  pid sink = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* x = ctx.message<test::Num>()) {
+      if (sum.fetch_add(x->n()) + x->n() == std::int64_t{n} * (n + 1) / 2) done.put(1);
+    }
+  })));
+  for (int i = 1; i <= n; ++i) sys.root().send(sink, num(i));
+  REQUIRE(done.take().has_value());
+}
