@@ -23,7 +23,7 @@ deps:
 
 # meson setup once per build directory; later runs only rebuild.
 define setup
-	@test -f $(1)/build.ninja || meson setup $(1) $(MESON_OPTS) $(2) >/dev/null
+	@test -f $(1)/build.ninja || meson setup $(1) $(MESON_OPTS) $(2)
 endef
 
 build: deps
