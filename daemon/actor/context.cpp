@@ -48,6 +48,8 @@ envelope* lifecycle() {
 }
 
 constexpr type_id poison_type = type_id_of<system::PoisonPill>();
+// A payload-less envelope that only makes its mailbox runnable.
+constexpr type_id wake_token = 0;
 
 // How long a worker thread waits for room in a full back-pressure mailbox
 // before it drops the message instead of risking a deadlock with the
@@ -138,7 +140,8 @@ void context::send_user(troupe::envelope* e) noexcept {
     return;
   }
   if (bounded_ == nullptr) {
-    user_q_.push(e);
+    if (user_q_.push(e)) own();
+    return;
   } else {
     bounded_queue& b = *bounded_;
     std::unique_lock lock(b.mu);
@@ -156,7 +159,7 @@ void context::send_user(troupe::envelope* e) noexcept {
           lock.unlock();
           system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
           system().dead_letter(oldest, this, dead_letter_reason::mailbox_full);
-          schedule_if_idle();
+          wake();
           return;
         }
         case mailbox_kind::bounded_block:
@@ -180,24 +183,24 @@ void context::send_user(troupe::envelope* e) noexcept {
     }
     b.q.push_back(e);
   }
-  schedule_if_idle();
+  wake();
 }
 
 void context::send_system(system_message* m) noexcept {
   sys_q_.push(m);
-  schedule_if_idle();
+  wake();
 }
 
-// The mailbox status is one byte: `scheduled` while some thread owns the
-// mailbox (queued in the dispatcher or running), `notified` when something
-// arrived since the owner last looked. A producer sets both; whoever finds
-// `scheduled` clear owns the mailbox and schedules it. The owner gives it up
-// only with a compare-exchange from exactly `scheduled`, so it never misses
-// a message and never touches the actor after giving it up (another thread
-// may free it from then on).
-void context::schedule_if_idle() noexcept {
-  std::uint8_t old = status_.fetch_or(status_scheduled | status_notified, std::memory_order_acq_rel);
-  if (old & status_scheduled) return;
+// After a push to a queue other than user_q_: a wake token in user_q_
+// makes the mailbox runnable if its owner gave it up.
+void context::wake() noexcept {
+  troupe::envelope* token = envelope_pool::allocate(0);
+  token->type = wake_token;
+  if (user_q_.push(token)) own();
+}
+
+// The caller just became the mailbox's owner.
+void context::own() noexcept {
   if (dead_.load(std::memory_order_acquire)) {
     // A dead actor is never queued again: whoever wins the mailbox drains it
     // here, holding the PID it sent through.
@@ -213,10 +216,14 @@ troupe::envelope* context::next_user() noexcept {
     extras_->replay.pop_front();
     return e;
   }
-  if (bounded_ == nullptr) return static_cast<troupe::envelope*>(user_q_.pop());
+  // Wake tokens only make the mailbox runnable; they carry nothing.
+  troupe::envelope* e;
+  while ((e = static_cast<troupe::envelope*>(user_q_.pop())) != nullptr && e->type == wake_token)
+    e->release();
+  if (bounded_ == nullptr || e != nullptr) return e;
   std::lock_guard lock(bounded_->mu);
   if (bounded_->q.empty()) return nullptr;
-  troupe::envelope* e = bounded_->q.front();
+  e = bounded_->q.front();
   bounded_->q.pop_front();
   if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
   return e;
@@ -226,8 +233,6 @@ void context::run() noexcept {
   process_ref last;  // the registry's reference once the actor stopped in this run
   std::uint32_t budget = props_->mailbox.throughput;
   for (;;) {
-    // Clears `notified`: whatever was pushed before this is visible below.
-    status_.exchange(status_scheduled, std::memory_order_acq_rel);
     if (!dead_.load(std::memory_order_relaxed)) {
       process_system();
       while (budget > 0) {
@@ -240,16 +245,20 @@ void context::run() noexcept {
       }
       if (dying_ref_) last = std::move(dying_ref_);
     }
-    if (dead_.load(std::memory_order_relaxed)) {
+    const bool dead = dead_.load(std::memory_order_relaxed);
+    if (dead) {
       drain_dead();
     } else if (budget == 0) {
-      // Used its turn; stays scheduled and queues behind the others.
+      // Used its turn: stays owned and queues behind the others.
       system().dispatcher().schedule(this, dispatcher::hint::yield);
       return;
     }
-    std::uint8_t expected = status_scheduled;
-    if (status_.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
-    // Something arrived while we looked: go round again.
+    // Give the mailbox up; if something arrived meanwhile, go round again.
+    if (!dead && (suspended_ || state_ != actor_state::alive)) {
+      if (user_q_.park()) return;
+    } else if (user_q_.mark_idle()) {
+      return;
+    }
   }
 }
 
@@ -755,7 +764,6 @@ void context::force_stop() noexcept {
   }
   while (troupe::envelope* e = next_user())
     system().dead_letter(e, this, dead_letter_reason::shutdown);
-  status_.store(0, std::memory_order_seq_cst);
 }
 
 // ------------------------------------------------------------ supervision

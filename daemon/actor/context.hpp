@@ -138,7 +138,8 @@ class context final : public process, public schedulable {
   extras& ex();
   void send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_request);
   void deliver(process* to, troupe::envelope* e);
-  void schedule_if_idle() noexcept;
+  void wake() noexcept;
+  void own() noexcept;
   void drain_dead() noexcept;
   troupe::envelope* next_user() noexcept;
 
@@ -160,12 +161,16 @@ class context final : public process, public schedulable {
   void arm_receive_timeout() noexcept;
   troupe::envelope* make_terminated(process* who, terminated_reason reason) const;
 
-  // Mailbox. Producers touch user_q_, sys_q_ and status_ only.
-  mpsc_queue user_q_;
+  // Mailbox. Producers touch user_q_, sys_q_ and dead_ only. Whoever owns
+  // the mailbox (has it queued in the dispatcher or runs it) gives it up
+  // with one compare-exchange on the user queue's tail: marking it idle when
+  // empty, or parked while user messages must wait (suspended, stopping).
+  // Every producer ends with a push to the user queue (a system message or
+  // a bounded mailbox pushes a wake token), and the push that finds the tail
+  // marked makes its caller the owner. So the owner never looks at the actor
+  // after giving it up, which may be freed by then.
+  mpsc_queue user_q_{true};
   mpsc_stack<system_message> sys_q_;
-  static constexpr std::uint8_t status_scheduled = 1;
-  static constexpr std::uint8_t status_notified = 2;
-  std::atomic<std::uint8_t> status_{0};
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;

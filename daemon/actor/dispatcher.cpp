@@ -50,8 +50,9 @@ struct alignas(false_sharing_range) dispatcher::worker {
     rng ^= rng << 17;
     return static_cast<std::uint32_t>(rng);
   }
+  // seq_cst: one side of the park/notify handshake (see notify_work).
   bool ring_nonempty() const noexcept {
-    return tail.load(std::memory_order_acquire) != head.load(std::memory_order_acquire);
+    return tail.load(std::memory_order_seq_cst) != head.load(std::memory_order_seq_cst);
   }
   schedulable* pop_ring() noexcept {
     for (;;) {
@@ -150,7 +151,7 @@ void dispatcher::push_local(worker& w, schedulable* s) noexcept {
     std::uint32_t t = w.tail.load(std::memory_order_relaxed);
     if (t - h < ring_size) {
       w.ring[t % ring_size].store(s, std::memory_order_relaxed);
-      w.tail.store(t + 1, std::memory_order_release);
+      w.tail.store(t + 1, std::memory_order_seq_cst);
       return;
     }
     // Full: move the older half to the shared queue, where any worker finds it.
@@ -177,18 +178,18 @@ schedulable* dispatcher::pop_global() noexcept {
 }
 
 bool dispatcher::has_work() const noexcept {
-  if (global_.nonempty_hint()) return true;
+  if (global_.nonempty_hint_seq_cst()) return true;
   for (auto& w : workers_)
     if (w->ring_nonempty()) return true;
   return false;
 }
 
 void dispatcher::notify_work() noexcept {
-  // Pairs with the fence in park(): either the parker sees the new work on its
-  // re-check, or we see it counted as idle here.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (spinning_.load(std::memory_order_relaxed) == 0 &&
-      idle_.load(std::memory_order_relaxed) > 0)
+  // The work was published with a seq_cst store or exchange; a parker counts
+  // itself idle with a seq_cst increment and then looks for work. Either it
+  // sees the new work, or we see it idle here.
+  if (spinning_.load(std::memory_order_seq_cst) == 0 &&
+      idle_.load(std::memory_order_seq_cst) > 0)
     wake_one();
 }
 
@@ -295,9 +296,8 @@ void dispatcher::park(worker& w) noexcept {
     std::lock_guard lock(idle_mu_);
     w.park_word.store(1, std::memory_order_relaxed);
     idle_list_.push_back(&w);
-    idle_.fetch_add(1, std::memory_order_relaxed);
+    idle_.fetch_add(1, std::memory_order_seq_cst);
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (has_work() || stopping_.load(std::memory_order_relaxed)) {
     std::lock_guard lock(idle_mu_);
     auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);

@@ -105,17 +105,24 @@ shared_pool& pool() {
   return *p;
 }
 
+// Returns a thread's blocks to the shared pool when the thread ends.
+struct cache_flusher {
+  bool armed = false;
+  ~cache_flusher();
+};
+thread_local cache_flusher flusher;
+
+// Trivially destructible, so that reaching it costs no guard check on the
+// hot path; `flusher` is touched on the slow path only.
 struct thread_cache {
   chain lists[class_count];
 
-  ~thread_cache() {
-    for (std::size_t c = 0; c < class_count; ++c)
-      if (lists[c].count != 0) pool().give(c, lists[c]);
-  }
-
   void* allocate(std::size_t c) {
     chain& l = lists[c];
-    if (l.head == nullptr && !pool().take(c, l)) l = pool().carve(c);
+    if (l.head == nullptr) {
+      flusher.armed = true;
+      if (!pool().take(c, l)) l = pool().carve(c);
+    }
     free_block* b = l.head;
     l.head = b->next;
     --l.count;
@@ -125,6 +132,7 @@ struct thread_cache {
   void deallocate(std::size_t c, void* p) {
     chain& l = lists[c];
     auto* b = static_cast<free_block*>(p);
+    if (l.head == nullptr) flusher.armed = true;
     b->next = l.head;
     l.head = b;
     if (++l.count >= 2 * batch) {
@@ -145,6 +153,14 @@ struct thread_cache {
 };
 
 thread_local thread_cache cache;
+
+cache_flusher::~cache_flusher() {
+  for (std::size_t c = 0; c < class_count; ++c) {
+    chain& l = cache.lists[c];
+    if (l.count != 0) pool().give(c, l);
+    l = chain{};
+  }
+}
 
 }  // namespace
 
