@@ -103,13 +103,14 @@ spawn_result actor_system::spawn_child(const props_ptr& p, const pid& parent,
   auto* c = new context(*this, p, parent, seq, std::move(name));
   pid child(process_ref::adopt(c));
   if (c->name() != nullptr) {
+    // Never started: nothing to stop, the last reference frees it.
     if (!registry_.add_named(*c->name(), c)) return {pid(), spawn_error::name_taken};
   } else {
     registry_.add(seq, c);
   }
   stats_.spawned.fetch_add(1, std::memory_order_relaxed);
   for (const spawn_middleware& hook : p->spawn_hooks) hook(child, p->kind);
-  c->send_system(new system_message(system_kind::started));
+  c->start();
   return {std::move(child), spawn_error::none};
 }
 

@@ -199,6 +199,11 @@ void context::wake() noexcept {
   if (user_q_.push(token)) own();
 }
 
+void context::start() noexcept {
+  sys_q_.push(new system_message(system_kind::started));
+  own();
+}
+
 // The caller just became the mailbox's owner.
 void context::own() noexcept {
   if (dead_.load(std::memory_order_acquire)) {
@@ -253,6 +258,8 @@ void context::run() noexcept {
       system().dispatcher().schedule(this, dispatcher::hint::yield);
       return;
     }
+    // System messages the actor sent itself come without a wake token.
+    if (!dead && sys_q_.nonempty_hint()) continue;
     // Give the mailbox up; if something arrived meanwhile, go round again.
     if (!dead && (suspended_ || state_ != actor_state::alive)) {
       if (user_q_.park()) return;
@@ -451,7 +458,15 @@ troupe::pid context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
 }
 
 void context::stop(const troupe::pid& who) {
-  if (who) who.get()->send_system(new system_message(system_kind::stop));
+  if (!who) return;
+  auto* m = new system_message(system_kind::stop);
+  if (who.get() == this) {
+    // To itself: this thread owns the mailbox and looks at the system queue
+    // before giving it up, so no wake token is needed.
+    sys_q_.push(m);
+    return;
+  }
+  who.get()->send_system(m);
 }
 
 void context::poison(const troupe::pid& who) {

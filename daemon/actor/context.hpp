@@ -130,6 +130,19 @@ class context final : public process, public schedulable {
           std::unique_ptr<std::string> name);
   // Shutdown after the dispatcher has stopped: no thread runs this actor.
   void force_stop() noexcept;
+  // Created by actor_system::spawn_*: queues Started and schedules the new
+  // actor, which nobody else can reach yet.
+  void start() noexcept;
+
+  // Actor cells come from the block pool: spawned on one thread, they are
+  // often freed on another.
+  static void* operator new(std::size_t bytes) {
+    std::uint8_t c;
+    return block_pool::allocate(bytes, c);
+  }
+  static void operator delete(void* p, std::size_t bytes) noexcept {
+    block_pool::deallocate(p, block_pool::size_class_of(bytes));
+  }
 
  private:
   struct extras;
@@ -169,7 +182,7 @@ class context final : public process, public schedulable {
   // a bounded mailbox pushes a wake token), and the push that finds the tail
   // marked makes its caller the owner. So the owner never looks at the actor
   // after giving it up, which may be freed by then.
-  mpsc_queue user_q_{true};
+  mpsc_queue user_q_{false};  // owned by its spawner until start()
   mpsc_stack<system_message> sys_q_;
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.

@@ -36,12 +36,13 @@ std::string_view headers::get(std::string_view key) const noexcept {
 
 namespace {
 
-constexpr std::size_t class_count = 6;  // blocks of 128 B .. 4 KiB
-constexpr std::size_t min_block_shift = 7;
+// Blocks of whole cache lines: 192 fits an actor cell, the rest envelopes.
+constexpr std::size_t class_sizes[] = {128, 192, 256, 384, 512, 1024, 2048, 4096};
+constexpr std::size_t class_count = std::size(class_sizes);
 constexpr std::size_t batch = 64;
 constexpr std::uint8_t oversize_class = 0xff;
 
-constexpr std::size_t block_size(std::size_t c) noexcept { return std::size_t{1} << (min_block_shift + c); }
+constexpr std::size_t block_size(std::size_t c) noexcept { return class_sizes[c]; }
 
 std::uint8_t class_for(std::size_t total) noexcept {
   for (std::size_t c = 0; c < class_count; ++c)
@@ -164,20 +165,39 @@ cache_flusher::~cache_flusher() {
 
 }  // namespace
 
+namespace block_pool {
+
+void* allocate(std::size_t bytes, std::uint8_t& size_class) {
+  size_class = class_for(bytes);
+#ifdef TROUPE_POOL_DISABLED
+  return ::operator new(bytes, std::align_val_t{64});
+#else
+  if (size_class == oversize_class) return ::operator new(bytes, std::align_val_t{64});
+  return cache.allocate(size_class);
+#endif
+}
+
+void deallocate(void* p, std::uint8_t size_class) noexcept {
+#ifdef TROUPE_POOL_DISABLED
+  (void)size_class;
+  ::operator delete(p, std::align_val_t{64});
+#else
+  if (size_class == oversize_class)
+    ::operator delete(p, std::align_val_t{64});
+  else
+    cache.deallocate(size_class, p);
+#endif
+}
+
+std::uint8_t size_class_of(std::size_t bytes) noexcept { return class_for(bytes); }
+
+}  // namespace block_pool
+
 namespace envelope_pool {
 
 envelope* allocate(std::size_t payload_size) {
-  const std::size_t total = sizeof(envelope) + payload_size;
-  std::uint8_t c = class_for(total);
-  void* mem;
-#ifdef TROUPE_POOL_DISABLED
-  mem = ::operator new(total, std::align_val_t{64});
-#else
-  if (c == oversize_class)
-    mem = ::operator new(total, std::align_val_t{64});
-  else
-    mem = cache.allocate(c);
-#endif
+  std::uint8_t c;
+  void* mem = block_pool::allocate(sizeof(envelope) + payload_size, c);
   auto* e = new (mem) envelope;
   e->size_class = c;
   return e;
@@ -186,15 +206,7 @@ envelope* allocate(std::size_t payload_size) {
 void deallocate(envelope* e) noexcept {
   std::uint8_t c = e->size_class;
   e->~envelope();
-#ifdef TROUPE_POOL_DISABLED
-  (void)c;
-  ::operator delete(static_cast<void*>(e), std::align_val_t{64});
-#else
-  if (c == oversize_class)
-    ::operator delete(static_cast<void*>(e), std::align_val_t{64});
-  else
-    cache.deallocate(c, e);
-#endif
+  block_pool::deallocate(e, c);
 }
 
 }  // namespace envelope_pool

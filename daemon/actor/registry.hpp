@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "actor/cpu.hpp"
 #include "actor/process.hpp"
@@ -43,9 +44,37 @@ class registry {
 
  private:
   static constexpr std::size_t shard_count = 64;
+
+  // Open addressing with linear probing: 16 bytes a live actor, no node
+  // allocation per spawn. Key 0 marks a free slot (sequence numbers start at 1).
+  class table {
+   public:
+    void insert(std::uint64_t key, process* p);
+    process* find(std::uint64_t key) const noexcept;
+    process* erase(std::uint64_t key) noexcept;
+    template <class F>
+    void each(F&& f) const {
+      for (const slot& s : slots_)
+        if (s.key != 0) f(s.key, s.value);
+    }
+
+   private:
+    struct slot {
+      std::uint64_t key = 0;
+      process* value = nullptr;
+    };
+    std::size_t index(std::uint64_t key) const noexcept {
+      // Keys within a shard step by shard_count; mix them before masking.
+      return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & (slots_.size() - 1);
+    }
+    void grow();
+    std::vector<slot> slots_;
+    std::size_t used_ = 0;
+  };
+
   struct alignas(false_sharing_range) shard {
     mutable std::mutex mu;
-    std::unordered_map<std::uint64_t, process*> map;
+    table map;
   };
 
   std::atomic<std::uint64_t> seq_{1};

@@ -163,7 +163,7 @@ TEST_CASE("unwatch means no Terminated", "[lifecycle][watch]") {
       ctx.send(pr.self, num(2));
     }
   })));
-  REQUIRE(pr.expect_num() == 1);
+  REQUIRE(pr.expect_num() == std::optional<std::int64_t>(1));
   sys.root().stop(a);
   REQUIRE(pr.silent_for(100ms));
 }

@@ -10,9 +10,21 @@
 #include <thread>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "actor/actor_system.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
+
+namespace Catch {
+// Shows what an optional held when a comparison fails.
+template <class T>
+struct StringMaker<std::optional<T>> {
+  static std::string convert(const std::optional<T>& v) {
+    return v ? ::Catch::Detail::stringify(*v) : std::string("nothing (timed out or another type)");
+  }
+};
+}  // namespace Catch
 
 namespace troupe::testing {
 

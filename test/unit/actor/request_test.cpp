@@ -77,7 +77,7 @@ TEST_CASE("an actor's request gets the reply as an ordinary message", "[request]
     if (ctx.message<system::Started>()) ctx.request(d, num(4));
     else if (ctx.message<test::Num>()) ctx.send(pr.self, ctx.current());
   })));
-  REQUIRE(pr.expect_num() == 8);
+  REQUIRE(pr.expect_num() == std::optional<std::int64_t>(8));
 }
 
 TEST_CASE("reenter_after runs the continuation in the actor, answering the original sender",

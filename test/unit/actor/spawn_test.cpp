@@ -44,7 +44,7 @@ TEST_CASE("a named spawn registers the name; a clash is an error, not a crash", 
   // The first one is untouched.
   REQUIRE(sys.lookup("greeter") == first.pid);
   sys.root().send(first.pid, num(3));
-  REQUIRE(pr.expect_num() == 3);
+  REQUIRE(pr.expect_num() == std::optional<std::int64_t>(3));
 }
 
 TEST_CASE("names are free again once their actor stopped", "[spawn]") {
@@ -58,7 +58,7 @@ TEST_CASE("names are free again once their actor stopped", "[spawn]") {
   }));
   sys.root().spawn(watcher);
   sys.root().stop(a.pid);
-  REQUIRE(pr.expect_num() == 1);
+  REQUIRE(pr.expect_num() == std::optional<std::int64_t>(1));
   REQUIRE(sys.root().spawn_named(idle(), "once"));
 }
 
