@@ -1,4 +1,5 @@
 #include "actor/event_loop.hpp"
+#include "actor/message.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -25,6 +26,15 @@ constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 enum : std::uint8_t { timer_armed = 0, timer_cancelled = 1, timer_fired = 2 };
 
 struct timer_record : mpsc_node {
+  // From the block pool: made on one thread, freed on another.
+  static void* operator new(std::size_t bytes) {
+    std::uint8_t c;
+    return block_pool::allocate(bytes, c);
+  }
+  static void operator delete(void* p, std::size_t bytes) noexcept {
+    block_pool::deallocate(p, block_pool::size_class_of(bytes));
+  }
+
   std::atomic<std::uint8_t> state{timer_armed};
   std::atomic<std::uint8_t> refs{2};  // the handle and the loop
   std::int64_t deadline = 0;

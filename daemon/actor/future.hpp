@@ -37,6 +37,15 @@ class future_process final : public process {
  public:
   explicit future_process(actor_system& sys) noexcept : process(sys) {}
 
+  // From the block pool: made on one thread, freed on another.
+  static void* operator new(std::size_t bytes) {
+    std::uint8_t c;
+    return block_pool::allocate(bytes, c);
+  }
+  static void operator delete(void* p, std::size_t bytes) noexcept {
+    block_pool::deallocate(p, block_pool::size_class_of(bytes));
+  }
+
   void send_user(envelope* e) noexcept override;
   void send_system(system_message* m) noexcept override;
   std::string id() const override;
