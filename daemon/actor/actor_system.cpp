@@ -138,6 +138,13 @@ bool actor_system::shutdown(std::chrono::milliseconds timeout) {
 
 std::string actor_system::address_of(process* p) const { return p->system().address(); }
 
+std::unique_ptr<std::string> actor_system::prefixed_name(std::string_view prefix) {
+  auto name = std::make_unique<std::string>(prefix);
+  name->push_back('$');
+  name->append(std::to_string(registry_.next_seq()));
+  return name;
+}
+
 // ---------------------------------------------------------------- root
 
 pid root_context::spawn(const props_ptr& p) { return sys_.spawn_child(p, pid(), nullptr).pid; }
@@ -147,9 +154,7 @@ spawn_result root_context::spawn_named(const props_ptr& p, const std::string& na
 }
 
 pid root_context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
-  auto name = std::make_unique<std::string>(prefix);
-  *name += "$" + std::to_string(sys_.registry().next_seq());
-  return sys_.spawn_child(p, pid(), std::move(name)).pid;
+  return sys_.spawn_child(p, pid(), sys_.prefixed_name(prefix)).pid;
 }
 
 void root_context::send(const pid& to, message m) {

@@ -98,6 +98,8 @@ class actor_system {
 
   // Internal: spawning, shared by root and actor contexts.
   spawn_result spawn_child(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
+  // Internal: "prefix$N", unique among this system's actors.
+  std::unique_ptr<std::string> prefixed_name(std::string_view prefix);
   // Internal: the guardian's handling of a failed root actor.
   void supervise_root(context& child, const std::string& reason, restart_stats& stats);
   // Internal: a delay from `b` with this system's random source.

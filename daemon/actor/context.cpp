@@ -122,7 +122,9 @@ context::extras& context::ex() {
 
 std::string context::id() const {
   if (name_) return *name_;
-  return "$" + std::to_string(seq_);
+  std::string id = "$";
+  id.append(std::to_string(seq_));
+  return id;
 }
 
 std::vector<troupe::pid> context::children() const {
@@ -450,9 +452,7 @@ spawn_result context::spawn_named(const props_ptr& p, const std::string& name) {
 }
 
 troupe::pid context::spawn_prefix(const props_ptr& p, std::string_view prefix) {
-  auto name = std::make_unique<std::string>(prefix);
-  *name += "$" + std::to_string(system().registry().next_seq());
-  spawn_result r = system().spawn_child(p, self(), std::move(name));
+  spawn_result r = system().spawn_child(p, self(), system().prefixed_name(prefix));
   if (r) ex().children.insert(r.pid);
   return r.pid;
 }

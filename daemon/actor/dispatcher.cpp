@@ -89,7 +89,9 @@ dispatcher::dispatcher(dispatcher_options opts) : opts_(std::move(opts)) {
   for (auto& w : workers_) {
     worker* wp = w.get();
     wp->thread = std::thread([this, wp] { worker_main(*wp); });
-    std::string name = opts_.thread_name.substr(0, 11) + "-" + std::to_string(wp->index);
+    std::string name = opts_.thread_name.substr(0, 11);
+    name.push_back('-');
+    name.append(std::to_string(wp->index));
     pthread_setname_np(wp->thread.native_handle(), name.c_str());
   }
 }

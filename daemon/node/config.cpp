@@ -9,7 +9,10 @@ namespace troupe::node {
 
 std::string config_error::to_string() const {
   std::string s = file;
-  if (line > 0) s += ":" + std::to_string(line);
+  if (line > 0) {
+    s.push_back(':');
+    s.append(std::to_string(line));
+  }
   return s + ": " + message;
 }
 

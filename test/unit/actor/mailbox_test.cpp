@@ -115,7 +115,7 @@ TEST_CASE("a mailbox run yields after its throughput batch", "[mailbox]") {
   props pa = props::from_fn([&](context& ctx) {
     if (auto* n = ctx.message<test::Num>()) {
       if (n->n() == 0) gate.wait();
-      log.put("a" + std::to_string(n->n()));
+      log.put(std::string("a").append(std::to_string(n->n())));
     }
   });
   pa.mailbox.throughput = 10;
