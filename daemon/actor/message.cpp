@@ -257,10 +257,23 @@ envelope* for_delivery(message m) {
   return e;
 }
 
+namespace {
+// Owns the calling thread's builder; constructed only on first use, so the
+// hot path below reads a plain thread-local pointer with no guard.
+struct builder_holder {
+  flatbuffers::FlatBufferBuilder builder{256};
+};
+thread_local flatbuffers::FlatBufferBuilder* tls_builder = nullptr;
+}  // namespace
+
 flatbuffers::FlatBufferBuilder& thread_builder() noexcept {
-  thread_local flatbuffers::FlatBufferBuilder builder(256);
-  builder.Clear();
-  return builder;
+  flatbuffers::FlatBufferBuilder* b = tls_builder;
+  if (b == nullptr) {
+    thread_local builder_holder holder;
+    b = tls_builder = &holder.builder;
+  }
+  b->Clear();
+  return *b;
 }
 
 }  // namespace troupe
