@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Runs the real troupe-node binary: it starts, reports its demo workload,
+stops cleanly on SIGTERM and SIGINT, and refuses bad configs with the file,
+line and key and exit status 78.
+
+usage: node_test.py TROUPE_NODE CONFIG_DIR
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+NODE, CONFIG_DIR = sys.argv[1], sys.argv[2]
+failures = 0
+passed = 0
+
+
+def check(name, ok, detail=""):
+    global failures, passed
+    if ok:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failures += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def run_until(config, sig, wait_for, timeout=20):
+    """Starts the node, waits for a line containing `wait_for` on stderr,
+    sends `sig`, returns (exit status, full stderr)."""
+    p = subprocess.Popen([NODE, "--config", config], stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.time() + timeout
+    seen = False
+    while time.time() < deadline:
+        line = p.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if wait_for in line:
+            seen = True
+            break
+    p.send_signal(sig)
+    try:
+        _, rest = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, rest = p.communicate()
+    return p.returncode, "".join(lines) + rest, seen
+
+
+def write(tmp, name, text):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+dev = os.path.join(CONFIG_DIR, "dev.yaml")
+for sig in (signal.SIGTERM, signal.SIGINT):
+    rc, err, seen = run_until(dev, sig, "M messages/s")
+    check(f"the node reports its work and {sig.name} stops it with status 0",
+          seen and rc == 0 and "all actors stopped" in err, f"rc={rc}\n{err}")
+
+rc = subprocess.run([NODE, "--version"], capture_output=True, text=True)
+check("--version prints the version", rc.returncode == 0 and rc.stdout.startswith("troupe-node "),
+      rc.stdout + rc.stderr)
+
+with tempfile.TemporaryDirectory() as tmp:
+    cases = [
+        ("unknown key", "node:\n  name: a\n  colour: blue\n", ":3:", "unknown key 'node.colour'"),
+        ("bad thread count", "dispatcher:\n  threads: lots\n", ":2:", "'dispatcher.threads' must be a whole number"),
+        ("bad log level", "log:\n  level: loud\n", ":2:", "'log.level' must be one of"),
+        ("invalid YAML", "node: [unclosed\n", ":", "invalid YAML"),
+    ]
+    for name, text, where, what in cases:
+        path = write(tmp, name.replace(" ", "_") + ".yaml", text)
+        r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
+        check(f"config error ({name}) exits 78 naming file, line and problem",
+              r.returncode == 78 and (path + where) in r.stderr and what in r.stderr,
+              f"rc={r.returncode} stderr={r.stderr!r}")
+    r = subprocess.run([NODE, "--config", os.path.join(tmp, "missing.yaml")],
+                       capture_output=True, text=True, timeout=20)
+    check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
+
+print(f"{passed} passed, {failures} failed")
+sys.exit(1 if failures else 0)
