@@ -98,7 +98,13 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
 
 context::~context() {
   // Nothing here may touch the system: the last PID can outlive it.
-  while (mpsc_node* n = user_q_.pop()) static_cast<troupe::envelope*>(n)->release();
+  for (;;) {
+    mpsc_node* retired = nullptr;
+    mpsc_node* n = user_q_.pop(retired);
+    if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
+    if (n == nullptr) break;
+  }
+  if (mpsc_node* head = user_q_.take_head()) static_cast<troupe::envelope*>(head)->release();
   for (system_message* m = sys_q_.take_all(); m != nullptr;) {
     system_message* next = m->next_system;
     delete m;
@@ -217,20 +223,31 @@ void context::own() noexcept {
   system().dispatcher().schedule(this, dispatcher::hint::next);
 }
 
-troupe::envelope* context::next_user() noexcept {
+// The next user message: replayed (stashed) ones first, then the queue,
+// then a bounded mailbox's deque. `queued` tells that the queue keeps the
+// envelope (as its head) and releases it itself.
+troupe::envelope* context::next_user(bool& queued) noexcept {
+  queued = false;
   if (extras_ && !extras_->replay.empty()) {
     troupe::envelope* e = extras_->replay.front();
     extras_->replay.pop_front();
     return e;
   }
-  // Wake tokens only make the mailbox runnable; they carry nothing.
-  troupe::envelope* e;
-  while ((e = static_cast<troupe::envelope*>(user_q_.pop())) != nullptr && e->type == wake_token)
-    e->release();
-  if (bounded_ == nullptr || e != nullptr) return e;
+  for (;;) {
+    mpsc_node* retired = nullptr;
+    mpsc_node* n = user_q_.pop(retired);
+    if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
+    if (n == nullptr) break;
+    auto* e = static_cast<troupe::envelope*>(n);
+    // Wake tokens only make the mailbox runnable; they carry nothing.
+    if (e->type == wake_token) continue;
+    queued = true;
+    return e;
+  }
+  if (bounded_ == nullptr) return nullptr;
   std::lock_guard lock(bounded_->mu);
   if (bounded_->q.empty()) return nullptr;
-  e = bounded_->q.front();
+  troupe::envelope* e = bounded_->q.front();
   bounded_->q.pop_front();
   if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
   return e;
@@ -245,10 +262,11 @@ void context::run() noexcept {
       while (budget > 0) {
         if (sys_q_.nonempty_hint()) process_system();
         if (suspended_ || state_ != actor_state::alive) break;
-        troupe::envelope* e = next_user();
+        bool queued;
+        troupe::envelope* e = next_user(queued);
         if (e == nullptr) break;
         --budget;
-        invoke_user(e);
+        invoke_user(e, queued);
       }
       if (dying_ref_) last = std::move(dying_ref_);
     }
@@ -265,8 +283,13 @@ void context::run() noexcept {
     // Give the mailbox up; if something arrived meanwhile, go round again.
     if (!dead && (suspended_ || state_ != actor_state::alive)) {
       if (user_q_.park()) return;
-    } else if (user_q_.mark_idle()) {
-      return;
+    } else {
+      mpsc_node* retired = nullptr;
+      if (user_q_.mark_idle(retired)) {
+        // The last message's envelope, no longer reachable from the queue.
+        if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
+        return;
+      }
     }
   }
 }
@@ -278,16 +301,19 @@ void context::drain_dead() noexcept {
     delete m;
     m = next;
   }
-  while (troupe::envelope* e = next_user())
+  bool queued;
+  while (troupe::envelope* e = next_user(queued)) {
+    if (queued) e->retain();  // the queue keeps its own reference
     system().dead_letter(e, this, dead_letter_reason::stopped);
+  }
   if (bounded_) bounded_->room.notify_all();
 }
 
 // ------------------------------------------------------------ user messages
 
-void context::invoke_user(troupe::envelope* e) noexcept {
+void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
   if (e->type == poison_type) {
-    e->release();
+    if (!queued) e->release();
     begin_stop();
     return;
   }
@@ -301,10 +327,19 @@ void context::invoke_user(troupe::envelope* e) noexcept {
     fail("unknown exception");
   }
   cur_ = nullptr;
+  // The delivery is over. Its sender belongs to the delivery, not to the
+  // message: someone may have kept the message, and holding on to the
+  // sender could close a reference cycle (a future whose reply shares this
+  // request's bytes).
+  if (queued) {
+    // The queue releases the envelope on its next pop.
+    if (e->sender != nullptr) {
+      e->sender->release();
+      e->sender = nullptr;
+    }
+    return;
+  }
   if (e->sender != nullptr && e->refs.load(std::memory_order_acquire) != 1) {
-    // The delivery is over but someone kept the message: the sender belongs
-    // to the delivery, not to the message, and holding on to it could close
-    // a reference cycle (a future whose reply shares this request's bytes).
     e->sender->release();
     e->sender = nullptr;
   }
@@ -559,6 +594,10 @@ void context::handle_receive_timeout(std::uint64_t token) noexcept {
 // ------------------------------------------------------------ system messages
 
 void context::process_system() noexcept {
+  // Taking is an atomic exchange: skip it when there is nothing to take. A
+  // system message pushed after this look comes with a wake token, or, if
+  // the actor sent it itself, is seen before the mailbox is given up.
+  if (!sys_q_.nonempty_hint()) return;
   for (system_message* m = sys_q_.take_all(); m != nullptr;) {
     system_message* next = m->next_system;
     handle_system(*m);
@@ -777,8 +816,11 @@ void context::force_stop() noexcept {
     delete m;
     m = next;
   }
-  while (troupe::envelope* e = next_user())
+  bool queued;
+  while (troupe::envelope* e = next_user(queued)) {
+    if (queued) e->retain();
     system().dead_letter(e, this, dead_letter_reason::shutdown);
+  }
 }
 
 // ------------------------------------------------------------ supervision

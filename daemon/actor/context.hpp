@@ -154,11 +154,11 @@ class context final : public process, public schedulable {
   void wake() noexcept;
   void own() noexcept;
   void drain_dead() noexcept;
-  troupe::envelope* next_user() noexcept;
+  troupe::envelope* next_user(bool& queued) noexcept;
 
   void process_system() noexcept;
   void handle_system(system_message& m) noexcept;
-  void invoke_user(troupe::envelope* e) noexcept;
+  void invoke_user(troupe::envelope* e, bool queued) noexcept;
   void dispatch();
   void deliver_lifecycle(troupe::envelope* e) noexcept;
   void handle_failure(system_message& m) noexcept;
@@ -182,7 +182,7 @@ class context final : public process, public schedulable {
   // a bounded mailbox pushes a wake token), and the push that finds the tail
   // marked makes its caller the owner. So the owner never looks at the actor
   // after giving it up, which may be freed by then.
-  mpsc_queue user_q_{false};  // owned by its spawner until start()
+  mailbox_queue user_q_;  // owned by its spawner until start()
   mpsc_stack<system_message> sys_q_;
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.

@@ -15,25 +15,21 @@ struct mpsc_node {
 
 class mpsc_queue {
  public:
-  // A queue that starts `idle` is empty with its tail tagged: the first push
-  // reports it, so that the pusher schedules the queue's owner.
-  explicit mpsc_queue(bool idle = false) noexcept
-      : tail_(addr(&stub_) | (idle ? tag : 0)), head_(&stub_) {}
+  mpsc_queue() noexcept : tail_(&stub_), head_(&stub_) {}
   mpsc_queue(const mpsc_queue&) = delete;
   mpsc_queue& operator=(const mpsc_queue&) = delete;
 
-  // Any thread. Returns true when the queue was marked idle: the caller now
-  // owns the consumer side and must see that it runs. One atomic exchange,
-  // whatever the contention.
-  bool push(mpsc_node* n) noexcept {
+  // Any thread. One atomic exchange, whatever the contention. seq_cst, so
+  // that a producer's later look at its consumer's state (parked workers,
+  // the loop's next wake-up) cannot be ordered before it.
+  void push(mpsc_node* n) noexcept {
     n->next.store(nullptr, std::memory_order_relaxed);
-    std::uintptr_t prev = tail_.exchange(addr(n), std::memory_order_acq_rel);
-    reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(n, std::memory_order_release);
-    return (prev & tag) != 0;
+    mpsc_node* prev = tail_.exchange(n, std::memory_order_seq_cst);
+    prev->next.store(n, std::memory_order_release);
   }
 
   // Consumer only. Returns nullptr when empty, or when a producer is between
-  // its exchange and its link; mark_idle() then fails, so nothing is lost.
+  // its exchange and its link (its node shows up on a later pop).
   mpsc_node* pop() noexcept {
     mpsc_node* head = head_;
     mpsc_node* next = head->next.load(std::memory_order_acquire);
@@ -47,7 +43,7 @@ class mpsc_queue {
       head_ = next;
       return head;
     }
-    if (tail_.load(std::memory_order_acquire) != addr(head)) return nullptr;
+    if (tail_.load(std::memory_order_acquire) != head) return nullptr;
     push(&stub_);
     next = head->next.load(std::memory_order_acquire);
     if (next != nullptr) {
@@ -57,36 +53,100 @@ class mpsc_queue {
     return nullptr;
   }
 
-  // Consumer only: marks the queue idle if it is empty, giving up the
-  // consumer side (do not touch the queue's owner afterwards: another thread
-  // may own or even free it now). False if something was pushed meanwhile.
-  bool mark_idle() noexcept {
-    if (head_ != &stub_) return false;
-    std::uintptr_t expected = addr(&stub_);
-    return tail_.compare_exchange_strong(expected, addr(&stub_) | tag, std::memory_order_acq_rel);
-  }
-
-  // Consumer only: gives up the consumer side even though nodes are queued
-  // (their owner cannot take them now); the next push reports it like an
-  // idle queue. False if something was pushed meanwhile.
-  bool park() noexcept {
-    std::uintptr_t expected = tail_.load(std::memory_order_acquire);
-    return tail_.compare_exchange_strong(expected, expected | tag, std::memory_order_acq_rel);
-  }
-
   // Consumer only: true when a pop may return something, including a push
-  // still in progress.
+  // still in progress. seq_cst pairs with push().
   bool maybe_nonempty() const noexcept {
-    return head_ != &stub_ || (tail_.load(std::memory_order_acquire) & ~tag) != addr(&stub_);
+    return head_ != &stub_ || tail_.load(std::memory_order_seq_cst) != &stub_;
   }
 
   // Any thread: a hint only. After the consumer empties the queue the tail
   // is the stub again, so a different tail means something was pushed.
   bool nonempty_hint() const noexcept {
-    return (tail_.load(std::memory_order_acquire) & ~tag) != addr(&stub_);
+    return tail_.load(std::memory_order_acquire) != &stub_;
   }
   bool nonempty_hint_seq_cst() const noexcept {
-    return (tail_.load(std::memory_order_seq_cst) & ~tag) != addr(&stub_);
+    return tail_.load(std::memory_order_seq_cst) != &stub_;
+  }
+
+ private:
+  std::atomic<mpsc_node*> tail_;
+  mpsc_node* head_;
+  mpsc_node stub_;
+};
+
+// The user queue of a mailbox: the same algorithm, with two changes.
+//  - The node popped last stays on as the queue's head (a producer may still
+//    link behind it) and is handed back for release by the next pop or by
+//    mark_idle(). This spares the exchange that re-inserts the stub each
+//    time the last node is popped: in ping-pong, every time.
+//  - The tail's lowest bit marks the queue given up by its owner: the push
+//    that finds it set reports it, and its caller becomes the owner.
+class mailbox_queue {
+ public:
+  mailbox_queue() noexcept : tail_(addr(&stub_)), head_(&stub_) {}
+  mailbox_queue(const mailbox_queue&) = delete;
+  mailbox_queue& operator=(const mailbox_queue&) = delete;
+
+  // Any thread. True when the queue had been given up: the caller owns it
+  // now and must see that it runs.
+  bool push(mpsc_node* n) noexcept {
+    n->next.store(nullptr, std::memory_order_relaxed);
+    std::uintptr_t prev = tail_.exchange(addr(n), std::memory_order_acq_rel);
+    reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(n, std::memory_order_release);
+    return (prev & tag) != 0;
+  }
+
+  // Owner only. The next node, or nullptr when there is none (yet: a
+  // producer between its exchange and its link makes mark_idle() fail).
+  // `retired` receives the previous head once nothing can reach it.
+  mpsc_node* pop(mpsc_node*& retired) noexcept {
+    mpsc_node* head = head_;
+    mpsc_node* next = head->next.load(std::memory_order_acquire);
+    if (next == nullptr) return nullptr;
+    head_ = next;
+    retired = head == &stub_ ? nullptr : head;
+    return next;
+  }
+
+  // Owner only: gives the queue up if it is empty; `retired` receives the
+  // last head. After true, do not touch the queue's owner: another thread
+  // may own or even free it. False if something was pushed meanwhile.
+  bool mark_idle(mpsc_node*& retired) noexcept {
+    mpsc_node* head = head_;
+    if (head->next.load(std::memory_order_acquire) != nullptr) return false;
+    std::uintptr_t expected = addr(head);
+    if (head == &stub_) {
+      retired = nullptr;
+      return tail_.compare_exchange_strong(expected, addr(&stub_) | tag, std::memory_order_acq_rel);
+    }
+    // The stub becomes the head again; set it up before the exchange, since
+    // after it the queue is no longer ours to write.
+    stub_.next.store(nullptr, std::memory_order_relaxed);
+    head_ = &stub_;
+    if (tail_.compare_exchange_strong(expected, addr(&stub_) | tag, std::memory_order_acq_rel)) {
+      retired = head;
+      return true;
+    }
+    head_ = head;
+    return false;
+  }
+
+  // Owner only: gives the queue up even though nodes are queued (they must
+  // wait: the owner is suspended); the next push reports it as from an idle
+  // queue. False if something was pushed meanwhile.
+  bool park() noexcept {
+    std::uintptr_t expected = tail_.load(std::memory_order_acquire);
+    return tail_.compare_exchange_strong(expected, expected | tag, std::memory_order_acq_rel);
+  }
+
+  // Owner only, when nothing runs any more (destruction): the current head
+  // if it is a node, leaving the queue empty.
+  mpsc_node* take_head() noexcept {
+    mpsc_node* head = head_;
+    if (head == &stub_) return nullptr;
+    stub_.next.store(head->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    head_ = &stub_;
+    return head;
   }
 
  private:

@@ -9,15 +9,27 @@ using namespace troupe::testing;
 
 namespace {
 
-// An actor that blocks on `gate` when it gets 0 and reports every number.
-props gated(latch& gate, inbox<std::int64_t>& seen) {
-  return props::from_fn([&](context& ctx) {
-    if (auto* n = ctx.message<test::Num>()) {
-      if (n->n() == 0) gate.wait();
-      seen.put(n->n());
-    }
-  });
-}
+// An actor with a bounded mailbox that blocks on `gate` when it gets 0 and
+// reports every number; returned once it is blocked on 0.
+struct gated {
+  latch gate;
+  inbox<std::int64_t> seen;
+  pid actor;
+
+  gated(actor_system& sys, mailbox_kind kind, std::uint32_t capacity) {
+    props p = props::from_fn([this](context& ctx) {
+      if (auto* n = ctx.message<test::Num>()) {
+        if (n->n() == 0) gate.wait();
+        seen.put(n->n());
+      }
+    });
+    p.mailbox = {kind, capacity, 300};
+    actor = sys.root().spawn(share(p));
+    sys.root().send(actor, num(0));
+    REQUIRE(gate.wait_for_waiters(1));
+  }
+  ~gated() { gate.open(); }
+};
 
 }  // namespace
 
@@ -47,61 +59,43 @@ TEST_CASE("system messages overtake queued user messages", "[mailbox]") {
 }
 
 TEST_CASE("bounded mailbox dropping the newest counts every drop", "[mailbox]") {
-  latch gate;
-  inbox<std::int64_t> seen;
   actor_system sys(small_config());
-  props p = gated(gate, seen);
-  p.mailbox = {mailbox_kind::bounded_drop_newest, 5, 300};
-  pid a = sys.root().spawn(share(p));
-  sys.root().send(a, num(0));
-  REQUIRE(gate.wait_for_waiters(1));
-  for (int i = 1; i <= 20; ++i) sys.root().send(a, num(i));
-  gate.open();
-  auto got = seen.take_n(6);
+  gated g(sys, mailbox_kind::bounded_drop_newest, 5);
+  for (int i = 1; i <= 20; ++i) sys.root().send(g.actor, num(i));
+  g.gate.open();
+  auto got = g.seen.take_n(6);
   REQUIRE(got == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5});
-  REQUIRE(seen.take(100ms) == std::nullopt);
+  REQUIRE(g.seen.take(100ms) == std::nullopt);
   REQUIRE(sys.stats().mailbox_dropped == 15);
   REQUIRE(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::mailbox_full)] == 15);
 }
 
 TEST_CASE("bounded mailbox dropping the oldest keeps the newest", "[mailbox]") {
-  latch gate;
-  inbox<std::int64_t> seen;
   actor_system sys(small_config());
-  props p = gated(gate, seen);
-  p.mailbox = {mailbox_kind::bounded_drop_oldest, 5, 300};
-  pid a = sys.root().spawn(share(p));
-  sys.root().send(a, num(0));
-  REQUIRE(gate.wait_for_waiters(1));
-  for (int i = 1; i <= 20; ++i) sys.root().send(a, num(i));
-  gate.open();
-  auto got = seen.take_n(6);
+  gated g(sys, mailbox_kind::bounded_drop_oldest, 5);
+  for (int i = 1; i <= 20; ++i) sys.root().send(g.actor, num(i));
+  g.gate.open();
+  auto got = g.seen.take_n(6);
   REQUIRE(got == std::vector<std::int64_t>{0, 16, 17, 18, 19, 20});
   REQUIRE(sys.stats().mailbox_dropped == 15);
 }
 
 TEST_CASE("bounded mailbox with back-pressure holds the sender, loses nothing", "[mailbox]") {
-  latch gate;
-  inbox<std::int64_t> seen;
   actor_system sys(small_config());
-  props p = gated(gate, seen);
-  p.mailbox = {mailbox_kind::bounded_block, 4, 300};
-  pid a = sys.root().spawn(share(p));
-  sys.root().send(a, num(0));
-  REQUIRE(gate.wait_for_waiters(1));
+  gated g(sys, mailbox_kind::bounded_block, 4);
   std::atomic<int> sent{0};
   std::thread producer([&] {
     for (int i = 1; i <= 50; ++i) {
-      sys.root().send(a, num(i));
+      sys.root().send(g.actor, num(i));
       sent.store(i);
     }
   });
   std::this_thread::sleep_for(100ms);
   // Four fit; the producer waits on the fifth.
   REQUIRE(sent.load() == 4);
-  gate.open();
+  g.gate.open();
   producer.join();
-  auto got = seen.take_n(51);
+  auto got = g.seen.take_n(51);
   REQUIRE(got.size() == 51);
   for (int i = 0; i <= 50; ++i) REQUIRE(got[i] == i);
   REQUIRE(sys.stats().mailbox_dropped == 0);
