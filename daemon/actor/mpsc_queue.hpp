@@ -31,46 +31,52 @@ class mpsc_queue {
   // Consumer only. Returns nullptr when empty, or when a producer is between
   // its exchange and its link (its node shows up on a later pop).
   mpsc_node* pop() noexcept {
-    mpsc_node* head = head_;
+    mpsc_node* head = head_.load(std::memory_order_relaxed);
     mpsc_node* next = head->next.load(std::memory_order_acquire);
     if (head == &stub_) {
       if (next == nullptr) return nullptr;
-      head_ = next;
+      head_.store(next, std::memory_order_relaxed);
       head = next;
       next = next->next.load(std::memory_order_acquire);
     }
     if (next != nullptr) {
-      head_ = next;
+      head_.store(next, std::memory_order_relaxed);
       return head;
     }
     if (tail_.load(std::memory_order_acquire) != head) return nullptr;
     push(&stub_);
     next = head->next.load(std::memory_order_acquire);
     if (next != nullptr) {
-      head_ = next;
+      head_.store(next, std::memory_order_relaxed);
       return head;
     }
+    // A producer is between its exchange and its link. The tail is the stub
+    // now, but `head` was never returned: the hints below must look at the
+    // head too, or the queue would look empty with work in it.
     return nullptr;
   }
 
   // Consumer only: true when a pop may return something, including a push
   // still in progress. seq_cst pairs with push().
   bool maybe_nonempty() const noexcept {
-    return head_ != &stub_ || tail_.load(std::memory_order_seq_cst) != &stub_;
+    return head_.load(std::memory_order_relaxed) != &stub_ ||
+           tail_.load(std::memory_order_seq_cst) != &stub_;
   }
 
-  // Any thread: a hint only. After the consumer empties the queue the tail
-  // is the stub again, so a different tail means something was pushed.
+  // Any thread: a hint only. Empty means both ends at the stub; the
+  // consumer, which sees its own head exactly, never misses work.
   bool nonempty_hint() const noexcept {
-    return tail_.load(std::memory_order_acquire) != &stub_;
+    return tail_.load(std::memory_order_acquire) != &stub_ ||
+           head_.load(std::memory_order_relaxed) != &stub_;
   }
   bool nonempty_hint_seq_cst() const noexcept {
-    return tail_.load(std::memory_order_seq_cst) != &stub_;
+    return tail_.load(std::memory_order_seq_cst) != &stub_ ||
+           head_.load(std::memory_order_relaxed) != &stub_;
   }
 
  private:
   std::atomic<mpsc_node*> tail_;
-  mpsc_node* head_;
+  std::atomic<mpsc_node*> head_;  // written by the consumer only
   mpsc_node stub_;
 };
 

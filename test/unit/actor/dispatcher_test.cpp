@@ -114,3 +114,31 @@ TEST_CASE("ping-pong between two actors stays on one worker and never parks it",
   // worker's run-next slot means almost none.
   REQUIRE(sys.dispatcher().parks() - parks_before < 100);
 }
+
+TEST_CASE("work pushed from outside while workers go idle is never stranded", "[dispatcher]") {
+  // Pushes race the workers' pops: a pop that meets a push between its
+  // exchange and its link must not leave the queue looking empty. Each
+  // round pushes a few tasks from several threads at once, then waits
+  // without pushing more, so stranded work would stay stranded.
+  dispatcher d(dispatcher_options{.threads = 2});
+  constexpr int producers = 3, rounds = 300;
+  std::vector<counting_task> tasks(producers * rounds);
+  std::atomic<int> ran{0};
+  for (int r = 0; r < rounds; ++r) {
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p)
+      threads.emplace_back([&, p] {
+        counting_task& t = tasks[r * producers + p];
+        t.counter = &ran;
+        ready.fetch_add(1);
+        while (ready.load() < producers) cpu_relax();
+        d.schedule(&t);
+      });
+    for (auto& t : threads) t.join();
+    const int expected = (r + 1) * producers;
+    REQUIRE(eventually([&] { return ran.load() == expected; }, std::chrono::milliseconds(1000)));
+    if (r % 10 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  d.stop();
+}
