@@ -81,7 +81,7 @@ void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason 
   process* requester = e->sender;
   if (requester != nullptr && reason != dead_letter_reason::late_reply &&
       !e->is<system::DeadLetterResponse>() && !requester->dead()) {
-    const std::string address = target ? address_of(target) : cfg_.address;
+    const std::string address = target ? target->system().address() : cfg_.address;
     const std::string id = target ? target->id() : std::string();
     requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
       return system::CreateDeadLetterResponse(b, system::CreatePidDirect(b, address.c_str(), id.c_str()));
@@ -135,8 +135,6 @@ bool actor_system::shutdown(std::chrono::milliseconds timeout) {
   stopped_ = true;
   return clean;
 }
-
-std::string actor_system::address_of(process* p) const { return p->system().address(); }
 
 std::unique_ptr<std::string> actor_system::prefixed_name(std::string_view prefix) {
   auto name = std::make_unique<std::string>(prefix);

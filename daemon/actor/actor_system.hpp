@@ -106,7 +106,6 @@ class actor_system {
   std::chrono::nanoseconds backoff_delay(const backoff& b, std::size_t failures);
 
  private:
-  std::string address_of(process* p) const;
 
   system_config cfg_;
   std::unique_ptr<event_loop> own_loop_;

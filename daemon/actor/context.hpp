@@ -189,10 +189,8 @@ class context final : public process, public schedulable {
   actor_state state_ = actor_state::alive;
   bool suspended_ = false;
   const bool top_level_;
-  bool cur_taken_ = false;  // the handler stashed the current envelope
   bounded_queue* bounded_ = nullptr;
   troupe::envelope* cur_ = nullptr;
-  system_message* sys_pending_ = nullptr;  // taken from sys_q_, not yet handled
   std::uint64_t seq_;
   std::unique_ptr<std::string> name_;
   props_ptr props_;

@@ -194,9 +194,6 @@ class mpsc_stack {
     return reversed;
   }
 
-  bool maybe_nonempty() const noexcept {
-    return head_.load(std::memory_order_seq_cst) != nullptr;
-  }
   // A hint for the consumer between messages; no ordering.
   bool nonempty_hint() const noexcept {
     return head_.load(std::memory_order_relaxed) != nullptr;
