@@ -16,6 +16,7 @@
 #include "actor/future.hpp"
 #include "actor/props.hpp"
 #include "actor/registry.hpp"
+#include "actor/scheduler.hpp"
 #include "actor/supervision.hpp"
 
 namespace troupe {
@@ -80,6 +81,11 @@ class actor_system {
   event_stream& events() noexcept { return events_; }
   system_stats& stats() noexcept { return stats_; }
   const supervisor_strategy& guardian() const noexcept { return cfg_.guardian; }
+
+  // Timers that send messages (see scheduler.hpp).
+  troupe::scheduler scheduler() noexcept { return troupe::scheduler(*this, nullptr); }
+  // The process that turns whatever it gets into dead letters.
+  const pid& dead_letters() const noexcept { return dead_letters_; }
 
   // The process for `id`, or the dead-letter process when there is none.
   pid lookup(std::string_view id);

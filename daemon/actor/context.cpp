@@ -78,6 +78,8 @@ struct context::extras {
   std::int64_t last_activity_ns = 0;
   std::uint64_t receive_timeout_token = 0;
   timer_handle receive_timer;
+  std::vector<timer_handle> timers;  // from scheduler(); cancelled at stop
+  std::size_t timers_kept = 0;       // size after the last pruning
 };
 
 context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
@@ -136,6 +138,16 @@ std::string context::id() const {
 std::vector<troupe::pid> context::children() const {
   if (!extras_) return {};
   return {extras_->children.begin(), extras_->children.end()};
+}
+
+void context::own_timer(timer_handle h) {
+  extras& x = ex();
+  // Forget timers that are done, whenever the list doubles: amortised O(1).
+  if (x.timers.size() >= 2 * x.timers_kept + 8) {
+    std::erase_if(x.timers, [](const timer_handle& t) { return !t.pending(); });
+    x.timers_kept = x.timers.size();
+  }
+  x.timers.push_back(std::move(h));
 }
 
 bool context::children_empty() const noexcept { return !extras_ || extras_->children.empty(); }
@@ -778,6 +790,7 @@ void context::finalize_stop() noexcept {
     return t;
   };
   if (extras_) {
+    for (timer_handle& t : extras_->timers) t.cancel();
     for (const troupe::pid& w : extras_->watchers) w.get()->send_system(terminated());
     for (troupe::envelope* e : extras_->stash)
       system().dead_letter(e, this, dead_letter_reason::stopped);

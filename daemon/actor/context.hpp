@@ -16,6 +16,7 @@
 #include "actor/mpsc_queue.hpp"
 #include "actor/process.hpp"
 #include "actor/props.hpp"
+#include "actor/scheduler.hpp"
 #include "actor/system_message.hpp"
 
 namespace troupe {
@@ -110,6 +111,12 @@ class context final : public process, public schedulable {
   // Delivers troupe.system.ReceiveTimeout after `d` without user messages.
   void set_receive_timeout(std::chrono::nanoseconds d);
   void cancel_receive_timeout();
+
+  // Timers owned by this actor: cancelled and released when it stops. Use
+  // from the actor's own handler only.
+  troupe::scheduler scheduler() noexcept { return troupe::scheduler(system(), this); }
+  // Internal: keeps a handle on a timer of this actor's, to cancel it at stop.
+  void own_timer(timer_handle h);
 
   // Fails this actor as an exception from its handler would: it is
   // suspended and its supervisor decides what happens.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cassert>
 #include <limits>
+#include <thread>
 
 namespace troupe {
 
@@ -23,37 +24,11 @@ constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 
 }  // namespace
 
-enum : std::uint8_t { timer_armed = 0, timer_cancelled = 1, timer_fired = 2 };
-
-struct timer_record : mpsc_node {
-  // From the block pool: made on one thread, freed on another.
-  static void* operator new(std::size_t bytes) {
-    std::uint8_t c;
-    return block_pool::allocate(bytes, c);
-  }
-  static void operator delete(void* p, std::size_t bytes) noexcept {
-    block_pool::deallocate(p, block_pool::size_class_of(bytes));
-  }
-
-  std::atomic<std::uint8_t> state{timer_armed};
-  std::atomic<std::uint8_t> refs{2};  // the handle and the loop
-  std::int64_t deadline = 0;
-  std::function<void()> fn;
-
-  void release() noexcept {
-    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-  // Whoever moves the state away from armed owns the callback: the loop
-  // when it fires or drops the timer, the canceller otherwise. The callback
-  // is destroyed at once, since it may own whatever owns the handle (a
-  // future holding its own timeout).
-  void drop() noexcept {
-    std::uint8_t expected = timer_armed;
-    if (state.compare_exchange_strong(expected, timer_cancelled, std::memory_order_acq_rel))
-      fn = nullptr;
-    release();
-  }
-};
+namespace {
+// The repeating timer whose callback the loop thread is running, so that a
+// cancel from inside that callback does not wait for itself.
+thread_local const timer_record* firing_now = nullptr;
+}  // namespace
 
 timer_handle& timer_handle::operator=(timer_handle&& o) noexcept {
   if (this != &o) {
@@ -67,13 +42,39 @@ timer_handle::~timer_handle() {
   if (r_) r_->release();
 }
 
+timer_handle timer_handle::share() const noexcept {
+  if (r_) r_->refs.fetch_add(1, std::memory_order_relaxed);
+  return timer_handle(r_);
+}
+
+bool timer_handle::pending() const noexcept {
+  if (!r_) return false;
+  const std::uint8_t s = r_->state.load(std::memory_order_acquire);
+  return s == timer_armed || s == timer_firing;
+}
+
 bool timer_handle::cancel() noexcept {
   if (!r_) return false;
-  std::uint8_t expected = timer_armed;
-  if (!r_->state.compare_exchange_strong(expected, timer_cancelled, std::memory_order_acq_rel))
-    return false;
-  r_->fn = nullptr;
-  return true;
+  for (;;) {
+    std::uint8_t s = r_->state.load(std::memory_order_acquire);
+    if (s == timer_armed) {
+      if (r_->state.compare_exchange_weak(s, timer_cancelled, std::memory_order_acq_rel)) {
+        r_->fn.reset();
+        return true;
+      }
+    } else if (s == timer_firing) {
+      if (firing_now == r_) {
+        // From inside its own callback: the loop drops the callback after it returns.
+        if (r_->state.compare_exchange_weak(s, timer_cancelled, std::memory_order_acq_rel))
+          return true;
+      } else {
+        // The loop runs it now; once that firing is over it cannot fire again.
+        std::this_thread::yield();
+      }
+    } else {
+      return false;
+    }
+  }
 }
 
 event_loop::event_loop() : next_wakeup_ns_(never) {
@@ -101,7 +102,7 @@ event_loop::~event_loop() {
   // Whatever was posted or armed after the loop stopped is dropped.
   while (mpsc_node* n = posts_.pop()) delete static_cast<post_node*>(n);
   while (mpsc_node* n = timers_in_.pop()) static_cast<timer_record*>(n)->drop();
-  for (timer_record* r : heap_) r->drop();
+  for (heap_entry& h : heap_) h.r->drop();
 }
 
 void event_loop::start_thread() {
@@ -136,10 +137,10 @@ void event_loop::post(std::function<void()> fn) {
   uv_async_send(&async_);  // coalesces while a wake-up is pending
 }
 
-timer_handle event_loop::arm(std::chrono::nanoseconds delay, std::function<void()> fn) {
-  auto* r = new timer_record;
+timer_handle event_loop::enqueue(timer_record* r, std::chrono::nanoseconds delay,
+                                 std::chrono::nanoseconds interval) {
   r->deadline = now_ns() + std::max<std::int64_t>(0, delay.count());
-  r->fn = std::move(fn);
+  r->interval = interval.count();
   live_timers_.fetch_add(1, std::memory_order_relaxed);
   timers_in_.push(r);  // seq_cst: ordered before the load below
   if (r->deadline < next_wakeup_ns_.load(std::memory_order_seq_cst)) uv_async_send(&async_);
@@ -171,10 +172,13 @@ void event_loop::drain_posts() {
 }
 
 namespace {
-bool later(const timer_record* a, const timer_record* b) noexcept {
-  return a->deadline > b->deadline;
-}
+constexpr auto later = [](const auto& a, const auto& b) noexcept { return a.deadline > b.deadline; };
 }  // namespace
+
+void event_loop::schedule(timer_record* r) {
+  heap_.push_back(heap_entry{r->deadline, r});
+  std::push_heap(heap_.begin(), heap_.end(), later);
+}
 
 void event_loop::drain_timers() {
   while (mpsc_node* n = timers_in_.pop()) {
@@ -186,8 +190,7 @@ void event_loop::drain_timers() {
       r->drop();
       continue;
     }
-    heap_.push_back(r);
-    std::push_heap(heap_.begin(), heap_.end(), later);
+    schedule(r);
   }
 }
 
@@ -195,21 +198,49 @@ namespace {
 // While timers keep being armed and cancelled, the loop looks at them this
 // often even with nothing due, so that arming does not have to wake it.
 constexpr std::int64_t housekeeping_ns = 10'000'000;
+// Cancelled timers are swept from the heap when it holds at least this many
+// timers, at least this often.
+constexpr std::size_t sweep_min = 1024;
+constexpr std::int64_t sweep_period_ns = 1'000'000'000;
 }  // namespace
+
+// Cancelled timers wait in the heap until they reach its top. When they
+// could pile up (the heap doubled, or a second went by), drop them all in
+// one pass, so that memory follows the live timers and not the cancelled ones.
+void event_loop::sweep() {
+  const std::int64_t now = now_ns();
+  if (heap_.size() < sweep_min) return;
+  if (heap_.size() < 2 * swept_size_ && now - last_sweep_ns_ < sweep_period_ns) return;
+  auto live = std::remove_if(heap_.begin(), heap_.end(), [this](const heap_entry& h) {
+    if (h.r->state.load(std::memory_order_acquire) == timer_armed) return false;
+    live_timers_.fetch_sub(1, std::memory_order_relaxed);
+    h.r->drop();
+    return true;
+  });
+  heap_.erase(live, heap_.end());
+  std::make_heap(heap_.begin(), heap_.end(), later);
+  if (heap_.capacity() > 4 * heap_.size() + 1024) heap_.shrink_to_fit();
+  swept_size_ = heap_.size();
+  last_sweep_ns_ = now;
+}
+
 
 void event_loop::rearm() {
   std::int64_t earliest = never;
   for (;;) {
     drain_timers();
+    sweep();
     while (!heap_.empty() &&
-           heap_.front()->state.load(std::memory_order_acquire) != timer_armed) {
+           heap_.front().r->state.load(std::memory_order_acquire) != timer_armed) {
       std::pop_heap(heap_.begin(), heap_.end(), later);
-      heap_.back()->drop();
+      heap_.back().r->drop();
       heap_.pop_back();
       live_timers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    earliest = heap_.empty() ? never : heap_.front()->deadline;
+    earliest = heap_.empty() ? never : heap_.front().deadline;
     if (drained_ != 0) earliest = std::min(earliest, now_ns() + housekeeping_ns);
+    // Many timers waiting: look once a second for cancelled ones to sweep.
+    if (heap_.size() >= sweep_min) earliest = std::min(earliest, now_ns() + sweep_period_ns);
     drained_ = 0;
     next_wakeup_ns_.store(earliest, std::memory_order_seq_cst);
     // A timer armed before the store above but not yet drained would be
@@ -229,16 +260,46 @@ void event_loop::rearm() {
 
 void event_loop::fire_due() {
   const std::int64_t now = now_ns();
-  while (!heap_.empty() && heap_.front()->deadline <= now) {
+  while (!heap_.empty() && heap_.front().deadline <= now) {
     std::pop_heap(heap_.begin(), heap_.end(), later);
-    timer_record* r = heap_.back();
+    timer_record* r = heap_.back().r;
     heap_.pop_back();
-    live_timers_.fetch_sub(1, std::memory_order_relaxed);
     std::uint8_t expected = timer_armed;
-    if (r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel)) {
-      r->fn();
-      r->fn = nullptr;
+    if (r->interval == 0) {
+      live_timers_.fetch_sub(1, std::memory_order_relaxed);
+      if (r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel)) {
+        r->fn();
+        r->fn.reset();
+      }
+      r->release();
+      continue;
     }
+    if (!r->state.compare_exchange_strong(expected, timer_firing, std::memory_order_acq_rel)) {
+      live_timers_.fetch_sub(1, std::memory_order_relaxed);
+      r->release();
+      continue;
+    }
+    firing_now = r;
+    bool again = false;
+    try {
+      again = r->fn();
+    } catch (...) {
+      // A callback that throws is not run again.
+    }
+    firing_now = nullptr;
+    expected = timer_firing;
+    if (again &&
+        r->state.compare_exchange_strong(expected, timer_armed, std::memory_order_acq_rel)) {
+      r->deadline += r->interval;
+      if (r->deadline <= now) r->deadline = now + r->interval;
+      schedule(r);
+      continue;
+    }
+    // Cancelled while it ran, or done: nobody else touches the callback now.
+    expected = timer_firing;
+    r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel);
+    r->fn.reset();
+    live_timers_.fetch_sub(1, std::memory_order_relaxed);
     r->release();
   }
 }

@@ -2,27 +2,110 @@
 // The libuv loop of a node: it owns timers (and, in the node, sockets and
 // signals). Other threads reach it through post() and the timer calls, which
 // go through lock-free queues; uv_async_send is only the doorbell.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
+#include <type_traits>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <uv.h>
 
+#include "actor/block_pool.hpp"
 #include "actor/mpsc_queue.hpp"
 
 namespace troupe {
 
 using steady_clock = std::chrono::steady_clock;
 
-struct timer_record;
+// A timer's callback, stored in place when it fits (a PID and a message
+// do), so that arming a timer is one pool block and no heap allocation.
+class timer_fn {
+ public:
+  timer_fn() noexcept = default;
+  timer_fn(const timer_fn&) = delete;
+  timer_fn& operator=(const timer_fn&) = delete;
+  ~timer_fn() { reset(); }
+
+  template <class F>
+  void set(F&& f) {
+    using D = std::decay_t<F>;
+    reset();
+    if constexpr (sizeof(D) <= sizeof(buf_) && alignof(D) <= alignof(std::max_align_t) &&
+                  std::is_nothrow_move_constructible_v<D>) {
+      new (buf_) D(std::forward<F>(f));
+      static constexpr ops o{[](void* p) { return call(*static_cast<D*>(p)); },
+                             [](void* p) noexcept { static_cast<D*>(p)->~D(); }};
+      ops_ = &o;
+    } else {
+      *reinterpret_cast<D**>(buf_) = new D(std::forward<F>(f));
+      static constexpr ops o{[](void* p) { return call(**static_cast<D**>(p)); },
+                             [](void* p) noexcept { delete *static_cast<D**>(p); }};
+      ops_ = &o;
+    }
+  }
+  // True: run again (repeating timers).
+  bool operator()() { return ops_->invoke(buf_); }
+  void reset() noexcept {
+    if (const ops* o = std::exchange(ops_, nullptr)) o->destroy(buf_);
+  }
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+
+ private:
+  struct ops {
+    bool (*invoke)(void*);
+    void (*destroy)(void*) noexcept;
+  };
+  template <class D>
+  static bool call(D& f) {
+    if constexpr (std::is_void_v<decltype(f())>) {
+      f();
+      return false;
+    } else {
+      return static_cast<bool>(f());
+    }
+  }
+  const ops* ops_ = nullptr;
+  alignas(std::max_align_t) unsigned char buf_[16];
+};
+
+enum : std::uint8_t {
+  timer_armed = 0,
+  timer_cancelled = 1,
+  timer_fired = 2,   // a one-shot timer, done
+  timer_firing = 3,  // a repeating timer whose callback runs now
+};
+
+struct timer_record : mpsc_node, pooled {
+  std::atomic<std::uint8_t> state{timer_armed};
+  std::atomic<std::uint16_t> refs{2};  // the loop and each handle
+  std::int64_t deadline = 0;  // written before it reaches the loop, then by the loop only
+  std::int64_t interval = 0;  // 0: one-shot
+  timer_fn fn;
+
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // Whoever moves the state away from armed owns the callback: the loop
+  // when it fires or drops the timer, the canceller otherwise. The callback
+  // is destroyed at once, since it may own whatever owns the handle (a
+  // future holding its own timeout).
+  void drop() noexcept {
+    std::uint8_t expected = timer_armed;
+    if (state.compare_exchange_strong(expected, timer_cancelled, std::memory_order_acq_rel))
+      fn.reset();
+    release();
+  }
+};
 
 // A pending timer. Cancel from any thread: a cancelled timer never fires
-// afterwards. Dropping the handle does not cancel.
+// afterwards (cancelling a repeating timer while it fires on the loop waits
+// for that firing to end). Dropping the handle does not cancel.
 class timer_handle {
  public:
   timer_handle() noexcept = default;
@@ -34,8 +117,12 @@ class timer_handle {
   ~timer_handle();
 
   // True if this call stopped it from firing (it had neither fired nor been
-  // cancelled yet).
+  // cancelled yet; a repeating timer is stopped from firing again).
   bool cancel() noexcept;
+  // Neither cancelled nor done firing.
+  bool pending() const noexcept;
+  // A second handle on the same timer (its owner keeps one to cancel it).
+  timer_handle share() const noexcept;
   explicit operator bool() const noexcept { return r_ != nullptr; }
 
  private:
@@ -67,7 +154,22 @@ class event_loop {
   // queue push; the loop is woken only if this timer is due before the
   // earliest one it already waits for, so short request timeouts that are
   // cancelled early never wake it.
-  timer_handle arm(std::chrono::nanoseconds delay, std::function<void()> fn);
+  template <class F>
+  timer_handle arm(std::chrono::nanoseconds delay, F&& fn) {
+    auto* r = new timer_record;
+    r->fn.set([f = std::forward<F>(fn)]() mutable { f(); });
+    return enqueue(r, delay, std::chrono::nanoseconds(0));
+  }
+  // Any thread: runs `fn` (returning bool) after `initial`, then every
+  // `interval` for as long as it returns true and nobody cancels it. A loop
+  // that falls behind skips the missed firings rather than bursting through.
+  template <class F>
+  timer_handle arm_repeating(std::chrono::nanoseconds initial, std::chrono::nanoseconds interval,
+                             F&& fn) {
+    auto* r = new timer_record;
+    r->fn.set(std::forward<F>(fn));
+    return enqueue(r, initial, std::max(interval, std::chrono::nanoseconds(1)));
+  }
 
   // Timers waiting on the loop (approximate).
   std::size_t pending_timers() const noexcept;
@@ -80,6 +182,16 @@ class event_loop {
   void rearm();
   void fire_due();
   void close_all();
+  void sweep();
+  timer_handle enqueue(timer_record* r, std::chrono::nanoseconds delay,
+                       std::chrono::nanoseconds interval);
+  void schedule(timer_record* r);
+
+  // Deadlines sit beside the pointers so that heap operations do not chase them.
+  struct heap_entry {
+    std::int64_t deadline;
+    timer_record* r;
+  };
 
   uv_loop_t loop_{};
   uv_async_t async_{};
@@ -89,8 +201,10 @@ class event_loop {
   std::atomic<std::int64_t> next_wakeup_ns_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::size_t> live_timers_{0};
-  std::vector<timer_record*> heap_;  // loop thread only
-  std::size_t drained_ = 0;           // loop thread only: timers taken in since the last re-arm
+  std::vector<heap_entry> heap_;  // loop thread only
+  std::size_t drained_ = 0;        // loop thread only: timers taken in since the last re-arm
+  std::size_t swept_size_ = 0;     // loop thread only: heap size after the last sweep
+  std::int64_t last_sweep_ns_ = 0;
   std::thread thread_;
   std::atomic<std::thread::id> loop_thread_id_{};
   bool closed_ = false;

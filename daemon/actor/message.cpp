@@ -36,8 +36,9 @@ std::string_view headers::get(std::string_view key) const noexcept {
 
 namespace {
 
-// Blocks of whole cache lines: 192 fits an actor cell, the rest envelopes.
-constexpr std::size_t class_sizes[] = {128, 192, 256, 384, 512, 1024, 2048, 4096};
+// Blocks of whole cache lines: 64 fits a timer or an envelope without
+// payload (wake tokens), 192 an actor cell, the rest envelopes.
+constexpr std::size_t class_sizes[] = {64, 128, 192, 256, 384, 512, 1024, 2048, 4096};
 constexpr std::size_t class_count = std::size(class_sizes);
 constexpr std::size_t batch = 64;
 constexpr std::uint8_t oversize_class = 0xff;

@@ -14,6 +14,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "actor/block_pool.hpp"
 #include "actor/mpsc_queue.hpp"
 #include "actor/type_id.hpp"
 
@@ -81,17 +82,6 @@ struct alignas(64) envelope : mpsc_node {
   void destroy() noexcept;
 };
 static_assert(sizeof(envelope) == 64, "envelope header must stay one cache line");
-
-// Blocks of whole cache lines in size classes, with a free list per thread
-// and batches of 64 blocks moving between threads through a shared pool (one
-// short lock per batch, none per block): envelopes and actor cells are
-// allocated on one thread and often freed on another. Builds with
-// AddressSanitizer bypass the pool so that every misuse is still caught.
-namespace block_pool {
-void* allocate(std::size_t bytes, std::uint8_t& size_class);
-void deallocate(void* p, std::uint8_t size_class) noexcept;
-std::uint8_t size_class_of(std::size_t bytes) noexcept;
-}  // namespace block_pool
 
 namespace envelope_pool {
 envelope* allocate(std::size_t payload_size);
