@@ -96,6 +96,21 @@ std::chrono::nanoseconds actor_system::backoff_delay(const backoff& b, std::size
 
 spawn_result actor_system::spawn_child(const props_ptr& p, const pid& parent,
                                        std::unique_ptr<std::string> name) {
+  if (p->spawn_hooks.empty()) return spawn_plain(p, parent, std::move(name));
+  spawn_request r{*this, p, parent, std::move(name)};
+  return run_spawn(0, r);
+}
+
+spawn_result actor_system::run_spawn(std::size_t i, spawn_request& r) {
+  const auto& hooks = r.props->spawn_hooks;
+  if (i >= hooks.size()) return spawn_plain(r.props, r.parent, std::move(r.name));
+  return hooks[i](r, spawn_next(i + 1));
+}
+
+spawn_result spawn_next::operator()(spawn_request& r) const { return r.system.run_spawn(i_, r); }
+
+spawn_result actor_system::spawn_plain(const props_ptr& p, const pid& parent,
+                                       std::unique_ptr<std::string> name) {
   if (!parent && shutting_down()) return {pid(), spawn_error::shutting_down};
   if (name && (name->empty() || (*name)[0] == '$' || name->find('/') != std::string::npos))
     return {pid(), spawn_error::invalid_name};
@@ -109,7 +124,6 @@ spawn_result actor_system::spawn_child(const props_ptr& p, const pid& parent,
     registry_.add(seq, c);
   }
   stats_.spawned.fetch_add(1, std::memory_order_relaxed);
-  for (const spawn_middleware& hook : p->spawn_hooks) hook(child, p->kind);
   c->start();
   return {std::move(child), spawn_error::none};
 }

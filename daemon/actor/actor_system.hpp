@@ -104,6 +104,8 @@ class actor_system {
 
   // Internal: spawning, shared by root and actor contexts.
   spawn_result spawn_child(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
+  // Internal: the spawn middleware chain from hook `i`, then the spawn itself.
+  spawn_result run_spawn(std::size_t i, spawn_request& r);
   // Internal: "prefix$N", unique among this system's actors.
   std::unique_ptr<std::string> prefixed_name(std::string_view prefix);
   // Internal: the guardian's handling of a failed root actor.
@@ -112,6 +114,7 @@ class actor_system {
   std::chrono::nanoseconds backoff_delay(const backoff& b, std::size_t failures);
 
  private:
+  spawn_result spawn_plain(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
 
   system_config cfg_;
   std::unique_ptr<event_loop> own_loop_;

@@ -359,24 +359,14 @@ void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
 }
 
 void context::dispatch() {
-  const auto& hooks = props_->receive_hooks;
-  if (!hooks.empty()) {
-    // Each hook gets the rest of the chain as its continuation.
-    std::function<void(std::size_t)> step = [&](std::size_t i) {
-      if (i == hooks.size()) {
-        if (extras_ && !extras_->behaviors.empty()) {
-          auto b = extras_->behaviors.back();
-          (*b)(*this);
-        } else {
-          actor_->receive(*this);
-        }
-        return;
-      }
-      hooks[i](*this, [&step, i](context&) { step(i + 1); });
-    };
-    step(0);
+  if (!props_->receive_hooks.empty()) {
+    run_receive(0);
     return;
   }
+  handle_current();
+}
+
+void context::handle_current() {
   if (extras_ && !extras_->behaviors.empty()) {
     // Keep the behaviour alive even if it replaces itself with become().
     auto b = extras_->behaviors.back();
@@ -385,6 +375,22 @@ void context::dispatch() {
   }
   actor_->receive(*this);
 }
+
+void context::run_receive(std::size_t i) {
+  const auto& hooks = props_->receive_hooks;
+  if (i == hooks.size()) handle_current();
+  else hooks[i](*this, receive_next(i + 1));
+}
+
+void context::run_send(std::size_t i, const troupe::pid& to, troupe::envelope* e) {
+  const auto& hooks = props_->send_hooks;
+  if (i == hooks.size()) deliver(to.get(), e);
+  else hooks[i](*this, to, e, send_next(*this, i + 1));
+}
+
+void receive_next::operator()(context& ctx) const { ctx.run_receive(i_); }
+
+void send_next::operator()(const pid& target, envelope* e) const { ctx_->run_send(i_, target, e); }
 
 void context::deliver_lifecycle(troupe::envelope* e) noexcept {
   if (!actor_) return;
@@ -410,22 +416,8 @@ void context::send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_
     retain();
     e->sender = this;
   }
-  if (!props_->send_hooks.empty()) {
-    const auto& hooks = props_->send_hooks;
-    std::function<void(std::size_t, const troupe::pid&, troupe::envelope*)> step =
-        [&](std::size_t i, const troupe::pid& t, troupe::envelope* x) {
-          if (i == hooks.size()) {
-            deliver(t.get(), x);
-            return;
-          }
-          hooks[i](*this, t, x, [&step, i](const troupe::pid& t2, troupe::envelope* x2) {
-            step(i + 1, t2, x2);
-          });
-        };
-    step(0, to, e);
-    return;
-  }
-  deliver(to.get(), e);
+  if (!props_->send_hooks.empty()) run_send(0, to, e);
+  else deliver(to.get(), e);
 }
 
 void context::deliver(process* to, troupe::envelope* e) {
@@ -439,11 +431,8 @@ void context::deliver(process* to, troupe::envelope* e) {
 void context::respond(troupe::message m) {
   process* to = cur_ ? cur_->sender : nullptr;
   troupe::envelope* e = for_delivery(std::move(m));
-  if (to == nullptr) {
-    system().dead_letter(e, nullptr, dead_letter_reason::not_found);
-    return;
-  }
-  to->send_user(e);
+  if (!props_->send_hooks.empty()) run_send(0, troupe::pid(to), e);
+  else deliver(to, e);
 }
 
 void context::forward(const troupe::pid& to) {
@@ -452,7 +441,8 @@ void context::forward(const troupe::pid& to) {
     cur_->sender->retain();
     e->sender = cur_->sender;
   }
-  deliver(to.get(), e);
+  if (!props_->send_hooks.empty()) run_send(0, to, e);
+  else deliver(to.get(), e);
 }
 
 troupe::future context::request_future(const troupe::pid& to, troupe::message m,

@@ -24,20 +24,6 @@ namespace troupe {
 class actor_system;
 struct bounded_queue;
 
-enum class spawn_error : std::uint8_t {
-  none,
-  name_taken,       // an actor with that name is alive
-  invalid_name,     // empty, or starts with '$' (reserved for anonymous ids)
-  shutting_down,    // the system is stopping and admits no new actors
-};
-const char* to_string(spawn_error e) noexcept;
-
-struct spawn_result {
-  troupe::pid pid;
-  spawn_error error = spawn_error::none;
-  explicit operator bool() const noexcept { return error == spawn_error::none; }
-};
-
 enum class actor_state : std::uint8_t { alive, stopping, restarting, stopped };
 
 class context final : public process, public schedulable {
@@ -48,6 +34,10 @@ class context final : public process, public schedulable {
   const T* message() const noexcept { return cur_->as<T>(); }
   // The envelope being handled; valid during receive only.
   troupe::envelope& envelope() const noexcept { return *cur_; }
+  // A header of the current message; empty if it has none by that key.
+  std::string_view header(std::string_view key) const noexcept {
+    return cur_->hdrs ? cur_->hdrs->get(key) : std::string_view();
+  }
   // A counted handle on the current message, to keep it.
   troupe::message current() const noexcept { return troupe::message::share(cur_); }
   // Who sent it: set for requests, empty for plain sends.
@@ -167,6 +157,11 @@ class context final : public process, public schedulable {
   void handle_system(system_message& m) noexcept;
   void invoke_user(troupe::envelope* e, bool queued) noexcept;
   void dispatch();
+  void handle_current();
+  void run_receive(std::size_t i);
+  void run_send(std::size_t i, const troupe::pid& to, troupe::envelope* e);
+  friend class receive_next;
+  friend class send_next;
   void deliver_lifecycle(troupe::envelope* e) noexcept;
   void handle_failure(system_message& m) noexcept;
   void handle_terminated(system_message& m) noexcept;

@@ -1,5 +1,6 @@
 #include "actor/message.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -24,6 +25,18 @@ headers* headers::make(std::vector<entry> entries) { return new headers(std::mov
 
 void headers::release() noexcept {
   if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+void set_header(envelope* e, std::string_view key, std::string_view value) {
+  std::vector<headers::entry> entries;
+  if (e->hdrs != nullptr) entries = e->hdrs->entries();
+  auto it = std::find_if(entries.begin(), entries.end(),
+                         [&](const headers::entry& x) { return x.first == key; });
+  if (it != entries.end()) it->second = value;
+  else entries.emplace_back(key, value);
+  headers* next = headers::make(std::move(entries));
+  if (e->hdrs != nullptr) e->hdrs->release();
+  e->hdrs = next;
 }
 
 std::string_view headers::get(std::string_view key) const noexcept {

@@ -93,6 +93,10 @@ envelope* make_envelope(type_id type, const void* bytes, std::size_t size);
 // Makes an envelope sharing `original`'s payload (broadcast, pub-sub).
 envelope* share_envelope(envelope* original);
 
+// Sets one header on `e` (replacing a header of the same key). Headers are
+// shared between copies of a message, so this gives `e` a new set.
+void set_header(envelope* e, std::string_view key, std::string_view value);
+
 class message;
 // Turns a message handed to a send into an envelope for one new delivery:
 // the same envelope if the caller owned it alone (its old sender dropped),

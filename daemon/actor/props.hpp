@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "actor/message.hpp"
+#include "actor/process.hpp"
 #include "actor/supervision.hpp"
 
 namespace troupe {
 
 class context;
-class pid;
 
 // What user code implements.
 class actor {
@@ -39,14 +39,75 @@ struct mailbox_options {
   std::uint32_t throughput = 300;  // messages per run before yielding the worker
 };
 
-// Middleware hooks, applied in the order they were added. Each gets the
-// continuation to call; not calling it swallows the message.
-using receive_next = std::function<void(context&)>;
+class actor_system;
+
+enum class spawn_error : std::uint8_t {
+  none,
+  name_taken,       // an actor with that name is alive
+  invalid_name,     // empty, or starts with '$' (reserved for anonymous ids)
+  shutting_down,    // the system is stopping and admits no new actors
+};
+const char* to_string(spawn_error e) noexcept;
+
+struct spawn_result {
+  troupe::pid pid;
+  spawn_error error = spawn_error::none;
+  explicit operator bool() const noexcept { return error == spawn_error::none; }
+};
+
+
+// Middleware, set on Props and composed in the order added: the first one
+// added is the outermost. Each gets the rest of the chain as `next`; not
+// calling it swallows the message (or refuses the spawn). The continuations
+// are plain values: running a chain allocates nothing.
+class receive_next {
+ public:
+  void operator()(context& ctx) const;
+
+ private:
+  friend class context;
+  explicit receive_next(std::size_t i) noexcept : i_(i) {}
+  std::size_t i_;
+};
+
+class send_next {
+ public:
+  // Sends `e` (ownership passes) to `target`.
+  void operator()(const pid& target, envelope* e) const;
+
+ private:
+  friend class context;
+  send_next(context& ctx, std::size_t i) noexcept : ctx_(&ctx), i_(i) {}
+  context* ctx_;
+  std::size_t i_;
+};
+
+// What a spawn asks for; spawn middleware may change the name or the props.
+struct spawn_request {
+  actor_system& system;
+  std::shared_ptr<const struct props> props;
+  const pid& parent;  // empty for a spawn from the root context
+  std::unique_ptr<std::string> name;  // null for an anonymous actor
+};
+
+class spawn_next {
+ public:
+  spawn_result operator()(spawn_request& r) const;
+
+ private:
+  friend class actor_system;
+  explicit spawn_next(std::size_t i) noexcept : i_(i) {}
+  std::size_t i_;
+};
+
+// Around the handling of each message (lifecycle messages included).
 using receive_middleware = std::function<void(context&, const receive_next&)>;
-using send_next = std::function<void(const pid& target, envelope* e)>;
-using send_middleware = std::function<void(context&, const pid& target, envelope* e,
-                                           const send_next&)>;
-using spawn_middleware = std::function<void(const pid& child, const std::string& kind)>;
+// Around each send from the actor (send, request, respond, forward): may
+// look at or replace the envelope (set_header), redirect or drop it.
+using send_middleware =
+    std::function<void(context&, const pid& target, envelope* e, const send_next&)>;
+// Around each spawn of these Props.
+using spawn_middleware = std::function<spawn_result(spawn_request&, const spawn_next&)>;
 
 struct props {
   producer make;
