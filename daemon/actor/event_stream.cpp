@@ -1,5 +1,7 @@
 #include "actor/event_stream.hpp"
 
+#include "system_generated.h"
+
 namespace troupe {
 
 const char* to_string(dead_letter_reason r) noexcept {
@@ -9,18 +11,71 @@ const char* to_string(dead_letter_reason r) noexcept {
     case dead_letter_reason::mailbox_full: return "mailbox_full";
     case dead_letter_reason::late_reply: return "late_reply";
     case dead_letter_reason::shutdown: return "shutdown";
+    case dead_letter_reason::no_routee: return "no_routee";
   }
   return "unknown";
 }
 
-std::uint64_t event_stream::subscribe(handler h) {
+namespace {
+
+flatbuffers::Offset<system::Pid> encode(flatbuffers::FlatBufferBuilder& b, const pid& p) {
+  if (!p) return 0;
+  return system::CreatePidDirect(b, p.address().c_str(), p.id().c_str());
+}
+
+struct encoder {
+  message operator()(const dead_letter_event& e) const {
+    return make_message<system::DeadLetterEvent>([&](flatbuffers::FlatBufferBuilder& b) {
+      auto target = encode(b, e.target);
+      flatbuffers::Offset<system::Pid> sender;
+      if (e.msg && e.msg->sender != nullptr) sender = encode(b, pid(e.msg->sender));
+      return system::CreateDeadLetterEvent(b, target, e.msg ? e.msg->type : 0,
+                                           static_cast<system::DeadLetterReason>(e.reason), sender);
+    });
+  }
+  message operator()(const actor_failed_event& e) const {
+    return make_message<system::ActorFailedEvent>([&](flatbuffers::FlatBufferBuilder& b) {
+      auto who = encode(b, e.who);
+      return system::CreateActorFailedEventDirect(b, who, e.reason.c_str());
+    });
+  }
+  message operator()(const supervision_event& e) const {
+    return make_message<system::SupervisionEvent>([&](flatbuffers::FlatBufferBuilder& b) {
+      auto child = encode(b, e.child);
+      return system::CreateSupervisionEventDirect(
+          b, child, static_cast<system::Directive>(e.decision), e.reason.c_str());
+    });
+  }
+  message operator()(const message& m) const { return m; }
+};
+
+// Publishing can lead to more publishing (an event delivered to a full
+// mailbox is a dead letter, which is an event). Past this depth, events
+// still reach callbacks but are no longer turned into messages.
+constexpr int max_depth = 2;
+thread_local int publish_depth = 0;
+
+}  // namespace
+
+message to_message(const event& e) { return std::visit(encoder{}, e); }
+
+std::uint64_t event_stream::add(entry e) {
   std::lock_guard lock(mu_);
   auto next = std::make_shared<list>(*subscribers_);
-  std::uint64_t id = next_id_++;
-  next->push_back(entry{id, std::move(h)});
+  e.id = next_id_++;
+  const std::uint64_t id = e.id;
+  next->push_back(std::move(e));
   count_.store(next->size(), std::memory_order_relaxed);
   subscribers_ = std::move(next);
   return id;
+}
+
+std::uint64_t event_stream::subscribe(handler h, predicate filter) {
+  return add(entry{0, std::move(h), pid(), std::move(filter)});
+}
+
+std::uint64_t event_stream::subscribe(const pid& actor, predicate filter) {
+  return add(entry{0, nullptr, actor, std::move(filter)});
 }
 
 void event_stream::unsubscribe(std::uint64_t id) {
@@ -38,13 +93,27 @@ void event_stream::publish(const event& e) noexcept {
     std::lock_guard lock(mu_);
     snapshot = subscribers_;
   }
+  ++publish_depth;
+  message as_message;  // built once, for the first actor subscriber, then shared
   for (const entry& s : *snapshot) {
     try {
-      s.fn(e);
+      if (s.filter && !s.filter(e)) continue;
+      if (s.fn) {
+        s.fn(e);
+        continue;
+      }
+      if (s.actor.get()->dead()) {
+        unsubscribe(s.id);
+        continue;
+      }
+      if (publish_depth > max_depth) continue;
+      if (!as_message) as_message = to_message(e);
+      s.actor.get()->send_user(share_envelope(as_message.get()));
     } catch (...) {
       handler_failures_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+  --publish_depth;
 }
 
 }  // namespace troupe

@@ -1,8 +1,15 @@
 #pragma once
-// The EventStream: system-wide publish/subscribe of runtime events (dead
-// letters, failures, supervision decisions). Subscribers run on the
-// publishing thread; one that throws is counted and skipped, the others still
-// get the event.
+// The EventStream: system-wide publish/subscribe. The runtime publishes its
+// events here (dead letters, actor failures, supervision decisions); user
+// code may publish any message as an event of its own.
+//
+// Subscribers are callbacks, run on the publishing thread, or actors, which
+// get each event as a message through their mailbox (system events arrive
+// as troupe.system.DeadLetterEvent, ActorFailedEvent, SupervisionEvent).
+// Each may give a predicate to see only some events. A callback that throws
+// is counted and skipped, the others still get the event; a slow actor
+// subscriber only lengthens its own mailbox. An actor subscriber that has
+// stopped is unsubscribed on the next event.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -24,8 +31,9 @@ enum class dead_letter_reason : std::uint8_t {
   mailbox_full = 2,    // dropped by a bounded mailbox
   late_reply = 3,      // a reply to a future that had already completed (timed out)
   shutdown = 4,        // still queued when the system shut down
+  no_routee = 5,       // a router had no routee for it (none left, or no hash key)
 };
-inline constexpr std::size_t dead_letter_reason_count = 5;
+inline constexpr std::size_t dead_letter_reason_count = 6;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {
@@ -45,21 +53,31 @@ struct supervision_event {
   std::string reason;
 };
 
-using event = std::variant<dead_letter_event, actor_failed_event, supervision_event>;
+// A runtime event, or a message published by user code.
+using event = std::variant<dead_letter_event, actor_failed_event, supervision_event, message>;
+
+// The message an actor subscriber receives for `e`.
+message to_message(const event& e);
 
 class event_stream {
  public:
   using handler = std::function<void(const event&)>;
+  using predicate = std::function<bool(const event&)>;
 
-  // Returns an id for unsubscribe().
-  std::uint64_t subscribe(handler h);
+  // Returns an id for unsubscribe(). A subscriber added or removed while an
+  // event is being published sees that event or not, never half of it.
+  std::uint64_t subscribe(handler h, predicate filter = {});
+  std::uint64_t subscribe(const pid& actor, predicate filter = {});
   void unsubscribe(std::uint64_t id);
+
   void publish(const event& e) noexcept;
+  void publish(message m) noexcept { publish(event(std::move(m))); }
 
   // Cheap check so that publishers skip building events nobody reads.
   bool has_subscribers() const noexcept {
     return count_.load(std::memory_order_relaxed) != 0;
   }
+  std::size_t subscriber_count() const noexcept { return count_.load(std::memory_order_relaxed); }
   std::uint64_t handler_failures() const noexcept {
     return handler_failures_.load(std::memory_order_relaxed);
   }
@@ -67,9 +85,13 @@ class event_stream {
  private:
   struct entry {
     std::uint64_t id;
-    handler fn;
+    handler fn;    // a callback subscriber, or
+    pid actor;     // an actor subscriber
+    predicate filter;
   };
   using list = std::vector<entry>;
+
+  std::uint64_t add(entry e);
 
   mutable std::mutex mu_;
   std::shared_ptr<const list> subscribers_ = std::make_shared<const list>();
