@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "actor/actor_system.hpp"
+#include "actor/router.hpp"
 #include "system_generated.h"
 
 namespace troupe {
@@ -96,6 +97,7 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
     bounded_->capacity = std::max<std::uint32_t>(1, mb.capacity);
     bounded_->kind = mb.kind;
   }
+  if (props_->router) router_ = new router_state(props_->router);
 }
 
 context::~context() {
@@ -116,6 +118,7 @@ context::~context() {
     for (troupe::envelope* e : bounded_->q) e->release();
     delete bounded_;
   }
+  delete router_;
   if (extras_) {
     for (troupe::envelope* e : extras_->stash) e->release();
     for (troupe::envelope* e : extras_->replay) e->release();
@@ -155,6 +158,11 @@ bool context::children_empty() const noexcept { return !extras_ || extras_->chil
 // ---------------------------------------------------------------- mailbox
 
 void context::send_user(troupe::envelope* e) noexcept {
+  // A router places the message on the sender's thread; only what is for
+  // the router itself reaches its mailbox.
+  if (router_ != nullptr && !dead_.load(std::memory_order_acquire) &&
+      router_->route(system(), e))
+    return;
   if (dead_.load(std::memory_order_acquire)) {
     system().dead_letter(e, this, dead_letter_reason::stopped);
     return;
@@ -220,6 +228,7 @@ void context::wake() noexcept {
 }
 
 void context::start() noexcept {
+  if (router_ != nullptr) router_->start(*this);
   sys_q_.push(new system_message(system_kind::started));
   own();
 }

@@ -22,6 +22,7 @@
 namespace troupe {
 
 class actor_system;
+class router_state;
 struct bounded_queue;
 
 enum class actor_state : std::uint8_t { alive, stopping, restarting, stopped };
@@ -119,6 +120,9 @@ class context final : public process, public schedulable {
   bool dead() const noexcept override { return dead_.load(std::memory_order_acquire); }
   void run() noexcept override;
 
+  // The routing state when this actor is a router (router.hpp), else null.
+  router_state* router() const noexcept { return router_; }
+
   std::uint64_t seq() const noexcept { return seq_; }
   const std::string* name() const noexcept { return name_.get(); }
 
@@ -192,6 +196,7 @@ class context final : public process, public schedulable {
   bool suspended_ = false;
   const bool top_level_;
   bounded_queue* bounded_ = nullptr;
+  router_state* router_ = nullptr;  // read by senders: set before the actor is reachable
   troupe::envelope* cur_ = nullptr;
   std::uint64_t seq_;
   std::unique_ptr<std::string> name_;

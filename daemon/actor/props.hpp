@@ -114,6 +114,8 @@ struct props {
   mailbox_options mailbox{};
   // Supervises this actor's children; null means the default one-for-one restart.
   std::shared_ptr<const supervisor_strategy> supervisor;
+  // Set for routers (router.hpp): sends to the actor are routed.
+  std::shared_ptr<const struct router_config> router;
   std::string kind;  // name for logs and metrics ("acme.counter")
   std::vector<receive_middleware> receive_hooks;
   std::vector<send_middleware> send_hooks;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/router.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
 
@@ -169,6 +170,48 @@ double fanin() {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto start = clock_type::now();
   for (int i = 0; i < senders; ++i) sys.root().send(ss[i], std::move(gos[i]));
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(senders * each) / seconds(end - start);
+}
+
+// ---------------------------------------------------------------- routers
+
+// Four sender actors push 2,000,000 messages through a round-robin pool of
+// four routees; each routee reports when it has its quarter.
+double router_roundrobin() {
+  constexpr int senders = 4;
+  constexpr int routees = 4;
+  constexpr std::int64_t each = 500'000;
+  constexpr std::int64_t per_routee = senders * each / routees;
+  actor_system sys(bench_config());
+  finish_line line;
+  pid driver = sys.root().spawn(collector(routees, line));
+  props_ptr routee = share(props::from([driver] {
+    struct counter : actor {
+      std::int64_t left = per_routee;
+      pid driver;
+      explicit counter(pid d) : driver(std::move(d)) {}
+      void receive(context& ctx) override {
+        if (ctx.message<test::Num>() && --left == 0) send_done(ctx, driver);
+      }
+    };
+    return std::unique_ptr<actor>(new counter(driver));
+  }));
+  pid router = sys.root().spawn(routers::pool(routing::round_robin, routee, routees));
+  auto sender = share(props::from_fn([router](context& ctx) {
+    if (ctx.message<test::Text>()) {
+      for (std::int64_t i = 0; i < each; ++i)
+        ctx.send<test::Num>(router, [i](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, i); });
+    }
+  }));
+  std::vector<pid> ss;
+  for (int i = 0; i < senders; ++i) ss.push_back(sys.root().spawn(sender));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto start = clock_type::now();
+  for (const pid& s : ss)
+    sys.root().send(s, make_message<test::Text>(
+                           [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
   auto end = line.wait();
   sys.shutdown();
   return static_cast<double>(senders * each) / seconds(end - start);
@@ -432,6 +475,7 @@ int main(int argc, char** argv) {
   measure(o, {{"pingpong_100pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(100)}; });
   measure(o, {{"pingpong_10000pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(10'000)}; });
   measure(o, {{"fanin_100x30000", "msgs/s"}}, o.runs, [] { return std::vector{fanin()}; });
+  measure(o, {{"router_roundrobin", "msgs/s"}}, o.runs, [] { return std::vector{router_roundrobin()}; });
   measure(o, {{"spawn_oneshot_1m", "actors/s"}}, heavy_runs, [] { return std::vector{spawn_oneshot()}; });
   measure(o, {{"spawn_idle_1m_rate", "actors/s"}, {"spawn_idle_1m_bytes_per_actor", "bytes"}}, heavy_runs, [] {
     idle_result r = spawn_idle_in_child();
