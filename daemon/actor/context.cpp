@@ -303,7 +303,12 @@ void context::run() noexcept {
     if (!dead && sys_q_.nonempty_hint()) continue;
     // Give the mailbox up; if something arrived meanwhile, go round again.
     if (!dead && (suspended_ || state_ != actor_state::alive)) {
-      if (user_q_.park()) return;
+      // A producer pushes its system message before its wake token: if the
+      // token is not yet in `seen`, park() fails; if it is, the look at the
+      // system queue after reading `seen` finds the message.
+      const std::uintptr_t seen = user_q_.tail_seen();
+      if (sys_q_.nonempty_seq_cst()) continue;
+      if (user_q_.park(seen)) return;
     } else {
       mpsc_node* retired = nullptr;
       if (user_q_.mark_idle(retired)) {

@@ -137,12 +137,17 @@ class mailbox_queue {
     return false;
   }
 
+  // Owner only: where the queue ends now, for park(). Read it before the
+  // last look for other work (the system queue): seq_cst orders the two.
+  std::uintptr_t tail_seen() const noexcept { return tail_.load(std::memory_order_seq_cst); }
+
   // Owner only: gives the queue up even though nodes are queued (they must
   // wait: the owner is suspended); the next push reports it as from an idle
-  // queue. False if something was pushed meanwhile.
-  bool park() noexcept {
-    std::uintptr_t expected = tail_.load(std::memory_order_acquire);
-    return tail_.compare_exchange_strong(expected, expected | tag, std::memory_order_acq_rel);
+  // queue. False if anything was pushed since `seen` (from tail_seen()):
+  // that push may be the wake token of a system message the owner has not
+  // looked at, and must not be left behind with nobody owning the queue.
+  bool park(std::uintptr_t seen) noexcept {
+    return tail_.compare_exchange_strong(seen, seen | tag, std::memory_order_seq_cst);
   }
 
   // Owner only, when nothing runs any more (destruction): the current head
@@ -197,6 +202,10 @@ class mpsc_stack {
   // A hint for the consumer between messages; no ordering.
   bool nonempty_hint() const noexcept {
     return head_.load(std::memory_order_relaxed) != nullptr;
+  }
+  // The same, ordered with the other seq_cst operations of both queues.
+  bool nonempty_seq_cst() const noexcept {
+    return head_.load(std::memory_order_seq_cst) != nullptr;
   }
 
  private:

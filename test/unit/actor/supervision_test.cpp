@@ -239,3 +239,36 @@ TEST_CASE("a producer that throws fails the spawn, not the system", "[supervisio
   REQUIRE(reason);
   REQUIRE(reason->find("boom") != std::string::npos);
 }
+
+TEST_CASE("restarts racing with queued messages never strand the mailbox", "[supervision]") {
+  // The child fails on every odd number with the next message already
+  // queued; its parent, on another thread, restarts it each time. Each
+  // restart must be noticed even when it lands just as the child gives up
+  // its suspended mailbox.
+  actor_system sys(small_config());
+  std::atomic<int> evens{0};
+  inbox<pid> kid;
+  supervisor_strategy lenient;
+  lenient.max_restarts = 1'000'000;
+  props parent_props = props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>())
+      kid.put(ctx.spawn(share(props::from_fn([&](context& c) {
+        if (auto* n = c.message<test::Num>()) {
+          if (n->n() % 2 == 1) throw std::runtime_error("odd");
+          evens.fetch_add(1, std::memory_order_relaxed);
+        }
+      }))));
+  });
+  parent_props.supervisor = std::make_shared<const supervisor_strategy>(lenient);
+  pid parent = sys.root().spawn(share(std::move(parent_props)));
+  pid child = *kid.take();
+  // Each round queues a failing message and the one behind it, then waits
+  // for the second: a stranded mailbox never gets to it.
+  constexpr int rounds = 5000;
+  for (int i = 0; i < rounds; ++i) {
+    sys.root().send(child, num(2 * i + 1));
+    sys.root().send(child, num(2 * i));
+    REQUIRE(eventually([&] { return evens.load() == i + 1; }, 2000ms));
+  }
+  stop_and_wait(sys, parent);
+}
