@@ -18,8 +18,8 @@ std::optional<std::int64_t> num_of(const event& e) {
 }  // namespace
 
 TEST_CASE("callbacks get published messages until they unsubscribe", "[events]") {
-  actor_system sys(small_config());
   inbox<std::int64_t> got;
+  actor_system sys(small_config());
   auto id = sys.events().subscribe([&](const event& e) {
     if (auto n = num_of(e)) got.put(*n);
   });
@@ -33,8 +33,8 @@ TEST_CASE("callbacks get published messages until they unsubscribe", "[events]")
 }
 
 TEST_CASE("a predicate picks the events a subscriber sees", "[events]") {
-  actor_system sys(small_config());
   inbox<dead_letter_reason> got;
+  actor_system sys(small_config());
   sys.events().subscribe(
       [&](const event& e) { got.put(std::get<dead_letter_event>(e).reason); },
       [](const event& e) {
@@ -81,8 +81,8 @@ TEST_CASE("actors get runtime events as messages through their mailbox", "[event
 }
 
 TEST_CASE("a throwing subscriber is counted and the others still get the event", "[events]") {
-  actor_system sys(small_config());
   inbox<std::int64_t> before, after;
+  actor_system sys(small_config());
   sys.events().subscribe([&](const event& e) { before.put(*num_of(e)); });
   sys.events().subscribe([](const event&) { throw std::runtime_error("subscriber bug"); });
   sys.events().subscribe([&](const event& e) { after.put(*num_of(e)); });
@@ -118,6 +118,8 @@ TEST_CASE("a slow actor subscriber does not hold up publishing or the others", "
 }
 
 TEST_CASE("a stopped actor subscriber is dropped, and may unsubscribe itself", "[events]") {
+  std::atomic<std::uint64_t> id{0};
+  std::atomic<int> calls{0};
   actor_system sys(small_config());
   auto sub = std::make_unique<probe>(sys);
   sys.events().subscribe(sub->self);
@@ -127,8 +129,6 @@ TEST_CASE("a stopped actor subscriber is dropped, and may unsubscribe itself", "
   sys.events().publish(num(2));
   REQUIRE(sys.events().subscriber_count() == 0);
 
-  std::atomic<std::uint64_t> id{0};
-  std::atomic<int> calls{0};
   id = sys.events().subscribe([&](const event&) {
     calls.fetch_add(1);
     sys.events().unsubscribe(id.load());

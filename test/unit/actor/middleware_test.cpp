@@ -57,8 +57,8 @@ TEST_CASE("receive middleware runs in the order added, around the handler", "[mi
 }
 
 TEST_CASE("a receive middleware that does not call next swallows the message", "[middleware]") {
-  actor_system sys(small_config());
   inbox<std::int64_t> got;
+  actor_system sys(small_config());
   props p = props::from_fn([&](context& ctx) {
     if (auto* n = ctx.message<test::Num>()) got.put(n->n());
   });
@@ -74,13 +74,13 @@ TEST_CASE("a receive middleware that does not call next swallows the message", "
 
 TEST_CASE("send middleware sees every outgoing message in order and can add headers",
           "[middleware]") {
-  actor_system sys(small_config());
   inbox<std::string> seen;
+  journal j;
+  actor_system sys(small_config());
   pid receiver = sys.root().spawn(share(props::from_fn([&](context& ctx) {
     if (ctx.message<test::Num>())
       seen.put(std::string(ctx.header("trace")) + "/" + std::string(ctx.header("via")));
   })));
-  journal j;
   props p = props::from_fn([&](context& ctx) {
     if (auto* n = ctx.message<test::Num>()) {
       if (n->n() == 1) ctx.send(receiver, num(10));
@@ -120,8 +120,8 @@ TEST_CASE("send middleware wraps respond and can redirect a message", "[middlewa
 }
 
 TEST_CASE("spawn middleware wraps the spawn in order and may refuse it", "[middleware]") {
-  actor_system sys(small_config());
   journal j;
+  actor_system sys(small_config());
   props p = props::from_fn([](context&) {});
   p.kind = "acme.worker";
   p.spawn_hooks.push_back(middleware::log_spawn([&](std::string_view line) { j.add(std::string(line)); }));
@@ -142,9 +142,9 @@ TEST_CASE("spawn middleware wraps the spawn in order and may refuse it", "[middl
 }
 
 TEST_CASE("the metrics middleware counts messages, failures and handler time", "[middleware]") {
+  inbox<int> handled;
   actor_system sys(small_config());
   auto m = std::make_shared<middleware::receive_metrics>();
-  inbox<int> handled;
   props p = props::from_fn([&](context& ctx) {
     if (auto* n = ctx.message<test::Num>()) {
       handled.put(1);
@@ -164,8 +164,8 @@ TEST_CASE("the metrics middleware counts messages, failures and handler time", "
 }
 
 TEST_CASE("the logging middleware writes one line per message and logs failures", "[middleware]") {
-  actor_system sys(small_config());
   journal j;
+  actor_system sys(small_config());
   props p = props::from_fn([](context& ctx) {
     if (auto* n = ctx.message<test::Num>(); n && n->n() == 2) throw std::runtime_error("boom");
   });

@@ -49,8 +49,8 @@ TEST_CASE("request_once sets the sender, so the reply goes back to it", "[schedu
 }
 
 TEST_CASE("request_repeatedly from an actor answers to the actor", "[scheduler]") {
-  actor_system sys(small_config());
   inbox<std::int64_t> got;
+  actor_system sys(small_config());
   pid echo = sys.root().spawn(share(props::from_fn([](context& ctx) {
     if (ctx.message<test::Num>()) ctx.respond(ctx.current());
   })));
@@ -68,8 +68,9 @@ TEST_CASE("cancelling is safe from any thread and wins or loses cleanly", "[sche
   // Many timers due about now, cancelled from two threads while the loop
   // fires them: each is either delivered or reported cancelled, never both
   // and never lost.
-  actor_system sys(small_config());
   std::atomic<int> received{0};
+  std::atomic<int> cancelled{0};
+  actor_system sys(small_config());
   pid counter = sys.root().spawn(share(props::from_fn([&](context& ctx) {
     if (ctx.message<test::Num>()) received.fetch_add(1, std::memory_order_relaxed);
   })));
@@ -78,7 +79,6 @@ TEST_CASE("cancelling is safe from any thread and wins or loses cleanly", "[sche
   hs.reserve(n);
   for (int i = 0; i < n; ++i)
     hs.push_back(sys.scheduler().send_once(std::chrono::microseconds(i % 2000), counter, num(i)));
-  std::atomic<int> cancelled{0};
   auto cancel_half = [&](int from) {
     for (int i = from; i < n; i += 2)
       if (hs[i].cancel()) cancelled.fetch_add(1, std::memory_order_relaxed);
@@ -94,8 +94,8 @@ TEST_CASE("cancelling is safe from any thread and wins or loses cleanly", "[sche
 
 TEST_CASE("a repeating timer cancelled from another thread sends nothing afterwards",
           "[scheduler]") {
-  actor_system sys(small_config());
   std::atomic<int> received{0};
+  actor_system sys(small_config());
   pid counter = sys.root().spawn(share(props::from_fn([&](context& ctx) {
     if (ctx.message<test::Num>()) received.fetch_add(1, std::memory_order_relaxed);
   })));
@@ -118,25 +118,27 @@ TEST_CASE("a repeating timer can cancel itself from its own callback", "[schedul
   std::atomic<int> fired{0};
   timer_handle h;
   std::atomic<bool> armed{false};
+  std::atomic<bool> cancelled{false};
   h = loop.arm_repeating(1ms, 1ms, [&] {
     if (fired.fetch_add(1) == 2) {
       while (!armed.load()) std::this_thread::yield();
-      REQUIRE(h.cancel());
+      cancelled.store(h.cancel());  // Catch's assertions belong to the test thread
     }
     return true;
   });
   armed.store(true);
   REQUIRE(eventually([&] { return fired.load() >= 3; }));
   std::this_thread::sleep_for(30ms);
+  REQUIRE(cancelled.load());
   REQUIRE(fired.load() == 3);
   REQUIRE(loop.pending_timers() == 0);
   loop.stop();
 }
 
 TEST_CASE("an actor's timers are cancelled and released when it stops", "[scheduler]") {
+  inbox<int> started;
   actor_system sys(small_config());
   probe p(sys);
-  inbox<int> started;
   pid owner = sys.root().spawn(share(props::from_fn([&](context& ctx) {
     if (ctx.message<system::Started>()) {
       ctx.scheduler().send_once(1h, p.self, num(1));
