@@ -202,6 +202,7 @@ constexpr std::int64_t housekeeping_ns = 10'000'000;
 // timers, at least this often.
 constexpr std::size_t sweep_min = 1024;
 constexpr std::int64_t sweep_period_ns = 1'000'000'000;
+constexpr std::int64_t sweep_slack_ns = 5'000'000;
 }  // namespace
 
 // Cancelled timers wait in the heap until they reach its top. When they
@@ -210,7 +211,10 @@ constexpr std::int64_t sweep_period_ns = 1'000'000'000;
 void event_loop::sweep() {
   const std::int64_t now = now_ns();
   if (heap_.size() < sweep_min) return;
-  if (heap_.size() < 2 * swept_size_ && now - last_sweep_ns_ < sweep_period_ns) return;
+  // libuv keeps loop time in whole milliseconds and may wake us a little
+  // before the period is over: allow for it, or the sweep keeps slipping.
+  if (heap_.size() < 2 * swept_size_ && now - last_sweep_ns_ < sweep_period_ns - sweep_slack_ns)
+    return;
   auto live = std::remove_if(heap_.begin(), heap_.end(), [this](const heap_entry& h) {
     if (h.r->state.load(std::memory_order_acquire) == timer_armed) return false;
     live_timers_.fetch_sub(1, std::memory_order_relaxed);

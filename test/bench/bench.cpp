@@ -139,6 +139,31 @@ double pingpong(int pairs) {
 
 // ---------------------------------------------------------------- fan-in
 
+// `senders` actors each send `each` Num messages to `target` as fast as they
+// can; returns messages per second until `line` is crossed. Shuts `sys` down.
+double push_from_senders(actor_system& sys, const pid& target, int senders, std::int64_t each,
+                         finish_line& line) {
+  auto sender = share(props::from_fn([target, each](context& ctx) {
+    if (ctx.message<test::Text>()) {
+      for (std::int64_t i = 0; i < each; ++i)
+        ctx.send<test::Num>(target, [i](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, i); });
+    }
+  }));
+  std::vector<pid> ss;
+  std::vector<message> gos;
+  for (int i = 0; i < senders; ++i) {
+    ss.push_back(sys.root().spawn(sender));
+    gos.push_back(make_message<test::Text>(
+        [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto start = clock_type::now();
+  for (int i = 0; i < senders; ++i) sys.root().send(ss[i], std::move(gos[i]));
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(senders * each) / seconds(end - start);
+}
+
 double fanin() {
   constexpr int senders = 100;
   constexpr std::int64_t each = 30'000;
@@ -155,24 +180,7 @@ double fanin() {
     };
     return std::unique_ptr<actor>(new sink(line));
   })));
-  auto sender = share(props::from_fn([sink](context& ctx) {
-    if (ctx.message<test::Text>()) {
-      for (std::int64_t i = 0; i < each; ++i)
-        ctx.send<test::Num>(sink, [i](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, i); });
-    }
-  }));
-  std::vector<pid> ss;
-  for (int i = 0; i < senders; ++i) ss.push_back(sys.root().spawn(sender));
-  std::vector<message> gos;
-  for (int i = 0; i < senders; ++i)
-    gos.push_back(make_message<test::Text>(
-        [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  auto start = clock_type::now();
-  for (int i = 0; i < senders; ++i) sys.root().send(ss[i], std::move(gos[i]));
-  auto end = line.wait();
-  sys.shutdown();
-  return static_cast<double>(senders * each) / seconds(end - start);
+  return push_from_senders(sys, sink, senders, each, line);
 }
 
 // ---------------------------------------------------------------- routers
@@ -199,22 +207,7 @@ double router_roundrobin() {
     return std::unique_ptr<actor>(new counter(driver));
   }));
   pid router = sys.root().spawn(routers::pool(routing::round_robin, routee, routees));
-  auto sender = share(props::from_fn([router](context& ctx) {
-    if (ctx.message<test::Text>()) {
-      for (std::int64_t i = 0; i < each; ++i)
-        ctx.send<test::Num>(router, [i](flatbuffers::FlatBufferBuilder& b) { return test::CreateNum(b, i); });
-    }
-  }));
-  std::vector<pid> ss;
-  for (int i = 0; i < senders; ++i) ss.push_back(sys.root().spawn(sender));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  auto start = clock_type::now();
-  for (const pid& s : ss)
-    sys.root().send(s, make_message<test::Text>(
-                           [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
-  auto end = line.wait();
-  sys.shutdown();
-  return static_cast<double>(senders * each) / seconds(end - start);
+  return push_from_senders(sys, router, senders, each, line);
 }
 
 // ---------------------------------------------------------------- spawning
