@@ -126,9 +126,14 @@ const pid* router_state::pick(const table& t, envelope* e) noexcept {
   const std::size_t n = t.routees.size();
   switch (cfg_->strategy) {
     case routing::round_robin:
-      return &t.routees[next_.fetch_add(1, std::memory_order_relaxed) % n];
+      // A 32-bit remainder costs a third of a 64-bit one; the turn only
+      // jumps once every 2^32 messages.
+      return &t.routees[static_cast<std::uint32_t>(next_.fetch_add(1, std::memory_order_relaxed)) %
+                        static_cast<std::uint32_t>(n)];
     case routing::random:
-      return &t.routees[next_random() % n];
+      // Lemire's multiply-shift: uniform enough, and no division at all.
+      return &t.routees[static_cast<std::size_t>(
+          (static_cast<unsigned __int128>(next_random()) * n) >> 64)];
     case routing::consistent_hash: {
       std::string_view key;
       try {
