@@ -21,6 +21,7 @@ std::int64_t now_ns() noexcept {
 }
 
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+constexpr std::size_t inbound_batch = 1024;  // a power of two
 
 }  // namespace
 
@@ -141,9 +142,15 @@ timer_handle event_loop::enqueue(timer_record* r, std::chrono::nanoseconds delay
                                  std::chrono::nanoseconds interval) {
   r->deadline = now_ns() + std::max<std::int64_t>(0, delay.count());
   r->interval = interval.count();
-  live_timers_.fetch_add(1, std::memory_order_relaxed);
+  // Every 1024th timer rings even when it is not due early: timers due
+  // after the loop's next wake-up would otherwise wait in the inbound queue
+  // until then, cancelled or not, however many pile up.
+  const bool batch_full =
+      (live_timers_.fetch_add(1, std::memory_order_relaxed) & (inbound_batch - 1)) ==
+      inbound_batch - 1;
   timers_in_.push(r);  // seq_cst: ordered before the load below
-  if (r->deadline < next_wakeup_ns_.load(std::memory_order_seq_cst)) uv_async_send(&async_);
+  if (batch_full || r->deadline < next_wakeup_ns_.load(std::memory_order_seq_cst))
+    uv_async_send(&async_);
   return timer_handle(r);
 }
 
@@ -231,6 +238,7 @@ void event_loop::sweep() {
 
 void event_loop::rearm() {
   std::int64_t earliest = never;
+  bool took_in = false;
   for (;;) {
     drain_timers();
     sweep();
@@ -242,7 +250,10 @@ void event_loop::rearm() {
       live_timers_.fetch_sub(1, std::memory_order_relaxed);
     }
     earliest = heap_.empty() ? never : heap_.front().deadline;
-    if (drained_ != 0) earliest = std::min(earliest, now_ns() + housekeeping_ns);
+    // Sticky across rounds: a round that drains nothing must not forget
+    // the housekeeping an earlier round asked for.
+    took_in = took_in || drained_ != 0;
+    if (took_in) earliest = std::min(earliest, now_ns() + housekeeping_ns);
     // Many timers waiting: look once a second for cancelled ones to sweep.
     if (heap_.size() >= sweep_min) earliest = std::min(earliest, now_ns() + sweep_period_ns);
     drained_ = 0;
