@@ -434,6 +434,15 @@ void context::send_envelope(const troupe::pid& to, troupe::envelope* e, bool as_
   else deliver(to.get(), e);
 }
 
+void context::send_envelope(process* to, troupe::envelope* e, bool as_request) {
+  if (as_request) {
+    retain();
+    e->sender = this;
+  }
+  if (!props_->send_hooks.empty()) run_send(0, troupe::pid(to), e);
+  else deliver(to, e);
+}
+
 void context::deliver(process* to, troupe::envelope* e) {
   if (to == nullptr) {
     system().dead_letter(e, nullptr, dead_letter_reason::not_found);

@@ -72,6 +72,8 @@ class context final : public process, public schedulable {
   // A request whose reply completes a future (see reenter_after).
   troupe::future request_future(const troupe::pid& to, troupe::message m,
                                 std::chrono::nanoseconds timeout);
+  // Sends an envelope made elsewhere (a plugin's bytes): ownership passes.
+  void send_envelope(process* to, troupe::envelope* e, bool as_request);
   // Replies to the sender of the current message (a dead letter if none).
   void respond(troupe::message m);
   template <class T, class F>

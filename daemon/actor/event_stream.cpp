@@ -12,6 +12,7 @@ const char* to_string(dead_letter_reason r) noexcept {
     case dead_letter_reason::late_reply: return "late_reply";
     case dead_letter_reason::shutdown: return "shutdown";
     case dead_letter_reason::no_routee: return "no_routee";
+    case dead_letter_reason::invalid: return "invalid";
   }
   return "unknown";
 }

@@ -32,8 +32,9 @@ enum class dead_letter_reason : std::uint8_t {
   late_reply = 3,      // a reply to a future that had already completed (timed out)
   shutdown = 4,        // still queued when the system shut down
   no_routee = 5,       // a router had no routee for it (none left, or no hash key)
+  invalid = 6,         // its bytes did not verify against its schema
 };
-inline constexpr std::size_t dead_letter_reason_count = 6;
+inline constexpr std::size_t dead_letter_reason_count = 7;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

@@ -245,6 +245,7 @@ envelope* share_envelope(envelope* original) {
   envelope* e = envelope_pool::allocate(0);
   e->type = original->type;
   e->size = original->size;
+  e->flags = original->flags;
   e->data = original->data;
   envelope* owner = original->shared ? original->shared : original;
   owner->retain();

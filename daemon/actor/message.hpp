@@ -53,6 +53,10 @@ struct alignas(64) envelope : mpsc_node {
   std::atomic<std::uint32_t> refs{1};
   std::uint32_t size = 0;
   std::uint8_t size_class = 0;
+  // Bytes built by a FlatBuffers builder in this process (or verified once)
+  // are `trusted`: receivers that verify what comes from outside skip them.
+  std::uint8_t flags = 0;
+  static constexpr std::uint8_t trusted = 1;
 
   std::uint8_t* inline_bytes() noexcept {
     return reinterpret_cast<std::uint8_t*>(this + 1);
@@ -116,7 +120,9 @@ envelope* build(F&& fill) {
   flatbuffers::FlatBufferBuilder& b = thread_builder();
   flatbuffers::Offset<T> root = fill(b);
   b.Finish(root);
-  return make_envelope(type_id_of<T>(), b.GetBufferPointer(), b.GetSize());
+  envelope* e = make_envelope(type_id_of<T>(), b.GetBufferPointer(), b.GetSize());
+  e->flags = envelope::trusted;
+  return e;
 }
 
 // A counted handle on an envelope, for code that keeps a message beyond the

@@ -1,0 +1,105 @@
+#pragma once
+// The node side of the plugin ABI: loads plugins (Boost.DLL, RTLD_NOW |
+// RTLD_LOCAL, never unloaded), keeps the kinds they register, and makes
+// Props that run a plugin kind as an ordinary actor.
+//
+// A plugin that does not fit is refused with one line naming the file and
+// the reason, and the node goes on without it: not a shared object, no entry
+// symbol, another ABI major (both versions named), a newer ABI minor than
+// the node's, a kind name already taken, an init that fails. A kind
+// registered after init is refused the same way.
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "actor/props.hpp"
+
+namespace troupe {
+
+class actor_system;
+
+namespace plugin {
+
+struct loaded_plugin;
+struct kind_record;
+struct type_table;
+
+// What `load` did.
+struct load_result {
+  bool ok = false;
+  std::string error;  // one line: "<file>: <reason>"
+};
+
+// A loaded plugin, for listings.
+struct plugin_info {
+  std::string file;
+  std::string name;
+  std::string version;
+  unsigned abi_major = 0;
+  unsigned abi_minor = 0;
+  std::vector<std::string> kinds;
+};
+
+enum class log_level : int { debug = 0, info = 1, warn = 2, error = 3 };
+using log_sink = std::function<void(log_level, std::string_view line)>;
+
+// Counters, read by metrics.
+struct host_stats {
+  std::atomic<std::uint64_t> refused{0};            // plugins refused at load
+  std::atomic<std::uint64_t> kinds_refused{0};      // kinds refused after load
+  std::atomic<std::uint64_t> invalid_messages{0};   // rejected by schema verification
+  std::atomic<std::uint64_t> actor_failures{0};     // plugin callbacks that failed
+};
+
+// Held by shared_ptr (std::make_shared<plugin::host>(sys)): every actor of a
+// plugin kind keeps the host alive, so the host may go before the system.
+class host : public std::enable_shared_from_this<host> {
+ public:
+  explicit host(actor_system& sys, log_sink log = {});
+  ~host();
+  host(const host&) = delete;
+  host& operator=(const host&) = delete;
+
+  // Loads the shared object at `file`. The library stays loaded for the
+  // life of the process, even when refused after its code ran.
+  load_result load(const std::filesystem::path& file);
+
+  // Props that spawn an actor of kind `name`; null when no plugin has it.
+  props_ptr kind(std::string_view name) const;
+  std::vector<plugin_info> plugins() const;
+  std::vector<std::string> kinds() const;
+
+  actor_system& system() noexcept { return sys_; }
+  host_stats& stats() noexcept { return stats_; }
+  void log(log_level l, std::string_view line) const;
+
+  // Checks a message of untrusted origin against the schema of its type,
+  // when a plugin declared one; false (with the reason) if it does not verify.
+  bool verify(const envelope& e, std::string& why) const;
+
+  // Internal, for the ABI functions.
+  const kind_record* find_kind(std::string_view name) const;
+
+ private:
+  actor_system& sys_;
+  log_sink log_;
+  host_stats stats_;
+  mutable std::mutex mu_;
+  bool add_kinds(loaded_plugin& p, std::string& error);
+
+  std::vector<std::unique_ptr<loaded_plugin>> plugins_;
+  // Refused after their code ran: kept mapped, their registrars closed.
+  std::vector<std::unique_ptr<loaded_plugin>> refused_;
+  std::unique_ptr<type_table> types_;
+  std::unordered_map<std::string, std::shared_ptr<const kind_record>> kinds_;
+};
+
+}  // namespace plugin
+}  // namespace troupe

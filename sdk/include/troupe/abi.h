@@ -1,0 +1,192 @@
+/*
+ * Troupe plugin ABI: the plain C contract between troupe-node and a plugin.
+ *
+ * A plugin is a shared object that exports one function,
+ * troupe_plugin_entry(), returning its descriptor. The node checks the
+ * descriptor's ABI version, then calls its init() with the host function
+ * table; init() registers the plugin's actor kinds and message schemas.
+ *
+ * Rules that keep old plugins working with newer nodes:
+ *  - Every struct that may grow starts with its size (as its builder knew
+ *    it); fields are only ever added at the end.
+ *  - A function the node does not have is NULL, or lies beyond `size`: test
+ *    with TROUPE_HOST_HAS(host, fn) before calling anything newer than 1.0.
+ *  - Nothing but C crosses: no exception, no C++ type. Plugins built with the
+ *    C++ SDK (troupe.hpp) get this for free.
+ *
+ * Most plugin authors use troupe.hpp and never touch this header directly.
+ */
+#ifndef TROUPE_ABI_H
+#define TROUPE_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A major change breaks plugins; a minor one only adds at the end. */
+#define TROUPE_ABI_MAJOR 1
+#define TROUPE_ABI_MINOR 0
+
+/* The name of the function every plugin exports. */
+#define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
+
+/* Exports a symbol from a plugin built with hidden visibility. */
+#if defined(__GNUC__)
+#define TROUPE_EXPORT __attribute__((visibility("default")))
+#else
+#define TROUPE_EXPORT
+#endif
+
+/* An actor's context: valid only during the callback that received it. */
+typedef struct troupe_ctx troupe_ctx;
+/* A process id: a counted reference (see pid_retain and pid_release). */
+typedef struct troupe_pid troupe_pid;
+/* The handle through which init() registers kinds; valid during init only. */
+typedef struct troupe_registrar troupe_registrar;
+
+/* Results of host functions that can fail. */
+enum troupe_status {
+  TROUPE_OK = 0,
+  TROUPE_ERR_ARGUMENT = -1,      /* a NULL or malformed argument */
+  TROUPE_ERR_STATE = -2,         /* not allowed now (e.g. registering outside init) */
+  TROUPE_ERR_DUPLICATE = -3,     /* a kind of that name exists */
+  TROUPE_ERR_UNKNOWN_KIND = -4,  /* spawn of a kind nobody registered */
+  TROUPE_ERR_NAME_TAKEN = -5,    /* spawn with a name that is in use */
+  TROUPE_ERR_NOT_FOUND = -6      /* no such timer, process, ... */
+};
+
+/* Log levels for host->log. */
+enum troupe_log_level {
+  TROUPE_LOG_DEBUG = 0,
+  TROUPE_LOG_INFO = 1,
+  TROUPE_LOG_WARN = 2,
+  TROUPE_LOG_ERROR = 3
+};
+
+/* Flags for sends. */
+enum troupe_send_flags {
+  /* The bytes come straight from a FlatBuffers builder, so they are valid by
+   * construction and the receiver need not verify them. Leave it unset for
+   * bytes of any other origin. */
+  TROUPE_SEND_BUILT = 1u << 0
+};
+
+/* A binary FlatBuffers schema (.bfbs): the node verifies incoming messages
+ * of these types with it, and the gateway converts JSON with it. */
+typedef struct troupe_schema {
+  const uint8_t* data;
+  size_t size;
+} troupe_schema;
+
+/* One kind of actor. */
+typedef struct troupe_kind_def {
+  uint32_t size;    /* sizeof(troupe_kind_def) as the plugin was built */
+  const char* name; /* dotted and unique in the node: "acme.counter" */
+  void* data;       /* handed to create() */
+  /* Makes an actor when it starts (the current message is Started). Returns
+   * the instance, or NULL after calling host->fail(). */
+  void* (*create)(void* data, troupe_ctx* ctx);
+  /* Handles the current message (lifecycle messages included). Returns 0,
+   * or nonzero after calling host->fail(): the actor then fails and its
+   * supervisor decides. */
+  int (*receive)(void* instance, troupe_ctx* ctx);
+  /* Frees the instance (after Stopped, or before a restart). Returns 0, or
+   * nonzero if its destructor failed (the node logs and counts it; the
+   * instance is gone either way). */
+  int (*destroy)(void* instance);
+} troupe_kind_def;
+
+/* The functions the node offers a plugin. `size` is sizeof as the node was
+ * built: a plugin built against a newer header checks it before calling
+ * anything added later (TROUPE_HOST_HAS). */
+typedef struct troupe_host_api {
+  uint32_t size;
+  uint16_t abi_major;
+  uint16_t abi_minor;
+
+  /* ---- registration, from init() only ---- */
+  int (*register_kind)(troupe_registrar* reg, const troupe_kind_def* kind);
+  int (*register_schema)(troupe_registrar* reg, const troupe_schema* schema);
+
+  /* ---- the current message ---- */
+  uint64_t (*message_type)(troupe_ctx* ctx);
+  const uint8_t* (*message_data)(troupe_ctx* ctx, size_t* size);
+  /* Borrowed references, valid during the callback; sender may be NULL. */
+  troupe_pid* (*self)(troupe_ctx* ctx);
+  troupe_pid* (*sender)(troupe_ctx* ctx);
+  troupe_pid* (*parent)(troupe_ctx* ctx);
+
+  /* ---- messaging: the bytes are copied, the caller keeps its buffer ---- */
+  int (*send)(troupe_ctx* ctx, troupe_pid* to, uint64_t type, const uint8_t* data, size_t size,
+              uint32_t flags);
+  /* As send, with this actor as the sender: the reply comes as a message. */
+  int (*request)(troupe_ctx* ctx, troupe_pid* to, uint64_t type, const uint8_t* data,
+                 size_t size, uint32_t flags);
+  /* Replies to the sender of the current message (a dead letter if none). */
+  int (*respond)(troupe_ctx* ctx, uint64_t type, const uint8_t* data, size_t size,
+                 uint32_t flags);
+  /* Passes the current message on, keeping its sender. */
+  int (*forward)(troupe_ctx* ctx, troupe_pid* to);
+
+  /* ---- children and lifecycle ---- */
+  /* Spawns a child of this actor of a registered kind; `name` may be NULL.
+   * Returns an owned reference, or NULL with *status set. */
+  troupe_pid* (*spawn)(troupe_ctx* ctx, const char* kind, const char* name, int* status);
+  void (*stop)(troupe_ctx* ctx, troupe_pid* who);
+  void (*poison)(troupe_ctx* ctx, troupe_pid* who);
+  void (*watch)(troupe_ctx* ctx, troupe_pid* who);
+  void (*unwatch)(troupe_ctx* ctx, troupe_pid* who);
+
+  /* ---- timers: owned by the actor and cancelled when it stops ---- */
+  /* Returns a timer id (never 0), for cancel_timer. */
+  uint64_t (*send_after)(troupe_ctx* ctx, uint64_t delay_ns, troupe_pid* to, uint64_t type,
+                         const uint8_t* data, size_t size, uint32_t flags);
+  uint64_t (*send_every)(troupe_ctx* ctx, uint64_t initial_ns, uint64_t interval_ns,
+                         troupe_pid* to, uint64_t type, const uint8_t* data, size_t size,
+                         uint32_t flags);
+  int (*cancel_timer)(troupe_ctx* ctx, uint64_t timer);
+
+  /* ---- process ids ---- */
+  void (*pid_retain)(troupe_pid* p);
+  void (*pid_release)(troupe_pid* p);
+  int (*pid_equal)(const troupe_pid* a, const troupe_pid* b);
+  /* Writes "address/id" (NUL-terminated, truncated to cap); returns its full length. */
+  size_t (*pid_format)(const troupe_pid* p, char* buf, size_t cap);
+
+  /* ---- the rest ---- */
+  /* Logs a line attributed to the plugin (and actor, when ctx is not NULL). */
+  void (*log)(troupe_ctx* ctx, int level, const char* text);
+  /* Records why the current callback fails; the callback then returns
+   * nonzero (receive) or NULL (create). */
+  void (*fail)(troupe_ctx* ctx, const char* reason);
+} troupe_host_api;
+
+/* True if the node's table has `fn` (a plugin built against a newer header
+ * may run on an older node). */
+#define TROUPE_HOST_HAS(host, fn)                                              \
+  ((host)->size >= offsetof(troupe_host_api, fn) + sizeof((host)->fn) && \
+   (host)->fn != NULL)
+
+/* What a plugin is; returned by troupe_plugin_entry(). */
+typedef struct troupe_plugin_desc {
+  uint32_t size; /* sizeof(troupe_plugin_desc) as the plugin was built */
+  uint16_t abi_major;
+  uint16_t abi_minor;
+  const char* name;    /* "counter" */
+  const char* version; /* the plugin's own version, "1.0.0" */
+  /* Registers the plugin's kinds and schemas; returns 0, or nonzero after
+   * host->fail(NULL, reason) to refuse loading. */
+  int (*init)(const troupe_host_api* host, troupe_registrar* reg);
+} troupe_plugin_desc;
+
+/* The entry every plugin exports (see TROUPE_PLUGIN in troupe.hpp). */
+typedef const troupe_plugin_desc* (*troupe_plugin_entry_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TROUPE_ABI_H */

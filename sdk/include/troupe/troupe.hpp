@@ -1,0 +1,396 @@
+#pragma once
+// The Troupe C++ SDK: header-only C++20 on top of abi.h. A plugin writes
+// actors as classes and registers them in TROUPE_PLUGIN:
+//
+//   struct Counter : troupe::Actor {
+//     int64_t value = 0;
+//     void receive(troupe::Context& ctx) override {
+//       if (auto add = ctx.message<counter::Add>()) value += add->by();
+//       else if (ctx.message<counter::Get>())
+//         ctx.respond<counter::Value>([&](auto& b) { return counter::CreateValue(b, value); });
+//     }
+//   };
+//   TROUPE_PLUGIN(counter, "1.0.0") {
+//     plugin.kind<Counter>("counter");
+//     plugin.schema(counter_bfbs);
+//   }
+//
+// Exceptions never cross into the node: one thrown by a constructor, a
+// handler or a destructor fails that actor only, and its supervisor decides.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <troupe/abi.h>
+#include <troupe/type_id.hpp>
+
+namespace troupe {
+
+namespace detail {
+// The node's function table, set once when the plugin is initialised. Each
+// plugin (built with hidden visibility) has its own copy.
+inline const troupe_host_api* host = nullptr;
+
+// The FlatBufferBuilder of the calling thread, cleared: a message is built
+// here and its finished bytes copied once by the node.
+inline flatbuffers::FlatBufferBuilder& builder() {
+  thread_local flatbuffers::FlatBufferBuilder b(256);
+  b.Clear();
+  return b;
+}
+
+// Builds a T with `fill(builder) -> flatbuffers::Offset<T>`.
+template <class T, class F>
+std::span<const std::uint8_t> build(F&& fill) {
+  flatbuffers::FlatBufferBuilder& b = builder();
+  flatbuffers::Offset<T> root = fill(b);
+  b.Finish(root);
+  return {b.GetBufferPointer(), b.GetSize()};
+}
+
+inline constexpr type_id started_type = hash_type_name("troupe.system.Started");
+inline constexpr type_id stopping_type = hash_type_name("troupe.system.Stopping");
+inline constexpr type_id stopped_type = hash_type_name("troupe.system.Stopped");
+inline constexpr type_id restarting_type = hash_type_name("troupe.system.Restarting");
+}  // namespace detail
+
+// Log levels.
+enum class level : int {
+  debug = TROUPE_LOG_DEBUG,
+  info = TROUPE_LOG_INFO,
+  warn = TROUPE_LOG_WARN,
+  error = TROUPE_LOG_ERROR,
+};
+
+// A process id: a counted reference to an actor (or any process) of the node.
+class Pid {
+ public:
+  Pid() noexcept = default;
+  // Takes over a reference the caller owns.
+  static Pid adopt(troupe_pid* p) noexcept {
+    Pid r;
+    r.p_ = p;
+    return r;
+  }
+  // Adds a reference to a borrowed one.
+  static Pid borrow(troupe_pid* p) noexcept {
+    if (p != nullptr) detail::host->pid_retain(p);
+    return adopt(p);
+  }
+  Pid(const Pid& o) noexcept : p_(o.p_) {
+    if (p_ != nullptr) detail::host->pid_retain(p_);
+  }
+  Pid(Pid&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  Pid& operator=(Pid o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~Pid() {
+    if (p_ != nullptr) detail::host->pid_release(p_);
+  }
+
+  // The raw reference, still owned by this Pid.
+  troupe_pid* get() const noexcept { return p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  // "address/id", for logs.
+  std::string to_string() const {
+    if (p_ == nullptr) return {};
+    char buf[128];
+    std::size_t n = detail::host->pid_format(p_, buf, sizeof buf);
+    if (n < sizeof buf) return std::string(buf, n);
+    std::string s(n, '\0');
+    detail::host->pid_format(p_, s.data(), n + 1);
+    return s;
+  }
+  friend bool operator==(const Pid& a, const Pid& b) noexcept {
+    if (a.p_ == b.p_) return true;
+    if (a.p_ == nullptr || b.p_ == nullptr) return false;
+    return detail::host->pid_equal(a.p_, b.p_) != 0;
+  }
+
+ private:
+  troupe_pid* p_ = nullptr;
+};
+
+// A timer of an actor's, for Context::cancel.
+struct Timer {
+  std::uint64_t id = 0;
+  explicit operator bool() const noexcept { return id != 0; }
+};
+
+// Thrown by Context calls that cannot do what they were asked (a spawn of a
+// kind nobody registered, ...). Uncaught, it fails the actor like any other.
+class Error : public std::exception {
+ public:
+  Error(std::string what, int status) : what_(std::move(what)), status_(status) {}
+  const char* what() const noexcept override { return what_.c_str(); }
+  // A troupe_status value.
+  int status() const noexcept { return status_; }
+
+ private:
+  std::string what_;
+  int status_;
+};
+
+// What an actor's handler works with: the current message, sending,
+// spawning, timers. Valid during the call that received it only.
+class Context {
+ public:
+  explicit Context(troupe_ctx* c) noexcept : c_(c), type_(detail::host->message_type(c)) {}
+
+  // ---- the current message ----
+  // Its type id.
+  type_id type() const noexcept { return type_; }
+  // The message as a T, or nullptr when it is another type.
+  template <class T>
+  const T* message() const noexcept {
+    if (type_ != type_id_of<T>()) return nullptr;
+    return flatbuffers::GetRoot<T>(bytes().data());
+  }
+  // Its bytes (a FlatBuffers buffer).
+  std::span<const std::uint8_t> bytes() const noexcept {
+    std::size_t size = 0;
+    const std::uint8_t* data = detail::host->message_data(c_, &size);
+    return {data, size};
+  }
+  // Who sent it: set for requests, empty for plain sends.
+  Pid sender() const noexcept { return Pid::borrow(detail::host->sender(c_)); }
+  Pid self() const noexcept { return Pid::borrow(detail::host->self(c_)); }
+  Pid parent() const noexcept { return Pid::borrow(detail::host->parent(c_)); }
+
+  // ---- sending: fill(builder) returns the Offset<T> of the message ----
+  template <class T, class F>
+  void send(const Pid& to, F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->send(c_, to.get(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT),
+          "send");
+  }
+  // As send, with this actor as the sender: the reply arrives as a message.
+  template <class T, class F>
+  void request(const Pid& to, F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->request(c_, to.get(), type_id_of<T>(), b.data(), b.size(),
+                                TROUPE_SEND_BUILT),
+          "request");
+  }
+  // Replies to the sender of the current message (a dead letter if none).
+  template <class T, class F>
+  void respond(F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->respond(c_, type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT),
+          "respond");
+  }
+  // Sends bytes that were not built here (they will be verified on delivery).
+  void send_bytes(const Pid& to, type_id type, std::span<const std::uint8_t> bytes) {
+    check(detail::host->send(c_, to.get(), type, bytes.data(), bytes.size(), 0), "send");
+  }
+  // Replies with bytes that were not built here.
+  void respond_bytes(type_id type, std::span<const std::uint8_t> bytes) {
+    check(detail::host->respond(c_, type, bytes.data(), bytes.size(), 0), "respond");
+  }
+  // Passes the current message on, keeping its sender.
+  void forward(const Pid& to) { check(detail::host->forward(c_, to.get()), "forward"); }
+
+  // ---- children and lifecycle ----
+  // Spawns a child of a registered kind (this plugin's or another's).
+  Pid spawn(const char* kind, const char* name = nullptr) {
+    int status = TROUPE_OK;
+    troupe_pid* p = detail::host->spawn(c_, kind, name, &status);
+    if (p == nullptr) {
+      throw Error(std::string("spawn of '") + kind + "' failed (status " +
+                      std::to_string(status) + ")",
+                  status);
+    }
+    return Pid::adopt(p);
+  }
+  // Stops `who` at once; poison() stops it after what it already has queued.
+  void stop(const Pid& who) { detail::host->stop(c_, who.get()); }
+  void poison(const Pid& who) { detail::host->poison(c_, who.get()); }
+  // Delivers troupe.system.Terminated when `who` stops.
+  void watch(const Pid& who) { detail::host->watch(c_, who.get()); }
+  void unwatch(const Pid& who) { detail::host->unwatch(c_, who.get()); }
+
+  // ---- timers (cancelled when this actor stops) ----
+  template <class T, class F>
+  Timer send_after(std::chrono::nanoseconds delay, const Pid& to, F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    return Timer{detail::host->send_after(c_, static_cast<std::uint64_t>(delay.count()), to.get(),
+                                          type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT)};
+  }
+  template <class T, class F>
+  Timer send_every(std::chrono::nanoseconds initial, std::chrono::nanoseconds interval,
+                   const Pid& to, F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    return Timer{detail::host->send_every(c_, static_cast<std::uint64_t>(initial.count()),
+                                          static_cast<std::uint64_t>(interval.count()), to.get(),
+                                          type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT)};
+  }
+  // True if this stopped the timer from firing (again).
+  bool cancel(Timer t) noexcept { return detail::host->cancel_timer(c_, t.id) == TROUPE_OK; }
+
+  // ---- the rest ----
+  void log(level l, const std::string& text) const {
+    detail::host->log(c_, static_cast<int>(l), text.c_str());
+  }
+  troupe_ctx* raw() const noexcept { return c_; }
+
+ private:
+  void check(int status, const char* what) const {
+    if (status != TROUPE_OK)
+      throw Error(std::string(what) + " failed (status " + std::to_string(status) + ")", status);
+  }
+
+  troupe_ctx* c_;
+  type_id type_;
+};
+
+// What a plugin's actor classes derive from. One instance handles one
+// message at a time; a restart replaces it with a fresh one.
+class Actor {
+ public:
+  // May throw: the exception is caught at the boundary, logged and counted.
+  virtual ~Actor() noexcept(false) = default;
+  // Every message but the lifecycle ones below.
+  virtual void receive(Context& ctx) = 0;
+  virtual void started(Context&) {}
+  virtual void stopping(Context&) {}
+  virtual void stopped(Context&) {}
+  virtual void restarting(Context&) {}
+};
+
+namespace detail {
+
+inline void fail(troupe_ctx* c, const char* reason) noexcept { host->fail(c, reason); }
+
+// Runs `fn`, turning an exception into a failure reported to the node.
+template <class F>
+bool guarded(troupe_ctx* c, F&& fn) noexcept {
+  try {
+    fn();
+    return true;
+  } catch (const std::exception& e) {
+    fail(c, e.what());
+  } catch (...) {
+    fail(c, "unknown exception");
+  }
+  return false;
+}
+
+template <class A>
+void* create(void*, troupe_ctx* c) {
+  A* a = nullptr;
+  guarded(c, [&] {
+    if constexpr (std::is_constructible_v<A, Context&>) {
+      Context ctx(c);
+      a = new A(ctx);
+    } else {
+      a = new A();
+    }
+  });
+  return a;
+}
+
+template <class A>
+int receive(void* instance, troupe_ctx* c) {
+  bool ok = guarded(c, [&] {
+    Context ctx(c);
+    A& a = *static_cast<A*>(instance);
+    switch (ctx.type()) {
+      case started_type: a.started(ctx); break;
+      case stopping_type: a.stopping(ctx); break;
+      case stopped_type: a.stopped(ctx); break;
+      case restarting_type: a.restarting(ctx); break;
+      default: a.receive(ctx); break;
+    }
+  });
+  return ok ? 0 : 1;
+}
+
+template <class A>
+int destroy(void* instance) {
+  try {
+    delete static_cast<A*>(instance);
+    return 0;
+  } catch (...) {
+    // The memory is freed even so; the node reports the failure.
+    return 1;
+  }
+}
+
+}  // namespace detail
+
+// What TROUPE_PLUGIN's body registers things with.
+class Plugin {
+ public:
+  Plugin(const troupe_host_api* host, troupe_registrar* reg) noexcept : host_(host), reg_(reg) {}
+
+  // Registers actor class A as kind `name` ("acme.counter").
+  template <class A>
+  void kind(const char* name) {
+    static_assert(std::is_base_of_v<Actor, A>, "a kind's class derives from troupe::Actor");
+    troupe_kind_def def{};
+    def.size = sizeof def;
+    def.name = name;
+    def.data = nullptr;
+    def.create = &detail::create<A>;
+    def.receive = &detail::receive<A>;
+    def.destroy = &detail::destroy<A>;
+    int status = host_->register_kind(reg_, &def);
+    if (status != TROUPE_OK)
+      throw Error(std::string("kind '") + name + "' refused (status " + std::to_string(status) +
+                      ")",
+                  status);
+  }
+  // Registers a binary schema (.bfbs) of the plugin's messages.
+  void schema(const troupe_schema& s) {
+    int status = host_->register_schema(reg_, &s);
+    if (status != TROUPE_OK)
+      throw Error("schema refused (status " + std::to_string(status) + ")", status);
+  }
+  void schema(const std::uint8_t* data, std::size_t size) { schema(troupe_schema{data, size}); }
+
+  const troupe_host_api& host() const noexcept { return *host_; }
+  // The raw registrar, valid until init returns.
+  troupe_registrar* registrar() const noexcept { return reg_; }
+
+ private:
+  const troupe_host_api* host_;
+  troupe_registrar* reg_;
+};
+
+namespace detail {
+template <void (*Body)(Plugin&)>
+int init(const troupe_host_api* h, troupe_registrar* reg) {
+  host = h;
+  bool ok = guarded(nullptr, [&] {
+    Plugin p(h, reg);
+    Body(p);
+  });
+  return ok ? 0 : 1;
+}
+}  // namespace detail
+
+}  // namespace troupe
+
+// Defines the plugin `NAME` (an identifier) of version `VERSION` (a string);
+// the block that follows registers its kinds and schemas with `plugin`.
+// `NAME_bfbs` is declared for the schema that troupe-embed-schema generates
+// from NAME.fbs (see the README's meson snippet).
+#define TROUPE_PLUGIN(NAME, VERSION)                                                     \
+  extern "C" const troupe_schema NAME##_bfbs;                                            \
+  static void troupe_plugin_body_(::troupe::Plugin& plugin);                             \
+  extern "C" TROUPE_EXPORT const troupe_plugin_desc* troupe_plugin_entry(void) {         \
+    static const troupe_plugin_desc desc = {sizeof(troupe_plugin_desc), TROUPE_ABI_MAJOR, \
+                                            TROUPE_ABI_MINOR, #NAME, VERSION,             \
+                                            &::troupe::detail::init<&troupe_plugin_body_>}; \
+    return &desc;                                                                        \
+  }                                                                                      \
+  static void troupe_plugin_body_(::troupe::Plugin& plugin)

@@ -1,0 +1,241 @@
+#include <fstream>
+#include <map>
+#include <mutex>
+
+#include <catch2/catch.hpp>
+
+#include "../actor/probe.hpp"
+#include "counter_generated.h"
+#include "plugin/plugin_host.hpp"
+#include <troupe/abi.h>
+#include "worker_pool_generated.h"
+
+using namespace troupe;
+using namespace troupe::testing;
+
+namespace {
+
+const std::string examples = TROUPE_EXAMPLE_PLUGINS;  // build/plugins
+const std::string fixtures = TROUPE_TEST_PLUGINS;     // build/test/plugins
+
+// Collects what the host logs.
+struct log_lines {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  plugin::log_sink sink() {
+    return [this](plugin::log_level, std::string_view l) {
+      std::lock_guard lock(mu);
+      lines.emplace_back(l);
+    };
+  }
+  bool has(const std::string& part) {
+    std::lock_guard lock(mu);
+    for (const auto& l : lines)
+      if (l.find(part) != std::string::npos) return true;
+    return false;
+  }
+};
+
+future_result ask(actor_system& sys, const pid& to, message m) {
+  return sys.root().request_future(to, std::move(m), 5s).get_result();
+}
+
+message add(std::int64_t by) {
+  return make_message<counter::Add>([&](auto& b) { return counter::CreateAdd(b, by); });
+}
+message get() {
+  return make_message<counter::Get>([](auto& b) { return counter::CreateGet(b); });
+}
+std::int64_t value_of(const future_result& r) {
+  auto* v = r.as<counter::Value>();
+  return v ? v->value() : -1;
+}
+
+}  // namespace
+
+TEST_CASE("the counter plugin counts, answers and resets", "[plugin]") {
+  log_lines log;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys, log.sink());
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  REQUIRE(log.has("plugin counter 1.0.0 loaded (1 kinds)"));
+  props_ptr p = host->kind("counter");
+  REQUIRE(p);
+  pid c = sys.root().spawn(p);
+  sys.root().send(c, add(5));
+  sys.root().send(c, add(37));
+  REQUIRE(value_of(ask(sys, c, get())) == 42);
+  sys.root().send(c, make_message<counter::Reset>([](auto& b) { return counter::CreateReset(b); }));
+  REQUIRE(value_of(ask(sys, c, get())) == 0);
+  auto infos = host->plugins();
+  REQUIRE(infos.size() == 1);
+  REQUIRE(infos[0].name == "counter");
+  REQUIRE(infos[0].kinds == std::vector<std::string>{"counter"});
+}
+
+TEST_CASE("the echo plugin replies with what it got", "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(examples + "/echo/echo.so").ok);
+  pid e = sys.root().spawn(host->kind("echo"));
+  future_result r = ask(sys, e, text("ping"));
+  REQUIRE(r.ok());
+  REQUIRE(r.as<test::Text>()->s()->str() == "ping");
+}
+
+TEST_CASE("the worker pool spawns workers and they come back after failing", "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(examples + "/worker-pool/worker_pool.so").ok);
+  pid pool = sys.root().spawn(host->kind("worker-pool.pool"));
+  auto workers = ask(sys, pool, make_message<worker_pool::GetWorkers>(
+                                    [](auto& b) { return worker_pool::CreateGetWorkers(b); }));
+  REQUIRE(workers.as<worker_pool::Workers>()->count() == 3);
+  auto job = [](std::int64_t id, bool fail) {
+    return make_message<worker_pool::Job>(
+        [&](auto& b) { return worker_pool::CreateJob(b, id, fail); });
+  };
+  // Three jobs go to the three workers in turn.
+  std::map<std::string, std::int64_t> incarnation;
+  for (int i = 0; i < 3; ++i) {
+    auto d = ask(sys, pool, job(i, false));
+    REQUIRE(d.ok());
+    REQUIRE(d.as<worker_pool::Done>()->id() == i);
+    incarnation[d.as<worker_pool::Done>()->worker()->str()] = d.as<worker_pool::Done>()->incarnation();
+  }
+  REQUIRE(incarnation.size() == 3);
+  // Job 3 goes to the first worker again and fails: no answer.
+  auto lost = sys.root().request_future(pool, job(3, true), 200ms).get_result();
+  REQUIRE(lost.status == future_status::timed_out);
+  // The next two jobs go to the others; then the first, restarted, takes job 6.
+  ask(sys, pool, job(4, false));
+  ask(sys, pool, job(5, false));
+  auto again = ask(sys, pool, job(6, false));
+  REQUIRE(again.ok());
+  const std::string who = again.as<worker_pool::Done>()->worker()->str();
+  REQUIRE(incarnation.count(who) == 1);
+  REQUIRE(again.as<worker_pool::Done>()->incarnation() > incarnation[who]);
+  REQUIRE(sys.stats().restarts.load() == 1);
+}
+
+TEST_CASE("plugins that do not fit are refused with the file and the reason", "[plugin]") {
+  log_lines log;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys, log.sink());
+
+  const std::string text_file = fixtures + "/not-a-plugin.so";
+  std::ofstream(text_file) << "just some text\n";
+  auto r = host->load(text_file);
+  REQUIRE_FALSE(r.ok);
+  REQUIRE(r.error == text_file + ": not a shared object (no ELF header)");
+
+  r = host->load(fixtures + "/no_entry.so");
+  REQUIRE_FALSE(r.ok);
+  REQUIRE(r.error == fixtures + "/no_entry.so: no entry symbol troupe_plugin_entry (not a Troupe plugin?)");
+
+  r = host->load(fixtures + "/bad_abi.so");
+  REQUIRE_FALSE(r.ok);
+  REQUIRE(r.error == fixtures + "/bad_abi.so: plugin ABI " + std::to_string(TROUPE_ABI_MAJOR + 1) +
+                         ".0 does not match the node's ABI " + std::to_string(TROUPE_ABI_MAJOR) +
+                         "." + std::to_string(TROUPE_ABI_MINOR) + " (the major versions differ)");
+
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  r = host->load(fixtures + "/dup_kind.so");
+  REQUIRE_FALSE(r.ok);
+  REQUIRE(r.error.find("dup_kind.so: init failed: kind 'counter' refused") != std::string::npos);
+  // Refused whole: its other kind is not there either.
+  REQUIRE_FALSE(host->kind("dup.fine"));
+
+  REQUIRE(host->stats().refused.load() == 4);
+  for (const auto& e : {"not-a-plugin.so", "no_entry.so", "bad_abi.so", "dup_kind.so"})
+    REQUIRE(log.has(e));
+  // The node goes on with what did load.
+  REQUIRE(host->kinds() == std::vector<std::string>{"counter"});
+}
+
+TEST_CASE("a kind registered outside init is refused", "[plugin]") {
+  log_lines log;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys, log.sink());
+  REQUIRE(host->load(fixtures + "/late_kind.so").ok);
+  pid late = sys.root().spawn(host->kind("late.kind"));
+  REQUIRE(ask(sys, late, num(1)).ok());  // it tried, from its handler
+  REQUIRE(host->stats().kinds_refused.load() == 1);
+  REQUIRE_FALSE(host->kind("late.sneaky"));
+  REQUIRE(log.has("late_kind.so: kind 'late.sneaky' registered outside init: refused"));
+}
+
+TEST_CASE("a plugin's exceptions fail its actor only", "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(fixtures + "/thrower.so").ok);
+
+  pid r = sys.root().spawn(host->kind("throw.receive"));
+  REQUIRE(ask(sys, r, num(1)).as<test::Num>()->n() == 1);
+  REQUIRE(ask(sys, r, num(2)).as<test::Num>()->n() == 2);
+  sys.root().send(r, num(-7));  // fails; the guardian restarts it with fresh state
+  REQUIRE(ask(sys, r, num(3)).as<test::Num>()->n() == 1);
+  REQUIRE(host->stats().actor_failures.load() == 1);
+
+  // A constructor that always throws: restarted until the limit, then stopped.
+  pid c = sys.root().spawn(host->kind("throw.constructor"));
+  REQUIRE(eventually([&] { return c.get()->dead(); }));
+
+  // A destructor that throws: the actor still stops cleanly.
+  pid d = sys.root().spawn(host->kind("throw.destructor"));
+  REQUIRE(ask(sys, d, num(9)).as<test::Num>()->n() == 9);
+  stop_and_wait(sys, d);
+  // And the plugin's other actors are untouched.
+  REQUIRE(ask(sys, r, num(4)).as<test::Num>()->n() == 2);
+}
+
+TEST_CASE("a plugin built for an older ABI minor runs", "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(fixtures + "/old_minor.so").ok);
+  REQUIRE(host->plugins()[0].abi_minor == 0);
+  pid e = sys.root().spawn(host->kind("old.echo"));
+  REQUIRE(ask(sys, e, num(11)).as<test::Num>()->n() == 11);
+}
+
+TEST_CASE("bytes that do not verify against the kind's schema never reach it", "[plugin]") {
+  log_lines log;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys, log.sink());
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  pid c = sys.root().spawn(host->kind("counter"));
+  // Bytes from outside (the network, the gateway) are not trusted.
+  const std::uint8_t garbage[] = {0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4};
+  sys.root().send(c, message::adopt(make_envelope(type_id_of<counter::Add>(), garbage, sizeof garbage)));
+  REQUIRE(eventually([&] { return host->stats().invalid_messages.load() == 1; }));
+  REQUIRE(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::invalid)].load() == 1);
+  REQUIRE(log.has("message rejected: 8 bytes do not verify as counter.Add"));
+  // Valid bytes of the same untrusted origin pass verification.
+  message good = add(5);
+  sys.root().send(c, message::adopt(make_envelope(good->type, good->data, good->size)));
+  REQUIRE(value_of(ask(sys, c, get())) == 5);
+  REQUIRE(host->stats().invalid_messages.load() == 1);
+}
+
+TEST_CASE("plugin actors message each other through the node", "[plugin]") {
+  inbox<int> done;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(fixtures + "/pingpong.so").ok);
+  props_ptr player = host->kind("bench.player");
+  pid driver = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) {
+      pid a = ctx.spawn(player);
+      pid b = ctx.spawn(player);
+      // The first ball goes to a as if b had sent it.
+      envelope* e = for_delivery(num(1000));
+      b.get()->retain();
+      e->sender = b.get();
+      a.get()->send_user(e);
+    } else if (ctx.message<test::Done>()) {
+      done.put(1);
+    }
+  })));
+  REQUIRE(done.take());
+  stop_and_wait(sys, driver);
+}
