@@ -164,7 +164,8 @@ void plugin_actor::receive(context& ctx) {
     instance_ = k_->def.create(k_->def.data, &frame);
     if (instance_ == nullptr) failed(frame, "create returned no instance");
   }
-  if (k_->def.receive(instance_, &frame) != 0) failed(frame, "receive failed");
+  const troupe_message m{e.type, e.data, e.size};
+  if (k_->def.receive(instance_, &frame, &m) != 0) failed(frame, "receive failed");
 }
 
 // ------------------------------------------------------------ host functions

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -19,6 +20,7 @@
 
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
+#include "plugin/plugin_host.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
 
@@ -135,6 +137,41 @@ double pingpong(int pairs) {
   sys.shutdown();
   for (auto& s : slots) *s = pid();  // break the pair cycles
   return static_cast<double>(per_pair * pairs) / seconds(end - start);
+}
+
+// The same workload with both players in a plugin (test/plugins/pingpong):
+// every message crosses the C ABI twice (receive, then send).
+double plugin_pingpong() {
+  const std::int64_t total = 2'000'000;
+  actor_system sys(bench_config());
+  auto host = std::make_shared<plugin::host>(sys, [](plugin::log_level, std::string_view) {});
+  if (!host->load(std::string(TROUPE_TEST_PLUGINS) + "/pingpong.so").ok) {
+    std::fprintf(stderr, "troupe-bench: cannot load the pingpong plugin\n");
+    std::exit(1);
+  }
+  props_ptr player = host->kind("bench.player");
+  finish_line line;
+  std::atomic<bool> ready{false};
+  pid a_pid, b_pid;
+  pid driver = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) {
+      a_pid = ctx.spawn(player);
+      b_pid = ctx.spawn(player);
+      ready.store(true);
+    } else if (ctx.message<test::Done>()) {
+      line.cross();
+    }
+  })));
+  while (!ready.load()) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  envelope* e = for_delivery(num(total));
+  b_pid.get()->retain();
+  e->sender = b_pid.get();  // the first ball comes "from" b, so a learns its partner
+  auto start = clock_type::now();
+  a_pid.get()->send_user(e);
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(total) / seconds(end - start);
 }
 
 // ---------------------------------------------------------------- fan-in
@@ -467,6 +504,7 @@ int main(int argc, char** argv) {
   measure(o, {{"pingpong_1pair", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(1)}; });
   measure(o, {{"pingpong_100pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(100)}; });
   measure(o, {{"pingpong_10000pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(10'000)}; });
+  measure(o, {{"plugin_pingpong_1", "msgs/s"}}, o.runs, [] { return std::vector{plugin_pingpong()}; });
   measure(o, {{"fanin_100x30000", "msgs/s"}}, o.runs, [] { return std::vector{fanin()}; });
   measure(o, {{"router_roundrobin", "msgs/s"}}, o.runs, [] { return std::vector{router_roundrobin()}; });
   measure(o, {{"spawn_oneshot_1m", "actors/s"}}, heavy_runs, [] { return std::vector{spawn_oneshot()}; });

@@ -13,7 +13,7 @@ struct Late : troupe::Actor {
     def.size = sizeof def;
     def.name = "late.sneaky";
     def.create = [](void*, troupe_ctx*) -> void* { return nullptr; };
-    def.receive = [](void*, troupe_ctx*) { return 0; };
+    def.receive = [](void*, troupe_ctx*, const troupe_message*) { return 0; };
     def.destroy = [](void*) { return 0; };
     late_status = troupe::detail::host->register_kind(kept, &def);
     ctx.respond_bytes(ctx.type(), ctx.bytes());  // the answer says the attempt was made

@@ -15,11 +15,9 @@ int destroy(void* instance) {
 }
 
 // Answers every request with the same bytes.
-int receive(void*, troupe_ctx* ctx) {
+int receive(void*, troupe_ctx* ctx, const troupe_message* msg) {
   if (host->sender(ctx) == nullptr) return 0;
-  size_t size = 0;
-  const uint8_t* data = host->message_data(ctx, &size);
-  return host->respond(ctx, host->message_type(ctx), data, size, 0) == TROUPE_OK ? 0 : 1;
+  return host->respond(ctx, msg->type, msg->data, msg->size, 0) == TROUPE_OK ? 0 : 1;
 }
 
 int init(const troupe_host_api* h, troupe_registrar* reg) {

@@ -81,6 +81,14 @@ typedef struct troupe_schema {
   size_t size;
 } troupe_schema;
 
+/* The message a callback is about: its type id and FlatBuffers bytes,
+ * valid during the callback. */
+typedef struct troupe_message {
+  uint64_t type;
+  const uint8_t* data;
+  size_t size;
+} troupe_message;
+
 /* One kind of actor. */
 typedef struct troupe_kind_def {
   uint32_t size;    /* sizeof(troupe_kind_def) as the plugin was built */
@@ -92,7 +100,7 @@ typedef struct troupe_kind_def {
   /* Handles the current message (lifecycle messages included). Returns 0,
    * or nonzero after calling host->fail(): the actor then fails and its
    * supervisor decides. */
-  int (*receive)(void* instance, troupe_ctx* ctx);
+  int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* msg);
   /* Frees the instance (after Stopped, or before a restart). Returns 0, or
    * nonzero if its destructor failed (the node logs and counts it; the
    * instance is gone either way). */

@@ -40,11 +40,21 @@ namespace detail {
 inline const troupe_host_api* host = nullptr;
 
 // The FlatBufferBuilder of the calling thread, cleared: a message is built
-// here and its finished bytes copied once by the node.
+// here and its finished bytes copied once by the node. The pointer uses the
+// initial-exec TLS model, so that a plugin (a dlopen'ed library) reaches it
+// with one load instead of a call to __tls_get_addr per message.
+struct builder_holder {
+  flatbuffers::FlatBufferBuilder builder{256};
+};
 inline flatbuffers::FlatBufferBuilder& builder() {
-  thread_local flatbuffers::FlatBufferBuilder b(256);
-  b.Clear();
-  return b;
+  static thread_local flatbuffers::FlatBufferBuilder* tls
+      __attribute__((tls_model("initial-exec"))) = nullptr;
+  if (tls == nullptr) [[unlikely]] {
+    thread_local builder_holder holder;
+    tls = &holder.builder;
+  }
+  tls->Clear();
+  return *tls;
 }
 
 // Builds a T with `fill(builder) -> flatbuffers::Offset<T>`.
@@ -144,23 +154,31 @@ class Error : public std::exception {
 // spawning, timers. Valid during the call that received it only.
 class Context {
  public:
-  explicit Context(troupe_ctx* c) noexcept : c_(c), type_(detail::host->message_type(c)) {}
+  // The message comes with the callback (read in place: copying the
+  // node's freshly written struct would stall on store forwarding); without
+  // it, it is asked for.
+  Context(troupe_ctx* c, const troupe_message* m) noexcept : c_(c), m_(m) {
+    if (m_ == nullptr) {
+      own_.type = detail::host->message_type(c);
+      own_.data = detail::host->message_data(c, &own_.size);
+      m_ = &own_;
+    }
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  explicit Context(troupe_ctx* c) noexcept : Context(c, nullptr) {}
 
   // ---- the current message ----
   // Its type id.
-  type_id type() const noexcept { return type_; }
+  type_id type() const noexcept { return m_->type; }
   // The message as a T, or nullptr when it is another type.
   template <class T>
   const T* message() const noexcept {
-    if (type_ != type_id_of<T>()) return nullptr;
-    return flatbuffers::GetRoot<T>(bytes().data());
+    if (m_->type != type_id_of<T>()) return nullptr;
+    return flatbuffers::GetRoot<T>(m_->data);
   }
   // Its bytes (a FlatBuffers buffer).
-  std::span<const std::uint8_t> bytes() const noexcept {
-    std::size_t size = 0;
-    const std::uint8_t* data = detail::host->message_data(c_, &size);
-    return {data, size};
-  }
+  std::span<const std::uint8_t> bytes() const noexcept { return {m_->data, m_->size}; }
   // Who sent it: set for requests, empty for plain sends.
   Pid sender() const noexcept { return Pid::borrow(detail::host->sender(c_)); }
   Pid self() const noexcept { return Pid::borrow(detail::host->self(c_)); }
@@ -249,7 +267,8 @@ class Context {
   }
 
   troupe_ctx* c_;
-  type_id type_;
+  const troupe_message* m_;
+  troupe_message own_{};
 };
 
 // What a plugin's actor classes derive from. One instance handles one
@@ -299,9 +318,9 @@ void* create(void*, troupe_ctx* c) {
 }
 
 template <class A>
-int receive(void* instance, troupe_ctx* c) {
+int receive(void* instance, troupe_ctx* c, const troupe_message* m) {
   bool ok = guarded(c, [&] {
-    Context ctx(c);
+    Context ctx(c, m);
     A& a = *static_cast<A*>(instance);
     switch (ctx.type()) {
       case started_type: a.started(ctx); break;
