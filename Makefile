@@ -30,7 +30,10 @@ build: deps
 	$(call setup,$(BUILD),)
 	@ninja -C $(BUILD) -j2
 
+# The example plugins, gathered in one folder as a node's plugin dir would hold them.
 run: build
+	@mkdir -p $(BUILD)/plugin-dir
+	@ln -sf $(CURDIR)/$(BUILD)/plugins/*/*.so $(BUILD)/plugin-dir/
 	$(BUILD)/daemon/node/troupe-node --config config/dev.yaml
 
 test: build

@@ -1,5 +1,7 @@
 #include "node/config.hpp"
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -52,6 +54,24 @@ struct reader {
     }
     out = v.as<std::string>();
   }
+
+  // A list of non-empty strings.
+  void string_list(const YAML::Node& map, const std::string& where, const char* key,
+                   std::vector<std::string>& out) {
+    YAML::Node v = map[key];
+    if (!v) return;
+    if (!v.IsSequence()) {
+      error(v, "'" + where + "." + key + "' must be a list of names");
+      return;
+    }
+    for (const auto& item : v) {
+      if (!item.IsScalar() || item.as<std::string>().empty()) {
+        error(item, "'" + where + "." + key + "' must hold plugin names");
+        continue;
+      }
+      out.push_back(item.as<std::string>());
+    }
+  }
 };
 
 }  // namespace
@@ -71,7 +91,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
-  if (!r.check_map(root, "", {"node", "dispatcher", "log"})) return false;
+  if (!r.check_map(root, "", {"node", "dispatcher", "log", "plugins"})) return false;
 
   if (YAML::Node n = root["node"]; n && r.check_map(n, "node", {"name", "cluster"})) {
     r.string_field(n, "node", "name", out.name);
@@ -94,6 +114,24 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     static const std::set<std::string> levels{"debug", "info", "warning", "error"};
     if (!levels.count(out.log_level))
       r.error(l["level"], "'log.level' must be one of debug, info, warning, error");
+  }
+  if (YAML::Node pl = root["plugins"];
+      pl && r.check_map(pl, "plugins", {"dir", "load", "required"})) {
+    r.string_field(pl, "plugins", "dir", out.plugin_dir);
+    r.string_list(pl, "plugins", "load", out.plugins);
+    r.string_list(pl, "plugins", "required", out.required_plugins);
+    for (const auto& name : out.required_plugins)
+      if (std::find(out.plugins.begin(), out.plugins.end(), name) == out.plugins.end())
+        out.plugins.push_back(name);
+    for (const auto& name : out.plugins)
+      if (name.find('/') != std::string::npos)
+        r.error(pl, "plugin name '" + name + "' must be a name in 'plugins.dir', not a path");
+    if (!out.plugins.empty() && out.plugin_dir.empty())
+      r.error(pl, "'plugins.dir' is needed to load plugins");
+    if (!out.plugin_dir.empty() && out.plugin_dir[0] != '/') {
+      std::filesystem::path base = std::filesystem::path(path).parent_path();
+      out.plugin_dir = (base / out.plugin_dir).lexically_normal().string();
+    }
   }
   return errors.empty();
 }

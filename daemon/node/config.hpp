@@ -11,6 +11,12 @@ struct config {
   std::string cluster = "troupe";
   unsigned threads = 0;
   std::string log_level = "info";
+  // plugins: { dir, load: [name...], required: [name...] }. A name is a
+  // file <dir>/<name>.so. A required plugin that does not load stops the
+  // node with exit status 78; the others are logged and skipped.
+  std::string plugin_dir;  // relative paths are taken from the config file's folder
+  std::vector<std::string> plugins;           // load, required included
+  std::vector<std::string> required_plugins;
 };
 
 struct config_error {

@@ -5,7 +5,9 @@
 // the runtime does every two seconds until SIGINT or SIGTERM, then stops
 // every actor and exits 0.
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -15,6 +17,7 @@
 
 #include "actor/actor_system.hpp"
 #include "node/config.hpp"
+#include "plugin/plugin_host.hpp"
 #include "demo_generated.h"
 
 namespace {
@@ -85,6 +88,22 @@ int main(int argc, char** argv) {
   auto sys = std::make_unique<troupe::actor_system>(sc);
   log_line("info", "node '" + cfg.name + "' of cluster '" + cfg.cluster + "' started with " +
                        std::to_string(sys->dispatcher().threads()) + " workers");
+
+  auto plugins = std::make_shared<troupe::plugin::host>(
+      *sys, [](troupe::plugin::log_level l, std::string_view line) {
+        static const char* const names[] = {"debug", "info", "warning", "error"};
+        log_line(names[static_cast<int>(l)], std::string(line));
+      });
+  for (const std::string& name : cfg.plugins) {
+    auto r = plugins->load(std::filesystem::path(cfg.plugin_dir) / (name + ".so"));
+    const bool required = std::find(cfg.required_plugins.begin(), cfg.required_plugins.end(),
+                                    name) != cfg.required_plugins.end();
+    if (!r.ok && required) {
+      log_line("error", "required plugin '" + name + "' did not load: stopping");
+      sys->shutdown();
+      return ex_config;
+    }
+  }
 
   // A ring of 1000 actors with 4 tokens going round.
   demo d;

@@ -3,7 +3,11 @@
 stops cleanly on SIGTERM and SIGINT, and refuses bad configs with the file,
 line and key and exit status 78.
 
-usage: node_test.py TROUPE_NODE CONFIG_DIR
+It also loads plugins as an operator configures them: the example plugins
+load, a broken one is refused with its file and reason while the node goes
+on, and a required one that does not load stops start-up with status 78.
+
+usage: node_test.py TROUPE_NODE CONFIG_DIR BUILD_ROOT
 """
 import os
 import signal
@@ -12,7 +16,9 @@ import sys
 import tempfile
 import time
 
-NODE, CONFIG_DIR = sys.argv[1], sys.argv[2]
+import shutil
+
+NODE, CONFIG_DIR, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 failures = 0
 passed = 0
 
@@ -58,11 +64,42 @@ def write(tmp, name, text):
     return path
 
 
-dev = os.path.join(CONFIG_DIR, "dev.yaml")
+# dev.yaml as it is, with its plugin dir pointed at this build's plugins.
+plugin_tmp = tempfile.mkdtemp()
+plugin_dir = os.path.join(plugin_tmp, "plugins")
+os.mkdir(plugin_dir)
+for sub in ("echo", "counter", "worker-pool"):
+    d = os.path.join(BUILD_ROOT, "plugins", sub)
+    for f in os.listdir(d):
+        if f.endswith(".so"):
+            shutil.copy(os.path.join(d, f), plugin_dir)
+with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
+    dev_text = f.read().replace("../build/plugin-dir", plugin_dir)
+dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
     rc, err, seen = run_until(dev, sig, "M messages/s")
     check(f"the node reports its work and {sig.name} stops it with status 0",
           seen and rc == 0 and "all actors stopped" in err, f"rc={rc}\n{err}")
+check("the node loads the example plugins",
+      all(f"plugin {n} 1.0.0 loaded" in err for n in ("echo", "counter", "worker_pool")), err)
+
+with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
+    f.write("not a library\n")
+cfg = write(plugin_tmp, "broken.yaml",
+            f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n")
+rc, err, seen = run_until(cfg, signal.SIGTERM, "M messages/s")
+check("a plugin that does not fit is refused with its file and reason, and the node goes on",
+      seen and rc == 0 and f"{plugin_dir}/broken.so: not a shared object" in err
+      and "plugin counter 1.0.0 loaded" in err, f"rc={rc}\n{err}")
+for name in ("broken", "absent"):
+    cfg = write(plugin_tmp, "required.yaml",
+                f"plugins:\n  dir: {plugin_dir}\n  load: [counter]\n  required: [{name}]\n")
+    r = subprocess.run([NODE, "--config", cfg], capture_output=True, text=True, timeout=20)
+    check(f"a required plugin that does not load ({name}) stops start-up with 78",
+          r.returncode == 78 and f"{plugin_dir}/{name}.so:" in r.stderr
+          and f"required plugin '{name}' did not load" in r.stderr,
+          f"rc={r.returncode} stderr={r.stderr!r}")
+shutil.rmtree(plugin_tmp)
 
 rc = subprocess.run([NODE, "--version"], capture_output=True, text=True)
 check("--version prints the version", rc.returncode == 0 and rc.stdout.startswith("troupe-node "),
@@ -74,6 +111,9 @@ with tempfile.TemporaryDirectory() as tmp:
         ("bad thread count", "dispatcher:\n  threads: lots\n", ":2:", "'dispatcher.threads' must be a whole number"),
         ("bad log level", "log:\n  level: loud\n", ":2:", "'log.level' must be one of"),
         ("invalid YAML", "node: [unclosed\n", ":", "invalid YAML"),
+        ("plugin path instead of name", "plugins:\n  dir: /tmp\n  load:\n    - ../x\n", ":2:",
+         "plugin name '../x' must be a name in 'plugins.dir'"),
+        ("plugins without dir", "plugins:\n  load: [counter]\n", ":2:", "'plugins.dir' is needed"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
