@@ -355,6 +355,13 @@ void fail(troupe_ctx* c, const char* reason) {
   }
 }
 
+int set_receive_timeout(troupe_ctx* c, std::uint64_t ns) {
+  if (c == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  if (ns == 0) c->ctx->cancel_receive_timeout();
+  else c->ctx->set_receive_timeout(std::chrono::nanoseconds(ns));
+  return TROUPE_OK;
+}
+
 const troupe_host_api host_api = {
     sizeof(troupe_host_api),
     TROUPE_ABI_MAJOR,
@@ -384,6 +391,7 @@ const troupe_host_api host_api = {
     &pid_format,
     &log,
     &fail,
+    &set_receive_timeout,
 };
 
 }  // namespace

@@ -30,11 +30,27 @@ struct ThrowsInDestructor : troupe::Actor {
   void receive(troupe::Context& ctx) override { ctx.respond_bytes(ctx.type(), ctx.bytes()); }
 };
 
+// Answers a Num only once it has been quiet for 20 ms (ABI 1.1).
+struct AnswersWhenQuiet : troupe::Actor {
+  troupe::Pid asker;
+  void receive(troupe::Context& ctx) override {
+    if (ctx.message<troupe::test::Num>()) {
+      asker = ctx.sender();
+      ctx.set_receive_timeout(std::chrono::milliseconds(20));
+    } else if (ctx.type() == troupe::receive_timeout_type && asker) {
+      ctx.set_receive_timeout(std::chrono::nanoseconds(0));
+      ctx.send<troupe::test::Num>(asker, [](auto& b) { return troupe::test::CreateNum(b, 42); });
+      asker = troupe::Pid();
+    }
+  }
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(thrower, "1.0.0") {
   plugin.kind<ThrowsInConstructor>("throw.constructor");
   plugin.kind<ThrowsInReceive>("throw.receive");
   plugin.kind<ThrowsInDestructor>("throw.destructor");
+  plugin.kind<AnswersWhenQuiet>("quiet.answer");
   plugin.schema(thrower_bfbs);
 }

@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 0
+#define TROUPE_ABI_MINOR 1
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -170,6 +170,11 @@ typedef struct troupe_host_api {
   /* Records why the current callback fails; the callback then returns
    * nonzero (receive) or NULL (create). */
   void (*fail)(troupe_ctx* ctx, const char* reason);
+
+  /* ---- ABI 1.1 ---- */
+  /* Delivers troupe.system.ReceiveTimeout after `ns` without messages; 0
+   * turns it off. */
+  int (*set_receive_timeout)(troupe_ctx* ctx, uint64_t ns);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -72,6 +72,10 @@ inline constexpr type_id stopped_type = hash_type_name("troupe.system.Stopped");
 inline constexpr type_id restarting_type = hash_type_name("troupe.system.Restarting");
 }  // namespace detail
 
+// Type ids of system messages a plugin may receive in Actor::receive.
+inline constexpr type_id receive_timeout_type = hash_type_name("troupe.system.ReceiveTimeout");
+inline constexpr type_id terminated_type = hash_type_name("troupe.system.Terminated");
+
 // Log levels.
 enum class level : int {
   debug = TROUPE_LOG_DEBUG,
@@ -253,6 +257,15 @@ class Context {
   }
   // True if this stopped the timer from firing (again).
   bool cancel(Timer t) noexcept { return detail::host->cancel_timer(c_, t.id) == TROUPE_OK; }
+
+  // Delivers a message of type receive_timeout_type after `d` without
+  // messages; zero turns it off. Needs a node with ABI 1.1.
+  void set_receive_timeout(std::chrono::nanoseconds d) {
+    if (!TROUPE_HOST_HAS(detail::host, set_receive_timeout))
+      throw Error("set_receive_timeout needs a node with ABI 1.1", TROUPE_ERR_STATE);
+    check(detail::host->set_receive_timeout(c_, static_cast<std::uint64_t>(d.count())),
+          "set_receive_timeout");
+  }
 
   // ---- the rest ----
   void log(level l, const std::string& text) const {

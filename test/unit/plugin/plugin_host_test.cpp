@@ -194,6 +194,7 @@ TEST_CASE("a plugin built for an older ABI minor runs", "[plugin]") {
   auto host = std::make_shared<plugin::host>(sys);
   REQUIRE(host->load(fixtures + "/old_minor.so").ok);
   REQUIRE(host->plugins()[0].abi_minor == 0);
+  REQUIRE(TROUPE_ABI_MINOR > 0);  // the node is newer
   pid e = sys.root().spawn(host->kind("old.echo"));
   REQUIRE(ask(sys, e, num(11)).as<test::Num>()->n() == 11);
 }
@@ -238,4 +239,16 @@ TEST_CASE("plugin actors message each other through the node", "[plugin]") {
   })));
   REQUIRE(done.take());
   stop_and_wait(sys, driver);
+}
+
+TEST_CASE("a plugin uses what ABI 1.1 added: receive timeouts", "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(fixtures + "/thrower.so").ok);
+  pid q = sys.root().spawn(host->kind("quiet.answer"));
+  const auto t0 = std::chrono::steady_clock::now();
+  future_result r = ask(sys, q, num(1));
+  REQUIRE(r.ok());
+  REQUIRE(r.as<test::Num>()->n() == 42);
+  REQUIRE(std::chrono::steady_clock::now() - t0 >= 20ms);
 }
