@@ -23,6 +23,7 @@ struct troupe_ctx {
   troupe::context* ctx;
   const troupe::plugin::kind_record* kind;
   troupe::plugin::loaded_plugin* plugin;  // during init, when ctx is null
+  void* actor;                            // the plugin_actor running the callback
   std::string failure;
   bool failed = false;
 };
@@ -132,11 +133,9 @@ class plugin_actor final : public actor {
 };
 
 // The plugin_actor behind a callback frame.
-plugin_actor* actor_of(troupe_ctx* c);
-
-thread_local plugin_actor* running_actor = nullptr;
-
-plugin_actor* actor_of(troupe_ctx*) { return running_actor; }
+plugin_actor* actor_of(troupe_ctx* c) {
+  return c != nullptr ? static_cast<plugin_actor*>(c->actor) : nullptr;
+}
 
 void plugin_actor::receive(context& ctx) {
   envelope& e = ctx.envelope();
@@ -154,12 +153,7 @@ void plugin_actor::receive(context& ctx) {
     ctx.system().dead_letter(copy, &ctx, dead_letter_reason::invalid);
     return;
   }
-  troupe_ctx frame{&ctx, k_.get(), k_->plugin, {}, false};
-  plugin_actor* saved = std::exchange(running_actor, this);
-  struct restore {
-    plugin_actor* saved;
-    ~restore() { running_actor = saved; }
-  } r{saved};
+  troupe_ctx frame{&ctx, k_.get(), k_->plugin, this, {}, false};
   if (instance_ == nullptr) {
     instance_ = k_->def.create(k_->def.data, &frame);
     if (instance_ == nullptr) failed(frame, "create returned no instance");
