@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+
+#include <unistd.h>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -91,12 +93,29 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
-  if (!r.check_map(root, "", {"node", "dispatcher", "log", "plugins"})) return false;
+  if (!r.check_map(root, "", {"node", "dispatcher", "log", "plugins", "demo"})) return false;
 
-  if (YAML::Node n = root["node"]; n && r.check_map(n, "node", {"name", "cluster"})) {
+  if (YAML::Node n = root["node"];
+      n && r.check_map(n, "node", {"name", "cluster", "drain_timeout"})) {
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
+    if (YAML::Node t = n["drain_timeout"]) {
+      try {
+        long v = t.as<long>();
+        if (v < 1 || v > 3600) r.error(t, "'node.drain_timeout' must be between 1 and 3600 seconds");
+        else out.drain_timeout_seconds = static_cast<unsigned>(v);
+      } catch (const YAML::Exception&) {
+        r.error(t, "'node.drain_timeout' must be a whole number of seconds");
+      }
+    }
+  }
+  if (YAML::Node d = root["demo"]) {
+    try {
+      out.demo = d.as<bool>();
+    } catch (const YAML::Exception&) {
+      r.error(d, "'demo' must be true or false");
+    }
   }
   if (YAML::Node d = root["dispatcher"]; d && r.check_map(d, "dispatcher", {"threads"})) {
     if (YAML::Node t = d["threads"]) {
@@ -109,7 +128,10 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
       }
     }
   }
-  if (YAML::Node l = root["log"]; l && r.check_map(l, "log", {"level"})) {
+  if (YAML::Node l = root["log"]; l && r.check_map(l, "log", {"level", "format"})) {
+    r.string_field(l, "log", "format", out.log_format);
+    if (out.log_format != "text" && out.log_format != "json")
+      r.error(l["format"], "'log.format' must be text or json");
     r.string_field(l, "log", "level", out.log_level);
     static const std::set<std::string> levels{"debug", "info", "warning", "error"};
     if (!levels.count(out.log_level))
@@ -132,6 +154,11 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
       std::filesystem::path base = std::filesystem::path(path).parent_path();
       out.plugin_dir = (base / out.plugin_dir).lexically_normal().string();
     }
+    std::error_code ec;
+    if (!out.plugin_dir.empty() &&
+        (!std::filesystem::is_directory(out.plugin_dir, ec) ||
+         ::access(out.plugin_dir.c_str(), R_OK | X_OK) != 0))
+      r.error(pl["dir"], "'plugins.dir' " + out.plugin_dir + " is not a readable directory");
   }
   return errors.empty();
 }

@@ -11,6 +11,9 @@ struct config {
   std::string cluster = "troupe";
   unsigned threads = 0;
   std::string log_level = "info";
+  std::string log_format = "text";  // text | json
+  unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take
+  bool demo = false;  // demo: true runs a ring of actors passing tokens (make run)
   // plugins: { dir, load: [name...], required: [name...] }. A name is a
   // file <dir>/<name>.so. A required plugin that does not load stops the
   // node with exit status 78; the others are logged and skipped.

@@ -1,35 +1,65 @@
-// troupe-node: runs an actor system on the libuv loop of the main thread.
-//
-// This first cut loads its YAML config, starts the runtime and runs a
-// built-in demo workload (a ring of actors passing a token), reporting what
-// the runtime does every two seconds until SIGINT or SIGTERM, then stops
-// every actor and exits 0.
-#include <atomic>
+// troupe-node: the daemon. Runs an actor system on the libuv loop of the main
+// thread, loads the plugins its config names, and follows systemd's
+// protocol: READY=1 once started, RELOADING=1 / READY=1 around a SIGHUP
+// reload, STOPPING=1 on SIGTERM or SIGINT, WATCHDOG=1 from the loop thread.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "actor/actor_system.hpp"
-#include "node/config.hpp"
-#include "plugin/plugin_host.hpp"
 #include "demo_generated.h"
+#include "node/config.hpp"
+#include "node/log.hpp"
+#include "plugin/plugin_host.hpp"
 
 namespace {
+
+using troupe::node::level;
+using troupe::node::log;
 
 constexpr int ex_config = 78;
 constexpr int ex_usage = 64;
 
-void log_line(const char* level, const std::string& text) {
-  std::fprintf(stderr, "%s troupe-node: %s\n", level, text.c_str());
+void usage() {
+  std::fprintf(stderr,
+               "usage: troupe-node --config FILE\n"
+               "       troupe-node --check-config FILE\n"
+               "       troupe-node --version\n");
 }
 
-// A ring of actors passing tokens around: visible, steady work.
+// Tells systemd (when it is listening) how things stand.
+void notify(const std::string& state) {
+  if (std::getenv("NOTIFY_SOCKET") != nullptr) sd_notify(0, state.c_str());
+}
+
+void configure_log(const troupe::node::config& cfg) {
+  troupe::node::log_options o;
+  troupe::node::parse_level(cfg.log_level, o.min);
+  o.json = cfg.log_format == "json";
+  // systemd connects stderr to the journal and says so in JOURNAL_STREAM.
+  o.syslog_prefix = std::getenv("JOURNAL_STREAM") != nullptr;
+  troupe::node::configure_log(o);
+}
+
+bool read_config(const std::string& path, troupe::node::config& cfg) {
+  std::vector<troupe::node::config_error> errors;
+  if (troupe::node::load_config(path, cfg, errors)) return true;
+  for (const auto& e : errors) log(level::error, e.to_string());
+  return false;
+}
+
+// A ring of actors passing tokens around: visible, steady work (demo: true).
 struct ring_member final : troupe::actor {
   std::shared_ptr<troupe::pid> next;
   std::atomic<std::uint64_t>* passes;
@@ -47,22 +77,244 @@ struct ring_member final : troupe::actor {
 struct demo {
   std::atomic<std::uint64_t> passes{0};
   std::vector<std::shared_ptr<troupe::pid>> links;
+
+  void start(troupe::actor_system& sys) {
+    constexpr int ring_size = 1000;
+    std::vector<troupe::pid> members;
+    for (int i = 0; i < ring_size; ++i) {
+      auto link = std::make_shared<troupe::pid>();
+      links.push_back(link);
+      members.push_back(sys.root().spawn(troupe::share(troupe::props::from([link, this] {
+        auto m = std::make_unique<ring_member>();
+        m->next = link;
+        m->passes = &passes;
+        return std::unique_ptr<troupe::actor>(std::move(m));
+      }))));
+    }
+    for (int i = 0; i < ring_size; ++i) *links[i] = members[(i + 1) % ring_size];
+    for (int t = 0; t < 4; ++t)
+      sys.root().send(members[t * ring_size / 4],
+                      troupe::make_message<troupe::demo::Token>([](flatbuffers::FlatBufferBuilder& b) {
+                        return troupe::demo::CreateToken(b, 0);
+                      }));
+    log(level::info, "demo: a ring of " + std::to_string(ring_size) + " actors passing 4 tokens");
+  }
+  // Breaks the ring's reference cycle once no actor runs.
+  void stop() {
+    for (auto& l : links) *l = troupe::pid();
+  }
 };
 
-void usage() {
-  std::fprintf(stderr, "usage: troupe-node --config FILE\n       troupe-node --version\n");
-}
+class node {
+ public:
+  node(std::string path, troupe::node::config cfg) : path_(std::move(path)), cfg_(std::move(cfg)) {}
+
+  int run() {
+    troupe::system_config sc;
+    sc.address = cfg_.name;
+    sc.dispatcher.threads = cfg_.threads;
+    sc.loop = &loop_;
+    sys_ = std::make_unique<troupe::actor_system>(sc);
+    log(level::info, "node '" + cfg_.name + "' of cluster '" + cfg_.cluster + "' starting with " +
+                         std::to_string(sys_->dispatcher().threads()) + " workers");
+    plugins_ = std::make_shared<troupe::plugin::host>(
+        *sys_, [](troupe::plugin::log_level l, std::string_view line) {
+          static const level levels[] = {level::debug, level::info, level::warning, level::error};
+          log(levels[static_cast<int>(l)], line);
+        });
+    if (!load_plugins(cfg_, true)) {
+      log(level::error, "stopping: a required plugin did not load");
+      sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
+      sys_.reset();
+      return ex_config;
+    }
+    if (cfg_.demo) demo_.start(*sys_);
+
+    start_handles();
+    notify("READY=1\nSTATUS=" + status());
+    log(level::info, "ready: " + status());
+    loop_.run();
+    // The loop ran until every handle was closed; the system is stopped.
+    if (stopper_.joinable()) stopper_.join();
+    sys_.reset();
+    log(level::info, "stopped");
+    return 0;
+  }
+
+ private:
+  std::string status() const {
+    return std::to_string(plugins_->plugins().size()) + " plugins, " +
+           std::to_string(plugins_->kinds().size()) + " kinds, " +
+           std::to_string(sys_->actor_count()) + " actors";
+  }
+
+  // Loads the plugins `c` lists that are not loaded yet. False if a
+  // required one fails (only fatal at start).
+  bool load_plugins(const troupe::node::config& c, bool starting) {
+    bool ok = true;
+    for (const std::string& name : c.plugins) {
+      if (std::find(loaded_.begin(), loaded_.end(), name) != loaded_.end()) continue;
+      auto r = plugins_->load(std::filesystem::path(c.plugin_dir) / (name + ".so"));
+      const bool required = std::find(c.required_plugins.begin(), c.required_plugins.end(),
+                                      name) != c.required_plugins.end();
+      if (r.ok) {
+        loaded_.push_back(name);
+      } else if (required) {
+        log(level::error, "required plugin '" + name + "' did not load");
+        if (starting) ok = false;
+      }
+    }
+    return ok;
+  }
+
+  void start_handles() {
+    uv_signal_init(loop_.uv(), &sigint_);
+    uv_signal_init(loop_.uv(), &sigterm_);
+    uv_signal_init(loop_.uv(), &sighup_);
+    sigint_.data = sigterm_.data = sighup_.data = this;
+    uv_signal_start(&sigint_, &node::on_stop_signal, SIGINT);
+    uv_signal_start(&sigterm_, &node::on_stop_signal, SIGTERM);
+    uv_signal_start(&sighup_, [](uv_signal_t* h, int) { static_cast<node*>(h->data)->reload(); },
+                    SIGHUP);
+    uv_async_init(loop_.uv(), &stopped_, [](uv_async_t* h) {
+      static_cast<node*>(h->data)->close_handles();
+    });
+    stopped_.data = this;
+    handles_open_ = true;
+
+    // The watchdog is fed from the loop thread, so that a stuck loop stops
+    // feeding it and systemd notices.
+    std::uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+      uv_timer_init(loop_.uv(), &watchdog_);
+      watchdog_.data = this;
+      const std::uint64_t every_ms = std::max<std::uint64_t>(1, usec / 2000);
+      uv_timer_start(&watchdog_, [](uv_timer_t*) { notify("WATCHDOG=1"); }, every_ms, every_ms);
+      watchdog_on_ = true;
+      log(level::info, "watchdog: pinging every " + std::to_string(every_ms) + " ms");
+    }
+    if (cfg_.demo) {
+      uv_timer_init(loop_.uv(), &report_);
+      report_.data = this;
+      uv_timer_start(&report_, [](uv_timer_t* h) { static_cast<node*>(h->data)->report(); }, 2000,
+                     2000);
+      report_on_ = true;
+    }
+  }
+
+  void report() {
+    auto now = std::chrono::steady_clock::now();
+    std::uint64_t n = demo_.passes.load(std::memory_order_relaxed);
+    double secs = std::chrono::duration<double>(now - last_t_).count();
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%zu actors, %.2f M messages/s, %llu dead letters, %zu timers",
+                  sys_->actor_count(), static_cast<double>(n - last_) / secs / 1e6,
+                  static_cast<unsigned long long>(sys_->stats().dead_letters_total()),
+                  sys_->loop().pending_timers());
+    log(level::info, buf);
+    last_ = n;
+    last_t_ = now;
+  }
+
+  // SIGHUP: re-read the file; apply what can change live, name what cannot.
+  void reload() {
+    if (stopping_) return;
+    notify("RELOADING=1\nSTATUS=reloading " + path_);
+    log(level::info, "reloading " + path_);
+    troupe::node::config next;
+    if (!read_config(path_, next)) {
+      log(level::error, "reload rejected: the running configuration stays");
+    } else {
+      configure_log(next);
+      load_plugins(next, false);
+      std::vector<std::string> restart;
+      if (next.name != cfg_.name) restart.push_back("node.name");
+      if (next.cluster != cfg_.cluster) restart.push_back("node.cluster");
+      if (next.threads != cfg_.threads) restart.push_back("dispatcher.threads");
+      if (next.demo != cfg_.demo) restart.push_back("demo");
+      if (next.plugin_dir != cfg_.plugin_dir) restart.push_back("plugins.dir");
+      for (const auto& p : loaded_)
+        if (std::find(next.plugins.begin(), next.plugins.end(), p) == next.plugins.end())
+          restart.push_back("plugins.load (" + p + " stays loaded)");
+      for (const auto& key : restart) log(level::warning, "reload: " + key + " changes only at restart");
+      // Keep what did not apply, so that a later reload compares against it.
+      next.name = cfg_.name;
+      next.cluster = cfg_.cluster;
+      next.threads = cfg_.threads;
+      next.demo = cfg_.demo;
+      next.plugin_dir = cfg_.plugin_dir;
+      cfg_ = std::move(next);
+      log(level::info, "reloaded: " + status());
+    }
+    notify("READY=1\nSTATUS=" + status());
+  }
+
+  static void on_stop_signal(uv_signal_t* h, int signum) {
+    auto* n = static_cast<node*>(h->data);
+    const char* name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (n->stopping_) {
+      log(level::error, std::string("second ") + name + ": exiting now");
+      std::fflush(stderr);
+      ::_exit(1);
+    }
+    n->stopping_ = true;
+    notify("STOPPING=1\nSTATUS=stopping");
+    log(level::info, std::string("received ") + name + ": stopping every actor");
+    // Actors stop on their workers while the loop goes on serving timers
+    // and signals (a second one forces the exit).
+    n->stopper_ = std::thread([n] {
+      bool clean = n->sys_->shutdown(std::chrono::seconds(n->cfg_.drain_timeout_seconds));
+      n->demo_.stop();  // no worker runs now: the ring's links can go
+      log(clean ? level::info : level::warning,
+          clean ? "all actors stopped" : "some actors had to be stopped by force");
+      uv_async_send(&n->stopped_);
+    });
+  }
+
+  void close_handles() {
+    if (handles_open_) {
+      for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sigint_),
+                             reinterpret_cast<uv_handle_t*>(&sigterm_),
+                             reinterpret_cast<uv_handle_t*>(&sighup_),
+                             reinterpret_cast<uv_handle_t*>(&stopped_)})
+        uv_close(h, nullptr);
+      if (watchdog_on_) uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_), nullptr);
+      if (report_on_) uv_close(reinterpret_cast<uv_handle_t*>(&report_), nullptr);
+      handles_open_ = false;
+    }
+    loop_.stop();
+  }
+
+  std::string path_;
+  troupe::node::config cfg_;
+  troupe::event_loop loop_;
+  std::unique_ptr<troupe::actor_system> sys_;
+  std::shared_ptr<troupe::plugin::host> plugins_;
+  std::vector<std::string> loaded_;
+  demo demo_;
+  std::uint64_t last_ = 0;
+  std::chrono::steady_clock::time_point last_t_ = std::chrono::steady_clock::now();
+  uv_signal_t sigint_{}, sigterm_{}, sighup_{};
+  uv_async_t stopped_{};
+  uv_timer_t watchdog_{}, report_{};
+  bool handles_open_ = false, watchdog_on_ = false, report_on_ = false;
+  bool stopping_ = false;
+  std::thread stopper_;
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path;
+  bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
       std::printf("troupe-node %s\n", TROUPE_VERSION);
       return 0;
     }
-    if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+    if ((std::strcmp(argv[i], "--config") == 0 || std::strcmp(argv[i], "--check-config") == 0) &&
+        i + 1 < argc) {
+      check_only = std::strcmp(argv[i], "--check-config") == 0;
       config_path = argv[++i];
     } else {
       usage();
@@ -74,105 +326,12 @@ int main(int argc, char** argv) {
     return ex_usage;
   }
   troupe::node::config cfg;
-  std::vector<troupe::node::config_error> errors;
-  if (!troupe::node::load_config(config_path, cfg, errors)) {
-    for (const auto& e : errors) log_line("error", e.to_string());
-    return ex_config;
+  if (!read_config(config_path, cfg)) return ex_config;
+  if (check_only) {
+    std::printf("%s: configuration is valid\n", config_path.c_str());
+    return 0;
   }
-
-  troupe::event_loop loop;
-  troupe::system_config sc;
-  sc.address = cfg.name;
-  sc.dispatcher.threads = cfg.threads;
-  sc.loop = &loop;
-  auto sys = std::make_unique<troupe::actor_system>(sc);
-  log_line("info", "node '" + cfg.name + "' of cluster '" + cfg.cluster + "' started with " +
-                       std::to_string(sys->dispatcher().threads()) + " workers");
-
-  auto plugins = std::make_shared<troupe::plugin::host>(
-      *sys, [](troupe::plugin::log_level l, std::string_view line) {
-        static const char* const names[] = {"debug", "info", "warning", "error"};
-        log_line(names[static_cast<int>(l)], std::string(line));
-      });
-  for (const std::string& name : cfg.plugins) {
-    auto r = plugins->load(std::filesystem::path(cfg.plugin_dir) / (name + ".so"));
-    const bool required = std::find(cfg.required_plugins.begin(), cfg.required_plugins.end(),
-                                    name) != cfg.required_plugins.end();
-    if (!r.ok && required) {
-      log_line("error", "required plugin '" + name + "' did not load: stopping");
-      sys->shutdown();
-      return ex_config;
-    }
-  }
-
-  // A ring of 1000 actors with 4 tokens going round.
-  demo d;
-  constexpr int ring_size = 1000;
-  std::vector<troupe::pid> members;
-  for (int i = 0; i < ring_size; ++i) {
-    auto link = std::make_shared<troupe::pid>();
-    d.links.push_back(link);
-    members.push_back(sys->root().spawn(troupe::share(troupe::props::from([link, &d] {
-      auto m = std::make_unique<ring_member>();
-      m->next = link;
-      m->passes = &d.passes;
-      return std::unique_ptr<troupe::actor>(std::move(m));
-    }))));
-  }
-  for (int i = 0; i < ring_size; ++i) *d.links[i] = members[(i + 1) % ring_size];
-  for (int t = 0; t < 4; ++t)
-    sys->root().send(members[t * ring_size / 4],
-                     troupe::make_message<troupe::demo::Token>(
-                         [](flatbuffers::FlatBufferBuilder& b) { return troupe::demo::CreateToken(b, 0); }));
-  log_line("info", "demo: a ring of " + std::to_string(ring_size) + " actors passing 4 tokens");
-
-  struct state {
-    troupe::actor_system* sys;
-    demo* d;
-    std::uint64_t last = 0;
-    std::chrono::steady_clock::time_point last_t = std::chrono::steady_clock::now();
-    uv_timer_t report{};
-    uv_signal_t sigint{}, sigterm{};
-  } st{sys.get(), &d};
-
-  uv_timer_init(loop.uv(), &st.report);
-  st.report.data = &st;
-  uv_timer_start(&st.report, [](uv_timer_t* h) {
-    auto* s = static_cast<state*>(h->data);
-    auto now = std::chrono::steady_clock::now();
-    std::uint64_t n = s->d->passes.load(std::memory_order_relaxed);
-    double secs = std::chrono::duration<double>(now - s->last_t).count();
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "%zu actors, %.2f M messages/s, %llu dead letters, %zu timers",
-                  s->sys->actor_count(), static_cast<double>(n - s->last) / secs / 1e6,
-                  static_cast<unsigned long long>(s->sys->stats().dead_letters_total()),
-                  s->sys->loop().pending_timers());
-    log_line("info", buf);
-    s->last = n;
-    s->last_t = now;
-  }, 2000, 2000);
-
-  auto on_signal = [](uv_signal_t* h, int signum) {
-    auto* s = static_cast<state*>(h->data);
-    log_line("info", std::string("received ") + (signum == SIGINT ? "SIGINT" : "SIGTERM") +
-                         ": stopping every actor");
-    // Stop the demo's traffic first, then every actor, then the loop.
-    for (auto& l : s->d->links) *l = troupe::pid();
-    bool clean = s->sys->shutdown(std::chrono::seconds(10));
-    log_line("info", clean ? "all actors stopped" : "some actors had to be stopped by force");
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->report), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->sigint), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->sigterm), nullptr);
-    s->sys->loop().stop();
-  };
-  uv_signal_init(loop.uv(), &st.sigint);
-  uv_signal_init(loop.uv(), &st.sigterm);
-  st.sigint.data = st.sigterm.data = &st;
-  uv_signal_start(&st.sigint, on_signal, SIGINT);
-  uv_signal_start(&st.sigterm, on_signal, SIGTERM);
-
-  loop.run();
-  sys.reset();
-  log_line("info", "stopped");
-  return 0;
+  configure_log(cfg);
+  node n(config_path, std::move(cfg));
+  return n.run();
 }

@@ -87,7 +87,7 @@ with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
     f.write("not a library\n")
 cfg = write(plugin_tmp, "broken.yaml",
             f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n")
-rc, err, seen = run_until(cfg, signal.SIGTERM, "M messages/s")
+rc, err, seen = run_until(cfg, signal.SIGTERM, "ready:")
 check("a plugin that does not fit is refused with its file and reason, and the node goes on",
       seen and rc == 0 and f"{plugin_dir}/broken.so: not a shared object" in err
       and "plugin counter 1.0.0 loaded" in err, f"rc={rc}\n{err}")

@@ -1,0 +1,26 @@
+#pragma once
+// The node's log: one line per event on stderr. Under systemd (stderr is the
+// journal) each line starts with a <N> syslog priority that journald reads;
+// otherwise plain text; or JSON lines with log.format: json. Safe from any
+// thread.
+#include <string>
+#include <string_view>
+
+namespace troupe::node {
+
+enum class level : int { debug = 7, info = 6, warning = 4, error = 3 };  // syslog priorities
+
+// Parses "debug", "info", "warning", "error"; false if it is none of them.
+bool parse_level(std::string_view name, level& out) noexcept;
+
+struct log_options {
+  level min = level::info;
+  bool json = false;
+  bool syslog_prefix = false;  // set when stderr is the journal
+};
+
+// Changes what is logged and how (at start and on reload).
+void configure_log(const log_options& o);
+void log(level l, std::string_view text);
+
+}  // namespace troupe::node

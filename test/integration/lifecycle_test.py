@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""troupe-node under systemd's protocol, with this test in systemd's place:
+it owns NOTIFY_SOCKET and checks READY/STATUS, WATCHDOG, RELOADING around a
+good and a rejected SIGHUP reload, STOPPING on SIGTERM; plus --check-config,
+journald priority prefixes and JSON log lines.
+
+usage: lifecycle_test.py TROUPE_NODE BUILD_ROOT
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
+passed = failures = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failures
+    if ok:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failures += 1
+        print(f"FAIL {name}: {detail}")
+
+
+class systemd:
+    """Receives what the node sends to NOTIFY_SOCKET."""
+
+    def __init__(self, tmp):
+        self.path = os.path.join(tmp, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages = []
+
+    def wait_for(self, field, timeout=10.0, after=0):
+        """Waits for a datagram holding `field` (e.g. READY=1) among those
+        from index `after` on; returns its index or -1."""
+        deadline = time.time() + timeout
+        while True:
+            for i in range(after, len(self.messages)):
+                if field in self.messages[i].split("\n"):
+                    return i
+            if time.time() > deadline:
+                return -1
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+
+class stderr_reader:
+    def __init__(self, proc):
+        self.lines = []
+        self.t = threading.Thread(target=self._run, args=(proc,), daemon=True)
+        self.t.start()
+
+    def _run(self, proc):
+        for line in proc.stderr:
+            self.lines.append(line)
+
+    def has(self, part, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(part in l for l in self.lines):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def text(self):
+        return "".join(self.lines)
+
+
+tmp = tempfile.mkdtemp()
+plugin_dir = os.path.join(tmp, "plugins")
+os.mkdir(plugin_dir)
+for sub in ("echo", "counter"):
+    d = os.path.join(BUILD_ROOT, "plugins", sub)
+    for f in os.listdir(d):
+        if f.endswith(".so"):
+            shutil.copy(os.path.join(d, f), plugin_dir)
+
+
+def write_config(text):
+    path = os.path.join(tmp, "node.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+base = f"node: {{ name: life, cluster: test, drain_timeout: 5 }}\nplugins: {{ dir: {plugin_dir}, load: [counter] }}\n"
+cfg = write_config(base)
+
+# ---- --check-config
+r = subprocess.run([NODE, "--check-config", cfg], capture_output=True, text=True, timeout=20)
+check("--check-config accepts a good file", r.returncode == 0 and "configuration is valid" in r.stdout,
+      r.stdout + r.stderr)
+bad = os.path.join(tmp, "bad.yaml")
+with open(bad, "w") as f:
+    f.write("node:\n  name: x\nplugins:\n  dir: /nonexistent/plugins\n")
+r = subprocess.run([NODE, "--check-config", bad], capture_output=True, text=True, timeout=20)
+check("--check-config names an unreadable plugin dir with file:line and exits 78",
+      r.returncode == 78 and f"{bad}:4: 'plugins.dir' /nonexistent/plugins is not a readable directory"
+      in r.stderr, r.stderr)
+
+# ---- the systemd protocol
+sd = systemd(tmp)
+env = dict(os.environ, NOTIFY_SOCKET=sd.path, WATCHDOG_USEC="200000")
+env.pop("JOURNAL_STREAM", None)
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+err = stderr_reader(p)
+ready = sd.wait_for("READY=1")
+check("READY=1 once started, with a STATUS", ready >= 0 and any(
+    l.startswith("STATUS=") and "1 plugins" in l for l in sd.messages[ready].split("\n")),
+    f"{sd.messages}\n{err.text()}")
+w1 = sd.wait_for("WATCHDOG=1", after=ready + 1)
+w2 = sd.wait_for("WATCHDOG=1", after=w1 + 1) if w1 >= 0 else -1
+check("WATCHDOG=1 at half the interval", w1 >= 0 and w2 >= 0, f"{sd.messages}")
+
+write_config(base.replace("load: [counter]", "load: [counter, echo]") + "log: { level: debug }\n")
+mark = len(sd.messages)
+p.send_signal(signal.SIGHUP)
+rl = sd.wait_for("RELOADING=1", after=mark)
+rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
+check("SIGHUP: RELOADING=1 then READY=1, and a newly listed plugin loads",
+      rl >= 0 and rd >= 0 and err.has("plugin echo 1.0.0 loaded"), f"{sd.messages}\n{err.text()}")
+
+write_config(base + "colour: blue\n")
+mark = len(sd.messages)
+p.send_signal(signal.SIGHUP)
+rl = sd.wait_for("RELOADING=1", after=mark)
+rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
+check("a reload with errors is rejected and the node runs on",
+      rl >= 0 and rd >= 0 and err.has("reload rejected") and p.poll() is None, err.text())
+
+mark = len(sd.messages)
+p.send_signal(signal.SIGTERM)
+st = sd.wait_for("STOPPING=1", after=mark)
+try:
+    rc = p.wait(timeout=20)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = -1
+check("SIGTERM: STOPPING=1, every actor stopped, exit 0",
+      st >= 0 and rc == 0 and err.has("all actors stopped", 1), f"rc={rc}\n{err.text()}")
+
+# ---- how lines look
+write_config(base)
+env = dict(os.environ, JOURNAL_STREAM="8:1234")
+env.pop("NOTIFY_SOCKET", None)
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+err = stderr_reader(p)
+ok = err.has("ready:")
+p.send_signal(signal.SIGTERM)
+p.wait(timeout=20)
+lines = [l for l in err.lines if l.strip()]
+check("under journald every line starts with its syslog priority",
+      ok and lines and all(l[0] == "<" and l[2] == ">" for l in lines) and
+      any(l.startswith("<6>info") for l in lines), err.text())
+
+write_config(base + "log: { format: json }\n")
+env.pop("JOURNAL_STREAM", None)
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+err = stderr_reader(p)
+ok = err.has("ready:")
+p.send_signal(signal.SIGTERM)
+p.wait(timeout=20)
+parsed = []
+try:
+    parsed = [json.loads(l) for l in err.lines if l.strip()]
+except ValueError:
+    parsed = []
+check("log.format: json writes one JSON object a line",
+      ok and parsed and all({"time", "level", "message"} <= set(o) for o in parsed), err.text())
+
+shutil.rmtree(tmp)
+print(f"{passed} passed, {failures} failed")
+sys.exit(1 if failures else 0)
