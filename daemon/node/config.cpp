@@ -4,7 +4,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <arpa/inet.h>
 #include <unistd.h>
+
+#include <cctype>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -57,6 +60,70 @@ struct reader {
     out = v.as<std::string>();
   }
 
+  // "host:port" (or "[v6]:port"); `literal` demands an IP address.
+  void address_field(const YAML::Node& map, const std::string& where, const char* key,
+                     bool literal, std::string& out) {
+    YAML::Node v = map[key];
+    if (!v) return;
+    std::string what = "'" + where + "." + key + "'";
+    if (!v.IsScalar()) {
+      error(v, what + " must be an address like 127.0.0.1:7700");
+      return;
+    }
+    std::string a = v.as<std::string>();
+    std::string why;
+    if (!valid_address(a, literal, why)) {
+      error(v, what + " '" + a + "' is not a valid address: " + why);
+      return;
+    }
+    out = a;
+  }
+
+  static bool valid_address(const std::string& a, bool literal, std::string& why) {
+    std::string host, port;
+    if (!a.empty() && a[0] == '[') {
+      auto close = a.find(']');
+      if (close == std::string::npos || close + 1 >= a.size() || a[close + 1] != ':') {
+        why = "expected [v6-address]:port";
+        return false;
+      }
+      host = a.substr(1, close - 1);
+      port = a.substr(close + 2);
+      in6_addr six{};
+      if (inet_pton(AF_INET6, host.c_str(), &six) != 1) {
+        why = "'" + host + "' is not an IPv6 address";
+        return false;
+      }
+    } else {
+      auto colon = a.rfind(':');
+      if (colon == std::string::npos || colon == 0) {
+        why = "expected host:port";
+        return false;
+      }
+      host = a.substr(0, colon);
+      port = a.substr(colon + 1);
+      in_addr four{};
+      if (inet_pton(AF_INET, host.c_str(), &four) != 1) {
+        if (literal) {
+          why = "'" + host + "' is not an IP address";
+          return false;
+        }
+        for (char c : host)
+          if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) {
+            why = "'" + host + "' is not a host name";
+            return false;
+          }
+      }
+    }
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+        std::stoi(port) > 65535) {
+      why = "the port must be 1-65535";
+      return false;
+    }
+    return true;
+  }
+
   // A list of non-empty strings.
   void string_list(const YAML::Node& map, const std::string& where, const char* key,
                    std::vector<std::string>& out) {
@@ -93,12 +160,29 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
-  if (!r.check_map(root, "", {"node", "dispatcher", "log", "plugins", "demo"})) return false;
+  if (!r.check_map(root, "", {"node", "seeds", "admin", "metrics", "dispatcher", "log", "plugins",
+                              "demo"}))
+    return false;
+  const std::filesystem::path base = std::filesystem::path(path).parent_path();
+  auto relative_to_config = [&](std::string& p) {
+    if (!p.empty() && p[0] != '/') p = (base / p).lexically_normal().string();
+  };
+  auto readable_file = [&](const YAML::Node& at, const std::string& what, std::string& p) {
+    relative_to_config(p);
+    std::error_code ec;
+    if (!p.empty() && (!std::filesystem::is_regular_file(p, ec) || ::access(p.c_str(), R_OK) != 0))
+      r.error(at, what + " " + p + " is not a readable file");
+  };
 
   if (YAML::Node n = root["node"];
-      n && r.check_map(n, "node", {"name", "cluster", "drain_timeout"})) {
+      n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
+                                   "drain_timeout"})) {
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
+    r.address_field(n, "node", "listen", true, out.listen);
+    r.address_field(n, "node", "advertise", false, out.advertise);
+    r.string_field(n, "node", "secret_file", out.secret_file);
+    readable_file(n["secret_file"], "'node.secret_file'", out.secret_file);
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
     if (YAML::Node t = n["drain_timeout"]) {
       try {
@@ -110,6 +194,25 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
       }
     }
   }
+  if (YAML::Node sd = root["seeds"]) {
+    if (!sd.IsSequence()) {
+      r.error(sd, "'seeds' must be a list of addresses");
+    } else {
+      for (const auto& item : sd) {
+        std::string why;
+        std::string a = item.IsScalar() ? item.as<std::string>() : std::string();
+        if (!reader::valid_address(a, false, why)) r.error(item, "seed '" + a + "' is not a valid address: " + why);
+        else out.seeds.push_back(a);
+      }
+    }
+  }
+  if (YAML::Node a = root["admin"]; a && r.check_map(a, "admin", {"listen", "token_file"})) {
+    r.address_field(a, "admin", "listen", true, out.admin_listen);
+    r.string_field(a, "admin", "token_file", out.admin_token_file);
+    readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file);
+  }
+  if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen"}))
+    r.address_field(m, "metrics", "listen", true, out.metrics_listen);
   if (YAML::Node d = root["demo"]) {
     try {
       out.demo = d.as<bool>();
@@ -150,12 +253,9 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
         r.error(pl, "plugin name '" + name + "' must be a name in 'plugins.dir', not a path");
     if (!out.plugins.empty() && out.plugin_dir.empty())
       r.error(pl, "'plugins.dir' is needed to load plugins");
-    if (!out.plugin_dir.empty() && out.plugin_dir[0] != '/') {
-      std::filesystem::path base = std::filesystem::path(path).parent_path();
-      out.plugin_dir = (base / out.plugin_dir).lexically_normal().string();
-    }
+    relative_to_config(out.plugin_dir);
     std::error_code ec;
-    if (!out.plugin_dir.empty() &&
+    if (!out.plugin_dir.empty() && !out.plugins.empty() &&
         (!std::filesystem::is_directory(out.plugin_dir, ec) ||
          ::access(out.plugin_dir.c_str(), R_OK | X_OK) != 0))
       r.error(pl["dir"], "'plugins.dir' " + out.plugin_dir + " is not a readable directory");

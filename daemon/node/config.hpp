@@ -10,6 +10,15 @@ struct config {
   std::string name = "troupe";
   std::string cluster = "troupe";
   unsigned threads = 0;
+  // Addresses are "host:port" ([v6]:port for IPv6). Listen addresses must
+  // be IP literals; the others may be host names.
+  std::string listen;       // node.listen: the node-to-node port
+  std::string advertise;    // node.advertise: what peers dial
+  std::string secret_file;  // node.secret_file: the cluster secret (must be readable)
+  std::vector<std::string> seeds;
+  std::string admin_listen = "127.0.0.1:7780";
+  std::string admin_token_file;  // admin.token_file: bearer token, optional
+  std::string metrics_listen = "127.0.0.1:7781";
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
   unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take

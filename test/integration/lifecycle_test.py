@@ -105,7 +105,7 @@ check("--check-config accepts a good file", r.returncode == 0 and "configuration
       r.stdout + r.stderr)
 bad = os.path.join(tmp, "bad.yaml")
 with open(bad, "w") as f:
-    f.write("node:\n  name: x\nplugins:\n  dir: /nonexistent/plugins\n")
+    f.write("node:\n  name: x\nplugins:\n  dir: /nonexistent/plugins\n  load: [counter]\n")
 r = subprocess.run([NODE, "--check-config", bad], capture_output=True, text=True, timeout=20)
 check("--check-config names an unreadable plugin dir with file:line and exits 78",
       r.returncode == 78 and f"{bad}:4: 'plugins.dir' /nonexistent/plugins is not a readable directory"

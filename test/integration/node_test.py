@@ -114,6 +114,12 @@ with tempfile.TemporaryDirectory() as tmp:
         ("plugin path instead of name", "plugins:\n  dir: /tmp\n  load:\n    - ../x\n", ":2:",
          "plugin name '../x' must be a name in 'plugins.dir'"),
         ("plugins without dir", "plugins:\n  load: [counter]\n", ":2:", "'plugins.dir' is needed"),
+        ("bad listen address", "node:\n  listen: example.com:7700\n", ":2:",
+         "'node.listen' 'example.com:7700' is not a valid address: 'example.com' is not an IP address"),
+        ("bad port", "admin:\n  listen: 127.0.0.1:99999\n", ":2:", "the port must be 1-65535"),
+        ("bad seed", "seeds:\n  - 10.0.0.5\n", ":2:", "seed '10.0.0.5' is not a valid address"),
+        ("missing secret file", "node:\n  secret_file: /nonexistent/cluster.key\n", ":2:",
+         "'node.secret_file' /nonexistent/cluster.key is not a readable file"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
@@ -121,6 +127,9 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"config error ({name}) exits 78 naming file, line and problem",
               r.returncode == 78 and (path + where) in r.stderr and what in r.stderr,
               f"rc={r.returncode} stderr={r.stderr!r}")
+    packaged = os.path.join(CONFIG_DIR, "node.yaml")
+    r = subprocess.run([NODE, "--check-config", packaged], capture_output=True, text=True, timeout=20)
+    check("the packaged node.yaml is valid", r.returncode == 0, r.stdout + r.stderr)
     r = subprocess.run([NODE, "--config", os.path.join(tmp, "missing.yaml")],
                        capture_output=True, text=True, timeout=20)
     check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
