@@ -277,6 +277,12 @@ troupe::envelope* context::next_user(bool& queued) noexcept {
 void context::run() noexcept {
   process_ref last;  // the registry's reference once the actor stopped in this run
   std::uint32_t budget = props_->mailbox.throughput;
+  // Counted once per run, whichever way the run ends.
+  struct counter {
+    const std::uint32_t start;
+    const std::uint32_t& left;
+    ~counter() { dispatcher::count_processed(start - left); }
+  } count{budget, budget};
   for (;;) {
     if (!dead_.load(std::memory_order_relaxed)) {
       process_system();

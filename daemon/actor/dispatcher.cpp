@@ -31,6 +31,7 @@ struct alignas(false_sharing_range) dispatcher::worker {
 
   alignas(false_sharing_range) std::atomic<std::uint32_t> park_word{0};
   std::atomic<std::uint64_t> parks{0};
+  std::atomic<std::uint64_t> processed{0};  // written by the owner only
   // Owner-only state (written by a waker only while the owner is parked).
   bool spinning = false;
   std::uint32_t streak = 0;
@@ -114,6 +115,19 @@ void dispatcher::stop() {
   }
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
+}
+
+void dispatcher::count_processed(std::uint32_t n) noexcept {
+  worker* w = tls_worker;
+  if (w == nullptr || n == 0) return;
+  // One writer: a plain add, no locked instruction.
+  w->processed.store(w->processed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+std::uint64_t dispatcher::processed() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& w : workers_) n += w->processed.load(std::memory_order_relaxed);
+  return n;
 }
 
 bool dispatcher::on_worker() const noexcept {

@@ -68,6 +68,10 @@ class dispatcher {
   std::uint64_t runs() const noexcept;
   // Parks so far, summed over workers.
   std::uint64_t parks() const noexcept;
+  // User messages handled on the workers (counted once per mailbox run).
+  std::uint64_t processed() const noexcept;
+  // The calling worker handled `n` more messages; ignored off the workers.
+  static void count_processed(std::uint32_t n) noexcept;
 
   struct worker;
 

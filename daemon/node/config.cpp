@@ -115,10 +115,11 @@ struct reader {
           }
       }
     }
+    // Port 0 (any free port) only makes sense for an address we listen on.
     if (port.empty() || port.size() > 5 ||
-        port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
-        std::stoi(port) > 65535) {
-      why = "the port must be 1-65535";
+        port.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(port) < (literal ? 0 : 1) || std::stoi(port) > 65535) {
+      why = literal ? "the port must be 0-65535" : "the port must be 1-65535";
       return false;
     }
     return true;

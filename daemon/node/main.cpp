@@ -21,6 +21,7 @@
 #include "demo_generated.h"
 #include "node/config.hpp"
 #include "node/log.hpp"
+#include "node/metrics.hpp"
 #include "plugin/plugin_host.hpp"
 
 namespace {
@@ -128,6 +129,18 @@ class node {
       sys_.reset();
       return ex_config;
     }
+    uv_loop_configure(loop_.uv(), UV_METRICS_IDLE_TIME);
+    try {
+      metrics_ = std::make_unique<troupe::node::metrics>(cfg_.metrics_listen, *sys_, plugins_, loop_);
+    } catch (const std::exception& e) {
+      log(level::error, e.what());
+      sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
+      sys_.reset();
+      return 1;
+    }
+    log(level::info, "metrics on http://" +
+                         cfg_.metrics_listen.substr(0, cfg_.metrics_listen.rfind(':')) + ":" +
+                         std::to_string(metrics_->port()) + "/metrics");
     if (cfg_.demo) demo_.start(*sys_);
 
     start_handles();
@@ -136,6 +149,7 @@ class node {
     loop_.run();
     // The loop ran until every handle was closed; the system is stopped.
     if (stopper_.joinable()) stopper_.join();
+    metrics_.reset();
     sys_.reset();
     log(level::info, "stopped");
     return 0;
@@ -290,6 +304,7 @@ class node {
   troupe::event_loop loop_;
   std::unique_ptr<troupe::actor_system> sys_;
   std::shared_ptr<troupe::plugin::host> plugins_;
+  std::unique_ptr<troupe::node::metrics> metrics_;
   std::vector<std::string> loaded_;
   demo demo_;
   std::uint64_t last_ = 0;

@@ -96,7 +96,9 @@ def write_config(text):
     return path
 
 
-base = f"node: {{ name: life, cluster: test, drain_timeout: 5 }}\nplugins: {{ dir: {plugin_dir}, load: [counter] }}\n"
+base = (f"node: {{ name: life, cluster: test, drain_timeout: 5 }}\n"
+        f"plugins: {{ dir: {plugin_dir}, load: [counter] }}\n"
+        "metrics: { listen: 127.0.0.1:0 }\n")
 cfg = write_config(base)
 
 # ---- --check-config

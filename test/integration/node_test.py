@@ -75,6 +75,7 @@ for sub in ("echo", "counter", "worker-pool"):
             shutil.copy(os.path.join(d, f), plugin_dir)
 with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
     dev_text = f.read().replace("../build/plugin-dir", plugin_dir)
+dev_text += "metrics: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
 dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
     rc, err, seen = run_until(dev, sig, "M messages/s")
@@ -86,7 +87,8 @@ check("the node loads the example plugins",
 with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
     f.write("not a library\n")
 cfg = write(plugin_tmp, "broken.yaml",
-            f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n")
+            f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n"
+            "metrics: { listen: 127.0.0.1:0 }\n")
 rc, err, seen = run_until(cfg, signal.SIGTERM, "ready:")
 check("a plugin that does not fit is refused with its file and reason, and the node goes on",
       seen and rc == 0 and f"{plugin_dir}/broken.so: not a shared object" in err
@@ -116,7 +118,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ("plugins without dir", "plugins:\n  load: [counter]\n", ":2:", "'plugins.dir' is needed"),
         ("bad listen address", "node:\n  listen: example.com:7700\n", ":2:",
          "'node.listen' 'example.com:7700' is not a valid address: 'example.com' is not an IP address"),
-        ("bad port", "admin:\n  listen: 127.0.0.1:99999\n", ":2:", "the port must be 1-65535"),
+        ("bad port", "admin:\n  listen: 127.0.0.1:99999\n", ":2:", "the port must be 0-65535"),
         ("bad seed", "seeds:\n  - 10.0.0.5\n", ":2:", "seed '10.0.0.5' is not a valid address"),
         ("missing secret file", "node:\n  secret_file: /nonexistent/cluster.key\n", ":2:",
          "'node.secret_file' /nonexistent/cluster.key is not a readable file"),

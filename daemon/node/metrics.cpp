@@ -1,0 +1,158 @@
+#include "node/metrics.hpp"
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <stdexcept>
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+#include "actor/actor_system.hpp"
+#include "plugin/plugin_host.hpp"
+
+namespace troupe::node {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  return MetricFamily{std::move(name), std::move(help), type, {}};
+}
+
+void add(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+MetricFamily single(std::string name, std::string help, MetricType type, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), type);
+  add(f, value);
+  return f;
+}
+
+double resident_bytes() {
+  std::ifstream f("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  f >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+double open_fds() {
+  double n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+    --n;  // the directory stream itself
+  }
+  return n;
+}
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+class metrics::collector final : public prometheus::Collectable {
+ public:
+  collector(actor_system& sys, std::shared_ptr<plugin::host> plugins, event_loop& loop)
+      : sys_(sys), plugins_(std::move(plugins)), loop_(loop) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> out;
+    const system_stats& st = sys_.stats();
+    MetricFamily build = family("troupe_build_info", "Version of this troupe-node", MetricType::Gauge);
+    add(build, 1, {{"version", TROUPE_VERSION}});
+    out.push_back(std::move(build));
+
+    std::map<std::string, double> per_kind;
+    sys_.registry().for_each([&](process& p) {
+      if (auto* c = dynamic_cast<context*>(&p)) {
+        const std::string& k = c->props().kind;
+        per_kind[k.empty() ? "actor" : k] += 1;
+      }
+    });
+    MetricFamily actors = family("troupe_actors", "Live actors by kind", MetricType::Gauge);
+    for (const auto& [kind, n] : per_kind) add(actors, n, {{"kind", kind}});
+    out.push_back(std::move(actors));
+
+    out.push_back(single("troupe_actor_spawns_total", "Actors spawned", MetricType::Counter,
+                         static_cast<double>(st.spawned.load())));
+    out.push_back(single("troupe_actor_stops_total", "Actors stopped", MetricType::Counter,
+                         static_cast<double>(st.stopped.load())));
+    out.push_back(single("troupe_actor_failures_total", "Actor failures", MetricType::Counter,
+                         static_cast<double>(st.failures.load())));
+    out.push_back(single("troupe_actor_restarts_total", "Actor restarts", MetricType::Counter,
+                         static_cast<double>(st.restarts.load())));
+    out.push_back(single("troupe_messages_processed_total", "User messages handled by actors",
+                         MetricType::Counter, static_cast<double>(sys_.dispatcher().processed())));
+    MetricFamily dead = family("troupe_dead_letters_total", "Messages that could not be delivered",
+                               MetricType::Counter);
+    for (std::size_t r = 0; r < dead_letter_reason_count; ++r)
+      add(dead, static_cast<double>(st.dead_letters[r].load()),
+          {{"reason", to_string(static_cast<dead_letter_reason>(r))}});
+    out.push_back(std::move(dead));
+    out.push_back(single("troupe_mailbox_dropped_total", "Messages dropped by bounded mailboxes",
+                         MetricType::Counter, static_cast<double>(st.mailbox_dropped.load())));
+    out.push_back(single("troupe_plugins_loaded", "Plugins loaded", MetricType::Gauge,
+                         static_cast<double>(plugins_->plugins().size())));
+    out.push_back(single("troupe_plugin_load_failures_total", "Plugins refused at load",
+                         MetricType::Counter,
+                         static_cast<double>(plugins_->stats().refused.load())));
+    out.push_back(single("troupe_plugin_invalid_messages_total",
+                         "Messages to plugin actors rejected by schema verification",
+                         MetricType::Counter,
+                         static_cast<double>(plugins_->stats().invalid_messages.load())));
+    out.push_back(single("troupe_event_loop_idle_seconds_total",
+                         "Time the event loop spent waiting for work", MetricType::Counter,
+                         static_cast<double>(uv_metrics_idle_time(loop_.uv())) / 1e9));
+    out.push_back(single("troupe_timers", "Timers waiting on the event loop", MetricType::Gauge,
+                         static_cast<double>(loop_.pending_timers())));
+    out.push_back(single("process_cpu_seconds_total", "User and system CPU time",
+                         MetricType::Counter, cpu_seconds()));
+    out.push_back(single("process_resident_memory_bytes", "Resident memory", MetricType::Gauge,
+                         resident_bytes()));
+    out.push_back(single("process_open_fds", "Open file descriptors", MetricType::Gauge, open_fds()));
+    return out;
+  }
+
+ private:
+  actor_system& sys_;
+  std::shared_ptr<plugin::host> plugins_;
+  event_loop& loop_;
+};
+
+metrics::metrics(const std::string& listen, actor_system& sys,
+                 std::shared_ptr<plugin::host> plugins, event_loop& loop)
+    : collector_(std::make_shared<collector>(sys, std::move(plugins), loop)) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("metrics: cannot listen on " + listen + ": " + e.what());
+  }
+  exposer_->RegisterCollectable(collector_);
+}
+
+metrics::~metrics() = default;
+
+int metrics::port() const {
+  auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+}  // namespace troupe::node

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Scrapes the real troupe-node's /metrics and checks what an operator's
+dashboards rely on: the metric names, their values moving, and no
+per-actor labels.
+
+usage: metrics_test.py TROUPE_NODE BUILD_ROOT
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
+passed = failures = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failures
+    if ok:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failures += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def parse(text):
+    """{name: [(labels dict, value)]} from the Prometheus text format."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+        if not m:
+            raise ValueError(f"not a sample line: {line!r}")
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out.setdefault(m.group(1), []).append((labels, float(m.group(4))))
+    return out
+
+
+tmp = tempfile.mkdtemp()
+plugin_dir = os.path.join(tmp, "plugins")
+os.mkdir(plugin_dir)
+shutil.copy(os.path.join(BUILD_ROOT, "plugins", "counter", "counter.so"), plugin_dir)
+cfg = os.path.join(tmp, "node.yaml")
+with open(cfg, "w") as f:
+    f.write(f"node: {{ name: metrics }}\nplugins: {{ dir: {plugin_dir}, load: [counter, absent] }}\n"
+            "metrics: { listen: 127.0.0.1:0 }\ndemo: true\n")
+
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
+lines = []
+threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True).start()
+url = None
+deadline = time.time() + 20
+while time.time() < deadline and url is None:
+    for l in list(lines):
+        m = re.search(r"metrics on (http://\S+/metrics)", l)
+        if m:
+            url = m.group(1)
+    time.sleep(0.05)
+check("the node says where its metrics are", url is not None, "".join(lines))
+
+if url:
+    time.sleep(0.5)
+    first = parse(urllib.request.urlopen(url, timeout=10).read().decode())
+    time.sleep(0.5)
+    second = parse(urllib.request.urlopen(url, timeout=10).read().decode())
+    wanted = ["troupe_build_info", "troupe_actors", "troupe_actor_spawns_total",
+              "troupe_actor_failures_total", "troupe_actor_restarts_total",
+              "troupe_messages_processed_total", "troupe_dead_letters_total",
+              "troupe_mailbox_dropped_total", "troupe_plugins_loaded",
+              "troupe_plugin_load_failures_total", "troupe_event_loop_idle_seconds_total",
+              "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"]
+    missing = [n for n in wanted if n not in second]
+    check("every documented metric is there", not missing, f"missing {missing}")
+
+    def value(snapshot, name, **labels):
+        for l, v in snapshot.get(name, []):
+            if all(l.get(k) == w for k, w in labels.items()):
+                return v
+        return None
+
+    check("troupe_build_info carries the version", value(second, "troupe_build_info") == 1.0 and
+          second["troupe_build_info"][0][0].get("version"), str(second.get("troupe_build_info")))
+    check("the demo's 1000 actors are counted by kind",
+          value(second, "troupe_actors", kind="actor") == 1000.0, str(second.get("troupe_actors")))
+    check("messages processed keep rising",
+          (value(second, "troupe_messages_processed_total") or 0) >
+          (value(first, "troupe_messages_processed_total") or 0) > 0)
+    check("one plugin loaded, one refused",
+          value(second, "troupe_plugins_loaded") == 1.0 and
+          value(second, "troupe_plugin_load_failures_total") == 1.0)
+    check("dead letters are labelled by reason",
+          {l.get("reason") for l, _ in second["troupe_dead_letters_total"]} >=
+          {"not_found", "stopped", "mailbox_full"})
+    labels = {k for samples in second.values() for l, _ in samples for k in l}
+    check("no label names an actor", not ({"id", "pid", "actor"} & labels), str(labels))
+    names_ok = all(re.match(r"^(troupe|process|exposer)_", n) for n in second)
+    check("metric names are prefixed", names_ok, str(list(second)))
+
+p.send_signal(signal.SIGTERM)
+try:
+    rc = p.wait(timeout=20)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = -1
+check("the node stops cleanly after being scraped", rc == 0, "".join(lines))
+shutil.rmtree(tmp)
+print(f"{passed} passed, {failures} failed")
+sys.exit(1 if failures else 0)
