@@ -60,6 +60,24 @@ struct reader {
     out = v.as<std::string>();
   }
 
+  // A whole number in [lo, hi], in `unit` when it has one ("seconds").
+  void number_field(const YAML::Node& map, const std::string& where, const char* key, long lo,
+                    long hi, const std::string& unit, unsigned& out) {
+    YAML::Node v = map[key];
+    if (!v) return;
+    const std::string what = "'" + where + "." + key + "'";
+    try {
+      long n = v.as<long>();
+      if (n < lo || n > hi)
+        error(v, what + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                     (unit.empty() ? "" : " " + unit));
+      else
+        out = static_cast<unsigned>(n);
+    } catch (const YAML::Exception&) {
+      error(v, what + " must be a whole number" + (unit.empty() ? "" : " of " + unit));
+    }
+  }
+
   // "host:port" (or "[v6]:port"); `literal` demands an IP address.
   void address_field(const YAML::Node& map, const std::string& where, const char* key,
                      bool literal, std::string& out) {
@@ -185,15 +203,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     r.string_field(n, "node", "secret_file", out.secret_file);
     readable_file(n["secret_file"], "'node.secret_file'", out.secret_file);
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
-    if (YAML::Node t = n["drain_timeout"]) {
-      try {
-        long v = t.as<long>();
-        if (v < 1 || v > 3600) r.error(t, "'node.drain_timeout' must be between 1 and 3600 seconds");
-        else out.drain_timeout_seconds = static_cast<unsigned>(v);
-      } catch (const YAML::Exception&) {
-        r.error(t, "'node.drain_timeout' must be a whole number of seconds");
-      }
-    }
+    r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
   }
   if (YAML::Node sd = root["seeds"]) {
     if (!sd.IsSequence()) {
@@ -221,17 +231,8 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
       r.error(d, "'demo' must be true or false");
     }
   }
-  if (YAML::Node d = root["dispatcher"]; d && r.check_map(d, "dispatcher", {"threads"})) {
-    if (YAML::Node t = d["threads"]) {
-      try {
-        long v = t.as<long>();
-        if (v < 0 || v > 1024) r.error(t, "'dispatcher.threads' must be between 0 and 1024");
-        else out.threads = static_cast<unsigned>(v);
-      } catch (const YAML::Exception&) {
-        r.error(t, "'dispatcher.threads' must be a whole number");
-      }
-    }
-  }
+  if (YAML::Node d = root["dispatcher"]; d && r.check_map(d, "dispatcher", {"threads"}))
+    r.number_field(d, "dispatcher", "threads", 0, 1024, "", out.threads);
   if (YAML::Node l = root["log"]; l && r.check_map(l, "log", {"level", "format"})) {
     r.string_field(l, "log", "format", out.log_format);
     if (out.log_format != "text" && out.log_format != "json")

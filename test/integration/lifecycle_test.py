@@ -14,21 +14,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+from harness import check, copy_plugins, finish, run_until_ready, stderr_reader
+
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
-passed = failures = 0
 
 
-def check(name, ok, detail=""):
-    global passed, failures
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
 
 
 class systemd:
@@ -57,36 +49,9 @@ class systemd:
                 pass
 
 
-class stderr_reader:
-    def __init__(self, proc):
-        self.lines = []
-        self.t = threading.Thread(target=self._run, args=(proc,), daemon=True)
-        self.t.start()
-
-    def _run(self, proc):
-        for line in proc.stderr:
-            self.lines.append(line)
-
-    def has(self, part, timeout=10.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(part in l for l in self.lines):
-                return True
-            time.sleep(0.02)
-        return False
-
-    def text(self):
-        return "".join(self.lines)
-
-
 tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(tmp, "plugins")
-os.mkdir(plugin_dir)
-for sub in ("echo", "counter"):
-    d = os.path.join(BUILD_ROOT, "plugins", sub)
-    for f in os.listdir(d):
-        if f.endswith(".so"):
-            shutil.copy(os.path.join(d, f), plugin_dir)
+copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter"])
 
 
 def write_config(text):
@@ -158,11 +123,7 @@ check("SIGTERM: STOPPING=1, every actor stopped, exit 0",
 write_config(base)
 env = dict(os.environ, JOURNAL_STREAM="8:1234")
 env.pop("NOTIFY_SOCKET", None)
-p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
-err = stderr_reader(p)
-ok = err.has("ready:")
-p.send_signal(signal.SIGTERM)
-p.wait(timeout=20)
+ok, _, err = run_until_ready(NODE, cfg, env)
 lines = [l for l in err.lines if l.strip()]
 check("under journald every line starts with its syslog priority",
       ok and lines and all(l[0] == "<" and l[2] == ">" for l in lines) and
@@ -170,11 +131,7 @@ check("under journald every line starts with its syslog priority",
 
 write_config(base + "log: { format: json }\n")
 env.pop("JOURNAL_STREAM", None)
-p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
-err = stderr_reader(p)
-ok = err.has("ready:")
-p.send_signal(signal.SIGTERM)
-p.wait(timeout=20)
+ok, _, err = run_until_ready(NODE, cfg, env)
 parsed = []
 try:
     parsed = [json.loads(l) for l in err.lines if l.strip()]
@@ -184,5 +141,4 @@ check("log.format: json writes one JSON object a line",
       ok and parsed and all({"time", "level", "message"} <= set(o) for o in parsed), err.text())
 
 shutil.rmtree(tmp)
-print(f"{passed} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+finish()

@@ -12,22 +12,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
+from harness import check, copy_plugins, finish, stderr_reader
+
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
-passed = failures = 0
 
 
-def check(name, ok, detail=""):
-    global passed, failures
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
 
 
 def parse(text):
@@ -46,16 +38,15 @@ def parse(text):
 
 tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(tmp, "plugins")
-os.mkdir(plugin_dir)
-shutil.copy(os.path.join(BUILD_ROOT, "plugins", "counter", "counter.so"), plugin_dir)
+copy_plugins(BUILD_ROOT, plugin_dir, ["counter"])
 cfg = os.path.join(tmp, "node.yaml")
 with open(cfg, "w") as f:
     f.write(f"node: {{ name: metrics }}\nplugins: {{ dir: {plugin_dir}, load: [counter, absent] }}\n"
             "metrics: { listen: 127.0.0.1:0 }\ndemo: true\n")
 
 p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
-lines = []
-threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True).start()
+err = stderr_reader(p)
+lines = err.lines
 url = None
 deadline = time.time() + 20
 while time.time() < deadline and url is None:
@@ -112,5 +103,4 @@ except subprocess.TimeoutExpired:
     rc = -1
 check("the node stops cleanly after being scraped", rc == 0, "".join(lines))
 shutil.rmtree(tmp)
-print(f"{passed} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+finish()

@@ -10,27 +10,18 @@ on, and a required one that does not load stops start-up with status 78.
 usage: node_test.py TROUPE_NODE CONFIG_DIR BUILD_ROOT
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-import shutil
+from harness import check, copy_plugins, finish, run_until_ready
 
 NODE, CONFIG_DIR, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
-failures = 0
-passed = 0
 
 
-def check(name, ok, detail=""):
-    global failures, passed
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
 
 
 def run_until(config, sig, wait_for, timeout=20):
@@ -67,12 +58,7 @@ def write(tmp, name, text):
 # dev.yaml as it is, with its plugin dir pointed at this build's plugins.
 plugin_tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(plugin_tmp, "plugins")
-os.mkdir(plugin_dir)
-for sub in ("echo", "counter", "worker-pool"):
-    d = os.path.join(BUILD_ROOT, "plugins", sub)
-    for f in os.listdir(d):
-        if f.endswith(".so"):
-            shutil.copy(os.path.join(d, f), plugin_dir)
+copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter", "worker-pool"])
 with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
     dev_text = f.read().replace("../build/plugin-dir", plugin_dir)
 dev_text += "metrics: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
@@ -89,7 +75,8 @@ with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
 cfg = write(plugin_tmp, "broken.yaml",
             f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n"
             "metrics: { listen: 127.0.0.1:0 }\n")
-rc, err, seen = run_until(cfg, signal.SIGTERM, "ready:")
+seen, rc, reader = run_until_ready(NODE, cfg)
+err = reader.text()
 check("a plugin that does not fit is refused with its file and reason, and the node goes on",
       seen and rc == 0 and f"{plugin_dir}/broken.so: not a shared object" in err
       and "plugin counter 1.0.0 loaded" in err, f"rc={rc}\n{err}")
@@ -136,5 +123,4 @@ with tempfile.TemporaryDirectory() as tmp:
                        capture_output=True, text=True, timeout=20)
     check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
 
-print(f"{passed} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+finish()

@@ -12,18 +12,11 @@ import subprocess
 import sys
 import tempfile
 
+from harness import check, finish
+
 CXX, SDK_INCLUDE, BUILD_ROOT, OOT_SRC, PROBE = sys.argv[1:6]
-passed = failures = 0
 
 
-def check(name, ok, detail=""):
-    global passed, failures
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
 
 
 def run(cmd, **kw):
@@ -75,5 +68,4 @@ with tempfile.TemporaryDirectory() as tmp:
         check("it loads into a node and answers", r.returncode == 0 and
               r.stdout.strip() == "hello, world", r.stdout + r.stderr)
 
-print(f"{passed} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+finish()

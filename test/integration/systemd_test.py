@@ -11,18 +11,11 @@ import subprocess
 import sys
 import tempfile
 
+from harness import check, finish
+
 UNIT, NODE = sys.argv[1], sys.argv[2]
-passed = failures = 0
 
 
-def check(name, ok, detail=""):
-    global passed, failures
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
 
 
 analyze = shutil.which("systemd-analyze")
@@ -44,5 +37,4 @@ if analyze:
         check("systemd-analyze security rates the unit's exposure 2.0 or less", level <= 2.0,
               r.stdout[-500:] + r.stderr)
 
-print(f"{passed} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+finish()

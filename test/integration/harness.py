@@ -1,0 +1,80 @@
+"""What the integration tests share: reporting checks in the form
+scripts/run-tests counts ("N passed, N failed"), the built example
+plugins, and reading a running node's stderr."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+_passed = 0
+_failed = 0
+
+
+def check(name, ok, detail=""):
+    """Reports one check; `detail` says what was seen when it fails."""
+    global _passed, _failed
+    if ok:
+        _passed += 1
+        print(f"ok   {name}")
+    else:
+        _failed += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def finish():
+    """Prints the summary line and exits with the tests' status."""
+    print(f"{_passed} passed, {_failed} failed")
+    sys.exit(1 if _failed else 0)
+
+
+def copy_plugins(build_root, dest, subdirs):
+    """Copies the built example plugins of plugins/<subdir> into `dest`, one
+    folder as a node's plugins.dir holds them."""
+    os.makedirs(dest, exist_ok=True)
+    for sub in subdirs:
+        d = os.path.join(build_root, "plugins", sub)
+        for f in os.listdir(d):
+            if f.endswith(".so"):
+                shutil.copy(os.path.join(d, f), dest)
+
+
+class stderr_reader:
+    """Collects a process's stderr lines on a thread of its own."""
+
+    def __init__(self, proc):
+        self.lines = []
+        threading.Thread(target=self._run, args=(proc,), daemon=True).start()
+
+    def _run(self, proc):
+        for line in proc.stderr:
+            self.lines.append(line)
+
+    def has(self, part, timeout=10.0):
+        """Waits up to `timeout` for a line containing `part`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(part in l for l in self.lines):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def text(self):
+        return "".join(self.lines)
+
+
+def run_until_ready(node, config, env=None, marker="ready:"):
+    """Starts the node, waits for `marker`, stops it with SIGTERM; returns
+    (saw the marker, exit status, stderr_reader)."""
+    p = subprocess.Popen([node, "--config", config], stderr=subprocess.PIPE, text=True, env=env)
+    err = stderr_reader(p)
+    ok = err.has(marker)
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = -1
+    return ok, rc, err
