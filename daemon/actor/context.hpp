@@ -27,7 +27,9 @@ struct bounded_queue;
 
 enum class actor_state : std::uint8_t { alive, stopping, restarting, stopped };
 
-class context final : public process, public schedulable {
+// Actor cells come from the block pool: spawned on one thread, they are
+// often freed on another.
+class context final : public process, public schedulable, public pooled {
  public:
   // ---- the current message ----
   type_id type() const noexcept { return cur_->type; }
@@ -137,15 +139,6 @@ class context final : public process, public schedulable {
   // actor, which nobody else can reach yet.
   void start() noexcept;
 
-  // Actor cells come from the block pool: spawned on one thread, they are
-  // often freed on another.
-  static void* operator new(std::size_t bytes) {
-    std::uint8_t c;
-    return block_pool::allocate(bytes, c);
-  }
-  static void operator delete(void* p, std::size_t bytes) noexcept {
-    block_pool::deallocate(p, block_pool::size_class_of(bytes));
-  }
 
  private:
   struct extras;

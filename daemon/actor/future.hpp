@@ -33,18 +33,11 @@ struct future_result {
   const T* as() const noexcept { return reply.as<T>(); }
 };
 
-class future_process final : public process {
+// From the block pool: made on one thread, freed on another.
+class future_process final : public process, public pooled {
  public:
   explicit future_process(actor_system& sys) noexcept : process(sys) {}
 
-  // From the block pool: made on one thread, freed on another.
-  static void* operator new(std::size_t bytes) {
-    std::uint8_t c;
-    return block_pool::allocate(bytes, c);
-  }
-  static void operator delete(void* p, std::size_t bytes) noexcept {
-    block_pool::deallocate(p, block_pool::size_class_of(bytes));
-  }
 
   void send_user(envelope* e) noexcept override;
   void send_system(system_message* m) noexcept override;

@@ -31,7 +31,7 @@ enum class system_kind : std::uint8_t {
   receive_timeout,  // the receive-timeout timer with generation `token` fired
 };
 
-struct system_message {
+struct system_message : pooled {  // made on one thread, freed on another
   system_message* next_system = nullptr;
   system_kind kind;
   terminated_reason reason = terminated_reason::stopped;
@@ -41,14 +41,6 @@ struct system_message {
   restart_stats stats;  // failure, restart, resume: the child's failure history
   std::function<void(context&)> fn;
 
-  // From the block pool: made on one thread, freed on another.
-  static void* operator new(std::size_t bytes) {
-    std::uint8_t c;
-    return block_pool::allocate(bytes, c);
-  }
-  static void operator delete(void* p, std::size_t bytes) noexcept {
-    block_pool::deallocate(p, block_pool::size_class_of(bytes));
-  }
 
   explicit system_message(system_kind k) noexcept : kind(k) {}
   system_message(system_kind k, process_ref w) noexcept : kind(k), who(std::move(w)) {}
