@@ -138,6 +138,14 @@ std::string context::id() const {
   return id;
 }
 
+std::size_t context::mailbox_depth() const {
+  // A bounded mailbox keeps its messages in its deque; its queue carries
+  // wake tokens only.
+  if (bounded_ == nullptr) return user_q_.depth();
+  std::lock_guard lock(bounded_->mu);
+  return bounded_->q.size();
+}
+
 std::vector<troupe::pid> context::children() const {
   if (!extras_) return {};
   return {extras_->children.begin(), extras_->children.end()};

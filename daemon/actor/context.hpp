@@ -129,6 +129,8 @@ class context final : public process, public schedulable, public pooled {
 
   std::uint64_t seq() const noexcept { return seq_; }
   const std::string* name() const noexcept { return name_.get(); }
+  // About how many user messages wait (any thread; see mailbox_queue::depth).
+  std::size_t mailbox_depth() const;
 
   // Created by actor_system::spawn_* only.
   context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,

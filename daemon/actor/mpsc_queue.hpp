@@ -98,8 +98,22 @@ class mailbox_queue {
   bool push(mpsc_node* n) noexcept {
     n->next.store(nullptr, std::memory_order_relaxed);
     std::uintptr_t prev = tail_.exchange(addr(n), std::memory_order_acq_rel);
+    // Counted between the exchange and the link: whoever sees the link sees
+    // the count. Not a read-modify-write (see depth()).
+    pushed_.store(pushed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(n, std::memory_order_release);
     return (prev & tag) != 0;
+  }
+
+  // Any thread: about how many nodes wait. Producers count with a plain
+  // load and store, which costs nothing next to the exchange but can lose
+  // a count when two push at once; the owner sets the count right each time
+  // it finds the queue empty. So the figure is exact for one producer, may
+  // run low under contention, and is right again at the next idle moment.
+  std::uint32_t depth() const noexcept {
+    const std::int32_t d = static_cast<std::int32_t>(pushed_.load(std::memory_order_relaxed) -
+                                                     popped_.load(std::memory_order_relaxed));
+    return d > 0 ? static_cast<std::uint32_t>(d) : 0;
   }
 
   // Owner only. The next node, or nullptr when there is none (yet: a
@@ -110,6 +124,7 @@ class mailbox_queue {
     mpsc_node* next = head->next.load(std::memory_order_acquire);
     if (next == nullptr) return nullptr;
     head_ = next;
+    popped_.store(popped_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     retired = head == &stub_ ? nullptr : head;
     return next;
   }
@@ -120,10 +135,18 @@ class mailbox_queue {
   bool mark_idle(mpsc_node*& retired) noexcept {
     mpsc_node* head = head_;
     if (head->next.load(std::memory_order_acquire) != nullptr) return false;
+    // Every push linked so far counted before its link: if the exchange
+    // below finds no newer push, the count read here is final, and the
+    // queue is empty. Afterwards the queue is no longer ours to write.
+    const std::uint32_t popped = popped_.load(std::memory_order_relaxed);
+    popped_.store(pushed_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     std::uintptr_t expected = addr(head);
     if (head == &stub_) {
       retired = nullptr;
-      return tail_.compare_exchange_strong(expected, addr(&stub_) | tag, std::memory_order_acq_rel);
+      if (tail_.compare_exchange_strong(expected, addr(&stub_) | tag, std::memory_order_acq_rel))
+        return true;
+      popped_.store(popped, std::memory_order_relaxed);
+      return false;
     }
     // The stub becomes the head again; set it up before the exchange, since
     // after it the queue is no longer ours to write.
@@ -134,6 +157,7 @@ class mailbox_queue {
       return true;
     }
     head_ = head;
+    popped_.store(popped, std::memory_order_relaxed);
     return false;
   }
 
@@ -167,7 +191,9 @@ class mailbox_queue {
   }
 
   std::atomic<std::uintptr_t> tail_;
+  std::atomic<std::uint32_t> pushed_{0};  // beside the tail: its line is the producer's already
   mpsc_node* head_;
+  std::atomic<std::uint32_t> popped_{0};  // written by the owner only
   mpsc_node stub_;
 };
 

@@ -154,3 +154,47 @@ TEST_CASE("per-sender order holds under many concurrent senders", "[mailbox]") {
   REQUIRE(done.take());
   REQUIRE(in_order);
 }
+
+TEST_CASE("mailbox depth counts what waits and returns to zero once drained", "[mailbox]") {
+  latch gate;
+  inbox<std::int64_t> seen;
+  actor_system sys(small_config());
+  pid a = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      if (n->n() == 0) gate.wait();
+      seen.put(n->n());
+    }
+  })));
+  auto* cell = dynamic_cast<context*>(a.get());
+  REQUIRE(cell != nullptr);
+  sys.root().send(a, num(0));
+  REQUIRE(gate.wait_for_waiters(1));
+  for (int i = 1; i <= 100; ++i) sys.root().send(a, num(i));
+  CHECK(cell->mailbox_depth() == 100);
+
+  // Several senders at once may lose counts; the figure is right again once
+  // the actor has drained its mailbox.
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 4; ++t)
+    senders.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) sys.root().send(a, num(1000 + i));
+    });
+  for (auto& t : senders) t.join();
+  CHECK(cell->mailbox_depth() <= 4100);
+  gate.open();
+  REQUIRE(seen.take_n(4101).size() == 4101);
+  // The last message's handler has run; the run then finds the queue empty.
+  for (int i = 0; i < 500 && cell->mailbox_depth() != 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(cell->mailbox_depth() == 0);
+  sys.root().send(a, num(1));
+  REQUIRE(seen.take() == std::optional<std::int64_t>(1));
+  for (int i = 0; i < 500 && cell->mailbox_depth() != 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(cell->mailbox_depth() == 0);
+}
+
+TEST_CASE("a bounded mailbox reports the messages in its queue", "[mailbox]") {
+  actor_system sys(small_config());
+  gated g(sys, mailbox_kind::bounded_drop_newest, 10);
+  for (int i = 1; i <= 7; ++i) sys.root().send(g.actor, num(i));
+  CHECK(dynamic_cast<context*>(g.actor.get())->mailbox_depth() == 7);
+}
