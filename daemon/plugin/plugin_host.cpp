@@ -13,6 +13,7 @@
 #include <troupe/abi.h>
 
 #include "actor/actor_system.hpp"
+#include "plugin/json_codec.hpp"
 #include "system_generated.h"
 
 // The opaque types of abi.h, as the node defines them.
@@ -40,6 +41,8 @@ namespace troupe::plugin {
 struct schema_type {
   const reflection::Schema* schema;
   const reflection::Object* object;
+  json_codec* codec;
+  const std::string* plugin;  // the name of the plugin that declared it
 };
 
 struct kind_record {
@@ -63,6 +66,7 @@ struct loaded_plugin {
   std::vector<std::pair<std::string, troupe_kind_def>> pending;
   std::vector<std::string> kinds;
   std::vector<std::vector<std::uint8_t>> schemas;
+  std::vector<std::unique_ptr<json_codec>> codecs;  // one a schema
   std::unordered_map<type_id, schema_type> types;
   std::string init_failure;
 };
@@ -193,9 +197,12 @@ int register_schema(troupe_registrar* reg, const troupe_schema* s) {
   if (!reflection::VerifySchemaBuffer(v)) return TROUPE_ERR_ARGUMENT;
   p.schemas.emplace_back(s->data, s->data + s->size);
   const reflection::Schema* schema = reflection::GetSchema(p.schemas.back().data());
+  p.codecs.push_back(std::make_unique<json_codec>(*schema));
   if (schema->objects() != nullptr)
     for (const reflection::Object* o : *schema->objects())
-      if (!o->is_struct()) p.types[hash_type_name(o->name()->string_view())] = {schema, o};
+      if (!o->is_struct())
+        p.types[hash_type_name(o->name()->string_view())] = {schema, o, p.codecs.back().get(),
+                                                             &p.name};
   return TROUPE_OK;
 }
 
@@ -410,6 +417,59 @@ bool host::verify(const envelope& e, std::string& why) const {
   if (flatbuffers::Verify(*st.schema, *st.object, e.data, e.size)) return true;
   why = std::to_string(e.size) + " bytes do not verify as " + st.object->name()->str();
   return false;
+}
+
+std::vector<message_type_info> host::message_types() const {
+  std::lock_guard lock(mu_);
+  std::vector<message_type_info> out;
+  for (const auto& [id, st] : types_->types) out.push_back({st.object->name()->str(), *st.plugin});
+  std::sort(out.begin(), out.end(),
+            [](const message_type_info& a, const message_type_info& b) { return a.name < b.name; });
+  return out;
+}
+
+codec_status host::from_json(std::string_view type, std::string_view json, message& out,
+                             std::string& error) const {
+  schema_type st;
+  {
+    std::lock_guard lock(mu_);
+    auto it = types_->types.find(hash_type_name(type));
+    if (it == types_->types.end()) {
+      error = "unknown message type '" + std::string(type) + "': no loaded plugin declares it";
+      return codec_status::unknown_type;
+    }
+    st = it->second;
+  }
+  std::vector<std::uint8_t> bytes;
+  if (!st.codec->encode(*st.object, json, bytes, error)) {
+    error = "the body does not match " + std::string(type) + ": " + error;
+    return codec_status::mismatch;
+  }
+  envelope* e = make_envelope(hash_type_name(type), bytes.data(), bytes.size());
+  e->flags = envelope::trusted;  // built by the schema's own parser
+  out = message::adopt(e);
+  return codec_status::ok;
+}
+
+codec_status host::to_json(const envelope& e, std::string& type, std::string& json,
+                           std::string& error) const {
+  schema_type st;
+  {
+    std::lock_guard lock(mu_);
+    auto it = types_->types.find(e.type);
+    if (it == types_->types.end()) {
+      error = "no loaded plugin declares the message's type";
+      return codec_status::unknown_type;
+    }
+    st = it->second;
+  }
+  type = st.object->name()->str();
+  if (!flatbuffers::Verify(*st.schema, *st.object, e.data, e.size)) {
+    error = std::to_string(e.size) + " bytes do not verify as " + type;
+    return codec_status::mismatch;
+  }
+  if (!st.codec->decode(*st.object, e.data, json, error)) return codec_status::mismatch;
+  return codec_status::ok;
 }
 
 host::~host() {

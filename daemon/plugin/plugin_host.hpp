@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actor/message.hpp"
 #include "actor/props.hpp"
 
 namespace troupe {
@@ -45,6 +46,19 @@ struct plugin_info {
   unsigned abi_major = 0;
   unsigned abi_minor = 0;
   std::vector<std::string> kinds;
+};
+
+// A message type a plugin declared in its schema.
+struct message_type_info {
+  std::string name;    // fully qualified table name
+  std::string plugin;  // the plugin that declared it
+};
+
+// How a JSON conversion went.
+enum class codec_status {
+  ok,
+  unknown_type,  // no loaded plugin declares the type
+  mismatch,      // the JSON (or the bytes) do not fit the type
 };
 
 enum class log_level : int { debug = 0, info = 1, warn = 2, error = 3 };
@@ -83,6 +97,15 @@ class host : public std::enable_shared_from_this<host> {
   // Checks a message of untrusted origin against the schema of its type,
   // when a plugin declared one; false (with the reason) if it does not verify.
   bool verify(const envelope& e, std::string& why) const;
+
+  // Message types the loaded plugins declare, sorted by name.
+  std::vector<message_type_info> message_types() const;
+  // Builds a message of `type` (fully qualified name) from JSON text.
+  codec_status from_json(std::string_view type, std::string_view json, message& out,
+                         std::string& error) const;
+  // Renders a message as JSON: its type's name and one line of JSON.
+  codec_status to_json(const envelope& e, std::string& type, std::string& json,
+                       std::string& error) const;
 
   // Internal, for the ABI functions.
   const kind_record* find_kind(std::string_view name) const;

@@ -252,3 +252,55 @@ TEST_CASE("a plugin uses what ABI 1.1 added: receive timeouts", "[plugin]") {
   REQUIRE(r.as<test::Num>()->n() == 42);
   REQUIRE(std::chrono::steady_clock::now() - t0 >= 20ms);
 }
+
+TEST_CASE("JSON becomes a plugin's message and its reply becomes JSON", "[plugin][json]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+
+  auto types = host->message_types();
+  std::vector<std::string> names;
+  for (const auto& t : types) {
+    names.push_back(t.name);
+    CHECK(t.plugin == "counter");
+  }
+  CHECK(names == std::vector<std::string>{"counter.Add", "counter.Get", "counter.Reset", "counter.Value"});
+
+  pid c = sys.root().spawn(host->kind("counter"));
+  message m;
+  std::string error;
+  REQUIRE(host->from_json("counter.Add", R"({"by": 41})", m, error) == plugin::codec_status::ok);
+  CHECK(m->type == type_id_of<counter::Add>());
+  REQUIRE(m.as<counter::Add>() != nullptr);
+  CHECK(m.as<counter::Add>()->by() == 41);
+  sys.root().send(c, std::move(m));
+  REQUIRE(host->from_json("counter.Add", R"({"by": 1})", m, error) == plugin::codec_status::ok);
+  sys.root().send(c, std::move(m));
+  REQUIRE(host->from_json("counter.Get", "{}", m, error) == plugin::codec_status::ok);
+  future_result r = ask(sys, c, std::move(m));
+  REQUIRE(r.ok());
+  std::string type, json;
+  REQUIRE(host->to_json(*r.reply.get(), type, json, error) == plugin::codec_status::ok);
+  CHECK(type == "counter.Value");
+  CHECK(json == R"({"value": 42})");
+}
+
+TEST_CASE("JSON that does not fit the type is refused with the reason", "[plugin][json]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  message m;
+  std::string error;
+  CHECK(host->from_json("counter.Nope", "{}", m, error) == plugin::codec_status::unknown_type);
+  CHECK(error == "unknown message type 'counter.Nope': no loaded plugin declares it");
+  CHECK(host->from_json("counter.Add", R"({"bye": 1})", m, error) == plugin::codec_status::mismatch);
+  CHECK(error == "the body does not match counter.Add: at line 1, column 9: unknown field: bye");
+  CHECK(host->from_json("counter.Add", R"({"by": "many"})", m, error) ==
+        plugin::codec_status::mismatch);
+  CHECK(host->from_json("counter.Add", R"({"by": 1)", m, error) == plugin::codec_status::mismatch);
+  CHECK(error == "the body does not match counter.Add: at line 1, column 8: expecting: , instead got: end of file");
+  CHECK(!m);
+  // The codec still works after the failures.
+  REQUIRE(host->from_json("counter.Add", R"({"by": 3})", m, error) == plugin::codec_status::ok);
+  CHECK(m.as<counter::Add>()->by() == 3);
+}
