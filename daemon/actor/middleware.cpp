@@ -61,6 +61,44 @@ receive_middleware count_receive(std::shared_ptr<receive_metrics> m) {
   };
 }
 
+void latency_histogram::record(std::uint64_t ns) noexcept {
+  // Each thread keeps to one stripe, handed out in turn.
+  static std::atomic<std::size_t> next_stripe{0};
+  thread_local const std::size_t mine =
+      next_stripe.fetch_add(1, std::memory_order_relaxed) % stripe_count;
+  std::size_t b = 0;
+  while (b < bounds_ns.size() && ns > bounds_ns[b]) ++b;
+  stripe& s = stripes_[mine];
+  s.buckets[b].fetch_add(1, std::memory_order_relaxed);
+  s.sum_ns.fetch_add(ns, std::memory_order_relaxed);
+}
+
+latency_histogram::snapshot latency_histogram::read() const noexcept {
+  snapshot out;
+  for (const stripe& s : stripes_) {
+    for (std::size_t b = 0; b < bucket_count; ++b) {
+      const std::uint64_t n = s.buckets[b].load(std::memory_order_relaxed);
+      out.buckets[b] += n;
+      out.count += n;
+    }
+    out.sum_ns += s.sum_ns.load(std::memory_order_relaxed);
+  }
+  return out;
+}
+
+receive_middleware time_receive(std::shared_ptr<latency_histogram> h) {
+  return [h = std::move(h)](context& ctx, const receive_next& next) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      next(ctx);
+    } catch (...) {
+      h->record(static_cast<std::uint64_t>(elapsed_ns(t0)));
+      throw;
+    }
+    h->record(static_cast<std::uint64_t>(elapsed_ns(t0)));
+  };
+}
+
 send_middleware stamp_header(std::string key, std::string value) {
   return [key = std::move(key), value = std::move(value)](context&, const pid& target, envelope* e,
                                                           const send_next& next) {

@@ -6,6 +6,7 @@
 //   props p = props::of<Worker>();
 //   p.receive_hooks.push_back(middleware::count_receive(metrics));
 //   p.receive_hooks.push_back(middleware::log_receive(sink));
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -32,6 +33,36 @@ struct receive_metrics {
   std::atomic<std::uint64_t> handler_nanoseconds{0};
 };
 receive_middleware count_receive(std::shared_ptr<receive_metrics> m);
+
+// Handler times in fixed buckets, for a Prometheus histogram. Striped over
+// cache lines by thread, so that workers recording at once rarely share one.
+class latency_histogram {
+ public:
+  // Upper bounds of the buckets, in nanoseconds; one more bucket takes the rest.
+  static constexpr std::array<std::uint64_t, 14> bounds_ns = {
+      1'000,     5'000,      10'000,      50'000,      100'000,       500'000,       1'000'000,
+      5'000'000, 10'000'000, 50'000'000, 100'000'000, 500'000'000, 1'000'000'000, 5'000'000'000};
+  static constexpr std::size_t bucket_count = bounds_ns.size() + 1;
+
+  void record(std::uint64_t ns) noexcept;
+
+  struct snapshot {
+    std::array<std::uint64_t, bucket_count> buckets{};  // per bucket, not cumulative
+    std::uint64_t count = 0;
+    std::uint64_t sum_ns = 0;
+  };
+  snapshot read() const noexcept;
+
+ private:
+  struct alignas(64) stripe {
+    std::array<std::atomic<std::uint64_t>, bucket_count> buckets{};
+    std::atomic<std::uint64_t> sum_ns{0};
+  };
+  static constexpr std::size_t stripe_count = 8;
+  std::array<stripe, stripe_count> stripes_{};
+};
+// Times every message the actor handles (a throwing handler too).
+receive_middleware time_receive(std::shared_ptr<latency_histogram> h);
 
 // Sets header `key` to `value` on every message the actor sends.
 send_middleware stamp_header(std::string key, std::string value);

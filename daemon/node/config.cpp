@@ -186,11 +186,16 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   auto relative_to_config = [&](std::string& p) {
     if (!p.empty() && p[0] != '/') p = (base / p).lexically_normal().string();
   };
+  // True when `p` names a file that can be read.
   auto readable_file = [&](const YAML::Node& at, const std::string& what, std::string& p) {
     relative_to_config(p);
     std::error_code ec;
-    if (!p.empty() && (!std::filesystem::is_regular_file(p, ec) || ::access(p.c_str(), R_OK) != 0))
+    if (p.empty()) return false;
+    if (!std::filesystem::is_regular_file(p, ec) || ::access(p.c_str(), R_OK) != 0) {
       r.error(at, what + " " + p + " is not a readable file");
+      return false;
+    }
+    return true;
   };
 
   if (YAML::Node n = root["node"];
@@ -220,10 +225,27 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   if (YAML::Node a = root["admin"]; a && r.check_map(a, "admin", {"listen", "token_file"})) {
     r.address_field(a, "admin", "listen", true, out.admin_listen);
     r.string_field(a, "admin", "token_file", out.admin_token_file);
-    readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file);
+    if (readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file)) {
+      std::ifstream in(out.admin_token_file);
+      std::getline(in, out.admin_token);
+      while (!out.admin_token.empty() && std::isspace(static_cast<unsigned char>(out.admin_token.back())))
+        out.admin_token.pop_back();
+      if (out.admin_token.empty())
+        r.error(a["token_file"], "'admin.token_file' " + out.admin_token_file +
+                                     " holds no token (its first line is empty)");
+    }
   }
-  if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen"}))
+  if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen", "histograms"})) {
     r.address_field(m, "metrics", "listen", true, out.metrics_listen);
+    if (m["histograms"] && m["histograms"].IsScalar()) {
+      if (m["histograms"].as<std::string>() != "all")
+        r.error(m["histograms"], "'metrics.histograms' must be a list of kinds or 'all'");
+      else
+        out.histogram_kinds = {"all"};
+    } else {
+      r.string_list(m, "metrics", "histograms", out.histogram_kinds);
+    }
+  }
   if (YAML::Node d = root["demo"]) {
     try {
       out.demo = d.as<bool>();

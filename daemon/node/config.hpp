@@ -18,7 +18,11 @@ struct config {
   std::vector<std::string> seeds;
   std::string admin_listen = "127.0.0.1:7780";
   std::string admin_token_file;  // admin.token_file: bearer token, optional
+  std::string admin_token;       // the file's first line
   std::string metrics_listen = "127.0.0.1:7781";
+  // metrics.histograms: kinds whose handler times are kept as histograms
+  // (troupe_message_processing_seconds), or ["all"].
+  std::vector<std::string> histogram_kinds;
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
   unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take

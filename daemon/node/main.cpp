@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -18,7 +19,9 @@
 #include <uv.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/middleware.hpp"
 #include "demo_generated.h"
+#include "node/admin.hpp"
 #include "node/config.hpp"
 #include "node/log.hpp"
 #include "node/metrics.hpp"
@@ -85,12 +88,14 @@ struct demo {
     for (int i = 0; i < ring_size; ++i) {
       auto link = std::make_shared<troupe::pid>();
       links.push_back(link);
-      members.push_back(sys.root().spawn(troupe::share(troupe::props::from([link, this] {
+      troupe::props p = troupe::props::from([link, this] {
         auto m = std::make_unique<ring_member>();
         m->next = link;
         m->passes = &passes;
         return std::unique_ptr<troupe::actor>(std::move(m));
-      }))));
+      });
+      p.kind = "demo.ring";
+      members.push_back(sys.root().spawn(troupe::share(std::move(p))));
     }
     for (int i = 0; i < ring_size; ++i) *links[i] = members[(i + 1) % ring_size];
     for (int t = 0; t < 4; ++t)
@@ -105,6 +110,15 @@ struct demo {
     for (auto& l : links) *l = troupe::pid();
   }
 };
+
+std::string now_iso8601() {
+  char buf[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 class node {
  public:
@@ -123,6 +137,10 @@ class node {
           static const level levels[] = {level::debug, level::info, level::warning, level::error};
           log(levels[static_cast<int>(l)], line);
         });
+    histograms_ = std::make_unique<troupe::node::kind_histograms>(cfg_.histogram_kinds);
+    plugins_->set_kind_decorator([h = histograms_.get()](const std::string& kind, troupe::props& p) {
+      if (auto hist = h->for_kind(kind)) p.receive_hooks.push_back(troupe::middleware::time_receive(hist));
+    });
     if (!load_plugins(cfg_, true)) {
       log(level::error, "stopping: a required plugin did not load");
       sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
@@ -131,24 +149,32 @@ class node {
     }
     uv_loop_configure(loop_.uv(), UV_METRICS_IDLE_TIME);
     try {
-      metrics_ = std::make_unique<troupe::node::metrics>(cfg_.metrics_listen, *sys_, plugins_, loop_);
+      admin_ = std::make_unique<troupe::node::admin>(cfg_.admin_listen, cfg_.admin_token, *sys_,
+                                                     plugins_);
+      metrics_ = std::make_unique<troupe::node::metrics>(cfg_.metrics_listen, *sys_, plugins_, loop_,
+                                                         histograms_.get(), &admin_->stats());
     } catch (const std::exception& e) {
       log(level::error, e.what());
+      admin_.reset();
       sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
       sys_.reset();
       return 1;
     }
-    log(level::info, "metrics on http://" +
-                         cfg_.metrics_listen.substr(0, cfg_.metrics_listen.rfind(':')) + ":" +
-                         std::to_string(metrics_->port()) + "/metrics");
+    admin_->set_node_info(node_info(), members());
+    log(level::info, "admin API on " + url(cfg_.admin_listen, admin_->port()) +
+                         (cfg_.admin_token.empty() ? "" : " (bearer token required)"));
+    log(level::info, "metrics on " + url(cfg_.metrics_listen, metrics_->port()) + "/metrics");
     if (cfg_.demo) demo_.start(*sys_);
 
     start_handles();
+    admin_->set_state(troupe::node::admin::state::ready);
     notify("READY=1\nSTATUS=" + status());
     log(level::info, "ready: " + status());
     loop_.run();
     // The loop ran until every handle was closed; the system is stopped.
     if (stopper_.joinable()) stopper_.join();
+    // Listeners close once no actor runs: their last answers were 503s.
+    admin_.reset();
     metrics_.reset();
     sys_.reset();
     log(level::info, "stopped");
@@ -160,6 +186,36 @@ class node {
     return std::to_string(plugins_->plugins().size()) + " plugins, " +
            std::to_string(plugins_->kinds().size()) + " kinds, " +
            std::to_string(sys_->actor_count()) + " actors";
+  }
+
+  static std::string url(const std::string& listen, int port) {
+    return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
+  }
+
+  nlohmann::json node_info() const {
+    return {{"name", cfg_.name},
+            {"cluster", cfg_.cluster},
+            {"version", TROUPE_VERSION},
+            {"pid", static_cast<long>(::getpid())},
+            {"config", path_},
+            {"listen", cfg_.listen.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg_.listen)},
+            {"advertise",
+             cfg_.advertise.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg_.advertise)},
+            {"admin", url(cfg_.admin_listen, admin_->port())},
+            {"metrics", url(cfg_.metrics_listen, metrics_ ? metrics_->port() : 0) + "/metrics"},
+            {"seeds", cfg_.seeds},
+            {"log_level", cfg_.log_level},
+            {"started_at", started_at_}};
+  }
+
+  // Only this node until the cluster layer tells of others.
+  nlohmann::json members() const {
+    const std::string& address = !cfg_.advertise.empty() ? cfg_.advertise : cfg_.listen;
+    return nlohmann::json::array(
+        {{{"name", cfg_.name},
+          {"address", address.empty() ? nlohmann::json(nullptr) : nlohmann::json(address)},
+          {"status", "up"},
+          {"self", true}}});
   }
 
   // Loads the plugins `c` lists that are not loaded yet. False if a
@@ -250,14 +306,26 @@ class node {
       for (const auto& p : loaded_)
         if (std::find(next.plugins.begin(), next.plugins.end(), p) == next.plugins.end())
           restart.push_back("plugins.load (" + p + " stays loaded)");
+      if (next.admin_listen != cfg_.admin_listen) restart.push_back("admin.listen");
+      if (next.metrics_listen != cfg_.metrics_listen) restart.push_back("metrics.listen");
+      if (next.histogram_kinds != cfg_.histogram_kinds) restart.push_back("metrics.histograms");
       for (const auto& key : restart) log(level::warning, "reload: " + key + " changes only at restart");
+      if (next.admin_token != cfg_.admin_token) {
+        admin_->set_token(next.admin_token);
+        log(level::info, next.admin_token.empty() ? "reload: the admin API needs no token now"
+                                                  : "reload: the admin API takes the new token");
+      }
       // Keep what did not apply, so that a later reload compares against it.
       next.name = cfg_.name;
       next.cluster = cfg_.cluster;
       next.threads = cfg_.threads;
       next.demo = cfg_.demo;
       next.plugin_dir = cfg_.plugin_dir;
+      next.admin_listen = cfg_.admin_listen;
+      next.metrics_listen = cfg_.metrics_listen;
+      next.histogram_kinds = cfg_.histogram_kinds;
       cfg_ = std::move(next);
+      admin_->set_node_info(node_info(), members());
       log(level::info, "reloaded: " + status());
     }
     notify("READY=1\nSTATUS=" + status());
@@ -272,6 +340,7 @@ class node {
       ::_exit(1);
     }
     n->stopping_ = true;
+    n->admin_->set_state(troupe::node::admin::state::stopping);
     notify("STOPPING=1\nSTATUS=stopping");
     log(level::info, std::string("received ") + name + ": stopping every actor");
     // Actors stop on their workers while the loop goes on serving timers
@@ -304,8 +373,11 @@ class node {
   troupe::event_loop loop_;
   std::unique_ptr<troupe::actor_system> sys_;
   std::shared_ptr<troupe::plugin::host> plugins_;
+  std::unique_ptr<troupe::node::kind_histograms> histograms_;
+  std::unique_ptr<troupe::node::admin> admin_;
   std::unique_ptr<troupe::node::metrics> metrics_;
   std::vector<std::string> loaded_;
+  std::string started_at_ = now_iso8601();
   demo demo_;
   std::uint64_t last_ = 0;
   std::chrono::steady_clock::time_point last_t_ = std::chrono::steady_clock::now();

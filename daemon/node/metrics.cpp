@@ -4,7 +4,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <stdexcept>
 
@@ -13,6 +15,8 @@
 #include <prometheus/metric_family.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/middleware.hpp"
+#include "node/admin.hpp"
 #include "plugin/plugin_host.hpp"
 
 namespace troupe::node {
@@ -68,10 +72,29 @@ double cpu_seconds() {
 
 }  // namespace
 
+kind_histograms::kind_histograms(std::vector<std::string> kinds) : kinds_(std::move(kinds)) {
+  every_kind_ = std::find(kinds_.begin(), kinds_.end(), "all") != kinds_.end();
+}
+
+std::shared_ptr<middleware::latency_histogram> kind_histograms::for_kind(const std::string& kind) {
+  if (!every_kind_ && std::find(kinds_.begin(), kinds_.end(), kind) == kinds_.end()) return nullptr;
+  std::lock_guard lock(mu_);
+  auto& h = by_kind_[kind];
+  if (!h) h = std::make_shared<middleware::latency_histogram>();
+  return h;
+}
+
+std::map<std::string, std::shared_ptr<middleware::latency_histogram>> kind_histograms::all() const {
+  std::lock_guard lock(mu_);
+  return by_kind_;
+}
+
 class metrics::collector final : public prometheus::Collectable {
  public:
-  collector(actor_system& sys, std::shared_ptr<plugin::host> plugins, event_loop& loop)
-      : sys_(sys), plugins_(std::move(plugins)), loop_(loop) {}
+  collector(actor_system& sys, std::shared_ptr<plugin::host> plugins, event_loop& loop,
+            const kind_histograms* histograms, const admin_stats* admin)
+      : sys_(sys), plugins_(std::move(plugins)), loop_(loop), histograms_(histograms),
+        admin_(admin) {}
 
   std::vector<MetricFamily> Collect() const override {
     std::vector<MetricFamily> out;
@@ -123,6 +146,36 @@ class metrics::collector final : public prometheus::Collectable {
                          static_cast<double>(uv_metrics_idle_time(loop_.uv())) / 1e9));
     out.push_back(single("troupe_timers", "Timers waiting on the event loop", MetricType::Gauge,
                          static_cast<double>(loop_.pending_timers())));
+    if (histograms_ != nullptr) {
+      MetricFamily f = family("troupe_message_processing_seconds",
+                              "Time handlers took, for the kinds metrics.histograms names",
+                              MetricType::Histogram);
+      for (const auto& [kind, h] : histograms_->all()) {
+        const middleware::latency_histogram::snapshot snap = h->read();
+        ClientMetric m;
+        m.label = {{"kind", kind}};
+        m.histogram.sample_count = snap.count;
+        m.histogram.sample_sum = static_cast<double>(snap.sum_ns) / 1e9;
+        std::uint64_t cumulative = 0;
+        for (std::size_t b = 0; b < snap.buckets.size(); ++b) {
+          cumulative += snap.buckets[b];
+          const auto& bounds = middleware::latency_histogram::bounds_ns;
+          m.histogram.bucket.push_back(
+              {cumulative, b < bounds.size() ? static_cast<double>(bounds[b]) / 1e9
+                                             : std::numeric_limits<double>::infinity()});
+        }
+        f.metric.push_back(std::move(m));
+      }
+      if (!f.metric.empty()) out.push_back(std::move(f));
+    }
+    if (admin_ != nullptr) {
+      MetricFamily f = family("troupe_admin_requests_total", "Admin API requests by status class",
+                              MetricType::Counter);
+      for (std::size_t c : {2, 4, 5})
+        add(f, static_cast<double>(admin_->by_class[c].load(std::memory_order_relaxed)),
+            {{"status", std::to_string(c) + "xx"}});
+      out.push_back(std::move(f));
+    }
     out.push_back(single("process_cpu_seconds_total", "User and system CPU time",
                          MetricType::Counter, cpu_seconds()));
     out.push_back(single("process_resident_memory_bytes", "Resident memory", MetricType::Gauge,
@@ -135,11 +188,14 @@ class metrics::collector final : public prometheus::Collectable {
   actor_system& sys_;
   std::shared_ptr<plugin::host> plugins_;
   event_loop& loop_;
+  const kind_histograms* histograms_;
+  const admin_stats* admin_;
 };
 
 metrics::metrics(const std::string& listen, actor_system& sys,
-                 std::shared_ptr<plugin::host> plugins, event_loop& loop)
-    : collector_(std::make_shared<collector>(sys, std::move(plugins), loop)) {
+                 std::shared_ptr<plugin::host> plugins, event_loop& loop,
+                 const kind_histograms* histograms, const admin_stats* admin)
+    : collector_(std::make_shared<collector>(sys, std::move(plugins), loop, histograms, admin)) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
   } catch (const std::exception& e) {

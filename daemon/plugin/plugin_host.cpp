@@ -543,6 +543,7 @@ bool host::add_kinds(loaded_plugin& p, std::string& error) {
       return std::make_unique<plugin_actor>(std::move(hs), std::move(ks));
     });
     pr.kind = name;
+    if (decorate_) decorate_(name, pr);
     rec->props = share(std::move(pr));
     kinds_.emplace(name, std::move(rec));
     p.kinds.push_back(name);

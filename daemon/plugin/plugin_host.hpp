@@ -85,6 +85,12 @@ class host : public std::enable_shared_from_this<host> {
   // life of the process, even when refused after its code ran.
   load_result load(const std::filesystem::path& file);
 
+  // Called with each kind's Props as it is registered, before anything can
+  // spawn it: the node adds middleware here (timing, for metrics). Set it
+  // before loading plugins.
+  using kind_decorator = std::function<void(const std::string& kind, props&)>;
+  void set_kind_decorator(kind_decorator d) { decorate_ = std::move(d); }
+
   // Props that spawn an actor of kind `name`; null when no plugin has it.
   props_ptr kind(std::string_view name) const;
   std::vector<plugin_info> plugins() const;
@@ -113,6 +119,7 @@ class host : public std::enable_shared_from_this<host> {
  private:
   actor_system& sys_;
   log_sink log_;
+  kind_decorator decorate_;
   host_stats stats_;
   mutable std::mutex mu_;
   bool add_kinds(loaded_plugin& p, std::string& error);

@@ -163,6 +163,39 @@ TEST_CASE("the metrics middleware counts messages, failures and handler time", "
   REQUIRE(m->handler_nanoseconds.load() > 0);
 }
 
+TEST_CASE("the timing middleware files each handler's time in its bucket", "[middleware]") {
+  inbox<int> handled;
+  actor_system sys(small_config());
+  auto h = std::make_shared<middleware::latency_histogram>();
+  props p = props::from_fn([&](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      if (n->n() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(n->n()));
+      handled.put(1);
+      if (n->n() < 0) throw std::runtime_error("negative");
+    }
+  });
+  p.receive_hooks.push_back(middleware::time_receive(h));
+  pid a = sys.root().spawn(share(std::move(p)));
+  REQUIRE(eventually([&] { return h->read().count == 1; }));  // Started
+  sys.root().send(a, num(20));
+  sys.root().send(a, num(-1));
+  REQUIRE(handled.take_n(2).size() == 2);
+  // Started, 20 ms, the failure, then Restarting and Started again.
+  REQUIRE(eventually([&] { return h->read().count >= 5; }));
+  auto s = h->read();
+  // 20 ms lands in the (10 ms, 50 ms] bucket, and nowhere else that long.
+  const auto& bounds = middleware::latency_histogram::bounds_ns;
+  std::size_t slow = 0;
+  for (std::size_t b = 0; b < bounds.size(); ++b)
+    if (bounds[b] > 10'000'000) slow += s.buckets[b];
+  CHECK(slow == 1);
+  CHECK(s.buckets[9] == 1);  // bounds_ns[9] is 50 ms
+  CHECK(s.sum_ns >= 20'000'000);
+  std::uint64_t total = 0;
+  for (auto n : s.buckets) total += n;
+  CHECK(total == s.count);
+}
+
 TEST_CASE("the logging middleware writes one line per message and logs failures", "[middleware]") {
   journal j;
   actor_system sys(small_config());

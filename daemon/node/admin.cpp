@@ -1,0 +1,444 @@
+#include "node/admin.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <civetweb.h>
+
+#include "actor/actor_system.hpp"
+#include "plugin/plugin_host.hpp"
+
+namespace troupe::node {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::size_t max_body = 1 << 20;
+constexpr long long default_request_timeout_ms = 5000;
+constexpr long long max_request_timeout_ms = 60000;
+constexpr std::size_t default_actor_limit = 1000;
+
+std::string decode(std::string_view s) {
+  std::string out(s.size() + 1, '\0');
+  const int n = mg_url_decode(s.data(), static_cast<int>(s.size()), out.data(),
+                              static_cast<int>(out.size()), 0);
+  out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+  return out;
+}
+
+// The path's segments, each decoded on its own: an id may hold a "/" as %2F.
+std::vector<std::string> segments(std::string_view uri) {
+  uri = uri.substr(0, uri.find('?'));
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= uri.size()) {
+    std::size_t end = uri.find('/', start);
+    if (end == std::string_view::npos) end = uri.size();
+    if (end > start) out.push_back(decode(uri.substr(start, end - start)));
+    start = end + 1;
+  }
+  return out;
+}
+
+// Compares without leaking where the first difference is.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+// nlohmann's messages start with "[json.exception.parse_error.101] ".
+std::string json_reason(const std::exception& e) {
+  std::string what = e.what();
+  if (what.rfind("[json.exception.", 0) == 0) {
+    const std::size_t end = what.find("] ");
+    if (end != std::string::npos) what.erase(0, end + 2);
+  }
+  return what;
+}
+
+}  // namespace
+
+struct admin::request {
+  mg_connection* conn;
+  admin_stats& stats;
+  std::string method;
+  std::vector<std::string> path;
+  std::string query;
+  std::string body;
+  bool answered = false;
+
+  void reply(int status, const json& body_json) {
+    const std::string text = body_json.dump() + "\n";
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Content-Type", "application/json", -1);
+    mg_response_header_add(conn, "Content-Length", std::to_string(text.size()).c_str(), -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    if (status == 401) mg_response_header_add(conn, "WWW-Authenticate", "Bearer", -1);
+    mg_response_header_send(conn);
+    if (method != "HEAD") mg_write(conn, text.data(), text.size());
+    answered = true;
+    stats.by_class[std::min(status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void error(int status, const std::string& code, const std::string& message) {
+    reply(status, json{{"error", {{"code", code}, {"message", message}}}});
+  }
+
+  std::string var(const char* name) const {
+    char buf[256];
+    const int n = mg_get_var(query.data(), query.size(), name, buf, sizeof buf);
+    return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
+  }
+
+  // The body as a JSON object; answers 400 and returns false otherwise.
+  bool object(json& out) {
+    try {
+      out = json::parse(body);
+    } catch (const json::parse_error& e) {
+      error(400, "bad_json", "the body is not JSON: " + json_reason(e));
+      return false;
+    }
+    if (!out.is_object()) {
+      error(400, "bad_request", "the body must be a JSON object");
+      return false;
+    }
+    return true;
+  }
+};
+
+admin::admin(const std::string& listen, std::string token, actor_system& sys,
+             std::shared_ptr<plugin::host> plugins)
+    : sys_(sys), plugins_(std::move(plugins)), token_(std::move(token)) {
+  const char* options[] = {"listening_ports", listen.c_str(),
+                           "num_threads", "4",
+                           "request_timeout_ms", "30000",
+                           "enable_keep_alive", "yes",
+                           nullptr};
+  mg_callbacks callbacks{};
+  char why[256] = {};
+  unsigned code = 0;
+  mg_error_data error{&code, why, sizeof why};
+  mg_init_data init{&callbacks, this, options};
+  server_ = mg_start2(&init, &error);
+  if (server_ == nullptr)
+    throw std::runtime_error("admin: cannot listen on " + listen + ": " +
+                             (why[0] != '\0' ? why : "the server did not start"));
+  mg_set_request_handler(server_, "/", &admin::on_request, this);
+}
+
+admin::~admin() {
+  if (server_ != nullptr) mg_stop(server_);
+}
+
+int admin::port() const {
+  mg_server_port ports[4] = {};
+  const int n = mg_get_server_ports(server_, 4, ports);
+  return n > 0 ? ports[0].port : 0;
+}
+
+void admin::set_token(std::string token) {
+  std::lock_guard lock(info_mu_);
+  token_ = std::move(token);
+}
+
+void admin::set_node_info(json node, json members) {
+  std::lock_guard lock(info_mu_);
+  node_info_ = std::move(node);
+  members_ = std::move(members);
+}
+
+int admin::on_request(mg_connection* conn, void* self) {
+  auto* a = static_cast<admin*>(self);
+  const mg_request_info* ri = mg_get_request_info(conn);
+  request r{conn, a->stats_, ri->request_method, segments(ri->request_uri),
+            ri->query_string != nullptr ? ri->query_string : "", {}};
+  if (ri->content_length > static_cast<long long>(max_body)) {
+    r.error(413, "too_large", "the body is larger than " + std::to_string(max_body) + " bytes");
+    return 413;
+  }
+  char buf[8192];
+  for (int n; (n = mg_read(conn, buf, sizeof buf)) > 0;) {
+    if (r.body.size() + static_cast<std::size_t>(n) > max_body) {
+      r.error(413, "too_large", "the body is larger than " + std::to_string(max_body) + " bytes");
+      return 413;
+    }
+    r.body.append(buf, static_cast<std::size_t>(n));
+  }
+  try {
+    a->handle(r);
+  } catch (const std::exception& e) {
+    if (!r.answered) r.error(500, "internal", e.what());
+  }
+  if (!r.answered) r.error(500, "internal", "no answer");
+  return 1;
+}
+
+void admin::handle(request& r) {
+  const auto& p = r.path;
+  const bool get = r.method == "GET" || r.method == "HEAD";
+  const state st = state_.load(std::memory_order_acquire);
+
+  if (p.size() == 1 && p[0] == "healthz") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    return r.reply(200, {{"status", "ok"}});
+  }
+  if (p.size() == 1 && p[0] == "readyz") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    if (st == state::ready) return r.reply(200, {{"status", "ready"}});
+    return r.reply(503, {{"status", st == state::starting ? "starting" : "stopping"}});
+  }
+  if (p.empty() || p[0] != "v1")
+    return r.error(404, "not_found", "no such endpoint: " + r.method + " /" +
+                                         (p.empty() ? "" : p[0]));
+
+  std::string token;
+  {
+    std::lock_guard lock(info_mu_);
+    token = token_;
+  }
+  if (!token.empty()) {
+    const char* auth = mg_get_header(r.conn, "Authorization");
+    constexpr std::string_view bearer = "Bearer ";
+    if (auth == nullptr || std::strncmp(auth, bearer.data(), bearer.size()) != 0 ||
+        !same_secret(auth + bearer.size(), token))
+      return r.error(401, "unauthorized", "this node wants 'Authorization: Bearer <token>'");
+  }
+
+  const std::string what = p.size() > 1 ? p[1] : "";
+  if (p.size() == 2 && what == "node") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    json j;
+    {
+      std::lock_guard lock(info_mu_);
+      j = node_info_;
+    }
+    j["state"] = st == state::ready ? "ready" : st == state::starting ? "starting" : "stopping";
+    j["actors"] = sys_.actor_count();
+    j["plugins"] = plugins_->plugins().size();
+    j["kinds"] = plugins_->kinds().size();
+    j["dispatcher_threads"] = sys_.dispatcher().threads();
+    j["messages_processed"] = sys_.dispatcher().processed();
+    j["dead_letters"] = sys_.stats().dead_letters_total();
+    return r.reply(200, j);
+  }
+  if (p.size() == 2 && what == "members") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    std::lock_guard lock(info_mu_);
+    return r.reply(200, {{"members", members_}});
+  }
+  if (p.size() == 2 && what == "plugins") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    json list = json::array();
+    for (const auto& info : plugins_->plugins())
+      list.push_back({{"name", info.name},
+                      {"version", info.version},
+                      {"file", info.file},
+                      {"abi", std::to_string(info.abi_major) + "." + std::to_string(info.abi_minor)},
+                      {"kinds", info.kinds}});
+    return r.reply(200, {{"plugins", list}});
+  }
+  if (p.size() == 2 && what == "kinds") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    json kinds = json::array();
+    for (const auto& info : plugins_->plugins())
+      for (const auto& k : info.kinds) kinds.push_back({{"name", k}, {"plugin", info.name}});
+    std::sort(kinds.begin(), kinds.end(),
+              [](const json& a, const json& b) { return a["name"] < b["name"]; });
+    json types = json::array();
+    for (const auto& t : plugins_->message_types())
+      types.push_back({{"name", t.name}, {"plugin", t.plugin}});
+    return r.reply(200, {{"kinds", kinds}, {"message_types", types}});
+  }
+  if (what == "actors") {
+    if (p.size() == 2) {
+      if (get) return list_actors(r);
+      if (r.method == "POST") return spawn(r);
+      return r.error(405, "method_not_allowed", "use GET to list or POST to spawn");
+    }
+    return route_actor(r, p[2], p.size() > 3 ? p[3] : "");
+  }
+  return r.error(404, "not_found", "no such endpoint: " + r.method + " /v1/" + what);
+}
+
+void admin::route_actor(request& r, const std::string& id, const std::string& action) {
+  if (r.path.size() > 4) return r.error(404, "not_found", "no such endpoint under /v1/actors");
+  if (action.empty()) {
+    if (r.method == "DELETE") return stop(r, id);
+    if (r.method == "GET" || r.method == "HEAD") {
+      process_ref p = sys_.registry().lookup(id);
+      auto* c = dynamic_cast<context*>(p.get());
+      if (c == nullptr) return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+      return r.reply(200, {{"id", id},
+                           {"pid", pid(std::move(p)).to_string()},
+                           {"kind", c->props().kind},
+                           {"mailbox", c->mailbox_depth()}});
+    }
+    return r.error(405, "method_not_allowed", "use GET or DELETE");
+  }
+  if (action == "send" || action == "request") {
+    if (r.method != "POST") return r.error(405, "method_not_allowed", "use POST");
+    return send(r, id, action == "request");
+  }
+  return r.error(404, "not_found", "no such endpoint: /v1/actors/{id}/" + action);
+}
+
+void admin::list_actors(request& r) {
+  const std::string kind = r.var("kind");
+  std::size_t limit = default_actor_limit;
+  if (const std::string l = r.var("limit"); !l.empty()) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(l.c_str(), &end, 10);
+    if (*end != '\0' || v == 0)
+      return r.error(400, "bad_request", "limit must be a positive number, not '" + l + "'");
+    limit = static_cast<std::size_t>(v);
+  }
+  struct row {
+    std::uint64_t seq;
+    json j;
+  };
+  std::vector<row> rows;
+  std::size_t total = 0;
+  sys_.registry().for_each([&](process& p) {
+    auto* c = dynamic_cast<context*>(&p);
+    if (c == nullptr || (!kind.empty() && c->props().kind != kind)) return;
+    ++total;
+    rows.push_back({c->seq(),
+                    {{"id", c->id()},
+                     {"kind", c->props().kind},
+                     {"mailbox", c->mailbox_depth()},
+                     {"parent", c->parent() ? json(c->parent().id()) : json(nullptr)}}});
+  });
+  // Oldest first; the limit keeps the oldest.
+  std::sort(rows.begin(), rows.end(), [](const row& a, const row& b) { return a.seq < b.seq; });
+  json list = json::array();
+  for (std::size_t i = 0; i < rows.size() && i < limit; ++i) list.push_back(std::move(rows[i].j));
+  r.reply(200, {{"actors", list}, {"total", total}, {"truncated", total > limit}});
+}
+
+void admin::spawn(request& r) {
+  if (state_.load(std::memory_order_acquire) == state::stopping)
+    return r.error(503, "stopping", "the node is stopping and admits no new actors");
+  json body;
+  if (!r.object(body)) return;
+  for (const auto& [key, v] : body.items())
+    if (key != "kind" && key != "name")
+      return r.error(400, "bad_request", "unknown field '" + key + "' (expected kind, name)");
+  if (!body.contains("kind") || !body["kind"].is_string())
+    return r.error(400, "bad_request", "'kind' (a string) is required");
+  if (body.contains("name") && !body["name"].is_string())
+    return r.error(400, "bad_request", "'name' must be a string");
+  const std::string kind = body["kind"];
+  props_ptr props = plugins_->kind(kind);
+  if (!props) return r.error(404, "unknown_kind", "no loaded plugin has a kind '" + kind + "'");
+  spawn_result res;
+  if (body.contains("name")) {
+    const std::string name = body["name"];
+    if (name.find('/') != std::string::npos)
+      return r.error(400, "invalid_name", "an actor name may not contain '/'");
+    res = sys_.root().spawn_named(props, name);
+  } else {
+    res.pid = sys_.root().spawn(props);
+    if (!res.pid) res.error = spawn_error::shutting_down;
+  }
+  switch (res.error) {
+    case spawn_error::none: break;
+    case spawn_error::name_taken:
+      return r.error(409, "name_taken",
+                     "an actor named '" + body["name"].get<std::string>() + "' is alive");
+    case spawn_error::invalid_name:
+      return r.error(400, "invalid_name", "a name may not be empty or start with '$'");
+    case spawn_error::shutting_down:
+      return r.error(503, "stopping", "the node is stopping and admits no new actors");
+  }
+  r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
+}
+
+void admin::stop(request& r, const std::string& id) {
+  process_ref p = sys_.registry().lookup(id);
+  if (dynamic_cast<context*>(p.get()) == nullptr)
+    return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+  pid who(std::move(p));
+  sys_.root().stop(who);
+  // Children stop first; wait a little for the whole subtree.
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!who.get()->dead() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(1ms);
+  if (!who.get()->dead()) return r.reply(202, {{"id", id}, {"stopped", false}, {"stopping", true}});
+  r.reply(200, {{"id", id}, {"stopped", true}});
+}
+
+void admin::send(request& r, const std::string& id, bool wait_reply) {
+  if (state_.load(std::memory_order_acquire) == state::stopping)
+    return r.error(503, "stopping", "the node is stopping and admits no new work");
+  json body;
+  if (!r.object(body)) return;
+  for (const auto& [key, v] : body.items())
+    if (key != "type" && key != "message" && !(wait_reply && key == "timeout_ms"))
+      return r.error(400, "bad_request",
+                     "unknown field '" + key + "' (expected type, message" +
+                         (wait_reply ? ", timeout_ms)" : ")"));
+  if (!body.contains("type") || !body["type"].is_string())
+    return r.error(400, "bad_request", "'type' (a fully qualified message type) is required");
+  const json payload = body.contains("message") ? body["message"] : json::object();
+  if (!payload.is_object())
+    return r.error(400, "bad_request", "'message' must be a JSON object");
+  long long timeout_ms = default_request_timeout_ms;
+  if (body.contains("timeout_ms")) {
+    if (!body["timeout_ms"].is_number_integer() || body["timeout_ms"].get<long long>() <= 0 ||
+        body["timeout_ms"].get<long long>() > max_request_timeout_ms)
+      return r.error(400, "bad_request",
+                     "'timeout_ms' must be a whole number from 1 to " +
+                         std::to_string(max_request_timeout_ms));
+    timeout_ms = body["timeout_ms"];
+  }
+
+  process_ref p = sys_.registry().lookup(id);
+  if (dynamic_cast<context*>(p.get()) == nullptr)
+    return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+  pid to(std::move(p));
+
+  message m;
+  std::string why;
+  switch (plugins_->from_json(body["type"].get<std::string>(), payload.dump(), m, why)) {
+    case plugin::codec_status::ok: break;
+    case plugin::codec_status::unknown_type: return r.error(400, "unknown_type", why);
+    case plugin::codec_status::mismatch: return r.error(400, "schema_mismatch", why);
+  }
+  if (!wait_reply) {
+    sys_.root().send(to, std::move(m));
+    return r.reply(202, {{"sent", true}, {"to", to.to_string()}});
+  }
+  future_result res =
+      sys_.root().request_future(to, std::move(m), std::chrono::milliseconds(timeout_ms)).get_result();
+  switch (res.status) {
+    case future_status::completed: break;
+    case future_status::timed_out:
+      return r.error(504, "timeout", "no reply from '" + id + "' within " +
+                                         std::to_string(timeout_ms) + " ms");
+    case future_status::dead_letter:
+      return r.error(404, "unknown_actor", "'" + id + "' stopped before it answered");
+    case future_status::pending: return r.error(500, "internal", "the request did not complete");
+  }
+  std::string type, text;
+  switch (plugins_->to_json(*res.reply.get(), type, text, why)) {
+    case plugin::codec_status::ok:
+      return r.reply(200, {{"type", type}, {"message", json::parse(text)}});
+    case plugin::codec_status::unknown_type: {
+      char hex[19];
+      std::snprintf(hex, sizeof hex, "0x%016llx",
+                    static_cast<unsigned long long>(res.reply->type));
+      return r.reply(200, {{"type", nullptr}, {"type_id", hex}, {"size", res.reply->size},
+                           {"message", nullptr}});
+    }
+    case plugin::codec_status::mismatch: return r.error(502, "bad_reply", why);
+  }
+}
+
+}  // namespace troupe::node

@@ -1,0 +1,88 @@
+#pragma once
+// The admin HTTP API of a node (JSON over HTTP, civetweb), on admin.listen:
+//
+//   GET    /healthz                   the process answers
+//   GET    /readyz                    200 once ready, 503 while starting or stopping
+//   GET    /v1/node                   name, cluster, version, addresses, counts
+//   GET    /v1/members                the nodes this node knows of
+//   GET    /v1/plugins                loaded plugins and their kinds
+//   GET    /v1/kinds                  kinds and the message types plugins declare
+//   GET    /v1/actors[?kind=K&limit=N]  live actors with kind and mailbox depth
+//   POST   /v1/actors                 {"kind": K, "name": N?} spawns
+//   DELETE /v1/actors/{id}            stops (waits up to 5 s for the stop)
+//   POST   /v1/actors/{id}/send       {"type": T, "message": {...}}
+//   POST   /v1/actors/{id}/request    {"type": T, "message": {...}, "timeout_ms": N?}
+//
+// Errors are {"error": {"code": "...", "message": "..."}} with a fitting
+// status. With a token, every /v1 call needs "Authorization: Bearer TOKEN";
+// the probes stay open.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+struct mg_context;
+struct mg_connection;
+
+namespace troupe {
+class actor_system;
+namespace plugin {
+class host;
+}
+}  // namespace troupe
+
+namespace troupe::node {
+
+// Requests answered, by status class (1xx..5xx), read by metrics.
+struct admin_stats {
+  std::array<std::atomic<std::uint64_t>, 6> by_class{};
+};
+
+class admin {
+ public:
+  enum class state { starting, ready, stopping };
+
+  // Binds `listen` ("127.0.0.1:7780"); throws std::runtime_error naming the
+  // address if it cannot. An empty token leaves the API open.
+  admin(const std::string& listen, std::string token, actor_system& sys,
+        std::shared_ptr<plugin::host> plugins);
+  ~admin();
+  admin(const admin&) = delete;
+  admin& operator=(const admin&) = delete;
+
+  int port() const;
+  const admin_stats& stats() const noexcept { return stats_; }
+
+  void set_state(state s) noexcept { state_.store(s, std::memory_order_release); }
+  // What /v1/node and /v1/members show besides live counts; set at start
+  // and on reload, from the loop thread.
+  void set_node_info(nlohmann::json node, nlohmann::json members);
+  // Replaces the bearer token (reload); empty opens the API.
+  void set_token(std::string token);
+
+ private:
+  struct request;
+  static int on_request(mg_connection* conn, void* self);
+  void handle(request& r);
+  void route_actor(request& r, const std::string& id, const std::string& action);
+  void list_actors(request& r);
+  void spawn(request& r);
+  void stop(request& r, const std::string& id);
+  void send(request& r, const std::string& id, bool wait_reply);
+
+  actor_system& sys_;
+  std::shared_ptr<plugin::host> plugins_;
+  std::atomic<state> state_{state::starting};
+  std::mutex info_mu_;  // guards token_, node_info_, members_
+  std::string token_;
+  nlohmann::json node_info_;
+  nlohmann::json members_;
+  admin_stats stats_;
+  mg_context* server_ = nullptr;
+};
+
+}  // namespace troupe::node
