@@ -1,0 +1,281 @@
+// troupectl: the command-line client of a node's admin API.
+//
+//   troupectl [--admin URL] [--token-file F] [--json] COMMAND
+//     status | members | plugins | kinds | actors [--kind K] [--limit N]
+//     spawn KIND [--name N] | stop ID | send ID TYPE JSON
+//     request ID TYPE JSON [--timeout MS]
+//
+// Tables for people by default, the API's JSON with --json. Any failure
+// (node down, an error answer) prints one line and exits non-zero.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <curl/curl.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int exit_failure = 1;    // the node answered with an error
+constexpr int exit_unreachable = 2;  // no answer at all
+
+struct failure {
+  int status;
+  std::string message;
+};
+
+struct client {
+  std::string base;
+  std::string token;
+  long timeout_ms = 10000;
+
+  // One call; throws `failure` unless the answer is 2xx.
+  json call(const std::string& method, const std::string& path, const json* body = nullptr) const {
+    std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+    if (!curl) throw failure{exit_unreachable, "cannot start an HTTP client"};
+    std::string url = base;
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    url += path;
+    std::string answer, payload;
+    curl_slist* headers = nullptr;
+    headers = curl_slist_append(headers, "Accept: application/json");
+    if (!token.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + token).c_str());
+    CURL* c = curl.get();
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (body != nullptr) {
+      payload = body->dump();
+      headers = curl_slist_append(headers, "Content-Type: application/json");
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(payload.size()));
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION,
+                     +[](char* p, std::size_t size, std::size_t n, void* out) -> std::size_t {
+                       static_cast<std::string*>(out)->append(p, size * n);
+                       return size * n;
+                     });
+    char why[CURL_ERROR_SIZE] = {};
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, why);
+    const CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(headers);
+    if (rc != CURLE_OK)
+      throw failure{exit_unreachable, "cannot reach the node at " + base + ": " +
+                                          (why[0] != '\0' ? why : curl_easy_strerror(rc))};
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    json j = json::parse(answer, nullptr, false);
+    if (status / 100 != 2) {
+      if (!j.is_discarded() && j.contains("error") && j["error"].is_object())
+        throw failure{exit_failure, std::to_string(status) + " " + j["error"].value("code", "") +
+                                        ": " + j["error"].value("message", "")};
+      throw failure{exit_failure, "the node answered " + std::to_string(status) + " to " + method +
+                                      " " + path};
+    }
+    if (j.is_discarded())
+      throw failure{exit_failure, "the node's answer to " + path + " is not JSON"};
+    return j;
+  }
+
+  static std::string escape(const std::string& segment) {
+    char* e = curl_escape(segment.c_str(), static_cast<int>(segment.size()));
+    std::string out(e);
+    curl_free(e);
+    return out;
+  }
+};
+
+std::string text(const json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+// Columns as wide as their widest cell.
+void table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(head.size());
+  for (std::size_t i = 0; i < head.size(); ++i) width[i] = head[i].size();
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out.append(width[i] - cells[i].size() + 2, ' ');
+    }
+    std::cout << out << "\n";
+  };
+  line(head);
+  for (const auto& r : rows) line(r);
+}
+
+std::string join(const json& list) {
+  std::string out;
+  for (const auto& v : list) {
+    if (!out.empty()) out += ",";
+    out += text(v);
+  }
+  return out.empty() ? "-" : out;
+}
+
+json parse_message(const std::string& arg) {
+  json j = json::parse(arg, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    throw failure{exit_failure, "the message must be a JSON object, like '{\"by\": 1}': " + arg};
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"troupectl: inspect and drive a troupe-node through its admin API"};
+  app.require_subcommand(1);
+  client cl;
+  bool as_json = false;
+  std::string token_file;
+  cl.base = std::getenv("TROUPE_ADMIN") != nullptr ? std::getenv("TROUPE_ADMIN")
+                                                   : "http://127.0.0.1:7780";
+  app.add_option("--admin", cl.base, "the node's admin URL (default $TROUPE_ADMIN or " + cl.base + ")");
+  app.add_option("--token-file", token_file, "a file whose first line is the admin bearer token");
+  app.add_flag("--json", as_json, "print the API's JSON instead of tables");
+  app.set_version_flag("--version", std::string("troupectl ") + TROUPE_VERSION);
+
+  auto* status = app.add_subcommand("status", "the node: name, cluster, version, counts");
+  auto* members = app.add_subcommand("members", "the nodes this node knows of");
+  auto* plugins = app.add_subcommand("plugins", "loaded plugins and their kinds");
+  auto* kinds = app.add_subcommand("kinds", "actor kinds and message types");
+  auto* actors = app.add_subcommand("actors", "live actors with kind and mailbox depth");
+  std::string kind_filter;
+  unsigned limit = 0;
+  actors->add_option("--kind", kind_filter, "only actors of this kind");
+  actors->add_option("--limit", limit, "at most this many (oldest first; default 1000)");
+  auto* spawn = app.add_subcommand("spawn", "spawn an actor of a kind");
+  std::string kind, name;
+  spawn->add_option("KIND", kind, "the kind")->required();
+  spawn->add_option("--name", name, "a name for the actor (default: an id like $42)");
+  auto* stop = app.add_subcommand("stop", "stop an actor (and its children)");
+  std::string id;
+  stop->add_option("ID", id, "the actor's id")->required();
+  std::string type, message;
+  auto* send = app.add_subcommand("send", "send a message given as JSON");
+  send->add_option("ID", id, "the actor's id")->required();
+  send->add_option("TYPE", type, "the message type, like counter.Add")->required();
+  send->add_option("JSON", message, "the message as a JSON object")->required();
+  auto* request = app.add_subcommand("request", "send a message and print the reply");
+  long timeout_ms = 5000;
+  request->add_option("ID", id, "the actor's id")->required();
+  request->add_option("TYPE", type, "the message type, like counter.Get")->required();
+  request->add_option("JSON", message, "the message as a JSON object")->required();
+  request->add_option("--timeout", timeout_ms, "how long to wait for the reply, in ms (default 5000)")
+      ->check(CLI::Range(1L, 60000L));
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!token_file.empty()) {
+      std::ifstream in(token_file);
+      if (!in) throw failure{exit_failure, "cannot read the token file " + token_file};
+      std::getline(in, cl.token);
+      while (!cl.token.empty() && std::isspace(static_cast<unsigned char>(cl.token.back())))
+        cl.token.pop_back();
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    json out;
+    if (status->parsed()) {
+      out = cl.call("GET", "/v1/node");
+      if (!as_json) {
+        for (const char* key : {"name", "cluster", "version", "state", "actors", "plugins", "kinds",
+                                "dispatcher_threads", "messages_processed", "dead_letters", "listen",
+                                "admin", "metrics", "started_at", "pid", "config"})
+          if (out.contains(key)) std::printf("%-19s %s\n", (std::string(key) + ":").c_str(),
+                                             text(out[key]).c_str());
+      }
+    } else if (members->parsed()) {
+      out = cl.call("GET", "/v1/members");
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& m : out["members"])
+          rows.push_back({text(m["name"]), text(m["address"]), text(m["status"]),
+                          m.value("self", false) ? "yes" : ""});
+        table({"NAME", "ADDRESS", "STATUS", "SELF"}, rows);
+      }
+    } else if (plugins->parsed()) {
+      out = cl.call("GET", "/v1/plugins");
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& p : out["plugins"])
+          rows.push_back({text(p["name"]), text(p["version"]), text(p["abi"]), join(p["kinds"]),
+                          text(p["file"])});
+        table({"NAME", "VERSION", "ABI", "KINDS", "FILE"}, rows);
+      }
+    } else if (kinds->parsed()) {
+      out = cl.call("GET", "/v1/kinds");
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& k : out["kinds"]) rows.push_back({text(k["name"]), text(k["plugin"])});
+        table({"KIND", "PLUGIN"}, rows);
+        std::cout << "\n";
+        rows.clear();
+        for (const auto& t : out["message_types"]) rows.push_back({text(t["name"]), text(t["plugin"])});
+        table({"MESSAGE TYPE", "PLUGIN"}, rows);
+      }
+    } else if (actors->parsed()) {
+      std::string path = "/v1/actors";
+      std::string query;
+      if (!kind_filter.empty()) query += "kind=" + client::escape(kind_filter);
+      if (limit > 0) query += (query.empty() ? "" : "&") + std::string("limit=") + std::to_string(limit);
+      if (!query.empty()) path += "?" + query;
+      out = cl.call("GET", path);
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& a : out["actors"])
+          rows.push_back({text(a["id"]), text(a["kind"]).empty() ? "-" : text(a["kind"]),
+                          text(a["mailbox"]), text(a["parent"])});
+        table({"ID", "KIND", "MAILBOX", "PARENT"}, rows);
+        if (out.value("truncated", false))
+          std::printf("(%zu of %s actors shown)\n", out["actors"].size(), text(out["total"]).c_str());
+      }
+    } else if (spawn->parsed()) {
+      json body{{"kind", kind}};
+      if (!name.empty()) body["name"] = name;
+      out = cl.call("POST", "/v1/actors", &body);
+      if (!as_json) std::printf("%s\n", text(out["id"]).c_str());
+    } else if (stop->parsed()) {
+      out = cl.call("DELETE", "/v1/actors/" + client::escape(id));
+      if (!as_json)
+        std::printf("%s %s\n", id.c_str(), out.value("stopped", false) ? "stopped" : "stopping");
+    } else if (send->parsed()) {
+      json body{{"type", type}, {"message", parse_message(message)}};
+      out = cl.call("POST", "/v1/actors/" + client::escape(id) + "/send", &body);
+      if (!as_json) std::printf("sent %s to %s\n", type.c_str(), text(out["to"]).c_str());
+    } else if (request->parsed()) {
+      json body{{"type", type}, {"message", parse_message(message)}, {"timeout_ms", timeout_ms}};
+      cl.timeout_ms = timeout_ms + 5000;
+      out = cl.call("POST", "/v1/actors/" + client::escape(id) + "/request", &body);
+      if (!as_json) {
+        if (out["type"].is_null())
+          std::printf("reply of undeclared type %s (%s bytes)\n", text(out["type_id"]).c_str(),
+                      text(out["size"]).c_str());
+        else
+          std::printf("%s %s\n", text(out["type"]).c_str(), out["message"].dump().c_str());
+      }
+    }
+    if (as_json) std::cout << out.dump() << "\n";
+  } catch (const failure& f) {
+    std::fprintf(stderr, "troupectl: %s\n", f.message.c_str());
+    return f.status;
+  }
+  return 0;
+}
