@@ -63,7 +63,7 @@ def write_config(text):
 
 base = (f"node: {{ name: life, cluster: test, drain_timeout: 5 }}\n"
         f"plugins: {{ dir: {plugin_dir}, load: [counter] }}\n"
-        "metrics: { listen: 127.0.0.1:0 }\n")
+        "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n")
 cfg = write_config(base)
 
 # ---- --check-config

@@ -42,7 +42,7 @@ copy_plugins(BUILD_ROOT, plugin_dir, ["counter"])
 cfg = os.path.join(tmp, "node.yaml")
 with open(cfg, "w") as f:
     f.write(f"node: {{ name: metrics }}\nplugins: {{ dir: {plugin_dir}, load: [counter, absent] }}\n"
-            "metrics: { listen: 127.0.0.1:0 }\ndemo: true\n")
+            "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\ndemo: true\n")
 
 p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
 err = stderr_reader(p)
@@ -80,7 +80,7 @@ if url:
     check("troupe_build_info carries the version", value(second, "troupe_build_info") == 1.0 and
           second["troupe_build_info"][0][0].get("version"), str(second.get("troupe_build_info")))
     check("the demo's 1000 actors are counted by kind",
-          value(second, "troupe_actors", kind="actor") == 1000.0, str(second.get("troupe_actors")))
+          value(second, "troupe_actors", kind="demo.ring") == 1000.0, str(second.get("troupe_actors")))
     check("messages processed keep rising",
           (value(second, "troupe_messages_processed_total") or 0) >
           (value(first, "troupe_messages_processed_total") or 0) > 0)

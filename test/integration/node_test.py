@@ -61,7 +61,7 @@ plugin_dir = os.path.join(plugin_tmp, "plugins")
 copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter", "worker-pool"])
 with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
     dev_text = f.read().replace("../build/plugin-dir", plugin_dir)
-dev_text += "metrics: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
+dev_text += "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
 dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
     rc, err, seen = run_until(dev, sig, "M messages/s")
@@ -74,7 +74,7 @@ with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
     f.write("not a library\n")
 cfg = write(plugin_tmp, "broken.yaml",
             f"plugins:\n  dir: {plugin_dir}\n  load: [broken, counter]\n"
-            "metrics: { listen: 127.0.0.1:0 }\n")
+            "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n")
 seen, rc, reader = run_until_ready(NODE, cfg)
 err = reader.text()
 check("a plugin that does not fit is refused with its file and reason, and the node goes on",

@@ -1,6 +1,9 @@
 // Kinds that throw from their constructor, their handler or their
-// destructor: each failure stays with its actor.
+// destructor (each failure stays with its actor), and kinds that take
+// their time.
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include <troupe/troupe.hpp>
 #include "test_messages_generated.h"
@@ -45,6 +48,17 @@ struct AnswersWhenQuiet : troupe::Actor {
   }
 };
 
+// Sleeps `n` milliseconds in its handler, then answers: a busy actor for
+// the shutdown tests.
+struct Sleeps : troupe::Actor {
+  void receive(troupe::Context& ctx) override {
+    if (auto n = ctx.message<troupe::test::Num>()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(n->n()));
+      ctx.respond<troupe::test::Num>([&](auto& b) { return troupe::test::CreateNum(b, n->n()); });
+    }
+  }
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(thrower, "1.0.0") {
@@ -52,5 +66,6 @@ TROUPE_PLUGIN(thrower, "1.0.0") {
   plugin.kind<ThrowsInReceive>("throw.receive");
   plugin.kind<ThrowsInDestructor>("throw.destructor");
   plugin.kind<AnswersWhenQuiet>("quiet.answer");
+  plugin.kind<Sleeps>("sleep.receive");
   plugin.schema(thrower_bfbs);
 }
