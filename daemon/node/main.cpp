@@ -345,6 +345,31 @@ class node {
     log(level::info, std::string("received ") + name + ": stopping every actor");
     // Actors stop on their workers while the loop goes on serving timers
     // and signals (a second one forces the exit).
+    // A handler that never returns would hold the stop forever: past the
+    // drain timeout and a grace period, the node gives up and exits.
+    uv_timer_init(n->loop_.uv(), &n->give_up_);
+    n->give_up_.data = n;
+    n->give_up_on_ = true;
+    uv_timer_start(&n->give_up_, [](uv_timer_t* t) {
+      auto* self = static_cast<node*>(t->data);
+      std::string left;
+      std::size_t n_left = 0;
+      self->sys_->registry().for_each([&](troupe::process& p) {
+        if (++n_left > 5) return;
+        auto* c = dynamic_cast<troupe::context*>(&p);
+        left += (left.empty() ? "" : ", ") + p.id();
+        if (c != nullptr && !c->props().kind.empty()) left += " (" + c->props().kind + ")";
+      });
+      if (n_left > 0)
+        log(level::error, std::to_string(n_left) + " actors have not stopped: " + left +
+                              (n_left > 5 ? ", ..." : ""));
+      log(level::error, "actors still busy " + std::to_string(self->cfg_.drain_timeout_seconds + give_up_grace_s) +
+                            " s after the stop began (node.drain_timeout is " +
+                            std::to_string(self->cfg_.drain_timeout_seconds) +
+                            " s): a handler does not return; exiting now");
+      std::fflush(stderr);
+      ::_exit(1);
+    }, (n->cfg_.drain_timeout_seconds + give_up_grace_s) * 1000ull, 0);
     n->stopper_ = std::thread([n] {
       bool clean = n->sys_->shutdown(std::chrono::seconds(n->cfg_.drain_timeout_seconds));
       n->demo_.stop();  // no worker runs now: the ring's links can go
@@ -363,6 +388,7 @@ class node {
         uv_close(h, nullptr);
       if (watchdog_on_) uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_), nullptr);
       if (report_on_) uv_close(reinterpret_cast<uv_handle_t*>(&report_), nullptr);
+      if (give_up_on_) uv_close(reinterpret_cast<uv_handle_t*>(&give_up_), nullptr);
       handles_open_ = false;
     }
     loop_.stop();
@@ -383,8 +409,9 @@ class node {
   std::chrono::steady_clock::time_point last_t_ = std::chrono::steady_clock::now();
   uv_signal_t sigint_{}, sigterm_{}, sighup_{};
   uv_async_t stopped_{};
-  uv_timer_t watchdog_{}, report_{};
-  bool handles_open_ = false, watchdog_on_ = false, report_on_ = false;
+  static constexpr unsigned give_up_grace_s = 2;
+  uv_timer_t watchdog_{}, report_{}, give_up_{};
+  bool handles_open_ = false, watchdog_on_ = false, report_on_ = false, give_up_on_ = false;
   bool stopping_ = false;
   std::thread stopper_;
 };

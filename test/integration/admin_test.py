@@ -13,11 +13,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
 
-from harness import check, copy_plugins, finish, stderr_reader
+from harness import check, copy_plugins, finish, http as raw_http, listening_url, stderr_reader
 
 NODE, CTL, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -41,13 +39,9 @@ def write_config(token_path):
 write_config(token_file)
 p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
 err = stderr_reader(p)
-admin = metrics = None
-if err.has("ready:", 20):
-    for l in err.lines:
-        m = re.search(r"admin API on (http://\S+)", l)
-        admin = m.group(1) if m else admin
-        m = re.search(r"metrics on (http://\S+)", l)
-        metrics = m.group(1) if m else metrics
+admin = listening_url(err, "admin API")
+metrics = listening_url(err, "metrics")
+err.has("ready:", 20)
 check("the node says where its admin API is and that it wants a token",
       admin is not None and err.has("(bearer token required)", 1), err.text())
 if admin is None:
@@ -61,22 +55,7 @@ def ctl(*args, token=True, timeout=30):
 
 
 def http(method, path, body=None, token="s3cret-token", raw=None):
-    """(status, parsed JSON or None) of one raw request."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(admin + path, data=data, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        text = e.read()
-        try:
-            return e.code, json.loads(text)
-        except ValueError:
-            return e.code, text
+    return raw_http(method, admin + path, body, token, raw)
 
 
 def is_error(answer, status, code, part=""):

@@ -1,13 +1,17 @@
 """What the integration tests share: reporting checks in the form
 scripts/run-tests counts ("N passed, N failed"), the built example
 plugins, and reading a running node's stderr."""
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 _passed = 0
 _failed = 0
@@ -78,3 +82,33 @@ def run_until_ready(node, config, env=None, marker="ready:"):
         p.kill()
         rc = -1
     return ok, rc, err
+
+
+def listening_url(reader, what, timeout=20.0):
+    """The URL a node logged for `what` ("admin API" or "metrics"), or None."""
+    if not reader.has(f"{what} on http://", timeout):
+        return None
+    for line in reader.lines:
+        m = re.search(what + r" on (http://\S+)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def http(method, url, body=None, token=None, raw=None):
+    """(status, parsed JSON, or the raw bytes when not JSON) of one request."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, text = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read()
+    try:
+        return status, json.loads(text or b"null")
+    except ValueError:
+        return status, text

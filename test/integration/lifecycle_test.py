@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from harness import check, copy_plugins, finish, run_until_ready, stderr_reader
+from harness import check, copy_plugins, finish, http, listening_url, run_until_ready, stderr_reader
 
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
 
@@ -139,6 +139,72 @@ except ValueError:
     parsed = []
 check("log.format: json writes one JSON object a line",
       ok and parsed and all({"time", "level", "message"} <= set(o) for o in parsed), err.text())
+
+# ---- stopping while actors are busy
+shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "thrower.so"), plugin_dir)
+busy = (base.replace("load: [counter]", "load: [counter, thrower]")
+        .replace("drain_timeout: 5", "drain_timeout: 4") + "demo: true\n")
+env = dict(os.environ)
+env.pop("NOTIFY_SOCKET", None)
+
+
+def start_busy(sleep_ms):
+    """A node running the demo ring, with an actor asleep in its handler for
+    `sleep_ms` and two more messages waiting behind it."""
+    write_config(busy)
+    p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+    err = stderr_reader(p)
+    admin = listening_url(err, "admin API")
+    ok = admin is not None and err.has("ready:")
+    if ok:
+        ok = http("POST", admin + "/v1/actors", {"kind": "sleep.receive", "name": "sleepy"})[0] == 201
+        for _ in range(3):
+            ok = ok and http("POST", admin + "/v1/actors/sleepy/send",
+                             {"type": "troupe.test.Num", "message": {"n": sleep_ms}})[0] == 202
+        time.sleep(0.3)  # the first handler is asleep now
+    return p, err, ok
+
+
+p, err, ok = start_busy(1500)
+t0 = time.time()
+p.send_signal(signal.SIGTERM)
+try:
+    rc = p.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = -1
+took = time.time() - t0
+check("SIGTERM with busy actors waits for the running handler, then exits 0",
+      ok and rc == 0 and err.has("all actors stopped", 1) and 1.0 < took < 4.0,
+      f"rc={rc} took={took:.1f}s\n{err.text()}")
+
+p, err, ok = start_busy(60000)
+t0 = time.time()
+p.send_signal(signal.SIGTERM)
+stopping = err.has("received SIGTERM", 10)
+time.sleep(0.2)
+p.send_signal(signal.SIGINT)
+try:
+    rc = p.wait(timeout=10)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = -1
+check("a second signal forces the exit at once",
+      ok and stopping and rc == 1 and err.has("second SIGINT: exiting now", 1) and time.time() - t0 < 3,
+      f"rc={rc}\n{err.text()}")
+
+p, err, ok = start_busy(60000)
+t0 = time.time()
+p.send_signal(signal.SIGTERM)
+try:
+    rc = p.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = -1
+took = time.time() - t0
+check("a handler that never returns: the node names it and gives up after the drain timeout",
+      ok and rc == 1 and 5.5 < took < 9 and err.has("actors have not stopped: sleepy (sleep.receive)", 1)
+      and err.has("a handler does not return; exiting now", 1), f"rc={rc} took={took:.1f}s\n{err.text()}")
 
 shutil.rmtree(tmp)
 finish()

@@ -12,6 +12,7 @@ usage: node_test.py TROUPE_NODE CONFIG_DIR BUILD_ROOT
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,7 @@ check("--version prints the version", rc.returncode == 0 and rc.stdout.startswit
       rc.stdout + rc.stderr)
 
 with tempfile.TemporaryDirectory() as tmp:
+    empty = write(tmp, "empty.token", "\n")
     cases = [
         ("unknown key", "node:\n  name: a\n  colour: blue\n", ":3:", "unknown key 'node.colour'"),
         ("bad thread count", "dispatcher:\n  threads: lots\n", ":2:", "'dispatcher.threads' must be a whole number"),
@@ -109,6 +111,10 @@ with tempfile.TemporaryDirectory() as tmp:
         ("bad seed", "seeds:\n  - 10.0.0.5\n", ":2:", "seed '10.0.0.5' is not a valid address"),
         ("missing secret file", "node:\n  secret_file: /nonexistent/cluster.key\n", ":2:",
          "'node.secret_file' /nonexistent/cluster.key is not a readable file"),
+        ("empty token file", f"admin:\n  token_file: {empty}\n", ":2:",
+         f"'admin.token_file' {empty} holds no token"),
+        ("histograms not a list", "metrics:\n  histograms: some\n", ":2:",
+         "'metrics.histograms' must be a list of kinds or 'all'"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
@@ -119,6 +125,15 @@ with tempfile.TemporaryDirectory() as tmp:
     packaged = os.path.join(CONFIG_DIR, "node.yaml")
     r = subprocess.run([NODE, "--check-config", packaged], capture_output=True, text=True, timeout=20)
     check("the packaged node.yaml is valid", r.returncode == 0, r.stdout + r.stderr)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp, "taken.yaml", f"admin: {{ listen: 127.0.0.1:{port} }}\n"
+                                        "metrics: { listen: 127.0.0.1:0 }\n")
+        r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
+    check("an admin port in use stops start-up with the address and a non-zero status",
+          r.returncode != 0 and f"admin: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
     r = subprocess.run([NODE, "--config", os.path.join(tmp, "missing.yaml")],
                        capture_output=True, text=True, timeout=20)
     check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
