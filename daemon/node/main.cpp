@@ -19,7 +19,6 @@
 #include <uv.h>
 
 #include "actor/actor_system.hpp"
-#include "actor/middleware.hpp"
 #include "demo_generated.h"
 #include "node/admin.hpp"
 #include "node/config.hpp"
@@ -82,7 +81,7 @@ struct demo {
   std::atomic<std::uint64_t> passes{0};
   std::vector<std::shared_ptr<troupe::pid>> links;
 
-  void start(troupe::actor_system& sys) {
+  void start(troupe::actor_system& sys, troupe::node::kind_histograms& histograms) {
     constexpr int ring_size = 1000;
     std::vector<troupe::pid> members;
     for (int i = 0; i < ring_size; ++i) {
@@ -95,6 +94,7 @@ struct demo {
         return std::unique_ptr<troupe::actor>(std::move(m));
       });
       p.kind = "demo.ring";
+      histograms.instrument(p.kind, p);
       members.push_back(sys.root().spawn(troupe::share(std::move(p))));
     }
     for (int i = 0; i < ring_size; ++i) *links[i] = members[(i + 1) % ring_size];
@@ -139,7 +139,7 @@ class node {
         });
     histograms_ = std::make_unique<troupe::node::kind_histograms>(cfg_.histogram_kinds);
     plugins_->set_kind_decorator([h = histograms_.get()](const std::string& kind, troupe::props& p) {
-      if (auto hist = h->for_kind(kind)) p.receive_hooks.push_back(troupe::middleware::time_receive(hist));
+      h->instrument(kind, p);
     });
     if (!load_plugins(cfg_, true)) {
       log(level::error, "stopping: a required plugin did not load");
@@ -164,7 +164,7 @@ class node {
     log(level::info, "admin API on " + url(cfg_.admin_listen, admin_->port()) +
                          (cfg_.admin_token.empty() ? "" : " (bearer token required)"));
     log(level::info, "metrics on " + url(cfg_.metrics_listen, metrics_->port()) + "/metrics");
-    if (cfg_.demo) demo_.start(*sys_);
+    if (cfg_.demo) demo_.start(*sys_, *histograms_);
 
     start_handles();
     admin_->set_state(troupe::node::admin::state::ready);

@@ -84,6 +84,10 @@ std::shared_ptr<middleware::latency_histogram> kind_histograms::for_kind(const s
   return h;
 }
 
+void kind_histograms::instrument(const std::string& kind, props& p) {
+  if (auto h = for_kind(kind)) p.receive_hooks.push_back(middleware::time_receive(std::move(h)));
+}
+
 std::map<std::string, std::shared_ptr<middleware::latency_histogram>> kind_histograms::all() const {
   std::lock_guard lock(mu_);
   return by_kind_;

@@ -12,6 +12,7 @@
 
 namespace troupe {
 class actor_system;
+struct props;
 class event_loop;
 namespace plugin {
 class host;
@@ -39,6 +40,8 @@ class kind_histograms {
   // The histogram for `kind`, made on first call; null if not opted in.
   std::shared_ptr<middleware::latency_histogram> for_kind(const std::string& kind);
   std::map<std::string, std::shared_ptr<middleware::latency_histogram>> all() const;
+  // Adds the timing middleware to `p` when `kind` is opted in.
+  void instrument(const std::string& kind, props& p);
 
  private:
   std::vector<std::string> kinds_;
