@@ -44,6 +44,14 @@ class latency_histogram {
       5'000'000, 10'000'000, 50'000'000, 100'000'000, 500'000'000, 1'000'000'000, 5'000'000'000};
   static constexpr std::size_t bucket_count = bounds_ns.size() + 1;
 
+  latency_histogram() noexcept;
+
+  // The histogram's clock: the CPU's time-stamp counter where it is
+  // invariant (x86-64: ~12 ns a read in a VM, against ~31 ns for
+  // steady_clock), else nanoseconds of steady_clock.
+  static std::uint64_t now() noexcept;
+  // Files a duration measured with now().
+  void record_ticks(std::uint64_t ticks) noexcept;
   void record(std::uint64_t ns) noexcept;
 
   struct snapshot {
@@ -56,9 +64,11 @@ class latency_histogram {
  private:
   struct alignas(64) stripe {
     std::array<std::atomic<std::uint64_t>, bucket_count> buckets{};
-    std::atomic<std::uint64_t> sum_ns{0};
+    std::atomic<std::uint64_t> sum_ticks{0};
   };
   static constexpr std::size_t stripe_count = 8;
+  const double ns_per_tick_;
+  std::array<std::uint64_t, bounds_ns.size()> bounds_ticks_;
   std::array<stripe, stripe_count> stripes_{};
 };
 // Times every message the actor handles (a throwing handler too).

@@ -16,10 +16,14 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
+#include "node/metrics.hpp"
 #include "plugin/plugin_host.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
@@ -87,12 +91,49 @@ message num(std::int64_t n) {
 
 // ---------------------------------------------------------------- ping-pong
 
-double pingpong(int pairs) {
+// What a node adds when it is watched: its Prometheus endpoint scraped ten
+// times a second, and optionally the players' handler-time histogram.
+enum class watched { no, scraped, histogram };
+
+// Fetches a URL path over plain HTTP/1.0 and reads the whole answer.
+void http_get(int port, const char* path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = std::string("GET ") + path + " HTTP/1.0\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[16384];
+      while (::read(fd, buf, sizeof buf) > 0) {
+      }
+    }
+  }
+  ::close(fd);
+}
+
+double pingpong(int pairs, watched watch = watched::no) {
   const std::int64_t total = 2'000'000;
   const std::int64_t per_pair = total / pairs;
   actor_system sys(bench_config());
   finish_line line;
   pid driver = sys.root().spawn(collector(pairs, line));
+  node::kind_histograms histograms({"player"});
+  std::unique_ptr<node::metrics> exposed;
+  std::atomic<bool> scraping{false};
+  std::thread scraper;
+  if (watch != watched::no) {
+    auto host = std::make_shared<plugin::host>(sys);
+    exposed = std::make_unique<node::metrics>("127.0.0.1:0", sys, host, sys.loop(), &histograms);
+    scraping = true;
+    scraper = std::thread([&, port = exposed->port()] {
+      while (scraping.load()) {
+        http_get(port, "/metrics");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
 
   struct player : actor {
     std::shared_ptr<pid> partner;
@@ -114,12 +155,15 @@ double pingpong(int pairs) {
   for (int i = 0; i < pairs; ++i) {
     auto slot_a = std::make_shared<pid>(), slot_b = std::make_shared<pid>();
     auto make = [&](std::shared_ptr<pid> slot) {
-      return share(props::from([slot, driver] {
+      props p = props::from([slot, driver] {
         auto p = std::make_unique<player>();
         p->partner = slot;
         p->driver = driver;
         return std::unique_ptr<actor>(std::move(p));
-      }));
+      });
+      p.kind = "player";
+      if (watch == watched::histogram) histograms.instrument(p.kind, p);
+      return share(std::move(p));
     };
     pid a = sys.root().spawn(make(slot_a));
     pid b = sys.root().spawn(make(slot_b));
@@ -134,6 +178,9 @@ double pingpong(int pairs) {
   auto start = clock_type::now();
   for (int i = 0; i < pairs; ++i) sys.root().send(firsts[i], std::move(starts[i]));
   auto end = line.wait();
+  scraping = false;
+  if (scraper.joinable()) scraper.join();
+  exposed.reset();
   sys.shutdown();
   for (auto& s : slots) *s = pid();  // break the pair cycles
   return static_cast<double>(per_pair * pairs) / seconds(end - start);
@@ -502,6 +549,11 @@ int main(int argc, char** argv) {
   }
   const int heavy_runs = std::max(1, (o.runs + 1) / 2);
   measure(o, {{"pingpong_1pair", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(1)}; });
+  // The same workload watched: scraped ten times a second, then also timed.
+  measure(o, {{"pingpong_1pair_scraped", "msgs/s"}}, o.runs,
+          [] { return std::vector{pingpong(1, watched::scraped)}; });
+  measure(o, {{"pingpong_1pair_histogram", "msgs/s"}}, o.runs,
+          [] { return std::vector{pingpong(1, watched::histogram)}; });
   measure(o, {{"pingpong_100pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(100)}; });
   measure(o, {{"pingpong_10000pairs", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(10'000)}; });
   measure(o, {{"plugin_pingpong_1", "msgs/s"}}, o.runs, [] { return std::vector{plugin_pingpong()}; });
