@@ -197,4 +197,6 @@ TEST_CASE("a bounded mailbox reports the messages in its queue", "[mailbox]") {
   gated g(sys, mailbox_kind::bounded_drop_newest, 10);
   for (int i = 1; i <= 7; ++i) sys.root().send(g.actor, num(i));
   CHECK(dynamic_cast<context*>(g.actor.get())->mailbox_depth() == 7);
+  g.gate.open();
+  REQUIRE(g.seen.take_n(8).size() == 8);  // nothing left to touch `g` once it is gone
 }
