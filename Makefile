@@ -2,7 +2,7 @@
 #   make run     set up, build, run a node with config/dev.yaml
 #   make test    set up, build, run every test; ends with "N passed, N failed"
 #   make bench   optimised build, run troupe-bench (ONLY=prefix to select)
-#   make test-tsan / make test-asan   the unit tests under sanitizers
+#   make test-tsan / make test-asan   every test under sanitizers
 
 comma       := ,
 BUILD       ?= build
@@ -47,7 +47,7 @@ bench: deps
 test-tsan: deps
 	$(call setup,build-tsan,-Db_sanitize=thread)
 	@ninja -C build-tsan -j2
-	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests build-tsan --suite unit
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests build-tsan
 
 # GCC 12 reports maybe-uninitialized false positives inside libstdc++ when
 # built with ASan+UBSan; every other warning stays an error.

@@ -174,8 +174,9 @@ class node {
     // The loop ran until every handle was closed; the system is stopped.
     if (stopper_.joinable()) stopper_.join();
     // Listeners close once no actor runs: their last answers were 503s.
-    admin_.reset();
+    // Metrics first: a scrape reads the admin API's counters.
     metrics_.reset();
+    admin_.reset();
     sys_.reset();
     log(level::info, "stopped");
     return 0;
