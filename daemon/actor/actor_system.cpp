@@ -78,6 +78,16 @@ pid actor_system::lookup(std::string_view id) {
   return dead_letters_;
 }
 
+pid actor_system::resolve(std::string_view text) {
+  const std::size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size()) return pid();
+  const std::string_view address = text.substr(0, slash);
+  const std::string_view id = text.substr(slash + 1);
+  if (address == cfg_.address) return pid(registry_.lookup(id));
+  if (remote_resolver* r = remote_.load(std::memory_order_acquire)) return pid(r->resolve(address, id));
+  return pid();
+}
+
 void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept {
   stats_.dead_letters[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   message msg = message::adopt(e);

@@ -44,6 +44,16 @@ struct system_stats {
 
 class actor_system;
 
+// Makes processes for PIDs of other nodes; the remote transport is one.
+class remote_resolver {
+ public:
+  // Any thread: the process standing for `id` on the node at `address`.
+  virtual process_ref resolve(std::string_view address, std::string_view id) = 0;
+
+ protected:
+  ~remote_resolver() = default;
+};
+
 // Spawning and messaging from code that is not an actor.
 class root_context {
  public:
@@ -89,6 +99,13 @@ class actor_system {
 
   // The process for `id`, or the dead-letter process when there is none.
   pid lookup(std::string_view id);
+  // "address/id" as a PID: a local actor (null if there is none by that id),
+  // a process of another node (null if this node has no transport), or null
+  // when the text is not a PID.
+  pid resolve(std::string_view text);
+  // Set once by the transport, before anything resolves; null removes it.
+  void set_remote(remote_resolver* r) noexcept { remote_.store(r, std::memory_order_release); }
+
   // Live local actors.
   std::size_t actor_count() const noexcept { return registry_.size(); }
 
@@ -126,6 +143,7 @@ class actor_system {
   root_context root_;
   pid dead_letters_;
   std::atomic<bool> shutting_down_{false};
+  std::atomic<remote_resolver*> remote_{nullptr};
   bool stopped_ = false;
   std::mutex rng_mu_;
   std::mt19937_64 rng_;

@@ -176,6 +176,11 @@ void event_loop::drain_posts() {
     p->fn();
     delete p;
   }
+  while (mpsc_node* n = bells_.pop()) {
+    auto* d = static_cast<doorbell*>(n);
+    d->rung.store(false, std::memory_order_release);
+    d->fn(d->arg);
+  }
 }
 
 namespace {

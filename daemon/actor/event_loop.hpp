@@ -129,6 +129,16 @@ class timer_handle {
   timer_record* r_ = nullptr;
 };
 
+// A reusable wake-up of one consumer on the loop: ring() from any thread
+// makes the loop call fn(arg) once, however many rings come before that
+// call starts. A ring during the call brings another call. The doorbell must
+// outlive the loop's last call of it.
+struct doorbell : mpsc_node {
+  void (*fn)(void*) = nullptr;
+  void* arg = nullptr;
+  std::atomic<bool> rung{false};
+};
+
 class event_loop {
  public:
   event_loop();
@@ -149,6 +159,14 @@ class event_loop {
 
   // Any thread: runs `fn` on the loop thread, in order of posting.
   void post(std::function<void()> fn);
+
+  // Any thread: see doorbell. One exchange, plus a push and a wake-up for
+  // the ring that finds the bell quiet.
+  void ring(doorbell& d) noexcept {
+    if (d.rung.exchange(true, std::memory_order_acq_rel)) return;
+    bells_.push(&d);
+    uv_async_send(&async_);
+  }
 
   // Any thread: runs `fn` on the loop thread after `delay`. Arming costs one
   // queue push; the loop is woken only if this timer is due before the
@@ -197,6 +215,7 @@ class event_loop {
   uv_async_t async_{};
   uv_timer_t timer_{};
   mpsc_queue posts_;
+  mpsc_queue bells_;
   mpsc_queue timers_in_;
   std::atomic<std::int64_t> next_wakeup_ns_;
   std::atomic<bool> stop_requested_{false};

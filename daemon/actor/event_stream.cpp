@@ -13,6 +13,8 @@ const char* to_string(dead_letter_reason r) noexcept {
     case dead_letter_reason::shutdown: return "shutdown";
     case dead_letter_reason::no_routee: return "no_routee";
     case dead_letter_reason::invalid: return "invalid";
+    case dead_letter_reason::node_lost: return "node_lost";
+    case dead_letter_reason::peer_queue_full: return "peer_queue_full";
   }
   return "unknown";
 }

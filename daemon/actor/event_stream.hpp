@@ -33,8 +33,10 @@ enum class dead_letter_reason : std::uint8_t {
   shutdown = 4,        // still queued when the system shut down
   no_routee = 5,       // a router had no routee for it (none left, or no hash key)
   invalid = 6,         // its bytes did not verify against its schema
+  node_lost = 7,       // for a node that was lost or could not be reached
+  peer_queue_full = 8, // dropped by a full outbound queue to another node
 };
-inline constexpr std::size_t dead_letter_reason_count = 7;
+inline constexpr std::size_t dead_letter_reason_count = 9;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

@@ -161,6 +161,12 @@ class mailbox_queue {
     return false;
   }
 
+  // Owner only: whether anything is queued (or being pushed).
+  bool owner_nonempty() const noexcept {
+    return head_->next.load(std::memory_order_acquire) != nullptr ||
+           (tail_.load(std::memory_order_acquire) & ~tag) != addr(head_);
+  }
+
   // Owner only: where the queue ends now, for park(). Read it before the
   // last look for other work (the system queue): seq_cst orders the two.
   std::uintptr_t tail_seen() const noexcept { return tail_.load(std::memory_order_seq_cst); }

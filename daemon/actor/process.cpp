@@ -10,7 +10,9 @@ const std::string no_address;
 
 std::string pid::id() const { return p_ ? p_->id() : std::string(); }
 
-const std::string& pid::address() const { return p_ ? p_->system().address() : no_address; }
+const std::string& process::address() const noexcept { return sys_->address(); }
+
+const std::string& pid::address() const { return p_ ? p_->address() : no_address; }
 
 std::string pid::to_string() const {
   if (!p_) return "<none>";

@@ -25,6 +25,14 @@ class process {
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
+  // Takes a reference unless the last one is already gone (for weak maps
+  // that find a process its destructor has yet to remove).
+  bool try_retain() noexcept {
+    std::uint32_t n = refs_.load(std::memory_order_relaxed);
+    while (n != 0)
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+    return false;
+  }
 
   // Delivers a user message; takes ownership of `e` whatever happens to it.
   virtual void send_user(envelope* e) noexcept = 0;
@@ -32,6 +40,9 @@ class process {
   virtual void send_system(system_message* m) noexcept = 0;
   // The id part of the PID ("$42", "my-name").
   virtual std::string id() const = 0;
+  // The address part: this node's, unless the process stands for an actor
+  // of another node.
+  virtual const std::string& address() const noexcept;
   // Whether it has stopped; a stopped process turns messages into dead letters.
   virtual bool dead() const noexcept { return false; }
 
