@@ -1,0 +1,118 @@
+#pragma once
+// Frames on a node-to-node connection: a 4-byte little-endian length, then
+// one troupe.wire.Frame (schemas/wire.fbs). The reader cuts the stream into
+// frames and verifies each before anything reads it; the batch encoder
+// packs queued messages into as few frames as the cap allows.
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "wire_generated.h"
+
+namespace troupe {
+class headers;
+class process;
+}
+
+namespace troupe::remote {
+
+inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::size_t default_max_frame = std::size_t{4} << 20;
+inline constexpr std::size_t min_max_frame = std::size_t{64} << 10;
+
+// Verifies one frame (with its length prefix) against wire.fbs, with
+// size, depth and table limits derived from the frame cap.
+bool verify_frame(const std::uint8_t* data, std::size_t size, std::size_t max_frame) noexcept;
+
+// Accumulates what a socket delivers and hands out whole, verified frames.
+class frame_reader {
+ public:
+  explicit frame_reader(std::size_t max_frame);
+
+  // Room for the next read: at least `hint` bytes, more when a frame in
+  // progress needs it.
+  std::span<std::uint8_t> prepare(std::size_t hint);
+  // `n` bytes arrived in the room prepare() gave.
+  void commit(std::size_t n) noexcept { end_ += n; }
+
+  enum class status {
+    frame,      // `frame` is valid until the next prepare() or next()
+    need_more,  // no whole frame buffered yet
+    oversized,  // the length prefix exceeds the cap: close the connection
+    invalid,    // the frame does not verify: close the connection
+  };
+  status next(const wire::Frame*& frame);
+
+  // The length the last oversized frame announced.
+  std::size_t announced() const noexcept { return announced_; }
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+
+ private:
+  std::vector<std::uint8_t> buf_;
+  std::size_t begin_ = 0;  // first unread byte
+  std::size_t end_ = 0;    // one past the last byte read
+  std::size_t max_frame_;
+  std::size_t announced_ = 0;
+};
+
+// Packs envelopes into Batch frames. Targets, senders and types are keyed by
+// identity (process pointer, type id) and written once per frame.
+class batch_encoder {
+ public:
+  explicit batch_encoder(std::size_t max_frame);
+
+  // Adds one envelope. False when it does not fit in the current frame
+  // (finish it and add again), or, on an empty frame, when it can never fit.
+  bool add(const process* target, std::string_view target_id, const process* sender,
+           std::string_view sender_pid, std::uint64_t type, const headers* hdrs,
+           std::span<const std::uint8_t> payload);
+  // The target id and sender PID strings are needed only the first time a
+  // process appears in a frame; these tell whether they will be used.
+  bool knows_target(const process* p) const noexcept;
+  bool knows_sender(const process* p) const noexcept;
+
+  std::size_t count() const noexcept { return envelopes_.size(); }
+  // Finishes the frame: its bytes, length prefix included, stay valid until
+  // the next add() or reset().
+  std::span<const std::uint8_t> finish();
+  // Takes the finished frame's memory (the encoder starts afresh).
+  flatbuffers::DetachedBuffer release();
+  void reset();
+
+ private:
+  template <class K>
+  struct index_table {
+    std::vector<K> keys;
+    std::unordered_map<K, std::uint32_t> map;  // used once keys outgrows a linear scan
+    std::uint32_t find(K k) const noexcept;    // UINT32_MAX when absent
+    std::uint32_t insert(K k);
+    void clear() noexcept { keys.clear(); map.clear(); }
+  };
+
+  flatbuffers::FlatBufferBuilder b_;
+  std::size_t max_frame_;
+  index_table<const process*> targets_, senders_;
+  index_table<std::uint64_t> types_;
+  std::vector<flatbuffers::Offset<flatbuffers::String>> target_ids_, sender_pids_;
+  std::vector<flatbuffers::Offset<wire::Envelope>> envelopes_;
+  bool finished_ = false;
+};
+
+// Builds one control frame (everything but Batch), length prefix included.
+// The bytes are valid until the next call on the same thread.
+flatbuffers::FlatBufferBuilder& control_builder() noexcept;
+
+template <class F>
+std::span<const std::uint8_t> encode_frame(F&& fill) {
+  flatbuffers::FlatBufferBuilder& b = control_builder();
+  b.Clear();
+  auto [kind, body] = fill(b);
+  b.FinishSizePrefixed(wire::CreateFrame(b, kind, body));
+  return {b.GetBufferPointer(), b.GetSize()};
+}
+
+}  // namespace troupe::remote

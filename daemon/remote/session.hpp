@@ -1,0 +1,125 @@
+#pragma once
+// The protocol of one node-to-node connection, apart from its socket: it
+// cuts the byte stream into verified frames, runs the handshake (Hello both
+// ways, then Auth both ways) and passes the frames of an authenticated peer
+// on. Nothing a peer sends reaches the node before its proof of the
+// cluster secret checks out. The transport feeds it bytes; the fuzz target
+// feeds it anything at all.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "remote/frame.hpp"
+#include "remote/handshake.hpp"
+
+namespace troupe::remote {
+
+// Who this node is to its peers.
+struct identity {
+  std::string cluster;
+  std::string node;
+  std::string address;  // advertised: the first half of this node's PIDs
+  std::uint64_t incarnation = 0;
+  std::string secret;
+  std::size_t max_frame = default_max_frame;
+};
+
+// Why a connection ends. The first group are handshake failures.
+enum class close_reason : std::uint8_t {
+  version,            // the peer speaks another protocol version
+  cluster,            // the peer is in another cluster
+  secret,             // the peer's proof of the secret is wrong
+  address,            // the peer is this node, or not the node that was dialed
+  handshake_timeout,  // the handshake did not finish in time
+  refused,            // the peer refused this node's handshake
+  duplicate,          // another connection to the same peer is kept instead
+  protocol,           // a frame that is oversized, malformed or out of place
+  heartbeat_timeout,  // the peer went quiet
+  peer_closed,        // the peer closed (or said goodbye)
+  io_error,           // the socket failed
+  shutdown,           // this node is stopping
+};
+inline constexpr std::size_t close_reason_count = 12;
+const char* to_string(close_reason r) noexcept;
+bool is_handshake_failure(close_reason r) noexcept;
+
+// What the peer said in its Hello.
+struct peer_hello {
+  std::string node;
+  std::string address;
+  std::uint64_t incarnation = 0;
+};
+
+class session_events {
+ public:
+  // Queues frame bytes (length prefix included) for the socket; the bytes
+  // are only valid during the call.
+  virtual void write(std::span<const std::uint8_t> frame) = 0;
+  // The peer's Hello passed the version and cluster checks: accept it, or
+  // refuse it with a reason (address, duplicate) and words for the log.
+  struct verdict {
+    bool accept = true;
+    close_reason reason = close_reason::duplicate;
+    std::string detail;
+  };
+  virtual verdict on_hello(const peer_hello& hello) = 0;
+  // Both sides proved the secret: frames may flow.
+  virtual void on_up() = 0;
+  // A frame from the authenticated peer (Batch, Watch, Terminated, ...).
+  virtual void on_frame(const wire::Frame& frame) = 0;
+
+ protected:
+  ~session_events() = default;
+};
+
+class session {
+ public:
+  enum class state : std::uint8_t { hello_sent, auth_sent, up, closed };
+
+  session(const identity& self, session_events& events);
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  // Sends this node's Hello.
+  void start();
+
+  // Room for bytes from the socket, then how many arrived. commit() handles
+  // every whole frame; it returns false once the session is closed.
+  std::span<std::uint8_t> prepare(std::size_t hint) { return reader_.prepare(hint); }
+  bool commit(std::size_t n);
+
+  // Ends the session from this side, telling the peer why (once).
+  void close(close_reason reason, std::string detail);
+
+  state current() const noexcept { return state_; }
+  bool up() const noexcept { return state_ == state::up; }
+  const peer_hello& peer() const noexcept { return peer_; }
+  // Why it closed (valid once closed) and the words that go with it.
+  close_reason reason() const noexcept { return reason_; }
+  const std::string& detail() const noexcept { return detail_; }
+  // True when a frame arrived since the last call (heartbeat checks).
+  bool take_activity() noexcept { return std::exchange(activity_, false); }
+
+  // For the fuzz target only: skip the handshake as if it had succeeded.
+  void assume_up_for_fuzzing() noexcept { state_ = state::up; }
+
+ private:
+  void handle(const wire::Frame& f);
+  void on_hello(const wire::Hello& h);
+  void on_auth(const wire::Auth& a);
+  void fail(close_reason reason, std::string detail, bool tell_peer);
+
+  const identity& self_;
+  session_events& events_;
+  frame_reader reader_;
+  nonce nonce_{};
+  peer_hello peer_;
+  std::array<std::uint8_t, nonce_size> peer_nonce_{};
+  state state_ = state::hello_sent;
+  close_reason reason_ = close_reason::peer_closed;
+  std::string detail_;
+  bool activity_ = false;
+};
+
+}  // namespace troupe::remote

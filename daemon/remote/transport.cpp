@@ -1,0 +1,1304 @@
+#include "remote/transport.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include <troupe/abi.h>
+
+#include "actor/system_message.hpp"
+#include "remote/address.hpp"
+
+namespace troupe::remote {
+
+namespace {
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view view(const flatbuffers::String* s) {
+  return s ? std::string_view(s->data(), s->size()) : std::string_view();
+}
+
+std::string uv_text(int status) { return std::string(uv_strerror(status)); }
+
+}  // namespace
+
+const char* to_string(connection_state s) noexcept {
+  switch (s) {
+    case connection_state::connecting: return "connecting";
+    case connection_state::handshaking: return "handshaking";
+    case connection_state::up: return "up";
+  }
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------
+// What waits in a peer's queue: a message or a control frame, in send order.
+
+enum class item_kind : std::uint8_t {
+  message,
+  watch,           // target: the watched proxy; other: the local watcher
+  unwatch,         // the same
+  terminated,      // target: the watcher's proxy; text: the stopped local id
+  stop,            // target: the proxy to stop
+  spawn_request,   // text: kind, text2: name
+  spawn_response,  // text: the new id, text2: the error
+};
+
+struct outbound : mpsc_node, pooled {
+  item_kind kind = item_kind::message;
+  std::uint8_t reason = 0;
+  std::int32_t status = 0;
+  envelope* e = nullptr;
+  process_ref target;
+  process_ref other;
+  std::uint64_t request = 0;
+  std::string text, text2;
+
+  ~outbound() {
+    if (e) e->release();
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+class remote_process final : public process {
+ public:
+  remote_process(actor_system& sys, std::shared_ptr<peer> owner, std::string id)
+      : process(sys), peer_(std::move(owner)), id_(std::move(id)) {}
+
+  void send_user(envelope* e) noexcept override;
+  void send_system(system_message* m) noexcept override;
+  std::string id() const override { return id_; }
+  const std::string& address() const noexcept override;
+  const std::string& raw_id() const noexcept { return id_; }
+  peer& owner() const noexcept { return *peer_; }
+
+  // Local watchers of this remote actor (for Terminated when its node is lost).
+  void add_watcher(process_ref w) {
+    std::lock_guard lock(mu_);
+    for (const process_ref& x : watchers_)
+      if (x.get() == w.get()) return;
+    watchers_.push_back(std::move(w));
+  }
+  void remove_watcher(process* w) {
+    std::lock_guard lock(mu_);
+    std::erase_if(watchers_, [&](const process_ref& x) { return x.get() == w; });
+  }
+  std::vector<process_ref> take_watchers() {
+    std::lock_guard lock(mu_);
+    return std::exchange(watchers_, {});
+  }
+
+ protected:
+  ~remote_process() override;
+
+ private:
+  std::shared_ptr<peer> peer_;
+  const std::string id_;
+  std::mutex mu_;
+  std::vector<process_ref> watchers_;
+};
+
+// ---------------------------------------------------------------------------
+
+class connection final : public session_events {
+ public:
+  connection(transport& t, bool dialer, std::shared_ptr<peer> p);
+  ~connection() = default;
+
+  void start_dial();
+  bool accept(uv_stream_t* server);
+  void close(close_reason reason, std::string detail);
+
+  // Queues frame bytes (copied) / a finished batch, for the next flush().
+  void queue_bytes(std::span<const std::uint8_t> bytes);
+  void queue_batch();
+  // One writev with everything queued, unless a write is in progress.
+  void flush();
+  std::size_t backlog() const noexcept { return backlog_; }
+  void tick(std::int64_t now);
+
+  // session_events
+  void write(std::span<const std::uint8_t> frame) override;
+  verdict on_hello(const peer_hello& hello) override;
+  void on_up() override;
+  void on_frame(const wire::Frame& frame) override;
+
+  transport& t_;
+  const bool dialer_;
+  std::shared_ptr<peer> peer_;
+  connection_state state_ = connection_state::connecting;
+  session s_;
+  batch_encoder enc_;
+  bool closing_ = false;
+  std::int64_t opened_ns_;
+  std::int64_t last_heard_ns_;
+  std::int64_t last_write_ns_;
+
+ private:
+  static void on_resolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res);
+  static void on_connected(uv_connect_t* req, int status);
+  static void on_alloc(uv_handle_t* h, std::size_t hint, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_written(uv_write_t* req, int status);
+  static void on_closed(uv_handle_t* h);
+  void begin();
+  void move_state(connection_state to);
+  void deliver(const wire::Batch& b);
+
+  struct segment {
+    flatbuffers::DetachedBuffer fb;
+    std::vector<std::uint8_t> bytes;
+    std::size_t offset = 0;
+    const std::uint8_t* data() const noexcept { return fb.data() ? fb.data() : bytes.data(); }
+    std::size_t size() const noexcept { return fb.data() ? fb.size() : bytes.size(); }
+  };
+
+  uv_tcp_t tcp_{};
+  uv_getaddrinfo_t resolve_req_{};
+  uv_connect_t connect_req_{};
+  uv_write_t write_req_{};
+  bool tcp_open_ = false;
+  bool resolving_ = false;
+  bool write_busy_ = false;
+  std::vector<segment> queued_, writing_;
+  std::vector<uv_buf_t> bufs_;
+  std::size_t backlog_ = 0;
+  std::vector<process_ref> targets_, senders_;
+};
+
+// ---------------------------------------------------------------------------
+
+class peer : public std::enable_shared_from_this<peer> {
+ public:
+  peer(transport& t, std::string address) : t_(t), address_(std::move(address)) {
+    bell_.fn = [](void* p) { static_cast<peer*>(p)->on_ring(); };
+    bell_.arg = this;
+    mpsc_node* retired = nullptr;
+    queue_.mark_idle(retired);  // the first push hands the queue to the loop
+  }
+
+  const std::string& address() const noexcept { return address_; }
+
+  // Any thread: queues `o`, or turns it into a dead letter.
+  void enqueue(outbound* o) noexcept {
+    if (t_.stopped()) return drop(o, dead_letter_reason::node_lost);
+    if (o->kind == item_kind::message && queue_.depth() >= t_.opts_.send_queue) {
+      t_.stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+      return drop(o, dead_letter_reason::peer_queue_full);
+    }
+    if (queue_.push(o)) t_.loop_.ring(bell_);
+  }
+
+  // Any thread: the one proxy for `id` on this peer.
+  process_ref proxy(std::string_view id) {
+    std::lock_guard lock(proxies_mu_);
+    auto it = proxies_.find(std::string(id));
+    if (it != proxies_.end() && it->second->try_retain()) return process_ref::adopt(it->second);
+    auto* p = new remote_process(*t_.sys_, shared_from_this(), std::string(id));
+    proxies_[std::string(id)] = p;
+    return process_ref::adopt(p);  // the map's pointer is weak
+  }
+  void forget_proxy(remote_process* p) {
+    std::lock_guard lock(proxies_mu_);
+    auto it = proxies_.find(p->raw_id());
+    if (it != proxies_.end() && it->second == p) proxies_.erase(it);
+  }
+
+  peer_info info() const {
+    peer_info i;
+    i.address = address_;
+    std::lock_guard lock(info_mu_);
+    i.node = node_;
+    i.state = state_name_;
+    i.inbound = inbound_;
+    i.incarnation = incarnation_;
+    i.last_error = last_error_;
+    i.messages_sent = sent_.load(std::memory_order_relaxed);
+    i.messages_received = received_.load(std::memory_order_relaxed);
+    i.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+    i.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+    i.queued = queue_.depth();
+    return i;
+  }
+
+  // ---- loop thread ----
+
+  void on_ring() {
+    owned_ = true;
+    drain();
+  }
+
+  void drain() {
+    if (!owned_) return;
+    if (t_.stopped()) return drop_queued(dead_letter_reason::node_lost);
+    if (!conn_) {
+      if (queue_.owner_nonempty()) want_connection();
+      else release_queue();
+      return;
+    }
+    constexpr std::size_t high_water = std::size_t{8} << 20;
+    if (conn_->backlog() > high_water) return;  // on_written drains again
+    connection& c = *conn_;
+    std::size_t budget = 65536;
+    std::uint64_t sent = 0;
+    for (;;) {
+      mpsc_node* retired = nullptr;
+      mpsc_node* n = queue_.pop(retired);
+      if (retired) delete static_cast<outbound*>(retired);
+      if (!n) {
+        if (c.enc_.count() > 0) c.queue_batch();
+        c.flush();
+        if (!release_queue()) continue;
+        break;
+      }
+      auto* o = static_cast<outbound*>(n);
+      if (o->kind == item_kind::message) {
+        encode_message(c, *o);
+        ++sent;
+      } else {
+        if (c.enc_.count() > 0) c.queue_batch();
+        encode_control(c, *o);
+      }
+      if (budget > 0) --budget;
+      if (budget == 0) {
+        // Let other peers and the loop's other work go first.
+        if (c.enc_.count() > 0) c.queue_batch();
+        c.flush();
+        t_.loop_.ring(bell_);
+        break;
+      }
+    }
+    sent_.fetch_add(sent, std::memory_order_relaxed);
+    t_.stats_.messages_sent.fetch_add(sent, std::memory_order_relaxed);
+  }
+
+  // A connection to this peer passed its Hello: is it the one to keep?
+  session_events::verdict judge(connection& c, const peer_hello& h) {
+    if (conn_ && conn_ != &c) {
+      if (incarnation_ != h.incarnation) {
+        conn_->close(close_reason::peer_closed, "the peer restarted (a new incarnation connected)");
+      } else {
+        return {false, close_reason::duplicate, "a connection to " + address_ + " is up already"};
+      }
+    }
+    // Two connections at once (both nodes dialed): keep the one dialed by
+    // the node with the lower address, on both sides.
+    const bool self_dialed_wins = t_.opts_.self.address < address_;
+    for (connection* other : std::vector<connection*>(pending_)) {
+      if (other == &c) continue;
+      if (c.dialer_ == other->dialer_ || c.dialer_ == self_dialed_wins)
+        other->close(close_reason::duplicate, "a simultaneous connection is kept instead");
+      else
+        return {false, close_reason::duplicate, "a simultaneous connection is kept instead"};
+    }
+    if (std::find(pending_.begin(), pending_.end(), &c) == pending_.end()) pending_.push_back(&c);
+    return {};
+  }
+
+  void attach(connection& c, const peer_hello& h) {
+    std::erase(pending_, &c);
+    conn_ = &c;
+    if (dialing_ == &c) dialing_ = nullptr;
+    failures_ = 0;
+    unreachable_since_ = 0;
+    retry_.cancel();
+    {
+      std::lock_guard lock(info_mu_);
+      node_ = h.node;
+      incarnation_ = h.incarnation;
+      inbound_ = !c.dialer_;
+      state_name_ = "up";
+      last_error_.clear();
+    }
+    t_.log(1, "remote: connected to " + address_ + " (node '" + h.node + "', " +
+                  (c.dialer_ ? "outbound" : "inbound") + ")");
+    drain();
+  }
+
+  void connection_closed(connection& c, close_reason reason, const std::string& detail) {
+    std::erase(pending_, &c);
+    const bool was_up = conn_ == &c;
+    if (was_up) {
+      conn_ = nullptr;
+      lost();
+    }
+    if (dialing_ == &c) {
+      dialing_ = nullptr;
+      if (!was_up && reason != close_reason::duplicate && reason != close_reason::shutdown)
+        dial_failed(detail);
+    }
+    if (reason != close_reason::duplicate) {
+      std::lock_guard lock(info_mu_);
+      if (reason != close_reason::shutdown) last_error_ = std::string(to_string(reason)) + ": " + detail;
+      if (!conn_) state_name_ = dialing_ ? "connecting" : (retry_ ? "backoff" : "idle");
+    }
+  }
+
+  connection* up_connection() const noexcept { return conn_; }
+
+  void inbound_watch(process_ref target, process_ref watcher) {
+    inbound_watches_.emplace_back(std::move(target), std::move(watcher));
+  }
+  void inbound_unwatch(process* target, process* watcher) {
+    std::erase_if(inbound_watches_, [&](const auto& w) {
+      return w.first.get() == target && w.second.get() == watcher;
+    });
+  }
+
+  // The node stops: nothing more goes out, and nothing local stays referenced.
+  void shutdown() {
+    retry_.cancel();
+    if (owned_) drop_queued(dead_letter_reason::node_lost);
+    inbound_watches_.clear();
+    std::vector<process_ref> proxies;
+    {
+      std::lock_guard lock(proxies_mu_);
+      for (auto& [id, p] : proxies_)
+        if (p->try_retain()) proxies.push_back(process_ref::adopt(p));
+    }
+    for (process_ref& p : proxies) static_cast<remote_process*>(p.get())->take_watchers();
+  }
+
+  // Received traffic, counted by connections.
+  void count_received(std::uint64_t messages, std::uint64_t bytes) {
+    received_.fetch_add(messages, std::memory_order_relaxed);
+    bytes_received_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  void count_sent_bytes(std::uint64_t bytes) {
+    bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+
+ private:
+  // Gives the queue back to producers; false if something came meanwhile.
+  bool release_queue() {
+    mpsc_node* retired = nullptr;
+    if (!queue_.mark_idle(retired)) return false;
+    if (retired) delete static_cast<outbound*>(retired);
+    owned_ = false;
+    return true;
+  }
+
+  void encode_message(connection& c, outbound& o) {
+    envelope* e = o.e;
+    auto* target = static_cast<remote_process*>(o.target.get());
+    process* sender = e->sender;
+    std::string sender_pid;
+    if (sender && !c.enc_.knows_sender(sender)) {
+      if (auto* r = dynamic_cast<remote_process*>(sender))
+        sender_pid = r->owner().address() + "/" + r->raw_id();
+      else
+        sender_pid = t_.opts_.self.address + "/" + t_.export_local(sender);
+    }
+    const std::span<const std::uint8_t> bytes = e->bytes();
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (c.enc_.add(target, target->raw_id(), sender, sender_pid, e->type, e->hdrs, bytes)) {
+        o.e = nullptr;
+        e->release();
+        return;
+      }
+      if (c.enc_.count() == 0) break;
+      c.queue_batch();
+    }
+    // Bigger than a frame may be: it can never be sent.
+    t_.sys_->dead_letter(std::exchange(o.e, nullptr), target, dead_letter_reason::invalid);
+  }
+
+  void encode_control(connection& c, outbound& o) {
+    auto id_of = [](const process_ref& p) -> std::string_view {
+      return static_cast<remote_process*>(p.get())->raw_id();
+    };
+    const std::string& self = t_.opts_.self.address;
+    switch (o.kind) {
+      case item_kind::watch:
+      case item_kind::unwatch: {
+        const std::string watcher = self + "/" + t_.export_local(o.other.get());
+        const std::string_view target = id_of(o.target);
+        const bool watch = o.kind == item_kind::watch;
+        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          auto w = b.CreateString(watcher);
+          auto t = b.CreateString(target.data(), target.size());
+          return watch ? std::pair(wire::Body::Watch, wire::CreateWatch(b, w, t).Union())
+                       : std::pair(wire::Body::Unwatch, wire::CreateUnwatch(b, w, t).Union());
+        }));
+        break;
+      }
+      case item_kind::terminated: {
+        if (o.other) inbound_unwatch(o.other.get(), o.target.get());
+        const std::string_view watcher = id_of(o.target);
+        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          auto t = wire::CreateTerminated(b, b.CreateString(watcher.data(), watcher.size()),
+                                          b.CreateString(o.text), o.reason);
+          return std::pair(wire::Body::Terminated, t.Union());
+        }));
+        break;
+      }
+      case item_kind::stop: {
+        const std::string_view target = id_of(o.target);
+        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          auto s = wire::CreateStop(b, b.CreateString(target.data(), target.size()));
+          return std::pair(wire::Body::Stop, s.Union());
+        }));
+        break;
+      }
+      case item_kind::spawn_request:
+        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          auto r = wire::CreateSpawnRequest(b, o.request, b.CreateString(o.text),
+                                            b.CreateString(o.text2));
+          return std::pair(wire::Body::SpawnRequest, r.Union());
+        }));
+        break;
+      case item_kind::spawn_response:
+        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          auto r = wire::CreateSpawnResponse(b, o.request, o.status, b.CreateString(o.text),
+                                             b.CreateString(o.text2));
+          return std::pair(wire::Body::SpawnResponse, r.Union());
+        }));
+        break;
+      case item_kind::message:
+        break;
+    }
+  }
+
+  // Whatever cannot be sent: messages become dead letters, watches answer
+  // at once that the node is lost.
+  void drop(outbound* o, dead_letter_reason reason) noexcept {
+    discard(*o, reason);
+    delete o;
+  }
+  void discard(outbound& o, dead_letter_reason reason) noexcept {
+    switch (o.kind) {
+      case item_kind::message:
+        if (o.e) t_.sys_->dead_letter(std::exchange(o.e, nullptr), o.target.get(), reason);
+        break;
+      case item_kind::watch:
+        if (process_ref w = std::move(o.other)) {
+          static_cast<remote_process*>(o.target.get())->remove_watcher(w.get());
+          auto* m = new system_message(system_kind::terminated, o.target);
+          m->reason = terminated_reason::node_lost;
+          w->send_system(m);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  void drop_queued(dead_letter_reason reason) {
+    for (;;) {
+      mpsc_node* retired = nullptr;
+      mpsc_node* n = queue_.pop(retired);
+      if (retired) delete static_cast<outbound*>(retired);
+      if (!n) {
+        if (release_queue()) return;
+        continue;
+      }
+      // The node stays the queue's head until the next pop: empty it now,
+      // free it when it is retired.
+      discard(*static_cast<outbound*>(n), reason);
+    }
+  }
+
+  // The connection went down: its node is lost to everyone here.
+  void lost() {
+    std::vector<process_ref> proxies;
+    {
+      std::lock_guard lock(proxies_mu_);
+      for (auto& [id, p] : proxies_)
+        if (p->try_retain()) proxies.push_back(process_ref::adopt(p));
+    }
+    for (process_ref& p : proxies) {
+      for (process_ref& w : static_cast<remote_process*>(p.get())->take_watchers()) {
+        auto* m = new system_message(system_kind::terminated, p);
+        m->reason = terminated_reason::node_lost;
+        w->send_system(m);
+      }
+    }
+    for (auto& [target, watcher] : std::exchange(inbound_watches_, {}))
+      target->send_system(new system_message(system_kind::unwatch, watcher));
+    if (owned_) drop_queued(dead_letter_reason::node_lost);
+  }
+
+  void want_connection() {
+    if (dialing_ || !pending_.empty()) return;  // a connection is on its way
+    const std::int64_t now = now_ns();
+    if (unreachable_since_ != 0 &&
+        now - unreachable_since_ >
+            std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.unreachable_timeout)
+                .count()) {
+      // Unreachable for too long: what waits becomes dead letters; the
+      // next send tries again.
+      unreachable_since_ = now;
+      drop_queued(dead_letter_reason::node_lost);
+      return;
+    }
+    if (retry_.pending()) return;
+    if (now < next_attempt_ns_) {
+      arm_retry(std::chrono::nanoseconds(next_attempt_ns_ - now));
+      return;
+    }
+    dial();
+  }
+
+  void dial() {
+    auto c = std::make_unique<connection>(t_, true, shared_from_this());
+    dialing_ = c.get();
+    {
+      std::lock_guard lock(info_mu_);
+      state_name_ = "connecting";
+    }
+    connection* raw = c.get();
+    t_.connections_.push_back(std::move(c));
+    raw->start_dial();
+  }
+
+  void dial_failed(const std::string& detail) {
+    if (unreachable_since_ == 0) unreachable_since_ = now_ns();
+    ++failures_;
+    // Exponential backoff with full jitter: a random delay in
+    // [d/2, d], d = min * 2^(failures-1), capped.
+    const auto min = std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.backoff_min);
+    const auto max = std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.backoff_max);
+    const unsigned shift = std::min(failures_ - 1, 20u);
+    const std::int64_t d = std::min<std::int64_t>(max.count(), min.count() << shift);
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    const std::int64_t delay = d / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(d / 2 + 1));
+    next_attempt_ns_ = now_ns() + delay;
+    (void)detail;
+    if (owned_ && queue_.owner_nonempty()) arm_retry(std::chrono::nanoseconds(delay));
+    else if (owned_) release_queue();
+  }
+
+  void arm_retry(std::chrono::nanoseconds delay) {
+    std::weak_ptr<peer> self = weak_from_this();
+    retry_ = t_.loop_.arm(delay, [self] {
+      if (auto p = self.lock()) p->drain();
+    });
+    std::lock_guard lock(info_mu_);
+    state_name_ = "backoff";
+  }
+
+  transport& t_;
+  const std::string address_;
+  doorbell bell_;
+  mailbox_queue queue_;
+
+  // Loop thread only.
+  bool owned_ = false;  // the loop owns the queue (it was rung and not given back)
+  connection* conn_ = nullptr;
+  connection* dialing_ = nullptr;
+  std::vector<connection*> pending_;  // passed Hello, not yet up
+  unsigned failures_ = 0;
+  std::int64_t unreachable_since_ = 0;
+  std::int64_t next_attempt_ns_ = 0;
+  timer_handle retry_;
+  std::vector<std::pair<process_ref, process_ref>> inbound_watches_;  // (local target, watcher proxy)
+
+  std::mutex proxies_mu_;
+  std::unordered_map<std::string, remote_process*> proxies_;
+
+  mutable std::mutex info_mu_;
+  std::string node_, state_name_ = "idle", last_error_;
+  std::uint64_t incarnation_ = 0;
+  bool inbound_ = false;
+  std::atomic<std::uint64_t> sent_{0}, received_{0}, bytes_sent_{0}, bytes_received_{0};
+
+  friend class connection;
+};
+
+// ---------------------------------------------------------------------------
+
+remote_process::~remote_process() { peer_->forget_proxy(this); }
+
+const std::string& remote_process::address() const noexcept { return peer_->address(); }
+
+void remote_process::send_user(envelope* e) noexcept {
+  auto* o = new outbound;
+  o->e = e;
+  o->target = process_ref(this);
+  peer_->enqueue(o);
+}
+
+void remote_process::send_system(system_message* m) noexcept {
+  outbound* o = nullptr;
+  switch (m->kind) {
+    case system_kind::watch:
+      if (!m->who) break;
+      add_watcher(m->who);
+      o = new outbound;
+      o->kind = item_kind::watch;
+      o->other = m->who;
+      break;
+    case system_kind::unwatch:
+      if (!m->who) break;
+      remove_watcher(m->who.get());
+      o = new outbound;
+      o->kind = item_kind::unwatch;
+      o->other = m->who;
+      break;
+    case system_kind::terminated:
+      // A local actor that this (remote) watcher watched has stopped.
+      if (!m->who) break;
+      o = new outbound;
+      o->kind = item_kind::terminated;
+      o->other = m->who;
+      o->text = m->who->id();
+      o->reason = static_cast<std::uint8_t>(m->reason);
+      break;
+    case system_kind::stop:
+      o = new outbound;
+      o->kind = item_kind::stop;
+      break;
+    default:
+      break;
+  }
+  delete m;
+  if (o) {
+    o->target = process_ref(this);
+    peer_->enqueue(o);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+connection::connection(transport& t, bool dialer, std::shared_ptr<peer> p)
+    : t_(t),
+      dialer_(dialer),
+      peer_(std::move(p)),
+      s_(t.opts_.self, *this),
+      enc_(t.opts_.self.max_frame),
+      opened_ns_(now_ns()),
+      last_heard_ns_(opened_ns_),
+      last_write_ns_(opened_ns_) {
+  tcp_.data = this;
+  t_.connection_opened(state_);
+}
+
+void connection::move_state(connection_state to) {
+  t_.connection_moved(state_, to);
+  state_ = to;
+}
+
+void connection::start_dial() {
+  std::string host, port;
+  std::string error;
+  if (!split_address(peer_->address(), host, port, error)) {
+    close(close_reason::io_error, "cannot dial " + peer_->address() + ": " + error);
+    return;
+  }
+  resolve_req_.data = this;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  const int rc = uv_getaddrinfo(t_.loop_.uv(), &resolve_req_, on_resolved, host.c_str(),
+                                port.c_str(), &hints);
+  resolving_ = rc == 0;
+  if (rc != 0) close(close_reason::io_error, "cannot resolve " + peer_->address() + ": " + uv_text(rc));
+}
+
+void connection::on_resolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
+  auto* self = static_cast<connection*>(req->data);
+  self->resolving_ = false;
+  if (self->closing_) {
+    uv_freeaddrinfo(res);
+    self->t_.forget(self);
+    return;
+  }
+  if (status != 0 || !res) {
+    uv_freeaddrinfo(res);
+    self->close(close_reason::io_error,
+                "cannot resolve " + self->peer_->address() + ": " + uv_text(status));
+    return;
+  }
+  uv_tcp_init(self->t_.loop_.uv(), &self->tcp_);
+  self->tcp_open_ = true;
+  self->connect_req_.data = self;
+  const int rc = uv_tcp_connect(&self->connect_req_, &self->tcp_, res->ai_addr, on_connected);
+  uv_freeaddrinfo(res);
+  if (rc != 0)
+    self->close(close_reason::io_error,
+                "cannot connect to " + self->peer_->address() + ": " + uv_text(rc));
+}
+
+void connection::on_connected(uv_connect_t* req, int status) {
+  auto* self = static_cast<connection*>(req->data);
+  if (self->closing_) return;
+  if (status != 0) {
+    self->close(close_reason::io_error,
+                "cannot connect to " + self->peer_->address() + ": " + uv_text(status));
+    return;
+  }
+  self->begin();
+}
+
+bool connection::accept(uv_stream_t* server) {
+  uv_tcp_init(t_.loop_.uv(), &tcp_);
+  tcp_open_ = true;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
+  begin();
+  return true;
+}
+
+void connection::begin() {
+  uv_tcp_nodelay(&tcp_, 1);
+  move_state(connection_state::handshaking);
+  opened_ns_ = last_heard_ns_ = now_ns();
+  s_.start();
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+}
+
+void connection::on_alloc(uv_handle_t* h, std::size_t hint, uv_buf_t* buf) {
+  auto* self = static_cast<connection*>(h->data);
+  std::span<std::uint8_t> room = self->s_.prepare(std::max<std::size_t>(hint, 64 << 10));
+  *buf = uv_buf_init(reinterpret_cast<char*>(room.data()), static_cast<unsigned>(room.size()));
+}
+
+void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+  auto* self = static_cast<connection*>(s->data);
+  if (self->closing_) return;
+  if (n > 0) {
+    self->t_.stats_.bytes_received.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    if (self->peer_ && self->state_ == connection_state::up)
+      self->peer_->count_received(0, static_cast<std::uint64_t>(n));
+    if (!self->s_.commit(static_cast<std::size_t>(n))) {
+      if (self->s_.reason() == close_reason::protocol)
+        self->t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      self->close(self->s_.reason(), self->s_.detail());
+    }
+  } else if (n == UV_EOF) {
+    self->close(close_reason::peer_closed, "the peer closed the connection");
+  } else if (n < 0) {
+    self->close(close_reason::io_error, "read failed: " + uv_text(static_cast<int>(n)));
+  }
+}
+
+void connection::write(std::span<const std::uint8_t> frame) {
+  queue_bytes(frame);
+  flush();
+}
+
+void connection::queue_bytes(std::span<const std::uint8_t> bytes) {
+  segment s;
+  s.bytes.assign(bytes.begin(), bytes.end());
+  backlog_ += s.bytes.size();
+  queued_.push_back(std::move(s));
+}
+
+void connection::queue_batch() {
+  enc_.finish();
+  segment s;
+  s.fb = enc_.release();
+  backlog_ += s.fb.size();
+  queued_.push_back(std::move(s));
+}
+
+void connection::flush() {
+  if (write_busy_ || queued_.empty() || !tcp_open_ || closing_) return;
+  bufs_.clear();
+  for (const segment& s : queued_)
+    bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(s.data() + s.offset)),
+                                static_cast<unsigned>(s.size() - s.offset)));
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  int n = uv_try_write(stream, bufs_.data(), static_cast<unsigned>(bufs_.size()));
+  if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
+  if (n < 0) {
+    close(close_reason::io_error, "write failed: " + uv_text(n));
+    return;
+  }
+  last_write_ns_ = now_ns();
+  auto written = static_cast<std::size_t>(n);
+  t_.stats_.bytes_sent.fetch_add(written, std::memory_order_relaxed);
+  if (peer_) peer_->count_sent_bytes(written);
+  backlog_ -= written;
+  std::size_t done = 0;
+  while (done < queued_.size() && written >= queued_[done].size() - queued_[done].offset) {
+    written -= queued_[done].size() - queued_[done].offset;
+    ++done;
+  }
+  if (done < queued_.size()) queued_[done].offset += written;
+  queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(done));
+  if (queued_.empty()) return;
+  // The socket is full: hand the rest to libuv and wait for it.
+  writing_ = std::move(queued_);
+  queued_.clear();
+  bufs_.clear();
+  for (const segment& s : writing_)
+    bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(s.data() + s.offset)),
+                                static_cast<unsigned>(s.size() - s.offset)));
+  write_req_.data = this;
+  const int rc = uv_write(&write_req_, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()),
+                          on_written);
+  if (rc != 0) {
+    close(close_reason::io_error, "write failed: " + uv_text(rc));
+    return;
+  }
+  write_busy_ = true;
+}
+
+void connection::on_written(uv_write_t* req, int status) {
+  auto* self = static_cast<connection*>(req->data);
+  self->write_busy_ = false;
+  std::size_t bytes = 0;
+  for (const segment& s : self->writing_) bytes += s.size() - s.offset;
+  self->writing_.clear();
+  if (status == UV_ECANCELED) return;  // closing
+  self->backlog_ -= bytes;
+  self->t_.stats_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  if (self->peer_) self->peer_->count_sent_bytes(bytes);
+  if (status != 0) {
+    self->close(close_reason::io_error, "write failed: " + uv_text(status));
+    return;
+  }
+  self->flush();
+  if (self->peer_ && self->peer_->up_connection() == self) self->peer_->drain();
+}
+
+session_events::verdict connection::on_hello(const peer_hello& hello) {
+  if (dialer_ && hello.address != peer_->address())
+    return {false, close_reason::address,
+            "dialed " + peer_->address() + " but the node there advertises " + hello.address};
+  if (!peer_) peer_ = t_.peer_for(hello.address);
+  return peer_->judge(*this, hello);
+}
+
+void connection::on_up() {
+  move_state(connection_state::up);
+  last_heard_ns_ = now_ns();
+  peer_->attach(*this, s_.peer());
+}
+
+void connection::tick(std::int64_t now) {
+  if (closing_) return;
+  using std::chrono::nanoseconds;
+  const auto& o = t_.opts_;
+  if (state_ != connection_state::up) {
+    if (now - opened_ns_ > std::chrono::duration_cast<nanoseconds>(o.handshake_timeout).count())
+      close(close_reason::handshake_timeout,
+            "the handshake did not finish within " +
+                std::to_string(o.handshake_timeout.count()) + " ms");
+    return;
+  }
+  if (s_.take_activity()) last_heard_ns_ = now;
+  if (now - last_heard_ns_ > std::chrono::duration_cast<nanoseconds>(o.heartbeat_timeout).count()) {
+    close(close_reason::heartbeat_timeout,
+          "nothing heard for " + std::to_string(o.heartbeat_timeout.count()) + " ms");
+    return;
+  }
+  if (now - last_write_ns_ >= std::chrono::duration_cast<nanoseconds>(o.heartbeat_interval).count()) {
+    queue_bytes(encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+      return std::pair(wire::Body::Heartbeat, wire::CreateHeartbeat(b).Union());
+    }));
+    flush();
+  }
+}
+
+void connection::on_frame(const wire::Frame& f) {
+  switch (f.body_type()) {
+    case wire::Body::Batch:
+      return deliver(*f.body_as_Batch());
+    case wire::Body::Watch: {
+      const wire::Watch& w = *f.body_as_Watch();
+      process_ref watcher = t_.resolve_pid(view(w.watcher()));
+      if (!watcher) return;
+      process_ref target = t_.local(view(w.target()));
+      if (!target) {
+        // The id travels as text: there is no process for it.
+        auto* o = new outbound;
+        o->kind = item_kind::terminated;
+        o->target = watcher;
+        o->text = std::string(view(w.target()));
+        o->reason = static_cast<std::uint8_t>(terminated_reason::not_found);
+        if (auto* r = dynamic_cast<remote_process*>(watcher.get())) r->owner().enqueue(o);
+        else delete o;
+        return;
+      }
+      peer_->inbound_watch(target, watcher);
+      target->send_system(new system_message(system_kind::watch, watcher));
+      return;
+    }
+    case wire::Body::Unwatch: {
+      const wire::Unwatch& w = *f.body_as_Unwatch();
+      process_ref watcher = t_.resolve_pid(view(w.watcher()));
+      process_ref target = t_.local(view(w.target()));
+      if (!watcher || !target) return;
+      peer_->inbound_unwatch(target.get(), watcher.get());
+      target->send_system(new system_message(system_kind::unwatch, watcher));
+      return;
+    }
+    case wire::Body::Terminated: {
+      const wire::Terminated& t = *f.body_as_Terminated();
+      process_ref watcher = t_.local(view(t.watcher()));
+      process_ref who = peer_->proxy(view(t.target()));
+      static_cast<remote_process*>(who.get())->remove_watcher(watcher.get());
+      if (!watcher) return;
+      auto* m = new system_message(system_kind::terminated, who);
+      m->reason = t.reason() <= static_cast<std::uint8_t>(terminated_reason::node_lost)
+                      ? static_cast<terminated_reason>(t.reason())
+                      : terminated_reason::stopped;
+      watcher->send_system(m);
+      return;
+    }
+    case wire::Body::Stop: {
+      if (process_ref target = t_.local(view(f.body_as_Stop()->target())))
+        target->send_system(new system_message(system_kind::stop));
+      return;
+    }
+    case wire::Body::SpawnRequest: {
+      const wire::SpawnRequest& r = *f.body_as_SpawnRequest();
+      const std::string kind(view(r.kind()));
+      spawn_reply reply;
+      if (!t_.spawn_allowed(kind)) {
+        reply.status = TROUPE_ERR_STATE;
+        reply.error = "this node does not let peers spawn '" + kind + "' (remote.spawn)";
+      } else {
+        reply = t_.spawn_local(kind, std::string(view(r.name())));
+      }
+      auto* o = new outbound;
+      o->kind = item_kind::spawn_response;
+      o->request = r.request();
+      o->status = reply.status;
+      o->text = reply.who ? reply.who.id() : std::string();
+      o->text2 = reply.error;
+      peer_->enqueue(o);
+      return;
+    }
+    case wire::Body::SpawnResponse: {
+      const wire::SpawnResponse& r = *f.body_as_SpawnResponse();
+      spawn_reply reply;
+      reply.status = r.status();
+      reply.error = std::string(view(r.error()));
+      if (reply.status == 0 && r.id() && r.id()->size() > 0)
+        reply.who = pid(peer_->proxy(view(r.id())));
+      else if (reply.status == 0)
+        reply = {TROUPE_ERR_STATE, pid(), "the peer answered without an actor id"};
+      t_.complete_spawn(r.request(), std::move(reply));
+      return;
+    }
+    default:
+      return;  // Hello, Auth, Heartbeat and Disconnect are the session's
+  }
+}
+
+void connection::deliver(const wire::Batch& b) {
+  const auto* targets = b.targets();
+  const auto* senders = b.senders();
+  const auto* types = b.types();
+  const auto* envs = b.envelopes();
+  if (!envs || envs->size() == 0) return;
+  const std::uint32_t nt = targets ? targets->size() : 0;
+  const std::uint32_t ns = senders ? senders->size() : 0;
+  const std::uint32_t ny = types ? types->size() : 0;
+  // Check every index before anything is delivered: a bad batch is refused whole.
+  for (const wire::Envelope* e : *envs) {
+    if (e->target() >= nt || e->sender() > ns || e->type() >= ny) {
+      t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      close(close_reason::protocol, "a Batch envelope points past its tables");
+      return;
+    }
+  }
+  targets_.clear();
+  for (std::uint32_t i = 0; i < nt; ++i) targets_.push_back(t_.local(view(targets->Get(i))));
+  senders_.clear();
+  for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(t_.resolve_pid(view(senders->Get(i))));
+  actor_system& sys = *t_.sys_;
+  for (const wire::Envelope* w : *envs) {
+    const auto* payload = w->payload();
+    envelope* e = make_envelope(types->Get(w->type()), payload ? payload->data() : nullptr,
+                                payload ? payload->size() : 0);
+    if (w->sender() != 0) {
+      if (process* s = senders_[w->sender() - 1].get()) {
+        s->retain();
+        e->sender = s;
+      }
+    }
+    if (const auto* hs = w->headers(); hs && hs->size() > 0) {
+      std::vector<headers::entry> entries;
+      entries.reserve(hs->size());
+      for (const wire::Header* h : *hs)
+        entries.emplace_back(std::string(view(h->key())), std::string(view(h->value())));
+      e->hdrs = headers::make(std::move(entries));
+    }
+    if (process* target = targets_[w->target()].get())
+      target->send_user(e);
+    else
+      sys.dead_letter(e, nullptr, dead_letter_reason::not_found);
+  }
+  t_.stats_.messages_received.fetch_add(envs->size(), std::memory_order_relaxed);
+  peer_->count_received(envs->size(), 0);
+}
+
+void connection::close(close_reason reason, std::string detail) {
+  if (closing_) return;
+  closing_ = true;
+  s_.close(reason, detail);  // queues a Disconnect telling the peer why
+  if (tcp_open_ && !write_busy_ && !queued_.empty()) {
+    // Best effort, once: the connection goes whatever happens to it.
+    bufs_.clear();
+    for (const segment& seg : queued_)
+      bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(seg.data() + seg.offset)),
+                                  static_cast<unsigned>(seg.size() - seg.offset)));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs_.data(),
+                 static_cast<unsigned>(bufs_.size()));
+  }
+  if (is_handshake_failure(reason))
+    t_.stats_.handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  t_.log_close(*this, reason, detail);
+  if (peer_) peer_->connection_closed(*this, reason, detail);
+  t_.connection_closed(state_);
+  targets_.clear();
+  senders_.clear();
+  if (tcp_open_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_closed);
+  } else if (resolving_) {
+    // The resolver's callback forgets this connection.
+    uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_req_));
+  } else {
+    // Nothing of libuv's holds it: forget it once the caller is done with it.
+    transport* t = &t_;
+    t_.loop_.post([t, self = this] { t->forget(self); });
+  }
+}
+
+void connection::on_closed(uv_handle_t* h) {
+  auto* self = static_cast<connection*>(h->data);
+  self->t_.forget(self);
+}
+
+// ---------------------------------------------------------------------------
+
+transport::transport(event_loop& loop, options opts) : loop_(loop), opts_(std::move(opts)) {
+  opts_.self.incarnation = random_u64();
+}
+
+transport::~transport() {
+  if (sys_) sys_->set_remote(nullptr);
+}
+
+bool transport::bind(std::string& error) {
+  if (!opts_.listen.empty()) {
+    sockaddr_storage addr{};
+    if (!parse_ip_address(opts_.listen, addr, error)) return false;
+    uv_tcp_init(loop_.uv(), &listener_);
+    listener_.data = this;
+    listening_ = true;
+    int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 256, on_connection);
+    if (rc != 0) {
+      error = "cannot listen on " + opts_.listen + ": " + uv_text(rc);
+      return false;
+    }
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len);
+    port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    if (opts_.self.address.empty())
+      opts_.self.address = opts_.listen.substr(0, opts_.listen.rfind(':') + 1) + std::to_string(port_);
+  }
+  return true;
+}
+
+void transport::start(actor_system& sys) {
+  sys_ = &sys;
+  const auto every = std::max(opts_.heartbeat_interval / 2, std::chrono::milliseconds(10));
+  ticker_ = loop_.arm_repeating(every, every, [this] {
+    tick();
+    return true;
+  });
+  sys_->set_remote(this);
+}
+
+void transport::log_close(const connection& c, close_reason reason, const std::string& detail) {
+  const std::string who = c.peer_ ? c.peer_->address() : std::string("an unidentified peer");
+  switch (reason) {
+    case close_reason::duplicate:
+      log(0, "remote: connection to " + who + " closed: " + detail);
+      return;
+    case close_reason::shutdown:
+      return;
+    default:
+      break;
+  }
+  if (is_handshake_failure(reason)) {
+    log(2, "remote: refused " + who + " (" + to_string(reason) + "): " + detail);
+  } else if (reason == close_reason::protocol) {
+    log(2, "remote: closed the connection of " + who + " (protocol error): " + detail);
+  } else if (c.state_ == connection_state::up) {
+    log(2, "remote: lost " + who + " (" + to_string(reason) + "): " + detail);
+  } else {
+    log(1, "remote: cannot reach " + who + ": " + detail);
+  }
+}
+
+void transport::on_connection(uv_stream_t* server, int status) {
+  auto* self = static_cast<transport*>(server->data);
+  if (status != 0 || self->stopped()) return;
+  auto c = std::make_unique<connection>(*self, false, nullptr);
+  connection* raw = c.get();
+  self->connections_.push_back(std::move(c));
+  if (!raw->accept(server)) raw->close(close_reason::io_error, "accept failed");
+}
+
+void transport::tick() {
+  const std::int64_t now = now_ns();
+  for (std::size_t i = 0; i < connections_.size(); ++i) connections_[i]->tick(now);
+  std::lock_guard lock(exports_mu_);
+  std::erase_if(exports_, [](const auto& kv) { return kv.second->dead(); });
+}
+
+void transport::shutdown() {
+  if (stopped_.exchange(true, std::memory_order_acq_rel)) return;
+  sys_->set_remote(nullptr);
+  ticker_.cancel();
+  for (std::size_t i = 0; i < connections_.size(); ++i)
+    connections_[i]->close(close_reason::shutdown, "the node is stopping");
+  std::vector<std::shared_ptr<peer>> ps;
+  {
+    std::lock_guard lock(peers_mu_);
+    for (auto& [a, p] : peers_) ps.push_back(p);
+  }
+  for (auto& p : ps) p->shutdown();
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  std::vector<pending_spawn> spawns;
+  {
+    std::lock_guard lock(spawns_mu_);
+    for (auto& [id, s] : spawns_) spawns.push_back(std::move(s));
+    spawns_.clear();
+  }
+  for (auto& s : spawns) {
+    s.timeout.cancel();
+    s.done({TROUPE_ERR_STATE, pid(), "the node is stopping"});
+  }
+  std::lock_guard lock(exports_mu_);
+  exports_.clear();
+}
+
+void transport::forget(connection* c) {
+  std::erase_if(connections_, [&](const std::unique_ptr<connection>& x) { return x.get() == c; });
+}
+
+process_ref transport::resolve(std::string_view address, std::string_view id) {
+  if (address == opts_.self.address) return local(id);
+  return peer_for(address)->proxy(id);
+}
+
+std::shared_ptr<peer> transport::peer_for(std::string_view address) {
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(std::string(address));
+  if (it != peers_.end()) return it->second;
+  auto p = std::make_shared<peer>(*this, std::string(address));
+  peers_.emplace(std::string(address), p);
+  return p;
+}
+
+std::string transport::export_local(process* p) {
+  std::string id = p->id();
+  if (sys_->registry().lookup(id).get() == p) return id;
+  std::lock_guard lock(exports_mu_);
+  exports_.try_emplace(id, process_ref(p));
+  return id;
+}
+
+process_ref transport::local(std::string_view id) {
+  if (id.empty()) return {};
+  if (process_ref p = sys_->registry().lookup(id)) return p;
+  std::lock_guard lock(exports_mu_);
+  auto it = exports_.find(std::string(id));
+  return it == exports_.end() ? process_ref() : it->second;
+}
+
+process_ref transport::resolve_pid(std::string_view text) {
+  const std::size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size()) return {};
+  return resolve(text.substr(0, slash), text.substr(slash + 1));
+}
+
+void transport::connection_opened(connection_state s) noexcept {
+  stats_.connections[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed);
+}
+void transport::connection_moved(connection_state from, connection_state to) noexcept {
+  stats_.connections[static_cast<std::size_t>(from)].fetch_sub(1, std::memory_order_relaxed);
+  stats_.connections[static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
+}
+void transport::connection_closed(connection_state s) noexcept {
+  stats_.connections[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool transport::spawn_allowed(const std::string& kind) const {
+  for (const std::string& k : opts_.spawnable)
+    if (k == "*" || k == kind) return true;
+  return false;
+}
+
+spawn_reply transport::spawn_local(const std::string& kind, const std::string& name) {
+  if (!spawn_handler_) return {TROUPE_ERR_STATE, pid(), "this node spawns nothing for peers"};
+  return spawn_handler_(kind, name);
+}
+
+void transport::spawn(const std::string& address, const std::string& kind, const std::string& name,
+                      std::chrono::milliseconds timeout, spawn_callback done) {
+  if (stopped()) {
+    loop_.post([done = std::move(done)] { done({TROUPE_ERR_STATE, pid(), "the node is stopping"}); });
+    return;
+  }
+  std::uint64_t id;
+  {
+    std::lock_guard lock(spawns_mu_);
+    id = next_spawn_++;
+    spawns_[id].done = std::move(done);
+  }
+  timer_handle t = loop_.arm(timeout, [this, id, timeout, address] {
+    // No answer: the node is unreachable, or does not exist.
+    complete_spawn(id, {TROUPE_ERR_NOT_FOUND, pid(),
+                        "no answer from " + address + " within " + std::to_string(timeout.count()) +
+                            " ms"});
+  });
+  {
+    std::lock_guard lock(spawns_mu_);
+    auto it = spawns_.find(id);
+    if (it != spawns_.end()) it->second.timeout = std::move(t);
+  }
+  auto* o = new outbound;
+  o->kind = item_kind::spawn_request;
+  o->request = id;
+  o->text = kind;
+  o->text2 = name;
+  peer_for(address)->enqueue(o);
+}
+
+void transport::complete_spawn(std::uint64_t request, spawn_reply r) {
+  spawn_callback done;
+  {
+    std::lock_guard lock(spawns_mu_);
+    auto it = spawns_.find(request);
+    if (it == spawns_.end()) return;
+    done = std::move(it->second.done);
+    it->second.timeout.cancel();
+    spawns_.erase(it);
+  }
+  done(std::move(r));
+}
+
+std::vector<peer_info> transport::peers() const {
+  std::vector<std::shared_ptr<peer>> ps;
+  {
+    std::lock_guard lock(peers_mu_);
+    for (const auto& [a, p] : peers_) ps.push_back(p);
+  }
+  std::vector<peer_info> out;
+  out.reserve(ps.size());
+  for (const auto& p : ps) out.push_back(p->info());
+  std::sort(out.begin(), out.end(),
+            [](const peer_info& a, const peer_info& b) { return a.address < b.address; });
+  return out;
+}
+
+}  // namespace troupe::remote

@@ -1,0 +1,178 @@
+#pragma once
+// The node-to-node transport on the node's libuv loop. Actors send to PIDs
+// of other nodes through remote processes (proxies); what they send waits in
+// a bounded queue per peer until the loop packs it into Batch frames and
+// writes them, one writev per peer per loop turn. One connection per peer
+// pair; frames from a peer reach actors only after the handshake.
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <uv.h>
+
+#include "actor/actor_system.hpp"
+#include "remote/session.hpp"
+
+namespace troupe::remote {
+
+struct options {
+  // cluster, node name, advertised address, secret, frame cap. An empty
+  // address is taken from the listen address once bound (port 0 included).
+  identity self;
+  std::string listen;            // "ip:port" to accept peers on; empty: dial out only
+  std::uint32_t send_queue = 65536;  // messages waiting per peer before sends are dropped
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{5000};
+  std::chrono::milliseconds backoff_min{100};
+  std::chrono::milliseconds backoff_max{5000};
+  // How long messages wait for an unreachable peer before they become dead letters.
+  std::chrono::milliseconds unreachable_timeout{5000};
+  std::vector<std::string> spawnable;  // kinds peers may spawn here ("*": any)
+  // The transport's log lines: level 0 debug, 1 info, 2 warning, 3 error.
+  std::function<void(int level, const std::string& line)> log;
+};
+
+enum class connection_state : std::uint8_t { connecting, handshaking, up };
+inline constexpr std::size_t connection_state_count = 3;
+const char* to_string(connection_state s) noexcept;
+
+// Plain counters, read by metrics.
+struct stats {
+  std::atomic<std::uint64_t> messages_sent{0};
+  std::atomic<std::uint64_t> messages_received{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  std::atomic<std::uint64_t> bytes_received{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> dropped{0};  // outbound queue full
+  std::array<std::atomic<std::uint64_t>, close_reason_count> handshake_failures{};
+  std::array<std::atomic<std::int64_t>, connection_state_count> connections{};
+};
+
+// What /v1/peers shows of one peer.
+struct peer_info {
+  std::string address;
+  std::string node;           // empty until a handshake told it
+  std::string state;          // up | connecting | handshaking | backoff | idle
+  bool inbound = false;       // the peer dialed
+  std::uint64_t incarnation = 0;
+  std::uint64_t messages_sent = 0, messages_received = 0;
+  std::uint64_t bytes_sent = 0, bytes_received = 0;
+  std::uint32_t queued = 0;
+  std::string last_error;
+};
+
+// The result of a remote spawn.
+struct spawn_reply {
+  int status = 0;      // 0 or a troupe_status code
+  pid who;             // the new actor, when status is 0
+  std::string error;
+};
+using spawn_callback = std::function<void(spawn_reply)>;
+// Spawns a local actor for a peer: (kind, name) -> result. Runs on the loop.
+using spawn_handler = std::function<spawn_reply(const std::string& kind, const std::string& name)>;
+
+class peer;
+class connection;
+
+class transport final : public remote_resolver {
+ public:
+  transport(event_loop& loop, options opts);
+  ~transport();
+  transport(const transport&) = delete;
+  transport& operator=(const transport&) = delete;
+
+  // Binds the listener (if any), before the actor system exists: the
+  // address peers use is the first half of every PID. Returns false with
+  // `error` set when the address cannot be bound.
+  bool bind(std::string& error);
+  // The address of this node's PIDs.
+  const std::string& address() const noexcept { return opts_.self.address; }
+  // Starts serving peers for `sys` (accepting, heartbeats, resolving PIDs).
+  void start(actor_system& sys);
+  // The port bound (useful with port 0).
+  int port() const noexcept { return port_; }
+  // Loop thread: says goodbye to every peer, closes every connection and the
+  // listener; what is still queued becomes dead letters. Sends afterwards
+  // are dead letters at once.
+  void shutdown();
+
+  // Any thread.
+  process_ref resolve(std::string_view address, std::string_view id) override;
+  void set_spawn_handler(spawn_handler h) { spawn_handler_ = std::move(h); }
+  // Any thread: spawns `kind` on the node at `address`; `done` runs on the
+  // loop thread with the outcome (a timeout included).
+  void spawn(const std::string& address, const std::string& kind, const std::string& name,
+             std::chrono::milliseconds timeout, spawn_callback done);
+  // Any thread.
+  std::vector<peer_info> peers() const;
+  const remote::stats& counters() const noexcept { return stats_; }
+  const options& config() const noexcept { return opts_; }
+
+  // Internal, for peers and connections.
+  actor_system& system() noexcept { return *sys_; }
+  event_loop& loop() noexcept { return loop_; }
+  remote::stats& counters() noexcept { return stats_; }
+  bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+  std::shared_ptr<peer> peer_for(std::string_view address);
+  // A local process as peers address it: registered actors by id, others
+  // (futures) exported under their id until they are done.
+  std::string export_local(process* p);
+  process_ref local(std::string_view id);
+  // A PID string from a peer: local or remote.
+  process_ref resolve_pid(std::string_view text);
+  void connection_opened(connection_state s) noexcept;
+  void connection_moved(connection_state from, connection_state to) noexcept;
+  void connection_closed(connection_state s) noexcept;
+  bool spawn_allowed(const std::string& kind) const;
+  spawn_reply spawn_local(const std::string& kind, const std::string& name);
+  void complete_spawn(std::uint64_t request, spawn_reply r);
+  void forget(connection* c);
+  void log(int level, const std::string& line) const {
+    if (opts_.log) opts_.log(level, line);
+  }
+  void log_close(const connection& c, close_reason reason, const std::string& detail);
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+  void tick();
+
+  actor_system* sys_ = nullptr;
+  event_loop& loop_;
+  options opts_;
+  remote::stats stats_;
+  uv_tcp_t listener_{};
+  bool listening_ = false;
+  int port_ = 0;
+  std::atomic<bool> stopped_{false};
+  timer_handle ticker_;
+  spawn_handler spawn_handler_;
+
+  mutable std::mutex peers_mu_;
+  std::unordered_map<std::string, std::shared_ptr<peer>> peers_;
+
+  std::mutex exports_mu_;
+  std::unordered_map<std::string, process_ref> exports_;
+
+  std::mutex spawns_mu_;
+  std::uint64_t next_spawn_ = 1;
+  struct pending_spawn {
+    spawn_callback done;
+    timer_handle timeout;
+  };
+  std::unordered_map<std::uint64_t, pending_spawn> spawns_;
+
+  std::vector<std::unique_ptr<connection>> connections_;  // loop thread only
+  friend class peer;
+  friend class connection;
+};
+
+}  // namespace troupe::remote
