@@ -233,6 +233,15 @@ void admin::handle(request& r) {
     std::lock_guard lock(info_mu_);
     return r.reply(200, {{"members", members_}});
   }
+  if (p.size() == 2 && what == "peers") {
+    if (!get) return r.error(405, "method_not_allowed", "use GET");
+    std::function<json()> peers;
+    {
+      std::lock_guard lock(info_mu_);
+      peers = remote_.peers;
+    }
+    return r.reply(200, peers ? peers() : json{{"peers", json::array()}});
+  }
   if (p.size() == 2 && what == "plugins") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
     json list = json::array();
@@ -322,19 +331,48 @@ void admin::list_actors(request& r) {
   r.reply(200, {{"actors", list}, {"total", total}, {"truncated", total > limit}});
 }
 
+void admin::set_remote(remote_hooks hooks) {
+  std::lock_guard lock(info_mu_);
+  remote_ = std::move(hooks);
+}
+
 void admin::spawn(request& r) {
   if (state_.load(std::memory_order_acquire) == state::stopping)
     return r.error(503, "stopping", "the node is stopping and admits no new actors");
   json body;
   if (!r.object(body)) return;
   for (const auto& [key, v] : body.items())
-    if (key != "kind" && key != "name")
-      return r.error(400, "bad_request", "unknown field '" + key + "' (expected kind, name)");
+    if (key != "kind" && key != "name" && key != "node")
+      return r.error(400, "bad_request", "unknown field '" + key + "' (expected kind, name, node)");
   if (!body.contains("kind") || !body["kind"].is_string())
     return r.error(400, "bad_request", "'kind' (a string) is required");
   if (body.contains("name") && !body["name"].is_string())
     return r.error(400, "bad_request", "'name' must be a string");
+  if (body.contains("node") && !body["node"].is_string())
+    return r.error(400, "bad_request", "'node' must be a string (a node address)");
   const std::string kind = body["kind"];
+  if (body.contains("node") && body["node"] != sys_.address()) {
+    decltype(remote_.spawn) remote_spawn;
+    {
+      std::lock_guard lock(info_mu_);
+      remote_spawn = remote_.spawn;
+    }
+    if (!remote_spawn)
+      return r.error(400, "bad_request", "this node has no node-to-node transport (node.listen)");
+    std::string out;
+    const int status = remote_spawn(body["node"], kind, body.value("name", std::string()), out);
+    switch (status) {
+      case 0: {
+        const std::string id = out.substr(out.find('/') + 1);
+        return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", body["node"]}});
+      }
+      case -4: return r.error(404, "unknown_kind", out);
+      case -5: return r.error(409, "name_taken", out);
+      case -1: return r.error(400, "invalid_name", out);
+      case -6: return r.error(504, "timeout", out);
+      default: return r.error(403, "forbidden", out);
+    }
+  }
   props_ptr props = plugins_->kind(kind);
   if (!props) return r.error(404, "unknown_kind", "no loaded plugin has a kind '" + kind + "'");
   spawn_result res;

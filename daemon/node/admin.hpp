@@ -8,7 +8,9 @@
 //   GET    /v1/plugins                loaded plugins and their kinds
 //   GET    /v1/kinds                  kinds and the message types plugins declare
 //   GET    /v1/actors[?kind=K&limit=N]  live actors with kind and mailbox depth
-//   POST   /v1/actors                 {"kind": K, "name": N?} spawns
+//   POST   /v1/actors                 {"kind": K, "name": N?, "node": ADDR?} spawns
+//                                      (on the node at ADDR when given)
+//   GET    /v1/peers                  the nodes this node is connected to
 //   DELETE /v1/actors/{id}            stops (waits up to 5 s for the stop)
 //   POST   /v1/actors/{id}/send       {"type": T, "message": {...}}
 //   POST   /v1/actors/{id}/request    {"type": T, "message": {...}, "timeout_ms": N?}
@@ -19,6 +21,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,6 +67,18 @@ class admin {
   // Replaces the bearer token (reload); empty opens the API.
   void set_token(std::string token);
 
+  // What the node-to-node transport offers the API (when the node listens).
+  struct remote_hooks {
+    // GET /v1/peers: {"peers": [...]}.
+    std::function<nlohmann::json()> peers;
+    // Spawns `kind` on the node at `address`; waits for the answer. Returns
+    // 0 and the PID text, or a troupe_status code and the reason.
+    std::function<int(const std::string& address, const std::string& kind,
+                      const std::string& name, std::string& pid_or_error)>
+        spawn;
+  };
+  void set_remote(remote_hooks hooks);
+
  private:
   struct request;
   static int on_request(mg_connection* conn, void* self);
@@ -77,10 +92,11 @@ class admin {
   actor_system& sys_;
   std::shared_ptr<plugin::host> plugins_;
   std::atomic<state> state_{state::starting};
-  std::mutex info_mu_;  // guards token_, node_info_, members_
+  std::mutex info_mu_;  // guards token_, node_info_, members_, remote_
   std::string token_;
   nlohmann::json node_info_;
   nlohmann::json members_;
+  remote_hooks remote_;
   admin_stats stats_;
   mg_context* server_ = nullptr;
 };

@@ -143,18 +143,26 @@ struct reader {
     return true;
   }
 
-  // A list of non-empty strings.
+  // A list of non-empty strings (plugin names, kinds), or the one word
+  // `every` standing for all of them (then `out` is just that word).
   void string_list(const YAML::Node& map, const std::string& where, const char* key,
-                   std::vector<std::string>& out) {
+                   std::vector<std::string>& out, const std::string& what = "plugin names",
+                   const char* every = nullptr) {
     YAML::Node v = map[key];
     if (!v) return;
+    const std::string name = "'" + where + "." + key + "'";
+    if (every != nullptr && v.IsScalar() && v.as<std::string>() == every) {
+      out = {every};
+      return;
+    }
     if (!v.IsSequence()) {
-      error(v, "'" + where + "." + key + "' must be a list of names");
+      error(v, name + " must be a list of " + what +
+                   (every != nullptr ? std::string(" or '") + every + "'" : std::string()));
       return;
     }
     for (const auto& item : v) {
       if (!item.IsScalar() || item.as<std::string>().empty()) {
-        error(item, "'" + where + "." + key + "' must hold plugin names");
+        error(item, name + " must hold " + what);
         continue;
       }
       out.push_back(item.as<std::string>());
@@ -180,7 +188,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
   if (!r.check_map(root, "", {"node", "seeds", "admin", "metrics", "dispatcher", "log", "plugins",
-                              "demo"}))
+                              "demo", "remote"}))
     return false;
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   auto relative_to_config = [&](std::string& p) {
@@ -206,7 +214,25 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     r.address_field(n, "node", "listen", true, out.listen);
     r.address_field(n, "node", "advertise", false, out.advertise);
     r.string_field(n, "node", "secret_file", out.secret_file);
-    readable_file(n["secret_file"], "'node.secret_file'", out.secret_file);
+    if (readable_file(n["secret_file"], "'node.secret_file'", out.secret_file)) {
+      std::ifstream in(out.secret_file, std::ios::binary);
+      out.secret.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      while (!out.secret.empty() && std::isspace(static_cast<unsigned char>(out.secret.back())))
+        out.secret.pop_back();
+      if (out.secret.size() < 16)
+        r.error(n["secret_file"], "'node.secret_file' " + out.secret_file +
+                                      " holds a secret of " + std::to_string(out.secret.size()) +
+                                      " bytes; at least 16 are needed");
+    }
+    if (!out.listen.empty() && out.secret_file.empty())
+      r.error(n, "'node.secret_file' is needed with 'node.listen': peers prove that they hold "
+                 "the cluster secret");
+    if (!out.listen.empty() && out.advertise.empty()) {
+      const std::string host = out.listen.substr(0, out.listen.rfind(':'));
+      if (host == "0.0.0.0" || host == "[::]")
+        r.error(n["listen"], "'node.advertise' is needed when 'node.listen' is " + out.listen +
+                                 ": peers cannot dial a wildcard address");
+    }
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
     r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
   }
@@ -237,14 +263,27 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen", "histograms"})) {
     r.address_field(m, "metrics", "listen", true, out.metrics_listen);
-    if (m["histograms"] && m["histograms"].IsScalar()) {
-      if (m["histograms"].as<std::string>() != "all")
-        r.error(m["histograms"], "'metrics.histograms' must be a list of kinds or 'all'");
-      else
-        out.histogram_kinds = {"all"};
-    } else {
-      r.string_list(m, "metrics", "histograms", out.histogram_kinds);
-    }
+    r.string_list(m, "metrics", "histograms", out.histogram_kinds, "kinds", "all");
+  }
+  if (YAML::Node rm = root["remote"];
+      rm && r.check_map(rm, "remote", {"max_frame_bytes", "send_queue", "heartbeat_interval_ms",
+                                       "heartbeat_timeout_ms", "handshake_timeout_ms",
+                                       "unreachable_timeout_ms", "spawn"})) {
+    r.number_field(rm, "remote", "max_frame_bytes", 65536, 64 << 20, "bytes", out.max_frame_bytes);
+    r.number_field(rm, "remote", "send_queue", 16, 1 << 24, "messages", out.send_queue);
+    r.number_field(rm, "remote", "heartbeat_interval_ms", 10, 600000, "milliseconds",
+                   out.heartbeat_interval_ms);
+    r.number_field(rm, "remote", "heartbeat_timeout_ms", 20, 3600000, "milliseconds",
+                   out.heartbeat_timeout_ms);
+    r.number_field(rm, "remote", "handshake_timeout_ms", 10, 600000, "milliseconds",
+                   out.handshake_timeout_ms);
+    r.number_field(rm, "remote", "unreachable_timeout_ms", 0, 3600000, "milliseconds",
+                   out.unreachable_timeout_ms);
+    if (out.heartbeat_timeout_ms <= out.heartbeat_interval_ms)
+      r.error(rm, "'remote.heartbeat_timeout_ms' (" + std::to_string(out.heartbeat_timeout_ms) +
+                      ") must be longer than 'remote.heartbeat_interval_ms' (" +
+                      std::to_string(out.heartbeat_interval_ms) + ")");
+    r.string_list(rm, "remote", "spawn", out.remote_spawn, "kinds", "*");
   }
   if (YAML::Node d = root["demo"]) {
     try {

@@ -15,7 +15,16 @@ struct config {
   std::string listen;       // node.listen: the node-to-node port
   std::string advertise;    // node.advertise: what peers dial
   std::string secret_file;  // node.secret_file: the cluster secret (must be readable)
+  std::string secret;       // its content (trailing whitespace dropped)
   std::vector<std::string> seeds;
+  // remote: the node-to-node transport.
+  unsigned max_frame_bytes = 4u << 20;
+  unsigned send_queue = 65536;  // messages waiting per peer
+  unsigned heartbeat_interval_ms = 1000;
+  unsigned heartbeat_timeout_ms = 5000;
+  unsigned handshake_timeout_ms = 5000;
+  unsigned unreachable_timeout_ms = 5000;
+  std::vector<std::string> remote_spawn;  // kinds peers may spawn here; "*": any
   std::string admin_listen = "127.0.0.1:7780";
   std::string admin_token_file;  // admin.token_file: bearer token, optional
   std::string admin_token;       // the file's first line

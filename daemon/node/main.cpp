@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +26,8 @@
 #include "node/log.hpp"
 #include "node/metrics.hpp"
 #include "plugin/plugin_host.hpp"
+#include "remote/transport.hpp"
+#include "troupe/abi.h"
 
 namespace {
 
@@ -127,6 +130,17 @@ class node {
   int run() {
     troupe::system_config sc;
     sc.address = cfg_.name;
+    if (!cfg_.listen.empty()) {
+      // Bound first: the address peers dial is the first half of every PID.
+      transport_ = std::make_unique<troupe::remote::transport>(loop_, remote_options(cfg_));
+      std::string error;
+      if (!transport_->bind(error)) {
+        log(level::error, "remote: " + error);
+        close_transport_early();
+        return 1;
+      }
+      sc.address = transport_->address();
+    }
     sc.dispatcher.threads = cfg_.threads;
     sc.loop = &loop_;
     sys_ = std::make_unique<troupe::actor_system>(sc);
@@ -145,21 +159,35 @@ class node {
       log(level::error, "stopping: a required plugin did not load");
       sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
       sys_.reset();
+      close_transport_early();
       return ex_config;
+    }
+    if (transport_) {
+      transport_->set_spawn_handler([this](const std::string& kind, const std::string& name) {
+        return spawn_for_peer(kind, name);
+      });
+      transport_->start(*sys_);
+      log(level::info, "remote: listening on " + cfg_.listen.substr(0, cfg_.listen.rfind(':') + 1) +
+                           std::to_string(transport_->port()) + ", PIDs as " + transport_->address() +
+                           "/ID");
     }
     uv_loop_configure(loop_.uv(), UV_METRICS_IDLE_TIME);
     try {
       admin_ = std::make_unique<troupe::node::admin>(cfg_.admin_listen, cfg_.admin_token, *sys_,
                                                      plugins_);
-      metrics_ = std::make_unique<troupe::node::metrics>(cfg_.metrics_listen, *sys_, plugins_, loop_,
-                                                         histograms_.get(), &admin_->stats());
+      metrics_ = std::make_unique<troupe::node::metrics>(
+          cfg_.metrics_listen, *sys_, plugins_, loop_, histograms_.get(), &admin_->stats(),
+          transport_ ? &transport_->counters() : nullptr);
     } catch (const std::exception& e) {
       log(level::error, e.what());
       admin_.reset();
+      if (transport_) transport_->shutdown();
       sys_->shutdown(std::chrono::seconds(cfg_.drain_timeout_seconds));
       sys_.reset();
+      close_transport_early();
       return 1;
     }
+    if (transport_) admin_->set_remote(remote_hooks());
     admin_->set_node_info(node_info(), members());
     log(level::info, "admin API on " + url(cfg_.admin_listen, admin_->port()) +
                          (cfg_.admin_token.empty() ? "" : " (bearer token required)"));
@@ -178,11 +206,96 @@ class node {
     metrics_.reset();
     admin_.reset();
     sys_.reset();
+    transport_.reset();
     log(level::info, "stopped");
     return 0;
   }
 
  private:
+  static troupe::remote::options remote_options(const troupe::node::config& c) {
+    troupe::remote::options o;
+    o.self.cluster = c.cluster;
+    o.self.node = c.name;
+    o.self.address = c.advertise;  // empty: the listen address as bound
+    o.self.secret = c.secret;
+    o.self.max_frame = c.max_frame_bytes;
+    o.listen = c.listen;
+    o.send_queue = c.send_queue;
+    o.heartbeat_interval = std::chrono::milliseconds(c.heartbeat_interval_ms);
+    o.heartbeat_timeout = std::chrono::milliseconds(c.heartbeat_timeout_ms);
+    o.handshake_timeout = std::chrono::milliseconds(c.handshake_timeout_ms);
+    o.unreachable_timeout = std::chrono::milliseconds(c.unreachable_timeout_ms);
+    o.spawnable = c.remote_spawn;
+    o.log = [](int l, const std::string& line) {
+      static const level levels[] = {level::debug, level::info, level::warning, level::error};
+      log(levels[std::clamp(l, 0, 3)], line);
+    };
+    return o;
+  }
+
+  // On a start that fails before the loop runs: the listener must close
+  // while its transport still exists.
+  void close_transport_early() {
+    if (!transport_) return;
+    transport_->shutdown();
+    uv_run(loop_.uv(), UV_RUN_NOWAIT);
+    transport_.reset();
+  }
+
+  // A peer asks this node to spawn `kind` (remote.spawn allowed it).
+  troupe::remote::spawn_reply spawn_for_peer(const std::string& kind, const std::string& name) {
+    troupe::props_ptr props = plugins_->kind(kind);
+    if (!props) return {TROUPE_ERR_UNKNOWN_KIND, troupe::pid(), "no loaded plugin has a kind '" + kind + "'"};
+    if (stopping_) return {TROUPE_ERR_STATE, troupe::pid(), "the node is stopping"};
+    troupe::spawn_result r;
+    if (name.empty()) {
+      r.pid = sys_->root().spawn(props);
+      if (!r.pid) r.error = troupe::spawn_error::shutting_down;
+    } else {
+      r = sys_->root().spawn_named(props, name);
+    }
+    switch (r.error) {
+      case troupe::spawn_error::none: return {0, r.pid, ""};
+      case troupe::spawn_error::name_taken:
+        return {TROUPE_ERR_NAME_TAKEN, troupe::pid(), "an actor named '" + name + "' is alive"};
+      case troupe::spawn_error::invalid_name:
+        return {TROUPE_ERR_ARGUMENT, troupe::pid(), "a name may not be empty or start with '$'"};
+      case troupe::spawn_error::shutting_down: break;
+    }
+    return {TROUPE_ERR_STATE, troupe::pid(), "the node is stopping"};
+  }
+
+  troupe::node::admin::remote_hooks remote_hooks() {
+    troupe::node::admin::remote_hooks h;
+    h.peers = [t = transport_.get()] {
+      nlohmann::json list = nlohmann::json::array();
+      for (const troupe::remote::peer_info& p : t->peers())
+        list.push_back({{"address", p.address},
+                        {"node", p.node.empty() ? nlohmann::json(nullptr) : nlohmann::json(p.node)},
+                        {"state", p.state},
+                        {"direction", p.inbound ? "inbound" : "outbound"},
+                        {"messages_sent", p.messages_sent},
+                        {"messages_received", p.messages_received},
+                        {"bytes_sent", p.bytes_sent},
+                        {"bytes_received", p.bytes_received},
+                        {"queued", p.queued},
+                        {"last_error", p.last_error.empty() ? nlohmann::json(nullptr)
+                                                            : nlohmann::json(p.last_error)}});
+      return nlohmann::json{{"peers", list}};
+    };
+    h.spawn = [t = transport_.get()](const std::string& address, const std::string& kind,
+                                     const std::string& name, std::string& out) {
+      auto done = std::make_shared<std::promise<troupe::remote::spawn_reply>>();
+      std::future<troupe::remote::spawn_reply> f = done->get_future();
+      t->spawn(address, kind, name, std::chrono::seconds(5),
+               [done](troupe::remote::spawn_reply r) { done->set_value(std::move(r)); });
+      troupe::remote::spawn_reply r = f.get();
+      out = r.status == 0 ? r.who.to_string() : r.error;
+      return r.status;
+    };
+    return h;
+  }
+
   std::string status() const {
     return std::to_string(plugins_->plugins().size()) + " plugins, " +
            std::to_string(plugins_->kinds().size()) + " kinds, " +
@@ -307,6 +420,16 @@ class node {
       for (const auto& p : loaded_)
         if (std::find(next.plugins.begin(), next.plugins.end(), p) == next.plugins.end())
           restart.push_back("plugins.load (" + p + " stays loaded)");
+      if (next.listen != cfg_.listen) restart.push_back("node.listen");
+      if (next.advertise != cfg_.advertise) restart.push_back("node.advertise");
+      if (next.secret != cfg_.secret) restart.push_back("node.secret_file");
+      if (next.max_frame_bytes != cfg_.max_frame_bytes || next.send_queue != cfg_.send_queue ||
+          next.heartbeat_interval_ms != cfg_.heartbeat_interval_ms ||
+          next.heartbeat_timeout_ms != cfg_.heartbeat_timeout_ms ||
+          next.handshake_timeout_ms != cfg_.handshake_timeout_ms ||
+          next.unreachable_timeout_ms != cfg_.unreachable_timeout_ms ||
+          next.remote_spawn != cfg_.remote_spawn)
+        restart.push_back("remote");
       if (next.admin_listen != cfg_.admin_listen) restart.push_back("admin.listen");
       if (next.metrics_listen != cfg_.metrics_listen) restart.push_back("metrics.listen");
       if (next.histogram_kinds != cfg_.histogram_kinds) restart.push_back("metrics.histograms");
@@ -322,6 +445,17 @@ class node {
       next.threads = cfg_.threads;
       next.demo = cfg_.demo;
       next.plugin_dir = cfg_.plugin_dir;
+      next.listen = cfg_.listen;
+      next.advertise = cfg_.advertise;
+      next.secret_file = cfg_.secret_file;
+      next.secret = cfg_.secret;
+      next.max_frame_bytes = cfg_.max_frame_bytes;
+      next.send_queue = cfg_.send_queue;
+      next.heartbeat_interval_ms = cfg_.heartbeat_interval_ms;
+      next.heartbeat_timeout_ms = cfg_.heartbeat_timeout_ms;
+      next.handshake_timeout_ms = cfg_.handshake_timeout_ms;
+      next.unreachable_timeout_ms = cfg_.unreachable_timeout_ms;
+      next.remote_spawn = cfg_.remote_spawn;
       next.admin_listen = cfg_.admin_listen;
       next.metrics_listen = cfg_.metrics_listen;
       next.histogram_kinds = cfg_.histogram_kinds;
@@ -342,6 +476,8 @@ class node {
     }
     n->stopping_ = true;
     n->admin_->set_state(troupe::node::admin::state::stopping);
+    // Peers first: nothing more comes in or goes out while actors stop.
+    if (n->transport_) n->transport_->shutdown();
     notify("STOPPING=1\nSTATUS=stopping");
     log(level::info, std::string("received ") + name + ": stopping every actor");
     // Actors stop on their workers while the loop goes on serving timers
@@ -398,6 +534,7 @@ class node {
   std::string path_;
   troupe::node::config cfg_;
   troupe::event_loop loop_;
+  std::unique_ptr<troupe::remote::transport> transport_;
   std::unique_ptr<troupe::actor_system> sys_;
   std::shared_ptr<troupe::plugin::host> plugins_;
   std::unique_ptr<troupe::node::kind_histograms> histograms_;

@@ -18,6 +18,7 @@
 #include "actor/middleware.hpp"
 #include "node/admin.hpp"
 #include "plugin/plugin_host.hpp"
+#include "remote/transport.hpp"
 
 namespace troupe::node {
 
@@ -96,9 +97,11 @@ std::map<std::string, std::shared_ptr<middleware::latency_histogram>> kind_histo
 class metrics::collector final : public prometheus::Collectable {
  public:
   collector(actor_system& sys, std::shared_ptr<plugin::host> plugins, event_loop& loop,
-            const kind_histograms* histograms, const admin_stats* admin)
+            const kind_histograms* histograms, const admin_stats* admin,
+            const remote::stats* remote)
       : sys_(sys), plugins_(std::move(plugins)), loop_(loop), histograms_(histograms),
-        admin_(admin) {}
+        admin_(admin),
+        remote_(remote) {}
 
   std::vector<MetricFamily> Collect() const override {
     std::vector<MetricFamily> out;
@@ -180,6 +183,39 @@ class metrics::collector final : public prometheus::Collectable {
             {{"status", std::to_string(c) + "xx"}});
       out.push_back(std::move(f));
     }
+    if (remote_ != nullptr) {
+      const remote::stats& rs = *remote_;
+      auto counter = [&](const char* name, const char* help, const std::atomic<std::uint64_t>& v) {
+        out.push_back(single(name, help, MetricType::Counter,
+                             static_cast<double>(v.load(std::memory_order_relaxed))));
+      };
+      counter("troupe_remote_messages_sent_total", "Messages written to other nodes",
+              rs.messages_sent);
+      counter("troupe_remote_messages_received_total", "Messages received from other nodes",
+              rs.messages_received);
+      counter("troupe_remote_sent_bytes_total", "Bytes written to other nodes", rs.bytes_sent);
+      counter("troupe_remote_received_bytes_total", "Bytes read from other nodes",
+              rs.bytes_received);
+      counter("troupe_remote_protocol_errors_total",
+              "Connections closed for frames that were oversized, malformed or out of place",
+              rs.protocol_errors);
+      MetricFamily conns = family("troupe_remote_connections", "Node-to-node connections by state",
+                                  MetricType::Gauge);
+      for (std::size_t s = 0; s < remote::connection_state_count; ++s)
+        add(conns, static_cast<double>(rs.connections[s].load(std::memory_order_relaxed)),
+            {{"state", remote::to_string(static_cast<remote::connection_state>(s))}});
+      out.push_back(std::move(conns));
+      MetricFamily hs = family("troupe_remote_handshake_failures_total",
+                               "Connections refused during the handshake, by reason",
+                               MetricType::Counter);
+      for (std::size_t r = 0; r < remote::close_reason_count; ++r) {
+        const auto reason = static_cast<remote::close_reason>(r);
+        if (!remote::is_handshake_failure(reason)) continue;
+        add(hs, static_cast<double>(rs.handshake_failures[r].load(std::memory_order_relaxed)),
+            {{"reason", remote::to_string(reason)}});
+      }
+      out.push_back(std::move(hs));
+    }
     out.push_back(single("process_cpu_seconds_total", "User and system CPU time",
                          MetricType::Counter, cpu_seconds()));
     out.push_back(single("process_resident_memory_bytes", "Resident memory", MetricType::Gauge,
@@ -194,12 +230,15 @@ class metrics::collector final : public prometheus::Collectable {
   event_loop& loop_;
   const kind_histograms* histograms_;
   const admin_stats* admin_;
+  const remote::stats* remote_;
 };
 
 metrics::metrics(const std::string& listen, actor_system& sys,
                  std::shared_ptr<plugin::host> plugins, event_loop& loop,
-                 const kind_histograms* histograms, const admin_stats* admin)
-    : collector_(std::make_shared<collector>(sys, std::move(plugins), loop, histograms, admin)) {
+                 const kind_histograms* histograms, const admin_stats* admin,
+            const remote::stats* remote)
+    : collector_(std::make_shared<collector>(sys, std::move(plugins), loop, histograms, admin,
+                                                remote)) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
   } catch (const std::exception& e) {

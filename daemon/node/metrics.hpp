@@ -27,6 +27,10 @@ namespace troupe::middleware {
 class latency_histogram;
 }
 
+namespace troupe::remote {
+struct stats;
+}
+
 namespace troupe::node {
 
 struct admin_stats;
@@ -57,7 +61,7 @@ class metrics {
   // `histograms` and `admin` may be null; both must outlive the metrics.
   metrics(const std::string& listen, actor_system& sys, std::shared_ptr<plugin::host> plugins,
           event_loop& loop, const kind_histograms* histograms = nullptr,
-          const admin_stats* admin = nullptr);
+          const admin_stats* admin = nullptr, const remote::stats* peers = nullptr);
   ~metrics();
   // The port actually bound (for listen addresses with port 0).
   int port() const;

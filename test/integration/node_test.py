@@ -97,6 +97,8 @@ check("--version prints the version", rc.returncode == 0 and rc.stdout.startswit
 
 with tempfile.TemporaryDirectory() as tmp:
     empty = write(tmp, "empty.token", "\n")
+    short = write(tmp, "short.key", "tiny\n")
+    key = write(tmp, "cluster.key", "a-secret-long-enough-for-the-cluster\n")
     cases = [
         ("unknown key", "node:\n  name: a\n  colour: blue\n", ":3:", "unknown key 'node.colour'"),
         ("bad thread count", "dispatcher:\n  threads: lots\n", ":2:", "'dispatcher.threads' must be a whole number"),
@@ -115,6 +117,20 @@ with tempfile.TemporaryDirectory() as tmp:
          f"'admin.token_file' {empty} holds no token"),
         ("histograms not a list", "metrics:\n  histograms: some\n", ":2:",
          "'metrics.histograms' must be a list of kinds or 'all'"),
+        ("listen without a secret", "node:\n  listen: 127.0.0.1:0\n", ":2:",
+         "'node.secret_file' is needed with 'node.listen'"),
+        ("a secret too short", f"node:\n  secret_file: {short}\n", ":2:",
+         "holds a secret of 4 bytes; at least 16 are needed"),
+        ("wildcard listen without advertise",
+         f"node:\n  secret_file: {key}\n  listen: 0.0.0.0:7700\n", ":3:",
+         "'node.advertise' is needed when 'node.listen' is 0.0.0.0:7700"),
+        ("heartbeat timeout not above the interval",
+         "remote:\n  heartbeat_interval_ms: 500\n  heartbeat_timeout_ms: 500\n", ":2:",
+         "'remote.heartbeat_timeout_ms' (500) must be longer"),
+        ("frame cap too small", "remote:\n  max_frame_bytes: 1000\n", ":2:",
+         "'remote.max_frame_bytes' must be between 65536"),
+        ("remote.spawn not a list", "remote:\n  spawn: everything\n", ":2:",
+         "'remote.spawn' must be a list of kinds or '*'"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
@@ -134,6 +150,16 @@ with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
     check("an admin port in use stops start-up with the address and a non-zero status",
           r.returncode != 0 and f"admin: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp, "taken-node.yaml",
+                     f"node: {{ listen: 127.0.0.1:{port}, secret_file: {key} }}\n"
+                     "admin: { listen: 127.0.0.1:0 }\nmetrics: { listen: 127.0.0.1:0 }\n")
+        r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
+    check("a node port in use stops start-up with the address and a non-zero status",
+          r.returncode != 0 and f"remote: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
     r = subprocess.run([NODE, "--config", os.path.join(tmp, "missing.yaml")],
                        capture_output=True, text=True, timeout=20)
     check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
