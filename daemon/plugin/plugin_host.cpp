@@ -363,6 +363,14 @@ int set_receive_timeout(troupe_ctx* c, std::uint64_t ns) {
   return TROUPE_OK;
 }
 
+troupe_pid* pid_parse(troupe_ctx* c, const char* text, std::size_t len) {
+  if (c == nullptr || c->ctx == nullptr || (text == nullptr && len != 0)) return nullptr;
+  pid p = c->ctx->system().resolve(std::string_view(text, len));
+  if (!p) return nullptr;
+  p.get()->retain();  // the plugin's reference
+  return to_abi(p.get());
+}
+
 const troupe_host_api host_api = {
     sizeof(troupe_host_api),
     TROUPE_ABI_MAJOR,
@@ -393,6 +401,7 @@ const troupe_host_api host_api = {
     &log,
     &fail,
     &set_receive_timeout,
+    &pid_parse,
 };
 
 }  // namespace

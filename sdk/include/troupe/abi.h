@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 1
+#define TROUPE_ABI_MINOR 2
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -175,6 +175,13 @@ typedef struct troupe_host_api {
   /* Delivers troupe.system.ReceiveTimeout after `ns` without messages; 0
    * turns it off. */
   int (*set_receive_timeout)(troupe_ctx* ctx, uint64_t ns);
+
+  /* ---- ABI 1.2 ---- */
+  /* The PID written "address/id" (as pid_format writes it): an actor of
+   * this node, or a process standing for an actor of another node (sends
+   * to it cross the network). Returns an owned reference, or NULL when the
+   * text is not a PID or names no actor of this node. */
+  troupe_pid* (*pid_parse)(troupe_ctx* ctx, const char* text, size_t len);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -260,6 +260,15 @@ class Context {
 
   // Delivers a message of type receive_timeout_type after `d` without
   // messages; zero turns it off. Needs a node with ABI 1.1.
+  // The PID written "address/id" (as Pid::to_string writes it): an actor of
+  // this node, or one of another node, reached over the network. Empty when
+  // the text is not a PID or names no actor of this node.
+  Pid resolve(std::string_view text) const {
+    if (!TROUPE_HOST_HAS(detail::host, pid_parse))
+      throw Error("resolve needs a node with ABI 1.2", TROUPE_ERR_STATE);
+    return Pid::adopt(detail::host->pid_parse(c_, text.data(), text.size()));
+  }
+
   void set_receive_timeout(std::chrono::nanoseconds d) {
     if (!TROUPE_HOST_HAS(detail::host, set_receive_timeout))
       throw Error("set_receive_timeout needs a node with ABI 1.1", TROUPE_ERR_STATE);
