@@ -75,7 +75,7 @@ check("troupectl --json status gives the API's JSON",
       j.get("name") == "adm" and j.get("cluster") == "test" and j.get("kinds") == 2, r.stdout + r.stderr)
 r = ctl("plugins")
 check("troupectl plugins lists both plugins with version and ABI",
-      r.returncode == 0 and re.search(r"^counter\s+1\.0\.0\s+1\.1\s+counter\s", r.stdout, re.M)
+      r.returncode == 0 and re.search(r"^counter\s+1\.0\.0\s+1\.\d+\s+counter\s", r.stdout, re.M)
       and re.search(r"^echo\s+1\.0\.0", r.stdout, re.M), r.stdout + r.stderr)
 r = ctl("kinds")
 check("troupectl kinds lists kinds and message types",

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Node-to-node messaging between real troupe-node processes on loopback:
+request/response across nodes, order over 100,000 messages, remote spawn,
+remote watch (on stop and on kill -9), a peer's restart, refused
+handshakes (wrong secret, wrong cluster) and garbage on the wire, all seen
+through the admin API and /metrics as an operator would.
+
+usage: remote_test.py TROUPE_NODE BUILD_ROOT
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from harness import check, copy_plugins, finish, http, listening_url, stderr_reader
+
+NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
+
+tmp = tempfile.mkdtemp()
+plugin_dir = os.path.join(tmp, "plugins")
+copy_plugins(BUILD_ROOT, plugin_dir, ["echo"])
+for so in ("thrower.so", "remote_probe.so"):
+    shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", so), plugin_dir)
+
+
+def secret(name, text):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+good_secret = secret("cluster.key", "a-long-enough-cluster-secret")
+bad_secret = secret("other.key", "another-secret-of-some-length")
+nodes = []
+
+
+class node:
+    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", extra=""):
+        self.name = name
+        cfg = os.path.join(tmp, name + ".yaml")
+        with open(cfg, "w") as f:
+            f.write(f"node: {{ name: {name}, cluster: {cluster}, listen: {listen},"
+                    f" secret_file: {key} }}\n"
+                    f"plugins: {{ dir: {plugin_dir}, load: [echo, thrower, remote_probe] }}\n"
+                    "admin: { listen: 127.0.0.1:0 }\n"
+                    "metrics: { listen: 127.0.0.1:0 }\n"
+                    "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
+                    " spawn: [probe.sink] }\n" + extra)
+        self.p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
+        self.err = stderr_reader(self.p)
+        self.admin = listening_url(self.err, "admin API")
+        self.metrics = listening_url(self.err, "metrics")
+        self.err.has("ready:", 20)
+        m = None
+        if self.err.has("PIDs as ", 1):
+            for line in self.err.lines:
+                m = m or re.search(r"PIDs as (\S+)/ID", line)
+        self.address = m.group(1) if m else None
+        nodes.append(self)
+
+    def call(self, method, path, body=None, raw=None):
+        return http(method, self.admin + path, body, raw=raw)
+
+    def spawn(self, kind, name, on=None):
+        body = {"kind": kind, "name": name}
+        if on:
+            body["node"] = on
+        return self.call("POST", "/v1/actors", body)
+
+    def request(self, actor, type_, message, timeout_ms=5000):
+        return self.call("POST", f"/v1/actors/{actor}/request",
+                         {"type": type_, "message": message, "timeout_ms": timeout_ms})
+
+    def scrape(self):
+        with urllib.request.urlopen(self.metrics, timeout=10) as r:
+            return r.read().decode()
+
+    def peers(self):
+        status, body = self.call("GET", "/v1/peers")
+        return body["peers"] if status == 200 else []
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return -1
+
+
+def metric(text, name, labels=""):
+    m = re.search("^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def poll(fn, ok, timeout=15.0):
+    deadline = time.time() + timeout
+    value = fn()
+    while not ok(value) and time.time() < deadline:
+        time.sleep(0.05)
+        value = fn()
+    return value
+
+
+a, b = node("node-a"), node("node-b")
+check("both nodes listen and say what their PIDs look like",
+      a.address and b.address and a.address != b.address, a.err.text() + b.err.text())
+if not (a.address and b.address and a.admin and b.admin):
+    for n in nodes:
+        n.p.kill()
+    finish()
+
+# ---- request and response across nodes
+b.spawn("echo", "echo")
+a.spawn("probe.relay", "relay")
+status, body = a.request("relay", "troupe.test.Relay", {"to": f"{b.address}/echo", "n": 7})
+check("a request crosses to the other node and its reply comes back",
+      status == 200 and body.get("message") == {"n": 7}, f"{status} {body}")
+pa, pb = a.peers(), b.peers()
+check("/v1/peers on the dialing node shows the peer up, outbound, by node name",
+      len(pa) == 1 and pa[0]["address"] == b.address and pa[0]["state"] == "up"
+      and pa[0]["direction"] == "outbound" and pa[0]["node"] == "node-b", str(pa))
+check("/v1/peers on the other node shows it inbound, with traffic counted",
+      len(pb) == 1 and pb[0]["direction"] == "inbound" and pb[0]["messages_received"] >= 1
+      and pb[0]["messages_sent"] >= 1, str(pb))
+
+# ---- remote spawn, allowed kinds only
+status, body = a.spawn("probe.sink", "sink", on=b.address)
+check("a node spawns an allowed kind on its peer and gets the remote PID",
+      status == 201 and body.get("pid") == f"{b.address}/sink", f"{status} {body}")
+status, body = b.call("GET", "/v1/actors?kind=probe.sink")
+check("the spawned actor lives on the peer", status == 200 and body["total"] == 1, str(body))
+status, body = a.spawn("echo", "not-allowed", on=b.address)
+check("a kind the peer does not list in remote.spawn is refused (403)",
+      status == 403 and "remote.spawn" in body["error"]["message"], f"{status} {body}")
+status, body = a.spawn("probe.sink", "sink", on=b.address)
+check("a remote spawn with a name in use says so (409)", status == 409, f"{status} {body}")
+
+# ---- order over 100,000 messages
+a.spawn("probe.sender", "sender")
+status, body = a.request("sender", "troupe.test.Burst", {"to": f"{b.address}/sink", "count": 100000},
+                         timeout_ms=30000)
+check("the sender sent 100,000 messages", status == 200 and body["message"] == {"n": 100000},
+      f"{status} {body}")
+stats = poll(lambda: b.request("sink", "troupe.test.Ask", {})[1].get("message", {}),
+             lambda m: m.get("received", 0) >= 100000, 30)
+check("all 100,000 arrived, in the order they were sent",
+      stats.get("received") == 100000 and stats.get("out_of_order", 0) == 0
+      and stats.get("last") == 100000, str(stats))
+
+# ---- remote watch: the watched actor stops
+b.spawn("echo", "victim")
+a.spawn("probe.sink", "watcher")
+status, _ = a.request("watcher", "troupe.test.WatchPid", {"pid": f"{b.address}/victim"})
+time.sleep(0.2)
+b.call("DELETE", "/v1/actors/victim")
+seen = poll(lambda: a.request("watcher", "troupe.test.Ask", {})[1].get("message", {}),
+            lambda m: "victim" in m.get("terminated", ""))
+check("a watcher of a remote actor gets Terminated when it stops",
+      seen.get("terminated") == "victim:Stopped", str(seen))
+status, _ = a.request("watcher", "troupe.test.WatchPid", {"pid": f"{b.address}/nobody"})
+seen = poll(lambda: a.request("watcher", "troupe.test.Ask", {})[1].get("message", {}),
+            lambda m: "nobody" in m.get("terminated", ""))
+check("watching a remote id that does not exist answers Terminated (not found)",
+      "nobody:NotFound" in seen.get("terminated", ""), str(seen))
+
+text = a.scrape()
+check("metrics count what went out and came in",
+      (metric(text, "troupe_remote_messages_sent_total") or 0) >= 100001
+      and (metric(text, "troupe_remote_messages_received_total") or 0) >= 1
+      and (metric(text, "troupe_remote_sent_bytes_total") or 0) > 100000 * 8
+      and metric(text, "troupe_remote_connections", '{state="up"}') == 1, text[-3000:])
+
+# ---- refused handshakes: wrong secret, wrong cluster
+for label, kw, reason in (("a wrong secret", {"key": bad_secret}, "secret"),
+                          ("a wrong cluster", {"cluster": "elsewhere"}, "cluster")):
+    before = metric(b.scrape(), "troupe_remote_handshake_failures_total", f'{{reason="{reason}"}}') or 0
+    c = node("node-" + reason, **kw)
+    c.spawn("probe.relay", "relay")
+    status, body = c.request("relay", "troupe.test.Relay", {"to": f"{b.address}/echo", "n": 1},
+                             timeout_ms=1500)
+    check(f"a node with {label} gets no answer (504)", status == 504, f"{status} {body}")
+    after = poll(lambda: metric(b.scrape(), "troupe_remote_handshake_failures_total",
+                                f'{{reason="{reason}"}}') or 0, lambda v: v > before)
+    check(f"{label} is refused, counted by reason and logged",
+          after > before and b.err.has("refused", 2) and b.err.has(reason, 1),
+          b.err.text()[-2000:])
+    cp = c.peers()
+    check(f"the refused node shows why in /v1/peers",
+          len(cp) == 1 and cp[0]["state"] != "up" and cp[0]["last_error"], str(cp))
+    c.stop()
+
+# ---- garbage, truncated and oversized frames: that connection closes, the node goes on
+host, port = b.address.rsplit(":", 1)
+before = metric(b.scrape(), "troupe_remote_protocol_errors_total") or 0
+for what, data in (("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 64),
+                   ("oversized", struct.pack("<I", 0x7FFFFFF0) + b"x" * 16),
+                   ("a frame that does not verify", struct.pack("<I", 16) + b"\xff" * 16)):
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(data)
+    s.settimeout(5)
+    closed = False
+    try:
+        while s.recv(4096):
+            pass
+        closed = True
+    except OSError:
+        closed = True
+    s.close()
+    check(f"{what}: the node closes that connection", closed)
+s = socket.create_connection((host, int(port)), timeout=5)
+s.sendall(struct.pack("<I", 4096) + b"\0" * 10)  # truncated, then gone
+s.close()
+after = poll(lambda: metric(b.scrape(), "troupe_remote_protocol_errors_total") or 0,
+             lambda v: v >= before + 3)
+check("bad frames are counted as protocol errors", after >= before + 3, f"{before} -> {after}")
+try:
+    status, body = a.request("relay", "troupe.test.Relay", {"to": f"{b.address}/echo", "n": 8})
+except OSError as e:
+    status, body = None, str(e)
+check("the node still serves its other peer", status == 200 and body["message"] == {"n": 8},
+      f"{status} {body}; node-a rc {a.p.poll()}: {a.err.text()[-1500:]}; "
+      f"node-b rc {b.p.poll()}: {b.err.text()[-1500:]}")
+
+# ---- kill -9: watchers hear the node is lost; a restarted peer is reached again
+a.spawn("probe.sink", "watcher2")
+a.request("watcher2", "troupe.test.WatchPid", {"pid": f"{b.address}/echo"})
+time.sleep(0.2)
+b.p.kill()
+b.p.wait()
+seen = poll(lambda: a.request("watcher2", "troupe.test.Ask", {})[1].get("message", {}),
+            lambda m: "echo" in m.get("terminated", ""))
+check("kill -9 of the peer: its watchers get Terminated (node lost)",
+      seen.get("terminated") == "echo:NodeLost", str(seen))
+check("the loss is logged", a.err.has(f"lost {b.address}", 5), a.err.text()[-2000:])
+
+b2 = node("node-b", listen=b.address)
+b2.spawn("echo", "echo")
+status, body = poll(lambda: a.request("relay", "troupe.test.Relay",
+                                      {"to": f"{b.address}/echo", "n": 9}, timeout_ms=1000),
+                    lambda r: r[0] == 200, 20)
+check("after the peer restarts on its address, messages reach it again",
+      status == 200 and body["message"] == {"n": 9}, f"{status} {body}")
+
+rcs = [a.stop(), b2.stop()]
+check("both nodes stop cleanly", rcs == [0, 0], str(rcs))
+for n in nodes:
+    if n.p.poll() is None:
+        n.p.kill()
+shutil.rmtree(tmp, ignore_errors=True)
+finish()
