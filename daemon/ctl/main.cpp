@@ -154,6 +154,7 @@ int main(int argc, char** argv) {
 
   auto* status = app.add_subcommand("status", "the node: name, cluster, version, counts");
   auto* members = app.add_subcommand("members", "the nodes this node knows of");
+  auto* peers = app.add_subcommand("peers", "the nodes this node has connections with");
   auto* plugins = app.add_subcommand("plugins", "loaded plugins and their kinds");
   auto* kinds = app.add_subcommand("kinds", "actor kinds and message types");
   auto* actors = app.add_subcommand("actors", "live actors with kind and mailbox depth");
@@ -165,6 +166,8 @@ int main(int argc, char** argv) {
   std::string kind, name;
   spawn->add_option("KIND", kind, "the kind")->required();
   spawn->add_option("--name", name, "a name for the actor (default: an id like $42)");
+  std::string on_node;
+  spawn->add_option("--node", on_node, "spawn on the node at this address (it must allow the kind)");
   auto* stop = app.add_subcommand("stop", "stop an actor (and its children)");
   std::string id;
   stop->add_option("ID", id, "the actor's id")->required();
@@ -211,6 +214,18 @@ int main(int argc, char** argv) {
                           m.value("self", false) ? "yes" : ""});
         table({"NAME", "ADDRESS", "STATUS", "SELF"}, rows);
       }
+    } else if (peers->parsed()) {
+      out = cl.call("GET", "/v1/peers");
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& p : out["peers"])
+          rows.push_back({text(p["address"]), text(p["node"]),
+                          text(p["state"]), text(p["direction"]), text(p["messages_sent"]),
+                          text(p["messages_received"]), text(p["queued"]),
+                          text(p["last_error"])});
+        table({"ADDRESS", "NODE", "STATE", "DIRECTION", "SENT", "RECEIVED", "QUEUED", "LAST ERROR"},
+              rows);
+      }
     } else if (plugins->parsed()) {
       out = cl.call("GET", "/v1/plugins");
       if (!as_json) {
@@ -250,8 +265,9 @@ int main(int argc, char** argv) {
     } else if (spawn->parsed()) {
       json body{{"kind", kind}};
       if (!name.empty()) body["name"] = name;
+      if (!on_node.empty()) body["node"] = on_node;
       out = cl.call("POST", "/v1/actors", &body);
-      if (!as_json) std::printf("%s\n", text(out["id"]).c_str());
+      if (!as_json) std::printf("%s\n", text(on_node.empty() ? out["id"] : out["pid"]).c_str());
     } else if (stop->parsed()) {
       out = cl.call("DELETE", "/v1/actors/" + client::escape(id));
       if (!as_json)

@@ -5,7 +5,7 @@ remote watch (on stop and on kill -9), a peer's restart, refused
 handshakes (wrong secret, wrong cluster) and garbage on the wire, all seen
 through the admin API and /metrics as an operator would.
 
-usage: remote_test.py TROUPE_NODE BUILD_ROOT
+usage: remote_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
 import os
 import re
@@ -21,7 +21,7 @@ import urllib.request
 
 from harness import check, copy_plugins, finish, http, listening_url, stderr_reader
 
-NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
+NODE, CTL, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
 tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(tmp, "plugins")
@@ -79,6 +79,10 @@ class node:
         return self.call("POST", f"/v1/actors/{actor}/request",
                          {"type": type_, "message": message, "timeout_ms": timeout_ms})
 
+    def ctl(self, *args):
+        return subprocess.run([CTL, "--admin", self.admin] + list(args), capture_output=True,
+                              text=True, timeout=30)
+
     def scrape(self):
         with urllib.request.urlopen(self.metrics, timeout=10) as r:
             return r.read().decode()
@@ -132,6 +136,11 @@ check("/v1/peers on the other node shows it inbound, with traffic counted",
       len(pb) == 1 and pb[0]["direction"] == "inbound" and pb[0]["messages_received"] >= 1
       and pb[0]["messages_sent"] >= 1, str(pb))
 
+r = a.ctl("peers")
+check("troupectl peers shows the peer, its node name and state",
+      r.returncode == 0 and re.search(rf"^{re.escape(b.address)}\s+node-b\s+up\s+outbound\s", r.stdout,
+                                      re.M), r.stdout + r.stderr)
+
 # ---- remote spawn, allowed kinds only
 status, body = a.spawn("probe.sink", "sink", on=b.address)
 check("a node spawns an allowed kind on its peer and gets the remote PID",
@@ -143,6 +152,9 @@ check("a kind the peer does not list in remote.spawn is refused (403)",
       status == 403 and "remote.spawn" in body["error"]["message"], f"{status} {body}")
 status, body = a.spawn("probe.sink", "sink", on=b.address)
 check("a remote spawn with a name in use says so (409)", status == 409, f"{status} {body}")
+r = a.ctl("spawn", "probe.sink", "--node", b.address)
+check("troupectl spawn --node prints the remote PID",
+      r.returncode == 0 and r.stdout.startswith(b.address + "/$"), r.stdout + r.stderr)
 
 # ---- order over 100,000 messages
 a.spawn("probe.sender", "sender")
