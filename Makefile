@@ -3,6 +3,7 @@
 #   make test    set up, build, run every test; ends with "N passed, N failed"
 #   make bench   optimised build, run troupe-bench (ONLY=prefix to select)
 #   make test-tsan / make test-asan   every test under sanitizers
+#   make fuzz    the frame/handshake fuzz target for FUZZ_SECONDS (default 60)
 
 comma       := ,
 BUILD       ?= build
@@ -14,7 +15,7 @@ ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build run test bench test-tsan test-asan clean
+.PHONY: all deps build run test bench test-tsan test-asan fuzz clean
 
 all: build
 
@@ -56,6 +57,10 @@ test-asan: deps
 	@ninja -C build-asan -j2
 	@ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
 		scripts/run-tests build-asan
+
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@scripts/fuzz $(BUILD) $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(BENCH_BUILD) build-tsan build-asan

@@ -31,6 +31,21 @@ bool verify_frame(const std::uint8_t* data, std::size_t size, std::size_t max_fr
   return wire::VerifySizePrefixedFrameBuffer(v);
 }
 
+bool batch_indexes_valid(const wire::Batch& b) noexcept {
+  // The Verifier checks a vector's length field for alignment, not its
+  // elements: 8-byte type ids must not be read from a 4-aligned address.
+  if (b.types() && reinterpret_cast<std::uintptr_t>(b.types()->Data()) % alignof(std::uint64_t) != 0)
+    return false;
+  const auto* envs = b.envelopes();
+  if (!envs) return true;
+  const std::uint32_t nt = b.targets() ? b.targets()->size() : 0;
+  const std::uint32_t ns = b.senders() ? b.senders()->size() : 0;
+  const std::uint32_t ny = b.types() ? b.types()->size() : 0;
+  for (const wire::Envelope* e : *envs)
+    if (e->target() >= nt || e->sender() > ns || e->type() >= ny) return false;
+  return true;
+}
+
 frame_reader::frame_reader(std::size_t max_frame) : buf_(64 << 10), max_frame_(max_frame) {}
 
 std::span<std::uint8_t> frame_reader::prepare(std::size_t hint) {

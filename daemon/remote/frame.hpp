@@ -28,6 +28,11 @@ inline constexpr std::size_t min_max_frame = std::size_t{64} << 10;
 // size, depth and table limits derived from the frame cap.
 bool verify_frame(const std::uint8_t* data, std::size_t size, std::size_t max_frame) noexcept;
 
+// Whether every envelope's target, sender and type index points into the
+// batch's tables, and the type ids are aligned (the Verifier checks
+// structure, not meaning, and not the alignment of vector elements).
+bool batch_indexes_valid(const wire::Batch& b) noexcept;
+
 // Accumulates what a socket delivers and hands out whole, verified frames.
 class frame_reader {
  public:

@@ -65,6 +65,10 @@ bool session::commit(std::size_t n) {
 }
 
 void session::handle(const wire::Frame& f) {
+  // A union may name its type and still leave its value out.
+  if (f.body_type() != wire::Body::NONE && f.body() == nullptr)
+    return fail(close_reason::protocol,
+                std::string("a ") + wire::EnumNameBody(f.body_type()) + " frame without its body", true);
   switch (f.body_type()) {
     case wire::Body::Hello:
       if (state_ != state::hello_sent) return fail(close_reason::protocol, "a second Hello", true);

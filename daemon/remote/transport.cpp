@@ -992,14 +992,11 @@ void connection::deliver(const wire::Batch& b) {
   if (!envs || envs->size() == 0) return;
   const std::uint32_t nt = targets ? targets->size() : 0;
   const std::uint32_t ns = senders ? senders->size() : 0;
-  const std::uint32_t ny = types ? types->size() : 0;
   // Check every index before anything is delivered: a bad batch is refused whole.
-  for (const wire::Envelope* e : *envs) {
-    if (e->target() >= nt || e->sender() > ns || e->type() >= ny) {
-      t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-      close(close_reason::protocol, "a Batch envelope points past its tables");
-      return;
-    }
+  if (!batch_indexes_valid(b)) {
+    t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    close(close_reason::protocol, "a Batch envelope points past its tables, or its type ids are misaligned");
+    return;
   }
   targets_.clear();
   for (std::uint32_t i = 0; i < nt; ++i) targets_.push_back(t_.local(view(targets->Get(i))));
