@@ -18,13 +18,18 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <future>
 
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
 #include "node/metrics.hpp"
 #include "plugin/plugin_host.hpp"
+#include "remote/transport.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
 
@@ -492,6 +497,192 @@ double timers_100k() {
   return ns / n;
 }
 
+// ---------------------------------------------------------------- remote
+
+// One node with the node-to-node transport on 127.0.0.1, as troupe-node
+// sets it up: bound before the actor system, served from the loop thread.
+struct remote_node {
+  event_loop loop;
+  std::unique_ptr<remote::transport> t;
+  std::unique_ptr<actor_system> sys;
+
+  explicit remote_node(const char* name) {
+    remote::options o;
+    o.self.cluster = "bench";
+    o.self.node = name;
+    o.self.secret = "a secret for the benchmark nodes";
+    o.listen = "127.0.0.1:0";
+    t = std::make_unique<remote::transport>(loop, o);
+    std::string error;
+    if (!t->bind(error)) {
+      std::fprintf(stderr, "troupe-bench: %s\n", error.c_str());
+      std::exit(1);
+    }
+    system_config c = bench_config();
+    c.address = t->address();
+    c.loop = &loop;
+    loop.start_thread();
+    sys = std::make_unique<actor_system>(c);
+    on_loop([this] { t->start(*sys); });
+  }
+  ~remote_node() {
+    on_loop([this] { t->shutdown(); });
+    sys->shutdown();
+    loop.stop();
+    sys.reset();
+    t.reset();
+  }
+  void on_loop(std::function<void()> fn) {
+    std::promise<void> done;
+    loop.post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+};
+
+// The server process: an echo actor named "echo"; prints its PID's address,
+// then serves until SIGTERM.
+int remote_server() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts
+  {
+    remote_node server("bench-server");
+    server.sys->root().spawn_named(echo_props(), "echo");
+    std::printf("%s\n", server.t->address().c_str());
+    std::fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+  }
+  return 0;
+}
+
+// Starts this program as the server process; returns its pid and address.
+pid_t start_remote_server(std::string& address) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  int fds[2];
+  if (n <= 0 || pipe(fds) != 0) return -1;
+  self[n] = 0;
+  pid_t child = fork();
+  if (child == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    execl(self, self, "--child", "remote_server", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  char line[256] = {0};
+  std::size_t got = 0;
+  while (got < sizeof line - 1) {
+    ssize_t r = read(fds[0], line + got, 1);
+    if (r <= 0 || line[got] == '\n') break;
+    ++got;
+  }
+  close(fds[0]);
+  line[got] = 0;
+  address = line;
+  return child;
+}
+
+struct remote_result {
+  double p50, p99, w1, w1000;
+};
+
+// Round trips to the echo actor of another process: one in flight (500
+// warm-up, 5,000 timed), then a window of 1,000 until 100,000 were sent.
+remote_result remote_echo() {
+  std::string address;
+  const pid_t server = start_remote_server(address);
+  if (server <= 0 || address.empty()) {
+    std::fprintf(stderr, "troupe-bench: the remote server process did not start\n");
+    std::exit(1);
+  }
+  remote_result out{};
+  {
+    remote_node client("bench-client");
+    pid echo = client.sys->resolve(address + "/echo");
+
+    constexpr int warmup = 500, timed = 5'000;
+    std::vector<double> us;
+    us.reserve(timed);
+    finish_line rtt_done;
+    clock_type::time_point timed_start;
+    struct rtt_client : actor {
+      pid echo;
+      int left = warmup + timed;
+      std::vector<double>* us;
+      finish_line* line;
+      clock_type::time_point* timed_start;
+      clock_type::time_point t0;
+      void next(context& ctx) {
+        t0 = clock_type::now();
+        if (left == timed) *timed_start = t0;
+        ctx.request(echo, num(left));
+      }
+      void receive(context& ctx) override {
+        if (ctx.message<test::Text>()) return next(ctx);
+        if (!ctx.message<test::Num>()) return;
+        const auto t1 = clock_type::now();
+        if (left <= timed) us->push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+        if (--left == 0) line->cross();
+        else next(ctx);
+      }
+    };
+    pid c = client.sys->root().spawn(share(props::from([&] {
+      auto p = std::make_unique<rtt_client>();
+      p->echo = echo;
+      p->us = &us;
+      p->line = &rtt_done;
+      p->timed_start = &timed_start;
+      return std::unique_ptr<actor>(std::move(p));
+    })));
+    client.sys->root().send(c, make_message<test::Text>([](flatbuffers::FlatBufferBuilder& b) {
+                              return test::CreateTextDirect(b, "go");
+                            }));
+    const auto rtt_end = rtt_done.wait();
+    out.w1 = timed / seconds(rtt_end - timed_start);
+    out.p50 = percentile(us, 0.50);
+    out.p99 = percentile(us, 0.99);
+
+    constexpr std::int64_t total = 100'000, window = 1'000;
+    finish_line window_done;
+    struct window_client : actor {
+      pid echo;
+      std::int64_t sent = 0, received = 0;
+      finish_line* line;
+      void receive(context& ctx) override {
+        if (ctx.message<test::Text>()) {
+          while (sent < window) ctx.request(echo, num(++sent));
+        } else if (ctx.message<test::Num>()) {
+          if (++received == total) line->cross();
+          else if (sent < total) ctx.request(echo, num(++sent));
+        }
+      }
+    };
+    pid w = client.sys->root().spawn(share(props::from([&] {
+      auto p = std::make_unique<window_client>();
+      p->echo = echo;
+      p->line = &window_done;
+      return std::unique_ptr<actor>(std::move(p));
+    })));
+    const auto start = clock_type::now();
+    client.sys->root().send(w, make_message<test::Text>([](flatbuffers::FlatBufferBuilder& b) {
+                              return test::CreateTextDirect(b, "go");
+                            }));
+    const auto end = window_done.wait();
+    out.w1000 = 2.0 * total / seconds(end - start);
+  }
+  kill(server, SIGTERM);
+  int status = 0;
+  waitpid(server, &status, 0);
+  return out;
+}
+
 // ---------------------------------------------------------------- driver
 
 struct options {
@@ -533,6 +724,8 @@ void measure(const options& o, std::vector<std::pair<std::string, const char*>> 
 
 int main(int argc, char** argv) {
   options o;
+  if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server")
+    return remote_server();
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "spawn_idle") {
     idle_result r = spawn_idle();
     std::printf("%f %f\n", r.rate, r.bytes_per_actor);
@@ -573,5 +766,11 @@ int main(int argc, char** argv) {
     return std::vector{l.p50, l.p99};
   });
   measure(o, {{"timers_100k", "ns/timer"}}, o.runs, [] { return std::vector{timers_100k()}; });
+  measure(o, {{"remote_rtt_p50", "us"}, {"remote_rtt_p99", "us"}, {"remote_w1", "msgs/s"},
+              {"remote_w1000", "msgs/s"}},
+          o.runs, [] {
+            remote_result r = remote_echo();
+            return std::vector{r.p50, r.p99, r.w1, r.w1000};
+          });
   return 0;
 }
