@@ -1072,9 +1072,8 @@ transport::transport(event_loop& loop, options opts) : loop_(loop), opts_(std::m
   opts_.self.incarnation = random_u64();
 }
 
-transport::~transport() {
-  if (sys_) sys_->set_remote(nullptr);
-}
+// shutdown() unhooked it from the system, which may be gone by now.
+transport::~transport() = default;
 
 bool transport::bind(std::string& error) {
   if (!opts_.listen.empty()) {

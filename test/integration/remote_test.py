@@ -263,7 +263,8 @@ check("after the peer restarts on its address, messages reach it again",
       status == 200 and body["message"] == {"n": 9}, f"{status} {body}")
 
 rcs = [a.stop(), b2.stop()]
-check("both nodes stop cleanly", rcs == [0, 0], str(rcs))
+check("both nodes stop cleanly", rcs == [0, 0],
+      f"{rcs}\n{a.err.text()[-3000:]}\n{b2.err.text()[-3000:]}")
 for n in nodes:
     if n.p.poll() is None:
         n.p.kill()
