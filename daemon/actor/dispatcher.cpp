@@ -70,6 +70,21 @@ struct alignas(false_sharing_range) dispatcher::worker {
 
 namespace {
 thread_local dispatcher::worker* tls_worker = nullptr;
+
+// Work deferred to the end of the current actor's turn (see after_run).
+struct deferred_call {
+  void (*fn)(void*);
+  void* arg;
+};
+constexpr std::size_t max_deferred = 32;
+thread_local deferred_call tls_deferred[max_deferred];
+thread_local std::size_t tls_deferred_count = 0;
+
+void run_deferred() noexcept {
+  // A deferred call may defer another: run until none are left.
+  for (std::size_t i = 0; i < tls_deferred_count; ++i) tls_deferred[i].fn(tls_deferred[i].arg);
+  tls_deferred_count = 0;
+}
 }
 
 dispatcher::dispatcher(dispatcher_options opts) : opts_(std::move(opts)) {
@@ -343,6 +358,12 @@ void dispatcher::park(worker& w) noexcept {
   }
 }
 
+bool dispatcher::after_run(void (*fn)(void*), void* arg) noexcept {
+  if (tls_worker == nullptr || tls_deferred_count == max_deferred) return false;
+  tls_deferred[tls_deferred_count++] = {fn, arg};
+  return true;
+}
+
 void dispatcher::worker_main(worker& w) {
   tls_worker = &w;
   while (!stopping_.load(std::memory_order_relaxed)) {
@@ -361,6 +382,7 @@ void dispatcher::worker_main(worker& w) {
     }
     w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     s->run();
+    if (tls_deferred_count != 0) run_deferred();
   }
   if (w.spinning) {
     w.spinning = false;

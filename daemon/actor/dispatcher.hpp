@@ -73,6 +73,12 @@ class dispatcher {
   // The calling worker handled `n` more messages; ignored off the workers.
   static void count_processed(std::uint32_t n) noexcept;
 
+  // On a worker: runs fn(arg) once the actor running now ends its turn,
+  // after everything that turn did (a send to another node is written
+  // then, with whatever else the turn queued for it). False off the
+  // workers, or when the worker holds too many already: do it another way.
+  static bool after_run(void (*fn)(void*), void* arg) noexcept;
+
   struct worker;
 
  private:

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <random>
 
+#include <sys/uio.h>
+
 #include <troupe/abi.h>
 
 #include "actor/system_message.hpp"
@@ -115,12 +117,19 @@ class connection final : public session_events {
   bool accept(uv_stream_t* server);
   void close(close_reason reason, std::string detail);
 
-  // Queues frame bytes (copied) / a finished batch, for the next flush().
-  void queue_bytes(std::span<const std::uint8_t> bytes);
-  void queue_batch();
+  // The write side, under wmu_ (workers write too, see peer::flush_from_worker).
+  // Queues frame bytes (copied) / the finished batch, for the next flush.
+  void queue_bytes_locked(std::span<const std::uint8_t> bytes);
+  void queue_batch_locked();
   // One writev with everything queued, unless a write is in progress.
-  void flush();
-  std::size_t backlog() const noexcept { return backlog_; }
+  // Returns 0 when all is written or handed to libuv, > 0 when bytes are
+  // left that only the loop can hand over (called off the loop), < 0 on a
+  // failed write (write_error_ holds it: the loop closes the connection).
+  int flush_locked(bool on_loop);
+  // Loop: queues and writes at once.
+  void send_now(std::span<const std::uint8_t> bytes);
+  // Loop: closes the connection for the write error recorded.
+  void fail_write();
   void tick(std::int64_t now);
 
   // session_events
@@ -135,10 +144,16 @@ class connection final : public session_events {
   connection_state state_ = connection_state::connecting;
   session s_;
   batch_encoder enc_;
-  bool closing_ = false;
+  std::atomic<bool> closing_{false};  // set on the loop; workers only look
   std::int64_t opened_ns_;
   std::int64_t last_heard_ns_;
+
+  std::mutex wmu_;  // guards what follows
   std::int64_t last_write_ns_;
+  bool write_busy_ = false;  // a uv_write is in flight
+  int write_error_ = 0;
+  std::size_t backlog_ = 0;
+  std::vector<iovec> iov_;
 
  private:
   static void on_resolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res);
@@ -165,10 +180,11 @@ class connection final : public session_events {
   uv_write_t write_req_{};
   bool tcp_open_ = false;
   bool resolving_ = false;
-  bool write_busy_ = false;
-  std::vector<segment> queued_, writing_;
+ public:
+  std::vector<segment> queued_;  // under wmu_
+ private:
+  std::vector<segment> writing_;  // owned by the uv_write in flight
   std::vector<uv_buf_t> bufs_;
-  std::size_t backlog_ = 0;
   std::vector<process_ref> targets_, senders_;
 };
 
@@ -192,7 +208,20 @@ class peer : public std::enable_shared_from_this<peer> {
       t_.stats_.dropped.fetch_add(1, std::memory_order_relaxed);
       return drop(o, dead_letter_reason::peer_queue_full);
     }
-    if (queue_.push(o)) t_.loop_.ring(bell_);
+    // The push that finds the queue idle owns it: on a worker, the queue is
+    // written once the sending actor's turn ends (no hand-off to the loop);
+    // elsewhere the loop is rung. A turn that sends a lot hands the queue
+    // to the loop early, so that it is written while the turn goes on.
+    if (queue_.push(o)) {
+      if (dispatcher::after_run(&peer::flush_after_run, this))
+        worker_owner_.store(&tls_owner_mark, std::memory_order_relaxed);
+      else
+        t_.loop_.ring(bell_);
+    } else if (worker_owner_.load(std::memory_order_relaxed) == &tls_owner_mark &&
+               queue_.depth() >= handoff_depth) {
+      worker_owner_.store(nullptr, std::memory_order_relaxed);
+      t_.loop_.ring(bell_);
+    }
   }
 
   // Any thread: the one proxy for `id` on this peer.
@@ -239,43 +268,48 @@ class peer : public std::enable_shared_from_this<peer> {
     if (t_.stopped()) return drop_queued(dead_letter_reason::node_lost);
     if (!conn_) {
       if (queue_.owner_nonempty()) want_connection();
-      else release_queue();
+      else if (release_queue()) owned_ = false;
       return;
     }
-    constexpr std::size_t high_water = std::size_t{8} << 20;
-    if (conn_->backlog() > high_water) return;  // on_written drains again
     connection& c = *conn_;
-    std::size_t budget = 65536;
-    std::uint64_t sent = 0;
-    for (;;) {
-      mpsc_node* retired = nullptr;
-      mpsc_node* n = queue_.pop(retired);
-      if (retired) delete static_cast<outbound*>(retired);
-      if (!n) {
-        if (c.enc_.count() > 0) c.queue_batch();
-        c.flush();
-        if (!release_queue()) continue;
-        break;
-      }
-      auto* o = static_cast<outbound*>(n);
-      if (o->kind == item_kind::message) {
-        encode_message(c, *o);
-        ++sent;
+    drain_result r;
+    {
+      std::lock_guard lock(c.wmu_);
+      if (c.write_error_ != 0) {
+        r = drain_result::failed;
+      } else if (c.backlog_ > high_water) {
+        return;  // on_written drains again
       } else {
-        if (c.enc_.count() > 0) c.queue_batch();
-        encode_control(c, *o);
-      }
-      if (budget > 0) --budget;
-      if (budget == 0) {
-        // Let other peers and the loop's other work go first.
-        if (c.enc_.count() > 0) c.queue_batch();
-        c.flush();
-        t_.loop_.ring(bell_);
-        break;
+        r = drain_into(c, 65536, true);
       }
     }
-    sent_.fetch_add(sent, std::memory_order_relaxed);
-    t_.stats_.messages_sent.fetch_add(sent, std::memory_order_relaxed);
+    switch (r) {
+      case drain_result::released: owned_ = false; break;
+      case drain_result::more: t_.loop_.ring(bell_); break;  // let the loop's other work go first
+      case drain_result::failed: c.fail_write(); break;
+    }
+  }
+
+  // A worker that took the queue over writes it at the end of the sending
+  // actor's turn, straight to the socket when nothing is in the way.
+  static void flush_after_run(void* self) { static_cast<peer*>(self)->flush_from_worker(); }
+
+  void flush_from_worker() {
+    // Handed to the loop already during the turn?
+    if (worker_owner_.load(std::memory_order_relaxed) != &tls_owner_mark) return;
+    worker_owner_.store(nullptr, std::memory_order_relaxed);
+    {
+      std::unique_lock io(io_mu_, std::try_to_lock);
+      if (io.owns_lock() && wconn_ != nullptr && !t_.stopped()) {
+        connection& c = *wconn_;
+        std::lock_guard lock(c.wmu_);
+        if (!c.write_busy_ && c.queued_.empty() && c.write_error_ == 0 &&
+            drain_into(c, 4096, false) == drain_result::released)
+          return;
+      }
+    }
+    // The loop takes over what is left (it owns the queue from its ring on).
+    t_.loop_.ring(bell_);
   }
 
   // A connection to this peer passed its Hello: is it the one to keep?
@@ -304,6 +338,10 @@ class peer : public std::enable_shared_from_this<peer> {
   void attach(connection& c, const peer_hello& h) {
     std::erase(pending_, &c);
     conn_ = &c;
+    {
+      std::lock_guard io(io_mu_);
+      wconn_ = &c;
+    }
     if (dialing_ == &c) dialing_ = nullptr;
     failures_ = 0;
     unreachable_since_ = 0;
@@ -325,6 +363,11 @@ class peer : public std::enable_shared_from_this<peer> {
     std::erase(pending_, &c);
     const bool was_up = conn_ == &c;
     if (was_up) {
+      {
+        // Waits for a worker writing to it now; none finds it afterwards.
+        std::lock_guard io(io_mu_);
+        wconn_ = nullptr;
+      }
       conn_ = nullptr;
       lost();
     }
@@ -343,9 +386,11 @@ class peer : public std::enable_shared_from_this<peer> {
   connection* up_connection() const noexcept { return conn_; }
 
   void inbound_watch(process_ref target, process_ref watcher) {
+    std::lock_guard lock(watches_mu_);
     inbound_watches_.emplace_back(std::move(target), std::move(watcher));
   }
   void inbound_unwatch(process* target, process* watcher) {
+    std::lock_guard lock(watches_mu_);
     std::erase_if(inbound_watches_, [&](const auto& w) {
       return w.first.get() == target && w.second.get() == watcher;
     });
@@ -355,7 +400,10 @@ class peer : public std::enable_shared_from_this<peer> {
   void shutdown() {
     retry_.cancel();
     if (owned_) drop_queued(dead_letter_reason::node_lost);
-    inbound_watches_.clear();
+    {
+      std::lock_guard lock(watches_mu_);
+      inbound_watches_.clear();
+    }
     std::vector<process_ref> proxies;
     {
       std::lock_guard lock(proxies_mu_);
@@ -375,12 +423,57 @@ class peer : public std::enable_shared_from_this<peer> {
   }
 
  private:
+  static constexpr std::size_t high_water = std::size_t{8} << 20;
+  static constexpr std::uint32_t handoff_depth = 1024;
+  static inline thread_local char tls_owner_mark = 0;
+
+  enum class drain_result { released, more, failed };
+
+  // Packs up to `budget` queued items into frames and writes them. The
+  // caller owns the queue and holds c.wmu_. `released`: the queue is empty
+  // and given back; `more`: still owned, with items or unwritten bytes
+  // left for the loop.
+  drain_result drain_into(connection& c, std::size_t budget, bool on_loop) {
+    std::uint64_t sent = 0;
+    drain_result r = drain_result::more;
+    for (;;) {
+      mpsc_node* retired = nullptr;
+      mpsc_node* n = budget == 0 ? nullptr : queue_.pop(retired);
+      if (retired) delete static_cast<outbound*>(retired);
+      if (!n) {
+        if (c.enc_.count() > 0) c.queue_batch_locked();
+        const int w = c.flush_locked(on_loop);
+        if (w < 0) {
+          r = drain_result::failed;
+        } else if (budget == 0 || w > 0) {
+          r = drain_result::more;
+        } else if (!release_queue()) {
+          continue;
+        } else {
+          r = drain_result::released;
+        }
+        break;
+      }
+      --budget;
+      auto* o = static_cast<outbound*>(n);
+      if (o->kind == item_kind::message) {
+        encode_message(c, *o);
+        ++sent;
+      } else {
+        if (c.enc_.count() > 0) c.queue_batch_locked();
+        encode_control(c, *o);
+      }
+    }
+    sent_.fetch_add(sent, std::memory_order_relaxed);
+    t_.stats_.messages_sent.fetch_add(sent, std::memory_order_relaxed);
+    return r;
+  }
+
   // Gives the queue back to producers; false if something came meanwhile.
   bool release_queue() {
     mpsc_node* retired = nullptr;
     if (!queue_.mark_idle(retired)) return false;
     if (retired) delete static_cast<outbound*>(retired);
-    owned_ = false;
     return true;
   }
 
@@ -403,7 +496,7 @@ class peer : public std::enable_shared_from_this<peer> {
         return;
       }
       if (c.enc_.count() == 0) break;
-      c.queue_batch();
+      c.queue_batch_locked();
     }
     // Bigger than a frame may be: it can never be sent.
     t_.sys_->dead_letter(std::exchange(o.e, nullptr), target, dead_letter_reason::invalid);
@@ -420,7 +513,7 @@ class peer : public std::enable_shared_from_this<peer> {
         const std::string watcher = self + "/" + t_.export_local(o.other.get());
         const std::string_view target = id_of(o.target);
         const bool watch = o.kind == item_kind::watch;
-        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto w = b.CreateString(watcher);
           auto t = b.CreateString(target.data(), target.size());
           return watch ? std::pair(wire::Body::Watch, wire::CreateWatch(b, w, t).Union())
@@ -431,7 +524,7 @@ class peer : public std::enable_shared_from_this<peer> {
       case item_kind::terminated: {
         if (o.other) inbound_unwatch(o.other.get(), o.target.get());
         const std::string_view watcher = id_of(o.target);
-        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto t = wire::CreateTerminated(b, b.CreateString(watcher.data(), watcher.size()),
                                           b.CreateString(o.text), o.reason);
           return std::pair(wire::Body::Terminated, t.Union());
@@ -440,21 +533,21 @@ class peer : public std::enable_shared_from_this<peer> {
       }
       case item_kind::stop: {
         const std::string_view target = id_of(o.target);
-        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto s = wire::CreateStop(b, b.CreateString(target.data(), target.size()));
           return std::pair(wire::Body::Stop, s.Union());
         }));
         break;
       }
       case item_kind::spawn_request:
-        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto r = wire::CreateSpawnRequest(b, o.request, b.CreateString(o.text),
                                             b.CreateString(o.text2));
           return std::pair(wire::Body::SpawnRequest, r.Union());
         }));
         break;
       case item_kind::spawn_response:
-        c.queue_bytes(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto r = wire::CreateSpawnResponse(b, o.request, o.status, b.CreateString(o.text),
                                              b.CreateString(o.text2));
           return std::pair(wire::Body::SpawnResponse, r.Union());
@@ -495,7 +588,10 @@ class peer : public std::enable_shared_from_this<peer> {
       mpsc_node* n = queue_.pop(retired);
       if (retired) delete static_cast<outbound*>(retired);
       if (!n) {
-        if (release_queue()) return;
+        if (release_queue()) {
+          owned_ = false;
+          return;
+        }
         continue;
       }
       // The node stays the queue's head until the next pop: empty it now,
@@ -519,7 +615,12 @@ class peer : public std::enable_shared_from_this<peer> {
         w->send_system(m);
       }
     }
-    for (auto& [target, watcher] : std::exchange(inbound_watches_, {}))
+    std::vector<std::pair<process_ref, process_ref>> watches;
+    {
+      std::lock_guard lock(watches_mu_);
+      watches = std::exchange(inbound_watches_, {});
+    }
+    for (auto& [target, watcher] : watches)
       target->send_system(new system_message(system_kind::unwatch, watcher));
     if (owned_) drop_queued(dead_letter_reason::node_lost);
   }
@@ -571,7 +672,7 @@ class peer : public std::enable_shared_from_this<peer> {
     next_attempt_ns_ = now_ns() + delay;
     (void)detail;
     if (owned_ && queue_.owner_nonempty()) arm_retry(std::chrono::nanoseconds(delay));
-    else if (owned_) release_queue();
+    else if (owned_ && release_queue()) owned_ = false;
   }
 
   void arm_retry(std::chrono::nanoseconds delay) {
@@ -597,7 +698,14 @@ class peer : public std::enable_shared_from_this<peer> {
   std::int64_t unreachable_since_ = 0;
   std::int64_t next_attempt_ns_ = 0;
   timer_handle retry_;
+  std::mutex watches_mu_;
   std::vector<std::pair<process_ref, process_ref>> inbound_watches_;  // (local target, watcher proxy)
+  // The up connection as workers see it: they write to it under io_mu_.
+  std::mutex io_mu_;
+  connection* wconn_ = nullptr;
+  // The worker thread that owns the queue until its actor's turn ends
+  // (its thread-local mark), or null.
+  std::atomic<const char*> worker_owner_{nullptr};
 
   std::mutex proxies_mu_;
   std::unordered_map<std::string, remote_process*> proxies_;
@@ -778,18 +886,39 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
 }
 
 void connection::write(std::span<const std::uint8_t> frame) {
-  queue_bytes(frame);
-  flush();
+  if (!closing_) return send_now(frame);
+  // Closing: close() writes what is queued, once.
+  std::lock_guard lock(wmu_);
+  queue_bytes_locked(frame);
 }
 
-void connection::queue_bytes(std::span<const std::uint8_t> bytes) {
+void connection::send_now(std::span<const std::uint8_t> bytes) {
+  int rc;
+  {
+    std::lock_guard lock(wmu_);
+    queue_bytes_locked(bytes);
+    rc = flush_locked(true);
+  }
+  if (rc < 0) fail_write();
+}
+
+void connection::fail_write() {
+  int err;
+  {
+    std::lock_guard lock(wmu_);
+    err = write_error_;
+  }
+  close(close_reason::io_error, "write failed: " + uv_text(err));
+}
+
+void connection::queue_bytes_locked(std::span<const std::uint8_t> bytes) {
   segment s;
   s.bytes.assign(bytes.begin(), bytes.end());
   backlog_ += s.bytes.size();
   queued_.push_back(std::move(s));
 }
 
-void connection::queue_batch() {
+void connection::queue_batch_locked() {
   enc_.finish();
   segment s;
   s.fb = enc_.release();
@@ -797,21 +926,33 @@ void connection::queue_batch() {
   queued_.push_back(std::move(s));
 }
 
-void connection::flush() {
-  if (write_busy_ || queued_.empty() || !tcp_open_ || closing_) return;
-  bufs_.clear();
+int connection::flush_locked(bool on_loop) {
+  if (write_error_ != 0) return -1;
+  if (write_busy_ || queued_.empty() || !tcp_open_ || closing_) return 0;
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return 0;
+  // No uv_write is in flight, so libuv holds nothing for this socket: a
+  // plain writev keeps the order, from any thread holding wmu_.
+  iov_.clear();
   for (const segment& s : queued_)
-    bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(s.data() + s.offset)),
-                                static_cast<unsigned>(s.size() - s.offset)));
-  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  int n = uv_try_write(stream, bufs_.data(), static_cast<unsigned>(bufs_.size()));
-  if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
-  if (n < 0) {
-    close(close_reason::io_error, "write failed: " + uv_text(n));
-    return;
+    iov_.push_back({const_cast<std::uint8_t*>(s.data() + s.offset), s.size() - s.offset});
+  std::size_t written = 0;
+  for (std::size_t first = 0; first < iov_.size();) {
+    const std::size_t count = std::min<std::size_t>(iov_.size() - first, IOV_MAX);
+    std::size_t offered = 0;
+    for (std::size_t i = first; i < first + count; ++i) offered += iov_[i].iov_len;
+    const ssize_t n = ::writev(fd, iov_.data() + first, static_cast<int>(count));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      write_error_ = uv_translate_sys_error(errno);
+      return -1;
+    }
+    written += static_cast<std::size_t>(n);
+    if (static_cast<std::size_t>(n) < offered) break;  // the socket is full
+    first += count;
   }
   last_write_ns_ = now_ns();
-  auto written = static_cast<std::size_t>(n);
   t_.stats_.bytes_sent.fetch_add(written, std::memory_order_relaxed);
   if (peer_) peer_->count_sent_bytes(written);
   backlog_ -= written;
@@ -822,7 +963,8 @@ void connection::flush() {
   }
   if (done < queued_.size()) queued_[done].offset += written;
   queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(done));
-  if (queued_.empty()) return;
+  if (queued_.empty()) return 0;
+  if (!on_loop) return 1;
   // The socket is full: hand the rest to libuv and wait for it.
   writing_ = std::move(queued_);
   queued_.clear();
@@ -831,30 +973,33 @@ void connection::flush() {
     bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(s.data() + s.offset)),
                                 static_cast<unsigned>(s.size() - s.offset)));
   write_req_.data = this;
-  const int rc = uv_write(&write_req_, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()),
-                          on_written);
+  const int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), bufs_.data(),
+                          static_cast<unsigned>(bufs_.size()), on_written);
   if (rc != 0) {
-    close(close_reason::io_error, "write failed: " + uv_text(rc));
-    return;
+    write_error_ = rc;
+    return -1;
   }
   write_busy_ = true;
+  return 0;
 }
 
 void connection::on_written(uv_write_t* req, int status) {
   auto* self = static_cast<connection*>(req->data);
-  self->write_busy_ = false;
-  std::size_t bytes = 0;
-  for (const segment& s : self->writing_) bytes += s.size() - s.offset;
-  self->writing_.clear();
-  if (status == UV_ECANCELED) return;  // closing
-  self->backlog_ -= bytes;
-  self->t_.stats_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
-  if (self->peer_) self->peer_->count_sent_bytes(bytes);
-  if (status != 0) {
-    self->close(close_reason::io_error, "write failed: " + uv_text(status));
-    return;
+  int rc = 0;
+  {
+    std::lock_guard lock(self->wmu_);
+    self->write_busy_ = false;
+    std::size_t bytes = 0;
+    for (const segment& s : self->writing_) bytes += s.size() - s.offset;
+    self->writing_.clear();
+    if (status == UV_ECANCELED) return;  // closing
+    self->backlog_ -= bytes;
+    self->t_.stats_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+    if (self->peer_) self->peer_->count_sent_bytes(bytes);
+    if (status != 0) self->write_error_ = status;
+    rc = self->flush_locked(true);
   }
-  self->flush();
+  if (rc < 0) return self->fail_write();
   if (self->peer_ && self->peer_->up_connection() == self) self->peer_->drain();
 }
 
@@ -889,12 +1034,15 @@ void connection::tick(std::int64_t now) {
           "nothing heard for " + std::to_string(o.heartbeat_timeout.count()) + " ms");
     return;
   }
-  if (now - last_write_ns_ >= std::chrono::duration_cast<nanoseconds>(o.heartbeat_interval).count()) {
-    queue_bytes(encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+  std::int64_t last_write;
+  {
+    std::lock_guard lock(wmu_);
+    last_write = last_write_ns_;
+  }
+  if (now - last_write >= std::chrono::duration_cast<nanoseconds>(o.heartbeat_interval).count())
+    send_now(encode_frame([](flatbuffers::FlatBufferBuilder& b) {
       return std::pair(wire::Body::Heartbeat, wire::CreateHeartbeat(b).Union());
     }));
-    flush();
-  }
 }
 
 void connection::on_frame(const wire::Frame& f) {
@@ -1032,23 +1180,28 @@ void connection::deliver(const wire::Batch& b) {
 void connection::close(close_reason reason, std::string detail) {
   if (closing_) return;
   closing_ = true;
-  s_.close(reason, detail);  // queues a Disconnect telling the peer why
-  if (tcp_open_ && !write_busy_ && !queued_.empty()) {
-    // Best effort, once: the connection goes whatever happens to it.
-    bufs_.clear();
-    for (const segment& seg : queued_)
-      bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(seg.data() + seg.offset)),
-                                  static_cast<unsigned>(seg.size() - seg.offset)));
-    uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs_.data(),
-                 static_cast<unsigned>(bufs_.size()));
-  }
   if (is_handshake_failure(reason))
     t_.stats_.handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   t_.log_close(*this, reason, detail);
+  // First out of the peer's reach, so that no worker writes to it any more.
   if (peer_) peer_->connection_closed(*this, reason, detail);
   t_.connection_closed(state_);
   targets_.clear();
   senders_.clear();
+  s_.close(reason, detail);  // queues a Disconnect (write() only queues now)
+  {
+    // Tell the peer why (best effort, once): the connection goes whatever
+    // happens to these bytes.
+    std::lock_guard lock(wmu_);
+    if (tcp_open_ && !write_busy_ && !queued_.empty()) {
+      bufs_.clear();
+      for (const segment& seg : queued_)
+        bufs_.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(seg.data() + seg.offset)),
+                                    static_cast<unsigned>(seg.size() - seg.offset)));
+      uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs_.data(),
+                   static_cast<unsigned>(bufs_.size()));
+    }
+  }
   if (tcp_open_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_closed);
   } else if (resolving_) {

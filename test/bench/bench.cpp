@@ -68,6 +68,7 @@ double seconds(clock_type::duration d) { return std::chrono::duration<double>(d)
 system_config bench_config() {
   system_config cfg;
   cfg.dispatcher.threads = 0;  // one per core, as a node runs
+  if (const char* t = std::getenv("TROUPE_BENCH_THREADS")) cfg.dispatcher.threads = static_cast<unsigned>(std::atoi(t));
   return cfg;
 }
 
