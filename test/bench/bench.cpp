@@ -2,6 +2,10 @@
 // times; prints the median as `bench=<name> value=<number> unit=<unit>`.
 //
 //   troupe-bench [--only PREFIX] [--runs N]
+//
+// TROUPE_BENCH_THREADS and TROUPE_BENCH_SPIN (microseconds) override the
+// dispatcher's workers and spin time, for exploring; the printed lines use
+// the node's defaults.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -69,6 +73,7 @@ system_config bench_config() {
   system_config cfg;
   cfg.dispatcher.threads = 0;  // one per core, as a node runs
   if (const char* t = std::getenv("TROUPE_BENCH_THREADS")) cfg.dispatcher.threads = static_cast<unsigned>(std::atoi(t));
+  if (const char* t = std::getenv("TROUPE_BENCH_SPIN")) cfg.dispatcher.spin = std::chrono::microseconds(std::atoi(t));
   return cfg;
 }
 
