@@ -43,7 +43,7 @@ nodes = []
 
 
 class node:
-    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", extra=""):
+    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", send_queue=65536):
         self.name = name
         cfg = os.path.join(tmp, name + ".yaml")
         with open(cfg, "w") as f:
@@ -53,7 +53,7 @@ class node:
                     "admin: { listen: 127.0.0.1:0 }\n"
                     "metrics: { listen: 127.0.0.1:0 }\n"
                     "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
-                    " spawn: [probe.sink] }\n" + extra)
+                    f" send_queue: {send_queue}, spawn: [probe.sink] }}\n")
         self.p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
         self.err = stderr_reader(self.p)
         self.admin = listening_url(self.err, "admin API")
@@ -261,6 +261,55 @@ status, body = poll(lambda: a.request("relay", "troupe.test.Relay",
                     lambda r: r[0] == 200, 20)
 check("after the peer restarts on its address, messages reach it again",
       status == 200 and body["message"] == {"n": 9}, f"{status} {body}")
+
+# ---- a peer that hangs (SIGSTOP): the heartbeat finds it lost; the queue stays bounded
+d = node("node-d", send_queue=64)
+b2.spawn("probe.sink", "sink")
+d.spawn("probe.sink", "watcher")
+d.spawn("probe.sender", "sender")
+d.request("watcher", "troupe.test.WatchPid", {"pid": f"{b.address}/sink"})
+time.sleep(0.3)
+b2.p.send_signal(signal.SIGSTOP)
+t0 = time.time()
+status, body = d.request("sender", "troupe.test.Burst", {"to": f"{b.address}/sink", "count": 300000},
+                         timeout_ms=30000)
+seen = poll(lambda: d.request("watcher", "troupe.test.Ask", {})[1].get("message", {}),
+            lambda m: "sink" in m.get("terminated", ""), 10)
+lost_after = time.time() - t0
+check("a peer that stops answering is lost by the heartbeat, and its watchers told",
+      seen.get("terminated") == "sink:NodeLost" and d.err.has("heartbeat_timeout", 5),
+      f"{seen} after {lost_after:.1f}s\n{d.err.text()[-1500:]}")
+text = d.scrape()
+full = metric(text, "troupe_dead_letters_total", '{reason="peer_queue_full"}') or 0
+check("what a full send queue cannot hold is dropped and counted, not kept",
+      status == 200 and full > 0 and (metric(text, "process_resident_memory_bytes") or 1e12) < 512e6,
+      f"{status} {body} peer_queue_full={full}")
+b2.p.send_signal(signal.SIGCONT)
+d.stop()
+
+# ---- both nodes dial each other at once: one connection stays
+e, f = node("node-e"), node("node-f")
+for n in (e, f):
+    n.spawn("echo", "echo")
+    n.spawn("probe.relay", "relay")
+import threading
+answers = {}
+def relay(src, dst):
+    answers[src.name] = src.request("relay", "troupe.test.Relay", {"to": f"{dst.address}/echo", "n": 5})
+threads = [threading.Thread(target=relay, args=(e, f)), threading.Thread(target=relay, args=(f, e))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+check("requests crossing while both nodes dial each other both succeed",
+      all(answers.get(n.name, (0,))[0] == 200 for n in (e, f)), str(answers))
+pe = poll(lambda: e.peers(), lambda ps: len(ps) == 1 and ps[0]["state"] == "up")
+pf = poll(lambda: f.peers(), lambda ps: len(ps) == 1 and ps[0]["state"] == "up")
+check("each side keeps one connection, the same one",
+      len(pe) == 1 and len(pf) == 1 and pe[0]["state"] == pf[0]["state"] == "up"
+      and pe[0]["direction"] != pf[0]["direction"], f"{pe}\n{pf}")
+e.stop()
+f.stop()
 
 rcs = [a.stop(), b2.stop()]
 check("both nodes stop cleanly", rcs == [0, 0],
