@@ -322,6 +322,16 @@ schedulable* dispatcher::spin(worker& w) noexcept {
   return nullptr;
 }
 
+bool dispatcher::leave_idle_list(worker& w) noexcept {
+  std::lock_guard lock(idle_mu_);
+  auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);
+  if (it == idle_list_.end()) return false;  // chosen by a waker already
+  idle_list_.erase(it);
+  idle_.fetch_sub(1, std::memory_order_relaxed);
+  w.park_word.store(0, std::memory_order_relaxed);
+  return true;
+}
+
 void dispatcher::park(worker& w) noexcept {
   {
     std::lock_guard lock(idle_mu_);
@@ -329,32 +339,14 @@ void dispatcher::park(worker& w) noexcept {
     idle_list_.push_back(&w);
     idle_.fetch_add(1, std::memory_order_seq_cst);
   }
-  if (has_work() || stopping_.load(std::memory_order_relaxed)) {
-    std::lock_guard lock(idle_mu_);
-    auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);
-    if (it != idle_list_.end()) {
-      idle_list_.erase(it);
-      idle_.fetch_sub(1, std::memory_order_relaxed);
-      w.park_word.store(0, std::memory_order_relaxed);
-      return;
-    }
-    // Someone already chose us; take their wake-up below.
-  }
+  // Someone may already have chosen us: then take their wake-up below.
+  if ((has_work() || stopping_.load(std::memory_order_relaxed)) && leave_idle_list(w)) return;
   w.parks.fetch_add(1, std::memory_order_relaxed);
   while (w.park_word.load(std::memory_order_acquire) == 1) {
     if (stopping_.load(std::memory_order_relaxed)) break;
     futex::wait(w.park_word, 1, park_timeout);
-    if (w.park_word.load(std::memory_order_acquire) == 1) {
-      // Timed out: look around for a stalled worker, as a spinner would.
-      std::lock_guard lock(idle_mu_);
-      auto it = std::find(idle_list_.begin(), idle_list_.end(), &w);
-      if (it != idle_list_.end()) {
-        idle_list_.erase(it);
-        idle_.fetch_sub(1, std::memory_order_relaxed);
-        w.park_word.store(0, std::memory_order_relaxed);
-        return;
-      }
-    }
+    // Timed out: look around for a stalled worker, as a spinner would.
+    if (w.park_word.load(std::memory_order_acquire) == 1 && leave_idle_list(w)) return;
   }
 }
 

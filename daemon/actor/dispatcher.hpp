@@ -94,6 +94,8 @@ class dispatcher {
   void wake_one() noexcept;
   schedulable* spin(worker& w) noexcept;
   void park(worker& w) noexcept;
+  // Takes `w` off the idle list; false if a waker took it off first.
+  bool leave_idle_list(worker& w) noexcept;
 
   dispatcher_options opts_;
   std::vector<std::unique_ptr<worker>> workers_;
