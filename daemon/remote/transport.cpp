@@ -120,9 +120,7 @@ class connection final : public session_events {
   // The write side, under wmu_ (workers write too, see peer::flush_from_worker).
   // Queues frame bytes (copied) / the finished batch, for the next flush.
   void queue_bytes_locked(std::span<const std::uint8_t> bytes);
-  // `last`: no other batch follows before the flush, so the frame may stay
-  // in the encoder's memory until then.
-  void queue_batch_locked(bool last = false);
+  void queue_batch_locked();
   // One writev with everything queued, unless a write is in progress.
   // Returns 0 when all is written or handed to libuv, > 0 when bytes are
   // left that only the loop can hand over (called off the loop), < 0 on a
@@ -168,20 +166,12 @@ class connection final : public session_events {
   void move_state(connection_state to);
   void deliver(const wire::Batch& b);
 
-  // Bytes waiting for the socket: a copy, a finished frame taken from the
-  // encoder, or a frame still in the encoder's memory (`borrowed`, the
-  // common case: written at once, the encoder keeps its buffer).
   struct segment {
     flatbuffers::DetachedBuffer fb;
     std::vector<std::uint8_t> bytes;
-    std::span<const std::uint8_t> borrowed;
     std::size_t offset = 0;
-    const std::uint8_t* data() const noexcept {
-      return !borrowed.empty() ? borrowed.data() : fb.data() ? fb.data() : bytes.data();
-    }
-    std::size_t size() const noexcept {
-      return !borrowed.empty() ? borrowed.size() : fb.data() ? fb.size() : bytes.size();
-    }
+    const std::uint8_t* data() const noexcept { return fb.data() ? fb.data() : bytes.data(); }
+    std::size_t size() const noexcept { return fb.data() ? fb.size() : bytes.size(); }
   };
 
   uv_tcp_t tcp_{};
@@ -451,7 +441,7 @@ class peer : public std::enable_shared_from_this<peer> {
       mpsc_node* n = budget == 0 ? nullptr : queue_.pop(retired);
       if (retired) delete static_cast<outbound*>(retired);
       if (!n) {
-        if (c.enc_.count() > 0) c.queue_batch_locked(true);
+        if (c.enc_.count() > 0) c.queue_batch_locked();
         const int w = c.flush_locked(on_loop);
         if (w < 0) {
           r = drain_result::failed;
@@ -928,15 +918,11 @@ void connection::queue_bytes_locked(std::span<const std::uint8_t> bytes) {
   queued_.push_back(std::move(s));
 }
 
-void connection::queue_batch_locked(bool last) {
+void connection::queue_batch_locked() {
+  enc_.finish();
   segment s;
-  if (last) {
-    s.borrowed = enc_.finish();
-  } else {
-    enc_.finish();
-    s.fb = enc_.release();
-  }
-  backlog_ += s.size();
+  s.fb = enc_.release();
+  backlog_ += s.fb.size();
   queued_.push_back(std::move(s));
 }
 
@@ -978,13 +964,6 @@ int connection::flush_locked(bool on_loop) {
   if (done < queued_.size()) queued_[done].offset += written;
   queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(done));
   if (queued_.empty()) return 0;
-  // A frame left in the encoder's memory must leave it before the encoder
-  // starts the next one.
-  for (segment& seg : queued_)
-    if (!seg.borrowed.empty()) {
-      seg.borrowed = {};
-      seg.fb = enc_.release();
-    }
   if (!on_loop) return 1;
   // The socket is full: hand the rest to libuv and wait for it.
   writing_ = std::move(queued_);
