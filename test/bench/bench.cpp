@@ -518,6 +518,9 @@ struct remote_node {
     o.self.node = name;
     o.self.secret = "a secret for the benchmark nodes";
     o.listen = "127.0.0.1:0";
+    o.log = [](int level, const std::string& line) {
+      if (level >= 2) std::fprintf(stderr, "troupe-bench: %s\n", line.c_str());
+    };
     t = std::make_unique<remote::transport>(loop, o);
     std::string error;
     if (!t->bind(error)) {
