@@ -1,13 +1,15 @@
 #include "node/metrics.hpp"
 
-#include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
+#include <cstdio>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 
 #include <prometheus/collectable.h>
@@ -46,23 +48,64 @@ MetricFamily single(std::string name, std::string help, MetricType type, double 
   return f;
 }
 
-double resident_bytes() {
-  std::ifstream f("/proc/self/statm");
-  long pages_total = 0, pages_resident = 0;
-  f >> pages_total >> pages_resident;
-  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
-
-double open_fds() {
-  double n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    closedir(d);
-    --n;  // the directory stream itself
+// What /proc says about this process, read through descriptors opened once:
+// a scrape then opens no file (it still answers when the process is out of
+// descriptors, and it never takes a descriptor number that a socket the loop
+// closed a moment ago just freed).
+class proc_self {
+ public:
+  proc_self()
+      : fd_dir_(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)),
+        statm_(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)) {}
+  ~proc_self() {
+    if (fd_dir_ >= 0) ::close(fd_dir_);
+    if (statm_ >= 0) ::close(statm_);
   }
-  return n;
-}
+  proc_self(const proc_self&) = delete;
+  proc_self& operator=(const proc_self&) = delete;
+
+  double resident_bytes() const {
+    char text[128];
+    const ssize_t n = statm_ >= 0 ? ::pread(statm_, text, sizeof text - 1, 0) : -1;
+    if (n <= 0) return 0;
+    text[n] = '\0';
+    unsigned long pages_total = 0, pages_resident = 0;
+    if (std::sscanf(text, "%lu %lu", &pages_total, &pages_resident) != 2) return 0;
+    return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  }
+
+  // Entries of /proc/self/fd but "." and ".." (the two held here included:
+  // they are open for as long as the node runs).
+  double open_fds() const {
+    if (fd_dir_ < 0) return 0;
+    std::lock_guard<std::mutex> lock(mu_);  // the directory offset is shared
+    if (::lseek(fd_dir_, 0, SEEK_SET) != 0) return 0;
+    alignas(8) char buf[8192];
+    double n = 0;
+    for (;;) {
+      const long got = ::syscall(SYS_getdents64, fd_dir_, buf, sizeof buf);
+      if (got <= 0) break;
+      for (long at = 0; at < got;) {
+        const auto* e = reinterpret_cast<const linux_dirent64*>(buf + at);
+        if (e->d_name[0] != '.') ++n;
+        at += e->d_reclen;
+      }
+    }
+    return n;
+  }
+
+ private:
+  struct linux_dirent64 {
+    std::uint64_t d_ino;
+    std::int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+  };
+  int fd_dir_;
+  int statm_;
+  mutable std::mutex mu_;
+};
 
 double cpu_seconds() {
   rusage u{};
@@ -219,8 +262,9 @@ class metrics::collector final : public prometheus::Collectable {
     out.push_back(single("process_cpu_seconds_total", "User and system CPU time",
                          MetricType::Counter, cpu_seconds()));
     out.push_back(single("process_resident_memory_bytes", "Resident memory", MetricType::Gauge,
-                         resident_bytes()));
-    out.push_back(single("process_open_fds", "Open file descriptors", MetricType::Gauge, open_fds()));
+                         proc_.resident_bytes()));
+    out.push_back(single("process_open_fds", "Open file descriptors", MetricType::Gauge,
+                         proc_.open_fds()));
     return out;
   }
 
@@ -231,6 +275,7 @@ class metrics::collector final : public prometheus::Collectable {
   const kind_histograms* histograms_;
   const admin_stats* admin_;
   const remote::stats* remote_;
+  proc_self proc_;
 };
 
 metrics::metrics(const std::string& listen, actor_system& sys,
