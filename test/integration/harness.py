@@ -1,6 +1,7 @@
 """What the integration tests share: reporting checks in the form
 scripts/run-tests counts ("N passed, N failed"), the built example
 plugins, and reading a running node's stderr."""
+import atexit
 import json
 import os
 import re
@@ -45,11 +46,36 @@ def copy_plugins(build_root, dest, subdirs):
                 shutil.copy(os.path.join(d, f), dest)
 
 
+_started = []
+
+
+def _report_and_reap(kind=None, value=None, tb=None):
+    """On an uncaught exception, says how every started process ended and
+    what it last wrote; at exit, kills what still runs so that a failed
+    test never leaves nodes behind holding the runner's pipes."""
+    if kind is not None:
+        sys.__excepthook__(kind, value, tb)
+        for proc, reader in _started:
+            rc = proc.poll()
+            state = "still running" if rc is None else f"exited with {rc}"
+            print(f"--- process {proc.args[0]} (pid {proc.pid}) {state}; its stderr ends:\n"
+                  f"{reader.text()[-3000:]}", file=sys.stderr)
+    for proc, _ in _started:
+        if proc.poll() is None:
+            proc.kill()
+
+
+sys.excepthook = _report_and_reap
+atexit.register(_report_and_reap)
+
+
 class stderr_reader:
-    """Collects a process's stderr lines on a thread of its own."""
+    """Collects a process's stderr lines on a thread of its own; the process
+    is killed when the test ends, and described if the test dies."""
 
     def __init__(self, proc):
         self.lines = []
+        _started.append((proc, self))
         threading.Thread(target=self._run, args=(proc,), daemon=True).start()
 
     def _run(self, proc):
