@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -227,7 +228,8 @@ for what, data in (("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 64
     except OSError:
         closed = True
     s.close()
-    check(f"{what}: the node closes that connection", closed)
+    check(f"{what}: the node closes that connection and keeps running",
+          closed and b.p.poll() is None, f"node-b rc {b.p.poll()}: {b.err.text()[-1500:]}")
 s = socket.create_connection((host, int(port)), timeout=5)
 s.sendall(struct.pack("<I", 4096) + b"\0" * 10)  # truncated, then gone
 s.close()
@@ -292,7 +294,6 @@ e, f = node("node-e"), node("node-f")
 for n in (e, f):
     n.spawn("echo", "echo")
     n.spawn("probe.relay", "relay")
-import threading
 answers = {}
 def relay(src, dst):
     answers[src.name] = src.request("relay", "troupe.test.Relay", {"to": f"{dst.address}/echo", "n": 5})
