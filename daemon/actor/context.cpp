@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "actor/actor_system.hpp"
+#include "actor/clock.hpp"
 #include "actor/router.hpp"
 #include "system_generated.h"
 
@@ -32,12 +33,6 @@ const char* to_string(terminated_reason r) noexcept {
 }
 
 namespace {
-
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Lifecycle messages carry no data: one envelope each, built once, never
 // queued (only ever the current message), and never freed.
@@ -357,7 +352,7 @@ void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
     begin_stop();
     return;
   }
-  if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = now_ns();
+  if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = steady_ns();
   cur_ = e;
   try {
     dispatch();
@@ -599,7 +594,7 @@ void context::set_receive_timeout(std::chrono::nanoseconds d) {
     x.receive_timeout = std::chrono::nanoseconds{0};
     return;
   }
-  x.last_activity_ns = now_ns();
+  x.last_activity_ns = steady_ns();
   arm_receive_timeout();
 }
 
@@ -607,7 +602,7 @@ void context::cancel_receive_timeout() { set_receive_timeout(std::chrono::nanose
 
 void context::arm_receive_timeout() noexcept {
   auto& x = *extras_;
-  std::int64_t remaining = x.receive_timeout.count() - (now_ns() - x.last_activity_ns);
+  std::int64_t remaining = x.receive_timeout.count() - (steady_ns() - x.last_activity_ns);
   x.receive_timer = system().loop().arm(
       std::chrono::nanoseconds(std::max<std::int64_t>(remaining, 0)),
       [self = process_ref(static_cast<process*>(this)), token = x.receive_timeout_token] {
@@ -622,8 +617,8 @@ void context::handle_receive_timeout(std::uint64_t token) noexcept {
       extras_->receive_timeout.count() == 0 || state_ != actor_state::alive || !actor_)
     return;
   auto& x = *extras_;
-  if (now_ns() - x.last_activity_ns >= x.receive_timeout.count()) {
-    x.last_activity_ns = now_ns();
+  if (steady_ns() - x.last_activity_ns >= x.receive_timeout.count()) {
+    x.last_activity_ns = steady_ns();
     if (!suspended_) deliver_lifecycle(lifecycle<system::ReceiveTimeout>());
   }
   if (extras_ && token == x.receive_timeout_token && x.receive_timeout.count() != 0)

@@ -1,4 +1,5 @@
 #include "actor/event_loop.hpp"
+#include "actor/clock.hpp"
 #include "actor/message.hpp"
 
 #include <algorithm>
@@ -14,11 +15,6 @@ struct post_node : mpsc_node {
   std::function<void()> fn;
 };
 
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             steady_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 constexpr std::size_t inbound_batch = 1024;  // a power of two
@@ -140,7 +136,7 @@ void event_loop::post(std::function<void()> fn) {
 
 timer_handle event_loop::enqueue(timer_record* r, std::chrono::nanoseconds delay,
                                  std::chrono::nanoseconds interval) {
-  r->deadline = now_ns() + std::max<std::int64_t>(0, delay.count());
+  r->deadline = steady_ns() + std::max<std::int64_t>(0, delay.count());
   r->interval = interval.count();
   // Every 1024th timer rings even when it is not due early: timers due
   // after the loop's next wake-up would otherwise wait in the inbound queue
@@ -221,7 +217,7 @@ constexpr std::int64_t sweep_slack_ns = 5'000'000;
 // could pile up (the heap doubled, or a second went by), drop them all in
 // one pass, so that memory follows the live timers and not the cancelled ones.
 void event_loop::sweep() {
-  const std::int64_t now = now_ns();
+  const std::int64_t now = steady_ns();
   if (heap_.size() < sweep_min) return;
   // libuv keeps loop time in whole milliseconds and may wake us a little
   // before the period is over: allow for it, or the sweep keeps slipping.
@@ -258,9 +254,9 @@ void event_loop::rearm() {
     // Sticky across rounds: a round that drains nothing must not forget
     // the housekeeping an earlier round asked for.
     took_in = took_in || drained_ != 0;
-    if (took_in) earliest = std::min(earliest, now_ns() + housekeeping_ns);
+    if (took_in) earliest = std::min(earliest, steady_ns() + housekeeping_ns);
     // Many timers waiting: look once a second for cancelled ones to sweep.
-    if (heap_.size() >= sweep_min) earliest = std::min(earliest, now_ns() + sweep_period_ns);
+    if (heap_.size() >= sweep_min) earliest = std::min(earliest, steady_ns() + sweep_period_ns);
     drained_ = 0;
     next_wakeup_ns_.store(earliest, std::memory_order_seq_cst);
     // A timer armed before the store above but not yet drained would be
@@ -271,7 +267,7 @@ void event_loop::rearm() {
     uv_timer_stop(&timer_);
     return;
   }
-  std::int64_t wait_ns = std::max<std::int64_t>(0, earliest - now_ns());
+  std::int64_t wait_ns = std::max<std::int64_t>(0, earliest - steady_ns());
   // libuv timers count whole milliseconds: round up so we never wake early.
   std::uint64_t wait_ms = static_cast<std::uint64_t>((wait_ns + 999'999) / 1'000'000);
   uv_update_time(&loop_);
@@ -279,7 +275,7 @@ void event_loop::rearm() {
 }
 
 void event_loop::fire_due() {
-  const std::int64_t now = now_ns();
+  const std::int64_t now = steady_ns();
   while (!heap_.empty() && heap_.front().deadline <= now) {
     std::pop_heap(heap_.begin(), heap_.end(), later);
     timer_record* r = heap_.back().r;
