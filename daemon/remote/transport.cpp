@@ -8,18 +8,13 @@
 
 #include <troupe/abi.h>
 
+#include "actor/clock.hpp"
 #include "actor/system_message.hpp"
 #include "remote/address.hpp"
 
 namespace troupe::remote {
 
 namespace {
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string_view view(const flatbuffers::String* s) {
   return s ? std::string_view(s->data(), s->size()) : std::string_view();
@@ -205,7 +200,6 @@ class peer : public std::enable_shared_from_this<peer> {
   void enqueue(outbound* o) noexcept {
     if (t_.stopped()) return drop(o, dead_letter_reason::node_lost);
     if (o->kind == item_kind::message && queue_.depth() >= t_.opts_.send_queue) {
-      t_.stats_.dropped.fetch_add(1, std::memory_order_relaxed);
       return drop(o, dead_letter_reason::peer_queue_full);
     }
     // The push that finds the queue idle owns it: on a worker, the queue is
@@ -374,7 +368,7 @@ class peer : public std::enable_shared_from_this<peer> {
     if (dialing_ == &c) {
       dialing_ = nullptr;
       if (!was_up && reason != close_reason::duplicate && reason != close_reason::shutdown)
-        dial_failed(detail);
+        dial_failed();
     }
     if (reason != close_reason::duplicate) {
       std::lock_guard lock(info_mu_);
@@ -627,7 +621,7 @@ class peer : public std::enable_shared_from_this<peer> {
 
   void want_connection() {
     if (dialing_ || !pending_.empty()) return;  // a connection is on its way
-    const std::int64_t now = now_ns();
+    const std::int64_t now = steady_ns();
     if (unreachable_since_ != 0 &&
         now - unreachable_since_ >
             std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.unreachable_timeout)
@@ -658,19 +652,18 @@ class peer : public std::enable_shared_from_this<peer> {
     raw->start_dial();
   }
 
-  void dial_failed(const std::string& detail) {
-    if (unreachable_since_ == 0) unreachable_since_ = now_ns();
+  void dial_failed() {
+    if (unreachable_since_ == 0) unreachable_since_ = steady_ns();
     ++failures_;
-    // Exponential backoff with full jitter: a random delay in
-    // [d/2, d], d = min * 2^(failures-1), capped.
+    // Exponential backoff with jitter over its upper half: a random delay
+    // in [d/2, d], d = min * 2^(failures-1), capped.
     const auto min = std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.backoff_min);
     const auto max = std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.backoff_max);
     const unsigned shift = std::min(failures_ - 1, 20u);
     const std::int64_t d = std::min<std::int64_t>(max.count(), min.count() << shift);
     thread_local std::mt19937_64 rng{std::random_device{}()};
     const std::int64_t delay = d / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(d / 2 + 1));
-    next_attempt_ns_ = now_ns() + delay;
-    (void)detail;
+    next_attempt_ns_ = steady_ns() + delay;
     if (owned_ && queue_.owner_nonempty()) arm_retry(std::chrono::nanoseconds(delay));
     else if (owned_ && release_queue()) owned_ = false;
   }
@@ -780,7 +773,7 @@ connection::connection(transport& t, bool dialer, std::shared_ptr<peer> p)
       peer_(std::move(p)),
       s_(t.opts_.self, *this),
       enc_(t.opts_.self.max_frame),
-      opened_ns_(now_ns()),
+      opened_ns_(steady_ns()),
       last_heard_ns_(opened_ns_),
       last_write_ns_(opened_ns_) {
   tcp_.data = this;
@@ -855,7 +848,7 @@ bool connection::accept(uv_stream_t* server) {
 void connection::begin() {
   uv_tcp_nodelay(&tcp_, 1);
   move_state(connection_state::handshaking);
-  opened_ns_ = last_heard_ns_ = now_ns();
+  opened_ns_ = last_heard_ns_ = steady_ns();
   s_.start();
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
 }
@@ -952,7 +945,7 @@ int connection::flush_locked(bool on_loop) {
     if (static_cast<std::size_t>(n) < offered) break;  // the socket is full
     first += count;
   }
-  last_write_ns_ = now_ns();
+  last_write_ns_ = steady_ns();
   t_.stats_.bytes_sent.fetch_add(written, std::memory_order_relaxed);
   if (peer_) peer_->count_sent_bytes(written);
   backlog_ -= written;
@@ -1013,7 +1006,7 @@ session_events::verdict connection::on_hello(const peer_hello& hello) {
 
 void connection::on_up() {
   move_state(connection_state::up);
-  last_heard_ns_ = now_ns();
+  last_heard_ns_ = steady_ns();
   peer_->attach(*this, s_.peer());
 }
 
@@ -1294,7 +1287,7 @@ void transport::on_connection(uv_stream_t* server, int status) {
 }
 
 void transport::tick() {
-  const std::int64_t now = now_ns();
+  const std::int64_t now = steady_ns();
   for (std::size_t i = 0; i < connections_.size(); ++i) connections_[i]->tick(now);
   std::lock_guard lock(exports_mu_);
   std::erase_if(exports_, [](const auto& kv) { return kv.second->dead(); });

@@ -52,7 +52,6 @@ struct stats {
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> bytes_received{0};
   std::atomic<std::uint64_t> protocol_errors{0};
-  std::atomic<std::uint64_t> dropped{0};  // outbound queue full
   std::array<std::atomic<std::uint64_t>, close_reason_count> handshake_failures{};
   std::array<std::atomic<std::int64_t>, connection_state_count> connections{};
 };
