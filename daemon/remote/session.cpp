@@ -16,6 +16,7 @@ const char* to_string(close_reason r) noexcept {
     case close_reason::protocol: return "protocol";
     case close_reason::heartbeat_timeout: return "heartbeat_timeout";
     case close_reason::peer_closed: return "peer_closed";
+    case close_reason::peer_left: return "peer_left";
     case close_reason::io_error: return "io_error";
     case close_reason::shutdown: return "shutdown";
   }
@@ -83,6 +84,8 @@ void session::handle(const wire::Frame& f) {
       close_reason r = close_reason::peer_closed;
       if (code == "duplicate") {
         r = close_reason::duplicate;
+      } else if (code == "shutdown") {
+        r = close_reason::peer_left;
       } else if (state_ != state::up && (code == "version" || code == "cluster" ||
                                          code == "secret" || code == "address")) {
         r = close_reason::refused;

@@ -36,11 +36,12 @@ enum class close_reason : std::uint8_t {
   duplicate,          // another connection to the same peer is kept instead
   protocol,           // a frame that is oversized, malformed or out of place
   heartbeat_timeout,  // the peer went quiet
-  peer_closed,        // the peer closed (or said goodbye)
+  peer_closed,        // the peer closed, or said goodbye for a reason of its own
+  peer_left,          // the peer said it is stopping
   io_error,           // the socket failed
   shutdown,           // this node is stopping
 };
-inline constexpr std::size_t close_reason_count = 12;
+inline constexpr std::size_t close_reason_count = 13;
 const char* to_string(close_reason r) noexcept;
 bool is_handshake_failure(close_reason r) noexcept;
 

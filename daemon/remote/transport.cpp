@@ -1263,6 +1263,9 @@ void transport::log_close(const connection& c, close_reason reason, const std::s
       return;
     case close_reason::shutdown:
       return;
+    case close_reason::peer_left:
+      log(1, "remote: " + who + " left (it is stopping)");
+      return;
     default:
       break;
   }

@@ -309,7 +309,17 @@ pf = poll(lambda: f.peers(), lambda ps: len(ps) == 1 and ps[0]["state"] == "up")
 check("each side keeps one connection, the same one",
       len(pe) == 1 and len(pf) == 1 and pe[0]["state"] == pf[0]["state"] == "up"
       and pe[0]["direction"] != pf[0]["direction"], f"{pe}\n{pf}")
-e.stop()
+# ---- a peer that stops cleanly says so: watchers are told, the log says it left
+f.spawn("probe.sink", "watcher3")
+f.request("watcher3", "troupe.test.WatchPid", {"pid": f"{e.address}/echo"})
+time.sleep(0.2)
+e_rc = e.stop()
+seen = poll(lambda: f.request("watcher3", "troupe.test.Ask", {})[1].get("message", {}),
+            lambda m: "echo" in m.get("terminated", ""))
+check("a peer that stops: its watchers get Terminated (node lost), and it is logged as leaving",
+      e_rc == 0 and seen.get("terminated") == "echo:NodeLost"
+      and f.err.has(f"{e.address} left (it is stopping)", 5),
+      f"rc {e_rc} {seen}\n{f.err.text()[-1500:]}")
 f.stop()
 
 rcs = [a.stop(), b2.stop()]
