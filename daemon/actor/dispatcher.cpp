@@ -1,9 +1,12 @@
 #include "actor/dispatcher.hpp"
 
-#include <algorithm>
-#include <array>
 #include <pthread.h>
 
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "actor/clock.hpp"
 #include "actor/cpu.hpp"
 #include "actor/futex.hpp"
 
@@ -70,6 +73,14 @@ struct alignas(false_sharing_range) dispatcher::worker {
 
 namespace {
 thread_local dispatcher::worker* tls_worker = nullptr;
+// A holder's state (see dispatcher::hold): the dispatcher it holds for,
+// the mailbox held, and the dispatcher whose turn it runs now.
+thread_local dispatcher* tls_hold_for = nullptr;
+thread_local schedulable* tls_held = nullptr;
+thread_local dispatcher* tls_running_held = nullptr;
+// A held turn longer than this sends held turns to the workers for a while.
+constexpr std::chrono::microseconds held_turn_limit{500};
+constexpr std::chrono::milliseconds hold_off_for{1000};
 
 // Work deferred to the end of the current actor's turn (see after_run).
 struct deferred_call {
@@ -134,7 +145,12 @@ void dispatcher::stop() {
 
 void dispatcher::count_processed(std::uint32_t n) noexcept {
   worker* w = tls_worker;
-  if (w == nullptr || n == 0) return;
+  if (n == 0) return;
+  if (w == nullptr) {
+    if (tls_running_held != nullptr)
+      tls_running_held->held_processed_.fetch_add(n, std::memory_order_relaxed);
+    return;
+  }
   // One writer: a plain add, no locked instruction.
   w->processed.store(w->processed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
@@ -142,11 +158,11 @@ void dispatcher::count_processed(std::uint32_t n) noexcept {
 std::uint64_t dispatcher::processed() const noexcept {
   std::uint64_t n = 0;
   for (const auto& w : workers_) n += w->processed.load(std::memory_order_relaxed);
-  return n;
+  return n + held_processed_.load(std::memory_order_relaxed);
 }
 
 bool dispatcher::on_worker() const noexcept {
-  return tls_worker != nullptr && tls_worker->owner == this;
+  return (tls_worker != nullptr && tls_worker->owner == this) || tls_running_held == this;
 }
 
 std::uint64_t dispatcher::runs() const noexcept {
@@ -163,6 +179,10 @@ std::uint64_t dispatcher::parks() const noexcept {
 
 void dispatcher::schedule(schedulable* s, hint h) noexcept {
   worker* w = tls_worker;
+  if (tls_hold_for == this && tls_held == nullptr) {
+    tls_held = s;  // runs when the hold ends
+    return;
+  }
   if (w != nullptr && w->owner == this && h == hint::next) {
     schedulable* previous = w->run_next.exchange(s, std::memory_order_acq_rel);
     if (previous == nullptr) return;  // this worker runs it next: nobody to wake
@@ -350,8 +370,41 @@ void dispatcher::park(worker& w) noexcept {
   }
 }
 
+dispatcher::hold::hold(dispatcher& d) noexcept : d_(&d) {
+  // Holds do not nest: an inner one leaves the outer in charge.
+  if (tls_hold_for != nullptr || tls_worker != nullptr || tls_running_held != nullptr) d_ = nullptr;
+  else tls_hold_for = d_;
+}
+
+dispatcher::hold::~hold() {
+  if (d_ == nullptr) return;
+  tls_hold_for = nullptr;
+  if (schedulable* s = std::exchange(tls_held, nullptr)) d_->run_held(s);
+}
+
+void dispatcher::run_held(schedulable* s) noexcept {
+  const std::int64_t now = steady_ns();
+  if (!opts_.run_held || stopping_.load(std::memory_order_relaxed) ||
+      spinning_.load(std::memory_order_seq_cst) > 0 ||
+      now < hold_off_until_.load(std::memory_order_relaxed)) {
+    push_global(s);
+    notify_work();
+    return;
+  }
+  tls_running_held = this;
+  s->run();
+  if (tls_deferred_count != 0) run_deferred();
+  tls_running_held = nullptr;
+  held_runs_.fetch_add(1, std::memory_order_relaxed);
+  const std::int64_t took = steady_ns() - now;
+  if (took > std::chrono::nanoseconds(held_turn_limit).count())
+    hold_off_until_.store(now + took + std::chrono::nanoseconds(hold_off_for).count(),
+                          std::memory_order_relaxed);
+}
+
 bool dispatcher::after_run(void (*fn)(void*), void* arg) noexcept {
-  if (tls_worker == nullptr || tls_deferred_count == max_deferred) return false;
+  if ((tls_worker == nullptr && tls_running_held == nullptr) || tls_deferred_count == max_deferred)
+    return false;
   tls_deferred[tls_deferred_count++] = {fn, arg};
   return true;
 }

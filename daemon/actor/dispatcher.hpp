@@ -40,6 +40,9 @@ struct dispatcher_options {
   unsigned threads = 0;  // 0: one per core
   std::chrono::microseconds spin{50};
   std::chrono::microseconds stall_threshold{500};
+  // Whether a holder runs the mailbox it held (see hold); off, it goes to
+  // the workers as any scheduling from outside does.
+  bool run_held = true;
   std::string thread_name = "troupe-worker";
 };
 
@@ -79,9 +82,31 @@ class dispatcher {
   // workers, or when the worker holds too many already: do it another way.
   static bool after_run(void (*fn)(void*), void* arg) noexcept;
 
+  // A thread outside the pool that delivers messages it read (the node's
+  // event loop) holds the first mailbox it schedules while a hold lives.
+  // When the hold ends, that mailbox runs right there, its turn and what the
+  // turn deferred (a reply to another node is written at once), unless a
+  // spinning worker would take it within a microsecond: waking a parked
+  // worker costs ~20 µs, more than a short turn. A held turn that runs long
+  // turns holding off for a while, so that a slow handler does not keep the
+  // loop from its other work.
+  class hold {
+   public:
+    explicit hold(dispatcher& d) noexcept;
+    ~hold();
+    hold(const hold&) = delete;
+    hold& operator=(const hold&) = delete;
+
+   private:
+    dispatcher* d_;
+  };
+  // Turns run by holders so far.
+  std::uint64_t held_runs() const noexcept { return held_runs_.load(std::memory_order_relaxed); }
+
   struct worker;
 
  private:
+  void run_held(schedulable* s) noexcept;
 
   void worker_main(worker& w);
   schedulable* find_work(worker& w) noexcept;
@@ -108,6 +133,12 @@ class dispatcher {
   std::mutex idle_mu_;
   std::vector<worker*> idle_list_;
   unsigned max_spinning_ = 1;
+
+  // Turns run by holders, and the messages they handled.
+  alignas(128) std::atomic<std::uint64_t> held_runs_{0};
+  std::atomic<std::uint64_t> held_processed_{0};
+  // Steady-clock nanoseconds until which held turns go to the workers.
+  std::atomic<std::int64_t> hold_off_until_{0};
 };
 
 }  // namespace troupe

@@ -866,6 +866,9 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     self->t_.stats_.bytes_received.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
     if (self->peer_ && self->state_ == connection_state::up)
       self->peer_->count_received(0, static_cast<std::uint64_t>(n));
+    // The first actor this read makes runnable may run here when it ends
+    // (see dispatcher::hold): a reply then leaves without a thread hand-off.
+    dispatcher::hold hold(self->t_.system().dispatcher());
     if (!self->s_.commit(static_cast<std::size_t>(n))) {
       if (self->s_.reason() == close_reason::protocol)
         self->t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);

@@ -3,9 +3,9 @@
 //
 //   troupe-bench [--only PREFIX] [--runs N]
 //
-// TROUPE_BENCH_THREADS and TROUPE_BENCH_SPIN (microseconds) override the
-// dispatcher's workers and spin time, for exploring; the printed lines use
-// the node's defaults.
+// TROUPE_BENCH_THREADS, TROUPE_BENCH_SPIN (microseconds) and
+// TROUPE_BENCH_RUN_HELD (0/1) override the dispatcher's workers, spin time
+// and held turns, for exploring; the printed lines use the node's defaults.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -74,6 +74,7 @@ system_config bench_config() {
   cfg.dispatcher.threads = 0;  // one per core, as a node runs
   if (const char* t = std::getenv("TROUPE_BENCH_THREADS")) cfg.dispatcher.threads = static_cast<unsigned>(std::atoi(t));
   if (const char* t = std::getenv("TROUPE_BENCH_SPIN")) cfg.dispatcher.spin = std::chrono::microseconds(std::atoi(t));
+  if (const char* t = std::getenv("TROUPE_BENCH_RUN_HELD")) cfg.dispatcher.run_held = std::atoi(t) != 0;
   return cfg;
 }
 
