@@ -22,7 +22,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -599,6 +601,66 @@ pid_t start_remote_server(std::string& address) {
   return child;
 }
 
+// What the remote round trips are measured against: the same exchange
+// (160 bytes out, 192 back, one in flight, 500 warm-up + 5,000 timed) over
+// bare loopback TCP between two processes, each waiting in epoll as a node's
+// loop does. No actor runtime, no framing: the floor on this machine.
+latency loopback_tcp_rtt() {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      listen(listener, 1) != 0 || getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    std::perror("troupe-bench: loopback listener");
+    std::exit(1);
+  }
+  const auto ping_pong = [](int s, std::size_t send, bool first) {
+    const int one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const int ep = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    char buf[512] = {};
+    return [=](auto&& on_round) mutable {
+      for (bool go = first;; go = true) {
+        if (go && write(s, buf, send) != static_cast<ssize_t>(send)) break;
+        if (epoll_wait(ep, &ev, 1, -1) != 1 || read(s, buf, sizeof buf) <= 0) break;
+        if (!on_round()) break;
+      }
+      close(ep);
+    };
+  };
+  const pid_t child = fork();
+  if (child == 0) {
+    const int s = accept(listener, nullptr, nullptr);
+    ping_pong(s, 192, false)([] { return true; });
+    _exit(0);
+  }
+  close(listener);
+  const int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    std::perror("troupe-bench: loopback connect");
+    std::exit(1);
+  }
+  constexpr int warmup = 500, timed = 5'000;
+  std::vector<double> us;
+  us.reserve(timed);
+  int round = 0;
+  auto t0 = clock_type::now();
+  ping_pong(s, 160, true)([&] {
+    const auto t1 = clock_type::now();
+    if (round++ >= warmup) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    t0 = t1;
+    return round < warmup + timed;
+  });
+  close(s);
+  waitpid(child, nullptr, 0);
+  return {percentile(us, 0.50), percentile(us, 0.99)};
+}
+
 struct remote_result {
   double p50, p99, w1, w1000;
 };
@@ -776,6 +838,11 @@ int main(int argc, char** argv) {
     return std::vector{l.p50, l.p99};
   });
   measure(o, {{"timers_100k", "ns/timer"}}, o.runs, [] { return std::vector{timers_100k()}; });
+  measure(o, {{"remote_baseline_tcp_rtt_p50", "us"}, {"remote_baseline_tcp_rtt_p99", "us"}}, o.runs,
+          [] {
+            latency l = loopback_tcp_rtt();
+            return std::vector{l.p50, l.p99};
+          });
   measure(o, {{"remote_rtt_p50", "us"}, {"remote_rtt_p99", "us"}, {"remote_w1", "msgs/s"},
               {"remote_w1000", "msgs/s"}},
           o.runs, [] {
