@@ -305,7 +305,13 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   if (YAML::Node pl = root["plugins"];
       pl && r.check_map(pl, "plugins", {"dir", "load", "required"})) {
-    r.string_field(pl, "plugins", "dir", out.plugin_dir);
+    if (YAML::Node d = pl["dir"]; d && d.IsScalar()) {
+      std::string one;
+      r.string_field(pl, "plugins", "dir", one);
+      if (!one.empty()) out.plugin_dirs.push_back(one);
+    } else {
+      r.string_list(pl, "plugins", "dir", out.plugin_dirs, "folders");
+    }
     r.string_list(pl, "plugins", "load", out.plugins);
     r.string_list(pl, "plugins", "required", out.required_plugins);
     for (const auto& name : out.required_plugins)
@@ -314,14 +320,23 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     for (const auto& name : out.plugins)
       if (name.find('/') != std::string::npos)
         r.error(pl, "plugin name '" + name + "' must be a name in 'plugins.dir', not a path");
-    if (!out.plugins.empty() && out.plugin_dir.empty())
+    if (!out.plugins.empty() && out.plugin_dirs.empty())
       r.error(pl, "'plugins.dir' is needed to load plugins");
-    relative_to_config(out.plugin_dir);
-    std::error_code ec;
-    if (!out.plugin_dir.empty() && !out.plugins.empty() &&
-        (!std::filesystem::is_directory(out.plugin_dir, ec) ||
-         ::access(out.plugin_dir.c_str(), R_OK | X_OK) != 0))
-      r.error(pl["dir"], "'plugins.dir' " + out.plugin_dir + " is not a readable directory");
+    // A folder of the list may be missing (a local one nobody filled yet),
+    // but plugins need one that can be read.
+    std::string tried;
+    bool readable = false;
+    for (std::string& dir : out.plugin_dirs) {
+      relative_to_config(dir);
+      std::error_code ec;
+      readable = readable || (std::filesystem::is_directory(dir, ec) &&
+                              ::access(dir.c_str(), R_OK | X_OK) == 0);
+      tried += (tried.empty() ? "" : ", ") + dir;
+    }
+    if (!out.plugin_dirs.empty() && !out.plugins.empty() && !readable)
+      r.error(pl["dir"], "'plugins.dir': " + std::string(out.plugin_dirs.size() > 1 ? "none of " : "") +
+                             tried + (out.plugin_dirs.size() > 1 ? " is" : " is not") +
+                             " a readable directory");
   }
   return errors.empty();
 }

@@ -39,7 +39,9 @@ struct config {
   // plugins: { dir, load: [name...], required: [name...] }. A name is a
   // file <dir>/<name>.so. A required plugin that does not load stops the
   // node with exit status 78; the others are logged and skipped.
-  std::string plugin_dir;  // relative paths are taken from the config file's folder
+  // Folders searched for NAME.so, first match wins (a list, or one folder);
+  // relative paths are taken from the config file's folder.
+  std::vector<std::string> plugin_dirs;
   std::vector<std::string> plugins;           // load, required included
   std::vector<std::string> required_plugins;
 };

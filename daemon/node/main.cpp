@@ -332,13 +332,25 @@ class node {
           {"self", true}}});
   }
 
+  // NAME.so in the first of `dirs` that has it (else in the first, so that
+  // the loader's error names a real place).
+  static std::filesystem::path find_plugin(const std::vector<std::string>& dirs,
+                                           const std::string& name) {
+    for (const std::string& dir : dirs) {
+      std::error_code ec;
+      std::filesystem::path p = std::filesystem::path(dir) / (name + ".so");
+      if (std::filesystem::exists(p, ec)) return p;
+    }
+    return std::filesystem::path(dirs.empty() ? std::string() : dirs.front()) / (name + ".so");
+  }
+
   // Loads the plugins `c` lists that are not loaded yet. False if a
   // required one fails (only fatal at start).
   bool load_plugins(const troupe::node::config& c, bool starting) {
     bool ok = true;
     for (const std::string& name : c.plugins) {
       if (std::find(loaded_.begin(), loaded_.end(), name) != loaded_.end()) continue;
-      auto r = plugins_->load(std::filesystem::path(c.plugin_dir) / (name + ".so"));
+      auto r = plugins_->load(find_plugin(c.plugin_dirs, name));
       const bool required = std::find(c.required_plugins.begin(), c.required_plugins.end(),
                                       name) != c.required_plugins.end();
       if (r.ok) {
@@ -416,7 +428,7 @@ class node {
       if (next.cluster != cfg_.cluster) restart.push_back("node.cluster");
       if (next.threads != cfg_.threads) restart.push_back("dispatcher.threads");
       if (next.demo != cfg_.demo) restart.push_back("demo");
-      if (next.plugin_dir != cfg_.plugin_dir) restart.push_back("plugins.dir");
+      if (next.plugin_dirs != cfg_.plugin_dirs) restart.push_back("plugins.dir");
       for (const auto& p : loaded_)
         if (std::find(next.plugins.begin(), next.plugins.end(), p) == next.plugins.end())
           restart.push_back("plugins.load (" + p + " stays loaded)");
@@ -444,7 +456,7 @@ class node {
       next.cluster = cfg_.cluster;
       next.threads = cfg_.threads;
       next.demo = cfg_.demo;
-      next.plugin_dir = cfg_.plugin_dir;
+      next.plugin_dirs = cfg_.plugin_dirs;
       next.listen = cfg_.listen;
       next.advertise = cfg_.advertise;
       next.secret_file = cfg_.secret_file;

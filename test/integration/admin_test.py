@@ -31,7 +31,7 @@ cfg = os.path.join(tmp, "node.yaml")
 def write_config(token_path):
     with open(cfg, "w") as f:
         f.write(f"node: {{ name: adm, cluster: test }}\n"
-                f"plugins: {{ dir: {plugin_dir}, load: [counter, echo] }}\n"
+                f"plugins: {{ dir: [{tmp}/not-made-yet, {plugin_dir}], load: [counter, echo] }}\n"
                 f"admin: {{ listen: 127.0.0.1:0, token_file: {token_path} }}\n"
                 "metrics: { listen: 127.0.0.1:0, histograms: [counter] }\n")
 
