@@ -4,6 +4,9 @@
 #   make bench   optimised build, run troupe-bench (ONLY=prefix to select)
 #   make test-tsan / make test-asan   every test under sanitizers
 #   make fuzz    the frame/handshake fuzz target for FUZZ_SECONDS (default 60)
+#   make package       the Debian packages in build/package (lintian-checked)
+#   make test-package  build them, unpack them into a throwaway root and walk
+#                      the README's Install and Write-a-plugin sections there
 
 comma       := ,
 BUILD       ?= build
@@ -15,7 +18,7 @@ ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build run test bench test-tsan test-asan fuzz clean
+.PHONY: all deps build run test bench test-tsan test-asan fuzz package test-package clean
 
 all: build
 
@@ -61,6 +64,12 @@ test-asan: deps
 FUZZ_SECONDS ?= 60
 fuzz: build
 	@scripts/fuzz $(BUILD) $(FUZZ_SECONDS)
+
+package: deps
+	@scripts/package build/package
+
+test-package: package
+	@test/package/package_test.py build/package
 
 clean:
 	rm -rf $(BUILD) $(BENCH_BUILD) build-tsan build-asan
