@@ -334,9 +334,9 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
       tried += (tried.empty() ? "" : ", ") + dir;
     }
     if (!out.plugin_dirs.empty() && !out.plugins.empty() && !readable)
-      r.error(pl["dir"], "'plugins.dir': " + std::string(out.plugin_dirs.size() > 1 ? "none of " : "") +
-                             tried + (out.plugin_dirs.size() > 1 ? " is" : " is not") +
-                             " a readable directory");
+      r.error(pl["dir"], out.plugin_dirs.size() > 1
+                             ? "'plugins.dir' lists no readable directory: " + tried
+                             : "'plugins.dir' " + tried + " is not a readable directory");
   }
   return errors.empty();
 }
