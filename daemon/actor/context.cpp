@@ -198,7 +198,17 @@ void context::send_user(troupe::envelope* e) noexcept {
           auto has_room = [&] {
             return b.q.size() < b.capacity || dead_.load(std::memory_order_acquire);
           };
-          if (system().dispatcher().on_worker()) {
+          // The event loop never waits: its sockets, timers and peers'
+          // heartbeats would stall with it. What it delivers (a message
+          // read from another node, a timer's) to a full mailbox is dropped.
+          if (system().loop().on_loop_thread()) {
+            if (!has_room()) {
+              lock.unlock();
+              system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+              system().dead_letter(e, this, dead_letter_reason::mailbox_full);
+              return;
+            }
+          } else if (system().dispatcher().on_worker()) {
             if (!b.room.wait_for(lock, worker_block_limit, has_room)) {
               lock.unlock();
               system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);

@@ -101,6 +101,24 @@ TEST_CASE("bounded mailbox with back-pressure holds the sender, loses nothing", 
   REQUIRE(sys.stats().mailbox_dropped == 0);
 }
 
+TEST_CASE("the event loop never waits for room: a full back-pressure mailbox drops what it sends",
+          "[mailbox]") {
+  actor_system sys(small_config());
+  gated g(sys, mailbox_kind::bounded_block, 4);
+  for (int i = 1; i <= 4; ++i) sys.root().send(g.actor, num(i));
+  inbox<int> done;
+  sys.loop().post([&] {
+    sys.root().send(g.actor, num(5));  // as a remote delivery or a timer would
+    done.put(1);
+  });
+  REQUIRE(done.take(std::chrono::seconds(2)));
+  REQUIRE(sys.stats().mailbox_dropped == 1);
+  REQUIRE(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::mailbox_full)] == 1);
+  g.gate.open();
+  REQUIRE(g.seen.take_n(5) == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+  REQUIRE(g.seen.take(100ms) == std::nullopt);
+}
+
 TEST_CASE("a mailbox run yields after its throughput batch", "[mailbox]") {
   // One worker: the only way `b` runs before `a` drained is a yield.
   inbox<std::string> log;
