@@ -37,11 +37,29 @@ using troupe::node::log;
 constexpr int ex_config = 78;
 constexpr int ex_usage = 64;
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: troupe-node --config FILE\n"
-               "       troupe-node --check-config FILE\n"
-               "       troupe-node --version\n");
+constexpr const char* usage_text =
+    "Usage: troupe-node --config FILE\n"
+    "  or:  troupe-node --check-config FILE\n"
+    "  or:  troupe-node --version | --help\n";
+
+void usage() { std::fputs(usage_text, stderr); }
+
+void help() {
+  std::printf(
+      "troupe-node runs actors from plugins on one node of a Troupe cluster.\n\n%s\n"
+      "Options:\n"
+      "  --config FILE        run with the configuration in FILE (YAML), in the foreground;\n"
+      "                       under systemd it reports READY=1 once its plugins are loaded\n"
+      "  --check-config FILE  only validate FILE: exit 0, or 78 with every problem as\n"
+      "                       FILE:LINE: message\n"
+      "  --version            print the version\n"
+      "  --help               print this help\n\n"
+      "Signals: SIGHUP re-reads the configuration (log settings and newly listed plugins\n"
+      "apply at once); SIGTERM or SIGINT stops every actor and exits 0; a second one exits\n"
+      "at once.\n\n"
+      "Files: /etc/troupe/node.yaml (the packaged configuration), /usr/lib/troupe/plugins\n"
+      "and /usr/local/lib/troupe/plugins (plugins), /var/lib/troupe (state).\n",
+      usage_text);
 }
 
 // Tells systemd (when it is listening) how things stand.
@@ -574,6 +592,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
       std::printf("troupe-node %s\n", TROUPE_VERSION);
+      return 0;
+    }
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      help();
       return 0;
     }
     if ((std::strcmp(argv[i], "--config") == 0 || std::strcmp(argv[i], "--check-config") == 0) &&

@@ -94,6 +94,13 @@ shutil.rmtree(plugin_tmp)
 rc = subprocess.run([NODE, "--version"], capture_output=True, text=True)
 check("--version prints the version", rc.returncode == 0 and rc.stdout.startswith("troupe-node "),
       rc.stdout + rc.stderr)
+rc = subprocess.run([NODE, "--help"], capture_output=True, text=True)
+check("--help explains every option on stdout and exits 0",
+      rc.returncode == 0 and all(o in rc.stdout for o in ("--config", "--check-config", "--version")),
+      rc.stdout + rc.stderr)
+rc = subprocess.run([NODE, "--frobnicate"], capture_output=True, text=True)
+check("an unknown option prints the usage and exits 64",
+      rc.returncode == 64 and rc.stderr.startswith("Usage: troupe-node"), rc.stdout + rc.stderr)
 
 with tempfile.TemporaryDirectory() as tmp:
     empty = write(tmp, "empty.token", "\n")
