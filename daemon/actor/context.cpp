@@ -289,6 +289,11 @@ troupe::envelope* context::next_user(bool& queued) noexcept {
 
 void context::run() noexcept {
   process_ref last;  // the registry's reference once the actor stopped in this run
+  // A turn held on the event loop also ends when its time is up or one
+  // handler ran long (see dispatcher::hold).
+  const bool held = dispatcher::in_held_turn();
+  std::int64_t held_last = held ? steady_ns() : 0;
+  bool turn_over = false;
   std::uint32_t budget = props_->mailbox.throughput;
   // Counted once per run, whichever way the run ends.
   struct counter {
@@ -307,13 +312,17 @@ void context::run() noexcept {
         if (e == nullptr) break;
         --budget;
         invoke_user(e, queued);
+        if (held && dispatcher::held_turn_over(*this, held_last)) {
+          turn_over = true;
+          break;
+        }
       }
       if (dying_ref_) last = std::move(dying_ref_);
     }
     const bool dead = dead_.load(std::memory_order_relaxed);
     if (dead) {
       drain_dead();
-    } else if (budget == 0) {
+    } else if (budget == 0 || turn_over) {
       // Used its turn: stays owned and queues behind the others.
       system().dispatcher().schedule(this, dispatcher::hint::yield);
       return;

@@ -78,9 +78,17 @@ thread_local dispatcher::worker* tls_worker = nullptr;
 thread_local dispatcher* tls_hold_for = nullptr;
 thread_local schedulable* tls_held = nullptr;
 thread_local dispatcher* tls_running_held = nullptr;
-// A held turn longer than this sends held turns to the workers for a while.
-constexpr std::chrono::microseconds held_turn_limit{500};
-constexpr std::chrono::milliseconds hold_off_for{1000};
+thread_local std::int64_t tls_held_deadline = 0;
+// The mailbox a holder runs, and whether its turn ended by yielding: it
+// stays the holder's, to run again or hand to the workers.
+thread_local schedulable* tls_held_running = nullptr;
+thread_local bool tls_held_yielded = false;
+// How long a mailbox is not held after `strikes` slow held messages in a
+// row: once is likely the thread losing its core; a handler that is slow
+// every time soon stays with the workers.
+std::int64_t held_off_ns(const dispatcher_options& o, std::uint32_t strikes) noexcept {
+  return std::chrono::nanoseconds(o.held_off).count() << (3 * std::min<std::uint32_t>(strikes - 1, 4));
+}
 
 // Work deferred to the end of the current actor's turn (see after_run).
 struct deferred_call {
@@ -181,6 +189,10 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
   worker* w = tls_worker;
   if (tls_hold_for == this && tls_held == nullptr) {
     tls_held = s;  // runs when the hold ends
+    return;
+  }
+  if (s == tls_held_running) {
+    tls_held_yielded = true;  // run_held decides where it goes on
     return;
   }
   if (w != nullptr && w->owner == this && h == hint::next) {
@@ -382,24 +394,52 @@ dispatcher::hold::~hold() {
   if (schedulable* s = std::exchange(tls_held, nullptr)) d_->run_held(s);
 }
 
+bool dispatcher::in_held_turn() noexcept { return tls_held_deadline != 0; }
+
+bool dispatcher::held_turn_over(schedulable& s, std::int64_t& last) noexcept {
+  const std::int64_t now = steady_ns();
+  const dispatcher_options& o = tls_running_held->opts_;
+  if (now - last > std::chrono::nanoseconds(o.held_slow).count()) {
+    // A slow one long after the last hold-off ended starts the count again.
+    if (s.held_strikes_ != 0 && now - s.held_off_until_ > 4 * held_off_ns(o, s.held_strikes_))
+      s.held_strikes_ = 0;
+    s.held_strikes_ = std::min<std::uint32_t>(s.held_strikes_ + 1, 5);
+    s.held_off_until_ = now + held_off_ns(o, s.held_strikes_);
+    return true;
+  }
+  last = now;
+  return now >= tls_held_deadline;
+}
+
 void dispatcher::run_held(schedulable* s) noexcept {
   const std::int64_t now = steady_ns();
-  if (!opts_.run_held || stopping_.load(std::memory_order_relaxed) ||
-      spinning_.load(std::memory_order_seq_cst) > 0 ||
-      now < hold_off_until_.load(std::memory_order_relaxed)) {
+  if (!opts_.run_held || stopping_.load(std::memory_order_relaxed) || now < s->held_off_until_) {
     push_global(s);
     notify_work();
     return;
   }
   tls_running_held = this;
-  s->run();
-  if (tls_deferred_count != 0) run_deferred();
+  tls_held_running = s;
+  tls_held_deadline = now + std::chrono::nanoseconds(opts_.held_turn).count();
+  for (;;) {
+    tls_held_yielded = false;
+    s->run();
+    // What the turn sent to other nodes leaves now, before the next turn.
+    if (tls_deferred_count != 0) run_deferred();
+    held_runs_.fetch_add(1, std::memory_order_relaxed);
+    // Gave the mailbox up: it may be another thread's by now, or gone.
+    if (!tls_held_yielded) break;
+    // Used its budget: still ours. Again, while the time lasts.
+    const std::int64_t t = steady_ns();
+    if (t >= tls_held_deadline || t < s->held_off_until_ || stopping_.load(std::memory_order_relaxed)) {
+      push_global(s);
+      notify_work();
+      break;
+    }
+  }
+  tls_held_running = nullptr;
+  tls_held_deadline = 0;
   tls_running_held = nullptr;
-  held_runs_.fetch_add(1, std::memory_order_relaxed);
-  const std::int64_t took = steady_ns() - now;
-  if (took > std::chrono::nanoseconds(held_turn_limit).count())
-    hold_off_until_.store(now + took + std::chrono::nanoseconds(hold_off_for).count(),
-                          std::memory_order_relaxed);
 }
 
 bool dispatcher::after_run(void (*fn)(void*), void* arg) noexcept {

@@ -34,6 +34,13 @@ class schedulable : public mpsc_node {
 
  protected:
   ~schedulable() = default;
+
+ private:
+  friend class dispatcher;
+  // Held turns (see dispatcher::hold). Only the thread running it touches
+  // these, and the mailbox's ownership orders successive owners.
+  std::int64_t held_off_until_ = 0;  // steady ns: until then it goes to the workers
+  std::uint32_t held_strikes_ = 0;   // held turns in a row that ran long
 };
 
 struct dispatcher_options {
@@ -43,6 +50,14 @@ struct dispatcher_options {
   // Whether a holder runs the mailbox it held (see hold); off, it goes to
   // the workers as any scheduling from outside does.
   bool run_held = true;
+  // How long a held turn may go on handling messages; what is left then
+  // goes to the workers.
+  std::chrono::microseconds held_turn{200};
+  // A held message that took longer than this was slow (or the thread lost
+  // its core): its mailbox is not held for held_off, then 8 times that if
+  // it happens again soon, up to 4096 times.
+  std::chrono::microseconds held_slow{500};
+  std::chrono::milliseconds held_off{10};
   std::string thread_name = "troupe-worker";
 };
 
@@ -85,11 +100,13 @@ class dispatcher {
   // A thread outside the pool that delivers messages it read (the node's
   // event loop) holds the first mailbox it schedules while a hold lives.
   // When the hold ends, that mailbox runs right there, its turn and what the
-  // turn deferred (a reply to another node is written at once), unless a
-  // spinning worker would take it within a microsecond: waking a parked
-  // worker costs ~20 µs, more than a short turn. A held turn that runs long
-  // turns holding off for a while, so that a slow handler does not keep the
-  // loop from its other work.
+  // turn deferred (a reply to another node is written at once): no worker
+  // is woken (~20 µs here) and no thread is crossed, and a burst read from a
+  // socket is handled where it was read. A held turn ends by time, not by
+  // message count (see held_turn_deadline); what is left goes to the
+  // workers. A mailbox whose held turn ran long anyway (one slow handler)
+  // goes to the workers for a while, longer each time it does it again, so
+  // that a slow actor does not keep the loop from its other work.
   class hold {
    public:
     explicit hold(dispatcher& d) noexcept;
@@ -102,6 +119,12 @@ class dispatcher {
   };
   // Turns run by holders so far.
   std::uint64_t held_runs() const noexcept { return held_runs_.load(std::memory_order_relaxed); }
+  // Whether the calling thread runs a held turn now.
+  static bool in_held_turn() noexcept;
+  // In a held turn, after each message: true when the turn should end (its
+  // time is up, or that message took long: `s` then goes to the workers
+  // for a while). `last`: when the previous message ended (or the turn began).
+  static bool held_turn_over(schedulable& s, std::int64_t& last) noexcept;
 
   struct worker;
 
@@ -137,8 +160,6 @@ class dispatcher {
   // Turns run by holders, and the messages they handled.
   alignas(128) std::atomic<std::uint64_t> held_runs_{0};
   std::atomic<std::uint64_t> held_processed_{0};
-  // Steady-clock nanoseconds until which held turns go to the workers.
-  std::atomic<std::int64_t> hold_off_until_{0};
 };
 
 }  // namespace troupe

@@ -145,16 +145,14 @@ TEST_CASE("work pushed from outside while workers go idle is never stranded", "[
 
 namespace {
 
-// Records the thread it ran on, and optionally defers a call or takes long.
+// Records the thread it ran on, and optionally defers a call.
 struct where_task final : schedulable {
   std::atomic<std::thread::id> ran_on{};
   std::atomic<std::thread::id> deferred_on{};
   std::atomic<bool> ran{false};
   std::atomic<bool> deferred{false};  // after_run accepted the call
-  std::chrono::microseconds takes{0};
   bool defer = false;
   void run() noexcept override {
-    if (takes.count() != 0) std::this_thread::sleep_for(takes);
     if (defer) {
       deferred.store(dispatcher::after_run([](void* self) {
         static_cast<where_task*>(self)->deferred_on.store(std::this_thread::get_id());
@@ -165,75 +163,141 @@ struct where_task final : schedulable {
   }
 };
 
-// Waits until every worker of `d` has parked (spinning workers take held
-// work instead, which is right but not what these tests look at).
-void let_workers_park(dispatcher& d) {
-  const auto before = d.parks();
-  eventually([&] { return d.parks() >= before + d.threads(); }, std::chrono::milliseconds(2000));
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
-}
-
 }  // namespace
 
 TEST_CASE("a holder runs the first mailbox it schedules itself when the hold ends", "[dispatcher]") {
   dispatcher d(dispatcher_options{.threads = 2});
   const auto me = std::this_thread::get_id();
-  // A worker that wakes by its park timeout spins for a moment; a few
-  // attempts make sure one finds them all parked.
-  bool inline_seen = false;
-  for (int attempt = 0; attempt < 20 && !inline_seen; ++attempt) {
-    where_task first, second;
-    first.defer = true;
-    let_workers_park(d);
-    const auto runs_before = d.held_runs();
-    {
-      dispatcher::hold hold(d);
-      d.schedule(&first);
-      d.schedule(&second);  // only the first is held: this one goes to a worker
-      REQUIRE_FALSE(first.ran.load());
-    }
-    REQUIRE(eventually([&] { return first.ran.load() && second.ran.load(); }));
-    REQUIRE(second.ran_on.load() != me);
-    REQUIRE(first.deferred.load());
-    if (first.ran_on.load() == me) {
-      inline_seen = true;
-      REQUIRE(d.held_runs() == runs_before + 1);
-      // What the turn deferred ran on the holder too, once the turn ended.
-      REQUIRE(first.deferred_on.load() == me);
-    } else {
-      REQUIRE(eventually([&] { return first.deferred_on.load() == first.ran_on.load(); }));
-    }
+  where_task first, second;
+  first.defer = true;
+  const auto runs_before = d.held_runs();
+  {
+    dispatcher::hold hold(d);
+    d.schedule(&first);
+    d.schedule(&second);  // only the first is held: this one goes to a worker
+    REQUIRE_FALSE(first.ran.load());
   }
-  REQUIRE(inline_seen);
+  // Spinning workers or not, the held one ran here as the hold ended.
+  REQUIRE(first.ran.load());
+  REQUIRE(first.ran_on.load() == me);
+  REQUIRE(d.held_runs() == runs_before + 1);
+  // What the turn deferred ran on the holder too, once the turn ended.
+  REQUIRE(first.deferred.load());
+  REQUIRE(first.deferred_on.load() == me);
+  REQUIRE(eventually([&] { return second.ran.load(); }));
+  REQUIRE(second.ran_on.load() != me);
   d.stop();
 }
 
-TEST_CASE("a held turn that runs long sends the next held turns to the workers", "[dispatcher]") {
-  dispatcher d(dispatcher_options{.threads = 2});
-  const auto me = std::this_thread::get_id();
-  bool slow_ran_here = false;
-  for (int attempt = 0; attempt < 20 && !slow_ran_here; ++attempt) {
-    where_task slow;
-    slow.takes = std::chrono::milliseconds(3);
-    let_workers_park(d);
-    {
-      dispatcher::hold hold(d);
-      d.schedule(&slow);
+namespace {
+
+// Where each message was handled.
+struct handled {
+  std::int64_t n;
+  std::thread::id on;
+};
+
+// An actor that reports each Num it handles, after taking `takes`.
+pid spawn_reporter(actor_system& sys, inbox<handled>& out, std::chrono::microseconds takes = {}) {
+  return sys.root().spawn(share(props::from_fn([&out, takes](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      if (takes.count() != 0) std::this_thread::sleep_for(takes);
+      out.put({n->n(), std::this_thread::get_id()});
     }
-    REQUIRE(eventually([&] { return slow.ran.load(); }));
-    slow_ran_here = slow.ran_on.load() == me;
+  })));
+}
+
+// Sends `n` inside a hold until a turn of it was held here (the mailbox
+// may still be finishing the previous turn on a worker); false if none was.
+bool held_here(actor_system& sys, pid who, inbox<handled>& out, std::int64_t n) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    {
+      dispatcher::hold hold(sys.dispatcher());
+      sys.root().send(who, num(n));
+    }
+    auto h = out.take();
+    if (!h) return false;
+    if (h->on == std::this_thread::get_id()) return true;
   }
-  REQUIRE(slow_ran_here);
-  // Holding is off for a while now: parked workers or not, a worker runs it.
-  where_task next;
-  let_workers_park(d);
+  return false;
+}
+
+system_config held_config(dispatcher_options o) {
+  system_config c = small_config(2);
+  o.threads = 2;
+  c.dispatcher = o;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("a burst read at once is handled on the holder, one budget per turn", "[dispatcher]") {
+  dispatcher_options o;
+  o.held_turn = std::chrono::seconds(10);  // the time bound is another test's
+  actor_system sys(held_config(o));
+  inbox<handled> out;
+  pid a = spawn_reporter(sys, out);
+  REQUIRE(held_here(sys, a, out, 0));
+  const auto runs_before = sys.dispatcher().held_runs();
+  constexpr int burst = 1000;  // more than three budgets of 300
   {
-    dispatcher::hold hold(d);
-    d.schedule(&next);
+    dispatcher::hold hold(sys.dispatcher());
+    for (int i = 1; i <= burst; ++i) sys.root().send(a, num(i));
   }
-  REQUIRE(eventually([&] { return next.ran.load(); }));
-  REQUIRE(next.ran_on.load() != me);
-  d.stop();
+  auto got = out.take_n(burst);
+  REQUIRE(got.size() == burst);
+  for (int i = 0; i < burst; ++i) {
+    REQUIRE(got[i].n == i + 1);
+    REQUIRE(got[i].on == std::this_thread::get_id());
+  }
+  // A turn per budget, so that what each sent could leave in between.
+  REQUIRE(sys.dispatcher().held_runs() >= runs_before + 4);
+}
+
+TEST_CASE("a held turn ends when its time is up; the workers go on in order", "[dispatcher]") {
+  dispatcher_options o;
+  o.held_turn = std::chrono::milliseconds(2);
+  o.held_slow = std::chrono::seconds(10);  // no handler counts as slow here
+  actor_system sys(held_config(o));
+  inbox<handled> out;
+  pid a = spawn_reporter(sys, out, std::chrono::microseconds(200));
+  REQUIRE(held_here(sys, a, out, 0));
+  constexpr int burst = 50;  // 10 ms of handling, five times the turn
+  {
+    dispatcher::hold hold(sys.dispatcher());
+    for (int i = 1; i <= burst; ++i) sys.root().send(a, num(i));
+  }
+  auto got = out.take_n(burst);
+  REQUIRE(got.size() == burst);
+  int here = 0;
+  for (int i = 0; i < burst; ++i) {
+    REQUIRE(got[i].n == i + 1);
+    if (got[i].on == std::this_thread::get_id()) ++here;
+  }
+  REQUIRE(got[0].on == std::this_thread::get_id());
+  REQUIRE(here < burst);
+}
+
+TEST_CASE("an actor whose held message ran long goes to the workers; the others stay held", "[dispatcher]") {
+  dispatcher_options o;
+  o.held_off = std::chrono::seconds(60);  // longer than the test
+  actor_system sys(held_config(o));
+  inbox<handled> slow_out, quick_out;
+  pid slow = spawn_reporter(sys, slow_out, std::chrono::milliseconds(2));
+  pid quick = spawn_reporter(sys, quick_out);
+  // Its first held message runs here, and takes four times held_slow.
+  REQUIRE(held_here(sys, slow, slow_out, 0));
+  for (int i = 1; i <= 5; ++i) {
+    {
+      dispatcher::hold hold(sys.dispatcher());
+      sys.root().send(slow, num(i));
+    }
+    auto h = slow_out.take();
+    REQUIRE(h);
+    REQUIRE(h->n == i);
+    REQUIRE(h->on != std::this_thread::get_id());
+  }
+  REQUIRE(held_here(sys, quick, quick_out, 0));
 }
 
 TEST_CASE("a held actor turn counts its messages and may block like a worker's", "[dispatcher]") {
