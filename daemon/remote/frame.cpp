@@ -123,7 +123,26 @@ std::uint32_t batch_encoder::index_table<K>::insert(K k) {
   return i;
 }
 
-batch_encoder::batch_encoder(std::size_t max_frame) : b_(64 << 10), max_frame_(max_frame) {}
+std::uint8_t* frame_allocator::allocate(std::size_t size) {
+  if (size == spare_size_)
+    if (std::uint8_t* p = spare_.exchange(nullptr, std::memory_order_acquire)) return p;
+  return new std::uint8_t[size];
+}
+
+void frame_allocator::deallocate(std::uint8_t* p, std::size_t size) {
+  std::uint8_t* none = nullptr;
+  if (size == spare_size_ && spare_.compare_exchange_strong(none, p, std::memory_order_release,
+                                                            std::memory_order_relaxed))
+    return;
+  delete[] p;
+}
+
+namespace {
+constexpr std::size_t frame_start_size = 64 << 10;
+}
+
+batch_encoder::batch_encoder(std::size_t max_frame)
+    : alloc_(frame_start_size), b_(frame_start_size, &alloc_), max_frame_(max_frame) {}
 
 bool batch_encoder::knows_target(const process* p) const noexcept {
   return targets_.find(p) != UINT32_MAX;

@@ -3,6 +3,7 @@
 // one troupe.wire.Frame (schemas/wire.fbs). The reader cuts the stream into
 // frames and verifies each before anything reads it; the batch encoder
 // packs queued messages into as few frames as the cap allows.
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -64,6 +65,24 @@ class frame_reader {
   std::size_t announced_ = 0;
 };
 
+// Frame memory for a batch_encoder: keeps one freed buffer of `size`, the
+// size a frame starts at, so that a frame per write costs no malloc and free
+// of 64 KiB each. Any thread may free (the frame is written and dropped by
+// whichever thread flushes).
+class frame_allocator final : public flatbuffers::Allocator {
+ public:
+  explicit frame_allocator(std::size_t size) : spare_size_(size) {}
+  frame_allocator(const frame_allocator&) = delete;
+  frame_allocator& operator=(const frame_allocator&) = delete;
+  ~frame_allocator() override { delete[] spare_.load(std::memory_order_acquire); }
+  std::uint8_t* allocate(std::size_t size) override;
+  void deallocate(std::uint8_t* p, std::size_t size) override;
+
+ private:
+  std::atomic<std::uint8_t*> spare_{nullptr};
+  const std::size_t spare_size_;
+};
+
 // Packs envelopes into Batch frames. Targets, senders and types are keyed by
 // identity (process pointer, type id) and written once per frame.
 class batch_encoder {
@@ -98,6 +117,7 @@ class batch_encoder {
     void clear() noexcept { keys.clear(); map.clear(); }
   };
 
+  frame_allocator alloc_;  // outlives b_ and the frames released from it
   flatbuffers::FlatBufferBuilder b_;
   std::size_t max_frame_;
   index_table<const process*> targets_, senders_;

@@ -140,6 +140,31 @@ TEST_CASE("a batch writes each target, sender and type once and keeps the order"
   sys.shutdown();
 }
 
+TEST_CASE("a frame released and dropped lends its memory to the next frame") {
+  actor_system sys;
+  auto* t = new stub_process(sys);
+  batch_encoder enc(default_max_frame);
+  const std::vector<std::uint8_t> payload = {1, 2, 3};
+  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  enc.finish();
+  flatbuffers::DetachedBuffer first = enc.release();
+  const std::uint8_t* first_memory = first.data() + first.size();  // frames grow down from the end
+  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  enc.finish();
+  flatbuffers::DetachedBuffer second = enc.release();  // the first is still out: new memory
+  CHECK(second.data() + second.size() != first_memory);
+  first = flatbuffers::DetachedBuffer();  // written and dropped (any thread may do it)
+  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  enc.finish();
+  flatbuffers::DetachedBuffer third = enc.release();
+  CHECK(third.data() + third.size() == first_memory);
+  std::vector<std::uint8_t> a(second.data(), second.data() + second.size());
+  std::vector<std::uint8_t> b(third.data(), third.data() + third.size());
+  CHECK(a == b);
+  t->release();
+  sys.shutdown();
+}
+
 TEST_CASE("a batch stops at the frame cap; a message bigger than a frame never fits") {
   actor_system sys;
   auto* t = new stub_process(sys);
