@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
+#include <string_view>
+#include <unordered_map>
 
 #include <sys/uio.h>
 
@@ -181,6 +183,14 @@ class connection final : public session_events {
   std::vector<segment> writing_;  // owned by the uv_write in flight
   std::vector<uv_buf_t> bufs_;
   std::vector<process_ref> targets_, senders_;
+  // Loop: other nodes' PIDs that sent here lately, resolved once (a proxy
+  // lookup takes a lock and, for a PID seen afresh, an allocation).
+  struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, process_ref, string_hash, std::equal_to<>> sender_cache_;
+  process_ref sender(std::string_view pid_text);
 };
 
 // ---------------------------------------------------------------------------
@@ -1145,7 +1155,7 @@ void connection::deliver(const wire::Batch& b) {
   targets_.clear();
   for (std::uint32_t i = 0; i < nt; ++i) targets_.push_back(t_.local(view(targets->Get(i))));
   senders_.clear();
-  for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(t_.resolve_pid(view(senders->Get(i))));
+  for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(sender(view(senders->Get(i))));
   actor_system& sys = *t_.sys_;
   for (const wire::Envelope* w : *envs) {
     const auto* payload = w->payload();
@@ -1173,6 +1183,22 @@ void connection::deliver(const wire::Batch& b) {
   peer_->count_received(envs->size(), 0);
 }
 
+process_ref connection::sender(std::string_view pid_text) {
+  if (auto it = sender_cache_.find(pid_text); it != sender_cache_.end()) return it->second;
+  process_ref p = t_.resolve_pid(pid_text);
+  // Only other nodes' actors: a PID of this node names an actor that may
+  // stop and have its name taken by another, and is looked up each time.
+  const std::string& self = t_.opts_.self.address;
+  const bool local = pid_text.size() > self.size() && pid_text.starts_with(self) &&
+                     pid_text[self.size()] == '/';
+  if (p && !local) {
+    constexpr std::size_t cap = 256;
+    if (sender_cache_.size() == cap) sender_cache_.clear();
+    sender_cache_.emplace(pid_text, p);
+  }
+  return p;
+}
+
 void connection::close(close_reason reason, std::string detail) {
   if (closing_) return;
   closing_ = true;
@@ -1184,6 +1210,7 @@ void connection::close(close_reason reason, std::string detail) {
   t_.connection_closed(state_);
   targets_.clear();
   senders_.clear();
+  sender_cache_.clear();
   s_.close(reason, detail);  // queues a Disconnect (write() only queues now)
   {
     // Tell the peer why (best effort, once): the connection goes whatever
