@@ -4,7 +4,11 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <cstdlib>
 #include <mutex>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +40,15 @@ bool parse_level(std::string_view name, level& out) noexcept {
   return false;
 }
 
+bool stderr_is_journal() noexcept {
+  const char* v = std::getenv("JOURNAL_STREAM");
+  unsigned long long dev = 0, ino = 0;
+  if (v == nullptr || std::sscanf(v, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && static_cast<unsigned long long>(st.st_dev) == dev &&
+         static_cast<unsigned long long>(st.st_ino) == ino;
+}
+
 void configure_log(const log_options& o) {
   std::lock_guard lock(mu);
   opts = o;
@@ -56,7 +69,13 @@ void log(level l, std::string_view text) {
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = std::string(name_of(l)) + " troupe-node: ";
-    line.append(text);
+    // One event, one line: a plugin's multi-line text must not look like
+    // several events (or lose its priority after the first line).
+    for (char c : text) {
+      if (c == '\n') line += "\\n";
+      else if (c == '\r') line += "\\r";
+      else line.push_back(c);
+    }
   }
   if (opts.syslog_prefix) line = "<" + std::to_string(static_cast<int>(l)) + ">" + line;
   line.push_back('\n');

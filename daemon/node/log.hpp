@@ -1,5 +1,6 @@
 #pragma once
-// The node's log: one line per event on stderr. Under systemd (stderr is the
+// The node's log: one line per event on stderr (a line break inside a
+// message is written as \n). Under systemd (stderr is the
 // journal) each line starts with a <N> syslog priority that journald reads;
 // otherwise plain text; or JSON lines with log.format: json. Safe from any
 // thread.
@@ -18,6 +19,11 @@ struct log_options {
   bool json = false;
   bool syslog_prefix = false;  // set when stderr is the journal
 };
+
+// Whether stderr is the journal: systemd names the stream it connected in
+// JOURNAL_STREAM ("device:inode"), which a child whose stderr was
+// redirected elsewhere inherits too.
+bool stderr_is_journal() noexcept;
 
 // Changes what is logged and how (at start and on reload).
 void configure_log(const log_options& o);

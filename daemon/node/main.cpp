@@ -71,8 +71,7 @@ void configure_log(const troupe::node::config& cfg) {
   troupe::node::log_options o;
   troupe::node::parse_level(cfg.log_level, o.min);
   o.json = cfg.log_format == "json";
-  // systemd connects stderr to the journal and says so in JOURNAL_STREAM.
-  o.syslog_prefix = std::getenv("JOURNAL_STREAM") != nullptr;
+  o.syslog_prefix = troupe::node::stderr_is_journal();
   troupe::node::configure_log(o);
 }
 
@@ -440,6 +439,7 @@ class node {
       log(level::error, "reload rejected: the running configuration stays");
     } else {
       configure_log(next);
+      log(level::debug, "log: level " + next.log_level + ", format " + next.log_format);
       load_plugins(next, false);
       std::vector<std::string> restart;
       if (next.name != cfg_.name) restart.push_back("node.name");
@@ -611,6 +611,9 @@ int main(int argc, char** argv) {
     usage();
     return ex_usage;
   }
+  // Until the configuration is read: the defaults, so that its errors
+  // reach the journal as errors.
+  configure_log(troupe::node::config{});
   troupe::node::config cfg;
   if (!read_config(config_path, cfg)) return ex_config;
   if (check_only) {

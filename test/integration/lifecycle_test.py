@@ -99,14 +99,21 @@ rl = sd.wait_for("RELOADING=1", after=mark)
 rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
 check("SIGHUP: RELOADING=1 then READY=1, and a newly listed plugin loads",
       rl >= 0 and rd >= 0 and err.has("plugin echo 1.0.0 loaded"), f"{sd.messages}\n{err.text()}")
+check("after the reload READY=1 comes with the new STATUS, and log.level: debug applies",
+      rd >= 0 and "STATUS=2 plugins, 2 kinds, 0 actors" in sd.messages[rd].split("\n") and
+      err.has("debug troupe-node: log: level debug, format text"), f"{sd.messages}\n{err.text()}")
 
 write_config(base + "colour: blue\n")
 mark = len(sd.messages)
 p.send_signal(signal.SIGHUP)
 rl = sd.wait_for("RELOADING=1", after=mark)
 rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
-check("a reload with errors is rejected and the node runs on",
-      rl >= 0 and rd >= 0 and err.has("reload rejected") and p.poll() is None, err.text())
+admin = listening_url(err, "admin API")
+status, body = http("GET", admin + "/v1/plugins") if admin else (0, None)
+check("a reload with errors names file:line, is rejected, and the node runs on as it was",
+      rl >= 0 and rd >= 0 and err.has(f"{cfg}:5: unknown key 'colour'") and err.has("reload rejected") and
+      p.poll() is None and status == 200 and sorted(x["name"] for x in body["plugins"]) == ["counter", "echo"],
+      f"{status} {body}\n{err.text()}")
 
 mark = len(sd.messages)
 p.send_signal(signal.SIGTERM)
@@ -120,14 +127,50 @@ check("SIGTERM: STOPPING=1, every actor stopped, exit 0",
       st >= 0 and rc == 0 and err.has("all actors stopped", 1), f"rc={rc}\n{err.text()}")
 
 # ---- how lines look
+def journal_run(args, stop_after=None):
+    """Runs the node with stderr on a file that JOURNAL_STREAM names, as
+    systemd does with the journal's stream; returns (exit status, lines)."""
+    path = os.path.join(tmp, "journal.log")
+    with open(path, "w") as f:
+        st = os.fstat(f.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        env.pop("NOTIFY_SOCKET", None)
+        p = subprocess.Popen([NODE] + args, stderr=f, env=env)
+        if stop_after:
+            deadline = time.time() + 20
+            while time.time() < deadline and stop_after not in open(path).read():
+                time.sleep(0.05)
+            p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = -1
+    return rc, [l for l in open(path).read().split("\n") if l.strip()]
+
+
 write_config(base)
+rc, lines = journal_run(["--config", cfg], stop_after="ready:")
+check("under journald every line starts with its syslog priority",
+      rc == 0 and lines and all(l[0] == "<" and l[2] == ">" for l in lines) and
+      any(l.startswith("<6>info") for l in lines), "\n".join(lines))
+
+bad = os.path.join(tmp, "bad.yaml")
+with open(bad, "w") as f:
+    f.write("node:\n  colour: blue\n")
+rc, lines = journal_run(["--check-config", bad])
+check("under journald a configuration error is logged as an error (<3>)",
+      rc == 78 and lines and all(l.startswith("<3>error") for l in lines) and
+      any(f"{bad}:2:" in l for l in lines), f"rc={rc}\n" + "\n".join(lines))
+
+# A JOURNAL_STREAM inherited by a process whose stderr went elsewhere.
 env = dict(os.environ, JOURNAL_STREAM="8:1234")
 env.pop("NOTIFY_SOCKET", None)
 ok, _, err = run_until_ready(NODE, cfg, env)
 lines = [l for l in err.lines if l.strip()]
-check("under journald every line starts with its syslog priority",
-      ok and lines and all(l[0] == "<" and l[2] == ">" for l in lines) and
-      any(l.startswith("<6>info") for l in lines), err.text())
+check("JOURNAL_STREAM naming another stream: plain lines, no priority prefix",
+      ok and lines and all(not l.startswith("<") for l in lines) and
+      any(l.startswith("info troupe-node: ") for l in lines), err.text())
 
 write_config(base + "log: { format: json }\n")
 env.pop("JOURNAL_STREAM", None)
