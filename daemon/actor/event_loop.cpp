@@ -93,13 +93,27 @@ event_loop::~event_loop() {
     close_all();
     uv_run(&loop_, UV_RUN_DEFAULT);
   }
-  int rc = uv_loop_close(&loop_);
-  assert(rc == 0 && "a libuv handle was left open");
-  (void)rc;
+  if (!close_tried_) {
+    const std::string left = close();
+    assert(left.empty() && "a libuv handle was left open");
+    (void)left;
+  }
   // Whatever was posted or armed after the loop stopped is dropped.
   while (mpsc_node* n = posts_.pop()) delete static_cast<post_node*>(n);
   while (mpsc_node* n = timers_in_.pop()) static_cast<timer_record*>(n)->drop();
   for (heap_entry& h : heap_) h.r->drop();
+}
+
+std::string event_loop::close() {
+  close_tried_ = true;
+  if (uv_loop_close(&loop_) == 0) return {};
+  std::vector<std::string> kinds;
+  uv_walk(&loop_, [](uv_handle_t* h, void* arg) {
+    static_cast<std::vector<std::string>*>(arg)->push_back(uv_handle_type_name(uv_handle_get_type(h)));
+  }, &kinds);
+  std::string out = std::to_string(kinds.size()) + (kinds.size() == 1 ? " handle: " : " handles: ");
+  for (std::size_t i = 0; i < kinds.size(); ++i) out += (i == 0 ? "" : ", ") + kinds[i];
+  return out;
 }
 
 void event_loop::start_thread() {

@@ -9,8 +9,9 @@
 #include <functional>
 #include <memory>
 #include <new>
-#include <type_traits>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -153,6 +154,10 @@ class event_loop {
   // Any thread: closes every handle and makes run() return; joins the loop
   // thread if there is one.
   void stop();
+  // After run() returned: releases the loop (uv_loop_close). Empty when it
+  // closed; otherwise what its owners left open ("1 handle: tcp"), and the
+  // loop is left as it is. The destructor does it when nobody did.
+  std::string close();
 
   uv_loop_t* uv() noexcept { return &loop_; }
   bool on_loop_thread() const noexcept;
@@ -226,7 +231,8 @@ class event_loop {
   std::int64_t last_sweep_ns_ = 0;
   std::thread thread_;
   std::atomic<std::thread::id> loop_thread_id_{};
-  bool closed_ = false;
+  bool closed_ = false;      // run() returned
+  bool close_tried_ = false;  // close() was called
 };
 
 }  // namespace troupe

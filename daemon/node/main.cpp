@@ -36,6 +36,7 @@ using troupe::node::log;
 
 constexpr int ex_config = 78;
 constexpr int ex_usage = 64;
+constexpr int ex_software = 70;
 
 constexpr const char* usage_text =
     "Usage: troupe-node --config FILE\n"
@@ -224,6 +225,11 @@ class node {
     admin_.reset();
     sys_.reset();
     transport_.reset();
+    // Whatever is still open was forgotten by its owner: say what it was.
+    if (const std::string left = loop_.close(); !left.empty()) {
+      log(level::error, "the event loop could not close, " + left + " left open");
+      return ex_software;
+    }
     log(level::info, "stopped");
     return 0;
   }
