@@ -189,6 +189,7 @@ class node {
                            std::to_string(transport_->port()) + ", PIDs as " + transport_->address() +
                            "/ID");
     }
+    contact_seeds({}, cfg_.seeds);
     uv_loop_configure(loop_.uv(), UV_METRICS_IDLE_TIME);
     try {
       admin_ = std::make_unique<troupe::node::admin>(cfg_.admin_listen, cfg_.admin_token, *sys_,
@@ -345,6 +346,24 @@ class node {
             {"started_at", started_at_}};
   }
 
+  // Connects to the seeds in `now` that `before` did not list.
+  void contact_seeds(const std::vector<std::string>& before, const std::vector<std::string>& now) {
+    std::vector<std::string> fresh;
+    for (const std::string& s : now)
+      if (std::find(before.begin(), before.end(), s) == before.end()) fresh.push_back(s);
+    if (fresh.empty()) return;
+    if (!transport_) {
+      log(level::warning, "seeds are listed but node.listen is not set: no other node is contacted");
+      return;
+    }
+    std::string list;
+    for (const std::string& s : fresh) {
+      transport_->contact(s);
+      list += (list.empty() ? "" : ", ") + s;
+    }
+    log(level::info, "remote: contacting seeds " + list + " (troupectl peers shows how it went)");
+  }
+
   // Only this node until the cluster layer tells of others.
   nlohmann::json members() const {
     const std::string& address = !cfg_.advertise.empty() ? cfg_.advertise : cfg_.listen;
@@ -452,7 +471,9 @@ class node {
       if (next.cluster != cfg_.cluster) restart.push_back("node.cluster");
       if (next.threads != cfg_.threads) restart.push_back("dispatcher.threads");
       if (next.demo != cfg_.demo) restart.push_back("demo");
-      if (next.plugin_dirs != cfg_.plugin_dirs) restart.push_back("plugins.dir");
+      if (next.plugin_dirs != cfg_.plugin_dirs)
+        log(level::info, "reload: newly listed plugins are looked for in the new plugins.dir; "
+                         "those loaded already stay as they are");
       for (const auto& p : loaded_)
         if (std::find(next.plugins.begin(), next.plugins.end(), p) == next.plugins.end())
           restart.push_back("plugins.load (" + p + " stays loaded)");
@@ -470,6 +491,7 @@ class node {
       if (next.metrics_listen != cfg_.metrics_listen) restart.push_back("metrics.listen");
       if (next.histogram_kinds != cfg_.histogram_kinds) restart.push_back("metrics.histograms");
       for (const auto& key : restart) log(level::warning, "reload: " + key + " changes only at restart");
+      contact_seeds(cfg_.seeds, next.seeds);
       if (next.admin_token != cfg_.admin_token) {
         admin_->set_token(next.admin_token);
         log(level::info, next.admin_token.empty() ? "reload: the admin API needs no token now"
@@ -480,7 +502,6 @@ class node {
       next.cluster = cfg_.cluster;
       next.threads = cfg_.threads;
       next.demo = cfg_.demo;
-      next.plugin_dirs = cfg_.plugin_dirs;
       next.listen = cfg_.listen;
       next.advertise = cfg_.advertise;
       next.secret_file = cfg_.secret_file;

@@ -262,6 +262,11 @@ class peer : public std::enable_shared_from_this<peer> {
 
   // ---- loop thread ----
 
+  // A connection without anything to send (see transport::contact).
+  void contact() {
+    if (!conn_) want_connection();
+  }
+
   void on_ring() {
     owned_ = true;
     drain();
@@ -1416,6 +1421,14 @@ bool transport::spawn_allowed(const std::string& kind) const {
 spawn_reply transport::spawn_local(const std::string& kind, const std::string& name) {
   if (!spawn_handler_) return {TROUPE_ERR_STATE, pid(), "this node spawns nothing for peers"};
   return spawn_handler_(kind, name);
+}
+
+void transport::contact(const std::string& address) {
+  if (address == opts_.self.address) return;
+  std::shared_ptr<peer> p = peer_for(address);
+  loop_.post([this, p] {
+    if (!stopped()) p->contact();
+  });
 }
 
 void transport::spawn(const std::string& address, const std::string& kind, const std::string& name,

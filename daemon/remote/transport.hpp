@@ -111,6 +111,10 @@ class transport final : public remote_resolver {
   // loop thread with the outcome (a timeout included).
   void spawn(const std::string& address, const std::string& kind, const std::string& name,
              std::chrono::milliseconds timeout, spawn_callback done);
+  // Any thread: opens a connection to the node at `address` unless one is
+  // up or on its way (seeds: a node the operator expects to reach). The
+  // outcome shows in peers(); nothing is retried unless something is sent.
+  void contact(const std::string& address);
   // Any thread.
   std::vector<peer_info> peers() const;
   const remote::stats& counters() const noexcept { return stats_; }

@@ -2,8 +2,9 @@
 """Node-to-node messaging between real troupe-node processes on loopback:
 request/response across nodes, order over 100,000 messages, remote spawn,
 remote watch (on stop and on kill -9), a peer's restart, refused
-handshakes (wrong secret, wrong cluster) and garbage on the wire, all seen
-through the admin API and /metrics as an operator would.
+handshakes (wrong secret, wrong cluster), garbage on the wire and seeds
+contacted at start and on reload, all seen through the admin API and
+/metrics as an operator would.
 
 usage: remote_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
@@ -44,18 +45,19 @@ nodes = []
 
 
 class node:
-    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", send_queue=65536):
+    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", send_queue=65536,
+                 seeds=()):
         self.name = name
-        cfg = os.path.join(tmp, name + ".yaml")
-        with open(cfg, "w") as f:
-            f.write(f"node: {{ name: {name}, cluster: {cluster}, listen: {listen},"
-                    f" secret_file: {key} }}\n"
-                    f"plugins: {{ dir: {plugin_dir}, load: [echo, thrower, remote_probe] }}\n"
-                    "admin: { listen: 127.0.0.1:0 }\n"
-                    "metrics: { listen: 127.0.0.1:0 }\n"
-                    "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
-                    f" send_queue: {send_queue}, spawn: [probe.sink] }}\n")
-        self.p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)
+        self.cfg = os.path.join(tmp, name + ".yaml")
+        self.text = (f"node: {{ name: {name}, cluster: {cluster}, listen: {listen},"
+                     f" secret_file: {key} }}\n"
+                     f"plugins: {{ dir: {plugin_dir}, load: [echo, thrower, remote_probe] }}\n"
+                     "admin: { listen: 127.0.0.1:0 }\n"
+                     "metrics: { listen: 127.0.0.1:0 }\n"
+                     "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
+                     f" send_queue: {send_queue}, spawn: [probe.sink] }}\n")
+        self.set_seeds(seeds)
+        self.p = subprocess.Popen([NODE, "--config", self.cfg], stderr=subprocess.PIPE, text=True)
         self.err = stderr_reader(self.p)
         self.admin = listening_url(self.err, "admin API")
         self.metrics = listening_url(self.err, "metrics")
@@ -66,6 +68,10 @@ class node:
                 m = m or re.search(r"PIDs as (\S+)/ID", line)
         self.address = m.group(1) if m else None
         nodes.append(self)
+
+    def set_seeds(self, seeds):
+        with open(self.cfg, "w") as f:
+            f.write(self.text + f"seeds: [{', '.join(seeds)}]\n")
 
     def call(self, method, path, body=None, raw=None):
         return http(method, self.admin + path, body, raw=raw)
@@ -322,8 +328,24 @@ check("a peer that stops: its watchers get Terminated (node lost), and it is log
       f"rc {e_rc} {seen}\n{f.err.text()[-1500:]}")
 f.stop()
 
+# ---- seeds: contacted at start, and those a reload adds
+g = node("node-g", seeds=[a.address])
+pg = poll(lambda: g.peers(), lambda ps: any(p["address"] == a.address and p["state"] == "up" for p in ps))
+check("a node connects to its seeds at start, before anything is sent",
+      any(p["address"] == a.address and p["state"] == "up" and p["direction"] == "outbound" for p in pg),
+      f"{pg}\n{g.err.text()[-1500:]}")
+g.set_seeds([a.address, b2.address])
+g.p.send_signal(signal.SIGHUP)
+pg = poll(lambda: g.peers(), lambda ps: any(p["address"] == b2.address and p["state"] == "up" for p in ps))
+status, info = g.call("GET", "/v1/node")
+check("a reload contacts newly listed seeds, and /v1/node lists them",
+      any(p["address"] == b2.address and p["state"] == "up" for p in pg) and status == 200
+      and info.get("seeds") == [a.address, b2.address] and g.err.has(f"contacting seeds {b2.address} ", 1),
+      f"{pg} {info}\n{g.err.text()[-1500:]}")
+g_rc = g.stop()
+
 rcs = [a.stop(), b2.stop()]
-check("both nodes stop cleanly", rcs == [0, 0],
+check("the nodes stop cleanly", rcs == [0, 0] and g_rc == 0,
       f"{rcs}\n{a.err.text()[-3000:]}\n{b2.err.text()[-3000:]}")
 for n in nodes:
     if n.p.poll() is None:
