@@ -1333,7 +1333,7 @@ void transport::tick() {
 
 void transport::shutdown() {
   if (stopped_.exchange(true, std::memory_order_acq_rel)) return;
-  sys_->set_remote(nullptr);
+  if (sys_ != nullptr) sys_->set_remote(nullptr);  // null: bound, never started
   ticker_.cancel();
   for (std::size_t i = 0; i < connections_.size(); ++i)
     connections_[i]->close(close_reason::shutdown, "the node is stopping");
