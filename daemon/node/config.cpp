@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -24,6 +25,29 @@ std::string config_error::to_string() const {
 }
 
 namespace {
+
+// A folder the node can keep its state in: a writable directory, or one it
+// can create (the nearest folder above that exists is writable).
+bool usable_state_dir(const std::string& dir, std::string& why) {
+  std::error_code ec;
+  std::filesystem::path p(dir);
+  if (std::filesystem::exists(p, ec)) {
+    if (!std::filesystem::is_directory(p, ec)) why = dir + " is not a directory";
+    else if (::access(dir.c_str(), W_OK | X_OK) != 0) why = dir + " is not writable";
+    return why.empty();
+  }
+  for (p = p.parent_path(); !p.empty(); p = p.parent_path()) {
+    if (std::filesystem::exists(p, ec)) {
+      if (std::filesystem::is_directory(p, ec) && ::access(p.c_str(), W_OK | X_OK) == 0) return true;
+      why = dir + " does not exist and cannot be created in " + p.string();
+      return false;
+    }
+  }
+  // A relative path none of whose folders exist: made in the working folder.
+  if (::access(".", W_OK | X_OK) == 0) return true;
+  why = dir + " does not exist and cannot be created in the working folder";
+  return false;
+}
 
 struct reader {
   std::string file;
@@ -208,7 +232,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
 
   if (YAML::Node n = root["node"];
       n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
-                                   "drain_timeout"})) {
+                                   "drain_timeout", "state_dir"})) {
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
     r.address_field(n, "node", "listen", true, out.listen);
@@ -235,6 +259,22 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     }
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
     r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
+    r.string_field(n, "node", "state_dir", out.state_dir);
+    if (n["state_dir"] && out.state_dir.empty()) r.error(n["state_dir"], "'node.state_dir' must not be empty");
+    relative_to_config(out.state_dir);
+    if (!out.state_dir.empty()) {
+      std::string why;
+      if (!usable_state_dir(out.state_dir, why)) r.error(n["state_dir"], "'node.state_dir' " + why);
+    }
+  }
+  if (out.state_dir.empty()) {
+    // systemd's StateDirectory= (a colon-separated list: the first is ours).
+    if (const char* sd = std::getenv("STATE_DIRECTORY"); sd != nullptr && *sd != '\0') {
+      out.state_dir = std::string(sd).substr(0, std::string(sd).find(':'));
+      std::string why;
+      if (!usable_state_dir(out.state_dir, why))
+        errors.push_back({path, 0, "$STATE_DIRECTORY: " + why});
+    }
   }
   if (YAML::Node sd = root["seeds"]) {
     if (!sd.IsSequence()) {

@@ -35,6 +35,11 @@ struct config {
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
   unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take
+  // node.state_dir: where the node keeps what outlives it, one node per
+  // folder (it is locked while the node runs). Relative paths are taken
+  // from the config file's folder; unset, systemd's $STATE_DIRECTORY;
+  // neither: none, and nothing is kept.
+  std::string state_dir;
   bool demo = false;  // demo: true runs a ring of actors passing tokens (make run)
   // plugins: { dir, load: [name...], required: [name...] }. A name is a
   // file <dir>/<name>.so. A required plugin that does not load stops the

@@ -25,6 +25,7 @@
 #include "node/config.hpp"
 #include "node/log.hpp"
 #include "node/metrics.hpp"
+#include "node/state_dir.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
 #include "troupe/abi.h"
@@ -146,6 +147,14 @@ class node {
   node(std::string path, troupe::node::config cfg) : path_(std::move(path)), cfg_(std::move(cfg)) {}
 
   int run() {
+    // Before anything is bound: a second node on this folder stops here.
+    if (std::string error; !state_.open(cfg_.state_dir, error)) {
+      log(level::error, error);
+      return 1;
+    }
+    log(level::info, state_.path().empty()
+                         ? "no state directory: node.state_dir is not set"
+                         : "state directory " + state_.path() + " (locked while the node runs)");
     troupe::system_config sc;
     sc.address = cfg_.name;
     if (!cfg_.listen.empty()) {
@@ -342,6 +351,7 @@ class node {
             {"admin", url(cfg_.admin_listen, admin_->port())},
             {"metrics", url(cfg_.metrics_listen, metrics_ ? metrics_->port() : 0) + "/metrics"},
             {"seeds", cfg_.seeds},
+            {"state_dir", state_.path().empty() ? nlohmann::json(nullptr) : nlohmann::json(state_.path())},
             {"log_level", cfg_.log_level},
             {"started_at", started_at_}};
   }
@@ -471,6 +481,7 @@ class node {
       if (next.cluster != cfg_.cluster) restart.push_back("node.cluster");
       if (next.threads != cfg_.threads) restart.push_back("dispatcher.threads");
       if (next.demo != cfg_.demo) restart.push_back("demo");
+      if (next.state_dir != cfg_.state_dir) restart.push_back("node.state_dir");
       if (next.plugin_dirs != cfg_.plugin_dirs)
         log(level::info, "reload: newly listed plugins are looked for in the new plugins.dir; "
                          "those loaded already stay as they are");
@@ -502,6 +513,7 @@ class node {
       next.cluster = cfg_.cluster;
       next.threads = cfg_.threads;
       next.demo = cfg_.demo;
+      next.state_dir = cfg_.state_dir;
       next.listen = cfg_.listen;
       next.advertise = cfg_.advertise;
       next.secret_file = cfg_.secret_file;
@@ -590,6 +602,7 @@ class node {
 
   std::string path_;
   troupe::node::config cfg_;
+  troupe::node::state_dir state_;
   troupe::event_loop loop_;
   std::unique_ptr<troupe::remote::transport> transport_;
   std::unique_ptr<troupe::actor_system> sys_;

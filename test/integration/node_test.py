@@ -6,6 +6,8 @@ line and key and exit status 78.
 It also loads plugins as an operator configures them: the example plugins
 load, a broken one is refused with its file and reason while the node goes
 on, and a required one that does not load stops start-up with status 78.
+Its state directory is made, locked against a second node, and found in
+systemd's $STATE_DIRECTORY when the config names none.
 
 usage: node_test.py TROUPE_NODE CONFIG_DIR BUILD_ROOT
 """
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from harness import check, copy_plugins, finish, run_until_ready
+from harness import check, copy_plugins, finish, run_until_ready, stderr_reader
 
 NODE, CONFIG_DIR, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -61,7 +63,9 @@ plugin_tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(plugin_tmp, "plugins")
 copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter", "worker-pool"])
 with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
-    dev_text = f.read().replace("../build/plugin-dir", plugin_dir)
+    dev_text = f.read()
+check("dev.yaml keeps its state under the build tree", "state_dir: ../build/state" in dev_text, dev_text)
+dev_text = dev_text.replace("../build/plugin-dir", plugin_dir).replace("../build/state", "state")
 dev_text += "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
 dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +74,35 @@ for sig in (signal.SIGTERM, signal.SIGINT):
           seen and rc == 0 and "all actors stopped" in err, f"rc={rc}\n{err}")
 check("the node loads the example plugins",
       all(f"plugin {n} 1.0.0 loaded" in err for n in ("echo", "counter", "worker_pool")), err)
+state = os.path.join(plugin_tmp, "state")
+check("a relative state_dir is made beside the config file and locked while the node runs",
+      f"state directory {state} (locked while the node runs)" in err
+      and os.path.isfile(os.path.join(state, "troupe-node.lock")), err)
+
+# Two nodes on one state directory: the second stops before it binds anything.
+first = subprocess.Popen([NODE, "--config", dev], stderr=subprocess.PIPE, text=True)
+first_err = stderr_reader(first)
+first_up = first_err.has("ready:", 20)
+r = subprocess.run([NODE, "--config", dev], capture_output=True, text=True, timeout=20)
+with open(os.path.join(state, "troupe-node.lock")) as f:
+    holder = f.read().strip()
+check("a second node on the same state directory exits 1 naming the node that holds it",
+      first_up and r.returncode == 1 and holder == str(first.pid) and
+      f"state directory {state} is in use by another node (pid {first.pid})" in r.stderr
+      and "admin API on" not in r.stderr, f"rc={r.returncode} holder={holder}\n{r.stderr}")
+first.send_signal(signal.SIGTERM)
+first.wait(timeout=20)
+
+# Without node.state_dir, systemd's StateDirectory= (as $STATE_DIRECTORY).
+env = dict(os.environ, STATE_DIRECTORY=os.path.join(plugin_tmp, "from-systemd") + ":/elsewhere")
+no_state = write(plugin_tmp, "no-state.yaml", "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n")
+seen, rc, reader = run_until_ready(NODE, no_state, env)
+check("without node.state_dir the node takes systemd's $STATE_DIRECTORY (its first folder)",
+      seen and rc == 0 and reader.has(f"state directory {plugin_tmp}/from-systemd (locked", 1), reader.text())
+env.pop("STATE_DIRECTORY")
+seen, rc, reader = run_until_ready(NODE, no_state, env)
+check("with neither, the node says it has no state directory",
+      seen and rc == 0 and reader.has("no state directory: node.state_dir is not set", 1), reader.text())
 
 with open(os.path.join(plugin_dir, "broken.so"), "w") as f:
     f.write("not a library\n")
@@ -143,6 +176,14 @@ with tempfile.TemporaryDirectory() as tmp:
          "'remote.max_frame_bytes' must be between 65536"),
         ("remote.spawn not a list", "remote:\n  spawn: everything\n", ":2:",
          "'remote.spawn' must be a list of kinds or '*'"),
+        ("unknown section", "node:\n  name: a\ncolour: blue\n", ":3:", "unknown key 'colour'"),
+        ("a list for a name", "node:\n  name: [a, b]\n", ":2:", "'node.name' must be a string"),
+        ("a section that is not a mapping", "admin: 127.0.0.1:7780\n", ":1:", "'admin' must be a mapping"),
+        ("missing token file", "admin:\n  token_file: /nonexistent/admin.token\n", ":2:",
+         "'admin.token_file' /nonexistent/admin.token is not a readable file"),
+        ("state_dir a file", f"node:\n  state_dir: {key}\n", ":2:", f"'node.state_dir' {key} is not a directory"),
+        ("state_dir that cannot be made", f"node:\n  state_dir: {key}/state\n", ":2:",
+         f"'node.state_dir' {key}/state does not exist and cannot be created in {key}"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
@@ -160,8 +201,8 @@ with tempfile.TemporaryDirectory() as tmp:
         path = write(tmp, "taken.yaml", f"admin: {{ listen: 127.0.0.1:{port} }}\n"
                                         "metrics: { listen: 127.0.0.1:0 }\n")
         r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
-    check("an admin port in use stops start-up with the address and a non-zero status",
-          r.returncode != 0 and f"admin: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
+    check("an admin port in use stops start-up with the address and status 1",
+          r.returncode == 1 and f"admin: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -170,8 +211,8 @@ with tempfile.TemporaryDirectory() as tmp:
                      f"node: {{ listen: 127.0.0.1:{port}, secret_file: {key} }}\n"
                      "admin: { listen: 127.0.0.1:0 }\nmetrics: { listen: 127.0.0.1:0 }\n")
         r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
-    check("a node port in use stops start-up with the address and a non-zero status",
-          r.returncode != 0 and f"remote: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
+    check("a node port in use stops start-up with the address and status 1",
+          r.returncode == 1 and f"remote: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr)
     r = subprocess.run([NODE, "--config", os.path.join(tmp, "missing.yaml")],
                        capture_output=True, text=True, timeout=20)
     check("a missing config file exits 78", r.returncode == 78 and "cannot read" in r.stderr, r.stderr)
