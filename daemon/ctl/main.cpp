@@ -1,12 +1,13 @@
 // troupectl: the command-line client of a node's admin API.
 //
 //   troupectl [--admin URL] [--token-file F] [--json] COMMAND
-//     status | members | plugins | kinds | actors [--kind K] [--limit N]
-//     spawn KIND [--name N] | stop ID | send ID TYPE JSON
+//     status | members | peers | plugins | kinds | actors [--kind K] [--limit N]
+//     spawn KIND [--name N] [--node ADDR] | stop ID | send ID TYPE JSON
 //     request ID TYPE JSON [--timeout MS]
 //
 // Tables for people by default, the API's JSON with --json. Any failure
-// (node down, an error answer) prints one line and exits non-zero.
+// prints one line: exit 1 for an error answer, 2 when the node cannot be
+// reached, 64 for a wrong command line.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -25,6 +26,7 @@ using nlohmann::json;
 
 constexpr int exit_failure = 1;    // the node answered with an error
 constexpr int exit_unreachable = 2;  // no answer at all
+constexpr int exit_usage = 64;      // the command line is wrong (EX_USAGE)
 
 struct failure {
   int status;
@@ -184,7 +186,14 @@ int main(int argc, char** argv) {
   request->add_option("--timeout", timeout_ms, "how long to wait for the reply, in ms (default 5000)")
       ->check(CLI::Range(1L, 60000L));
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line, like every other failure, and the status usage errors get.
+    std::fprintf(stderr, "troupectl: %s (see troupectl --help)\n", e.what());
+    return exit_usage;
+  }
 
   try {
     if (!token_file.empty()) {
@@ -201,7 +210,7 @@ int main(int argc, char** argv) {
       if (!as_json) {
         for (const char* key : {"name", "cluster", "version", "state", "actors", "plugins", "kinds",
                                 "dispatcher_threads", "messages_processed", "dead_letters", "listen",
-                                "admin", "metrics", "started_at", "pid", "config"})
+                                "admin", "metrics", "state_dir", "started_at", "pid", "config"})
           if (out.contains(key)) std::printf("%-19s %s\n", (std::string(key) + ":").c_str(),
                                              text(out[key]).c_str());
       }

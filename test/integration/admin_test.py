@@ -73,6 +73,17 @@ r = ctl("--json", "status")
 j = json.loads(r.stdout) if r.returncode == 0 else {}
 check("troupectl --json status gives the API's JSON",
       j.get("name") == "adm" and j.get("cluster") == "test" and j.get("kinds") == 2, r.stdout + r.stderr)
+env = dict(os.environ, TROUPE_ADMIN=admin)
+r = subprocess.run([CTL, "--token-file", token_file, "status"], capture_output=True, text=True,
+                   timeout=30, env=env)
+check("troupectl finds the node through $TROUPE_ADMIN", r.returncode == 0 and
+      re.search(r"name:\s+adm", r.stdout), r.stdout + r.stderr)
+usage = [ctl("send", "c1"), ctl("actors", "--limit", "many"), ctl(), ctl("restart")]
+check("troupectl with a wrong command line: exit 64, one line that says what is wrong",
+      all(u.returncode == 64 and u.stderr.count("\n") == 1 and u.stderr.startswith("troupectl: ")
+          and "see troupectl --help" in u.stderr for u in usage)
+      and "TYPE is required" in usage[0].stderr and "--limit" in usage[1].stderr,
+      "\n".join(f"{u.returncode} {u.stderr!r}" for u in usage))
 r = ctl("plugins")
 check("troupectl plugins lists both plugins with version and ABI",
       r.returncode == 0 and re.search(r"^counter\s+1\.0\.0\s+1\.\d+\s+counter\s", r.stdout, re.M)
