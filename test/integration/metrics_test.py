@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from harness import check, copy_plugins, finish, stderr_reader
+from harness import check, copy_plugins, finish, http, listening_url, stderr_reader
 
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
 
@@ -57,7 +57,12 @@ while time.time() < deadline and url is None:
     time.sleep(0.05)
 check("the node says where its metrics are", url is not None, "".join(lines))
 
-if url:
+admin = listening_url(err, "admin API")
+if url and admin:
+    # An actor spawned and stopped through the admin API, and a message its
+    # plugin's schema refuses: the counters an operator alerts on must move.
+    spawned = http("POST", admin + "/v1/actors", {"kind": "counter", "name": "c"})[0] == 201
+    stopped = http("DELETE", admin + "/v1/actors/c")[0] == 200
     time.sleep(0.5)
     first = parse(urllib.request.urlopen(url, timeout=10).read().decode())
     time.sleep(0.5)
@@ -67,7 +72,8 @@ if url:
               "troupe_messages_processed_total", "troupe_dead_letters_total",
               "troupe_mailbox_dropped_total", "troupe_plugins_loaded",
               "troupe_plugin_load_failures_total", "troupe_event_loop_idle_seconds_total",
-              "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"]
+              "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+              "troupe_actor_stops_total", "troupe_plugin_invalid_messages_total", "troupe_timers"]
     missing = [n for n in wanted if n not in second]
     check("every documented metric is there", not missing, f"missing {missing}")
 
@@ -84,6 +90,24 @@ if url:
     check("messages processed keep rising",
           (value(second, "troupe_messages_processed_total") or 0) >
           (value(first, "troupe_messages_processed_total") or 0) > 0)
+    check("an actor spawned and stopped through the admin API is counted",
+          spawned and stopped and (value(second, "troupe_actor_stops_total") or 0) >= 1 and
+          (value(second, "troupe_actor_spawns_total") or 0) >= 1001,
+          f"{spawned} {stopped} {second.get('troupe_actor_stops_total')}")
+    check("process metrics describe a live process: CPU used and rising, memory, open files",
+          0 < (value(first, "process_cpu_seconds_total") or 0) < (value(second, "process_cpu_seconds_total") or 0)
+          and (value(second, "process_resident_memory_bytes") or 0) > 4 << 20
+          and (value(second, "process_open_fds") or 0) >= 5,
+          str({n: (value(first, n), value(second, n)) for n in
+               ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds")}))
+    idle = (value(second, "troupe_event_loop_idle_seconds_total") or 0) - \
+           (value(first, "troupe_event_loop_idle_seconds_total") or 0)
+    check("the event loop's idle time grows while it waits (half a second between scrapes)",
+          0.05 < idle <= 1.0, f"grew by {idle}")
+    check("no plugin message failed verification, no timer is pending",
+          value(second, "troupe_plugin_invalid_messages_total") == 0.0 and
+          value(second, "troupe_timers") is not None and value(second, "troupe_timers") >= 0,
+          str((second.get("troupe_plugin_invalid_messages_total"), second.get("troupe_timers"))))
     check("one plugin loaded, one refused",
           value(second, "troupe_plugins_loaded") == 1.0 and
           value(second, "troupe_plugin_load_failures_total") == 1.0)

@@ -18,6 +18,33 @@ UNIT, NODE = sys.argv[1], sys.argv[2]
 
 
 
+# What operators and the node rely on, whatever the analyzers think of it.
+with open(UNIT) as f:
+    service = {}
+    section = None
+    for line in f:
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            service[k.strip()] = v.strip()
+wanted = {
+    "Type": lambda v: v == "notify",
+    "ExecStart": lambda v: v.startswith("/usr/bin/troupe-node --config /etc/troupe/node.yaml"),
+    "ExecReload": lambda v: "kill -HUP $MAINPID" in v,
+    "Restart": lambda v: v == "on-failure",
+    "RestartPreventExitStatus": lambda v: "78" in v.split(),
+    "WatchdogSec": lambda v: re.fullmatch(r"[1-9][0-9]*s?", v) is not None,
+    "StateDirectory": lambda v: v == "troupe",
+    "ConfigurationDirectory": lambda v: v == "troupe",
+    "LimitNOFILE": lambda v: v.isdigit() and int(v) >= 65536,
+    "User": lambda v: v == "troupe",
+}
+bad = {k: service.get(k) for k, ok in wanted.items() if k not in service or not ok(service[k])}
+check("the unit has what the node relies on (notify, watchdog, reload, restart, state and config dirs, files)",
+      not bad, str(bad))
+
 analyze = shutil.which("systemd-analyze")
 check("systemd-analyze is installed", analyze is not None, "install the systemd package")
 if analyze:
