@@ -330,13 +330,16 @@ class peer : public std::enable_shared_from_this<peer> {
         return {false, close_reason::duplicate, "a connection to " + address_ + " is up already"};
       }
     }
-    // Two connections at once (both nodes dialed): keep the one dialed by
-    // the node with the lower address, on both sides.
-    const bool self_dialed_wins = t_.opts_.self.address < address_;
+    // Two connections at once. Both nodes dialed: the one accepted first
+    // stays. This node has sent its proof on it, so the other node may hold
+    // it as up already and have sent on it: dropping it for a later one
+    // would lose that. If each node kept a different one, both are refused
+    // and the nodes dial again (connection_closed). The same direction
+    // twice: the newer stays (the older is a dial the peer gave up on).
     for (connection* other : std::vector<connection*>(pending_)) {
       if (other == &c) continue;
-      if (c.dialer_ == other->dialer_ || c.dialer_ == self_dialed_wins)
-        other->close(close_reason::duplicate, "a simultaneous connection is kept instead");
+      if (c.dialer_ == other->dialer_)
+        other->close(close_reason::duplicate, "a newer connection is kept instead");
       else
         return {false, close_reason::duplicate, "a simultaneous connection is kept instead"};
     }
@@ -380,14 +383,22 @@ class peer : public std::enable_shared_from_this<peer> {
       conn_ = nullptr;
       lost();
     }
+    // Nothing left when both nodes refused each other's connection: try
+    // again after a jittered backoff, which also makes a third collision
+    // unlikely. (A refused duplicate with another connection left is fine.)
+    const bool none_left = !conn_ && pending_.empty() && !t_.stopped();
     if (dialing_ == &c) {
       dialing_ = nullptr;
-      if (!was_up && reason != close_reason::duplicate && reason != close_reason::shutdown)
+      if (!was_up && reason != close_reason::shutdown &&
+          (reason != close_reason::duplicate || none_left))
         dial_failed();
+    } else if (reason == close_reason::duplicate && none_left && !dialing_) {
+      dial_failed();
     }
-    if (reason != close_reason::duplicate) {
+    {
       std::lock_guard lock(info_mu_);
-      if (reason != close_reason::shutdown) last_error_ = std::string(to_string(reason)) + ": " + detail;
+      if (reason != close_reason::duplicate && reason != close_reason::shutdown)
+        last_error_ = std::string(to_string(reason)) + ": " + detail;
       if (!conn_) state_name_ = dialing_ ? "connecting" : (retry_ ? "backoff" : "idle");
     }
   }
