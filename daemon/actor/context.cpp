@@ -201,7 +201,10 @@ void context::send_user(troupe::envelope* e) noexcept {
           // The event loop never waits: its sockets, timers and peers'
           // heartbeats would stall with it. What it delivers (a message
           // read from another node, a timer's) to a full mailbox is dropped.
-          if (system().loop().on_loop_thread()) {
+          // An actor's turn held on the loop is a worker's turn: it waits
+          // as a worker would (and a wait that long moves that actor to
+          // the workers, see dispatcher::hold).
+          if (system().loop().on_loop_thread() && !dispatcher::in_held_turn()) {
             if (!has_room()) {
               lock.unlock();
               system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);

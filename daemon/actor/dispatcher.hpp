@@ -102,9 +102,9 @@ class dispatcher {
   // When the hold ends, that mailbox runs right there, its turn and what the
   // turn deferred (a reply to another node is written at once): no worker
   // is woken (~20 µs here) and no thread is crossed, and a burst read from a
-  // socket is handled where it was read. A held turn ends by time, not by
-  // message count (see held_turn_deadline); what is left goes to the
-  // workers. A mailbox whose held turn ran long anyway (one slow handler)
+  // socket is handled where it was read. A held turn goes on a mailbox
+  // budget at a time, its sends written in between, until its time is up
+  // (see held_turn_over); what is left goes to the workers. A mailbox whose held turn ran long anyway (one slow handler)
   // goes to the workers for a while, longer each time it does it again, so
   // that a slow actor does not keep the loop from its other work.
   class hold {

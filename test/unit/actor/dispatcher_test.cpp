@@ -233,7 +233,8 @@ system_config held_config(dispatcher_options o) {
 
 TEST_CASE("a burst read at once is handled on the holder, one budget per turn", "[dispatcher]") {
   dispatcher_options o;
-  o.held_turn = std::chrono::seconds(10);  // the time bound is another test's
+  o.held_turn = std::chrono::seconds(10);  // the time bound is another test's,
+  o.held_slow = std::chrono::seconds(10);  // and so is a slow handler
   actor_system sys(held_config(o));
   inbox<handled> out;
   pid a = spawn_reporter(sys, out);
@@ -297,7 +298,12 @@ TEST_CASE("an actor whose held message ran long goes to the workers; the others 
     REQUIRE(h->n == i);
     REQUIRE(h->on != std::this_thread::get_id());
   }
-  REQUIRE(held_here(sys, quick, quick_out, 0));
+  // Another actor is still held. (A fresh one if this thread lost its core
+  // during the quick turn, which would count as slow for 60 s here.)
+  bool quick_held = held_here(sys, quick, quick_out, 0);
+  for (int i = 0; i < 5 && !quick_held; ++i)
+    quick_held = held_here(sys, spawn_reporter(sys, quick_out), quick_out, 0);
+  REQUIRE(quick_held);
 }
 
 TEST_CASE("a held actor turn counts its messages and may block like a worker's", "[dispatcher]") {

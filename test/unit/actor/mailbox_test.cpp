@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "actor/dispatcher.hpp"
 #include "probe.hpp"
 
 using namespace troupe;
@@ -117,6 +118,34 @@ TEST_CASE("the event loop never waits for room: a full back-pressure mailbox dro
   g.gate.open();
   REQUIRE(g.seen.take_n(5) == std::vector<std::int64_t>{0, 1, 2, 3, 4});
   REQUIRE(g.seen.take(100ms) == std::nullopt);
+}
+
+TEST_CASE("an actor's turn held on the event loop waits for room as a worker's turn would",
+          "[mailbox]") {
+  actor_system sys(small_config());
+  gated g(sys, mailbox_kind::bounded_block, 4);
+  for (int i = 1; i <= 4; ++i) sys.root().send(g.actor, num(i));  // full now
+  std::atomic<bool> ran_on_loop{false};
+  inbox<int> pinged;
+  pid relay = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Text>()) pinged.put(1);
+    if (auto* n = ctx.message<test::Num>()) {
+      ran_on_loop.store(ctx.system().loop().on_loop_thread());
+      ctx.send(g.actor, num(n->n()));
+    }
+  })));
+  sys.root().send(relay, text("ping"));
+  REQUIRE(pinged.take());
+  std::this_thread::sleep_for(20ms);  // its mailbox is idle again: the hold takes it
+  sys.loop().post([&] {
+    dispatcher::hold hold(sys.dispatcher());
+    sys.root().send(relay, num(5));  // as a message read from another node
+  });
+  std::this_thread::sleep_for(30ms);  // the held turn waits for room meanwhile
+  g.gate.open();
+  REQUIRE(g.seen.take_n(6) == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5});
+  REQUIRE(ran_on_loop.load());
+  REQUIRE(sys.stats().mailbox_dropped == 0);
 }
 
 TEST_CASE("a mailbox run yields after its throughput batch", "[mailbox]") {
