@@ -44,8 +44,11 @@ bool state_dir::open(const std::string& path, std::string& error) {
     return false;
   }
   const std::string me = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
-    error = "state directory " + dir.string() + ": cannot write " + lock + ": " + std::strerror(errno);
+  ssize_t written = -1;
+  if (::ftruncate(fd, 0) == 0) written = ::pwrite(fd, me.data(), me.size(), 0);
+  if (written != static_cast<ssize_t>(me.size())) {
+    error = "state directory " + dir.string() + ": cannot write " + lock + ": " +
+            (written < 0 ? std::strerror(errno) : "short write (is the disk full?)");
     ::close(fd);
     return false;
   }
