@@ -356,7 +356,8 @@ class node {
             {"started_at", started_at_}};
   }
 
-  // Connects to the seeds in `now` that `before` did not list.
+  // Keeps connections to the seeds in `now` that `before` did not list.
+  // (A seed a reload drops is not disconnected: traffic may use it.)
   void contact_seeds(const std::vector<std::string>& before, const std::vector<std::string>& now) {
     std::vector<std::string> fresh;
     for (const std::string& s : now)

@@ -262,9 +262,11 @@ class peer : public std::enable_shared_from_this<peer> {
 
   // ---- loop thread ----
 
-  // A connection without anything to send (see transport::contact).
+  // A seed (see transport::contact): connected to now, and dialed again
+  // with backoff whenever it has no connection.
   void contact() {
-    if (!conn_) want_connection();
+    wanted_ = true;
+    if (!conn_ && !dialing_ && pending_.empty() && !retry_.pending()) dial();
   }
 
   void on_ring() {
@@ -336,14 +338,17 @@ class peer : public std::enable_shared_from_this<peer> {
     // would lose that. If each node kept a different one, both are refused
     // and the nodes dial again (connection_closed). The same direction
     // twice: the newer stays (the older is a dial the peer gave up on).
-    for (connection* other : std::vector<connection*>(pending_)) {
+    std::vector<connection*> older;
+    for (connection* other : pending_) {
       if (other == &c) continue;
-      if (c.dialer_ == other->dialer_)
-        other->close(close_reason::duplicate, "a newer connection is kept instead");
-      else
+      if (c.dialer_ != other->dialer_)
         return {false, close_reason::duplicate, "a simultaneous connection is kept instead"};
+      older.push_back(other);
     }
+    // In first, so that closing the older ones does not look like a peer
+    // left without a connection.
     if (std::find(pending_.begin(), pending_.end(), &c) == pending_.end()) pending_.push_back(&c);
+    for (connection* other : older) other->close(close_reason::duplicate, "a newer connection is kept instead");
     return {};
   }
 
@@ -383,16 +388,17 @@ class peer : public std::enable_shared_from_this<peer> {
       conn_ = nullptr;
       lost();
     }
-    // Nothing left when both nodes refused each other's connection: try
-    // again after a jittered backoff, which also makes a third collision
-    // unlikely. (A refused duplicate with another connection left is fine.)
-    const bool none_left = !conn_ && pending_.empty() && !t_.stopped();
+    // Nothing left, and something to send or a seed to keep: try again
+    // after a jittered backoff. This covers both nodes refusing each
+    // other's connection (a collision; the jitter makes the next one
+    // unlikely), whether this node reads the peer's Disconnect or only a
+    // reset. A refused duplicate with another connection left is fine.
+    const bool none_left = !conn_ && pending_.empty() && !t_.stopped() &&
+                           reason != close_reason::shutdown;
     if (dialing_ == &c) {
       dialing_ = nullptr;
-      if (!was_up && reason != close_reason::shutdown &&
-          (reason != close_reason::duplicate || none_left))
-        dial_failed();
-    } else if (reason == close_reason::duplicate && none_left && !dialing_) {
+      if (!was_up && (reason != close_reason::duplicate || none_left)) dial_failed();
+    } else if (none_left && !dialing_ && wants_connection()) {
       dial_failed();
     }
     {
@@ -645,6 +651,14 @@ class peer : public std::enable_shared_from_this<peer> {
     if (owned_) drop_queued(dead_letter_reason::node_lost);
   }
 
+  // The backoff ended: what is queued goes (dialing first), and a seed is
+  // dialed even with nothing queued.
+  void retry() {
+    if (t_.stopped()) return;
+    if (owned_) drain();
+    if (wanted_ && !conn_ && !dialing_ && pending_.empty()) dial();
+  }
+
   void want_connection() {
     if (dialing_ || !pending_.empty()) return;  // a connection is on its way
     const std::int64_t now = steady_ns();
@@ -690,14 +704,21 @@ class peer : public std::enable_shared_from_this<peer> {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     const std::int64_t delay = d / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(d / 2 + 1));
     next_attempt_ns_ = steady_ns() + delay;
-    if (owned_ && queue_.owner_nonempty()) arm_retry(std::chrono::nanoseconds(delay));
-    else if (owned_ && release_queue()) owned_ = false;
+    if (owned_ && queue_.owner_nonempty()) {
+      arm_retry(std::chrono::nanoseconds(delay));
+      return;
+    }
+    if (owned_ && release_queue()) owned_ = false;
+    if (wanted_) arm_retry(std::chrono::nanoseconds(delay));
   }
+
+  // Something waits for a connection: queued messages, or a seed.
+  bool wants_connection() noexcept { return wanted_ || (owned_ && queue_.owner_nonempty()); }
 
   void arm_retry(std::chrono::nanoseconds delay) {
     std::weak_ptr<peer> self = weak_from_this();
     retry_ = t_.loop_.arm(delay, [self] {
-      if (auto p = self.lock()) p->drain();
+      if (auto p = self.lock()) p->retry();
     });
     std::lock_guard lock(info_mu_);
     state_name_ = "backoff";
@@ -710,6 +731,7 @@ class peer : public std::enable_shared_from_this<peer> {
 
   // Loop thread only.
   bool owned_ = false;  // the loop owns the queue (it was rung and not given back)
+  bool wanted_ = false;  // a seed: dialed again whenever it has no connection
   connection* conn_ = nullptr;
   connection* dialing_ = nullptr;
   std::vector<connection*> pending_;  // passed Hello, not yet up

@@ -111,9 +111,9 @@ class transport final : public remote_resolver {
   // loop thread with the outcome (a timeout included).
   void spawn(const std::string& address, const std::string& kind, const std::string& name,
              std::chrono::milliseconds timeout, spawn_callback done);
-  // Any thread: opens a connection to the node at `address` unless one is
-  // up or on its way (seeds: a node the operator expects to reach). The
-  // outcome shows in peers(); nothing is retried unless something is sent.
+  // Any thread: keeps a connection to the node at `address` (a seed, a
+  // node the operator expects to reach): dialed now, and again with
+  // backoff whenever there is none. How it goes shows in peers().
   void contact(const std::string& address);
   // Any thread.
   std::vector<peer_info> peers() const;

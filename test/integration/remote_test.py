@@ -344,8 +344,23 @@ check("a reload contacts newly listed seeds, and /v1/node lists them",
       f"{pg} {info}\n{g.err.text()[-1500:]}")
 g_rc = g.stop()
 
+# A seed that is not up yet is dialed again, with backoff, until it is.
+with socket.socket() as s_:
+    s_.bind(("127.0.0.1", 0))
+    later = f"127.0.0.1:{s_.getsockname()[1]}"
+h = node("node-h", seeds=[later])
+ph = poll(lambda: h.peers(), lambda ps: any(p["address"] == later and p["last_error"] for p in ps), 5)
+waiting = [p for p in ph if p["address"] == later]
+i = node("node-i", listen=later)
+ph = poll(lambda: h.peers(), lambda ps: any(p["address"] == later and p["state"] == "up" for p in ps))
+check("a seed that is down at start is dialed again until it answers",
+      waiting and waiting[0]["state"] in ("backoff", "connecting") and
+      any(p["address"] == later and p["state"] == "up" and p["node"] == "node-i" for p in ph),
+      f"{waiting}\n{ph}\n{h.err.text()[-1500:]}")
+hi_rc = [h.stop(), i.stop()]
+
 rcs = [a.stop(), b2.stop()]
-check("the nodes stop cleanly", rcs == [0, 0] and g_rc == 0,
+check("the nodes stop cleanly", rcs == [0, 0] and g_rc == 0 and hi_rc == [0, 0],
       f"{rcs}\n{a.err.text()[-3000:]}\n{b2.err.text()[-3000:]}")
 for n in nodes:
     if n.p.poll() is None:
