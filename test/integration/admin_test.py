@@ -15,7 +15,7 @@ import sys
 import tempfile
 import urllib.request
 
-from harness import check, copy_plugins, finish, http as raw_http, listening_url, stderr_reader
+from harness import check, copy_plugins, finish, http as raw_http, listening_url, stderr_reader, wait_or_kill
 
 NODE, CTL, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -212,11 +212,7 @@ check("a reload swaps the token",
 
 # ---- stopping
 p.send_signal(signal.SIGTERM)
-try:
-    rc = p.wait(timeout=30)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p, 30)
 check("the node stops with status 0", rc == 0, err.text())
 r = ctl("status")
 check("troupectl against a stopped node: exit 2, one line",

@@ -95,6 +95,16 @@ class stderr_reader:
         return "".join(self.lines)
 
 
+def wait_or_kill(p, timeout=20):
+    """The exit status of `p` once it ends, or -1 (after killing it) if it
+    is still running after `timeout` seconds."""
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return -1
+
+
 def run_until_ready(node, config, env=None, marker="ready:"):
     """Starts the node, waits for `marker`, stops it with SIGTERM; returns
     (saw the marker, exit status, stderr_reader)."""
@@ -102,11 +112,7 @@ def run_until_ready(node, config, env=None, marker="ready:"):
     err = stderr_reader(p)
     ok = err.has(marker)
     p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = -1
+    rc = wait_or_kill(p)
     return ok, rc, err
 
 

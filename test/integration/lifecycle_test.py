@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from harness import check, copy_plugins, finish, http, listening_url, run_until_ready, stderr_reader
+from harness import check, copy_plugins, finish, http, listening_url, run_until_ready, stderr_reader, wait_or_kill
 
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
 
@@ -118,11 +118,7 @@ check("a reload with errors names file:line, is rejected, and the node runs on a
 mark = len(sd.messages)
 p.send_signal(signal.SIGTERM)
 st = sd.wait_for("STOPPING=1", after=mark)
-try:
-    rc = p.wait(timeout=20)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p)
 check("SIGTERM: STOPPING=1, every actor stopped, exit 0",
       st >= 0 and rc == 0 and err.has("all actors stopped", 1), f"rc={rc}\n{err.text()}")
 
@@ -141,11 +137,7 @@ def journal_run(args, stop_after=None):
             while time.time() < deadline and stop_after not in open(path).read():
                 time.sleep(0.05)
             p.send_signal(signal.SIGTERM)
-        try:
-            rc = p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = -1
+        rc = wait_or_kill(p)
     return rc, [l for l in open(path).read().split("\n") if l.strip()]
 
 
@@ -211,11 +203,7 @@ def start_busy(sleep_ms):
 p, err, ok = start_busy(1500)
 t0 = time.time()
 p.send_signal(signal.SIGTERM)
-try:
-    rc = p.wait(timeout=30)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p, 30)
 took = time.time() - t0
 check("SIGTERM with busy actors waits for the running handler, then exits 0",
       ok and rc == 0 and err.has("all actors stopped", 1) and 1.0 < took < 4.0,
@@ -227,11 +215,7 @@ p.send_signal(signal.SIGTERM)
 stopping = err.has("received SIGTERM", 10)
 time.sleep(0.2)
 p.send_signal(signal.SIGINT)
-try:
-    rc = p.wait(timeout=10)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p, 10)
 check("a second signal forces the exit at once",
       ok and stopping and rc == 1 and err.has("second SIGINT: exiting now", 1) and time.time() - t0 < 3,
       f"rc={rc}\n{err.text()}")
@@ -242,11 +226,7 @@ env["TSAN_OPTIONS"] = (os.environ.get("TSAN_OPTIONS", "") + " report_thread_leak
 p, err, ok = start_busy(60000)
 t0 = time.time()
 p.send_signal(signal.SIGTERM)
-try:
-    rc = p.wait(timeout=30)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p, 30)
 took = time.time() - t0
 check("a handler that never returns: the node names it and gives up after the drain timeout",
       ok and rc == 1 and 5.5 < took < 9 and err.has("actors have not stopped: sleepy (sleep.receive)", 1)

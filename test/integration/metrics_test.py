@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from harness import check, copy_plugins, finish, http, listening_url, stderr_reader
+from harness import check, copy_plugins, finish, http, listening_url, stderr_reader, wait_or_kill
 
 NODE, BUILD_ROOT = sys.argv[1], sys.argv[2]
 
@@ -120,11 +120,7 @@ if url and admin:
     check("metric names are prefixed", names_ok, str(list(second)))
 
 p.send_signal(signal.SIGTERM)
-try:
-    rc = p.wait(timeout=20)
-except subprocess.TimeoutExpired:
-    p.kill()
-    rc = -1
+rc = wait_or_kill(p)
 check("the node stops cleanly after being scraped", rc == 0, "".join(lines))
 shutil.rmtree(tmp)
 finish()

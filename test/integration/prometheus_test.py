@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import check, copy_plugins, finish, listening_url, stderr_reader
+from harness import check, copy_plugins, finish, listening_url, stderr_reader, wait_or_kill
 
 NODE, BUILD_ROOT, PROMETHEUS = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -37,11 +37,7 @@ with open(cfg, "w") as f:
 
 def stop(p):
     p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return -1
+    return wait_or_kill(p, 30)
 
 
 node = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True)

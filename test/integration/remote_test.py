@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 
-from harness import check, copy_plugins, finish, http, listening_url, stderr_reader
+from harness import check, copy_plugins, finish, http, listening_url, stderr_reader, wait_or_kill
 
 NODE, CTL, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -100,11 +100,7 @@ class node:
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            return -1
+        return wait_or_kill(self.p)
 
 
 def metric(text, name, labels=""):
