@@ -262,6 +262,9 @@ class peer : public std::enable_shared_from_this<peer> {
 
   // ---- loop thread ----
 
+  // Loop: dials that failed in a row.
+  unsigned failures() const noexcept { return failures_; }
+
   // A seed (see transport::contact): connected to now, and dialed again
   // with backoff whenever it has no connection.
   void contact() {
@@ -1344,7 +1347,16 @@ void transport::log_close(const connection& c, close_reason reason, const std::s
   } else if (c.state_ == connection_state::up) {
     log(2, "remote: lost " + who + " (" + to_string(reason) + "): " + detail);
   } else {
-    log(1, "remote: cannot reach " + who + ": " + detail);
+    // A peer that stays down (a seed, say) is dialed again and again: the
+    // first failure is news, then one line every 64 attempts.
+    const unsigned before = c.peer_ ? c.peer_->failures() : 0;
+    if (before == 0)
+      log(1, "remote: cannot reach " + who + ": " + detail);
+    else if (before % 64 == 0)
+      log(1, "remote: still cannot reach " + who + " after " + std::to_string(before + 1) +
+                 " attempts: " + detail);
+    else
+      log(0, "remote: cannot reach " + who + ": " + detail);
   }
 }
 

@@ -353,6 +353,8 @@ check("a seed that is down at start is dialed again until it answers",
       waiting and waiting[0]["state"] in ("backoff", "connecting") and
       any(p["address"] == later and p["state"] == "up" and p["node"] == "node-i" for p in ph),
       f"{waiting}\n{ph}\n{h.err.text()[-1500:]}")
+check("the failed dials to it are logged once, not once per attempt",
+      sum(f"cannot reach {later}" in l for l in h.err.lines) == 1, h.err.text()[-1500:])
 hi_rc = [h.stop(), i.stop()]
 
 rcs = [a.stop(), b2.stop()]
