@@ -74,15 +74,17 @@ struct alignas(false_sharing_range) dispatcher::worker {
 namespace {
 thread_local dispatcher::worker* tls_worker = nullptr;
 // A holder's state (see dispatcher::hold): the dispatcher it holds for,
-// the mailbox held, and the dispatcher whose turn it runs now.
+// and the mailbox held.
 thread_local dispatcher* tls_hold_for = nullptr;
 thread_local schedulable* tls_held = nullptr;
-thread_local dispatcher* tls_running_held = nullptr;
-thread_local std::int64_t tls_held_deadline = 0;
-// The mailbox a holder runs, and whether its turn ended by yielding: it
-// stays the holder's, to run again or hand to the workers.
-thread_local schedulable* tls_held_running = nullptr;
-thread_local bool tls_held_yielded = false;
+// The held turn this thread runs now (see run_held); all null/0 elsewhere.
+struct held_turn {
+  dispatcher* owner = nullptr;    // whose turn it is
+  schedulable* mailbox = nullptr;  // the mailbox running
+  std::int64_t deadline = 0;       // steady ns: the turn ends by then
+  bool yielded = false;            // it used its budget and is still ours
+};
+thread_local held_turn tls_turn;
 // How long a mailbox is not held after `strikes` slow held messages in a
 // row: once is likely the thread losing its core; a handler that is slow
 // every time soon stays with the workers.
@@ -155,8 +157,8 @@ void dispatcher::count_processed(std::uint32_t n) noexcept {
   worker* w = tls_worker;
   if (n == 0) return;
   if (w == nullptr) {
-    if (tls_running_held != nullptr)
-      tls_running_held->held_processed_.fetch_add(n, std::memory_order_relaxed);
+    if (tls_turn.owner != nullptr)
+      tls_turn.owner->held_processed_.fetch_add(n, std::memory_order_relaxed);
     return;
   }
   // One writer: a plain add, no locked instruction.
@@ -170,7 +172,7 @@ std::uint64_t dispatcher::processed() const noexcept {
 }
 
 bool dispatcher::on_worker() const noexcept {
-  return (tls_worker != nullptr && tls_worker->owner == this) || tls_running_held == this;
+  return (tls_worker != nullptr && tls_worker->owner == this) || tls_turn.owner == this;
 }
 
 std::uint64_t dispatcher::runs() const noexcept {
@@ -191,8 +193,8 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
     tls_held = s;  // runs when the hold ends
     return;
   }
-  if (s == tls_held_running) {
-    tls_held_yielded = true;  // run_held decides where it goes on
+  if (s == tls_turn.mailbox) {
+    tls_turn.yielded = true;  // run_held decides where it goes on
     return;
   }
   if (w != nullptr && w->owner == this && h == hint::next) {
@@ -384,7 +386,7 @@ void dispatcher::park(worker& w) noexcept {
 
 dispatcher::hold::hold(dispatcher& d) noexcept : d_(&d) {
   // Holds do not nest: an inner one leaves the outer in charge.
-  if (tls_hold_for != nullptr || tls_worker != nullptr || tls_running_held != nullptr) d_ = nullptr;
+  if (tls_hold_for != nullptr || tls_worker != nullptr || tls_turn.owner != nullptr) d_ = nullptr;
   else tls_hold_for = d_;
 }
 
@@ -394,11 +396,11 @@ dispatcher::hold::~hold() {
   if (schedulable* s = std::exchange(tls_held, nullptr)) d_->run_held(s);
 }
 
-bool dispatcher::in_held_turn() noexcept { return tls_held_deadline != 0; }
+bool dispatcher::in_held_turn() noexcept { return tls_turn.owner != nullptr; }
 
 bool dispatcher::held_turn_over(schedulable& s, std::int64_t& last) noexcept {
   const std::int64_t now = steady_ns();
-  const dispatcher_options& o = tls_running_held->opts_;
+  const dispatcher_options& o = tls_turn.owner->opts_;
   if (now - last > std::chrono::nanoseconds(o.held_slow).count()) {
     // A slow one long after the last hold-off ended starts the count again.
     if (s.held_strikes_ != 0 && now - s.held_off_until_ > 4 * held_off_ns(o, s.held_strikes_))
@@ -408,7 +410,7 @@ bool dispatcher::held_turn_over(schedulable& s, std::int64_t& last) noexcept {
     return true;
   }
   last = now;
-  return now >= tls_held_deadline;
+  return now >= tls_turn.deadline;
 }
 
 void dispatcher::run_held(schedulable* s) noexcept {
@@ -418,32 +420,28 @@ void dispatcher::run_held(schedulable* s) noexcept {
     notify_work();
     return;
   }
-  tls_running_held = this;
-  tls_held_running = s;
-  tls_held_deadline = now + std::chrono::nanoseconds(opts_.held_turn).count();
+  tls_turn = {this, s, now + std::chrono::nanoseconds(opts_.held_turn).count(), false};
   for (;;) {
-    tls_held_yielded = false;
+    tls_turn.yielded = false;
     s->run();
     // What the turn sent to other nodes leaves now, before the next turn.
     if (tls_deferred_count != 0) run_deferred();
     held_runs_.fetch_add(1, std::memory_order_relaxed);
     // Gave the mailbox up: it may be another thread's by now, or gone.
-    if (!tls_held_yielded) break;
+    if (!tls_turn.yielded) break;
     // Used its budget: still ours. Again, while the time lasts.
     const std::int64_t t = steady_ns();
-    if (t >= tls_held_deadline || t < s->held_off_until_ || stopping_.load(std::memory_order_relaxed)) {
+    if (t >= tls_turn.deadline || t < s->held_off_until_ || stopping_.load(std::memory_order_relaxed)) {
       push_global(s);
       notify_work();
       break;
     }
   }
-  tls_held_running = nullptr;
-  tls_held_deadline = 0;
-  tls_running_held = nullptr;
+  tls_turn = {};
 }
 
 bool dispatcher::after_run(void (*fn)(void*), void* arg) noexcept {
-  if ((tls_worker == nullptr && tls_running_held == nullptr) || tls_deferred_count == max_deferred)
+  if ((tls_worker == nullptr && tls_turn.owner == nullptr) || tls_deferred_count == max_deferred)
     return false;
   tls_deferred[tls_deferred_count++] = {fn, arg};
   return true;
