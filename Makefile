@@ -1,7 +1,10 @@
 # Thin wrapper over meson so that the quick start is two commands.
 #   make run     set up, build, run a node with config/dev.yaml
 #   make test    set up, build, run every test; ends with "N passed, N failed"
-#   make bench   optimised build, run troupe-bench (ONLY=prefix to select)
+#   make bench   optimised build, run troupe-bench (ONLY=prefix to select,
+#                REPS=N: N processes, min/median/max per workload)
+#   make bench-compare OLD=rev NEW=rev   both commits' benchmarks, run
+#                alternately in one sitting (REPS=N, ONLY=prefix)
 #   make test-tsan / make test-asan   every test under sanitizers
 #   make fuzz    the frame/handshake fuzz target for FUZZ_SECONDS (default 60)
 #   make package       the Debian packages in build/package (lintian-checked)
@@ -12,13 +15,16 @@ comma       := ,
 BUILD       ?= build
 BENCH_BUILD ?= build-release
 ONLY        ?=
+REPS        ?=
+OLD         ?= HEAD~1
+NEW         ?= HEAD
 MESON_OPTS  ?=
 # Warnings are errors in CI.
 ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build run test bench test-tsan test-asan fuzz package test-package clean
+.PHONY: all deps build run test bench bench-compare test-tsan test-asan fuzz package test-package clean
 
 all: build
 
@@ -46,7 +52,14 @@ test: build
 bench: deps
 	$(call setup,$(BENCH_BUILD),-Dbuildtype=release)
 	@ninja -C $(BENCH_BUILD) -j2 test/bench/troupe-bench
+ifeq ($(REPS),)
 	$(BENCH_BUILD)/test/bench/troupe-bench $(if $(ONLY),--only $(ONLY))
+else
+	@scripts/bench reps $(BENCH_BUILD)/test/bench/troupe-bench $(REPS) $(ONLY)
+endif
+
+bench-compare: deps
+	@scripts/bench compare $(OLD) $(NEW) --reps $(or $(REPS),5) $(if $(ONLY),--only $(ONLY))
 
 test-tsan: deps
 	$(call setup,build-tsan,-Db_sanitize=thread)
@@ -72,4 +85,5 @@ test-package: package
 	@test/package/package_test.py build/package
 
 clean:
-	rm -rf $(BUILD) $(BENCH_BUILD) build-tsan build-asan
+	rm -rf $(BUILD) $(BENCH_BUILD) build-tsan build-asan build-compare
+	git worktree prune
