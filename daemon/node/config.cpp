@@ -230,9 +230,11 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     return true;
   };
 
+  int node_line = 0;
   if (YAML::Node n = root["node"];
       n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
                                    "drain_timeout", "state_dir"})) {
+    node_line = n.Mark().line >= 0 ? n.Mark().line + 1 : 0;
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
     r.address_field(n, "node", "listen", true, out.listen);
@@ -240,17 +242,23 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     r.string_field(n, "node", "secret_file", out.secret_file);
     if (readable_file(n["secret_file"], "'node.secret_file'", out.secret_file)) {
       std::ifstream in(out.secret_file, std::ios::binary);
-      out.secret.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      while (!out.secret.empty() && std::isspace(static_cast<unsigned char>(out.secret.back())))
-        out.secret.pop_back();
-      if (out.secret.size() < 16)
-        r.error(n["secret_file"], "'node.secret_file' " + out.secret_file +
-                                      " holds a secret of " + std::to_string(out.secret.size()) +
-                                      " bytes; at least 16 are needed");
+      std::string line;
+      for (int number = 1; std::getline(in, line); ++number) {
+        while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+        std::size_t start = 0;
+        while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;
+        line.erase(0, start);
+        if (line.empty() || line[0] == '#') continue;
+        if (line.size() < 16)
+          r.error(n["secret_file"], "'node.secret_file' " + out.secret_file + " line " +
+                                        std::to_string(number) + " holds a secret of " +
+                                        std::to_string(line.size()) +
+                                        " bytes; at least 16 are needed");
+        out.secrets.push_back(line);
+      }
+      if (out.secrets.empty())
+        r.error(n["secret_file"], "'node.secret_file' " + out.secret_file + " holds no secret");
     }
-    if (!out.listen.empty() && out.secret_file.empty())
-      r.error(n, "'node.secret_file' is needed with 'node.listen': peers prove that they hold "
-                 "the cluster secret");
     if (!out.listen.empty() && out.advertise.empty()) {
       const std::string host = out.listen.substr(0, out.listen.rfind(':'));
       if (host == "0.0.0.0" || host == "[::]")
@@ -308,7 +316,9 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   if (YAML::Node rm = root["remote"];
       rm && r.check_map(rm, "remote", {"max_frame_bytes", "send_queue", "heartbeat_interval_ms",
                                        "heartbeat_timeout_ms", "handshake_timeout_ms",
-                                       "unreachable_timeout_ms", "spawn"})) {
+                                       "unreachable_timeout_ms", "spawn", "insecure_plaintext",
+                                       "tls", "max_connections", "max_pending_connections",
+                                       "max_pending_per_address"})) {
     r.number_field(rm, "remote", "max_frame_bytes", 65536, 64 << 20, "bytes", out.max_frame_bytes);
     r.number_field(rm, "remote", "send_queue", 16, 1 << 24, "messages", out.send_queue);
     r.number_field(rm, "remote", "heartbeat_interval_ms", 10, 600000, "milliseconds",
@@ -324,7 +334,37 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
                       ") must be longer than 'remote.heartbeat_interval_ms' (" +
                       std::to_string(out.heartbeat_interval_ms) + ")");
     r.string_list(rm, "remote", "spawn", out.remote_spawn, "kinds", "*");
+    if (YAML::Node v = rm["insecure_plaintext"]) {
+      try {
+        out.insecure_plaintext = v.as<bool>();
+      } catch (const YAML::Exception&) {
+        r.error(v, "'remote.insecure_plaintext' must be true or false");
+      }
+    }
+    if (YAML::Node t = rm["tls"]; t && r.check_map(t, "remote.tls", {"cert_file", "key_file", "ca_file"})) {
+      r.string_field(t, "remote.tls", "cert_file", out.tls_cert_file);
+      r.string_field(t, "remote.tls", "key_file", out.tls_key_file);
+      r.string_field(t, "remote.tls", "ca_file", out.tls_ca_file);
+      readable_file(t["cert_file"], "'remote.tls.cert_file'", out.tls_cert_file);
+      readable_file(t["key_file"], "'remote.tls.key_file'", out.tls_key_file);
+      readable_file(t["ca_file"], "'remote.tls.ca_file'", out.tls_ca_file);
+      if (out.tls_cert_file.empty() || out.tls_key_file.empty() || out.tls_ca_file.empty())
+        r.error(t, "'remote.tls' needs cert_file, key_file and ca_file together");
+    }
+    r.number_field(rm, "remote", "max_connections", 1, 1 << 20, "", out.max_connections);
+    r.number_field(rm, "remote", "max_pending_connections", 1, 1 << 20, "",
+                   out.max_pending_connections);
+    r.number_field(rm, "remote", "max_pending_per_address", 1, 1 << 20, "",
+                   out.max_pending_per_address);
   }
+  // Peers prove membership with the secret or a certificate, unless the
+  // operator turned TLS off.
+  if (!out.listen.empty() && out.secret_file.empty() && out.tls_cert_file.empty() &&
+      !out.insecure_plaintext)
+    errors.push_back({path, node_line,
+                      "'node.secret_file' (or 'remote.tls') is needed with 'node.listen': peers "
+                      "prove that they are members with it (or set 'remote.insecure_plaintext: "
+                      "true' to turn TLS off)"});
   if (YAML::Node d = root["demo"]) {
     try {
       out.demo = d.as<bool>();

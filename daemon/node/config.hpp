@@ -14,8 +14,10 @@ struct config {
   // be IP literals; the others may be host names.
   std::string listen;       // node.listen: the node-to-node port
   std::string advertise;    // node.advertise: what peers dial
-  std::string secret_file;  // node.secret_file: the cluster secret (must be readable)
-  std::string secret;       // its content (trailing whitespace dropped)
+  std::string secret_file;  // node.secret_file: the cluster secrets (must be readable)
+  // Its lines, one secret each (blank lines and '#' comments skipped): the
+  // first is offered when dialing, all are accepted.
+  std::vector<std::string> secrets;
   std::vector<std::string> seeds;
   // remote: the node-to-node transport.
   unsigned max_frame_bytes = 4u << 20;
@@ -25,6 +27,12 @@ struct config {
   unsigned handshake_timeout_ms = 5000;
   unsigned unreachable_timeout_ms = 5000;
   std::vector<std::string> remote_spawn;  // kinds peers may spawn here; "*": any
+  bool insecure_plaintext = false;  // remote.insecure_plaintext: no TLS at all
+  // remote.tls: mutual TLS with certificates instead of the secret.
+  std::string tls_cert_file, tls_key_file, tls_ca_file;
+  unsigned max_connections = 1024;
+  unsigned max_pending_connections = 64;
+  unsigned max_pending_per_address = 8;
   std::string admin_listen = "127.0.0.1:7780";
   std::string admin_token_file;  // admin.token_file: bearer token, optional
   std::string admin_token;       // the file's first line

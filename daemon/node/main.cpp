@@ -167,6 +167,14 @@ class node {
         return 1;
       }
       sc.address = transport_->address();
+      if (cfg_.insecure_plaintext)
+        log(level::warning,
+            "remote: TLS IS OFF (remote.insecure_plaintext): node-to-node traffic is neither "
+            "authenticated nor encrypted, and anyone who reaches " + cfg_.listen +
+                " can act as a member of cluster '" + cfg_.cluster + "'");
+      else
+        log(level::info, std::string("remote: TLS 1.3, members authenticated by ") +
+                             (cfg_.tls_cert_file.empty() ? "the cluster secret" : "certificates from " + cfg_.tls_ca_file));
     }
     sc.dispatcher.threads = cfg_.threads;
     sc.loop = &loop_;
@@ -250,7 +258,14 @@ class node {
     o.self.cluster = c.cluster;
     o.self.node = c.name;
     o.self.address = c.advertise;  // empty: the listen address as bound
-    o.self.secret = c.secret;
+    o.creds.secrets = c.secrets;
+    o.creds.cert_file = c.tls_cert_file;
+    o.creds.key_file = c.tls_key_file;
+    o.creds.ca_file = c.tls_ca_file;
+    o.insecure_plaintext = c.insecure_plaintext;
+    o.max_connections = c.max_connections;
+    o.max_pending = c.max_pending_connections;
+    o.max_pending_per_address = c.max_pending_per_address;
     o.self.max_frame = c.max_frame_bytes;
     o.listen = c.listen;
     o.send_queue = c.send_queue;
@@ -491,7 +506,18 @@ class node {
           restart.push_back("plugins.load (" + p + " stays loaded)");
       if (next.listen != cfg_.listen) restart.push_back("node.listen");
       if (next.advertise != cfg_.advertise) restart.push_back("node.advertise");
-      if (next.secret != cfg_.secret) restart.push_back("node.secret_file");
+      if (next.secrets != cfg_.secrets && transport_) {
+        transport_->set_secrets(next.secrets);
+        log(level::info, "reload: handshakes from now on offer the first of " +
+                             std::to_string(next.secrets.size()) +
+                             " cluster secrets and accept any of them");
+      }
+      if (next.insecure_plaintext != cfg_.insecure_plaintext || next.tls_cert_file != cfg_.tls_cert_file ||
+          next.tls_key_file != cfg_.tls_key_file || next.tls_ca_file != cfg_.tls_ca_file ||
+          next.max_connections != cfg_.max_connections ||
+          next.max_pending_connections != cfg_.max_pending_connections ||
+          next.max_pending_per_address != cfg_.max_pending_per_address)
+        restart.push_back("remote");
       if (next.max_frame_bytes != cfg_.max_frame_bytes || next.send_queue != cfg_.send_queue ||
           next.heartbeat_interval_ms != cfg_.heartbeat_interval_ms ||
           next.heartbeat_timeout_ms != cfg_.heartbeat_timeout_ms ||
@@ -517,8 +543,14 @@ class node {
       next.state_dir = cfg_.state_dir;
       next.listen = cfg_.listen;
       next.advertise = cfg_.advertise;
-      next.secret_file = cfg_.secret_file;
-      next.secret = cfg_.secret;
+      if (!transport_) next.secrets = cfg_.secrets;
+      next.insecure_plaintext = cfg_.insecure_plaintext;
+      next.tls_cert_file = cfg_.tls_cert_file;
+      next.tls_key_file = cfg_.tls_key_file;
+      next.tls_ca_file = cfg_.tls_ca_file;
+      next.max_connections = cfg_.max_connections;
+      next.max_pending_connections = cfg_.max_pending_connections;
+      next.max_pending_per_address = cfg_.max_pending_per_address;
       next.max_frame_bytes = cfg_.max_frame_bytes;
       next.send_queue = cfg_.send_queue;
       next.heartbeat_interval_ms = cfg_.heartbeat_interval_ms;

@@ -21,7 +21,12 @@ class process;
 
 namespace troupe::remote {
 
-inline constexpr std::uint16_t protocol_version = 1;
+// The protocol versions this node speaks (Hello and Welcome agree on one).
+inline constexpr std::uint16_t protocol_version = 2;
+inline constexpr std::uint16_t oldest_protocol_version = 2;
+// Frames before the peer is up (Hello, Welcome, Disconnect) are small: an
+// unauthenticated or unwelcome peer cannot make this node buffer more.
+inline constexpr std::size_t handshake_max_frame = std::size_t{16} << 10;
 inline constexpr std::size_t default_max_frame = std::size_t{4} << 20;
 inline constexpr std::size_t min_max_frame = std::size_t{64} << 10;
 
@@ -56,6 +61,8 @@ class frame_reader {
   // The length the last oversized frame announced.
   std::size_t announced() const noexcept { return announced_; }
   std::size_t buffered() const noexcept { return end_ - begin_; }
+  std::size_t max_frame() const noexcept { return max_frame_; }
+  void set_max_frame(std::size_t n) noexcept { max_frame_ = n; }
 
  private:
   std::vector<std::uint8_t> buf_;

@@ -9,8 +9,11 @@ const char* to_string(close_reason r) noexcept {
     case close_reason::version: return "version";
     case close_reason::cluster: return "cluster";
     case close_reason::secret: return "secret";
+    case close_reason::certificate: return "certificate";
+    case close_reason::tls: return "tls";
     case close_reason::address: return "address";
     case close_reason::handshake_timeout: return "timeout";
+    case close_reason::limit: return "limit";
     case close_reason::refused: return "refused";
     case close_reason::duplicate: return "duplicate";
     case close_reason::protocol: return "protocol";
@@ -28,20 +31,25 @@ bool is_handshake_failure(close_reason r) noexcept {
 }
 
 session::session(const identity& self, session_events& events)
-    : self_(self), events_(events), reader_(self.max_frame) {}
+    : self_(self), events_(events), reader_(std::min(self.max_frame, handshake_max_frame)) {}
 
 void session::start() {
-  nonce_ = random_nonce();
   events_.write(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
-    auto hello = wire::CreateHello(b, protocol_version, b.CreateString(self_.cluster),
-                                   b.CreateString(self_.node), b.CreateString(self_.address),
-                                   self_.incarnation, b.CreateVector(nonce_.data(), nonce_.size()));
-    return std::pair(wire::Body::Hello, hello.Union());
+    auto cluster = b.CreateString(self_.cluster);
+    auto node = b.CreateString(self_.node);
+    auto address = b.CreateString(self_.address);
+    wire::HelloBuilder hello(b);
+    hello.add_version(protocol_version);
+    hello.add_min_version(oldest_protocol_version);
+    hello.add_cluster(cluster);
+    hello.add_node(node);
+    hello.add_address(address);
+    hello.add_incarnation(self_.incarnation);
+    return std::pair(wire::Body::Hello, hello.Finish().Union());
   }));
 }
 
-bool session::commit(std::size_t n) {
-  reader_.commit(n);
+bool session::process() {
   while (state_ != state::closed) {
     const wire::Frame* f = nullptr;
     switch (reader_.next(f)) {
@@ -50,7 +58,7 @@ bool session::commit(std::size_t n) {
       case frame_reader::status::oversized:
         fail(close_reason::protocol,
              "a frame of " + std::to_string(reader_.announced()) + " bytes exceeds the cap of " +
-                 std::to_string(self_.max_frame),
+                 std::to_string(reader_.max_frame()) + (up() ? "" : " before the handshake"),
              true);
         return false;
       case frame_reader::status::invalid:
@@ -74,9 +82,9 @@ void session::handle(const wire::Frame& f) {
     case wire::Body::Hello:
       if (state_ != state::hello_sent) return fail(close_reason::protocol, "a second Hello", true);
       return on_hello(*f.body_as_Hello());
-    case wire::Body::Auth:
-      if (state_ != state::auth_sent) return fail(close_reason::protocol, "Auth out of place", true);
-      return on_auth(*f.body_as_Auth());
+    case wire::Body::Welcome:
+      if (state_ != state::welcome_sent) return fail(close_reason::protocol, "Welcome out of place", true);
+      return on_welcome(*f.body_as_Welcome());
     case wire::Body::Disconnect: {
       const auto* s = f.body_as_Disconnect()->reason();
       std::string text = s ? s->str() : std::string("no reason given");
@@ -87,7 +95,7 @@ void session::handle(const wire::Frame& f) {
       } else if (code == "shutdown") {
         r = close_reason::peer_left;
       } else if (state_ != state::up && (code == "version" || code == "cluster" ||
-                                         code == "secret" || code == "address")) {
+                                         code == "secret" || code == "certificate" || code == "address")) {
         r = close_reason::refused;
       }
       return fail(r, "the peer closed the connection: " + text, false);
@@ -108,44 +116,54 @@ void session::handle(const wire::Frame& f) {
 }
 
 void session::on_hello(const wire::Hello& h) {
-  if (h.version() != protocol_version)
+  // The newest version both speak, if it is one both still speak.
+  const std::uint16_t peer_max = h.version();
+  const std::uint16_t peer_min = h.min_version() == 0 ? peer_max : h.min_version();
+  const std::uint16_t agreed = std::min(peer_max, protocol_version);
+  if (agreed < std::max(peer_min, oldest_protocol_version)) {
+    auto range = [](std::uint16_t lo, std::uint16_t hi) {
+      return lo == hi ? std::to_string(hi) : std::to_string(lo) + " to " + std::to_string(hi);
+    };
     return fail(close_reason::version,
-                "the peer speaks protocol version " + std::to_string(h.version()) +
-                    ", this node speaks " + std::to_string(protocol_version),
+                "the peer speaks protocol version " + range(peer_min, peer_max) +
+                    ", this node speaks " + range(oldest_protocol_version, protocol_version),
                 true);
+  }
   const std::string cluster = h.cluster() ? h.cluster()->str() : std::string();
   if (cluster != self_.cluster)
     return fail(close_reason::cluster,
                 "the peer is in cluster '" + cluster + "', this node in '" + self_.cluster + "'",
                 true);
-  if (!h.nonce() || h.nonce()->size() != nonce_size)
-    return fail(close_reason::protocol, "the Hello has no challenge of 32 bytes", true);
   if (!h.address() || h.address()->size() == 0)
     return fail(close_reason::protocol, "the Hello names no address", true);
-  peer_.node = h.node() ? h.node()->str() : std::string();
+  if (!h.node() || h.node()->size() == 0)
+    return fail(close_reason::protocol, "the Hello names no node", true);
+  peer_.node = h.node()->str();
   peer_.address = h.address()->str();
   peer_.incarnation = h.incarnation();
-  std::copy(h.nonce()->begin(), h.nonce()->end(), peer_nonce_.begin());
-  if (peer_.address == self_.address)
-    return fail(close_reason::address, "the peer claims this node's own address " + peer_.address,
-                true);
+  // A shared key proves "a member", not which one: a connection to itself
+  // (reflected by a relay, or a node given its own address as a seed) is
+  // not a peer.
+  if (peer_.address == self_.address || peer_.incarnation == self_.incarnation)
+    return fail(close_reason::address,
+                "the peer is this node itself (" + peer_.node + " at " + peer_.address + ")", true);
   session_events::verdict v = events_.on_hello(peer_);
   if (!v.accept) return fail(v.reason, std::move(v.detail), true);
-  const mac proof = prove(self_.secret, self_.address, peer_.address, peer_nonce_, nonce_);
-  state_ = state::auth_sent;
+  version_ = agreed;
+  state_ = state::welcome_sent;
   events_.write(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
-    auto auth = wire::CreateAuth(b, b.CreateVector(proof.data(), proof.size()));
-    return std::pair(wire::Body::Auth, auth.Union());
+    return std::pair(wire::Body::Welcome, wire::CreateWelcome(b, agreed).Union());
   }));
 }
 
-void session::on_auth(const wire::Auth& a) {
-  const mac expected = prove(self_.secret, peer_.address, self_.address, nonce_, peer_nonce_);
-  const auto* m = a.mac();
-  if (!m || !proof_matches(expected, {m->data(), m->size()}))
-    return fail(close_reason::secret,
-                "the peer's proof of the cluster secret is wrong (a different secret_file?)", true);
+void session::on_welcome(const wire::Welcome& w) {
+  if (w.version() != version_)
+    return fail(close_reason::version,
+                "the peer chose protocol version " + std::to_string(w.version()) + ", this node " +
+                    std::to_string(version_),
+                true);
   state_ = state::up;
+  reader_.set_max_frame(self_.max_frame);
   events_.on_up();
 }
 

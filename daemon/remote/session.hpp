@@ -1,17 +1,16 @@
 #pragma once
-// The protocol of one node-to-node connection, apart from its socket: it
-// cuts the byte stream into verified frames, runs the handshake (Hello both
-// ways, then Auth both ways) and passes the frames of an authenticated peer
-// on. Nothing a peer sends reaches the node before its proof of the
-// cluster secret checks out. The transport feeds it bytes; the fuzz target
-// feeds it anything at all.
+// The protocol of one node-to-node connection inside its channel (TLS, or
+// plaintext when the operator asked for it), apart from the socket: it cuts
+// the byte stream into verified frames, runs the identity exchange (Hello
+// both ways, then Welcome both ways) and passes the frames of a welcomed
+// peer on. Until then only small frames are read. The transport feeds it
+// the channel's plaintext; the fuzz target feeds it anything at all.
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "remote/frame.hpp"
-#include "remote/handshake.hpp"
 
 namespace troupe::remote {
 
@@ -21,17 +20,19 @@ struct identity {
   std::string node;
   std::string address;  // advertised: the first half of this node's PIDs
   std::uint64_t incarnation = 0;
-  std::string secret;
   std::size_t max_frame = default_max_frame;
 };
 
 // Why a connection ends. The first group are handshake failures.
 enum class close_reason : std::uint8_t {
-  version,            // the peer speaks another protocol version
+  version,            // no protocol version both sides speak
   cluster,            // the peer is in another cluster
-  secret,             // the peer's proof of the secret is wrong
+  secret,             // the peer holds none of this node's cluster secrets
+  certificate,        // the peer's certificate is not valid, or names another node
+  tls,                // the TLS handshake failed otherwise (or the peer does not speak TLS)
   address,            // the peer is this node, or not the node that was dialed
   handshake_timeout,  // the handshake did not finish in time
+  limit,              // too many connections in total, or from the peer's address
   refused,            // the peer refused this node's handshake
   duplicate,          // another connection to the same peer is kept instead
   protocol,           // a frame that is oversized, malformed or out of place
@@ -41,7 +42,7 @@ enum class close_reason : std::uint8_t {
   io_error,           // the socket failed
   shutdown,           // this node is stopping
 };
-inline constexpr std::size_t close_reason_count = 13;
+inline constexpr std::size_t close_reason_count = 16;
 const char* to_string(close_reason r) noexcept;
 bool is_handshake_failure(close_reason r) noexcept;
 
@@ -65,7 +66,7 @@ class session_events {
     std::string detail;
   };
   virtual verdict on_hello(const peer_hello& hello) = 0;
-  // Both sides proved the secret: frames may flow.
+  // Both sides welcomed each other: frames may flow.
   virtual void on_up() = 0;
   // A frame from the authenticated peer (Batch, Watch, Terminated, ...).
   virtual void on_frame(const wire::Frame& frame) = 0;
@@ -76,19 +77,25 @@ class session_events {
 
 class session {
  public:
-  enum class state : std::uint8_t { hello_sent, auth_sent, up, closed };
+  enum class state : std::uint8_t { hello_sent, welcome_sent, up, closed };
 
   session(const identity& self, session_events& events);
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
-  // Sends this node's Hello.
+  // Sends this node's Hello (once the channel is established).
   void start();
 
-  // Room for bytes from the socket, then how many arrived. commit() handles
-  // every whole frame; it returns false once the session is closed.
+  // Room for bytes from the channel, then how many arrived. process()
+  // handles every whole frame; it returns false once the session is closed.
+  // commit() is both.
   std::span<std::uint8_t> prepare(std::size_t hint) { return reader_.prepare(hint); }
-  bool commit(std::size_t n);
+  void received(std::size_t n) noexcept { reader_.commit(n); }
+  bool process();
+  bool commit(std::size_t n) {
+    received(n);
+    return process();
+  }
 
   // Ends the session from this side, telling the peer why (once).
   void close(close_reason reason, std::string detail);
@@ -96,6 +103,8 @@ class session {
   state current() const noexcept { return state_; }
   bool up() const noexcept { return state_ == state::up; }
   const peer_hello& peer() const noexcept { return peer_; }
+  // The protocol version agreed on (valid once up).
+  std::uint16_t version() const noexcept { return version_; }
   // Why it closed (valid once closed) and the words that go with it.
   close_reason reason() const noexcept { return reason_; }
   const std::string& detail() const noexcept { return detail_; }
@@ -103,20 +112,22 @@ class session {
   bool take_activity() noexcept { return std::exchange(activity_, false); }
 
   // For the fuzz target only: skip the handshake as if it had succeeded.
-  void assume_up_for_fuzzing() noexcept { state_ = state::up; }
+  void assume_up_for_fuzzing() noexcept {
+    state_ = state::up;
+    reader_.set_max_frame(self_.max_frame);
+  }
 
  private:
   void handle(const wire::Frame& f);
   void on_hello(const wire::Hello& h);
-  void on_auth(const wire::Auth& a);
+  void on_welcome(const wire::Welcome& w);
   void fail(close_reason reason, std::string detail, bool tell_peer);
 
   const identity& self_;
   session_events& events_;
   frame_reader reader_;
-  nonce nonce_{};
   peer_hello peer_;
-  std::array<std::uint8_t, nonce_size> peer_nonce_{};
+  std::uint16_t version_ = 0;
   state state_ = state::hello_sent;
   close_reason reason_ = close_reason::peer_closed;
   std::string detail_;

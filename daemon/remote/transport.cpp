@@ -162,6 +162,12 @@ class connection final : public session_events {
   void begin();
   void move_state(connection_state to);
   void deliver(const wire::Batch& b);
+  // TLS: `n` bytes of ciphertext arrived in rbuf_. False once closed.
+  bool read_tls(std::size_t n);
+  void fail_tls();
+  // Moves what the channel produced into the write queue (under wmu_).
+  void take_tls_output_locked();
+  void end_pending();
 
   struct segment {
     flatbuffers::DetachedBuffer fb;
@@ -171,6 +177,14 @@ class connection final : public session_events {
     std::size_t size() const noexcept { return fb.data() ? fb.size() : bytes.size(); }
   };
 
+  std::unique_ptr<tls_channel> tls_;  // null with insecure_plaintext; under wmu_
+  std::vector<std::uint8_t> rbuf_;     // ciphertext read from the socket (TLS)
+  bool read_any_ = false;
+ public:
+  bool channel_established_ = false;  // loop: the peer passed the TLS handshake
+  std::string source_;  // the peer's IP, for accepted connections
+  bool pending_ = false;  // counted as not yet through the handshake
+ private:
   uv_tcp_t tcp_{};
   uv_getaddrinfo_t resolve_req_{};
   uv_connect_t connect_req_{};
@@ -755,7 +769,8 @@ class peer : public std::enable_shared_from_this<peer> {
   std::unordered_map<std::string, remote_process*> proxies_;
 
   mutable std::mutex info_mu_;
-  std::string node_, state_name_ = "idle", last_error_;
+  std::string node_, last_error_;
+  const char* state_name_ = "idle";
   std::uint64_t incarnation_ = 0;
   bool inbound_ = false;
   std::atomic<std::uint64_t> sent_{0}, received_{0}, bytes_sent_{0}, bytes_received_{0};
@@ -828,7 +843,17 @@ connection::connection(transport& t, bool dialer, std::shared_ptr<peer> p)
       last_heard_ns_(opened_ns_),
       last_write_ns_(opened_ns_) {
   tcp_.data = this;
+  if (t_.tls() != nullptr) {
+    tls_ = std::make_unique<tls_channel>(*t_.tls(), dialer);
+    rbuf_.resize(64 << 10);
+  }
   t_.connection_opened(state_);
+}
+
+void connection::end_pending() {
+  if (!pending_) return;
+  pending_ = false;
+  t_.handshake_done(source_);
 }
 
 void connection::move_state(connection_state to) {
@@ -892,6 +917,16 @@ bool connection::accept(uv_stream_t* server) {
   uv_tcp_init(t_.loop_.uv(), &tcp_);
   tcp_open_ = true;
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
+  sockaddr_storage addr{};
+  int len = sizeof addr;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    if (addr.ss_family == AF_INET6)
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&addr), ip, sizeof ip);
+    else
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&addr), ip, sizeof ip);
+  }
+  source_ = ip;
   begin();
   return true;
 }
@@ -900,17 +935,29 @@ void connection::begin() {
   uv_tcp_nodelay(&tcp_, 1);
   move_state(connection_state::handshaking);
   opened_ns_ = last_heard_ns_ = steady_ns();
-  s_.start();
+  if (!tls_) {
+    s_.start();
+  } else if (dialer_) {
+    int rc;
+    {
+      std::lock_guard lock(wmu_);
+      tls_->handshake();  // the client's hello
+      rc = flush_locked(true);
+    }
+    if (rc < 0) return fail_write();
+  }
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
 }
 
 void connection::on_alloc(uv_handle_t* h, std::size_t hint, uv_buf_t* buf) {
   auto* self = static_cast<connection*>(h->data);
-  std::span<std::uint8_t> room = self->s_.prepare(std::max<std::size_t>(hint, 64 << 10));
+  std::span<std::uint8_t> room =
+      self->tls_ ? std::span<std::uint8_t>(self->rbuf_)
+                 : self->s_.prepare(std::max<std::size_t>(hint, 64 << 10));
   *buf = uv_buf_init(reinterpret_cast<char*>(room.data()), static_cast<unsigned>(room.size()));
 }
 
-void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* self = static_cast<connection*>(s->data);
   if (self->closing_) return;
   if (n > 0) {
@@ -920,6 +967,21 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     // The first actor this read makes runnable may run here when it ends
     // (see dispatcher::hold): a reply then leaves without a thread hand-off.
     dispatcher::hold hold(self->t_.system().dispatcher());
+    if (self->tls_) {
+      self->read_tls(static_cast<std::size_t>(n));
+      return;
+    }
+    if (!self->read_any_) {
+      self->read_any_ = true;
+      // A TLS record where a frame's length should be.
+      const auto* first = reinterpret_cast<const std::uint8_t*>(buf->base);
+      if (n >= 2 && first[0] == 0x16 && first[1] == 0x03) {
+        self->close(close_reason::tls,
+                    "the peer speaks TLS, this node plaintext (remote.insecure_plaintext is set "
+                    "on one side only?)");
+        return;
+      }
+    }
     if (!self->s_.commit(static_cast<std::size_t>(n))) {
       if (self->s_.reason() == close_reason::protocol)
         self->t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
@@ -930,6 +992,101 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
   } else if (n < 0) {
     self->close(close_reason::io_error, "read failed: " + uv_text(static_cast<int>(n)));
   }
+}
+
+bool connection::read_tls(std::size_t n) {
+  if (!read_any_) {
+    read_any_ = true;
+    // Every TLS connection starts with a handshake record.
+    if (rbuf_[0] != 0x16) {
+      close(close_reason::tls,
+            "the peer does not speak TLS (remote.insecure_plaintext is set on one side only?)");
+      return false;
+    }
+  }
+  bool established_now = false, plaintext = false;
+  int rc;
+  tls_channel::status st;
+  {
+    std::lock_guard lock(wmu_);
+    tls_->received({rbuf_.data(), n});
+    if (!tls_->established() && tls_->handshake() == tls_channel::status::established)
+      established_now = true;
+    if (tls_->established()) {
+      for (;;) {
+        std::span<std::uint8_t> room = s_.prepare(16 << 10);
+        const long got = tls_->read(room);
+        if (got <= 0) break;
+        s_.received(static_cast<std::size_t>(got));
+        plaintext = true;
+      }
+    }
+    rc = flush_locked(true);  // handshake records, alerts
+    st = tls_->state();
+  }
+  if (rc < 0) {
+    fail_write();
+    return false;
+  }
+  // Hello goes first, before anything the peer sent in the same read is
+  // answered.
+  if (established_now) {
+    channel_established_ = true;
+    t_.log(0, "remote: TLS with " + (peer_ ? peer_->address() : source_) + " established (" +
+                  tls_->cipher() + ")");
+    s_.start();
+  }
+  // What arrived before the channel closed counts (a Disconnect saying why).
+  if (plaintext && !s_.process()) {
+    if (s_.reason() == close_reason::protocol)
+      t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    close(s_.reason(), s_.detail());
+    return false;
+  }
+  if (st != tls_channel::status::open) {
+    fail_tls();
+    return false;
+  }
+  return true;
+}
+
+// The channel closed or failed: say why in the peer's and operator's terms.
+void connection::fail_tls() {
+  std::string error;
+  bool unknown_key, established;
+  tls_channel::status st;
+  {
+    std::lock_guard lock(wmu_);
+    error = tls_->error();
+    unknown_key = tls_->unknown_key();
+    established = tls_->established();
+    st = tls_->state();
+  }
+  if (st == tls_channel::status::closed)
+    return close(close_reason::peer_closed, "the peer closed the connection");
+  if (established) {
+    t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    return close(close_reason::protocol, "a TLS record does not verify: " + error);
+  }
+  if (unknown_key)
+    return close(close_reason::secret,
+                 "the peer holds none of this node's cluster secrets (a different secret_file?)");
+  if (t_.tls()->certificates() && error.find("certificate") != std::string::npos)
+    return close(close_reason::certificate, "the peer's certificate is refused: " + error);
+  if (dialer_ && error.find("alert") != std::string::npos)
+    return close(close_reason::refused,
+                 "the peer refused the TLS handshake (" + error +
+                     "): it holds none of this node's secrets, or trusts another CA");
+  close(close_reason::tls, "the TLS handshake failed: " + error);
+}
+
+void connection::take_tls_output_locked() {
+  std::vector<std::uint8_t>& out = tls_->output();
+  if (out.empty()) return;
+  segment s;
+  s.bytes.swap(out);
+  backlog_ += s.bytes.size();
+  queued_.push_back(std::move(s));
 }
 
 void connection::write(std::span<const std::uint8_t> frame) {
@@ -959,6 +1116,12 @@ void connection::fail_write() {
 }
 
 void connection::queue_bytes_locked(std::span<const std::uint8_t> bytes) {
+  if (tls_) {
+    // Encrypted now, in the order frames are queued; before the channel is
+    // up there is no key, and nothing of the session's is sent.
+    if (tls_->established() && !tls_->write(bytes) && write_error_ == 0) write_error_ = UV_EPROTO;
+    return;
+  }
   segment s;
   s.bytes.assign(bytes.begin(), bytes.end());
   backlog_ += s.bytes.size();
@@ -967,6 +1130,11 @@ void connection::queue_bytes_locked(std::span<const std::uint8_t> bytes) {
 
 void connection::queue_batch_locked() {
   enc_.finish();
+  if (tls_) {
+    flatbuffers::DetachedBuffer frame = enc_.release();
+    if (!tls_->write({frame.data(), frame.size()}) && write_error_ == 0) write_error_ = UV_EPROTO;
+    return;
+  }
   segment s;
   s.fb = enc_.release();
   backlog_ += s.fb.size();
@@ -975,6 +1143,7 @@ void connection::queue_batch_locked() {
 
 int connection::flush_locked(bool on_loop) {
   if (write_error_ != 0) return -1;
+  if (tls_) take_tls_output_locked();
   if (write_busy_ || queued_.empty() || !tcp_open_ || closing_) return 0;
   uv_os_fd_t fd = -1;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return 0;
@@ -1051,6 +1220,16 @@ void connection::on_written(uv_write_t* req, int status) {
 }
 
 session_events::verdict connection::on_hello(const peer_hello& hello) {
+  if (tls_ && t_.tls()->certificates()) {
+    bool names;
+    {
+      std::lock_guard lock(wmu_);
+      names = tls_->certificate_names(hello.node);
+    }
+    if (!names)
+      return {false, close_reason::certificate,
+              "the peer says it is node '" + hello.node + "' but its certificate names another"};
+  }
   if (dialer_ && hello.address != peer_->address())
     return {false, close_reason::address,
             "dialed " + peer_->address() + " but the node there advertises " + hello.address};
@@ -1059,6 +1238,7 @@ session_events::verdict connection::on_hello(const peer_hello& hello) {
 }
 
 void connection::on_up() {
+  end_pending();
   move_state(connection_state::up);
   last_heard_ns_ = steady_ns();
   peer_->attach(*this, s_.peer());
@@ -1253,10 +1433,15 @@ void connection::close(close_reason reason, std::string detail) {
   senders_.clear();
   sender_cache_.clear();
   s_.close(reason, detail);  // queues a Disconnect (write() only queues now)
+  end_pending();
   {
     // Tell the peer why (best effort, once): the connection goes whatever
     // happens to these bytes.
     std::lock_guard lock(wmu_);
+    if (tls_) {
+      tls_->shutdown();
+      take_tls_output_locked();
+    }
     if (tcp_open_ && !write_busy_ && !queued_.empty()) {
       bufs_.clear();
       for (const segment& seg : queued_)
@@ -1293,6 +1478,10 @@ transport::transport(event_loop& loop, options opts) : loop_(loop), opts_(std::m
 transport::~transport() = default;
 
 bool transport::bind(std::string& error) {
+  if (!opts_.insecure_plaintext) {
+    tls_ = tls_context::make(opts_.creds, error);
+    if (!tls_) return false;
+  }
   if (!opts_.listen.empty()) {
     sockaddr_storage addr{};
     if (!parse_ip_address(opts_.listen, addr, error)) return false;
@@ -1327,7 +1516,8 @@ void transport::start(actor_system& sys) {
 }
 
 void transport::log_close(const connection& c, close_reason reason, const std::string& detail) {
-  const std::string who = c.peer_ ? c.peer_->address() : std::string("an unidentified peer");
+  const std::string who = c.peer_ ? c.peer_->address()
+                                 : "an unidentified peer" + (c.source_.empty() ? "" : " from " + c.source_);
   switch (reason) {
     case close_reason::duplicate:
       log(0, "remote: connection to " + who + " closed: " + detail);
@@ -1339,6 +1529,15 @@ void transport::log_close(const connection& c, close_reason reason, const std::s
       return;
     default:
       break;
+  }
+  if (!c.peer_ && !c.channel_established_ && is_handshake_failure(reason)) {
+    // Whoever did not get through the TLS handshake is nobody yet: a flood
+    // of such connections is one event per 1,024 of a kind, not a line each.
+    const std::uint64_t n = ++unidentified_refusals_[static_cast<std::size_t>(reason)];
+    if (n % 1024 == 1)
+      log(2, "remote: refused " + who + " (" + to_string(reason) + ", " + std::to_string(n) +
+                 (n == 1 ? " so far" : " so far, logged once per 1,024") + "): " + detail);
+    return;
   }
   if (is_handshake_failure(reason)) {
     log(2, "remote: refused " + who + " (" + to_string(reason) + "): " + detail);
@@ -1366,7 +1565,40 @@ void transport::on_connection(uv_stream_t* server, int status) {
   auto c = std::make_unique<connection>(*self, false, nullptr);
   connection* raw = c.get();
   self->connections_.push_back(std::move(c));
-  if (!raw->accept(server)) raw->close(close_reason::io_error, "accept failed");
+  if (!raw->accept(server)) return raw->close(close_reason::io_error, "accept failed");
+  std::string why;
+  if (!self->admit(raw->source_, why)) return raw->close(close_reason::limit, why);
+  raw->pending_ = true;
+}
+
+bool transport::admit(const std::string& source, std::string& why) {
+  const std::uint32_t from_source = pending_by_source_[source];
+  if (connections_.size() > opts_.max_connections)
+    why = "this node has " + std::to_string(connections_.size() - 1) +
+          " connections already (remote.max_connections)";
+  else if (pending_total_ >= opts_.max_pending)
+    why = std::to_string(pending_total_) +
+          " connections are in their handshake already (remote.max_pending_connections)";
+  else if (from_source >= opts_.max_pending_per_address)
+    why = std::to_string(from_source) + " connections from " + source +
+          " are in their handshake already (remote.max_pending_per_address)";
+  if (why.empty()) {
+    ++pending_total_;
+    ++pending_by_source_[source];
+    return true;
+  }
+  if (from_source == 0) pending_by_source_.erase(source);
+  return false;
+}
+
+void transport::handshake_done(const std::string& source) {
+  --pending_total_;
+  auto it = pending_by_source_.find(source);
+  if (it != pending_by_source_.end() && --it->second == 0) pending_by_source_.erase(it);
+}
+
+void transport::set_secrets(const std::vector<std::string>& secrets) {
+  if (tls_) tls_->set_secrets(secrets);
 }
 
 void transport::tick() {

@@ -20,14 +20,25 @@
 
 #include "actor/actor_system.hpp"
 #include "remote/session.hpp"
+#include "remote/tls.hpp"
 
 namespace troupe::remote {
 
 struct options {
-  // cluster, node name, advertised address, secret, frame cap. An empty
-  // address is taken from the listen address once bound (port 0 included).
+  // cluster, node name, advertised address, frame cap. An empty address
+  // is taken from the listen address once bound (port 0 included).
   identity self;
+  // How peers prove membership (TLS 1.3): cluster secrets or certificates.
+  credentials creds;
+  // No TLS at all: anyone who reaches the port is a member. For tests of
+  // the protocol itself and trusted networks only; logged loudly.
+  bool insecure_plaintext = false;
   std::string listen;            // "ip:port" to accept peers on; empty: dial out only
+  // Connections in total (both directions), and those not yet through
+  // the handshake, in total and per source address; more are refused at once.
+  std::uint32_t max_connections = 1024;
+  std::uint32_t max_pending = 64;
+  std::uint32_t max_pending_per_address = 8;
   std::uint32_t send_queue = 65536;  // messages waiting per peer before sends are dropped
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{5000};
@@ -89,10 +100,13 @@ class transport final : public remote_resolver {
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
 
-  // Binds the listener (if any), before the actor system exists: the
-  // address peers use is the first half of every PID. Returns false with
-  // `error` set when the address cannot be bound.
+  // Sets up TLS and binds the listener (if any), before the actor system
+  // exists: the address peers use is the first half of every PID. Returns
+  // false with `error` set when the credentials are unusable or the address
+  // cannot be bound.
   bool bind(std::string& error);
+  // Any thread: the cluster secrets handshakes offer and accept from now on.
+  void set_secrets(const std::vector<std::string>& secrets);
   // The address of this node's PIDs.
   const std::string& address() const noexcept { return opts_.self.address; }
   // Starts serving peers for `sys` (accepting, heartbeats, resolving PIDs).
@@ -143,6 +157,11 @@ class transport final : public remote_resolver {
     if (opts_.log) opts_.log(level, line);
   }
   void log_close(const connection& c, close_reason reason, const std::string& detail);
+  tls_context* tls() const noexcept { return tls_.get(); }
+  // Loop: a connection not yet through its handshake, from `source` (empty
+  // for dials); false when a limit refuses it.
+  bool admit(const std::string& source, std::string& why);
+  void handshake_done(const std::string& source);
 
  private:
   static void on_connection(uv_stream_t* server, int status);
@@ -151,6 +170,11 @@ class transport final : public remote_resolver {
   actor_system* sys_ = nullptr;
   event_loop& loop_;
   options opts_;
+  std::unique_ptr<tls_context> tls_;
+  // Loop thread: connections not yet through the handshake.
+  std::uint32_t pending_total_ = 0;
+  std::unordered_map<std::string, std::uint32_t> pending_by_source_;
+  std::array<std::uint64_t, close_reason_count> unidentified_refusals_{};
   remote::stats stats_;
   uv_tcp_t listener_{};
   bool listening_ = false;

@@ -515,11 +515,12 @@ struct remote_node {
   std::unique_ptr<remote::transport> t;
   std::unique_ptr<actor_system> sys;
 
-  explicit remote_node(const char* name) {
+  remote_node(const char* name, bool tls) {
     remote::options o;
+    o.insecure_plaintext = !tls;
     o.self.cluster = "bench";
     o.self.node = name;
-    o.self.secret = "a secret for the benchmark nodes";
+    o.creds.secrets = {"a secret for the benchmark nodes"};
     o.listen = "127.0.0.1:0";
     o.log = [](int level, const std::string& line) {
       if (level >= 2) std::fprintf(stderr, "troupe-bench: %s\n", line.c_str());
@@ -556,13 +557,13 @@ struct remote_node {
 
 // The server process: an echo actor named "echo"; prints its PID's address,
 // then serves until SIGTERM.
-int remote_server() {
+int remote_server(bool tls) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts
   {
-    remote_node server("bench-server");
+    remote_node server("bench-server", tls);
     server.sys->root().spawn_named(echo_props(), "echo");
     std::printf("%s\n", server.t->address().c_str());
     std::fflush(stdout);
@@ -573,7 +574,7 @@ int remote_server() {
 }
 
 // Starts this program as the server process; returns its pid and address.
-pid_t start_remote_server(std::string& address) {
+pid_t start_remote_server(std::string& address, bool tls) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   int fds[2];
@@ -584,7 +585,7 @@ pid_t start_remote_server(std::string& address) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);
-    execl(self, self, "--child", "remote_server", static_cast<char*>(nullptr));
+    execl(self, self, "--child", tls ? "remote_server_tls" : "remote_server", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(fds[1]);
@@ -666,17 +667,18 @@ struct remote_result {
 };
 
 // Round trips to the echo actor of another process: one in flight (500
-// warm-up, 5,000 timed), then a window of 1,000 until 100,000 were sent.
-remote_result remote_echo() {
+// warm-up, 5,000 timed), then a window of 1,000 until 100,000 were sent;
+// over TLS 1.3 (the default) or plaintext.
+remote_result remote_echo(bool tls) {
   std::string address;
-  const pid_t server = start_remote_server(address);
+  const pid_t server = start_remote_server(address, tls);
   if (server <= 0 || address.empty()) {
     std::fprintf(stderr, "troupe-bench: the remote server process did not start\n");
     std::exit(1);
   }
   remote_result out{};
   {
-    remote_node client("bench-client");
+    remote_node client("bench-client", tls);
     pid echo = client.sys->resolve(address + "/echo");
 
     constexpr int warmup = 500, timed = 5'000;
@@ -797,7 +799,9 @@ void measure(const options& o, std::vector<std::pair<std::string, const char*>> 
 int main(int argc, char** argv) {
   options o;
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server")
-    return remote_server();
+    return remote_server(false);
+  if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_tls")
+    return remote_server(true);
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "spawn_idle") {
     idle_result r = spawn_idle();
     std::printf("%f %f\n", r.rate, r.bytes_per_actor);
@@ -846,7 +850,13 @@ int main(int argc, char** argv) {
   measure(o, {{"remote_rtt_p50", "us"}, {"remote_rtt_p99", "us"}, {"remote_w1", "msgs/s"},
               {"remote_w1000", "msgs/s"}},
           o.runs, [] {
-            remote_result r = remote_echo();
+            remote_result r = remote_echo(false);
+            return std::vector{r.p50, r.p99, r.w1, r.w1000};
+          });
+  measure(o, {{"remote_tls_rtt_p50", "us"}, {"remote_tls_rtt_p99", "us"}, {"remote_tls_w1", "msgs/s"},
+              {"remote_tls_w1000", "msgs/s"}},
+          o.runs, [] {
+            remote_result r = remote_echo(true);
             return std::vector{r.p50, r.p99, r.w1, r.w1000};
           });
   return 0;

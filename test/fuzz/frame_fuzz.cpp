@@ -1,5 +1,5 @@
 // libFuzzer target: the bytes a peer can send. The first byte picks the
-// state the connection is in: before the handshake (Hello, Auth, anything
+// state the connection is in: before the handshake (Hello, Welcome, anything
 // else out of place), or after it, where Batch and the other frames are
 // read field by field as the transport reads them.
 #include <cstdint>
@@ -51,8 +51,7 @@ struct sink : session_events {
 };
 
 const identity& self() {
-  static const identity id{"fuzz", "fuzz-node", "127.0.0.1:7700", 1, "a fuzzing secret of some length",
-                           min_max_frame};
+  static const identity id{"fuzz", "fuzz-node", "127.0.0.1:7700", 1, min_max_frame};
   return id;
 }
 

@@ -28,11 +28,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  const nonce n{};
   write(dir, "hello", 0, encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           auto h = wire::CreateHello(b, protocol_version, b.CreateString("fuzz"), b.CreateString("peer"),
-                                     b.CreateString("127.0.0.1:7701"), 2, b.CreateVector(n.data(), n.size()));
+                                     b.CreateString("127.0.0.1:7701"), 2, oldest_protocol_version);
           return std::pair(wire::Body::Hello, h.Union());
+        }));
+  write(dir, "welcome", 0, encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+          return std::pair(wire::Body::Welcome, wire::CreateWelcome(b, protocol_version).Union());
         }));
   write(dir, "watch", 1, encode_frame([](flatbuffers::FlatBufferBuilder& b) {
           auto w = wire::CreateWatch(b, b.CreateString("127.0.0.1:7701/$3"), b.CreateString("counter"));

@@ -139,6 +139,7 @@ with tempfile.TemporaryDirectory() as tmp:
     empty = write(tmp, "empty.token", "\n")
     short = write(tmp, "short.key", "tiny\n")
     key = write(tmp, "cluster.key", "a-secret-long-enough-for-the-cluster\n")
+    blank = write(tmp, "blank.key", "# no secret yet\n\n")
     cases = [
         ("unknown key", "node:\n  name: a\n  colour: blue\n", ":3:", "unknown key 'node.colour'"),
         ("bad thread count", "dispatcher:\n  threads: lots\n", ":2:", "'dispatcher.threads' must be a whole number"),
@@ -163,7 +164,13 @@ with tempfile.TemporaryDirectory() as tmp:
         ("histograms not a list", "metrics:\n  histograms: some\n", ":2:",
          "'metrics.histograms' must be a list of kinds or 'all'"),
         ("listen without a secret", "node:\n  listen: 127.0.0.1:0\n", ":2:",
-         "'node.secret_file' is needed with 'node.listen'"),
+         "'node.secret_file' (or 'remote.tls') is needed with 'node.listen'"),
+        ("a secret file with no secret", f"node:\n  secret_file: {blank}\n", ":2:",
+         f"'node.secret_file' {blank} holds no secret"),
+        ("remote.tls without its key", f"remote:\n  tls:\n    cert_file: {key}\n", ":3:",
+         "'remote.tls' needs cert_file, key_file and ca_file together"),
+        ("remote.insecure_plaintext not a boolean", "remote:\n  insecure_plaintext: maybe\n", ":2:",
+         "'remote.insecure_plaintext' must be true or false"),
         ("a secret too short", f"node:\n  secret_file: {short}\n", ":2:",
          "holds a secret of 4 bytes; at least 16 are needed"),
         ("wildcard listen without advertise",

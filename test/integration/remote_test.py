@@ -21,100 +21,21 @@ import threading
 import time
 import urllib.request
 
-from harness import check, copy_plugins, finish, http, listening_url, stderr_reader, wait_or_kill
+from harness import check, finish
+import nodes as nodes_mod
+from nodes import metric, poll, world
 
 NODE, CTL, BUILD_ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 
 tmp = tempfile.mkdtemp()
-plugin_dir = os.path.join(tmp, "plugins")
-copy_plugins(BUILD_ROOT, plugin_dir, ["echo"])
-for so in ("thrower.so", "remote_probe.so"):
-    shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", so), plugin_dir)
+w = world(NODE, CTL, BUILD_ROOT, tmp)
+good_secret = w.secret("cluster.key", "a-long-enough-cluster-secret")
+bad_secret = w.secret("other.key", "another-secret-of-some-length")
+nodes = w.nodes
 
 
-def secret(name, text):
-    path = os.path.join(tmp, name)
-    with open(path, "w") as f:
-        f.write(text + "\n")
-    return path
-
-
-good_secret = secret("cluster.key", "a-long-enough-cluster-secret")
-bad_secret = secret("other.key", "another-secret-of-some-length")
-nodes = []
-
-
-class node:
-    def __init__(self, name, cluster="rt", key=good_secret, listen="127.0.0.1:0", send_queue=65536,
-                 seeds=()):
-        self.name = name
-        self.cfg = os.path.join(tmp, name + ".yaml")
-        self.text = (f"node: {{ name: {name}, cluster: {cluster}, listen: {listen},"
-                     f" secret_file: {key} }}\n"
-                     f"plugins: {{ dir: {plugin_dir}, load: [echo, thrower, remote_probe] }}\n"
-                     "admin: { listen: 127.0.0.1:0 }\n"
-                     "metrics: { listen: 127.0.0.1:0 }\n"
-                     "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
-                     f" send_queue: {send_queue}, spawn: [probe.sink] }}\n")
-        self.set_seeds(seeds)
-        self.p = subprocess.Popen([NODE, "--config", self.cfg], stderr=subprocess.PIPE, text=True)
-        self.err = stderr_reader(self.p)
-        self.admin = listening_url(self.err, "admin API")
-        self.metrics = listening_url(self.err, "metrics")
-        self.err.has("ready:", 20)
-        m = None
-        if self.err.has("PIDs as ", 1):
-            for line in self.err.lines:
-                m = m or re.search(r"PIDs as (\S+)/ID", line)
-        self.address = m.group(1) if m else None
-        nodes.append(self)
-
-    def set_seeds(self, seeds):
-        with open(self.cfg, "w") as f:
-            f.write(self.text + f"seeds: [{', '.join(seeds)}]\n")
-
-    def call(self, method, path, body=None, raw=None):
-        return http(method, self.admin + path, body, raw=raw)
-
-    def spawn(self, kind, name, on=None):
-        body = {"kind": kind, "name": name}
-        if on:
-            body["node"] = on
-        return self.call("POST", "/v1/actors", body)
-
-    def request(self, actor, type_, message, timeout_ms=5000):
-        return self.call("POST", f"/v1/actors/{actor}/request",
-                         {"type": type_, "message": message, "timeout_ms": timeout_ms})
-
-    def ctl(self, *args):
-        return subprocess.run([CTL, "--admin", self.admin] + list(args), capture_output=True,
-                              text=True, timeout=30)
-
-    def scrape(self):
-        with urllib.request.urlopen(self.metrics, timeout=10) as r:
-            return r.read().decode()
-
-    def peers(self):
-        status, body = self.call("GET", "/v1/peers")
-        return body["peers"] if status == 200 else []
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        return wait_or_kill(self.p)
-
-
-def metric(text, name, labels=""):
-    m = re.search("^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def poll(fn, ok, timeout=15.0):
-    deadline = time.time() + timeout
-    value = fn()
-    while not ok(value) and time.time() < deadline:
-        time.sleep(0.05)
-        value = fn()
-    return value
+def node(name, key=good_secret, **kw):
+    return nodes_mod.node(w, name, key=key, **kw)
 
 
 a, b = node("node-a"), node("node-b")
@@ -213,12 +134,14 @@ for label, kw, reason in (("a wrong secret", {"key": bad_secret}, "secret"),
           len(cp) == 1 and cp[0]["state"] != "up" and cp[0]["last_error"], str(cp))
     c.stop()
 
-# ---- garbage, truncated and oversized frames: that connection closes, the node goes on
+# ---- garbage, plaintext frames and truncated records before TLS: that
+# connection closes as a failed handshake, the node goes on
 host, port = b.address.rsplit(":", 1)
-before = metric(b.scrape(), "troupe_remote_protocol_errors_total") or 0
+failures = lambda: metric(b.scrape(), "troupe_remote_handshake_failures_total", '{reason="tls"}') or 0
+before = failures()
 for what, data in (("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 64),
-                   ("oversized", struct.pack("<I", 0x7FFFFFF0) + b"x" * 16),
-                   ("a frame that does not verify", struct.pack("<I", 16) + b"\xff" * 16)):
+                   ("a plaintext frame", struct.pack("<I", 0x7FFFFFF0) + b"x" * 16),
+                   ("a TLS record that is no handshake", b"\x16\x03\x01\x00\x10" + b"\xff" * 16)):
     s = socket.create_connection((host, int(port)), timeout=5)
     s.sendall(data)
     s.settimeout(5)
@@ -233,11 +156,11 @@ for what, data in (("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 64
     check(f"{what}: the node closes that connection and keeps running",
           closed and b.p.poll() is None, f"node-b rc {b.p.poll()}: {b.err.text()[-1500:]}")
 s = socket.create_connection((host, int(port)), timeout=5)
-s.sendall(struct.pack("<I", 4096) + b"\0" * 10)  # truncated, then gone
+s.sendall(b"\x16\x03\x01\x10\x00" + b"\0" * 10)  # truncated, then gone
 s.close()
-after = poll(lambda: metric(b.scrape(), "troupe_remote_protocol_errors_total") or 0,
-             lambda v: v >= before + 3)
-check("bad frames are counted as protocol errors", after >= before + 3, f"{before} -> {after}")
+after = poll(failures, lambda v: v >= before + 3)
+check("bytes that are no TLS handshake are counted as failed handshakes (tls) and logged",
+      after >= before + 3 and b.err.has("does not speak TLS", 1), f"{before} -> {after}")
 try:
     status, body = a.request("relay", "troupe.test.Relay", {"to": f"{b.address}/echo", "n": 8})
 except OSError as e:

@@ -194,8 +194,8 @@ struct end : session_events {
   bool up = false;
   std::vector<wire::Body> frames;
 
-  end(std::string cluster, std::string address, std::string secret)
-      : self{std::move(cluster), "n", std::move(address), 1, std::move(secret), default_max_frame},
+  end(std::string cluster, std::string address, std::uint64_t incarnation)
+      : self{std::move(cluster), "n", std::move(address), incarnation, default_max_frame},
         s(self, *this) {}
 
   void write(std::span<const std::uint8_t> f) override {
@@ -227,37 +227,34 @@ void connect(end& a, end& b) {
   }
 }
 
+// Only `a` has sent its Hello, and `b` has not read it.
+void start_one(end& a, end& b) {
+  a.other = &b;
+  b.other = &a;
+  a.s.start();
+  b.inbox.clear();
+}
+
 }  // namespace
 
-TEST_CASE("two nodes with the same cluster and secret authenticate each other") {
-  end a("c", "10.0.0.1:1", "a shared secret of enough bytes");
-  end b("c", "10.0.0.2:1", "a shared secret of enough bytes");
+TEST_CASE("two nodes of one cluster welcome each other inside the channel") {
+  end a("c", "10.0.0.1:1", 1);
+  end b("c", "10.0.0.2:1", 2);
   connect(a, b);
   REQUIRE(a.up);
   REQUIRE(b.up);
   REQUIRE(a.s.peer().address == "10.0.0.2:1");
+  CHECK(a.s.version() == protocol_version);
   auto hb = heartbeat_frame();
   a.write(hb);  // lands in b's inbox
   REQUIRE(b.pump());
   REQUIRE(b.s.take_activity());
 }
 
-TEST_CASE("a wrong secret or cluster is refused by reason, on both sides") {
-  SECTION("secret") {
-    end a("c", "10.0.0.1:1", "a shared secret of enough bytes");
-    end b("c", "10.0.0.2:1", "another secret, just as long!!");
-    connect(a, b);
-    REQUIRE_FALSE(a.up);
-    REQUIRE_FALSE(b.up);
-    // Each finds the other's proof wrong, or hears that its own was.
-    for (end* e : {&a, &b}) {
-      REQUIRE(e->s.current() == session::state::closed);
-      CHECK((e->s.reason() == close_reason::secret || e->s.reason() == close_reason::refused));
-    }
-  }
+TEST_CASE("a wrong cluster or protocol version is refused by reason, naming both") {
   SECTION("cluster") {
-    end a("c", "10.0.0.1:1", "a shared secret of enough bytes");
-    end b("d", "10.0.0.2:1", "a shared secret of enough bytes");
+    end a("c", "10.0.0.1:1", 1);
+    end b("d", "10.0.0.2:1", 2);
     connect(a, b);
     REQUIRE_FALSE(a.up);
     REQUIRE(a.s.current() == session::state::closed);
@@ -265,23 +262,56 @@ TEST_CASE("a wrong secret or cluster is refused by reason, on both sides") {
     CHECK(b.s.reason() == close_reason::cluster);
     CHECK(b.s.detail().find("'c'") != std::string::npos);
   }
+  SECTION("version") {
+    end a("c", "10.0.0.1:1", 1);
+    a.other = &a;  // unused: the peer below is hand-written
+    // A protocol-1 peer: its Hello has no min_version.
+    auto hello = encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+      auto h = wire::CreateHello(b, 1, b.CreateString("c"), b.CreateString("old"),
+                                 b.CreateString("10.0.0.9:1"), 9);
+      return std::pair(wire::Body::Hello, h.Union());
+    });
+    a.inbox.assign(hello.begin(), hello.end());
+    std::vector<std::uint8_t> sent;
+    end sink("c", "10.0.0.3:1", 3);
+    a.other = &sink;
+    REQUIRE_FALSE(a.pump());
+    CHECK(a.s.reason() == close_reason::version);
+    CHECK(a.s.detail() == "the peer speaks protocol version 1, this node speaks 2");
+  }
 }
 
-TEST_CASE("a node that claims this node's own address is refused") {
-  end a("c", "10.0.0.1:1", "a shared secret of enough bytes");
-  end b("c", "10.0.0.1:1", "a shared secret of enough bytes");
-  connect(a, b);
+TEST_CASE("a connection to this node itself is refused") {
+  end a("c", "10.0.0.1:1", 1);
+  SECTION("by address") {
+    end b("c", "10.0.0.1:1", 2);
+    connect(a, b);
+  }
+  SECTION("by incarnation, whatever address it claims (a reflected connection)") {
+    end b("c", "10.0.0.2:1", 1);
+    connect(a, b);
+  }
   REQUIRE_FALSE(a.up);
   CHECK(a.s.reason() == close_reason::address);
 }
 
+TEST_CASE("before the handshake, frames are small") {
+  end a("c", "10.0.0.1:1", 1);
+  end b("c", "10.0.0.2:1", 2);
+  start_one(a, b);
+  std::vector<std::uint8_t> big(64 << 10, 0);
+  const std::uint32_t len = static_cast<std::uint32_t>(big.size() - 4);
+  std::memcpy(big.data(), &len, 4);
+  a.inbox = big;
+  REQUIRE_FALSE(a.pump());
+  CHECK(a.s.reason() == close_reason::protocol);
+  CHECK(a.s.detail().find("before the handshake") != std::string::npos);
+}
+
 TEST_CASE("nothing but the handshake is accepted before it succeeds") {
-  end a("c", "10.0.0.1:1", "a shared secret of enough bytes");
-  end b("c", "10.0.0.2:1", "a shared secret of enough bytes");
-  a.other = &b;
-  b.other = &a;
-  a.s.start();
-  b.inbox.clear();
+  end a("c", "10.0.0.1:1", 1);
+  end b("c", "10.0.0.2:1", 2);
+  start_one(a, b);
   // A Batch where the Hello should be.
   actor_system sys;
   auto* t = new stub_process(sys);
@@ -295,14 +325,4 @@ TEST_CASE("nothing but the handshake is accepted before it succeeds") {
   CHECK(a.frames.empty());
   t->release();
   sys.shutdown();
-}
-
-TEST_CASE("a proof answers one challenge in one direction") {
-  const nonce n1 = random_nonce(), n2 = random_nonce();
-  const mac p = prove("secret", "a:1", "b:1", n1, n2);
-  CHECK(proof_matches(p, {p.data(), p.size()}));
-  CHECK_FALSE(proof_matches(prove("secret", "b:1", "a:1", n1, n2), {p.data(), p.size()}));
-  CHECK_FALSE(proof_matches(prove("secret", "a:1", "b:1", n2, n1), {p.data(), p.size()}));
-  CHECK_FALSE(proof_matches(prove("secreT", "a:1", "b:1", n1, n2), {p.data(), p.size()}));
-  CHECK_FALSE(proof_matches(p, {p.data(), p.size() - 1}));
 }
