@@ -370,6 +370,7 @@ void admin::spawn(request& r) {
       case -5: return r.error(409, "name_taken", out);
       case -1: return r.error(400, "invalid_name", out);
       case -6: return r.error(504, "timeout", out);
+      case -7: return r.error(503, "unavailable", out);
       default: return r.error(403, "forbidden", out);
     }
   }

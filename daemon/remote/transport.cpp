@@ -212,6 +212,7 @@ class connection final : public session_events {
 class peer : public std::enable_shared_from_this<peer> {
  public:
   peer(transport& t, std::string address) : t_(t), address_(std::move(address)) {
+    t_.stats_.peers_waiting[1].fetch_add(1, std::memory_order_relaxed);  // idle
     bell_.fn = [](void* p) { static_cast<peer*>(p)->on_ring(); };
     bell_.arg = this;
     mpsc_node* retired = nullptr;
@@ -385,7 +386,7 @@ class peer : public std::enable_shared_from_this<peer> {
       node_ = h.node;
       incarnation_ = h.incarnation;
       inbound_ = !c.dialer_;
-      state_name_ = "up";
+      set_state_locked("up");
       last_error_.clear();
     }
     t_.log(1, "remote: connected to " + address_ + " (node '" + h.node + "', " +
@@ -412,6 +413,10 @@ class peer : public std::enable_shared_from_this<peer> {
     // reset. A refused duplicate with another connection left is fine.
     const bool none_left = !conn_ && pending_.empty() && !t_.stopped() &&
                            reason != close_reason::shutdown;
+    if (reason != close_reason::duplicate && reason != close_reason::shutdown) {
+      std::lock_guard lock(info_mu_);
+      last_error_ = std::string(to_string(reason)) + ": " + detail;
+    }
     if (dialing_ == &c) {
       dialing_ = nullptr;
       if (!was_up && (reason != close_reason::duplicate || none_left)) dial_failed();
@@ -420,13 +425,20 @@ class peer : public std::enable_shared_from_this<peer> {
     }
     {
       std::lock_guard lock(info_mu_);
-      if (reason != close_reason::duplicate && reason != close_reason::shutdown)
-        last_error_ = std::string(to_string(reason)) + ": " + detail;
-      if (!conn_) state_name_ = dialing_ ? "connecting" : (retry_ ? "backoff" : "idle");
+      if (!conn_) set_state_locked(dialing_ ? "connecting" : (retry_ ? "backoff" : "idle"));
     }
   }
 
   connection* up_connection() const noexcept { return conn_; }
+
+  // Any thread: true with the reason when this peer could not be reached
+  // on its last attempt and is waiting to dial again.
+  bool down(std::string& why) const {
+    std::lock_guard lock(info_mu_);
+    if (std::string_view(state_name_) != "backoff") return false;
+    why = last_error_.empty() ? "it could not be reached" : last_error_;
+    return true;
+  }
 
   void inbound_watch(process_ref target, process_ref watcher) {
     std::lock_guard lock(watches_mu_);
@@ -702,7 +714,7 @@ class peer : public std::enable_shared_from_this<peer> {
     dialing_ = c.get();
     {
       std::lock_guard lock(info_mu_);
-      state_name_ = "connecting";
+      set_state_locked("connecting");
     }
     connection* raw = c.get();
     t_.connections_.push_back(std::move(c));
@@ -712,6 +724,14 @@ class peer : public std::enable_shared_from_this<peer> {
   void dial_failed() {
     if (unreachable_since_ == 0) unreachable_since_ = steady_ns();
     ++failures_;
+    {
+      std::string why;
+      {
+        std::lock_guard lock(info_mu_);
+        why = last_error_.empty() ? "it could not be reached" : last_error_;
+      }
+      t_.fail_spawns(address_, why);
+    }
     // Exponential backoff with jitter over its upper half: a random delay
     // in [d/2, d], d = min * 2^(failures-1), capped.
     const auto min = std::chrono::duration_cast<std::chrono::nanoseconds>(t_.opts_.backoff_min);
@@ -729,6 +749,15 @@ class peer : public std::enable_shared_from_this<peer> {
     if (wanted_) arm_retry(std::chrono::nanoseconds(delay));
   }
 
+  // Peers without a connection are counted by state beside the
+  // connections (troupe_remote_connections{state="backoff"|"idle"}).
+  void set_state_locked(const char* to) {
+    auto slot = [](std::string_view s) -> int { return s == "backoff" ? 0 : s == "idle" ? 1 : -1; };
+    if (int i = slot(state_name_); i >= 0) t_.stats_.peers_waiting[i].fetch_sub(1, std::memory_order_relaxed);
+    if (int i = slot(to); i >= 0) t_.stats_.peers_waiting[i].fetch_add(1, std::memory_order_relaxed);
+    state_name_ = to;
+  }
+
   // Something waits for a connection: queued messages, or a seed.
   bool wants_connection() noexcept { return wanted_ || (owned_ && queue_.owner_nonempty()); }
 
@@ -738,7 +767,7 @@ class peer : public std::enable_shared_from_this<peer> {
       if (auto p = self.lock()) p->retry();
     });
     std::lock_guard lock(info_mu_);
-    state_name_ = "backoff";
+    set_state_locked("backoff");
   }
 
   transport& t_;
@@ -1714,11 +1743,19 @@ void transport::spawn(const std::string& address, const std::string& kind, const
     loop_.post([done = std::move(done)] { done({TROUPE_ERR_STATE, pid(), "the node is stopping"}); });
     return;
   }
+  std::shared_ptr<peer> p = peer_for(address);
+  if (std::string why; p->down(why)) {
+    loop_.post([done = std::move(done), address, why] {
+      done({TROUPE_ERR_UNAVAILABLE, pid(), address + " is down: " + why});
+    });
+    return;
+  }
   std::uint64_t id;
   {
     std::lock_guard lock(spawns_mu_);
     id = next_spawn_++;
     spawns_[id].done = std::move(done);
+    spawns_[id].address = address;
   }
   timer_handle t = loop_.arm(timeout, [this, id, timeout, address] {
     // No answer: the node is unreachable, or does not exist.
@@ -1736,7 +1773,7 @@ void transport::spawn(const std::string& address, const std::string& kind, const
   o->request = id;
   o->text = kind;
   o->text2 = name;
-  peer_for(address)->enqueue(o);
+  p->enqueue(o);
 }
 
 void transport::complete_spawn(std::uint64_t request, spawn_reply r) {
@@ -1750,6 +1787,16 @@ void transport::complete_spawn(std::uint64_t request, spawn_reply r) {
     spawns_.erase(it);
   }
   done(std::move(r));
+}
+
+void transport::fail_spawns(const std::string& address, const std::string& why) {
+  std::vector<std::uint64_t> ids;
+  {
+    std::lock_guard lock(spawns_mu_);
+    for (const auto& [id, s] : spawns_)
+      if (s.address == address) ids.push_back(id);
+  }
+  for (std::uint64_t id : ids) complete_spawn(id, {TROUPE_ERR_UNAVAILABLE, pid(), address + " is down: " + why});
 }
 
 std::vector<peer_info> transport::peers() const {

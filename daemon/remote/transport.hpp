@@ -65,6 +65,9 @@ struct stats {
   std::atomic<std::uint64_t> protocol_errors{0};
   std::array<std::atomic<std::uint64_t>, close_reason_count> handshake_failures{};
   std::array<std::atomic<std::int64_t>, connection_state_count> connections{};
+  // Peers with no connection: waiting to dial again after a failure
+  // (backoff), or with nothing to send (idle).
+  std::array<std::atomic<std::int64_t>, 2> peers_waiting{};
 };
 
 // What /v1/peers shows of one peer.
@@ -152,6 +155,8 @@ class transport final : public remote_resolver {
   bool spawn_allowed(const std::string& kind) const;
   spawn_reply spawn_local(const std::string& kind, const std::string& name);
   void complete_spawn(std::uint64_t request, spawn_reply r);
+  // Loop: the peer at `address` could not be reached; its spawns fail now.
+  void fail_spawns(const std::string& address, const std::string& why);
   void forget(connection* c);
   void log(int level, const std::string& line) const {
     if (opts_.log) opts_.log(level, line);
@@ -194,6 +199,7 @@ class transport final : public remote_resolver {
   struct pending_spawn {
     spawn_callback done;
     timer_handle timeout;
+    std::string address;
   };
   std::unordered_map<std::uint64_t, pending_spawn> spawns_;
 

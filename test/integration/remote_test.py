@@ -181,6 +181,23 @@ check("kill -9 of the peer: its watchers get Terminated (node lost)",
       seen.get("terminated") == "echo:NodeLost", str(seen))
 check("the loss is logged", a.err.has(f"lost {b.address}", 5), a.err.text()[-2000:])
 
+# ---- a peer that is down: a spawn there fails at once, naming it and why,
+# and the metrics show a peer backing off
+t0 = time.time()
+status, body = a.spawn("probe.sink", "never", on=b.address)
+first = time.time() - t0
+t0 = time.time()
+status2, body2 = a.spawn("probe.sink", "never", on=b.address)
+second = time.time() - t0
+check("a spawn on a peer that cannot be reached fails at once with 503, naming it and why",
+      status == 503 and status2 == 503 and first < 3 and second < 0.5
+      and b.address in body2["error"]["message"] and "refused" in body2["error"]["message"],
+      f"{status} {body} after {first:.2f}s; {status2} {body2} after {second:.2f}s")
+backoff = metric(a.scrape(), "troupe_remote_connections", '{state="backoff"}')
+check("a peer that is down shows as backoff in /metrics, as in /v1/peers",
+      backoff is not None and backoff >= 1 and any(p["state"] == "backoff" for p in a.peers()),
+      f"{backoff} {a.peers()}")
+
 b2 = node("node-b", listen=b.address)
 b2.spawn("echo", "echo")
 status, body = poll(lambda: a.request("relay", "troupe.test.Relay",

@@ -55,7 +55,8 @@ enum troupe_status {
   TROUPE_ERR_DUPLICATE = -3,     /* a kind of that name exists */
   TROUPE_ERR_UNKNOWN_KIND = -4,  /* spawn of a kind nobody registered */
   TROUPE_ERR_NAME_TAKEN = -5,    /* spawn with a name that is in use */
-  TROUPE_ERR_NOT_FOUND = -6      /* no such timer, process, ... */
+  TROUPE_ERR_NOT_FOUND = -6,     /* no such timer, process, ... */
+  TROUPE_ERR_UNAVAILABLE = -7    /* another node that cannot be reached now */
 };
 
 /* Log levels for host->log. */
