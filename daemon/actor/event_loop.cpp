@@ -150,7 +150,8 @@ void event_loop::post(std::function<void()> fn) {
 
 timer_handle event_loop::enqueue(timer_record* r, std::chrono::nanoseconds delay,
                                  std::chrono::nanoseconds interval) {
-  r->deadline = steady_ns() + std::max<std::int64_t>(0, delay.count());
+  const std::int64_t deadline = steady_ns() + std::max<std::int64_t>(0, delay.count());
+  r->deadline = deadline;
   r->interval = interval.count();
   // Every 1024th timer rings even when it is not due early: timers due
   // after the loop's next wake-up would otherwise wait in the inbound queue
@@ -158,8 +159,10 @@ timer_handle event_loop::enqueue(timer_record* r, std::chrono::nanoseconds delay
   const bool batch_full =
       (live_timers_.fetch_add(1, std::memory_order_relaxed) & (inbound_batch - 1)) ==
       inbound_batch - 1;
+  // Once pushed, the record is the loop's: it may fire and move its
+  // deadline before the comparison below, which reads the local copy.
   timers_in_.push(r);  // seq_cst: ordered before the load below
-  if (batch_full || r->deadline < next_wakeup_ns_.load(std::memory_order_seq_cst))
+  if (batch_full || deadline < next_wakeup_ns_.load(std::memory_order_seq_cst))
     uv_async_send(&async_);
   return timer_handle(r);
 }
