@@ -102,7 +102,8 @@ void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason 
     const std::string address = target ? target->system().address() : cfg_.address;
     const std::string id = target ? target->id() : std::string();
     requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
-      return system::CreateDeadLetterResponse(b, system::CreatePidDirect(b, address.c_str(), id.c_str()));
+      return system::CreateDeadLetterResponse(b, system::CreatePidDirect(b, address.c_str(), id.c_str()),
+                                              static_cast<system::DeadLetterReason>(reason));
     }));
   }
 }

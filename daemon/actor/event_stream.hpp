@@ -35,8 +35,9 @@ enum class dead_letter_reason : std::uint8_t {
   invalid = 6,         // its bytes did not verify against its schema
   node_lost = 7,       // for a node that was lost or could not be reached
   peer_queue_full = 8, // dropped by a full outbound queue to another node
+  unconfirmed = 9,     // sent to another node, which never acknowledged it and will not
 };
-inline constexpr std::size_t dead_letter_reason_count = 9;
+inline constexpr std::size_t dead_letter_reason_count = 10;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

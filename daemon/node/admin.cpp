@@ -10,6 +10,7 @@
 #include <civetweb.h>
 
 #include "actor/actor_system.hpp"
+#include "system_generated.h"
 #include "plugin/plugin_host.hpp"
 
 namespace troupe::node {
@@ -461,8 +462,18 @@ void admin::send(request& r, const std::string& id, bool wait_reply) {
     case future_status::timed_out:
       return r.error(504, "timeout", "no reply from '" + id + "' within " +
                                          std::to_string(timeout_ms) + " ms");
-    case future_status::dead_letter:
+    case future_status::dead_letter: {
+      // The response says why; a node that could not be reached is not a
+      // missing actor.
+      const auto* d = res.reply.as<troupe::system::DeadLetterResponse>();
+      const auto reason = d ? d->reason() : troupe::system::DeadLetterReason::Stopped;
+      if (reason == troupe::system::DeadLetterReason::NodeLost ||
+          reason == troupe::system::DeadLetterReason::Unconfirmed)
+        return r.error(503, "unavailable",
+                       "the request to '" + id + "' became a dead letter (" +
+                           troupe::system::EnumNameDeadLetterReason(reason) + "): its node could not be reached");
       return r.error(404, "unknown_actor", "'" + id + "' stopped before it answered");
+    }
     case future_status::pending: return r.error(500, "internal", "the request did not complete");
   }
   std::string type, text;

@@ -239,6 +239,13 @@ class metrics::collector final : public prometheus::Collectable {
       counter("troupe_remote_sent_bytes_total", "Bytes written to other nodes", rs.bytes_sent);
       counter("troupe_remote_received_bytes_total", "Bytes read from other nodes",
               rs.bytes_received);
+      counter("troupe_remote_resent_total",
+              "Messages and control items sent to a peer again after its link came back, "
+              "because it had not acknowledged them",
+              rs.resent);
+      counter("troupe_remote_duplicates_total",
+              "Items a peer sent again that this node had already delivered (dropped)",
+              rs.duplicates);
       counter("troupe_remote_protocol_errors_total",
               "Connections closed for frames that were oversized, malformed or out of place",
               rs.protocol_errors);

@@ -211,13 +211,13 @@ bool batch_encoder::add(const process* target, std::string_view target_id, const
   return true;
 }
 
-std::span<const std::uint8_t> batch_encoder::finish() {
+std::span<const std::uint8_t> batch_encoder::finish(std::uint64_t seq, std::uint64_t ack) {
   auto types = b_.CreateVector(types_.keys);
   auto targets = b_.CreateVector(target_ids_);
   auto senders = b_.CreateVector(sender_pids_);
   auto envs = b_.CreateVector(envelopes_);
   auto batch = wire::CreateBatch(b_, targets, senders, types, envs);
-  b_.FinishSizePrefixed(wire::CreateFrame(b_, wire::Body::Batch, batch.Union()));
+  b_.FinishSizePrefixed(wire::CreateFrame(b_, wire::Body::Batch, batch.Union(), seq, ack));
   finished_ = true;
   return {b_.GetBufferPointer(), b_.GetSize()};
 }

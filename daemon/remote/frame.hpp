@@ -107,9 +107,10 @@ class batch_encoder {
   bool knows_sender(const process* p) const noexcept;
 
   std::size_t count() const noexcept { return envelopes_.size(); }
-  // Finishes the frame: its bytes, length prefix included, stay valid until
-  // the next add() or reset().
-  std::span<const std::uint8_t> finish();
+  // Finishes the frame, its envelopes numbered from `seq` (0: unnumbered),
+  // acknowledging `ack`: its bytes, length prefix included, stay valid
+  // until the next add() or reset().
+  std::span<const std::uint8_t> finish(std::uint64_t seq = 0, std::uint64_t ack = 0);
   // Takes the finished frame's memory (the encoder starts afresh).
   flatbuffers::DetachedBuffer release();
   void reset();
@@ -138,13 +139,20 @@ class batch_encoder {
 // The bytes are valid until the next call on the same thread.
 flatbuffers::FlatBufferBuilder& control_builder() noexcept;
 
+// `seq`: the item's link sequence number (0: not an item); `ack`: the
+// highest number received in order from the other side.
 template <class F>
-std::span<const std::uint8_t> encode_frame(F&& fill) {
+std::span<const std::uint8_t> encode_frame(std::uint64_t seq, std::uint64_t ack, F&& fill) {
   flatbuffers::FlatBufferBuilder& b = control_builder();
   b.Clear();
   auto [kind, body] = fill(b);
-  b.FinishSizePrefixed(wire::CreateFrame(b, kind, body));
+  b.FinishSizePrefixed(wire::CreateFrame(b, kind, body, seq, ack));
   return {b.GetBufferPointer(), b.GetSize()};
+}
+
+template <class F>
+std::span<const std::uint8_t> encode_frame(F&& fill) {
+  return encode_frame(0, 0, std::forward<F>(fill));
 }
 
 }  // namespace troupe::remote

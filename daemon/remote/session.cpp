@@ -78,6 +78,7 @@ void session::handle(const wire::Frame& f) {
   if (f.body_type() != wire::Body::NONE && f.body() == nullptr)
     return fail(close_reason::protocol,
                 std::string("a ") + wire::EnumNameBody(f.body_type()) + " frame without its body", true);
+  if (state_ == state::up && f.ack() != 0) events_.on_ack(f.ack());
   switch (f.body_type()) {
     case wire::Body::Hello:
       if (state_ != state::hello_sent) return fail(close_reason::protocol, "a second Hello", true);
@@ -101,7 +102,10 @@ void session::handle(const wire::Frame& f) {
       return fail(r, "the peer closed the connection: " + text, false);
     }
     case wire::Body::Heartbeat:
-      if (state_ != state::up) return fail(close_reason::protocol, "a Heartbeat before the handshake", true);
+    case wire::Body::Ack:
+      if (state_ != state::up)
+        return fail(close_reason::protocol,
+                    std::string("a ") + wire::EnumNameBody(f.body_type()) + " before the handshake", true);
       return;
     case wire::Body::NONE:
       return fail(close_reason::protocol, "a frame with no body", true);
@@ -152,7 +156,7 @@ void session::on_hello(const wire::Hello& h) {
   version_ = agreed;
   state_ = state::welcome_sent;
   events_.write(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
-    return std::pair(wire::Body::Welcome, wire::CreateWelcome(b, agreed).Union());
+    return std::pair(wire::Body::Welcome, wire::CreateWelcome(b, agreed, v.received).Union());
   }));
 }
 
@@ -164,7 +168,7 @@ void session::on_welcome(const wire::Welcome& w) {
                 true);
   state_ = state::up;
   reader_.set_max_frame(self_.max_frame);
-  events_.on_up();
+  events_.on_up(w.received());
 }
 
 void session::close(close_reason reason, std::string detail) {

@@ -64,12 +64,18 @@ class session_events {
     bool accept = true;
     close_reason reason = close_reason::duplicate;
     std::string detail;
+    // Accepted: what this node has received in order from this incarnation
+    // of the peer (Welcome.received; see link.hpp).
+    std::uint64_t received = 0;
   };
   virtual verdict on_hello(const peer_hello& hello) = 0;
-  // Both sides welcomed each other: frames may flow.
-  virtual void on_up() = 0;
-  // A frame from the authenticated peer (Batch, Watch, Terminated, ...).
+  // Both sides welcomed each other: frames may flow. `received`: what the
+  // peer has of this node's items (its Welcome.received).
+  virtual void on_up(std::uint64_t received) = 0;
+  // A frame from the welcomed peer (Batch, Watch, Terminated, ...).
   virtual void on_frame(const wire::Frame& frame) = 0;
+  // The peer has received this node's items up to `ack` in order.
+  virtual void on_ack(std::uint64_t ack) = 0;
 
  protected:
   ~session_events() = default;

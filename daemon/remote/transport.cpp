@@ -13,6 +13,7 @@
 #include "actor/clock.hpp"
 #include "actor/system_message.hpp"
 #include "remote/address.hpp"
+#include "remote/link.hpp"
 
 namespace troupe::remote {
 
@@ -23,6 +24,10 @@ std::string_view view(const flatbuffers::String* s) {
 }
 
 std::string uv_text(int status) { return std::string(uv_strerror(status)); }
+
+// A one-way flow is acknowledged by an Ack of its own every this many items
+// (replies carry acknowledgements for free).
+constexpr std::uint64_t ack_every = 1024;
 
 }  // namespace
 
@@ -59,6 +64,25 @@ struct outbound : mpsc_node, pooled {
   std::string text, text2;
 
   ~outbound() {
+    if (e) e->release();
+  }
+};
+
+// What was sent to a peer and waits for its acknowledgement (see link.hpp):
+// a message (its envelope and target, moved out of the queue's item) or a
+// control item (the item itself, moved to the heap: they are rare).
+struct sent_item {
+  envelope* e = nullptr;
+  process_ref target;
+  std::unique_ptr<outbound> control;
+
+  sent_item() = default;
+  sent_item(envelope* env, process_ref t) : e(env), target(std::move(t)) {}
+  explicit sent_item(std::unique_ptr<outbound> c) : control(std::move(c)) {}
+  sent_item(sent_item&& o) noexcept
+      : e(std::exchange(o.e, nullptr)), target(std::move(o.target)), control(std::move(o.control)) {}
+  sent_item& operator=(sent_item&&) = delete;
+  ~sent_item() {
     if (e) e->release();
   }
 };
@@ -132,8 +156,13 @@ class connection final : public session_events {
   // session_events
   void write(std::span<const std::uint8_t> frame) override;
   verdict on_hello(const peer_hello& hello) override;
-  void on_up() override;
+  void on_up(std::uint64_t received) override;
   void on_frame(const wire::Frame& frame) override;
+  void on_ack(std::uint64_t ack) override;
+  // The acknowledgement for frames this connection writes.
+  std::uint64_t ack_value() noexcept;
+  // Loop: an Ack frame when the peer waits for one.
+  void send_ack_if_due(std::uint64_t threshold);
 
   transport& t_;
   const bool dialer_;
@@ -161,7 +190,7 @@ class connection final : public session_events {
   static void on_closed(uv_handle_t* h);
   void begin();
   void move_state(connection_state to);
-  void deliver(const wire::Batch& b);
+  void deliver(const wire::Batch& b, std::uint64_t skip);
   // TLS: `n` bytes of ciphertext arrived in rbuf_. False once closed.
   bool read_tls(std::size_t n);
   void fail_tls();
@@ -182,6 +211,8 @@ class connection final : public session_events {
   bool read_any_ = false;
  public:
   bool channel_established_ = false;  // loop: the peer passed the TLS handshake
+  bool refused_ = false;              // the dial was refused: nothing listens there
+  std::uint64_t batch_seq_ = 0;       // under wmu_: the number of the batch's first envelope
   std::string source_;  // the peer's IP, for accepted connections
   bool pending_ = false;  // counted as not yet through the handshake
  private:
@@ -315,6 +346,7 @@ class peer : public std::enable_shared_from_this<peer> {
     switch (r) {
       case drain_result::released: owned_ = false; break;
       case drain_result::more: t_.loop_.ring(bell_); break;  // let the loop's other work go first
+      case drain_result::blocked: break;                       // on_ack drains again
       case drain_result::failed: c.fail_write(); break;
     }
   }
@@ -370,9 +402,81 @@ class peer : public std::enable_shared_from_this<peer> {
     return {};
   }
 
-  void attach(connection& c, const peer_hello& h) {
+  // What Welcome tells the peer of `incarnation` this node has of it.
+  std::uint64_t received_from(std::uint64_t incarnation) const noexcept {
+    return window_.received_from(incarnation);
+  }
+
+  // Loop: items of a Batch (or one control item) numbered from `seq`:
+  // how many at the front were delivered already (resent duplicates).
+  std::uint64_t admit(std::uint64_t seq, std::uint64_t count) {
+    const std::uint64_t seen = window_.admit(seq, count);
+    if (seen != 0) t_.stats_.duplicates.fetch_add(seen, std::memory_order_relaxed);
+    recv_last_.store(window_.last(), std::memory_order_relaxed);
+    return seen;
+  }
+  // The acknowledgement every frame to this peer carries.
+  std::uint64_t ack_value() noexcept {
+    const std::uint64_t a = recv_last_.load(std::memory_order_relaxed);
+    ack_sent_.store(a, std::memory_order_relaxed);
+    return a;
+  }
+  // Loop: after a read, an Ack of its own when many items went
+  // unacknowledged (a one-way flow), or at every tick when any did.
+  bool ack_due(std::uint64_t threshold) const noexcept {
+    return recv_last_.load(std::memory_order_relaxed) >=
+           ack_sent_.load(std::memory_order_relaxed) + threshold;
+  }
+
+  // Loop: the peer has this node's items up to `upto`.
+  void on_ack(std::uint64_t upto) {
+    bool was_full;
+    {
+      std::lock_guard lock(ledger_mu_);
+      was_full = ledger_.size() >= t_.opts_.send_queue;
+      ledger_.acknowledge(upto, [](sent_item&) {});
+    }
+    if (was_full && owned_) drain();
+  }
+
+  void attach(connection& c, const peer_hello& h, std::uint64_t peer_received) {
     std::erase(pending_, &c);
     conn_ = &c;
+    give_up_.cancel();
+    reconnecting_ = false;
+    const std::uint64_t before = window_.incarnation();
+    if (before != 0 && before != h.incarnation) {
+      // The peer restarted: its old incarnation is gone, with its actors.
+      t_.log(1, "remote: " + address_ + " restarted (a new incarnation)");
+      lost("it restarted");
+    }
+    window_.attach(h.incarnation);
+    recv_last_.store(window_.last(), std::memory_order_relaxed);
+    ack_sent_.store(0, std::memory_order_relaxed);
+    std::size_t resent = 0, dropped = 0;
+    int rc;
+    {
+      // Before any worker can write to the connection: what the peer has
+      // not received goes first, in order, under its old numbers.
+      std::lock_guard w(c.wmu_);
+      std::lock_guard lock(ledger_mu_);
+      if (ledger_.incarnation() != h.incarnation) {
+        dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
+        ledger_.set_incarnation(h.incarnation);
+      } else {
+        ledger_.acknowledge(peer_received, [](sent_item&) {});
+        resent = resend(c);
+      }
+      rc = c.flush_locked(true);
+    }
+    if (resent != 0) {
+      t_.stats_.resent.fetch_add(resent, std::memory_order_relaxed);
+      t_.log(1, "remote: sent " + std::to_string(resent) + " unacknowledged items to " + address_ +
+                    " again");
+    }
+    if (dropped != 0)
+      t_.log(2, "remote: " + std::to_string(dropped) + " items sent to " + address_ +
+                    " before it restarted are unconfirmed (dead letters)");
     {
       std::lock_guard io(io_mu_);
       wconn_ = &c;
@@ -391,6 +495,7 @@ class peer : public std::enable_shared_from_this<peer> {
     }
     t_.log(1, "remote: connected to " + address_ + " (node '" + h.node + "', " +
                   (c.dialer_ ? "outbound" : "inbound") + ")");
+    if (rc < 0) return c.fail_write();
     drain();
   }
 
@@ -404,7 +509,22 @@ class peer : public std::enable_shared_from_this<peer> {
         wconn_ = nullptr;
       }
       conn_ = nullptr;
-      lost();
+      if (reason == close_reason::peer_left) {
+        give_up("it left (it is stopping)");
+      } else if (reason != close_reason::shutdown && !t_.stopped()) {
+        // The link went, maybe not the peer: dial again at once, resend
+        // what it has not acknowledged, and give up only if it stays away.
+        reconnecting_ = true;
+        std::weak_ptr<peer> self = weak_from_this();
+        give_up_ = t_.loop_.arm(t_.opts_.unreachable_timeout, [self] {
+          if (auto p = self.lock(); p && !p->conn_ && p->reconnecting_)
+            p->give_up("it could not be reached for " +
+                       std::to_string(p->t_.opts_.unreachable_timeout.count()) + " ms");
+        });
+      }
+    } else if (reconnecting_ && c.refused_) {
+      // Nothing listens at its address any more: that incarnation is gone.
+      give_up("nothing listens at its address any more (connection refused)");
     }
     // Nothing left, and something to send or a seed to keep: try again
     // after a jittered backoff. This covers both nodes refusing each
@@ -420,6 +540,8 @@ class peer : public std::enable_shared_from_this<peer> {
     if (dialing_ == &c) {
       dialing_ = nullptr;
       if (!was_up && (reason != close_reason::duplicate || none_left)) dial_failed();
+    } else if (was_up && reconnecting_ && none_left && !dialing_) {
+      dial();
     } else if (none_left && !dialing_ && wants_connection()) {
       dial_failed();
     }
@@ -454,7 +576,12 @@ class peer : public std::enable_shared_from_this<peer> {
   // The node stops: nothing more goes out, and nothing local stays referenced.
   void shutdown() {
     retry_.cancel();
+    give_up_.cancel();
     if (owned_) drop_queued(dead_letter_reason::node_lost);
+    {
+      std::lock_guard lock(ledger_mu_);
+      ledger_.clear([&](sent_item& i) { unconfirmed(i); });
+    }
     {
       std::lock_guard lock(watches_mu_);
       inbound_watches_.clear();
@@ -482,24 +609,30 @@ class peer : public std::enable_shared_from_this<peer> {
   static constexpr std::uint32_t handoff_depth = 1024;
   static inline thread_local char tls_owner_mark = 0;
 
-  enum class drain_result { released, more, failed };
+  enum class drain_result { released, more, blocked, failed };
 
-  // Packs up to `budget` queued items into frames and writes them. The
+  // Packs up to `budget` queued items into frames and writes them, each
+  // numbered and kept in the ledger until the peer acknowledges it. The
   // caller owns the queue and holds c.wmu_. `released`: the queue is empty
   // and given back; `more`: still owned, with items or unwritten bytes
-  // left for the loop.
+  // left for the loop; `blocked`: still owned, the ledger is full until
+  // acknowledgements come.
   drain_result drain_into(connection& c, std::size_t budget, bool on_loop) {
     std::uint64_t sent = 0;
     drain_result r = drain_result::more;
+    std::lock_guard ledger(ledger_mu_);
     for (;;) {
+      const bool full = ledger_.size() >= t_.opts_.send_queue;
       mpsc_node* retired = nullptr;
-      mpsc_node* n = budget == 0 ? nullptr : queue_.pop(retired);
+      mpsc_node* n = budget == 0 || full ? nullptr : queue_.pop(retired);
       if (retired) delete static_cast<outbound*>(retired);
       if (!n) {
         if (c.enc_.count() > 0) c.queue_batch_locked();
         const int w = c.flush_locked(on_loop);
         if (w < 0) {
           r = drain_result::failed;
+        } else if (full) {
+          r = drain_result::blocked;
         } else if (budget == 0 || w > 0) {
           r = drain_result::more;
         } else if (!release_queue()) {
@@ -512,16 +645,61 @@ class peer : public std::enable_shared_from_this<peer> {
       --budget;
       auto* o = static_cast<outbound*>(n);
       if (o->kind == item_kind::message) {
-        encode_message(c, *o);
+        send_message(c, *o);
         ++sent;
       } else {
-        if (c.enc_.count() > 0) c.queue_batch_locked();
-        encode_control(c, *o);
+        send_control(c, *o);
       }
     }
     sent_.fetch_add(sent, std::memory_order_relaxed);
     t_.stats_.messages_sent.fetch_add(sent, std::memory_order_relaxed);
     return r;
+  }
+
+  // The queue's item goes out as the ledger's next number (the node stays
+  // the queue's until it is retired: its content moves to the ledger).
+  void send_message(connection& c, outbound& o) {
+    auto* target = static_cast<remote_process*>(o.target.get());
+    const std::uint64_t seq = ledger_.next();
+    if (!add_message(c, target, o.e, seq)) {
+      // Bigger than a frame may be: it can never be sent.
+      t_.sys_->dead_letter(std::exchange(o.e, nullptr), target, dead_letter_reason::invalid);
+      return;
+    }
+    ledger_.push(sent_item(std::exchange(o.e, nullptr), std::move(o.target)));
+  }
+
+  void send_control(connection& c, outbound& o) {
+    if (c.enc_.count() > 0) c.queue_batch_locked();
+    const std::uint64_t seq = ledger_.next();
+    encode_control(c, o, seq);
+    auto copy = std::make_unique<outbound>();
+    copy->kind = o.kind;
+    copy->reason = o.reason;
+    copy->status = o.status;
+    copy->target = std::move(o.target);
+    copy->other = std::move(o.other);
+    copy->request = o.request;
+    copy->text = std::move(o.text);
+    copy->text2 = std::move(o.text2);
+    ledger_.push(sent_item(std::move(copy)));
+  }
+
+  // Puts everything unacknowledged in the ledger on `c` again, in order,
+  // under the numbers it had. Caller holds c.wmu_ and ledger_mu_.
+  std::size_t resend(connection& c) {
+    std::size_t n = 0;
+    ledger_.each([&](std::uint64_t seq, sent_item& item) {
+      if (item.control) {
+        if (c.enc_.count() > 0) c.queue_batch_locked();
+        encode_control(c, *item.control, seq);
+      } else {
+        add_message(c, static_cast<remote_process*>(item.target.get()), item.e, seq);
+      }
+      ++n;
+    });
+    if (c.enc_.count() > 0) c.queue_batch_locked();
+    return n;
   }
 
   // Gives the queue back to producers; false if something came meanwhile.
@@ -532,9 +710,9 @@ class peer : public std::enable_shared_from_this<peer> {
     return true;
   }
 
-  void encode_message(connection& c, outbound& o) {
-    envelope* e = o.e;
-    auto* target = static_cast<remote_process*>(o.target.get());
+  // Adds one message to the connection's batch as item `seq`; false when
+  // it can never fit in a frame. Items of one batch are numbered in a row.
+  bool add_message(connection& c, remote_process* target, envelope* e, std::uint64_t seq) {
     process* sender = e->sender;
     std::string sender_pid;
     if (sender && !c.enc_.knows_sender(sender)) {
@@ -545,19 +723,15 @@ class peer : public std::enable_shared_from_this<peer> {
     }
     const std::span<const std::uint8_t> bytes = e->bytes();
     for (int attempt = 0; attempt < 2; ++attempt) {
-      if (c.enc_.add(target, target->raw_id(), sender, sender_pid, e->type, e->hdrs, bytes)) {
-        o.e = nullptr;
-        e->release();
-        return;
-      }
+      if (c.enc_.count() == 0) c.batch_seq_ = seq;
+      if (c.enc_.add(target, target->raw_id(), sender, sender_pid, e->type, e->hdrs, bytes)) return true;
       if (c.enc_.count() == 0) break;
       c.queue_batch_locked();
     }
-    // Bigger than a frame may be: it can never be sent.
-    t_.sys_->dead_letter(std::exchange(o.e, nullptr), target, dead_letter_reason::invalid);
+    return false;
   }
 
-  void encode_control(connection& c, outbound& o) {
+  void encode_control(connection& c, const outbound& o, std::uint64_t seq) {
     auto id_of = [](const process_ref& p) -> std::string_view {
       return static_cast<remote_process*>(p.get())->raw_id();
     };
@@ -568,7 +742,7 @@ class peer : public std::enable_shared_from_this<peer> {
         const std::string watcher = self + "/" + t_.export_local(o.other.get());
         const std::string_view target = id_of(o.target);
         const bool watch = o.kind == item_kind::watch;
-        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
           auto w = b.CreateString(watcher);
           auto t = b.CreateString(target.data(), target.size());
           return watch ? std::pair(wire::Body::Watch, wire::CreateWatch(b, w, t).Union())
@@ -579,7 +753,7 @@ class peer : public std::enable_shared_from_this<peer> {
       case item_kind::terminated: {
         if (o.other) inbound_unwatch(o.other.get(), o.target.get());
         const std::string_view watcher = id_of(o.target);
-        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
           auto t = wire::CreateTerminated(b, b.CreateString(watcher.data(), watcher.size()),
                                           b.CreateString(o.text), o.reason);
           return std::pair(wire::Body::Terminated, t.Union());
@@ -588,21 +762,21 @@ class peer : public std::enable_shared_from_this<peer> {
       }
       case item_kind::stop: {
         const std::string_view target = id_of(o.target);
-        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
           auto s = wire::CreateStop(b, b.CreateString(target.data(), target.size()));
           return std::pair(wire::Body::Stop, s.Union());
         }));
         break;
       }
       case item_kind::spawn_request:
-        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
           auto r = wire::CreateSpawnRequest(b, o.request, b.CreateString(o.text),
                                             b.CreateString(o.text2));
           return std::pair(wire::Body::SpawnRequest, r.Union());
         }));
         break;
       case item_kind::spawn_response:
-        c.queue_bytes_locked(encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
+        c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
           auto r = wire::CreateSpawnResponse(b, o.request, o.status, b.CreateString(o.text),
                                              b.CreateString(o.text2));
           return std::pair(wire::Body::SpawnResponse, r.Union());
@@ -623,6 +797,10 @@ class peer : public std::enable_shared_from_this<peer> {
     switch (o.kind) {
       case item_kind::message:
         if (o.e) t_.sys_->dead_letter(std::exchange(o.e, nullptr), o.target.get(), reason);
+        break;
+      case item_kind::spawn_request:
+        t_.complete_spawn(o.request, {TROUPE_ERR_UNAVAILABLE, pid(),
+                                      address_ + " did not confirm the spawn (" + to_string(reason) + ")"});
         break;
       case item_kind::watch:
         if (process_ref w = std::move(o.other)) {
@@ -655,8 +833,37 @@ class peer : public std::enable_shared_from_this<peer> {
     }
   }
 
-  // The connection went down: its node is lost to everyone here.
-  void lost() {
+  // The peer will not come back (it left, restarted, or stayed away too
+  // long): what it has not acknowledged is unconfirmed, and it is lost.
+  void give_up(const std::string& why) {
+    give_up_.cancel();
+    reconnecting_ = false;
+    std::size_t dropped;
+    {
+      std::lock_guard lock(ledger_mu_);
+      dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
+    }
+    t_.log(dropped ? 2 : 1, "remote: " + address_ + " is lost: " + why +
+                                (dropped ? "; " + std::to_string(dropped) +
+                                               " items it did not acknowledge are dead letters (unconfirmed)"
+                                         : std::string()));
+    lost(why);
+  }
+
+  // An item the peer never acknowledged: a message becomes a dead letter
+  // (which fails its request at once), a watch answers node lost, a spawn
+  // fails.
+  void unconfirmed(sent_item& i) {
+    if (i.e) {
+      t_.sys_->dead_letter(std::exchange(i.e, nullptr), i.target.get(), dead_letter_reason::unconfirmed);
+    } else if (i.control) {
+      discard(*i.control, dead_letter_reason::unconfirmed);
+    }
+  }
+
+  // Its node is lost to everyone here.
+  void lost(const std::string& why) {
+    t_.fail_spawns(address_, "it is lost: " + why);
     std::vector<process_ref> proxies;
     {
       std::lock_guard lock(proxies_mu_);
@@ -680,12 +887,12 @@ class peer : public std::enable_shared_from_this<peer> {
     if (owned_) drop_queued(dead_letter_reason::node_lost);
   }
 
-  // The backoff ended: what is queued goes (dialing first), and a seed is
-  // dialed even with nothing queued.
+  // The backoff ended: what is queued goes (dialing first), and a seed or
+  // a peer whose link went is dialed even with nothing queued.
   void retry() {
     if (t_.stopped()) return;
     if (owned_) drain();
-    if (wanted_ && !conn_ && !dialing_ && pending_.empty()) dial();
+    if ((wanted_ || reconnecting_) && !conn_ && !dialing_ && pending_.empty()) dial();
   }
 
   void want_connection() {
@@ -746,7 +953,7 @@ class peer : public std::enable_shared_from_this<peer> {
       return;
     }
     if (owned_ && release_queue()) owned_ = false;
-    if (wanted_) arm_retry(std::chrono::nanoseconds(delay));
+    if (wanted_ || reconnecting_) arm_retry(std::chrono::nanoseconds(delay));
   }
 
   // Peers without a connection are counted by state beside the
@@ -759,7 +966,9 @@ class peer : public std::enable_shared_from_this<peer> {
   }
 
   // Something waits for a connection: queued messages, or a seed.
-  bool wants_connection() noexcept { return wanted_ || (owned_ && queue_.owner_nonempty()); }
+  bool wants_connection() noexcept {
+    return wanted_ || reconnecting_ || (owned_ && queue_.owner_nonempty());
+  }
 
   void arm_retry(std::chrono::nanoseconds delay) {
     std::weak_ptr<peer> self = weak_from_this();
@@ -775,9 +984,20 @@ class peer : public std::enable_shared_from_this<peer> {
   doorbell bell_;
   mailbox_queue queue_;
 
+  // Delivery across connections (link.hpp): what was sent and waits for
+  // the peer's acknowledgement, under ledger_mu_ (drainers and the loop)...
+  std::mutex ledger_mu_;
+  send_ledger<sent_item> ledger_;
+  // ...and what arrived from the peer (loop), with the acknowledgement
+  // frames carry (written by whoever encodes a frame).
+  receive_window window_;
+  std::atomic<std::uint64_t> recv_last_{0}, ack_sent_{0};
+
   // Loop thread only.
   bool owned_ = false;  // the loop owns the queue (it was rung and not given back)
   bool wanted_ = false;  // a seed: dialed again whenever it has no connection
+  bool reconnecting_ = false;  // the link went: dialed again until give_up_ fires
+  timer_handle give_up_;
   connection* conn_ = nullptr;
   connection* dialing_ = nullptr;
   std::vector<connection*> pending_;  // passed Hello, not yet up
@@ -935,6 +1155,7 @@ void connection::on_connected(uv_connect_t* req, int status) {
   auto* self = static_cast<connection*>(req->data);
   if (self->closing_) return;
   if (status != 0) {
+    self->refused_ = status == UV_ECONNREFUSED;
     self->close(close_reason::io_error,
                 "cannot connect to " + self->peer_->address() + ": " + uv_text(status));
     return;
@@ -997,7 +1218,7 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     // (see dispatcher::hold): a reply then leaves without a thread hand-off.
     dispatcher::hold hold(self->t_.system().dispatcher());
     if (self->tls_) {
-      self->read_tls(static_cast<std::size_t>(n));
+      if (self->read_tls(static_cast<std::size_t>(n))) self->send_ack_if_due(ack_every);
       return;
     }
     if (!self->read_any_) {
@@ -1015,7 +1236,9 @@ void connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
       if (self->s_.reason() == close_reason::protocol)
         self->t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       self->close(self->s_.reason(), self->s_.detail());
+      return;
     }
+    self->send_ack_if_due(ack_every);
   } else if (n == UV_EOF) {
     self->close(close_reason::peer_closed, "the peer closed the connection");
   } else if (n < 0) {
@@ -1158,7 +1381,7 @@ void connection::queue_bytes_locked(std::span<const std::uint8_t> bytes) {
 }
 
 void connection::queue_batch_locked() {
-  enc_.finish();
+  enc_.finish(batch_seq_, ack_value());
   if (tls_) {
     flatbuffers::DetachedBuffer frame = enc_.release();
     if (!tls_->write({frame.data(), frame.size()}) && write_error_ == 0) write_error_ = UV_EPROTO;
@@ -1263,14 +1486,27 @@ session_events::verdict connection::on_hello(const peer_hello& hello) {
     return {false, close_reason::address,
             "dialed " + peer_->address() + " but the node there advertises " + hello.address};
   if (!peer_) peer_ = t_.peer_for(hello.address);
-  return peer_->judge(*this, hello);
+  verdict v = peer_->judge(*this, hello);
+  if (v.accept) v.received = peer_->received_from(hello.incarnation);
+  return v;
 }
 
-void connection::on_up() {
+void connection::on_up(std::uint64_t received) {
   end_pending();
   move_state(connection_state::up);
   last_heard_ns_ = steady_ns();
-  peer_->attach(*this, s_.peer());
+  peer_->attach(*this, s_.peer(), received);
+}
+
+void connection::on_ack(std::uint64_t ack) { peer_->on_ack(ack); }
+
+std::uint64_t connection::ack_value() noexcept { return peer_ ? peer_->ack_value() : 0; }
+
+void connection::send_ack_if_due(std::uint64_t threshold) {
+  if (closing_ || state_ != connection_state::up || !peer_->ack_due(threshold)) return;
+  send_now(encode_frame(0, ack_value(), [](flatbuffers::FlatBufferBuilder& b) {
+    return std::pair(wire::Body::Ack, wire::CreateAck(b).Union());
+  }));
 }
 
 void connection::tick(std::int64_t now) {
@@ -1296,15 +1532,23 @@ void connection::tick(std::int64_t now) {
     last_write = last_write_ns_;
   }
   if (now - last_write >= std::chrono::duration_cast<nanoseconds>(o.heartbeat_interval).count())
-    send_now(encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+    send_now(encode_frame(0, ack_value(), [](flatbuffers::FlatBufferBuilder& b) {
       return std::pair(wire::Body::Heartbeat, wire::CreateHeartbeat(b).Union());
     }));
+  else
+    send_ack_if_due(1);
 }
 
 void connection::on_frame(const wire::Frame& f) {
+  if (f.body_type() == wire::Body::Batch) {
+    const wire::Batch& b = *f.body_as_Batch();
+    const std::uint64_t n = b.envelopes() ? b.envelopes()->size() : 0;
+    return deliver(b, peer_->admit(f.seq(), n));
+  }
+  // Every other item is one number: a resent one that arrived already is
+  // dropped.
+  if (peer_->admit(f.seq(), 1) != 0) return;
   switch (f.body_type()) {
-    case wire::Body::Batch:
-      return deliver(*f.body_as_Batch());
     case wire::Body::Watch: {
       const wire::Watch& w = *f.body_as_Watch();
       process_ref watcher = t_.resolve_pid(view(w.watcher()));
@@ -1388,12 +1632,12 @@ void connection::on_frame(const wire::Frame& f) {
   }
 }
 
-void connection::deliver(const wire::Batch& b) {
+void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
   const auto* targets = b.targets();
   const auto* senders = b.senders();
   const auto* types = b.types();
   const auto* envs = b.envelopes();
-  if (!envs || envs->size() == 0) return;
+  if (!envs || envs->size() <= skip) return;
   const std::uint32_t nt = targets ? targets->size() : 0;
   const std::uint32_t ns = senders ? senders->size() : 0;
   // Check every index before anything is delivered: a bad batch is refused whole.
@@ -1407,7 +1651,8 @@ void connection::deliver(const wire::Batch& b) {
   senders_.clear();
   for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(sender(view(senders->Get(i))));
   actor_system& sys = *t_.sys_;
-  for (const wire::Envelope* w : *envs) {
+  for (std::uint32_t i = static_cast<std::uint32_t>(skip); i < envs->size(); ++i) {
+    const wire::Envelope* w = envs->Get(i);
     const auto* payload = w->payload();
     envelope* e = make_envelope(types->Get(w->type()), payload ? payload->data() : nullptr,
                                 payload ? payload->size() : 0);
@@ -1429,8 +1674,8 @@ void connection::deliver(const wire::Batch& b) {
     else
       sys.dead_letter(e, nullptr, dead_letter_reason::not_found);
   }
-  t_.stats_.messages_received.fetch_add(envs->size(), std::memory_order_relaxed);
-  peer_->count_received(envs->size(), 0);
+  t_.stats_.messages_received.fetch_add(envs->size() - skip, std::memory_order_relaxed);
+  peer_->count_received(envs->size() - skip, 0);
 }
 
 process_ref connection::sender(std::string_view pid_text) {

@@ -45,7 +45,9 @@ struct options {
   std::chrono::milliseconds handshake_timeout{5000};
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{5000};
-  // How long messages wait for an unreachable peer before they become dead letters.
+  // How long messages wait for an unreachable peer before they become dead
+  // letters; and how long a peer whose link went may take to come back
+  // before what it did not acknowledge becomes dead letters (unconfirmed).
   std::chrono::milliseconds unreachable_timeout{5000};
   std::vector<std::string> spawnable;  // kinds peers may spawn here ("*": any)
   // The transport's log lines: level 0 debug, 1 info, 2 warning, 3 error.
@@ -63,6 +65,10 @@ struct stats {
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> bytes_received{0};
   std::atomic<std::uint64_t> protocol_errors{0};
+  // Items sent again after a reconnection, and resent items the receiver
+  // had already (dropped).
+  std::atomic<std::uint64_t> resent{0};
+  std::atomic<std::uint64_t> duplicates{0};
   std::array<std::atomic<std::uint64_t>, close_reason_count> handshake_failures{};
   std::array<std::atomic<std::int64_t>, connection_state_count> connections{};
   // Peers with no connection: waiting to dial again after a failure

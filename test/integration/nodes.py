@@ -63,6 +63,10 @@ class node:
             for line in self.err.lines:
                 m = m or re.search(r"PIDs as (\S+)/ID", line)
         self.address = m.group(1) if m else None
+        m = None
+        for line in self.err.lines:
+            m = m or re.search(r"remote: listening on (\S+),", line)
+        self.listen = m.group(1) if m else None  # as bound (port 0 resolved)
         w.nodes.append(self)
 
     def set_seeds(self, seeds):

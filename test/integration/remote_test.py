@@ -202,7 +202,7 @@ b2 = node("node-b", listen=b.address)
 b2.spawn("echo", "echo")
 status, body = poll(lambda: a.request("relay", "troupe.test.Relay",
                                       {"to": f"{b.address}/echo", "n": 9}, timeout_ms=1000),
-                    lambda r: r[0] == 200, 20)
+                    lambda r: r[0] == 200 and r[1].get("message") == {"n": 9}, 20)
 check("after the peer restarts on its address, messages reach it again",
       status == 200 and body["message"] == {"n": 9}, f"{status} {body}")
 

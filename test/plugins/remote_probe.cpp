@@ -11,7 +11,8 @@ namespace {
 
 using namespace troupe::test;
 
-// Relay{to, n}: asks `to` with Num(n) and answers the asker with the reply.
+// Relay{to, n}: asks `to` with Num(n) and answers the asker with the reply,
+// or with Failed{reason} when the request became a dead letter.
 struct Relayer : troupe::Actor {
   troupe::Pid asker;
   void receive(troupe::Context& ctx) override {
@@ -22,6 +23,10 @@ struct Relayer : troupe::Actor {
       ctx.request<Num>(to, [&](auto& b) { return CreateNum(b, r->n()); });
     } else if (auto n = ctx.message<Num>()) {
       if (asker) ctx.send<Num>(asker, [&](auto& b) { return CreateNum(b, n->n()); });
+      asker = troupe::Pid();
+    } else if (auto d = ctx.message<troupe::system::DeadLetterResponse>()) {
+      const std::string why = troupe::system::EnumNameDeadLetterReason(d->reason());
+      if (asker) ctx.send<Failed>(asker, [&](auto& b) { return CreateFailedDirect(b, why.c_str()); });
       asker = troupe::Pid();
     }
   }
@@ -40,15 +45,18 @@ struct Sender : troupe::Actor {
   }
 };
 
-// Counts Num messages and how many came out of order (n != last + 1);
+// Counts Num messages, how many did not follow the one before (n != last +
+// 1: a gap or worse) and how many went backwards (n <= last: a duplicate or
+// a reordering);
 // watches what WatchPid names and notes each Terminated. Ask: Stats.
 struct Sink : troupe::Actor {
-  int64_t received = 0, out_of_order = 0, last = 0;
+  int64_t received = 0, out_of_order = 0, last = 0, backwards = 0;
   std::string terminated;
   void receive(troupe::Context& ctx) override {
     if (auto n = ctx.message<Num>()) {
       ++received;
       if (n->n() != last + 1) ++out_of_order;
+      if (n->n() <= last) ++backwards;
       last = n->n();
     } else if (auto w = ctx.message<WatchPid>()) {
       troupe::Pid who = ctx.resolve(w->pid() ? w->pid()->string_view() : std::string_view());
@@ -62,7 +70,7 @@ struct Sink : troupe::Actor {
                     troupe::system::EnumNameTerminatedReason(t->reason());
     } else if (ctx.message<Ask>()) {
       ctx.respond<Stats>([&](auto& b) {
-        return CreateStats(b, received, out_of_order, last, b.CreateString(terminated));
+        return CreateStats(b, received, out_of_order, last, b.CreateString(terminated), backwards);
       });
     }
   }

@@ -9,6 +9,7 @@
 #include "actor/actor_system.hpp"
 #include "actor/system_message.hpp"
 #include "remote/frame.hpp"
+#include "remote/link.hpp"
 #include "remote/session.hpp"
 
 using namespace troupe;
@@ -201,9 +202,20 @@ struct end : session_events {
   void write(std::span<const std::uint8_t> f) override {
     other->inbox.insert(other->inbox.end(), f.begin(), f.end());
   }
-  verdict on_hello(const peer_hello&) override { return {}; }
-  void on_up() override { up = true; }
+  std::uint64_t has_of_peer = 0;   // what Welcome says this end received
+  std::uint64_t peer_has = 0;      // what the peer's Welcome said
+  std::vector<std::uint64_t> acks;
+  verdict on_hello(const peer_hello&) override {
+    verdict v;
+    v.received = has_of_peer;
+    return v;
+  }
+  void on_up(std::uint64_t received) override {
+    up = true;
+    peer_has = received;
+  }
   void on_frame(const wire::Frame& f) override { frames.push_back(f.body_type()); }
+  void on_ack(std::uint64_t a) override { acks.push_back(a); }
 
   // Hands over what arrived; false once the session closed.
   bool pump() {
@@ -249,6 +261,60 @@ TEST_CASE("two nodes of one cluster welcome each other inside the channel") {
   a.write(hb);  // lands in b's inbox
   REQUIRE(b.pump());
   REQUIRE(b.s.take_activity());
+}
+
+TEST_CASE("Welcome tells each side what the other has received, and frames carry acknowledgements") {
+  end a("c", "10.0.0.1:1", 1);
+  end b("c", "10.0.0.2:1", 2);
+  a.has_of_peer = 41;
+  b.has_of_peer = 7;
+  connect(a, b);
+  REQUIRE(a.up);
+  REQUIRE(b.up);
+  CHECK(a.peer_has == 7);
+  CHECK(b.peer_has == 41);
+  a.write(encode_frame(0, 99, [](flatbuffers::FlatBufferBuilder& fb) {
+    return std::pair(wire::Body::Ack, wire::CreateAck(fb).Union());
+  }));
+  a.write(heartbeat_frame());  // no acknowledgement: nothing to report
+  REQUIRE(b.pump());
+  CHECK(b.acks == std::vector<std::uint64_t>{99});
+}
+
+TEST_CASE("the receive window admits each number once, and starts afresh for a new incarnation") {
+  receive_window w;
+  w.attach(5);
+  CHECK(w.admit(1, 3) == 0);   // 1..3 new
+  CHECK(w.admit(2, 4) == 2);   // 2, 3 seen; 4, 5 new
+  CHECK(w.admit(4, 2) == 2);   // all seen
+  CHECK(w.admit(0, 9) == 0);   // unnumbered: always delivered
+  CHECK(w.last() == 5);
+  CHECK(w.received_from(5) == 5);
+  CHECK(w.received_from(6) == 0);
+  CHECK(w.admit(~std::uint64_t{0}, 4) == 4);  // a range that wraps is refused
+  w.attach(5);
+  CHECK(w.last() == 5);
+  w.attach(6);
+  CHECK(w.last() == 0);
+  CHECK(w.admit(1, 1) == 0);
+}
+
+TEST_CASE("the send ledger keeps what is unacknowledged, in order, under its numbers") {
+  send_ledger<int> l;
+  for (int i = 10; i < 15; ++i) l.push(i);  // numbers 1..5
+  std::vector<int> done;
+  CHECK(l.acknowledge(2, [&](int& i) { done.push_back(i); }) == 2);
+  CHECK(done == std::vector<int>{10, 11});
+  CHECK(l.acknowledge(1, [&](int& i) { done.push_back(i); }) == 0);  // old news
+  std::vector<std::pair<std::uint64_t, int>> again;
+  l.each([&](std::uint64_t seq, int& i) { again.emplace_back(seq, i); });
+  CHECK(again == std::vector<std::pair<std::uint64_t, int>>{{3, 12}, {4, 13}, {5, 14}});
+  CHECK(l.next() == 6);
+  CHECK(l.acknowledge(1000, [](int&) {}) == 3);  // past what was sent: all of it, no more
+  CHECK(l.empty());
+  l.push(1);
+  CHECK(l.clear([](int&) {}) == 1);
+  CHECK(l.next() == 7);
 }
 
 TEST_CASE("a wrong cluster or protocol version is refused by reason, naming both") {
