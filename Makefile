@@ -6,7 +6,7 @@
 #   make bench-compare OLD=rev NEW=rev   both commits' benchmarks, run
 #                alternately in one sitting (REPS=N, ONLY=prefix)
 #   make test-tsan / make test-asan   every test under sanitizers
-#   make fuzz    the frame/handshake fuzz target for FUZZ_SECONDS (default 60)
+#   make fuzz    the fuzz target of what peers send, for FUZZ_SECONDS (default 60)
 #   make package       the Debian packages in build/package (lintian-checked)
 #   make test-package  build them, unpack them into a throwaway root and walk
 #                      the README's Install and Write-a-plugin sections there

@@ -36,7 +36,10 @@ int main(int argc, char** argv) {
   write(dir, "welcome", 0, encode_frame([&](flatbuffers::FlatBufferBuilder& b) {
           return std::pair(wire::Body::Welcome, wire::CreateWelcome(b, protocol_version).Union());
         }));
-  write(dir, "watch", 1, encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+  write(dir, "ack", 1, encode_frame(0, 17, [](flatbuffers::FlatBufferBuilder& b) {
+          return std::pair(wire::Body::Ack, wire::CreateAck(b).Union());
+        }));
+  write(dir, "watch", 1, encode_frame(3, 1, [](flatbuffers::FlatBufferBuilder& b) {
           auto w = wire::CreateWatch(b, b.CreateString("127.0.0.1:7701/$3"), b.CreateString("counter"));
           return std::pair(wire::Body::Watch, w.Union());
         }));
@@ -44,7 +47,7 @@ int main(int argc, char** argv) {
           auto r = wire::CreateSpawnRequest(b, 7, b.CreateString("counter"), b.CreateString("c1"));
           return std::pair(wire::Body::SpawnRequest, r.Union());
         }));
-  write(dir, "batch", 1, encode_frame([](flatbuffers::FlatBufferBuilder& b) {
+  write(dir, "batch", 1, encode_frame(1, 2, [](flatbuffers::FlatBufferBuilder& b) {
           std::vector<std::uint8_t> payload(24, 5);
           auto hs = b.CreateVector(std::vector{wire::CreateHeader(b, b.CreateString("trace"), b.CreateString("x"))});
           auto e = wire::CreateEnvelope(b, 0, 1, 0, hs, b.CreateVector(payload));
