@@ -9,6 +9,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <map>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -194,9 +195,64 @@ struct reader {
   }
 };
 
+// Every key of every mapping must be a plain value, and appear once:
+// yaml-cpp would take a mapping as a key apart later with an exception,
+// and keep only the first of two equal keys (a second `admin:` section
+// adding token_file would be ignored, leaving the API open).
+void check_keys(const YAML::Node& n, const std::string& file, std::vector<config_error>& errors,
+                int depth = 0) {
+  auto line = [](const YAML::Node& x) { return x.Mark().line >= 0 ? x.Mark().line + 1 : 0; };
+  if (depth > 64) {
+    errors.push_back({file, line(n), "the document nests more than 64 levels deep"});
+    return;
+  }
+  if (n.IsMap()) {
+    std::map<std::string, int> seen;
+    for (const auto& kv : n) {
+      if (!kv.first.IsScalar()) {
+        errors.push_back({file, line(kv.first),
+                          std::string("a ") + (kv.first.IsMap() ? "mapping" : "list") +
+                              " is used as a key; keys are names"});
+        continue;
+      }
+      const std::string key = kv.first.Scalar();
+      if (auto [it, fresh] = seen.emplace(key, line(kv.first)); !fresh)
+        errors.push_back({file, line(kv.first),
+                          "duplicate key '" + key + "' (first at line " + std::to_string(it->second) +
+                              "); each key may appear once"});
+      check_keys(kv.second, file, errors, depth + 1);
+    }
+  } else if (n.IsSequence()) {
+    for (const auto& item : n) check_keys(item, file, errors, depth + 1);
+  }
+}
+
+bool load_checked(const std::string& path, config& out, std::vector<config_error>& errors);
+
 }  // namespace
 
 bool load_config(const std::string& path, config& out, std::vector<config_error>& errors) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    errors.push_back({path, 0, "is a directory, not a configuration file"});
+    return false;
+  }
+  // Whatever yaml-cpp or the file system throws is a configuration error
+  // (with the line when yaml-cpp knows it), never the end of the process:
+  // a reload runs this in a node that must go on.
+  try {
+    return load_checked(path, out, errors);
+  } catch (const YAML::Exception& e) {
+    errors.push_back({path, e.mark.line >= 0 ? e.mark.line + 1 : 0, "invalid configuration: " + e.msg});
+  } catch (const std::exception& e) {
+    errors.push_back({path, 0, std::string("cannot read the configuration: ") + e.what()});
+  }
+  return false;
+}
+
+namespace {
+
+bool load_checked(const std::string& path, config& out, std::vector<config_error>& errors) {
   std::ifstream in(path);
   if (!in) {
     errors.push_back({path, 0, "cannot read the file"});
@@ -209,6 +265,13 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
     errors.push_back({path, e.mark.line + 1, "invalid YAML: " + e.msg});
     return false;
   }
+  if (in.bad()) {
+    errors.push_back({path, 0, "cannot read the file"});
+    return false;
+  }
+  const std::size_t before = errors.size();
+  check_keys(root, path, errors);
+  if (errors.size() != before) return false;
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
   if (!r.check_map(root, "", {"node", "seeds", "admin", "metrics", "dispatcher", "log", "plugins",
@@ -420,5 +483,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   }
   return errors.empty();
 }
+
+}  // namespace
 
 }  // namespace troupe::node

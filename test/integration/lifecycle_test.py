@@ -115,6 +115,18 @@ check("a reload with errors names file:line, is rejected, and the node runs on a
       p.poll() is None and status == 200 and sorted(x["name"] for x in body["plugins"]) == ["counter", "echo"],
       f"{status} {body}\n{err.text()}")
 
+# Files that used to throw out of the parser and kill a running node.
+for label, text in (("a mapping used as a key", base + "? {x: 1}\n: 2\n"),
+                    ("a second admin section", base + "admin:\n  token_file: /etc/hostname\n")):
+    write_config(text)
+    mark = len(sd.messages)
+    p.send_signal(signal.SIGHUP)
+    rl = sd.wait_for("RELOADING=1", after=mark)
+    rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
+    check(f"a reload of a file with {label} is rejected with file:line; the node runs on",
+          rl >= 0 and rd >= 0 and p.poll() is None and err.has(f"{cfg}:", 1)
+          and sum("reload rejected" in l for l in err.lines) >= 2, err.text()[-1500:])
+
 mark = len(sd.messages)
 p.send_signal(signal.SIGTERM)
 st = sd.wait_for("STOPPING=1", after=mark)

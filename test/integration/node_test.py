@@ -191,12 +191,26 @@ with tempfile.TemporaryDirectory() as tmp:
         ("state_dir a file", f"node:\n  state_dir: {key}\n", ":2:", f"'node.state_dir' {key} is not a directory"),
         ("state_dir that cannot be made", f"node:\n  state_dir: {key}/state\n", ":2:",
          f"'node.state_dir' {key}/state does not exist and cannot be created in {key}"),
+        ("a mapping used as a key", "node:\n  name: a\n? {x: 1}\n: 2\n", ":3:",
+         "a mapping is used as a key; keys are names"),
+        ("a list used as a key", "? [a, b]\n: 3\n", ":1:", "a list is used as a key; keys are names"),
+        ("a second section of the same name", "admin:\n  listen: 127.0.0.1:0\nadmin:\n"
+         "  token_file: /etc/hostname\n", ":3:", "duplicate key 'admin' (first at line 1)"),
+        ("a key twice in a section", "node:\n  name: a\n  name: b\n", ":3:",
+         "duplicate key 'name' (first at line 2)"),
+        ("nesting past any use", "node:\n  name: " + "[" * 200 + "]" * 200 + "\n", ":",
+         "more than 64 levels deep"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)
         r = subprocess.run([NODE, "--config", path], capture_output=True, text=True, timeout=20)
         check(f"config error ({name}) exits 78 naming file, line and problem",
               r.returncode == 78 and (path + where) in r.stderr and what in r.stderr,
+              f"rc={r.returncode} stderr={r.stderr!r}")
+    for flag in ("--config", "--check-config"):
+        r = subprocess.run([NODE, flag, tmp], capture_output=True, text=True, timeout=20)
+        check(f"a directory given to {flag} exits 78 saying so",
+              r.returncode == 78 and f"{tmp}: is a directory, not a configuration file" in r.stderr,
               f"rc={r.returncode} stderr={r.stderr!r}")
     packaged = os.path.join(CONFIG_DIR, "node.yaml")
     r = subprocess.run([NODE, "--check-config", packaged], capture_output=True, text=True, timeout=20)
