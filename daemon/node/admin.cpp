@@ -21,6 +21,31 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t max_body = 1 << 20;
+// JSON bodies nest at most this deep: parsers recurse, and a request
+// thread's stack is small (a 4 KB body of brackets crashed the node).
+constexpr std::size_t max_json_depth = 32;
+
+// How deep `text` nests arrays and objects, counting no further than
+// `limit + 1`; brackets inside strings do not count.
+std::size_t json_depth(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) break;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
 constexpr long long default_request_timeout_ms = 5000;
 constexpr long long max_request_timeout_ms = 60000;
 constexpr std::size_t default_actor_limit = 1000;
@@ -77,7 +102,8 @@ struct admin::request {
   bool answered = false;
 
   void reply(int status, const json& body_json) {
-    const std::string text = body_json.dump() + "\n";
+    // Text that came from outside may hold invalid UTF-8: replaced, not thrown.
+    const std::string text = body_json.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     mg_response_header_start(conn, status);
     mg_response_header_add(conn, "Content-Type", "application/json", -1);
     mg_response_header_add(conn, "Content-Length", std::to_string(text.size()).c_str(), -1);
@@ -100,9 +126,15 @@ struct admin::request {
 
   // The body as a JSON object; answers 400 and returns false otherwise.
   bool object(json& out) {
+    if (json_depth(body, max_json_depth) > max_json_depth) {
+      error(400, "bad_json", "the body nests arrays and objects deeper than " +
+                                 std::to_string(max_json_depth) + " levels");
+      return false;
+    }
     try {
       out = json::parse(body);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+      // Malformed, invalid UTF-8, or a number out of range (1e999).
       error(400, "bad_json", "the body is not JSON: " + json_reason(e));
       return false;
     }

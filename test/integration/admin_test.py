@@ -153,6 +153,18 @@ check("a request nobody answers: 504 timeout",
       r.returncode == 1 and "504 timeout: no reply from 'c1' within 300 ms" in r.stderr, r.stderr)
 check("bad JSON over HTTP: 400 bad_json",
       is_error(http("POST", "/v1/actors/c1/send", raw=b'{"type": '), 400, "bad_json", "line 1"))
+deep = b'{"type": "counter.Add", "message": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+check("a body nested 2,000 deep (4 KB) is refused before parsing: 400, and the node lives",
+      is_error(http("POST", "/v1/actors/c1/send", raw=deep), 400, "bad_json", "deeper than 32")
+      and http("GET", "/healthz")[0] == 200)
+nested_in_string = b'{"type": "counter.Add", "message": {"by": 1}, "note": "' + b"[" * 100 + b'"}'
+check("brackets inside a string are no nesting",
+      not is_error(http("POST", "/v1/actors/c1/send", raw=nested_in_string), 400, "bad_json"))
+check("a number out of range (1e999): 400, not 500",
+      is_error(http("POST", "/v1/actors/c1/send", raw=b'{"type": "counter.Add", "message": {"by": 1e999}}'),
+               400, "bad_json"))
+check("invalid UTF-8 in a body: 400, not 500",
+      is_error(http("POST", "/v1/actors", raw=b'{"kind": "\xff\xfe"}'), 400, "bad_json"))
 check("a JSON array where an object belongs: 400",
       is_error(http("POST", "/v1/actors", raw=b"[1, 2]"), 400, "bad_request", "JSON object"))
 check("an unknown field in the request: 400",
