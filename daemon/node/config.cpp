@@ -229,6 +229,17 @@ void check_keys(const YAML::Node& n, const std::string& file, std::vector<config
 
 bool load_checked(const std::string& path, config& out, std::vector<config_error>& errors);
 
+// Whether an "ip:port" listens on the loopback interface only.
+bool loopback_address(const std::string& address) {
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
+}
+
 }  // namespace
 
 bool load_config(const std::string& path, config& out, std::vector<config_error>& errors) {
@@ -359,8 +370,18 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
       }
     }
   }
-  if (YAML::Node a = root["admin"]; a && r.check_map(a, "admin", {"listen", "token_file"})) {
+  int admin_line = 0;
+  if (YAML::Node a = root["admin"];
+      a && r.check_map(a, "admin", {"listen", "token_file", "insecure_no_token"})) {
+    admin_line = a["listen"] ? a["listen"].Mark().line + 1 : a.Mark().line + 1;
     r.address_field(a, "admin", "listen", true, out.admin_listen);
+    if (YAML::Node v = a["insecure_no_token"]) {
+      try {
+        out.admin_insecure_no_token = v.as<bool>();
+      } catch (const YAML::Exception&) {
+        r.error(v, "'admin.insecure_no_token' must be true or false");
+      }
+    }
     r.string_field(a, "admin", "token_file", out.admin_token_file);
     if (readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file)) {
       std::ifstream in(out.admin_token_file);
@@ -372,6 +393,15 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
                                      " holds no token (its first line is empty)");
     }
   }
+  // The admin API spawns and stops actors: reachable from other hosts, it
+  // needs a token, unless the operator says in so many words that it does not.
+  if (!loopback_address(out.admin_listen) && out.admin_token_file.empty() &&
+      !out.admin_insecure_no_token)
+    errors.push_back({path, admin_line,
+                      "'admin.listen' " + out.admin_listen +
+                          " accepts connections from other hosts, and 'admin.token_file' is not set: "
+                          "anyone who reaches it could spawn and stop actors (set a token_file, or "
+                          "'admin.insecure_no_token: true' if that is what you want)"});
   if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen", "histograms"})) {
     r.address_field(m, "metrics", "listen", true, out.metrics_listen);
     r.string_list(m, "metrics", "histograms", out.histogram_kinds, "kinds", "all");

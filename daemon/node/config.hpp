@@ -36,6 +36,9 @@ struct config {
   std::string admin_listen = "127.0.0.1:7780";
   std::string admin_token_file;  // admin.token_file: bearer token, optional
   std::string admin_token;       // the file's first line
+  // admin.insecure_no_token: a listener beyond loopback without a token,
+  // on purpose (refused otherwise).
+  bool admin_insecure_no_token = false;
   std::string metrics_listen = "127.0.0.1:7781";
   // metrics.histograms: kinds whose handler times are kept as histograms
   // (troupe_message_processing_seconds), or ["all"].

@@ -191,6 +191,8 @@ with tempfile.TemporaryDirectory() as tmp:
         ("state_dir a file", f"node:\n  state_dir: {key}\n", ":2:", f"'node.state_dir' {key} is not a directory"),
         ("state_dir that cannot be made", f"node:\n  state_dir: {key}/state\n", ":2:",
          f"'node.state_dir' {key}/state does not exist and cannot be created in {key}"),
+        ("an admin API open to other hosts without a token", "admin:\n  listen: 0.0.0.0:0\n", ":2:",
+         "'admin.listen' 0.0.0.0:0 accepts connections from other hosts, and 'admin.token_file' is not set"),
         ("a mapping used as a key", "node:\n  name: a\n? {x: 1}\n: 2\n", ":3:",
          "a mapping is used as a key; keys are names"),
         ("a list used as a key", "? [a, b]\n: 3\n", ":1:", "a list is used as a key; keys are names"),
@@ -207,6 +209,10 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"config error ({name}) exits 78 naming file, line and problem",
               r.returncode == 78 and (path + where) in r.stderr and what in r.stderr,
               f"rc={r.returncode} stderr={r.stderr!r}")
+    for label, extra in (("with a token", f"  token_file: {key}\n"), ("said in so many words", "  insecure_no_token: true\n")):
+        path = write(tmp, "open-admin.yaml", "admin:\n  listen: 0.0.0.0:0\n" + extra)
+        r = subprocess.run([NODE, "--check-config", path], capture_output=True, text=True, timeout=20)
+        check(f"an admin API open to other hosts is accepted {label}", r.returncode == 0, r.stdout + r.stderr)
     for flag in ("--config", "--check-config"):
         r = subprocess.run([NODE, flag, tmp], capture_output=True, text=True, timeout=20)
         check(f"a directory given to {flag} exits 78 saying so",
