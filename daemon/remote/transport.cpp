@@ -1706,6 +1706,14 @@ void connection::close(close_reason reason, std::string detail) {
   targets_.clear();
   senders_.clear();
   sender_cache_.clear();
+  if (state_ == connection_state::up && peer_ && peer_->ack_due(1)) {
+    // What arrived is acknowledged before the goodbye: a peer that leaves
+    // must not leave what it received counted as unconfirmed.
+    std::lock_guard lock(wmu_);
+    queue_bytes_locked(encode_frame(0, ack_value(), [](flatbuffers::FlatBufferBuilder& b) {
+      return std::pair(wire::Body::Ack, wire::CreateAck(b).Union());
+    }));
+  }
   s_.close(reason, detail);  // queues a Disconnect (write() only queues now)
   end_pending();
   {

@@ -254,7 +254,9 @@ check("each side keeps one connection, the same one",
 # ---- a peer that stops cleanly says so: watchers are told, the log says it left
 f.spawn("probe.sink", "watcher3")
 f.request("watcher3", "troupe.test.WatchPid", {"pid": f"{e.address}/echo"})
-time.sleep(0.2)
+e.spawn("probe.sink", "sink")
+f.spawn("probe.sender", "sender")
+f.request("sender", "troupe.test.Burst", {"to": f"{e.address}/sink", "count": 500})
 e_rc = e.stop()
 seen = poll(lambda: f.request("watcher3", "troupe.test.Ask", {})[1].get("message", {}),
             lambda m: "echo" in m.get("terminated", ""))
@@ -262,6 +264,9 @@ check("a peer that stops: its watchers get Terminated (node lost), and it is log
       e_rc == 0 and seen.get("terminated") == "echo:NodeLost"
       and f.err.has(f"{e.address} left (it is stopping)", 5),
       f"rc {e_rc} {seen}\n{f.err.text()[-1500:]}")
+check("what a peer received before it stopped is not counted unconfirmed: it acknowledges on its way out",
+      (metric(f.scrape(), "troupe_dead_letters_total", '{reason="unconfirmed"}') or 0) == 0,
+      f.err.text()[-1500:])
 f.stop()
 
 # ---- seeds: contacted at start, and those a reload adds
