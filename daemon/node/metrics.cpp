@@ -249,7 +249,7 @@ class metrics::collector final : public prometheus::Collectable {
       counter("troupe_remote_protocol_errors_total",
               "Connections closed for frames that were oversized, malformed or out of place",
               rs.protocol_errors);
-      MetricFamily conns = family("troupe_remote_connections", "Node-to-node connections by state, and peers without one (backoff, idle)",
+      MetricFamily conns = family("troupe_remote_connections", "Node-to-node connections by state, and peers without one (backoff, down, idle)",
                                   MetricType::Gauge);
       for (std::size_t s = 0; s < remote::connection_state_count; ++s)
         add(conns, static_cast<double>(rs.connections[s].load(std::memory_order_relaxed)),
@@ -259,6 +259,8 @@ class metrics::collector final : public prometheus::Collectable {
           {{"state", "backoff"}});
       add(conns, static_cast<double>(rs.peers_waiting[1].load(std::memory_order_relaxed)),
           {{"state", "idle"}});
+      add(conns, static_cast<double>(rs.peers_waiting[2].load(std::memory_order_relaxed)),
+          {{"state", "down"}});
       out.push_back(std::move(conns));
       MetricFamily hs = family("troupe_remote_handshake_failures_total",
                                "Connections refused during the handshake, by reason",

@@ -547,17 +547,19 @@ class peer : public std::enable_shared_from_this<peer> {
     }
     {
       std::lock_guard lock(info_mu_);
-      if (!conn_) set_state_locked(dialing_ ? "connecting" : (retry_ ? "backoff" : "idle"));
+      // down: its last dial failed and nothing makes it dial again now.
+      if (!conn_)
+        set_state_locked(dialing_ ? "connecting" : retry_ ? "backoff" : failures_ > 0 ? "down" : "idle");
     }
   }
 
   connection* up_connection() const noexcept { return conn_; }
 
   // Any thread: true with the reason when this peer could not be reached
-  // on its last attempt and is waiting to dial again.
+  // on its last attempt (waiting to dial again, or not trying now).
   bool down(std::string& why) const {
     std::lock_guard lock(info_mu_);
-    if (std::string_view(state_name_) != "backoff") return false;
+    if (std::string_view(state_name_) != "backoff" && std::string_view(state_name_) != "down") return false;
     why = last_error_.empty() ? "it could not be reached" : last_error_;
     return true;
   }
@@ -959,7 +961,9 @@ class peer : public std::enable_shared_from_this<peer> {
   // Peers without a connection are counted by state beside the
   // connections (troupe_remote_connections{state="backoff"|"idle"}).
   void set_state_locked(const char* to) {
-    auto slot = [](std::string_view s) -> int { return s == "backoff" ? 0 : s == "idle" ? 1 : -1; };
+    auto slot = [](std::string_view s) -> int {
+      return s == "backoff" ? 0 : s == "idle" ? 1 : s == "down" ? 2 : -1;
+    };
     if (int i = slot(state_name_); i >= 0) t_.stats_.peers_waiting[i].fetch_sub(1, std::memory_order_relaxed);
     if (int i = slot(to); i >= 0) t_.stats_.peers_waiting[i].fetch_add(1, std::memory_order_relaxed);
     state_name_ = to;

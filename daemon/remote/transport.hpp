@@ -72,15 +72,16 @@ struct stats {
   std::array<std::atomic<std::uint64_t>, close_reason_count> handshake_failures{};
   std::array<std::atomic<std::int64_t>, connection_state_count> connections{};
   // Peers with no connection: waiting to dial again after a failure
-  // (backoff), or with nothing to send (idle).
-  std::array<std::atomic<std::int64_t>, 2> peers_waiting{};
+  // (backoff), with nothing to send (idle), or whose last dial failed
+  // and which nothing makes dial again now (down).
+  std::array<std::atomic<std::int64_t>, 3> peers_waiting{};
 };
 
 // What /v1/peers shows of one peer.
 struct peer_info {
   std::string address;
   std::string node;           // empty until a handshake told it
-  std::string state;          // up | connecting | handshaking | backoff | idle
+  std::string state;          // up | connecting | backoff | down | idle
   bool inbound = false;       // the peer dialed
   std::uint64_t incarnation = 0;
   std::uint64_t messages_sent = 0, messages_received = 0;

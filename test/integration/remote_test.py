@@ -193,10 +193,13 @@ check("a spawn on a peer that cannot be reached fails at once with 503, naming i
       status == 503 and status2 == 503 and first < 3 and second < 0.5
       and b.address in body2["error"]["message"] and "refused" in body2["error"]["message"],
       f"{status} {body} after {first:.2f}s; {status2} {body2} after {second:.2f}s")
-backoff = metric(a.scrape(), "troupe_remote_connections", '{state="backoff"}')
-check("a peer that is down shows as backoff in /metrics, as in /v1/peers",
-      backoff is not None and backoff >= 1 and any(p["state"] == "backoff" for p in a.peers()),
-      f"{backoff} {a.peers()}")
+waiting = lambda: sum(metric(a.scrape(), "troupe_remote_connections", f'{{state="{st}"}}') or 0
+                      for st in ("backoff", "down"))
+shown = poll(waiting, lambda v: v >= 1, 5)
+peer_states = poll(lambda: a.peers(), lambda ps: any(p["state"] in ("backoff", "down") for p in ps), 5)
+check("a peer that is down shows as backoff or down in /metrics, as in /v1/peers",
+      shown >= 1 and any(p["address"] == b.address and p["state"] in ("backoff", "down") for p in peer_states),
+      f"{shown} {peer_states}")
 
 b2 = node("node-b", listen=b.address)
 b2.spawn("echo", "echo")
@@ -257,6 +260,10 @@ f.request("watcher3", "troupe.test.WatchPid", {"pid": f"{e.address}/echo"})
 e.spawn("probe.sink", "sink")
 f.spawn("probe.sender", "sender")
 f.request("sender", "troupe.test.Burst", {"to": f"{e.address}/sink", "count": 500})
+# Stopped once all 500 arrived: what is still in flight at a stop is
+# unconfirmed, rightly; what arrived must not be.
+poll(lambda: e.request("sink", "troupe.test.Ask", {})[1].get("message", {}),
+     lambda m: m.get("received", 0) >= 500, 15)
 e_rc = e.stop()
 seen = poll(lambda: f.request("watcher3", "troupe.test.Ask", {})[1].get("message", {}),
             lambda m: "echo" in m.get("terminated", ""))
