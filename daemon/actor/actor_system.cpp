@@ -216,6 +216,23 @@ void root_context::stop(const pid& who) {
   if (who) who.get()->send_system(new system_message(system_kind::stop));
 }
 
+future root_context::stop_future(const pid& who, std::chrono::nanoseconds timeout) {
+  auto* f = new future_process(sys_);
+  future result{process_ref::adopt(f)};
+  f->set_timeout(sys_.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
+    static_cast<future_process*>(ref.get())->complete(future_status::timed_out, nullptr);
+  }));
+  if (!who) {
+    f->complete(future_status::completed, nullptr);
+    return result;
+  }
+  // Watch, then stop: both system messages, taken in order. The Terminated
+  // the watch brings completes the future.
+  who.get()->send_system(new system_message(system_kind::watch, process_ref(static_cast<process*>(f))));
+  who.get()->send_system(new system_message(system_kind::stop));
+  return result;
+}
+
 void root_context::poison(const pid& who) {
   send(who, make_message<system::PoisonPill>(
                 [](flatbuffers::FlatBufferBuilder& b) { return system::CreatePoisonPill(b); }));

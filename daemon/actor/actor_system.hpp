@@ -70,6 +70,9 @@ class root_context {
   // waits with future::wait_for or get_result.
   future request_future(const pid& to, message m, std::chrono::nanoseconds timeout);
   void stop(const pid& who);
+  // Stops `who` and returns a future that completes once it has stopped
+  // (children first), or times out; an actor already gone completes it at once.
+  future stop_future(const pid& who, std::chrono::nanoseconds timeout);
   void poison(const pid& who);
 
  private:

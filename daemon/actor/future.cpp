@@ -28,7 +28,12 @@ void future_process::send_user(envelope* e) noexcept {
   }
 }
 
-void future_process::send_system(system_message* m) noexcept { delete m; }
+void future_process::send_system(system_message* m) noexcept {
+  // A future that watches (root_context::stop_future) completes when its
+  // actor has terminated.
+  if (m->kind == system_kind::terminated) complete(future_status::completed, nullptr);
+  delete m;
+}
 
 std::string future_process::id() const {
   char buf[32];

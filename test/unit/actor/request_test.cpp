@@ -132,3 +132,44 @@ TEST_CASE("receive timeout fires when idle and not while messages flow", "[reque
   REQUIRE(t);
   REQUIRE(*t == "timeout");
 }
+
+TEST_CASE("stop_future completes once the actor and its children have stopped", "[request][stop]") {
+  inbox<std::string> log;
+  actor_system sys(small_config());
+  pid parent = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) {
+      ctx.spawn(share(props::from_fn([&](context& c) {
+        if (c.message<system::Stopped>()) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          log.put("child:stopped");
+        }
+      })));
+    } else if (ctx.message<system::Stopped>()) {
+      log.put("parent:stopped");
+    }
+  })));
+  future f = sys.root().stop_future(parent, std::chrono::seconds(5));
+  REQUIRE(f.wait_for(std::chrono::seconds(5)));
+  REQUIRE(f.status() == future_status::completed);
+  // Completed only after both had stopped: the log holds both already.
+  REQUIRE(log.size() == 2);
+  REQUIRE(parent.get()->dead());
+}
+
+TEST_CASE("stop_future on an actor already gone completes at once; a stuck stop times out",
+          "[request][stop]") {
+  actor_system sys(small_config());
+  pid a = sys.root().spawn(echo());
+  REQUIRE(sys.root().stop_future(a, std::chrono::seconds(5)).get_result().status ==
+          future_status::completed);
+  REQUIRE(sys.root().stop_future(a, std::chrono::seconds(5)).get_result().status ==
+          future_status::completed);
+  std::atomic<bool> release{false};
+  pid stuck = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Stopping>())
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  })));
+  future f = sys.root().stop_future(stuck, std::chrono::milliseconds(100));
+  REQUIRE(f.get_result().status == future_status::timed_out);
+  release = true;
+}
