@@ -1,5 +1,7 @@
 #include "remote/transport.hpp"
 
+#include <csignal>
+
 #include <algorithm>
 #include <cstring>
 #include <random>
@@ -1793,6 +1795,11 @@ bool transport::bind(std::string& error) {
 
 void transport::start(actor_system& sys) {
   sys_ = &sys;
+  // libuv writes with write(2): a peer that went away raises SIGPIPE, whose
+  // default ends the process. Ignored unless the program chose a handler.
+  struct sigaction pipe {};
+  if (::sigaction(SIGPIPE, nullptr, &pipe) == 0 && pipe.sa_handler == SIG_DFL)
+    ::signal(SIGPIPE, SIG_IGN);
   const auto every = std::max(opts_.heartbeat_interval / 2, std::chrono::milliseconds(10));
   ticker_ = loop_.arm_repeating(every, every, [this] {
     tick();
