@@ -7,8 +7,6 @@
 #include <thread>
 #include <vector>
 
-#include <civetweb.h>
-
 #include "actor/actor_system.hpp"
 #include "system_generated.h"
 #include "plugin/plugin_host.hpp"
@@ -20,7 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::size_t max_body = 1 << 20;
 // JSON bodies nest at most this deep: parsers recurse, and a request
 // thread's stack is small (a 4 KB body of brackets crashed the node).
 constexpr std::size_t max_json_depth = 32;
@@ -50,14 +47,6 @@ constexpr long long default_request_timeout_ms = 5000;
 constexpr long long max_request_timeout_ms = 60000;
 constexpr std::size_t default_actor_limit = 1000;
 
-std::string decode(std::string_view s) {
-  std::string out(s.size() + 1, '\0');
-  const int n = mg_url_decode(s.data(), static_cast<int>(s.size()), out.data(),
-                              static_cast<int>(out.size()), 0);
-  out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
-  return out;
-}
-
 // The path's segments, each decoded on its own: an id may hold a "/" as %2F.
 std::vector<std::string> segments(std::string_view uri) {
   uri = uri.substr(0, uri.find('?'));
@@ -66,7 +55,7 @@ std::vector<std::string> segments(std::string_view uri) {
   while (start <= uri.size()) {
     std::size_t end = uri.find('/', start);
     if (end == std::string_view::npos) end = uri.size();
-    if (end > start) out.push_back(decode(uri.substr(start, end - start)));
+    if (end > start) out.push_back(url_decode(uri.substr(start, end - start), false));
     start = end + 1;
   }
   return out;
@@ -92,47 +81,41 @@ std::string json_reason(const std::exception& e) {
 
 }  // namespace
 
+// One request: copied into what answers it later (a reply, a stop, a
+// remote spawn), so it holds only shared state.
 struct admin::request {
-  mg_connection* conn;
-  admin_stats& stats;
+  std::shared_ptr<http_request> http;
+  std::shared_ptr<admin_stats> stats;  // outlives the admin for late answers
   std::string method;
   std::vector<std::string> path;
-  std::string query;
-  std::string body;
-  bool answered = false;
 
-  void reply(int status, const json& body_json) {
+  const std::string& body() const { return http->body(); }
+
+  void reply(int status, const json& body_json) const {
+    http_response out;
+    out.status = status;
     // Text that came from outside may hold invalid UTF-8: replaced, not thrown.
-    const std::string text = body_json.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type", "application/json", -1);
-    mg_response_header_add(conn, "Content-Length", std::to_string(text.size()).c_str(), -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    if (status == 401) mg_response_header_add(conn, "WWW-Authenticate", "Bearer", -1);
-    mg_response_header_send(conn);
-    if (method != "HEAD") mg_write(conn, text.data(), text.size());
-    answered = true;
-    stats.by_class[std::min(status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
+    out.body = body_json.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    out.headers.emplace_back("Cache-Control", "no-store");
+    if (status == 401) out.headers.emplace_back("WWW-Authenticate", "Bearer");
+    stats->by_class[std::min(status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
+    http->answer(std::move(out));
   }
-  void error(int status, const std::string& code, const std::string& message) {
+  void error(int status, const std::string& code, const std::string& message) const {
     reply(status, json{{"error", {{"code", code}, {"message", message}}}});
   }
 
-  std::string var(const char* name) const {
-    char buf[256];
-    const int n = mg_get_var(query.data(), query.size(), name, buf, sizeof buf);
-    return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
-  }
+  std::string var(const char* name) const { return http->query(name); }
 
   // The body as a JSON object; answers 400 and returns false otherwise.
-  bool object(json& out) {
-    if (json_depth(body, max_json_depth) > max_json_depth) {
+  bool object(json& out) const {
+    if (json_depth(body(), max_json_depth) > max_json_depth) {
       error(400, "bad_json", "the body nests arrays and objects deeper than " +
                                  std::to_string(max_json_depth) + " levels");
       return false;
     }
     try {
-      out = json::parse(body);
+      out = json::parse(body());
     } catch (const json::exception& e) {
       // Malformed, invalid UTF-8, or a number out of range (1e999).
       error(400, "bad_json", "the body is not JSON: " + json_reason(e));
@@ -146,38 +129,17 @@ struct admin::request {
   }
 };
 
-admin::admin(const std::string& listen, std::string token, actor_system& sys,
+admin::admin(const std::string& listen, std::string token, http_limits limits, actor_system& sys,
              std::shared_ptr<plugin::host> plugins)
     : sys_(sys), plugins_(std::move(plugins)), token_(std::move(token)) {
-  const char* options[] = {"listening_ports", listen.c_str(),
-                           "num_threads", "4",
-                           "request_timeout_ms", "30000",
-                           "enable_keep_alive", "yes",
-                           // Replies are small writes: without this, Nagle waits for
-                           // the client's delayed ACK, 40 ms a request on a kept connection.
-                           "tcp_nodelay", "1",
-                           nullptr};
-  mg_callbacks callbacks{};
-  char why[256] = {};
-  unsigned code = 0;
-  mg_error_data error{&code, why, sizeof why};
-  mg_init_data init{&callbacks, this, options};
-  server_ = mg_start2(&init, &error);
-  if (server_ == nullptr)
-    throw std::runtime_error("admin: cannot listen on " + listen + ": " +
-                             (why[0] != '\0' ? why : "the server did not start"));
-  mg_set_request_handler(server_, "/", &admin::on_request, this);
+  server_ = std::make_unique<http_server>(
+      "admin", listen, limits, [this](const std::shared_ptr<http_request>& r) { on_request(r); });
+  stats_->connections = &server_->stats();
 }
 
-admin::~admin() {
-  if (server_ != nullptr) mg_stop(server_);
-}
+admin::~admin() = default;
 
-int admin::port() const {
-  mg_server_port ports[4] = {};
-  const int n = mg_get_server_ports(server_, 4, ports);
-  return n > 0 ? ports[0].port : 0;
-}
+int admin::port() const { return server_->port(); }
 
 void admin::set_token(std::string token) {
   std::lock_guard lock(info_mu_);
@@ -190,33 +152,16 @@ void admin::set_node_info(json node, json members) {
   members_ = std::move(members);
 }
 
-int admin::on_request(mg_connection* conn, void* self) {
-  auto* a = static_cast<admin*>(self);
-  const mg_request_info* ri = mg_get_request_info(conn);
-  request r{conn, a->stats_, ri->request_method, segments(ri->request_uri),
-            ri->query_string != nullptr ? ri->query_string : "", {}};
-  if (ri->content_length > static_cast<long long>(max_body)) {
-    r.error(413, "too_large", "the body is larger than " + std::to_string(max_body) + " bytes");
-    return 413;
-  }
-  char buf[8192];
-  for (int n; (n = mg_read(conn, buf, sizeof buf)) > 0;) {
-    if (r.body.size() + static_cast<std::size_t>(n) > max_body) {
-      r.error(413, "too_large", "the body is larger than " + std::to_string(max_body) + " bytes");
-      return 413;
-    }
-    r.body.append(buf, static_cast<std::size_t>(n));
-  }
+void admin::on_request(const std::shared_ptr<http_request>& http) {
+  request r{http, stats_, http->method(), segments(http->path())};
   try {
-    a->handle(r);
+    handle(r);
   } catch (const std::exception& e) {
-    if (!r.answered) r.error(500, "internal", e.what());
+    r.error(500, "internal", e.what());  // dropped if it answered already
   }
-  if (!r.answered) r.error(500, "internal", "no answer");
-  return 1;
 }
 
-void admin::handle(request& r) {
+void admin::handle(const request& r) {
   const auto& p = r.path;
   const bool get = r.method == "GET" || r.method == "HEAD";
   const state st = state_.load(std::memory_order_acquire);
@@ -240,10 +185,10 @@ void admin::handle(request& r) {
     token = token_;
   }
   if (!token.empty()) {
-    const char* auth = mg_get_header(r.conn, "Authorization");
+    const std::string auth = r.http->header("Authorization");
     constexpr std::string_view bearer = "Bearer ";
-    if (auth == nullptr || std::strncmp(auth, bearer.data(), bearer.size()) != 0 ||
-        !same_secret(auth + bearer.size(), token))
+    if (auth.compare(0, bearer.size(), bearer) != 0 ||
+        !same_secret(std::string_view(auth).substr(bearer.size()), token))
       return r.error(401, "unauthorized", "this node wants 'Authorization: Bearer <token>'");
   }
 
@@ -312,7 +257,7 @@ void admin::handle(request& r) {
   return r.error(404, "not_found", "no such endpoint: " + r.method + " /v1/" + what);
 }
 
-void admin::route_actor(request& r, const std::string& id, const std::string& action) {
+void admin::route_actor(const request& r, const std::string& id, const std::string& action) {
   if (r.path.size() > 4) return r.error(404, "not_found", "no such endpoint under /v1/actors");
   if (action.empty()) {
     if (r.method == "DELETE") return stop(r, id);
@@ -334,7 +279,7 @@ void admin::route_actor(request& r, const std::string& id, const std::string& ac
   return r.error(404, "not_found", "no such endpoint: /v1/actors/{id}/" + action);
 }
 
-void admin::list_actors(request& r) {
+void admin::list_actors(const request& r) {
   const std::string kind = r.var("kind");
   std::size_t limit = default_actor_limit;
   if (const std::string l = r.var("limit"); !l.empty()) {
@@ -372,7 +317,7 @@ void admin::set_remote(remote_hooks hooks) {
   remote_ = std::move(hooks);
 }
 
-void admin::spawn(request& r) {
+void admin::spawn(const request& r) {
   if (state_.load(std::memory_order_acquire) == state::stopping)
     return r.error(503, "stopping", "the node is stopping and admits no new actors");
   json body;
@@ -395,20 +340,22 @@ void admin::spawn(request& r) {
     }
     if (!remote_spawn)
       return r.error(400, "bad_request", "this node has no node-to-node transport (node.listen)");
-    std::string out;
-    const int status = remote_spawn(body["node"], kind, body.value("name", std::string()), out);
-    switch (status) {
-      case 0: {
-        const std::string id = out.substr(out.find('/') + 1);
-        return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", body["node"]}});
-      }
-      case -4: return r.error(404, "unknown_kind", out);
-      case -5: return r.error(409, "name_taken", out);
-      case -1: return r.error(400, "invalid_name", out);
-      case -6: return r.error(504, "timeout", out);
-      case -7: return r.error(503, "unavailable", out);
-      default: return r.error(403, "forbidden", out);
-    }
+    remote_spawn(body["node"], kind, body.value("name", std::string()),
+                 [r, kind, node = body["node"].get<std::string>()](int status, std::string out) {
+                   switch (status) {
+                     case 0: {
+                       const std::string id = out.substr(out.find('/') + 1);
+                       return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", node}});
+                     }
+                     case -4: return r.error(404, "unknown_kind", out);
+                     case -5: return r.error(409, "name_taken", out);
+                     case -1: return r.error(400, "invalid_name", out);
+                     case -6: return r.error(504, "timeout", out);
+                     case -7: return r.error(503, "unavailable", out);
+                     default: return r.error(403, "forbidden", out);
+                   }
+                 });
+    return;
   }
   props_ptr props = plugins_->kind(kind);
   if (!props) return r.error(404, "unknown_kind", "no loaded plugin has a kind '" + kind + "'");
@@ -435,21 +382,18 @@ void admin::spawn(request& r) {
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
 }
 
-void admin::stop(request& r, const std::string& id) {
+void admin::stop(const request& r, const std::string& id) {
   process_ref p = sys_.registry().lookup(id);
   if (dynamic_cast<context*>(p.get()) == nullptr)
     return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
-  pid who(std::move(p));
-  sys_.root().stop(who);
-  // Children stop first; wait a little for the whole subtree.
-  const auto until = std::chrono::steady_clock::now() + 5s;
-  while (!who.get()->dead() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(1ms);
-  if (!who.get()->dead()) return r.reply(202, {{"id", id}, {"stopped", false}, {"stopping", true}});
-  r.reply(200, {{"id", id}, {"stopped", true}});
+  // Children stop first; the answer waits a little for the whole subtree.
+  sys_.root().stop_future(pid(std::move(p)), 5s).get()->on_complete([r, id](future_result res) {
+    if (res.status == future_status::completed) return r.reply(200, {{"id", id}, {"stopped", true}});
+    r.reply(202, {{"id", id}, {"stopped", false}, {"stopping", true}});
+  });
 }
 
-void admin::send(request& r, const std::string& id, bool wait_reply) {
+void admin::send(const request& r, const std::string& id, bool wait_reply) {
   if (state_.load(std::memory_order_acquire) == state::stopping)
     return r.error(503, "stopping", "the node is stopping and admits no new work");
   json body;
@@ -490,8 +434,16 @@ void admin::send(request& r, const std::string& id, bool wait_reply) {
     sys_.root().send(to, std::move(m));
     return r.reply(202, {{"sent", true}, {"to", to.to_string()}});
   }
-  future_result res =
-      sys_.root().request_future(to, std::move(m), std::chrono::milliseconds(timeout_ms)).get_result();
+  sys_.root()
+      .request_future(to, std::move(m), std::chrono::milliseconds(timeout_ms))
+      .get()
+      ->on_complete([plugins = plugins_, r, id, timeout_ms](future_result res) {
+        answer_reply(*plugins, r, id, timeout_ms, res);
+      });
+}
+
+void admin::answer_reply(plugin::host& plugins, const request& r, const std::string& id,
+                         long long timeout_ms, const future_result& res) {
   switch (res.status) {
     case future_status::completed: break;
     case future_status::timed_out:
@@ -511,8 +463,8 @@ void admin::send(request& r, const std::string& id, bool wait_reply) {
     }
     case future_status::pending: return r.error(500, "internal", "the request did not complete");
   }
-  std::string type, text;
-  switch (plugins_->to_json(*res.reply.get(), type, text, why)) {
+  std::string type, text, why;
+  switch (plugins.to_json(*res.reply.get(), type, text, why)) {
     case plugin::codec_status::ok:
       return r.reply(200, {{"type", type}, {"message", json::parse(text)}});
     case plugin::codec_status::unknown_type: {

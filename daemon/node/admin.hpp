@@ -1,5 +1,5 @@
 #pragma once
-// The admin HTTP API of a node (JSON over HTTP, civetweb), on admin.listen:
+// The admin HTTP API of a node (JSON over HTTP), on admin.listen:
 //
 //   GET    /healthz                   the process answers
 //   GET    /readyz                    200 once ready, 503 while starting or stopping
@@ -18,6 +18,10 @@
 // Errors are {"error": {"code": "...", "message": "..."}} with a fitting
 // status. With a token, every /v1 call needs "Authorization: Bearer TOKEN";
 // the probes stay open.
+//
+// The server is event-driven (http_server): nothing a request waits for (a
+// reply, an actor stopping, a remote spawn) holds a thread, so the probes
+// answer at once whatever the other clients do.
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -28,11 +32,11 @@
 
 #include <nlohmann/json.hpp>
 
-struct mg_context;
-struct mg_connection;
+#include "node/http_server.hpp"
 
 namespace troupe {
 class actor_system;
+struct future_result;
 namespace plugin {
 class host;
 }
@@ -43,6 +47,7 @@ namespace troupe::node {
 // Requests answered, by status class (1xx..5xx), read by metrics.
 struct admin_stats {
   std::array<std::atomic<std::uint64_t>, 6> by_class{};
+  const http_stats* connections = nullptr;  // the server's; null until it runs
 };
 
 class admin {
@@ -51,14 +56,14 @@ class admin {
 
   // Binds `listen` ("127.0.0.1:7780"); throws std::runtime_error naming the
   // address if it cannot. An empty token leaves the API open.
-  admin(const std::string& listen, std::string token, actor_system& sys,
+  admin(const std::string& listen, std::string token, http_limits limits, actor_system& sys,
         std::shared_ptr<plugin::host> plugins);
   ~admin();
   admin(const admin&) = delete;
   admin& operator=(const admin&) = delete;
 
   int port() const;
-  const admin_stats& stats() const noexcept { return stats_; }
+  const admin_stats& stats() const noexcept { return *stats_; }
 
   void set_state(state s) noexcept { state_.store(s, std::memory_order_release); }
   // What /v1/node and /v1/members show besides live counts; set at start
@@ -71,23 +76,26 @@ class admin {
   struct remote_hooks {
     // GET /v1/peers: {"peers": [...]}.
     std::function<nlohmann::json()> peers;
-    // Spawns `kind` on the node at `address`; waits for the answer. Returns
-    // 0 and the PID text, or a troupe_status code and the reason.
-    std::function<int(const std::string& address, const std::string& kind,
-                      const std::string& name, std::string& pid_or_error)>
+    // Spawns `kind` on the node at `address`, then calls `done` (from any
+    // thread) with 0 and the PID text, or a troupe_status code and the reason.
+    std::function<void(const std::string& address, const std::string& kind,
+                       const std::string& name,
+                       std::function<void(int status, std::string pid_or_error)> done)>
         spawn;
   };
   void set_remote(remote_hooks hooks);
 
  private:
   struct request;
-  static int on_request(mg_connection* conn, void* self);
-  void handle(request& r);
-  void route_actor(request& r, const std::string& id, const std::string& action);
-  void list_actors(request& r);
-  void spawn(request& r);
-  void stop(request& r, const std::string& id);
-  void send(request& r, const std::string& id, bool wait_reply);
+  void on_request(const std::shared_ptr<http_request>& http);
+  void handle(const request& r);
+  void route_actor(const request& r, const std::string& id, const std::string& action);
+  void list_actors(const request& r);
+  void spawn(const request& r);
+  void stop(const request& r, const std::string& id);
+  void send(const request& r, const std::string& id, bool wait_reply);
+  static void answer_reply(plugin::host& plugins, const request& r, const std::string& id,
+                           long long timeout_ms, const future_result& res);
 
   actor_system& sys_;
   std::shared_ptr<plugin::host> plugins_;
@@ -97,8 +105,8 @@ class admin {
   nlohmann::json node_info_;
   nlohmann::json members_;
   remote_hooks remote_;
-  admin_stats stats_;
-  mg_context* server_ = nullptr;
+  std::shared_ptr<admin_stats> stats_ = std::make_shared<admin_stats>();
+  std::unique_ptr<http_server> server_;  // last: stopped first
 };
 
 }  // namespace troupe::node

@@ -372,7 +372,8 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
   }
   int admin_line = 0;
   if (YAML::Node a = root["admin"];
-      a && r.check_map(a, "admin", {"listen", "token_file", "insecure_no_token"})) {
+      a && r.check_map(a, "admin", {"listen", "token_file", "insecure_no_token", "max_connections",
+                                     "max_connections_per_address", "idle_timeout"})) {
     admin_line = a["listen"] ? a["listen"].Mark().line + 1 : a.Mark().line + 1;
     r.address_field(a, "admin", "listen", true, out.admin_listen);
     if (YAML::Node v = a["insecure_no_token"]) {
@@ -382,6 +383,10 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
         r.error(v, "'admin.insecure_no_token' must be true or false");
       }
     }
+    r.number_field(a, "admin", "max_connections", 1, 1 << 20, "", out.admin_max_connections);
+    r.number_field(a, "admin", "max_connections_per_address", 0, 1 << 20, "",
+                   out.admin_max_connections_per_address);
+    r.number_field(a, "admin", "idle_timeout", 1, 3600, "seconds", out.admin_idle_timeout_seconds);
     r.string_field(a, "admin", "token_file", out.admin_token_file);
     if (readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file)) {
       std::ifstream in(out.admin_token_file);

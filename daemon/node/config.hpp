@@ -39,6 +39,12 @@ struct config {
   // admin.insecure_no_token: a listener beyond loopback without a token,
   // on purpose (refused otherwise).
   bool admin_insecure_no_token = false;
+  // admin.max_connections, .max_connections_per_address (0: none) and
+  // .idle_timeout (seconds without a byte from the client): the bounds of
+  // the admin and metrics servers.
+  unsigned admin_max_connections = 4096;
+  unsigned admin_max_connections_per_address = 0;
+  unsigned admin_idle_timeout_seconds = 30;
   std::string metrics_listen = "127.0.0.1:7781";
   // metrics.histograms: kinds whose handler times are kept as histograms
   // (troupe_message_processing_seconds), or ["all"].

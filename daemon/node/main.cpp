@@ -10,11 +10,12 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <future>
+#include <csignal>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
@@ -209,10 +210,14 @@ class node {
     contact_seeds({}, cfg_.seeds);
     uv_loop_configure(loop_.uv(), UV_METRICS_IDLE_TIME);
     try {
-      admin_ = std::make_unique<troupe::node::admin>(cfg_.admin_listen, cfg_.admin_token, *sys_,
-                                                     plugins_);
+      troupe::node::http_limits limits;
+      limits.max_connections = cfg_.admin_max_connections;
+      limits.max_connections_per_address = cfg_.admin_max_connections_per_address;
+      limits.idle_timeout_s = cfg_.admin_idle_timeout_seconds;
+      admin_ = std::make_unique<troupe::node::admin>(cfg_.admin_listen, cfg_.admin_token, limits,
+                                                     *sys_, plugins_);
       metrics_ = std::make_unique<troupe::node::metrics>(
-          cfg_.metrics_listen, *sys_, plugins_, loop_, histograms_.get(), &admin_->stats(),
+          cfg_.metrics_listen, limits, *sys_, plugins_, loop_, histograms_.get(), &admin_->stats(),
           transport_ ? &transport_->counters() : nullptr);
     } catch (const std::exception& e) {
       log(level::error, e.what());
@@ -332,14 +337,12 @@ class node {
       return nlohmann::json{{"peers", list}};
     };
     h.spawn = [t = transport_.get()](const std::string& address, const std::string& kind,
-                                     const std::string& name, std::string& out) {
-      auto done = std::make_shared<std::promise<troupe::remote::spawn_reply>>();
-      std::future<troupe::remote::spawn_reply> f = done->get_future();
+                                     const std::string& name,
+                                     std::function<void(int, std::string)> done) {
       t->spawn(address, kind, name, std::chrono::seconds(5),
-               [done](troupe::remote::spawn_reply r) { done->set_value(std::move(r)); });
-      troupe::remote::spawn_reply r = f.get();
-      out = r.status == 0 ? r.who.to_string() : r.error;
-      return r.status;
+               [done = std::move(done)](troupe::remote::spawn_reply r) {
+                 done(r.status, r.status == 0 ? r.who.to_string() : r.error);
+               });
     };
     return h;
   }
@@ -694,6 +697,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   configure_log(cfg);
+  // A client or peer that hangs up must not end the node.
+  std::signal(SIGPIPE, SIG_IGN);
+  // Connections are bounded by the config, not by a soft limit of 1,024
+  // descriptors: take what the hard limit allows.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   node n(config_path, std::move(cfg));
   return n.run();
 }

@@ -13,8 +13,8 @@
 #include <stdexcept>
 
 #include <prometheus/collectable.h>
-#include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
 
 #include "actor/actor_system.hpp"
 #include "actor/middleware.hpp"
@@ -225,6 +225,23 @@ class metrics::collector final : public prometheus::Collectable {
         add(f, static_cast<double>(admin_->by_class[c].load(std::memory_order_relaxed)),
             {{"status", std::to_string(c) + "xx"}});
       out.push_back(std::move(f));
+      if (const http_stats* h = admin_->connections) {
+        out.push_back(single("troupe_admin_connections", "Open connections to the admin API",
+                             MetricType::Gauge,
+                             static_cast<double>(h->open.load(std::memory_order_relaxed))));
+        MetricFamily refused = family("troupe_admin_connections_refused_total",
+                                      "Admin API connections refused, by the limit they met",
+                                      MetricType::Counter);
+        add(refused, static_cast<double>(h->refused_limit.load(std::memory_order_relaxed)),
+            {{"reason", "max_connections"}});
+        add(refused, static_cast<double>(h->refused_per_address.load(std::memory_order_relaxed)),
+            {{"reason", "max_connections_per_address"}});
+        out.push_back(std::move(refused));
+        out.push_back(single("troupe_admin_bodies_too_large_total",
+                             "Admin API requests refused for a body over the limit",
+                             MetricType::Counter,
+                             static_cast<double>(h->too_large.load(std::memory_order_relaxed))));
+      }
     }
     if (remote_ != nullptr) {
       const remote::stats& rs = *remote_;
@@ -292,25 +309,37 @@ class metrics::collector final : public prometheus::Collectable {
   proc_self proc_;
 };
 
-metrics::metrics(const std::string& listen, actor_system& sys,
+metrics::metrics(const std::string& listen, const http_limits& limits, actor_system& sys,
                  std::shared_ptr<plugin::host> plugins, event_loop& loop,
                  const kind_histograms* histograms, const admin_stats* admin,
-            const remote::stats* remote)
+                 const remote::stats* remote)
     : collector_(std::make_shared<collector>(sys, std::move(plugins), loop, histograms, admin,
-                                                remote)) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("metrics: cannot listen on " + listen + ": " + e.what());
-  }
-  exposer_->RegisterCollectable(collector_);
+                                             remote)) {
+  http_limits own = limits;
+  own.threads = 1;
+  own.max_body = 0;  // GET only
+  server_ = std::make_unique<http_server>(
+      "metrics", listen, own, [c = collector_](const std::shared_ptr<http_request>& r) {
+        http_response out;
+        if (r->method() != "GET" && r->method() != "HEAD") {
+          out.status = 405;
+          out.content_type = "text/plain";
+          out.body = "use GET\n";
+          out.headers.emplace_back("Allow", "GET, HEAD");
+        } else if (r->path() != "/metrics") {
+          out.status = 404;
+          out.content_type = "text/plain";
+          out.body = "metrics are at /metrics\n";
+        } else {
+          out.content_type = "text/plain; version=0.0.4; charset=utf-8";
+          out.body = prometheus::TextSerializer().Serialize(c->Collect());
+        }
+        r->answer(std::move(out));
+      });
 }
 
 metrics::~metrics() = default;
 
-int metrics::port() const {
-  auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int metrics::port() const { return server_->port(); }
 
 }  // namespace troupe::node

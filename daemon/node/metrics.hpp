@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "node/http_server.hpp"
+
 namespace troupe {
 class actor_system;
 struct props;
@@ -18,10 +20,6 @@ namespace plugin {
 class host;
 }
 }  // namespace troupe
-
-namespace prometheus {
-class Exposer;
-}
 
 namespace troupe::middleware {
 class latency_histogram;
@@ -56,10 +54,10 @@ class kind_histograms {
 
 class metrics {
  public:
-  // Binds `listen` ("127.0.0.1:7781"); throws std::runtime_error naming the
-  // address if it cannot.
+  // Binds `listen` ("127.0.0.1:7781") with the connection bounds of
+  // `limits`; throws std::runtime_error naming the address if it cannot.
   // `histograms` and `admin` may be null; both must outlive the metrics.
-  metrics(const std::string& listen, actor_system& sys, std::shared_ptr<plugin::host> plugins,
+  metrics(const std::string& listen, const http_limits& limits, actor_system& sys, std::shared_ptr<plugin::host> plugins,
           event_loop& loop, const kind_histograms* histograms = nullptr,
           const admin_stats* admin = nullptr, const remote::stats* peers = nullptr);
   ~metrics();
@@ -69,7 +67,7 @@ class metrics {
  private:
   class collector;
   std::shared_ptr<collector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<http_server> server_;
 };
 
 }  // namespace troupe::node

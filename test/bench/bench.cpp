@@ -139,7 +139,7 @@ double pingpong(int pairs, watched watch = watched::no) {
   std::thread scraper;
   if (watch != watched::no) {
     auto host = std::make_shared<plugin::host>(sys);
-    exposed = std::make_unique<node::metrics>("127.0.0.1:0", sys, host, sys.loop(), &histograms);
+    exposed = std::make_unique<node::metrics>("127.0.0.1:0", node::http_limits{}, sys, host, sys.loop(), &histograms);
     scraping = true;
     scraper = std::thread([&, port = exposed->port()] {
       while (scraping.load()) {

@@ -116,7 +116,7 @@ if url and admin:
           {"not_found", "stopped", "mailbox_full"})
     labels = {k for samples in second.values() for l, _ in samples for k in l}
     check("no label names an actor", not ({"id", "pid", "actor"} & labels), str(labels))
-    names_ok = all(re.match(r"^(troupe|process|exposer)_", n) for n in second)
+    names_ok = all(re.match(r"^(troupe|process)_", n) for n in second)
     check("metric names are prefixed", names_ok, str(list(second)))
 
 p.send_signal(signal.SIGTERM)
