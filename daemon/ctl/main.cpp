@@ -1,6 +1,10 @@
 // troupectl: the command-line client of a node's admin API.
 //
 //   troupectl [--admin URL] [--token-file F] [--json] COMMAND
+//
+// The token comes from --token-file, else $TROUPE_TOKEN_FILE, else the
+// file the package makes at install (/etc/troupe/admin.token, readable by
+// the group troupe-admin) when it is there.
 //     status | members | peers | plugins | kinds | actors [--kind K] [--limit N]
 //     spawn KIND [--name N] [--node ADDR] | stop ID | send ID TYPE JSON
 //     request ID TYPE JSON [--timeout MS]
@@ -8,8 +12,12 @@
 // Tables for people by default, the API's JSON with --json. Any failure
 // prints one line: exit 1 for an error answer, 2 when the node cannot be
 // reached, 64 for a wrong command line.
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -33,9 +41,12 @@ struct failure {
   std::string message;
 };
 
+constexpr const char* packaged_token_file = "/etc/troupe/admin.token";
+
 struct client {
   std::string base;
   std::string token;
+  std::string token_note;  // why no token was sent, said with a 401
   long timeout_ms = 10000;
 
   // One call; throws `failure` unless the answer is 2xx.
@@ -81,7 +92,8 @@ struct client {
     if (status / 100 != 2) {
       if (!j.is_discarded() && j.contains("error") && j["error"].is_object())
         throw failure{exit_failure, std::to_string(status) + " " + j["error"].value("code", "") +
-                                        ": " + j["error"].value("message", "")};
+                                        ": " + j["error"].value("message", "") +
+                                        (status == 401 && !token_note.empty() ? " (" + token_note + ")" : "")};
       throw failure{exit_failure, "the node answered " + std::to_string(status) + " to " + method +
                                       " " + path};
     }
@@ -139,6 +151,16 @@ json parse_message(const std::string& arg) {
   return j;
 }
 
+// The first line of `path`, trailing blanks cut; false (errno set) if it
+// cannot be read.
+bool read_token(const std::string& path, std::string& out) {
+  std::ifstream in(path);
+  if (!in) return false;
+  std::getline(in, out);
+  while (!out.empty() && std::isspace(static_cast<unsigned char>(out.back()))) out.pop_back();
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,7 +172,9 @@ int main(int argc, char** argv) {
   cl.base = std::getenv("TROUPE_ADMIN") != nullptr ? std::getenv("TROUPE_ADMIN")
                                                    : "http://127.0.0.1:7780";
   app.add_option("--admin", cl.base, "the node's admin URL (default $TROUPE_ADMIN or " + cl.base + ")");
-  app.add_option("--token-file", token_file, "a file whose first line is the admin bearer token");
+  app.add_option("--token-file", token_file,
+                 "a file whose first line is the admin bearer token (default $TROUPE_TOKEN_FILE, "
+                 "else " + std::string(packaged_token_file) + " when it is there)");
   app.add_flag("--json", as_json, "print the API's JSON instead of tables");
   app.set_version_flag("--version", std::string("troupectl ") + TROUPE_VERSION);
 
@@ -196,12 +220,17 @@ int main(int argc, char** argv) {
   }
 
   try {
+    const char* env_token_file = std::getenv("TROUPE_TOKEN_FILE");
+    if (token_file.empty() && env_token_file != nullptr && *env_token_file != '\0')
+      token_file = env_token_file;
     if (!token_file.empty()) {
-      std::ifstream in(token_file);
-      if (!in) throw failure{exit_failure, "cannot read the token file " + token_file};
-      std::getline(in, cl.token);
-      while (!cl.token.empty() && std::isspace(static_cast<unsigned char>(cl.token.back())))
-        cl.token.pop_back();
+      if (!read_token(token_file, cl.token))
+        throw failure{exit_failure, "cannot read the token file " + token_file + ": " +
+                                        std::strerror(errno)};
+    } else if (::access(packaged_token_file, F_OK) == 0 && !read_token(packaged_token_file, cl.token)) {
+      // Not an error yet: the node may want no token. If it does, say why.
+      cl.token_note = std::string("cannot read ") + packaged_token_file + ": " + std::strerror(errno) +
+                      "; members of the group troupe-admin can";
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json out;

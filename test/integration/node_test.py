@@ -218,7 +218,12 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"a directory given to {flag} exits 78 saying so",
               r.returncode == 78 and f"{tmp}: is a directory, not a configuration file" in r.stderr,
               f"rc={r.returncode} stderr={r.stderr!r}")
-    packaged = os.path.join(CONFIG_DIR, "node.yaml")
+    # As shipped, but for the token the package makes at install.
+    with open(os.path.join(CONFIG_DIR, "node.yaml")) as f:
+        shipped = f.read()
+    check("the packaged node.yaml wants the token the package makes",
+          "  token_file: /etc/troupe/admin.token" in shipped, shipped)
+    packaged = write(tmp, "packaged-node.yaml", shipped.replace("/etc/troupe/admin.token", key))
     r = subprocess.run([NODE, "--check-config", packaged], capture_output=True, text=True, timeout=20)
     check("the packaged node.yaml is valid", r.returncode == 0, r.stdout + r.stderr)
     with socket.socket() as taken:

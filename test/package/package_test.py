@@ -42,6 +42,7 @@ tmp = tempfile.mkdtemp(prefix="troupe-package-")
 ROOT = os.path.join(tmp, "root")
 os.makedirs(ROOT)
 MACHINE_PATHS = ("/usr/", "/etc/", "/lib/", "/var/")
+TOKEN = os.path.join(ROOT, "etc/troupe/admin.token")
 
 
 def inside(arg):
@@ -79,8 +80,9 @@ class node_service:
         adjusted = re.sub(r"(?m)^(  dir: )\[(.*)\]$",
                           lambda m: m.group(1) + "[" + ", ".join(
                               inside(d.strip()) for d in m.group(2).split(",")) + "]", adjusted)
-        check("the packaged config has the admin and metrics addresses and plugin folders the "
-              "test adjusts", adjusted.count("127.0.0.1:0") == 2 and ROOT in adjusted, adjusted)
+        check("the packaged config has the admin and metrics addresses, the token and plugin "
+              "folders the test adjusts",
+              adjusted.count("127.0.0.1:0") == 2 and adjusted.count(ROOT) == 3, adjusted)
         with open(path, "w") as f:
             f.write(adjusted)
 
@@ -128,7 +130,9 @@ class node_service:
 
 node = node_service()
 cwd = tmp
-env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(ROOT, "usr/share/pkgconfig"))
+# troupectl reads the token where the package puts it; here, in the root.
+env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(ROOT, "usr/share/pkgconfig"),
+           TROUPE_TOKEN_FILE=TOKEN)
 
 
 def run(argv):
@@ -150,7 +154,36 @@ def run(argv):
             if r.returncode != 0:
                 return False, r.stderr
             out += os.path.basename(deb) + "\n"
-        return len(debs) == len(argv) - 2, out
+        ok = len(debs) == len(argv) - 2
+        node_deb = [d for d in debs if os.path.basename(d).startswith("troupe-node_")]
+        if ok and node_deb:
+            # The postinst makes the admin token; here it runs as the
+            # postinst runs it, but for the chown to users a throwaway
+            # root does not have.
+            control = os.path.join(tmp, "control")
+            subprocess.run(["dpkg-deb", "-e", node_deb[0], control], check=True)
+            with open(os.path.join(control, "postinst")) as f:
+                postinst = f.read()
+            call = "/usr/lib/troupe/troupe-admin-token /etc/troupe/admin.token troupe:troupe-admin"
+            r = subprocess.run([inside("/usr/lib/troupe/troupe-admin-token"), TOKEN],
+                               capture_output=True, text=True)
+            ok = call in postinst and r.returncode == 0
+            # The config names the token by its machine path: point it into
+            # the root, so that --check-config before the start reads it.
+            config = os.path.join(ROOT, "etc/troupe/node.yaml")
+            with open(config) as f:
+                text = f.read()
+            with open(config, "w") as f:
+                f.write(text.replace("token_file: /etc/troupe/admin.token", "token_file: " + TOKEN))
+            if ok:
+                with open(TOKEN) as f:
+                    token_text = f.read()
+                mode = os.stat(TOKEN).st_mode & 0o777
+                check("the admin token is 32 random bytes in hex, readable by owner and group only",
+                      re.fullmatch(r"[0-9a-f]{64}\n", token_text) is not None and mode == 0o640,
+                      f"mode {mode:o}")
+            out += f"postinst makes the token: {call in postinst}\n" + r.stdout + r.stderr
+        return ok, out
     if name == "systemctl":
         action = argv[1:]
         if action == ["enable", "--now", "troupe-node"]:
