@@ -33,6 +33,7 @@
 
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
+#include "admin_bench.hpp"
 #include "node/metrics.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
@@ -859,5 +860,8 @@ int main(int argc, char** argv) {
             remote_result r = remote_echo(true);
             return std::vector{r.p50, r.p99, r.w1, r.w1000};
           });
+  measure(o, {{"admin_send_rps", "req/s"}}, o.runs, [] { return std::vector{admin_send_rps()}; });
+  measure(o, {{"admin_healthz_p99_under_slowloris", "ms"}}, o.runs,
+          [] { return std::vector{admin_healthz_p99_under_slowloris()}; });
   return 0;
 }
