@@ -614,13 +614,15 @@ load_result host::load(const std::filesystem::path& file) {
                          std::to_string(d->abi_minor) + " is newer than the node's ABI " +
                          std::to_string(TROUPE_ABI_MAJOR) + "." + std::to_string(TROUPE_ABI_MINOR));
   if (p->name.empty() || d->init == nullptr) return refuse_loaded("plugin has no name or no init");
+  std::string same_name_file;
   {
     std::lock_guard lock(mu_);
     for (const auto& other : plugins_)
-      if (other->name == p->name)
-        return refuse_loaded("a plugin named '" + p->name + "' is already loaded from " +
-                             other->file);
+      if (other->name == p->name) same_name_file = other->file;
   }
+  // Refused outside the lock: refuse_loaded takes it.
+  if (!same_name_file.empty())
+    return refuse_loaded("a plugin named '" + p->name + "' is already loaded from " + same_name_file);
   p->reg.open = true;
   initialising = p.get();
   const int rc = d->init(&host_api, &p->reg);

@@ -115,6 +115,25 @@ check("a reload with errors names file:line, is rejected, and the node runs on a
       p.poll() is None and status == 200 and sorted(x["name"] for x in body["plugins"]) == ["counter", "echo"],
       f"{status} {body}\n{err.text()}")
 
+# Two files holding the same plugin used to deadlock the node, at start and
+# on reload.
+shutil.copy(os.path.join(plugin_dir, "counter.so"), os.path.join(plugin_dir, "counter-again.so"))
+write_config(base.replace("load: [counter]", "load: [counter, echo, counter-again]"))
+mark = len(sd.messages)
+p.send_signal(signal.SIGHUP)
+rl = sd.wait_for("RELOADING=1", after=mark)
+rd = sd.wait_for("READY=1", after=rl + 1) if rl >= 0 else -1
+same_name = "counter-again.so: a plugin named 'counter' is already loaded from"
+check("a reload listing a second file of a loaded plugin refuses it and carries on",
+      rd >= 0 and err.has(same_name, 5) and http("GET", admin + "/healthz")[0] == 200,
+      f"{sd.messages}\n{err.text()[-1500:]}")
+twice = write_config(base.replace("load: [counter]", "load: [counter, counter-again]")
+                     .replace("name: life", "name: twice"))
+ok, rc, twice_err = run_until_ready(NODE, twice)
+check("a node started with two files of one plugin gets ready, says which it refused, stops cleanly",
+      ok and rc == 0 and twice_err.has(same_name, 1), twice_err.text()[-1500:])
+cfg = write_config(base.replace("load: [counter]", "load: [counter, echo]"))
+
 # Files that used to throw out of the parser and kill a running node.
 def rejected_count(n, timeout=10.0):
     """Waits until the log holds `n` "reload rejected" lines; their count."""

@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -151,6 +152,22 @@ TEST_CASE("plugins that do not fit are refused with the file and the reason", "[
     REQUIRE(log.has(e));
   // The node goes on with what did load.
   REQUIRE(host->kinds() == std::vector<std::string>{"counter"});
+}
+
+TEST_CASE("a second file with a loaded plugin's name is refused, not a deadlock", "[plugin]") {
+  log_lines log;
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys, log.sink());
+  const std::string copy = fixtures + "/counter-copy.so";
+  std::filesystem::copy_file(examples + "/counter/counter.so", copy,
+                             std::filesystem::copy_options::overwrite_existing);
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  auto r = host->load(copy);
+  REQUIRE_FALSE(r.ok);
+  REQUIRE(r.error == copy + ": a plugin named 'counter' is already loaded from " + examples +
+                         "/counter/counter.so");
+  REQUIRE(host->stats().refused.load() == 1);
+  REQUIRE(host->plugins().size() == 1);
 }
 
 TEST_CASE("a kind registered outside init is refused", "[plugin]") {
