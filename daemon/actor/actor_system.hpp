@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -28,6 +29,9 @@ struct system_config {
   event_loop* loop = nullptr;
   // Supervises actors spawned from the root context.
   supervisor_strategy guardian{};
+  // Told of every actor failure (a handler threw), on the failing actor's
+  // thread, before its supervisor decides; for the node's log.
+  std::function<void(const context&, const std::string& reason)> on_failure;
 };
 
 // Counters of the runtime. Plain relaxed atomics, read by metrics.
@@ -94,6 +98,7 @@ class actor_system {
   event_stream& events() noexcept { return events_; }
   system_stats& stats() noexcept { return stats_; }
   const supervisor_strategy& guardian() const noexcept { return cfg_.guardian; }
+  const system_config& config() const noexcept { return cfg_; }
 
   // Timers that send messages (see scheduler.hpp).
   troupe::scheduler scheduler() noexcept { return troupe::scheduler(*this, nullptr); }

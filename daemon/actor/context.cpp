@@ -290,7 +290,56 @@ troupe::envelope* context::next_user(bool& queued) noexcept {
   return e;
 }
 
+namespace {
+thread_local const context* tls_running = nullptr;
+
+// Appends text to buf[0..n) at `at`, truncating; returns the new length.
+std::size_t put(char* buf, std::size_t n, std::size_t at, const char* text, std::size_t len) noexcept {
+  for (std::size_t i = 0; i < len && at + 1 < n; ++i) buf[at++] = text[i];
+  buf[at < n ? at : n - 1] = '\0';
+  return at;
+}
+std::size_t put(char* buf, std::size_t n, std::size_t at, const char* text) noexcept {
+  std::size_t len = 0;
+  while (text[len] != '\0') ++len;
+  return put(buf, n, at, text, len);
+}
+}  // namespace
+
+const context* context::running_here() noexcept { return tls_running; }
+
+std::size_t context::describe_running(char* buf, std::size_t n) noexcept {
+  const context* c = tls_running;
+  if (c == nullptr || n == 0) return 0;
+  std::size_t at = 0;
+  const struct props& p = *c->props_;
+  if (!p.plugin.empty()) {
+    at = put(buf, n, at, "plugin ");
+    at = put(buf, n, at, p.plugin.data(), p.plugin.size());
+    at = put(buf, n, at, ", ");
+  }
+  at = put(buf, n, at, "kind ");
+  at = p.kind.empty() ? put(buf, n, at, "(none)") : put(buf, n, at, p.kind.data(), p.kind.size());
+  at = put(buf, n, at, ", actor ");
+  if (c->name_) return put(buf, n, at, c->name_->data(), c->name_->size());
+  char digits[24];
+  std::size_t d = sizeof digits;
+  std::uint64_t v = c->seq_;
+  do {
+    digits[--d] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  at = put(buf, n, at, "$");
+  return put(buf, n, at, digits + d, sizeof digits - d);
+}
+
 void context::run() noexcept {
+  // What a crash report names (describe_running); restored for nested runs.
+  struct running_mark {
+    const context* saved = tls_running;
+    explicit running_mark(const context* c) noexcept { tls_running = c; }
+    ~running_mark() { tls_running = saved; }
+  } mark(this);
   process_ref last;  // the registry's reference once the actor stopped in this run
   // A turn held on the event loop also ends when its time is up or one
   // handler ran long (see dispatcher::hold).
@@ -885,6 +934,12 @@ void context::force_stop() noexcept {
 void context::fail(std::string reason) noexcept {
   suspended_ = true;
   system().stats().failures.fetch_add(1, std::memory_order_relaxed);
+  if (const auto& hook = system().config().on_failure) {
+    try {
+      hook(*this, reason);
+    } catch (...) {
+    }
+  }
   if (system().events().has_subscribers())
     system().events().publish(actor_failed_event{self(), reason});
   if (parent_) {

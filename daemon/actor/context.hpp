@@ -129,6 +129,14 @@ class context final : public process, public schedulable, public pooled {
 
   std::uint64_t seq() const noexcept { return seq_; }
   const std::string* name() const noexcept { return name_.get(); }
+
+  // The actor whose turn the calling thread runs now, or null.
+  static const context* running_here() noexcept;
+  // Writes "plugin P, kind K, actor ID" (or what of it there is) of the actor
+  // whose turn this thread runs, into buf (n > 0), and returns its length; 0 when
+  // none runs here. Async-signal-safe: no allocation, no lock; for a report
+  // from a signal handler.
+  static std::size_t describe_running(char* buf, std::size_t n) noexcept;
   // About how many user messages wait (any thread; see mailbox_queue::depth).
   std::size_t mailbox_depth() const;
 

@@ -449,6 +449,7 @@ bool dispatcher::after_run(void (*fn)(void*), void* arg) noexcept {
 
 void dispatcher::worker_main(worker& w) {
   tls_worker = &w;
+  if (opts_.on_thread_start) opts_.on_thread_start();
   while (!stopping_.load(std::memory_order_relaxed)) {
     schedulable* s = find_work(w);
     if (s == nullptr) s = spin(w);

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +60,9 @@ struct dispatcher_options {
   std::chrono::microseconds held_slow{500};
   std::chrono::milliseconds held_off{10};
   std::string thread_name = "troupe-worker";
+  // Run first on each worker thread (the node gives each an alternate
+  // signal stack, so that a crash report survives a stack overflow).
+  std::function<void()> on_thread_start;
 };
 
 class dispatcher {

@@ -117,6 +117,9 @@ struct props {
   // Set for routers (router.hpp): sends to the actor are routed.
   std::shared_ptr<const struct router_config> router;
   std::string kind;  // name for logs and metrics ("acme.counter")
+  // The plugin whose code this kind runs; empty for the node's own actors.
+  // Plugin code runs on the workers only, never on the event loop thread.
+  std::string plugin;
   std::vector<receive_middleware> receive_hooks;
   std::vector<send_middleware> send_hooks;
   std::vector<spawn_middleware> spawn_hooks;

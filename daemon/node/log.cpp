@@ -18,6 +18,8 @@ namespace {
 
 std::mutex mu;
 log_options opts;
+// Copies of opts' format for log_from_signal_handler, which takes no lock.
+std::atomic<bool> signal_json{false}, signal_syslog{false};
 
 const char* name_of(level l) noexcept {
   switch (l) {
@@ -52,6 +54,39 @@ bool stderr_is_journal() noexcept {
 void configure_log(const log_options& o) {
   std::lock_guard lock(mu);
   opts = o;
+  signal_json.store(o.json, std::memory_order_relaxed);
+  signal_syslog.store(o.syslog_prefix, std::memory_order_relaxed);
+}
+
+void log_from_signal_handler(const char* text) noexcept {
+  char line[1024];
+  std::size_t at = 0;
+  auto put = [&](const char* s) {
+    while (*s != '\0' && at < sizeof line - 2) line[at++] = *s++;
+  };
+  if (signal_syslog.load(std::memory_order_relaxed)) put("<3>");
+  if (signal_json.load(std::memory_order_relaxed)) {
+    put("{\"level\":\"error\",\"message\":\"");
+    for (const char* c = text; *c != '\0' && at < sizeof line - 8; ++c) {
+      const unsigned char u = static_cast<unsigned char>(*c);
+      if (u == '"' || u == '\\') {
+        line[at++] = '\\';
+        line[at++] = static_cast<char>(u);
+      } else if (u < 0x20) {
+        line[at++] = ' ';
+      } else {
+        line[at++] = static_cast<char>(u);
+      }
+    }
+    put("\"}");
+  } else {
+    put("error troupe-node: ");
+    for (const char* c = text; *c != '\0' && at < sizeof line - 2; ++c)
+      line[at++] = *c == '\n' ? ' ' : *c;
+  }
+  line[at++] = '\n';
+  ssize_t ignored = ::write(STDERR_FILENO, line, at);
+  (void)ignored;
 }
 
 void log(level l, std::string_view text) {

@@ -28,5 +28,9 @@ bool stderr_is_journal() noexcept;
 // Changes what is logged and how (at start and on reload).
 void configure_log(const log_options& o);
 void log(level l, std::string_view text);
+// An error line written with one write(2), in the configured format, for a
+// signal handler: no allocation, no lock, no time in JSON lines. `text`
+// must be NUL-terminated.
+void log_from_signal_handler(const char* text) noexcept;
 
 }  // namespace troupe::node

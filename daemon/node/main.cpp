@@ -12,6 +12,9 @@
 #include <filesystem>
 #include <csignal>
 #include <string>
+#include <utility>
+#include <mutex>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -24,6 +27,7 @@
 #include "demo_generated.h"
 #include "node/admin.hpp"
 #include "node/config.hpp"
+#include "node/crash.hpp"
 #include "node/log.hpp"
 #include "node/metrics.hpp"
 #include "node/state_dir.hpp"
@@ -178,7 +182,11 @@ class node {
                              (cfg_.tls_cert_file.empty() ? "the cluster secret" : "certificates from " + cfg_.tls_ca_file));
     }
     sc.dispatcher.threads = cfg_.threads;
+    sc.dispatcher.on_thread_start = troupe::node::crash_stack_for_this_thread;
     sc.loop = &loop_;
+    sc.on_failure = [this](const troupe::context& c, const std::string& reason) {
+      failures_.report(c, reason);
+    };
     sys_ = std::make_unique<troupe::actor_system>(sc);
     log(level::info, "node '" + cfg_.name + "' of cluster '" + cfg_.cluster + "' starting with " +
                          std::to_string(sys_->dispatcher().threads()) + " workers");
@@ -641,6 +649,40 @@ class node {
   troupe::node::state_dir state_;
   troupe::event_loop loop_;
   std::unique_ptr<troupe::remote::transport> transport_;
+  // Actor failures in the log: the first of a kind at once, then at most
+  // one line a second per kind, saying how many went unlogged meanwhile.
+  struct failure_log {
+    std::mutex mu;
+    struct entry {
+      std::chrono::steady_clock::time_point last{};
+      std::uint64_t unlogged = 0;
+    };
+    std::map<std::string, entry> by_kind;  // one per kind: bounded by the plugins
+
+    void report(const troupe::context& c, const std::string& reason) {
+      const auto now = std::chrono::steady_clock::now();
+      const troupe::props& p = c.props();
+      std::uint64_t unlogged;
+      {
+        std::lock_guard lock(mu);
+        entry& e = by_kind[p.kind];
+        if (e.last != std::chrono::steady_clock::time_point{} && now - e.last < std::chrono::seconds(1)) {
+          ++e.unlogged;
+          return;
+        }
+        e.last = now;
+        unlogged = std::exchange(e.unlogged, 0);
+      }
+      log(level::warning,
+          "actor " + c.id() + " (kind " + (p.kind.empty() ? "(none)" : p.kind) +
+              (p.plugin.empty() ? "" : ", plugin " + p.plugin) + ") failed: " + reason +
+              "; its supervisor restarts or stops it" +
+              (unlogged > 0 ? " (" + std::to_string(unlogged) +
+                                  " more failures of this kind in the last second went unlogged)"
+                            : ""));
+    }
+  };
+  failure_log failures_;  // before sys_: its actors report here until it is gone
   std::unique_ptr<troupe::actor_system> sys_;
   std::shared_ptr<troupe::plugin::host> plugins_;
   std::unique_ptr<troupe::node::kind_histograms> histograms_;
@@ -697,6 +739,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   configure_log(cfg);
+  troupe::node::install_crash_report();
   // A client or peer that hangs up must not end the node.
   std::signal(SIGPIPE, SIG_IGN);
   // Connections are bounded by the config, not by a soft limit of 1,024

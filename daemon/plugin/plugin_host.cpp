@@ -552,6 +552,7 @@ bool host::add_kinds(loaded_plugin& p, std::string& error) {
       return std::make_unique<plugin_actor>(std::move(hs), std::move(ks));
     });
     pr.kind = name;
+    pr.plugin = p.name;
     if (decorate_) decorate_(name, pr);
     rec->props = share(std::move(pr));
     kinds_.emplace(name, std::move(rec));
