@@ -86,6 +86,7 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
       name_(std::move(name)),
       props_(std::move(p)),
       parent_(std::move(parent)) {
+  plugin_code_ = !props_->plugin.empty();
   const mailbox_options& mb = props_->mailbox;
   if (mb.kind != mailbox_kind::unbounded) {
     bounded_ = new bounded_queue;

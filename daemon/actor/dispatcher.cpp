@@ -177,8 +177,26 @@ bool dispatcher::on_worker() const noexcept {
 
 std::uint64_t dispatcher::runs() const noexcept {
   std::uint64_t n = 0;
-  for (auto& w : workers_) n += w->runs.load(std::memory_order_relaxed);
+  for (auto& w : workers_) n += (w->runs.load(std::memory_order_relaxed) + 1) / 2;
   return n;
+}
+
+unsigned dispatcher::stalled_workers(std::chrono::nanoseconds threshold) {
+  std::lock_guard lock(monitor_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  monitor_.resize(workers_.size(), {~std::uint64_t{0}, now});
+  unsigned stalled = 0;
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    const std::uint64_t r = workers_[i]->runs.load(std::memory_order_relaxed);
+    auto& [seen, since] = monitor_[i];
+    if (r != seen) {
+      seen = r;
+      since = now;
+    } else if (r % 2 == 1 && now - since >= threshold) {
+      ++stalled;
+    }
+  }
+  return stalled;
 }
 
 std::uint64_t dispatcher::parks() const noexcept {
@@ -189,7 +207,7 @@ std::uint64_t dispatcher::parks() const noexcept {
 
 void dispatcher::schedule(schedulable* s, hint h) noexcept {
   worker* w = tls_worker;
-  if (tls_hold_for == this && tls_held == nullptr) {
+  if (tls_hold_for == this && tls_held == nullptr && !s->plugin_code_) {
     tls_held = s;  // runs when the hold ends
     return;
   }
@@ -464,8 +482,10 @@ void dispatcher::worker_main(worker& w) {
       if (spinning_.fetch_sub(1, std::memory_order_seq_cst) == 1 && has_work())
         wake_one();
     }
+    // Odd while a turn runs, even between: what stalled_workers reads.
     w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     s->run();
+    w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (tls_deferred_count != 0) run_deferred();
   }
   if (w.spinning) {

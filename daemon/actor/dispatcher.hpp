@@ -35,6 +35,8 @@ class schedulable : public mpsc_node {
 
  protected:
   ~schedulable() = default;
+  // Runs code from a plugin: never on the event loop thread (see hold).
+  bool plugin_code_ = false;
 
  private:
   friend class dispatcher;
@@ -90,6 +92,10 @@ class dispatcher {
   std::uint64_t runs() const noexcept;
   // Parks so far, summed over workers.
   std::uint64_t parks() const noexcept;
+  // How many workers have been inside one mailbox turn for at least
+  // `threshold`, as seen over successive calls: a turn is noticed at the
+  // first call that finds it, so call about once a second (one caller).
+  unsigned stalled_workers(std::chrono::nanoseconds threshold);
   // User messages handled on the workers (counted once per mailbox run).
   std::uint64_t processed() const noexcept;
   // The calling worker handled `n` more messages; ignored off the workers.
@@ -103,6 +109,7 @@ class dispatcher {
 
   // A thread outside the pool that delivers messages it read (the node's
   // event loop) holds the first mailbox it schedules while a hold lives.
+  // A mailbox that runs plugin code is never held: it goes to the workers.
   // When the hold ends, that mailbox runs right there, its turn and what the
   // turn deferred (a reply to another node is written at once): no worker
   // is woken (~20 µs here) and no thread is crossed, and a burst read from a
@@ -160,6 +167,10 @@ class dispatcher {
   std::mutex idle_mu_;
   std::vector<worker*> idle_list_;
   unsigned max_spinning_ = 1;
+
+  // What stalled_workers saw: each worker's run count and since when.
+  std::mutex monitor_mu_;
+  std::vector<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> monitor_;
 
   // Turns run by holders, and the messages they handled.
   alignas(128) std::atomic<std::uint64_t> held_runs_{0};

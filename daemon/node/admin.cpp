@@ -168,6 +168,13 @@ void admin::handle(const request& r) {
 
   if (p.size() == 1 && p[0] == "healthz") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
+    std::function<std::string()> health;
+    {
+      std::lock_guard lock(info_mu_);
+      health = health_;
+    }
+    if (std::string why = health ? health() : std::string(); !why.empty())
+      return r.reply(503, {{"status", "stalled"}, {"reason", why}});
     return r.reply(200, {{"status", "ok"}});
   }
   if (p.size() == 1 && p[0] == "readyz") {
@@ -310,6 +317,11 @@ void admin::list_actors(const request& r) {
   json list = json::array();
   for (std::size_t i = 0; i < rows.size() && i < limit; ++i) list.push_back(std::move(rows[i].j));
   r.reply(200, {{"actors", list}, {"total", total}, {"truncated", total > limit}});
+}
+
+void admin::set_health(std::function<std::string()> why_unhealthy) {
+  std::lock_guard lock(info_mu_);
+  health_ = std::move(why_unhealthy);
 }
 
 void admin::set_remote(remote_hooks hooks) {

@@ -84,6 +84,9 @@ class admin {
         spawn;
   };
   void set_remote(remote_hooks hooks);
+  // Why the node is unhealthy (empty: it is), asked by /healthz from the
+  // server's thread; it must not wait on the loop or the workers.
+  void set_health(std::function<std::string()> why_unhealthy);
 
  private:
   struct request;
@@ -105,6 +108,7 @@ class admin {
   nlohmann::json node_info_;
   nlohmann::json members_;
   remote_hooks remote_;
+  std::function<std::string()> health_;
   std::shared_ptr<admin_stats> stats_ = std::make_shared<admin_stats>();
   std::unique_ptr<http_server> server_;  // last: stopped first
 };

@@ -307,7 +307,7 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
   int node_line = 0;
   if (YAML::Node n = root["node"];
       n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
-                                   "drain_timeout", "state_dir"})) {
+                                   "drain_timeout", "state_dir", "stall_timeout"})) {
     node_line = n.Mark().line >= 0 ? n.Mark().line + 1 : 0;
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
@@ -341,6 +341,7 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
     }
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
     r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
+    r.number_field(n, "node", "stall_timeout", 1, 3600, "seconds", out.stall_timeout_seconds);
     r.string_field(n, "node", "state_dir", out.state_dir);
     if (n["state_dir"] && out.state_dir.empty()) r.error(n["state_dir"], "'node.state_dir' must not be empty");
     relative_to_config(out.state_dir);

@@ -52,6 +52,10 @@ struct config {
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
   unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take
+  // node.stall_timeout: every worker inside one handler this long, or the
+  // event loop not running this long, and the node is stalled: /healthz
+  // answers 503 and the systemd watchdog is no longer fed.
+  unsigned stall_timeout_seconds = 10;
   // node.state_dir: where the node keeps what outlives it, one node per
   // folder (it is locked while the node runs). Relative paths are taken
   // from the config file's folder; unset, systemd's $STATE_DIRECTORY;

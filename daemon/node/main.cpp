@@ -237,6 +237,9 @@ class node {
       return 1;
     }
     if (transport_) admin_->set_remote(remote_hooks());
+    cfg_stall_seconds_.store(cfg_.stall_timeout_seconds, std::memory_order_relaxed);
+    loop_beat_ns_.store(now_ns(), std::memory_order_relaxed);
+    admin_->set_health([this] { return unhealthy(); });
     admin_->set_node_info(node_info(), members());
     log(level::info, "admin API on " + url(cfg_.admin_listen, admin_->port()) +
                          (cfg_.admin_token.empty() ? "" : " (bearer token required)"));
@@ -457,14 +460,27 @@ class node {
     stopped_.data = this;
     handles_open_ = true;
 
+    // Progress, checked on the loop twice a second: the loop beats, and the
+    // workers are looked at (stalled when every one of them has been inside
+    // one handler for node.stall_timeout).
+    loop_beat_ns_.store(now_ns(), std::memory_order_relaxed);
+    uv_timer_init(loop_.uv(), &health_);
+    health_.data = this;
+    uv_timer_start(&health_, [](uv_timer_t* h) { static_cast<node*>(h->data)->check_health(); }, 500,
+                   500);
+    health_on_ = true;
+
     // The watchdog is fed from the loop thread, so that a stuck loop stops
-    // feeding it and systemd notices.
+    // feeding it and systemd notices; stalled workers stop it too.
     std::uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
       uv_timer_init(loop_.uv(), &watchdog_);
       watchdog_.data = this;
       const std::uint64_t every_ms = std::max<std::uint64_t>(1, usec / 2000);
-      uv_timer_start(&watchdog_, [](uv_timer_t*) { notify("WATCHDOG=1"); }, every_ms, every_ms);
+      uv_timer_start(&watchdog_, [](uv_timer_t* h) {
+        if (!static_cast<node*>(h->data)->workers_stalled_.load(std::memory_order_relaxed))
+          notify("WATCHDOG=1");
+      }, every_ms, every_ms);
       watchdog_on_ = true;
       log(level::info, "watchdog: pinging every " + std::to_string(every_ms) + " ms");
     }
@@ -573,6 +589,7 @@ class node {
       next.metrics_listen = cfg_.metrics_listen;
       next.histogram_kinds = cfg_.histogram_kinds;
       cfg_ = std::move(next);
+      cfg_stall_seconds_.store(cfg_.stall_timeout_seconds, std::memory_order_relaxed);
       admin_->set_node_info(node_info(), members());
       log(level::info, "reloaded: " + status());
     }
@@ -629,6 +646,39 @@ class node {
     });
   }
 
+  static std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  void check_health() {
+    loop_beat_ns_.store(now_ns(), std::memory_order_relaxed);
+    const unsigned threads = sys_->dispatcher().threads();
+    const bool stalled =
+        sys_->dispatcher().stalled_workers(std::chrono::seconds(cfg_.stall_timeout_seconds)) >= threads;
+    if (stalled != workers_stalled_.exchange(stalled, std::memory_order_relaxed))
+      log(stalled ? level::error : level::info,
+          stalled ? "stalled: all " + std::to_string(threads) + " workers have been inside one handler "
+                        "each for " + std::to_string(cfg_.stall_timeout_seconds) +
+                        " s or more; nothing else runs. /healthz answers 503 and the watchdog is "
+                        "no longer fed"
+                  : "no longer stalled: the workers make progress again");
+  }
+
+  // Why the node is not healthy, or empty: for /healthz, from any thread.
+  std::string unhealthy() const {
+    const std::int64_t quiet = now_ns() - loop_beat_ns_.load(std::memory_order_relaxed);
+    const unsigned seconds = cfg_stall_seconds_.load(std::memory_order_relaxed);
+    const std::int64_t limit = std::int64_t{seconds} * 1'000'000'000;
+    if (quiet > limit)
+      return "the event loop has not run for " + std::to_string(quiet / 1'000'000'000) + " s";
+    if (workers_stalled_.load(std::memory_order_relaxed))
+      return "every worker has been inside one handler for " + std::to_string(seconds) +
+             " s or more";
+    return {};
+  }
+
   void close_handles() {
     if (handles_open_) {
       for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sigint_),
@@ -637,6 +687,7 @@ class node {
                              reinterpret_cast<uv_handle_t*>(&stopped_)})
         uv_close(h, nullptr);
       if (watchdog_on_) uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_), nullptr);
+      if (health_on_) uv_close(reinterpret_cast<uv_handle_t*>(&health_), nullptr);
       if (report_on_) uv_close(reinterpret_cast<uv_handle_t*>(&report_), nullptr);
       if (give_up_on_) uv_close(reinterpret_cast<uv_handle_t*>(&give_up_), nullptr);
       handles_open_ = false;
@@ -696,8 +747,12 @@ class node {
   uv_signal_t sigint_{}, sigterm_{}, sighup_{};
   uv_async_t stopped_{};
   static constexpr unsigned give_up_grace_s = 2;
-  uv_timer_t watchdog_{}, report_{}, give_up_{};
-  bool handles_open_ = false, watchdog_on_ = false, report_on_ = false, give_up_on_ = false;
+  uv_timer_t watchdog_{}, report_{}, give_up_{}, health_{};
+  bool handles_open_ = false, watchdog_on_ = false, report_on_ = false, give_up_on_ = false,
+       health_on_ = false;
+  std::atomic<std::int64_t> loop_beat_ns_{0};
+  std::atomic<bool> workers_stalled_{false};
+  std::atomic<unsigned> cfg_stall_seconds_{10};  // cfg_.stall_timeout, for other threads
   bool stopping_ = false;
   std::thread stopper_;
 };

@@ -5,18 +5,24 @@ its actor restarts; a handler that crashes the process (a bad pointer, an
 abort, a stack overflow) still gets one log line naming the signal, the
 plugin, the kind and the actor before the node dies of that signal.
 
+Plugin code never runs on the event loop thread, and a node whose workers
+are all stuck in handlers says so: /healthz answers 503 and the systemd
+watchdog is no longer fed.
+
 usage: plugin_faults_test.py TROUPE_NODE BUILD_ROOT
 """
 import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 from harness import check, finish, http, listening_url, stderr_reader, wait_or_kill
+from nodes import node, world
 
 NODE, BUILD_ROOT = os.path.abspath(sys.argv[1]), sys.argv[2]
 tmp = tempfile.mkdtemp()
@@ -98,6 +104,66 @@ for n, sig, what in ((1, signal.SIGSEGV, "fatal signal SIGSEGV (invalid memory a
           rc == -sig and len(line) == 1 and what in line[0] and line[0].rstrip().endswith(
               " while running plugin crasher, kind crash.receive, actor boom; the node exits"),
           f"rc={rc}\n{err.text()[-1500:]}")
+
+# ---- plugin code never runs on the event loop thread
+# A reply from a plugin handler that sleeps 3 s, asked from another node:
+# run on the loop, it stopped the heartbeats and the link (1 s timeout) fell.
+os.makedirs(os.path.join(tmp, "remote"))
+w = world(NODE, None, BUILD_ROOT, os.path.join(tmp, "remote"))
+key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
+a, b = node(w, "a", key=key), node(w, "b", key=key)
+b.spawn("sleep.receive", "sleeper")
+a.spawn("probe.relay", "relay")
+t0 = time.monotonic()
+status, body = a.relay(f"{b.address}/sleeper", 3000, timeout_ms=15000)
+check("a plugin handler busy for 3 s with a peer's message answers it; the link stays up",
+      status == 200 and body.get("message", {}).get("n") == 3000 and not a.err.has("lost", 0.1)
+      and not b.err.has("lost", 0.1), f"{status} {body}\n{a.err.text()[-800:]}\n{b.err.text()[-800:]}")
+w.stop_all()
+
+# ---- every worker blocked: /healthz and the watchdog say so
+notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+notify_path = os.path.join(tmp, "notify.sock")
+notify.bind(notify_path)
+notify.settimeout(0.2)
+cfg = os.path.join(tmp, "wedged.yaml")
+with open(cfg, "w") as f:
+    f.write("node: { name: wedged, cluster: test, stall_timeout: 2 }\n"
+            f"plugins: {{ dir: {plugin_dir}, load: [thrower] }}\n"
+            "dispatcher: { threads: 2 }\n"
+            "admin: { listen: 127.0.0.1:0 }\nmetrics: { listen: 127.0.0.1:0 }\n")
+env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="1000000")
+env.pop("WATCHDOG_PID", None)
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
+err = stderr_reader(p)
+admin = listening_url(err, "admin API")
+err.has("ready:", 20)
+
+
+def pings(seconds):
+    """WATCHDOG=1 datagrams received within `seconds`."""
+    n, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            n += "WATCHDOG=1" in notify.recv(4096).decode().split("\n")
+        except socket.timeout:
+            pass
+    return n
+
+
+check("a healthy node feeds the watchdog", pings(1.5) >= 2)
+for i in range(2):
+    spawn(admin, "sleep.receive", f"stuck{i}")
+    send(admin, f"stuck{i}", 600000)  # ten minutes: longer than the test
+stalled = err.has("stalled: all 2 workers have been inside one handler", 10)
+status, body = http("GET", admin + "/healthz")
+check("with both workers inside handlers past stall_timeout, the log and /healthz say stalled",
+      stalled and status == 503 and body.get("status") == "stalled", f"{status} {body}\n{err.text()[-800:]}")
+pings(0.6)  # one may have been on its way
+check("and the watchdog is no longer fed, so that systemd restarts the node", pings(2.5) == 0)
+p.kill()
+p.wait()
+notify.close()
 
 shutil.rmtree(tmp, ignore_errors=True)
 finish()
