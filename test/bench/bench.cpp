@@ -556,16 +556,27 @@ struct remote_node {
   }
 };
 
-// The server process: an echo actor named "echo"; prints its PID's address,
-// then serves until SIGTERM.
-int remote_server(bool tls) {
+// The server process: an echo actor named "echo" (the node's own, or with
+// `plugin` the echo plugin's kind, whose turns run on the workers only);
+// prints its PID's address, then serves until SIGTERM.
+int remote_server(bool tls, bool plugin = false) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts
   {
     remote_node server("bench-server", tls);
-    server.sys->root().spawn_named(echo_props(), "echo");
+    std::shared_ptr<plugin::host> host;
+    if (plugin) {
+      host = std::make_shared<plugin::host>(*server.sys, [](plugin::log_level, std::string_view) {});
+      if (!host->load(TROUPE_ECHO_PLUGIN).ok) {
+        std::fprintf(stderr, "troupe-bench: cannot load %s\n", TROUPE_ECHO_PLUGIN);
+        return 1;
+      }
+      server.sys->root().spawn_named(host->kind("echo"), "echo");
+    } else {
+      server.sys->root().spawn_named(echo_props(), "echo");
+    }
     std::printf("%s\n", server.t->address().c_str());
     std::fflush(stdout);
     int sig = 0;
@@ -575,7 +586,7 @@ int remote_server(bool tls) {
 }
 
 // Starts this program as the server process; returns its pid and address.
-pid_t start_remote_server(std::string& address, bool tls) {
+pid_t start_remote_server(std::string& address, bool tls, bool plugin = false) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   int fds[2];
@@ -586,7 +597,9 @@ pid_t start_remote_server(std::string& address, bool tls) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);
-    execl(self, self, "--child", tls ? "remote_server_tls" : "remote_server", static_cast<char*>(nullptr));
+    execl(self, self, "--child",
+          plugin ? "remote_server_plugin" : tls ? "remote_server_tls" : "remote_server",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   close(fds[1]);
@@ -670,9 +683,9 @@ struct remote_result {
 // Round trips to the echo actor of another process: one in flight (500
 // warm-up, 5,000 timed), then a window of 1,000 until 100,000 were sent;
 // over TLS 1.3 (the default) or plaintext.
-remote_result remote_echo(bool tls) {
+remote_result remote_echo(bool tls, bool plugin = false) {
   std::string address;
-  const pid_t server = start_remote_server(address, tls);
+  const pid_t server = start_remote_server(address, tls, plugin);
   if (server <= 0 || address.empty()) {
     std::fprintf(stderr, "troupe-bench: the remote server process did not start\n");
     std::exit(1);
@@ -803,6 +816,8 @@ int main(int argc, char** argv) {
     return remote_server(false);
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_tls")
     return remote_server(true);
+  if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_plugin")
+    return remote_server(false, true);
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "spawn_idle") {
     idle_result r = spawn_idle();
     std::printf("%f %f\n", r.rate, r.bytes_per_actor);
@@ -858,6 +873,14 @@ int main(int argc, char** argv) {
               {"remote_tls_w1000", "msgs/s"}},
           o.runs, [] {
             remote_result r = remote_echo(true);
+            return std::vector{r.p50, r.p99, r.w1, r.w1000};
+          });
+  // The same over plaintext with the echo plugin's kind: the path users'
+  // code takes (its turns never run on the server's event loop).
+  measure(o, {{"remote_rtt_plugin_p50", "us"}, {"remote_rtt_plugin_p99", "us"}, {"remote_plugin_w1", "msgs/s"},
+              {"remote_plugin_w1000", "msgs/s"}},
+          o.runs, [] {
+            remote_result r = remote_echo(false, true);
             return std::vector{r.p50, r.p99, r.w1, r.w1000};
           });
   measure(o, {{"admin_send_rps", "req/s"}}, o.runs, [] { return std::vector{admin_send_rps()}; });
