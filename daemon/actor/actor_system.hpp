@@ -31,7 +31,7 @@ struct system_config {
   supervisor_strategy guardian{};
   // Told of every actor failure (a handler threw), on the failing actor's
   // thread, before its supervisor decides; for the node's log.
-  std::function<void(const context&, const std::string& reason)> on_failure;
+  std::function<void(const context&, const std::string& reason)> on_failure{};
 };
 
 // Counters of the runtime. Plain relaxed atomics, read by metrics.

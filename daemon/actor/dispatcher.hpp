@@ -64,7 +64,7 @@ struct dispatcher_options {
   std::string thread_name = "troupe-worker";
   // Run first on each worker thread (the node gives each an alternate
   // signal stack, so that a crash report survives a stack overflow).
-  std::function<void()> on_thread_start;
+  std::function<void()> on_thread_start{};
 };
 
 class dispatcher {

@@ -78,6 +78,10 @@ void on_fatal_signal(int sig, siginfo_t* info, void*) {
 }  // namespace
 
 void crash_stack_for_this_thread() {
+  // A thread that has one already (a sanitizer gives each its own, and
+  // frees it at thread exit) keeps it.
+  stack_t current{};
+  if (::sigaltstack(nullptr, &current) == 0 && (current.ss_flags & SS_DISABLE) == 0) return;
   // Kept for the life of the process (threads come and go rarely); listed
   // here so that they stay reachable memory, not leaks.
   static std::atomic<void*> stacks[512];
