@@ -197,13 +197,24 @@ void root_context::send(const pid& to, message m) {
   to.get()->send_user(e);
 }
 
-future root_context::request_future(const pid& to, message m, std::chrono::nanoseconds timeout) {
-  auto* f = new future_process(sys_);
+namespace {
+
+// A future whose timeout is armed already: armed before anything goes out,
+// so that a fast answer can always cancel it.
+future armed_future(actor_system& sys, std::chrono::nanoseconds timeout, future_process*& f) {
+  f = new future_process(sys);
   future result{process_ref::adopt(f)};
-  // Armed before the request goes out, so a fast reply can always cancel it.
-  f->set_timeout(sys_.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
+  f->set_timeout(sys.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
     static_cast<future_process*>(ref.get())->complete(future_status::timed_out, nullptr);
   }));
+  return result;
+}
+
+}  // namespace
+
+future root_context::request_future(const pid& to, message m, std::chrono::nanoseconds timeout) {
+  future_process* f;
+  future result = armed_future(sys_, timeout, f);
   envelope* e = for_delivery(std::move(m));
   f->retain();
   e->sender = f;
@@ -217,11 +228,8 @@ void root_context::stop(const pid& who) {
 }
 
 future root_context::stop_future(const pid& who, std::chrono::nanoseconds timeout) {
-  auto* f = new future_process(sys_);
-  future result{process_ref::adopt(f)};
-  f->set_timeout(sys_.loop().arm(timeout, [ref = process_ref(static_cast<process*>(f))] {
-    static_cast<future_process*>(ref.get())->complete(future_status::timed_out, nullptr);
-  }));
+  future_process* f;
+  future result = armed_future(sys_, timeout, f);
   if (!who) {
     f->complete(future_status::completed, nullptr);
     return result;
