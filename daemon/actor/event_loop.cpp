@@ -224,7 +224,9 @@ namespace {
 // often even with nothing due, so that arming does not have to wake it.
 constexpr std::int64_t housekeeping_ns = 10'000'000;
 // Cancelled timers are swept from the heap when it holds at least this many
-// timers, at least this often.
+// timers, at least this often; and once it has, from then on at that pace
+// until it is empty, so that a sweep leaving fewer (some cancelled later)
+// does not leave them until their deadline.
 constexpr std::size_t sweep_min = 1024;
 constexpr std::int64_t sweep_period_ns = 1'000'000'000;
 constexpr std::int64_t sweep_slack_ns = 5'000'000;
@@ -235,7 +237,9 @@ constexpr std::int64_t sweep_slack_ns = 5'000'000;
 // one pass, so that memory follows the live timers and not the cancelled ones.
 void event_loop::sweep() {
   const std::int64_t now = steady_ns();
-  if (heap_.size() < sweep_min) return;
+  if (heap_.size() >= sweep_min) sweep_small_ = true;
+  if (heap_.empty()) sweep_small_ = false;
+  if (heap_.size() < sweep_min && !sweep_small_) return;
   // libuv keeps loop time in whole milliseconds and may wake us a little
   // before the period is over: allow for it, or the sweep keeps slipping.
   if (heap_.size() < 2 * swept_size_ && now - last_sweep_ns_ < sweep_period_ns - sweep_slack_ns)
@@ -273,7 +277,7 @@ void event_loop::rearm() {
     took_in = took_in || drained_ != 0;
     if (took_in) earliest = std::min(earliest, steady_ns() + housekeeping_ns);
     // Many timers waiting: look once a second for cancelled ones to sweep.
-    if (heap_.size() >= sweep_min) earliest = std::min(earliest, steady_ns() + sweep_period_ns);
+    if (heap_.size() >= sweep_min || (sweep_small_ && !heap_.empty())) earliest = std::min(earliest, steady_ns() + sweep_period_ns);
     drained_ = 0;
     next_wakeup_ns_.store(earliest, std::memory_order_seq_cst);
     // A timer armed before the store above but not yet drained would be

@@ -228,6 +228,7 @@ class event_loop {
   std::vector<heap_entry> heap_;  // loop thread only
   std::size_t drained_ = 0;        // loop thread only: timers taken in since the last re-arm
   std::size_t swept_size_ = 0;     // loop thread only: heap size after the last sweep
+  bool sweep_small_ = false;       // loop thread only: sweeping below sweep_min too (see sweep)
   std::int64_t last_sweep_ns_ = 0;
   std::thread thread_;
   std::atomic<std::thread::id> loop_thread_id_{};
