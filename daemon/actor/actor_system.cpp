@@ -1,5 +1,6 @@
 #include "actor/actor_system.hpp"
 
+#include <algorithm>
 #include <thread>
 
 #include "system_generated.h"
@@ -69,6 +70,16 @@ actor_system::actor_system(system_config cfg)
   }
   dispatcher_ = std::make_unique<troupe::dispatcher>(cfg_.dispatcher);
   dead_letters_ = pid(process_ref::adopt(new dead_letter_process(*this)));
+  queue_budget_.store(cfg_.max_queued_bytes, std::memory_order_relaxed);
+}
+
+unsigned actor_system::queue_pressure() const noexcept {
+  const std::uint64_t budget = queue_budget();
+  if (budget == 0) return 0;
+  const std::int64_t queued = queued_message_bytes();
+  if (queued <= 0) return 0;
+  return static_cast<unsigned>(std::min<std::uint64_t>(
+      1000, static_cast<std::uint64_t>(queued) * 100 / budget));
 }
 
 actor_system::~actor_system() { shutdown(); }

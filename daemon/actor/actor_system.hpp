@@ -32,7 +32,17 @@ struct system_config {
   // Told of every actor failure (a handler threw), on the failing actor's
   // thread, before its supervisor decides; for the node's log.
   std::function<void(const context&, const std::string& reason)> on_failure{};
+  // The budget for queued user messages, in bytes (see set_queue_budget); 0: none.
+  std::uint64_t max_queued_bytes = 0;
 };
+
+// Bytes of user messages waiting in mailboxes, in the whole process (every
+// actor system in it: memory is the process's). Each thread counts in a
+// counter of its own and adds it to the shared total in steps of
+// `queued_bytes_step`, so a send writes no shared line; the total is within
+// threads x step of the truth. Any thread.
+std::int64_t queued_message_bytes() noexcept;
+inline constexpr std::int64_t queued_bytes_step = 64 << 10;
 
 // Counters of the runtime. Plain relaxed atomics, read by metrics.
 struct system_stats {
@@ -117,6 +127,16 @@ class actor_system {
   // Live local actors.
   std::size_t actor_count() const noexcept { return registry_.size(); }
 
+  // The queued-message budget: while queued_message_bytes() is at or over
+  // it, a send to a local mailbox is dropped as a dead letter (over_budget)
+  // instead of queued; system messages always pass. 0: no budget. Any thread.
+  void set_queue_budget(std::uint64_t bytes) noexcept {
+    queue_budget_.store(bytes, std::memory_order_relaxed);
+  }
+  std::uint64_t queue_budget() const noexcept { return queue_budget_.load(std::memory_order_relaxed); }
+  // How much of the budget is used, in percent (0 without a budget).
+  unsigned queue_pressure() const noexcept;
+
   // Counts and publishes a message that could not be delivered, and answers
   // a request with DeadLetterResponse so that its future fails fast.
   void dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept;
@@ -151,6 +171,7 @@ class actor_system {
   root_context root_;
   pid dead_letters_;
   std::atomic<bool> shutting_down_{false};
+  std::atomic<std::uint64_t> queue_budget_{0};
   std::atomic<remote_resolver*> remote_{nullptr};
   bool stopped_ = false;
   std::mutex rng_mu_;

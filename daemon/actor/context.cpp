@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "actor/actor_system.hpp"
+#include "actor/block_pool.hpp"
 #include "actor/clock.hpp"
 #include "actor/router.hpp"
 #include "system_generated.h"
@@ -52,12 +53,60 @@ constexpr type_id wake_token = 0;
 // consumer it would be waiting for.
 constexpr std::chrono::milliseconds worker_block_limit{100};
 
+// ---- queued bytes (see queued_message_bytes) ----
+
+std::atomic<std::int64_t> queued_total{0};
+// A thread's count starts far out of range, so that its first change takes
+// the slow path, which arms the flusher that hands the count over when the
+// thread ends. Constant-initialised and trivially destructible: reaching it
+// costs no guard.
+constexpr std::int64_t meter_unarmed = std::int64_t{1} << 60;
+thread_local std::int64_t queued_here = -meter_unarmed;
+struct meter_flusher {
+  bool armed = false;
+  ~meter_flusher() {
+    queued_total.fetch_add(queued_here, std::memory_order_relaxed);
+    queued_here = 0;
+  }
+};
+thread_local meter_flusher meter_flush_at_exit;
+
+[[gnu::noinline]] void meter_settle() noexcept {
+  std::int64_t v = queued_here;
+  if (v <= -meter_unarmed / 2) {
+    meter_flush_at_exit.armed = true;
+    v += meter_unarmed;
+  }
+  if (v >= queued_bytes_step || v <= -queued_bytes_step) {
+    queued_total.fetch_add(v, std::memory_order_relaxed);
+    v = 0;
+  }
+  queued_here = v;
+}
+
+inline void meter_add(std::int64_t bytes) noexcept {
+  const std::int64_t v = queued_here + bytes;
+  queued_here = v;
+  if (v >= queued_bytes_step || v <= -queued_bytes_step) [[unlikely]]
+    meter_settle();
+}
+
+// What a queued message holds: its block (a shared payload is its original's).
+inline std::int64_t queued_size(const envelope* e) noexcept {
+  return static_cast<std::int64_t>(block_pool::block_bytes(e->size_class, sizeof(envelope) + e->size));
+}
+
 }  // namespace
+
+std::int64_t queued_message_bytes() noexcept {
+  return queued_total.load(std::memory_order_relaxed);
+}
 
 struct bounded_queue {
   std::mutex mu;
   std::condition_variable room;
   std::deque<envelope*> q;
+  std::atomic<std::uint32_t> size{0};  // q.size(), for pressure() without the lock
   std::uint32_t capacity;
   mailbox_kind kind;
 };
@@ -88,7 +137,9 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
       parent_(std::move(parent)) {
   plugin_code_ = !props_->plugin.empty();
   const mailbox_options& mb = props_->mailbox;
-  if (mb.kind != mailbox_kind::unbounded) {
+  if (mb.kind == mailbox_kind::bounded_drop_newest) {
+    capacity_ = std::max<std::uint32_t>(1, mb.capacity);
+  } else if (mb.kind != mailbox_kind::unbounded) {
     bounded_ = new bounded_queue;
     bounded_->capacity = std::max<std::uint32_t>(1, mb.capacity);
     bounded_->kind = mb.kind;
@@ -103,6 +154,8 @@ context::~context() {
     mpsc_node* n = user_q_.pop(retired);
     if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
     if (n == nullptr) break;
+    auto* e = static_cast<troupe::envelope*>(n);
+    if (e->type != wake_token) meter_add(-queued_size(e));
   }
   if (mpsc_node* head = user_q_.take_head()) static_cast<troupe::envelope*>(head)->release();
   for (system_message* m = sys_q_.take_all(); m != nullptr;) {
@@ -111,7 +164,10 @@ context::~context() {
     m = next;
   }
   if (bounded_) {
-    for (troupe::envelope* e : bounded_->q) e->release();
+    for (troupe::envelope* e : bounded_->q) {
+      meter_add(-queued_size(e));
+      e->release();
+    }
     delete bounded_;
   }
   delete router_;
@@ -138,8 +194,7 @@ std::size_t context::mailbox_depth() const {
   // A bounded mailbox keeps its messages in its deque; its queue carries
   // wake tokens only.
   if (bounded_ == nullptr) return user_q_.depth();
-  std::lock_guard lock(bounded_->mu);
-  return bounded_->q.size();
+  return bounded_->size.load(std::memory_order_relaxed);
 }
 
 std::vector<troupe::pid> context::children() const {
@@ -171,64 +226,91 @@ void context::send_user(troupe::envelope* e) noexcept {
     system().dead_letter(e, this, dead_letter_reason::stopped);
     return;
   }
-  if (bounded_ == nullptr) {
-    if (user_q_.push(e)) own();
+  // A poison pill always gets in: it is what relieves a full mailbox.
+  const bool poison = e->type == poison_type;
+  if (const std::uint64_t budget = system().queue_budget();
+      budget != 0 && !poison &&
+      queued_total.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(budget)) {
+    system().dead_letter(e, this, dead_letter_reason::over_budget);
     return;
-  } else {
-    bounded_queue& b = *bounded_;
-    std::unique_lock lock(b.mu);
-    if (b.q.size() >= b.capacity) {
-      switch (b.kind) {
-        case mailbox_kind::bounded_drop_newest:
+  }
+  const std::int64_t bytes = queued_size(e);  // before the push: the consumer may free it
+  if (bounded_ == nullptr) {
+    if (capacity_ == 0) {
+      meter_add(bytes);
+      if (user_q_.push(e)) own();
+      return;
+    }
+    if (user_q_.depth() >= capacity_ && !poison) return refuse(e, dead_letter_reason::mailbox_full);
+    meter_add(bytes);
+    if (user_q_.push_exact(e)) own();
+    return;
+  }
+  bounded_queue& b = *bounded_;
+  std::unique_lock lock(b.mu);
+  if (b.q.size() >= b.capacity) {
+    switch (b.kind) {
+      case mailbox_kind::bounded_drop_oldest: {
+        troupe::envelope* oldest = b.q.front();
+        b.q.pop_front();
+        b.q.push_back(e);
+        lock.unlock();
+        meter_add(bytes - queued_size(oldest));
+        refuse(oldest, dead_letter_reason::mailbox_full);
+        wake();
+        return;
+      }
+      case mailbox_kind::bounded_block:
+      case mailbox_kind::bounded_drop_newest:
+      case mailbox_kind::unbounded: {
+        auto has_room = [&] {
+          return b.q.size() < b.capacity || dead_.load(std::memory_order_acquire);
+        };
+        // The event loop never waits: its sockets, timers and peers'
+        // heartbeats would stall with it. What it delivers (a message
+        // read from another node, a timer's) to a full mailbox is dropped.
+        // An actor's turn held on the loop is a worker's turn: it waits
+        // as a worker would (and a wait that long moves that actor to
+        // the workers, see dispatcher::hold).
+        bool room;
+        if (system().loop().on_loop_thread() && !dispatcher::in_held_turn())
+          room = has_room();
+        else if (system().dispatcher().on_worker())
+          room = b.room.wait_for(lock, worker_block_limit, has_room);
+        else
+          room = (b.room.wait(lock, has_room), true);
+        if (!room) {
           lock.unlock();
-          system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
-          system().dead_letter(e, this, dead_letter_reason::mailbox_full);
-          return;
-        case mailbox_kind::bounded_drop_oldest: {
-          troupe::envelope* oldest = b.q.front();
-          b.q.pop_front();
-          b.q.push_back(e);
-          lock.unlock();
-          system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
-          system().dead_letter(oldest, this, dead_letter_reason::mailbox_full);
-          wake();
-          return;
+          return refuse(e, dead_letter_reason::mailbox_full);
         }
-        case mailbox_kind::bounded_block:
-        case mailbox_kind::unbounded: {
-          auto has_room = [&] {
-            return b.q.size() < b.capacity || dead_.load(std::memory_order_acquire);
-          };
-          // The event loop never waits: its sockets, timers and peers'
-          // heartbeats would stall with it. What it delivers (a message
-          // read from another node, a timer's) to a full mailbox is dropped.
-          // An actor's turn held on the loop is a worker's turn: it waits
-          // as a worker would (and a wait that long moves that actor to
-          // the workers, see dispatcher::hold).
-          if (system().loop().on_loop_thread() && !dispatcher::in_held_turn()) {
-            if (!has_room()) {
-              lock.unlock();
-              system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
-              system().dead_letter(e, this, dead_letter_reason::mailbox_full);
-              return;
-            }
-          } else if (system().dispatcher().on_worker()) {
-            if (!b.room.wait_for(lock, worker_block_limit, has_room)) {
-              lock.unlock();
-              system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
-              system().dead_letter(e, this, dead_letter_reason::mailbox_full);
-              return;
-            }
-          } else {
-            b.room.wait(lock, has_room);
-          }
-          break;
-        }
+        break;
       }
     }
-    b.q.push_back(e);
   }
+  b.q.push_back(e);
+  b.size.store(static_cast<std::uint32_t>(b.q.size()), std::memory_order_relaxed);
+  lock.unlock();
+  meter_add(bytes);
   wake();
+}
+
+// A message the mailbox does not take.
+void context::refuse(troupe::envelope* e, dead_letter_reason why) noexcept {
+  if (why == dead_letter_reason::mailbox_full)
+    system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+  system().dead_letter(e, this, why);
+}
+
+unsigned context::pressure() const noexcept {
+  std::uint64_t depth, capacity;
+  if (bounded_ != nullptr) {
+    depth = bounded_->size.load(std::memory_order_relaxed);
+    capacity = bounded_->capacity;
+  } else {
+    depth = user_q_.depth();
+    capacity = capacity_ != 0 ? capacity_ : unbounded_reference;
+  }
+  return static_cast<unsigned>(std::min<std::uint64_t>(1000, depth * 100 / capacity));
 }
 
 void context::send_system(system_message* m) noexcept {
@@ -241,7 +323,8 @@ void context::send_system(system_message* m) noexcept {
 void context::wake() noexcept {
   troupe::envelope* token = envelope_pool::allocate(0);
   token->type = wake_token;
-  if (user_q_.push(token)) own();
+  // A capacity compares with an exact count: every push adds atomically.
+  if (capacity_ != 0 ? user_q_.push_exact(token) : user_q_.push(token)) own();
 }
 
 void context::start() noexcept {
@@ -279,15 +362,21 @@ troupe::envelope* context::next_user(bool& queued) noexcept {
     auto* e = static_cast<troupe::envelope*>(n);
     // Wake tokens only make the mailbox runnable; they carry nothing.
     if (e->type == wake_token) continue;
+    meter_add(-queued_size(e));
     queued = true;
     return e;
   }
   if (bounded_ == nullptr) return nullptr;
-  std::lock_guard lock(bounded_->mu);
-  if (bounded_->q.empty()) return nullptr;
-  troupe::envelope* e = bounded_->q.front();
-  bounded_->q.pop_front();
-  if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
+  troupe::envelope* e;
+  {
+    std::lock_guard lock(bounded_->mu);
+    if (bounded_->q.empty()) return nullptr;
+    e = bounded_->q.front();
+    bounded_->q.pop_front();
+    bounded_->size.store(static_cast<std::uint32_t>(bounded_->q.size()), std::memory_order_relaxed);
+    if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
+  }
+  meter_add(-queued_size(e));
   return e;
 }
 

@@ -24,6 +24,7 @@ namespace troupe {
 class actor_system;
 class router_state;
 struct bounded_queue;
+enum class dead_letter_reason : std::uint8_t;
 
 enum class actor_state : std::uint8_t { alive, stopping, restarting, stopped };
 
@@ -122,6 +123,7 @@ class context final : public process, public schedulable, public pooled {
   void send_system(system_message* m) noexcept override;
   std::string id() const override;
   bool dead() const noexcept override { return dead_.load(std::memory_order_acquire); }
+  unsigned pressure() const noexcept override;
   void run() noexcept override;
 
   // The routing state when this actor is a router (router.hpp), else null.
@@ -159,6 +161,7 @@ class context final : public process, public schedulable, public pooled {
   void deliver(process* to, troupe::envelope* e);
   void wake() noexcept;
   void own() noexcept;
+  void refuse(troupe::envelope* e, dead_letter_reason why) noexcept;
   void drain_dead() noexcept;
   troupe::envelope* next_user(bool& queued) noexcept;
 
@@ -200,6 +203,9 @@ class context final : public process, public schedulable, public pooled {
   actor_state state_ = actor_state::alive;
   bool suspended_ = false;
   const bool top_level_;
+  // A drop-newest mailbox keeps the lock-free queue and compares its depth
+  // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.
+  std::uint32_t capacity_ = 0;
   bounded_queue* bounded_ = nullptr;
   router_state* router_ = nullptr;  // read by senders: set before the actor is reachable
   troupe::envelope* cur_ = nullptr;

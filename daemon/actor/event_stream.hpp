@@ -36,8 +36,9 @@ enum class dead_letter_reason : std::uint8_t {
   node_lost = 7,       // for a node that was lost or could not be reached
   peer_queue_full = 8, // dropped by a full outbound queue to another node
   unconfirmed = 9,     // sent to another node, which never acknowledged it and will not
+  over_budget = 10,    // the process's queued messages had reached their budget
 };
-inline constexpr std::size_t dead_letter_reason_count = 10;
+inline constexpr std::size_t dead_letter_reason_count = 11;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

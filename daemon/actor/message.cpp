@@ -5,8 +5,12 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <unordered_map>
 #include <vector>
 
+#include <sys/mman.h>
+
+#include "actor/block_pool.hpp"
 #include "actor/process.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -49,14 +53,17 @@ std::string_view headers::get(std::string_view key) const noexcept {
 
 namespace {
 
-// Blocks of whole cache lines: 64 fits a timer or an envelope without
-// payload (wake tokens), 192 an actor cell, the rest envelopes.
-constexpr std::size_t class_sizes[] = {64, 128, 192, 256, 384, 512, 1024, 2048, 4096};
+using block_pool::class_sizes;
+using block_pool::oversize_class;
 constexpr std::size_t class_count = std::size(class_sizes);
 constexpr std::size_t batch = 64;
-constexpr std::uint8_t oversize_class = 0xff;
+// Blocks are carved from slabs of this size, mapped at an address that is a
+// multiple of it: a block's slab is its address rounded down.
+constexpr std::size_t slab_bytes = 256 << 10;
 
 constexpr std::size_t block_size(std::size_t c) noexcept { return class_sizes[c]; }
+constexpr std::size_t blocks_per_slab(std::size_t c) noexcept { return slab_bytes / block_size(c); }
+static_assert(blocks_per_slab(class_count - 1) >= batch);
 
 std::uint8_t class_for(std::size_t total) noexcept {
   for (std::size_t c = 0; c < class_count; ++c)
@@ -68,11 +75,15 @@ struct free_block {
   free_block* next;
 };
 
-// Blocks move between threads in chains of `batch`.
+// Blocks move between threads in chains of up to `batch`.
 struct chain {
   free_block* head = nullptr;
   std::size_t count = 0;
 };
+
+char* slab_of(const void* p) noexcept {
+  return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(p) & ~(slab_bytes - 1));
+}
 
 class shared_pool {
  public:
@@ -81,37 +92,124 @@ class shared_pool {
     if (chains_[c].empty()) return false;
     out = chains_[c].back();
     chains_[c].pop_back();
+    idle_[c] -= out.count;
     return true;
   }
   void give(std::size_t c, chain in) {
     std::lock_guard lock(mu_[c]);
+    idle_[c] += in.count;
     chains_[c].push_back(in);
   }
-  // Carves a fresh chain out of new memory. Slabs are kept for the life of
-  // the process, as an allocator would.
+  // Maps a fresh slab: the first chain is the caller's, the others go to
+  // the pool.
   chain carve(std::size_t c) {
+    auto* slab = static_cast<char*>(map_slab());
     const std::size_t size = block_size(c);
-    const std::size_t n = std::max<std::size_t>(batch, (64 * 1024) / size);
-    auto* slab = static_cast<char*>(::operator new(size * n, std::align_val_t{64}));
-    {
-      std::lock_guard lock(slab_mu_);
-      slabs_.push_back(slab);
-    }
-    chain out;
-    for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t n = blocks_per_slab(c);
+    chain first;
+    std::vector<chain> rest;
+    chain cur;
+    for (std::size_t i = n; i-- > 0;) {
       auto* b = reinterpret_cast<free_block*>(slab + i * size);
-      b->next = out.head;
-      out.head = b;
+      b->next = cur.head;
+      cur.head = b;
+      if (++cur.count == batch || i == 0) {
+        if (first.head == nullptr) first = cur;
+        else rest.push_back(cur);
+        cur = chain{};
+      }
     }
-    out.count = n;
-    return out;
+    for (const chain& x : rest) give(c, x);
+    return first;
   }
 
+  // Unmaps every slab whose blocks all wait in the pool; see release_idle().
+  std::size_t release(std::size_t c) {
+    std::vector<chain> taken;
+    {
+      std::lock_guard lock(mu_[c]);
+      if (idle_[c] < blocks_per_slab(c)) return 0;
+      taken.swap(chains_[c]);
+      idle_[c] = 0;
+    }
+    // Free blocks per slab, then the slabs that are free whole.
+    std::unordered_map<char*, std::uint32_t> free_in;
+    for (const chain& x : taken)
+      for (free_block* b = x.head; b != nullptr; b = b->next) ++free_in[slab_of(b)];
+    std::size_t released = 0;
+    for (auto it = free_in.begin(); it != free_in.end();) {
+      if (it->second == blocks_per_slab(c)) {
+        ++it;
+      } else {
+        it = free_in.erase(it);
+      }
+    }
+    // The blocks of other slabs go back, rechained.
+    std::vector<chain> kept;
+    chain cur;
+    for (const chain& x : taken) {
+      for (free_block* b = x.head; b != nullptr;) {
+        free_block* next = b->next;
+        if (free_in.count(slab_of(b)) == 0) {
+          b->next = cur.head;
+          cur.head = b;
+          if (++cur.count == batch) {
+            kept.push_back(cur);
+            cur = chain{};
+          }
+        }
+        b = next;
+      }
+    }
+    if (cur.count != 0) kept.push_back(cur);
+    for (const auto& [slab, n] : free_in) {
+      unmap_slab(slab);
+      released += slab_bytes;
+    }
+    {
+      std::lock_guard lock(mu_[c]);
+      for (const chain& x : kept) {
+        idle_[c] += x.count;
+        chains_[c].push_back(x);
+      }
+    }
+    return released;
+  }
+
+  std::size_t idle_bytes() {
+    std::size_t n = 0;
+    for (std::size_t c = 0; c < class_count; ++c) {
+      std::lock_guard lock(mu_[c]);
+      n += idle_[c] * block_size(c);
+    }
+    return n;
+  }
+  std::size_t mapped_bytes() const noexcept { return mapped_.load(std::memory_order_relaxed); }
+
  private:
+  void* map_slab() {
+    // Twice the size, then the ends cut off: an aligned slab.
+    void* p = ::mmap(nullptr, 2 * slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    char* start = static_cast<char*>(p);
+    char* aligned = slab_of(start + slab_bytes - 1);
+    if (aligned != start) ::munmap(start, static_cast<std::size_t>(aligned - start));
+    char* end = aligned + slab_bytes;
+    if (end != start + 2 * slab_bytes)
+      ::munmap(end, static_cast<std::size_t>(start + 2 * slab_bytes - end));
+    mapped_.fetch_add(slab_bytes, std::memory_order_relaxed);
+    return aligned;
+  }
+  void unmap_slab(char* slab) noexcept {
+    ::munmap(slab, slab_bytes);
+    mapped_.fetch_sub(slab_bytes, std::memory_order_relaxed);
+  }
+
   std::mutex mu_[class_count];
   std::vector<chain> chains_[class_count];
-  std::mutex slab_mu_;
-  std::vector<char*> slabs_;
+  std::size_t idle_[class_count] = {};  // blocks in chains_, under mu_
+  std::atomic<std::size_t> mapped_{0};
 };
 
 shared_pool& pool() {
@@ -204,6 +302,32 @@ void deallocate(void* p, std::uint8_t size_class) noexcept {
 }
 
 std::uint8_t size_class_of(std::size_t bytes) noexcept { return class_for(bytes); }
+
+bool enabled() noexcept {
+#ifdef TROUPE_POOL_DISABLED
+  return false;
+#else
+  return true;
+#endif
+}
+
+std::size_t release_idle() {
+#ifdef TROUPE_POOL_DISABLED
+  return 0;
+#else
+  std::size_t released = 0;
+  for (std::size_t c = 0; c < class_count; ++c) released += pool().release(c);
+  return released;
+#endif
+}
+
+pool_stats stats() {
+#ifdef TROUPE_POOL_DISABLED
+  return {};
+#else
+  return {pool().mapped_bytes(), pool().idle_bytes()};
+#endif
+}
 
 }  // namespace block_pool
 

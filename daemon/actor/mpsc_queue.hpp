@@ -95,21 +95,17 @@ class mailbox_queue {
 
   // Any thread. True when the queue had been given up: the caller owns it
   // now and must see that it runs.
-  bool push(mpsc_node* n) noexcept {
-    n->next.store(nullptr, std::memory_order_relaxed);
-    std::uintptr_t prev = tail_.exchange(addr(n), std::memory_order_acq_rel);
-    // Counted between the exchange and the link: whoever sees the link sees
-    // the count. Not a read-modify-write (see depth()).
-    pushed_.store(pushed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(n, std::memory_order_release);
-    return (prev & tag) != 0;
-  }
+  bool push(mpsc_node* n) noexcept { return push_counting<false>(n); }
+  // The same, counted with an atomic add, so that depth() never runs low:
+  // for mailboxes that compare it with a capacity.
+  bool push_exact(mpsc_node* n) noexcept { return push_counting<true>(n); }
 
-  // Any thread: about how many nodes wait. Producers count with a plain
-  // load and store, which costs nothing next to the exchange but can lose
-  // a count when two push at once; the owner sets the count right each time
-  // it finds the queue empty. So the figure is exact for one producer, may
-  // run low under contention, and is right again at the next idle moment.
+  // Any thread: about how many nodes wait. push() counts with a plain load
+  // and store, which costs nothing next to the exchange but can lose a
+  // count when two push at once; the owner sets the count right each time
+  // it finds the queue empty. So the figure is exact for one producer (or
+  // with push_exact), may run low under contention, and is right again at
+  // the next idle moment.
   std::uint32_t depth() const noexcept {
     const std::int32_t d = static_cast<std::int32_t>(pushed_.load(std::memory_order_relaxed) -
                                                      popped_.load(std::memory_order_relaxed));
@@ -191,6 +187,20 @@ class mailbox_queue {
   }
 
  private:
+  template <bool Exact>
+  bool push_counting(mpsc_node* n) noexcept {
+    n->next.store(nullptr, std::memory_order_relaxed);
+    std::uintptr_t prev = tail_.exchange(addr(n), std::memory_order_acq_rel);
+    // Counted between the exchange and the link: whoever sees the link sees
+    // the count (see depth()).
+    if constexpr (Exact)
+      pushed_.fetch_add(1, std::memory_order_relaxed);
+    else
+      pushed_.store(pushed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(n, std::memory_order_release);
+    return (prev & tag) != 0;
+  }
+
   static constexpr std::uintptr_t tag = 1;
   static std::uintptr_t addr(const mpsc_node* n) noexcept {
     return reinterpret_cast<std::uintptr_t>(n);

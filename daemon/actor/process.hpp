@@ -45,6 +45,11 @@ class process {
   virtual const std::string& address() const noexcept;
   // Whether it has stopped; a stopped process turns messages into dead letters.
   virtual bool dead() const noexcept { return false; }
+  // How full its mailbox is, in percent of its capacity (of
+  // `unbounded_reference` messages when it has none); 0 for processes
+  // without one. Any thread; a hint for back-pressure.
+  virtual unsigned pressure() const noexcept { return 0; }
+  static constexpr unsigned unbounded_reference = 65536;
 
   actor_system& system() const noexcept { return *sys_; }
 

@@ -29,7 +29,9 @@ using behavior = std::function<void(context&)>;
 enum class mailbox_kind : std::uint8_t {
   unbounded,            // the default: lock-free, never refuses a message
   bounded_block,        // full: senders outside the actor system wait for room
-  bounded_drop_newest,  // full: the incoming message is dropped and counted
+  bounded_drop_newest,  // full: the incoming message is dropped and counted (the
+                        // queue stays lock-free; senders racing at the bound may
+                        // each add one)
   bounded_drop_oldest,  // full: the oldest queued message is dropped and counted
 };
 

@@ -247,3 +247,128 @@ TEST_CASE("a bounded mailbox reports the messages in its queue", "[mailbox]") {
   g.gate.open();
   REQUIRE(g.seen.take_n(8).size() == 8);  // nothing left to touch `g` once it is gone
 }
+
+TEST_CASE("a drop-newest mailbox holds its bound against many senders at once", "[mailbox]") {
+  actor_system sys(small_config());
+  constexpr std::uint32_t capacity = 1000;
+  gated g(sys, mailbox_kind::bounded_drop_newest, capacity);
+  auto* cell = dynamic_cast<context*>(g.actor.get());
+  constexpr int senders = 4, each = 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < senders; ++t)
+    threads.emplace_back([&] {
+      for (int i = 1; i <= each; ++i) sys.root().send(g.actor, num(i));
+    });
+  for (auto& t : threads) t.join();
+  // Senders racing at the bound may each add one.
+  const std::size_t depth = cell->mailbox_depth();
+  CHECK(depth >= capacity);
+  CHECK(depth <= capacity + senders);
+  CHECK(cell->pressure() >= 100);
+  const std::uint64_t dropped = sys.stats().mailbox_dropped.load();
+  CHECK(dropped == senders * each - depth);
+  g.gate.open();
+  REQUIRE(g.seen.take_n(depth + 1).size() == depth + 1);
+  REQUIRE(g.seen.take(100ms) == std::nullopt);
+  CHECK(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::mailbox_full)] == dropped);
+}
+
+TEST_CASE("pressure says how full a mailbox is", "[mailbox]") {
+  actor_system sys(small_config());
+  SECTION("drop newest") {
+    gated g(sys, mailbox_kind::bounded_drop_newest, 200);
+    for (int i = 1; i <= 150; ++i) sys.root().send(g.actor, num(i));
+    CHECK(g.actor.get()->pressure() == 75);
+    g.gate.open();
+    REQUIRE(g.seen.take_n(151).size() == 151);
+  }
+  SECTION("drop oldest") {
+    gated g(sys, mailbox_kind::bounded_drop_oldest, 10);
+    for (int i = 1; i <= 5; ++i) sys.root().send(g.actor, num(i));
+    CHECK(g.actor.get()->pressure() == 50);
+    g.gate.open();
+    REQUIRE(g.seen.take_n(6).size() == 6);
+  }
+  SECTION("unbounded: against the reference depth") {
+    gated g(sys, mailbox_kind::unbounded, 0);
+    const int n = process::unbounded_reference / 4;
+    for (int i = 1; i <= n; ++i) sys.root().send(g.actor, num(i));
+    CHECK(g.actor.get()->pressure() == 25);
+    g.gate.open();
+    REQUIRE(g.seen.take_n(n + 1).size() == static_cast<std::size_t>(n + 1));
+  }
+}
+
+namespace {
+message kilobyte(std::int64_t n) {
+  return make_message<test::Text>([&](flatbuffers::FlatBufferBuilder& b) {
+    return test::CreateText(b, b.CreateString(std::string(1000, static_cast<char>('a' + n % 26))));
+  });
+}
+}  // namespace
+
+TEST_CASE("the queued-message budget refuses what goes past it, counts it, and frees up again",
+          "[mailbox][budget]") {
+  actor_system sys(small_config());
+  inbox<int> seen;
+  latch gate;
+  pid a = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Num>()) gate.wait();
+    if (ctx.message<test::Text>()) seen.put(1);
+  })));
+  sys.root().send(a, num(0));
+  REQUIRE(gate.wait_for_waiters(1));
+
+  // Counted per thread and settled in steps: measured from where it is now.
+  const std::int64_t before = queued_message_bytes();
+  constexpr std::uint64_t allowance = 1 << 20;
+  sys.set_queue_budget(static_cast<std::uint64_t>(before + static_cast<std::int64_t>(allowance)));
+  constexpr int sent = 5000;  // about 5 MB
+  for (int i = 0; i < sent; ++i) sys.root().send(a, kilobyte(i));
+  const std::uint64_t refused =
+      sys.stats().dead_letters[static_cast<int>(dead_letter_reason::over_budget)].load();
+  const std::uint64_t queued = sent - refused;
+  const std::int64_t message_bytes = queued_message_bytes() - before;
+  // This thread settles every queued_bytes_step; nothing else sends.
+  CHECK(message_bytes <= static_cast<std::int64_t>(allowance) + queued_bytes_step);
+  CHECK(message_bytes >= static_cast<std::int64_t>(allowance));
+  // Each holds a 2 KiB block (64 bytes of envelope, about 1 KB of payload).
+  CHECK(queued * 2048 <= allowance + 3 * queued_bytes_step);
+  CHECK(queued * 2048 >= allowance - 2 * queued_bytes_step);
+  CHECK(sys.queue_pressure() >= 93);
+  // System messages still pass: the actor can be watched and stopped.
+  CHECK(sys.stats().mailbox_dropped == 0);
+
+  gate.open();
+  REQUIRE(seen.take_n(queued).size() == queued);
+  // Drained: a send gets through again.
+  for (int i = 0; i < 2000 && sys.queue_pressure() >= 90; ++i) std::this_thread::sleep_for(1ms);
+  sys.root().send(a, kilobyte(1));
+  REQUIRE(seen.take() == std::optional<int>(1));
+  CHECK(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::over_budget)] == refused);
+  sys.set_queue_budget(0);
+}
+
+TEST_CASE("queued bytes return to where they were once mailboxes drain or their actors go",
+          "[mailbox][budget]") {
+  const std::int64_t before = queued_message_bytes();
+  {
+    actor_system sys(small_config());
+    latch gate;
+    pid a = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+      if (ctx.message<test::Num>()) gate.wait();
+    })));
+    sys.root().send(a, num(0));
+    REQUIRE(gate.wait_for_waiters(1));
+    for (int i = 0; i < 3000; ++i) sys.root().send(a, kilobyte(i));
+    CHECK(queued_message_bytes() - before >= 3000 * 1000 - queued_bytes_step);
+    sys.root().stop(a);
+    gate.open();
+    // The stopped actor's queue becomes dead letters; the system goes.
+  }
+  // Every thread of that system has ended and handed its count over; this
+  // one keeps less than a step.
+  const std::int64_t after = queued_message_bytes() - before;
+  CHECK(after < 2 * queued_bytes_step);
+  CHECK(after > -2 * queued_bytes_step);
+}
