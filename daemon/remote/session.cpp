@@ -51,6 +51,7 @@ void session::start() {
 
 bool session::process() {
   while (state_ != state::closed) {
+    if (held_) return true;
     const wire::Frame* f = nullptr;
     switch (reader_.next(f)) {
       case frame_reader::status::need_more:

@@ -103,6 +103,10 @@ class session {
     return process();
   }
 
+  // While held, process() leaves whole frames waiting in the buffer
+  // (back-pressure: the transport stops reading the socket as well).
+  void hold(bool on) noexcept { held_ = on; }
+  bool held() const noexcept { return held_; }
   // Ends the session from this side, telling the peer why (once).
   void close(close_reason reason, std::string detail);
 
@@ -138,6 +142,7 @@ class session {
   close_reason reason_ = close_reason::peer_closed;
   std::string detail_;
   bool activity_ = false;
+  bool held_ = false;
 };
 
 }  // namespace troupe::remote

@@ -154,6 +154,20 @@ class connection final : public session_events {
   // Loop: closes the connection for the write error recorded.
   void fail_write();
   void tick(std::int64_t now);
+  // Back-pressure (loop). A read that took a target's mailbox, or the
+  // node's queued messages, to `pause_at` percent stops reading the socket
+  // (the peer's messages then wait in its send queue); reading goes on once
+  // the mailbox (or the budget) is back down to `resume_at`.
+  static constexpr unsigned pause_at = 75, resume_at = 50;
+  void pause(process* full);
+  bool drained() const noexcept;
+  void resume();
+  bool paused_ = false;
+  process_ref blocker_;  // the full target; null when the budget paused it
+  std::int64_t paused_ns_ = 0;
+  // The batch a pause stopped in (in the session's buffer), and its next envelope.
+  const wire::Batch* held_ = nullptr;
+  std::uint32_t held_next_ = 0;
 
   // session_events
   void write(std::span<const std::uint8_t> frame) override;
@@ -193,6 +207,9 @@ class connection final : public session_events {
   void begin();
   void move_state(connection_state to);
   void deliver(const wire::Batch& b, std::uint64_t skip);
+  // Delivers from envelope `i` on; unless `force`, pauses after one that
+  // takes its target (or the budget) to the high-water mark.
+  void deliver_from(const wire::Batch& b, std::uint32_t i, bool force);
   // TLS: `n` bytes of ciphertext arrived in rbuf_. False once closed.
   bool read_tls(std::size_t n);
   void fail_tls();
@@ -1526,7 +1543,7 @@ void connection::tick(std::int64_t now) {
                 std::to_string(o.handshake_timeout.count()) + " ms");
     return;
   }
-  if (s_.take_activity()) last_heard_ns_ = now;
+  if (s_.take_activity() || paused_) last_heard_ns_ = now;
   if (now - last_heard_ns_ > std::chrono::duration_cast<nanoseconds>(o.heartbeat_timeout).count()) {
     close(close_reason::heartbeat_timeout,
           "nothing heard for " + std::to_string(o.heartbeat_timeout.count()) + " ms");
@@ -1641,7 +1658,6 @@ void connection::on_frame(const wire::Frame& f) {
 void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
   const auto* targets = b.targets();
   const auto* senders = b.senders();
-  const auto* types = b.types();
   const auto* envs = b.envelopes();
   if (!envs || envs->size() <= skip) return;
   const std::uint32_t nt = targets ? targets->size() : 0;
@@ -1656,9 +1672,17 @@ void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
   for (std::uint32_t i = 0; i < nt; ++i) targets_.push_back(t_.local(view(targets->Get(i))));
   senders_.clear();
   for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(sender(view(senders->Get(i))));
+  deliver_from(b, static_cast<std::uint32_t>(skip), false);
+}
+
+void connection::deliver_from(const wire::Batch& b, std::uint32_t i, bool force) {
+  const auto* types = b.types();
+  const auto* envs = b.envelopes();
+  const std::uint32_t n = envs->size();
   actor_system& sys = *t_.sys_;
-  for (std::uint32_t i = static_cast<std::uint32_t>(skip); i < envs->size(); ++i) {
-    const wire::Envelope* w = envs->Get(i);
+  std::uint32_t delivered = 0;
+  while (i < n) {
+    const wire::Envelope* w = envs->Get(i++);
     const auto* payload = w->payload();
     envelope* e = make_envelope(types->Get(w->type()), payload ? payload->data() : nullptr,
                                 payload ? payload->size() : 0);
@@ -1675,13 +1699,70 @@ void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
         entries.emplace_back(std::string(view(h->key())), std::string(view(h->value())));
       e->hdrs = headers::make(std::move(entries));
     }
-    if (process* target = targets_[w->target()].get())
+    process* target = targets_[w->target()].get();
+    if (target != nullptr)
       target->send_user(e);
     else
       sys.dead_letter(e, nullptr, dead_letter_reason::not_found);
+    ++delivered;
+    if (force) continue;
+    // The target's mailbox after each message; the budget, a sum over
+    // every thread, now and then and after the last.
+    const bool full = target != nullptr && target->pressure() >= pause_at;
+    if (!full && (delivered % 1024 != 0 && i != n)) continue;
+    if (!full && sys.queue_pressure() < pause_at) continue;
+    // The rest of the batch waits in the session's buffer, which nothing
+    // touches until reading resumes.
+    held_ = i < n ? &b : nullptr;
+    held_next_ = i;
+    pause(full ? target : nullptr);
+    break;
   }
-  t_.stats_.messages_received.fetch_add(envs->size() - skip, std::memory_order_relaxed);
-  peer_->count_received(envs->size() - skip, 0);
+  t_.stats_.messages_received.fetch_add(delivered, std::memory_order_relaxed);
+  peer_->count_received(delivered, 0);
+}
+
+void connection::pause(process* full) {
+  paused_ = true;
+  blocker_ = process_ref(full);
+  paused_ns_ = steady_ns();
+  s_.hold(true);
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  t_.paused(*this);
+}
+
+bool connection::drained() const noexcept {
+  if (t_.sys_->queue_pressure() > resume_at) return false;
+  return !blocker_ || blocker_->dead() || blocker_->pressure() <= resume_at;
+}
+
+void connection::resume() {
+  paused_ = false;
+  blocker_.reset();
+  const std::int64_t now = steady_ns();
+  t_.stats_.paused_ns.fetch_add(static_cast<std::uint64_t>(now - paused_ns_), std::memory_order_relaxed);
+  // Nothing was read meanwhile, by choice: the peer is not quiet.
+  last_heard_ns_ = now;
+  {
+    dispatcher::hold hold(t_.system().dispatcher());
+    // What was read before the pause first, the rest of a batch first of
+    // all; it may pause again.
+    if (const wire::Batch* b = std::exchange(held_, nullptr)) {
+      deliver_from(*b, held_next_, false);
+      if (paused_) return;
+    }
+    s_.hold(false);
+    if (!s_.process()) {
+      if (s_.reason() == close_reason::protocol)
+        t_.stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      close(s_.reason(), s_.detail());
+      return;
+    }
+  }
+  if (!paused_ && !closing_) {
+    send_ack_if_due(ack_every);
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  }
 }
 
 process_ref connection::sender(std::string_view pid_text) {
@@ -1706,6 +1787,15 @@ void connection::close(close_reason reason, std::string detail) {
   if (is_handshake_failure(reason))
     t_.stats_.handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   t_.log_close(*this, reason, detail);
+  // The rest of a held batch was acknowledged with it: it is delivered.
+  if (const wire::Batch* b = std::exchange(held_, nullptr)) deliver_from(*b, held_next_, true);
+  if (paused_) {
+    paused_ = false;
+    blocker_.reset();
+    t_.stats_.paused_ns.fetch_add(static_cast<std::uint64_t>(steady_ns() - paused_ns_),
+                                  std::memory_order_relaxed);
+    t_.unpaused(*this);
+  }
   // First out of the peer's reach, so that no worker writes to it any more.
   if (peer_) peer_->connection_closed(*this, reason, detail);
   t_.connection_closed(state_);
@@ -1894,6 +1984,56 @@ void transport::set_secrets(const std::vector<std::string>& secrets) {
   if (tls_) tls_->set_secrets(secrets);
 }
 
+void transport::paused(connection& c) {
+  stats_.read_pauses.fetch_add(1, std::memory_order_relaxed);
+  stats_.reads_paused.fetch_add(1, std::memory_order_relaxed);
+  paused_.push_back(&c);
+  if (!pressure_poll_.pending())
+    pressure_poll_ = loop_.arm_repeating(std::chrono::milliseconds(1), std::chrono::milliseconds(1),
+                                         [this] { return poll_paused(); });
+  // The first pause at once, then a line at most every 10 s.
+  const std::int64_t now = steady_ns();
+  ++pauses_unlogged_;
+  if (pause_logged_ns_ != 0 && now - pause_logged_ns_ < 10'000'000'000) return;
+  std::string why;
+  if (c.blocker_) {
+    why = "actor " + c.blocker_->id();
+    if (auto* ctx = dynamic_cast<context*>(c.blocker_.get()); ctx && !ctx->props().kind.empty())
+      why += " (kind " + ctx->props().kind + ")";
+    why += " has " + std::to_string(c.blocker_->pressure()) + "% of its mailbox full";
+  } else {
+    why = "the node's queued messages hold " + std::to_string(sys_->queue_pressure()) +
+          "% of their budget (node.max_queued_bytes)";
+  }
+  log(1, "remote: stopped reading from " + (c.peer_ ? c.peer_->address() : c.source_) + ": " + why +
+             "; its messages wait in its send queue until this drains" +
+             (pauses_unlogged_ > 1 ? " (" + std::to_string(pauses_unlogged_) +
+                                         " pauses since the last line)"
+                                   : ""));
+  pause_logged_ns_ = now;
+  pauses_unlogged_ = 0;
+}
+
+void transport::unpaused(connection& c) noexcept {
+  std::erase(paused_, &c);
+  stats_.reads_paused.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool transport::poll_paused() {
+  // Resuming may pause again (frames read before the pause): take the list.
+  std::vector<connection*> now_paused;
+  now_paused.swap(paused_);
+  for (connection* c : now_paused) {
+    if (!c->drained()) {
+      paused_.push_back(c);
+      continue;
+    }
+    stats_.reads_paused.fetch_sub(1, std::memory_order_relaxed);
+    c->resume();
+  }
+  return !paused_.empty();
+}
+
 void transport::tick() {
   const std::int64_t now = steady_ns();
   for (std::size_t i = 0; i < connections_.size(); ++i) connections_[i]->tick(now);
@@ -1905,6 +2045,7 @@ void transport::shutdown() {
   if (stopped_.exchange(true, std::memory_order_acq_rel)) return;
   if (sys_ != nullptr) sys_->set_remote(nullptr);  // null: bound, never started
   ticker_.cancel();
+  pressure_poll_.cancel();
   for (std::size_t i = 0; i < connections_.size(); ++i)
     connections_[i]->close(close_reason::shutdown, "the node is stopping");
   std::vector<std::shared_ptr<peer>> ps;

@@ -75,6 +75,12 @@ struct stats {
   // (backoff), with nothing to send (idle), or whose last dial failed
   // and which nothing makes dial again now (down).
   std::array<std::atomic<std::int64_t>, 3> peers_waiting{};
+  // Back-pressure: times a connection stopped reading because a local
+  // target's mailbox or the node's queued messages were over their
+  // high-water mark, connections paused now, and the time spent paused.
+  std::atomic<std::uint64_t> read_pauses{0};
+  std::atomic<std::int64_t> reads_paused{0};
+  std::atomic<std::uint64_t> paused_ns{0};
 };
 
 // What /v1/peers shows of one peer.
@@ -178,6 +184,11 @@ class transport final : public remote_resolver {
  private:
   static void on_connection(uv_stream_t* server, int status);
   void tick();
+  // Back-pressure (loop): `c` stopped reading; the poll resumes it once
+  // what blocked it has drained.
+  void paused(connection& c);
+  void unpaused(connection& c) noexcept;
+  bool poll_paused();
 
   actor_system* sys_ = nullptr;
   event_loop& loop_;
@@ -194,6 +205,10 @@ class transport final : public remote_resolver {
   std::atomic<bool> stopped_{false};
   timer_handle ticker_;
   spawn_handler spawn_handler_;
+  std::vector<connection*> paused_;  // loop thread only
+  timer_handle pressure_poll_;
+  std::int64_t pause_logged_ns_ = 0;
+  std::uint64_t pauses_unlogged_ = 0;
 
   mutable std::mutex peers_mu_;
   std::unordered_map<std::string, std::shared_ptr<peer>> peers_;
