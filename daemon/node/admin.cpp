@@ -433,6 +433,17 @@ void admin::send(const request& r, const std::string& id, bool wait_reply) {
   process_ref p = sys_.registry().lookup(id);
   if (dynamic_cast<context*>(p.get()) == nullptr)
     return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+  // Refused before the send rather than dropped after it: a 202 would say
+  // it was queued, and a full back-pressure mailbox would hold this thread.
+  const auto* cell = static_cast<context*>(p.get());
+  if (sys_.queue_pressure() >= 100)
+    return r.error(503, "over_budget",
+                   "the node's queued messages are at their budget (node.max_queued_bytes); "
+                   "try again later");
+  if (cell->props().mailbox.kind != mailbox_kind::unbounded && cell->pressure() >= 100)
+    return r.error(503, "mailbox_full",
+                   "'" + id + "' has a full mailbox (" + std::to_string(cell->mailbox_depth()) +
+                       " messages); try again later");
   pid to(std::move(p));
 
   message m;
@@ -471,6 +482,12 @@ void admin::answer_reply(plugin::host& plugins, const request& r, const std::str
         return r.error(503, "unavailable",
                        "the request to '" + id + "' became a dead letter (" +
                            troupe::system::EnumNameDeadLetterReason(reason) + "): its node could not be reached");
+      if (reason == troupe::system::DeadLetterReason::MailboxFull)
+        return r.error(503, "mailbox_full", "'" + id + "' has a full mailbox; try again later");
+      if (reason == troupe::system::DeadLetterReason::OverBudget)
+        return r.error(503, "over_budget",
+                       "the node's queued messages are at their budget (node.max_queued_bytes); "
+                       "try again later");
       return r.error(404, "unknown_actor", "'" + id + "' stopped before it answered");
     }
     case future_status::pending: return r.error(500, "internal", "the request did not complete");

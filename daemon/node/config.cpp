@@ -14,6 +14,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "node/overload.hpp"
+
 namespace troupe::node {
 
 std::string config_error::to_string() const {
@@ -168,6 +170,16 @@ struct reader {
     return true;
   }
 
+  // { capacity: N, overflow: drop_newest | drop_oldest | block }
+  void mailbox_field(const YAML::Node& m, const std::string& where, config::mailbox& out) {
+    if (!check_map(m, where, {"capacity", "overflow"})) return;
+    // 0: unbounded. The top: a mailbox of about 12 GiB of small messages.
+    number_field(m, where, "capacity", 0, 100'000'000, "messages", out.capacity);
+    string_field(m, where, "overflow", out.overflow);
+    if (out.overflow != "drop_newest" && out.overflow != "drop_oldest" && out.overflow != "block")
+      error(m["overflow"], "'" + where + ".overflow' must be drop_newest, drop_oldest or block");
+  }
+
   // A list of non-empty strings (plugin names, kinds), or the one word
   // `every` standing for all of them (then `out` is just that word).
   void string_list(const YAML::Node& map, const std::string& where, const char* key,
@@ -305,9 +317,11 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
   };
 
   int node_line = 0;
+  std::string why_budget;
   if (YAML::Node n = root["node"];
       n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
-                                   "drain_timeout", "state_dir", "stall_timeout"})) {
+                                   "drain_timeout", "state_dir", "stall_timeout",
+                                   "max_queued_bytes"})) {
     node_line = n.Mark().line >= 0 ? n.Mark().line + 1 : 0;
     r.string_field(n, "node", "name", out.name);
     r.string_field(n, "node", "cluster", out.cluster);
@@ -342,6 +356,9 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
     if (out.name.empty()) r.error(n, "'node.name' must not be empty");
     r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
     r.number_field(n, "node", "stall_timeout", 1, 3600, "seconds", out.stall_timeout_seconds);
+    r.string_field(n, "node", "max_queued_bytes", out.max_queued_bytes);
+    if (queue_budget_setting b; !parse_queue_budget(out.max_queued_bytes, b, why_budget))
+      r.error(n["max_queued_bytes"], "'node.max_queued_bytes' '" + out.max_queued_bytes + "': " + why_budget);
     r.string_field(n, "node", "state_dir", out.state_dir);
     if (n["state_dir"] && out.state_dir.empty()) r.error(n["state_dir"], "'node.state_dir' must not be empty");
     relative_to_config(out.state_dir);
@@ -483,7 +500,25 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
       r.error(l["level"], "'log.level' must be one of debug, info, warning, error");
   }
   if (YAML::Node pl = root["plugins"];
-      pl && r.check_map(pl, "plugins", {"dir", "load", "required"})) {
+      pl && r.check_map(pl, "plugins", {"dir", "load", "required", "mailbox", "kinds"})) {
+    if (YAML::Node m = pl["mailbox"]) r.mailbox_field(m, "plugins.mailbox", out.plugin_mailbox);
+    // Unset fields of a kind's mailbox are those of plugins.mailbox.
+    if (YAML::Node kinds = pl["kinds"]; kinds && !kinds.IsMap()) {
+      r.error(kinds, "'plugins.kinds' must be a mapping of kind names");
+    } else if (kinds) {
+      for (const auto& kv : kinds) {
+        const std::string kind = kv.first.as<std::string>();
+        const std::string where = "plugins.kinds." + kind;
+        if (kind.empty()) r.error(kv.first, "'plugins.kinds' holds an empty kind name");
+        if (!kv.second.IsMap() || !r.check_map(kv.second, where, {"mailbox"})) {
+          if (!kv.second.IsMap()) r.error(kv.second, "'" + where + "' must be a mapping");
+          continue;
+        }
+        config::mailbox m = out.plugin_mailbox;
+        if (YAML::Node mb = kv.second["mailbox"]) r.mailbox_field(mb, where + ".mailbox", m);
+        out.kind_mailboxes[kind] = m;
+      }
+    }
     if (YAML::Node d = pl["dir"]; d && d.IsScalar()) {
       std::string one;
       r.string_field(pl, "plugins", "dir", one);

@@ -1,6 +1,7 @@
 #pragma once
 // The node's YAML configuration. Every problem is reported with the file,
 // line and key, and the node exits with EX_CONFIG (78).
+#include <map>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ struct config {
   // event loop not running this long, and the node is stalled: /healthz
   // answers 503 and the systemd watchdog is no longer fed.
   unsigned stall_timeout_seconds = 10;
+  // node.max_queued_bytes: how much memory messages waiting in mailboxes
+  // may hold before sends are refused (see overload.hpp for the forms).
+  std::string max_queued_bytes = "auto";
   // node.state_dir: where the node keeps what outlives it, one node per
   // folder (it is locked while the node runs). Relative paths are taken
   // from the config file's folder; unset, systemd's $STATE_DIRECTORY;
@@ -70,6 +74,15 @@ struct config {
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> plugins;           // load, required included
   std::vector<std::string> required_plugins;
+  // plugins.mailbox: the mailbox of every plugin kind; plugins.kinds.<kind>.mailbox:
+  // one kind's. capacity 0 is unbounded; overflow says what a full one does.
+  struct mailbox {
+    unsigned capacity = 10000;
+    std::string overflow = "drop_newest";  // drop_newest | drop_oldest | block
+    bool operator==(const mailbox&) const = default;
+  };
+  mailbox plugin_mailbox;
+  std::map<std::string, mailbox> kind_mailboxes;
 };
 
 struct config_error {

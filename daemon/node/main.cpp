@@ -30,6 +30,7 @@
 #include "node/crash.hpp"
 #include "node/log.hpp"
 #include "node/metrics.hpp"
+#include "node/overload.hpp"
 #include "node/state_dir.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
@@ -187,6 +188,8 @@ class node {
     sc.on_failure = [this](const troupe::context& c, const std::string& reason) {
       failures_.report(c, reason);
     };
+    memory_ = troupe::node::find_memory_limit();
+    sc.max_queued_bytes = queue_budget(cfg_);
     sys_ = std::make_unique<troupe::actor_system>(sc);
     log(level::info, "node '" + cfg_.name + "' of cluster '" + cfg_.cluster + "' starting with " +
                          std::to_string(sys_->dispatcher().threads()) + " workers");
@@ -196,8 +199,11 @@ class node {
           log(levels[static_cast<int>(l)], line);
         });
     histograms_ = std::make_unique<troupe::node::kind_histograms>(cfg_.histogram_kinds);
-    plugins_->set_kind_decorator([h = histograms_.get()](const std::string& kind, troupe::props& p) {
+    plugins_->set_kind_decorator([h = histograms_.get(), default_mailbox = cfg_.plugin_mailbox,
+                                  kinds = cfg_.kind_mailboxes](const std::string& kind, troupe::props& p) {
       h->instrument(kind, p);
+      const auto it = kinds.find(kind);
+      p.mailbox = mailbox_options(it != kinds.end() ? it->second : default_mailbox);
     });
     if (!load_plugins(cfg_, true)) {
       log(level::error, "stopping: a required plugin did not load");
@@ -269,6 +275,26 @@ class node {
   }
 
  private:
+  static troupe::mailbox_options mailbox_options(const troupe::node::config::mailbox& m) {
+    troupe::mailbox_options o;
+    if (m.capacity == 0) return o;  // unbounded
+    o.capacity = m.capacity;
+    o.kind = m.overflow == "block"         ? troupe::mailbox_kind::bounded_block
+             : m.overflow == "drop_oldest" ? troupe::mailbox_kind::bounded_drop_oldest
+                                           : troupe::mailbox_kind::bounded_drop_newest;
+    return o;
+  }
+
+  // node.max_queued_bytes in bytes, said in the log.
+  std::uint64_t queue_budget(const troupe::node::config& c) {
+    troupe::node::queue_budget_setting s;
+    std::string said;
+    troupe::node::parse_queue_budget(c.max_queued_bytes, s, said);  // checked with the config
+    const std::uint64_t bytes = troupe::node::resolve_queue_budget(s, memory_, said);
+    log(bytes == 0 ? level::warning : level::info, "memory: " + said);
+    return bytes;
+  }
+
   static troupe::remote::options remote_options(const troupe::node::config& c) {
     troupe::remote::options o;
     o.self.cluster = c.cluster;
@@ -555,6 +581,9 @@ class node {
       if (next.admin_listen != cfg_.admin_listen) restart.push_back("admin.listen");
       if (next.metrics_listen != cfg_.metrics_listen) restart.push_back("metrics.listen");
       if (next.histogram_kinds != cfg_.histogram_kinds) restart.push_back("metrics.histograms");
+      if (next.plugin_mailbox != cfg_.plugin_mailbox || next.kind_mailboxes != cfg_.kind_mailboxes)
+        restart.push_back("plugins.mailbox and plugins.kinds");
+      if (next.max_queued_bytes != cfg_.max_queued_bytes) sys_->set_queue_budget(queue_budget(next));
       for (const auto& key : restart) log(level::warning, "reload: " + key + " changes only at restart");
       contact_seeds(cfg_.seeds, next.seeds);
       if (next.admin_token != cfg_.admin_token) {
@@ -588,6 +617,8 @@ class node {
       next.admin_listen = cfg_.admin_listen;
       next.metrics_listen = cfg_.metrics_listen;
       next.histogram_kinds = cfg_.histogram_kinds;
+      next.plugin_mailbox = cfg_.plugin_mailbox;
+      next.kind_mailboxes = cfg_.kind_mailboxes;
       cfg_ = std::move(next);
       cfg_stall_seconds_.store(cfg_.stall_timeout_seconds, std::memory_order_relaxed);
       admin_->set_node_info(node_info(), members());
@@ -654,6 +685,7 @@ class node {
 
   void check_health() {
     loop_beat_ns_.store(now_ns(), std::memory_order_relaxed);
+    overload_.check(*sys_, std::chrono::steady_clock::now());
     const unsigned threads = sys_->dispatcher().threads();
     const bool stalled =
         sys_->dispatcher().stalled_workers(std::chrono::seconds(cfg_.stall_timeout_seconds)) >= threads;
@@ -734,6 +766,9 @@ class node {
     }
   };
   failure_log failures_;  // before sys_: its actors report here until it is gone
+  troupe::node::memory_limit memory_;
+  troupe::node::overload_log overload_;
+  troupe::node::housekeeper housekeeper_;
   std::unique_ptr<troupe::actor_system> sys_;
   std::shared_ptr<troupe::plugin::host> plugins_;
   std::unique_ptr<troupe::node::kind_histograms> histograms_;

@@ -17,8 +17,10 @@
 #include <prometheus/text_serializer.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/block_pool.hpp"
 #include "actor/middleware.hpp"
 #include "node/admin.hpp"
+#include "node/overload.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
 
@@ -182,6 +184,26 @@ class metrics::collector final : public prometheus::Collectable {
     out.push_back(std::move(dead));
     out.push_back(single("troupe_mailbox_dropped_total", "Messages dropped by bounded mailboxes",
                          MetricType::Counter, static_cast<double>(st.mailbox_dropped.load())));
+    out.push_back(single("troupe_queued_message_bytes",
+                         "Memory held by messages waiting in mailboxes (counted per thread, "
+                         "settled in 64 KiB steps)",
+                         MetricType::Gauge,
+                         static_cast<double>(std::max<std::int64_t>(0, queued_message_bytes()))));
+    out.push_back(single("troupe_queued_message_budget_bytes",
+                         "node.max_queued_bytes: past it, sends are refused (dead letters "
+                         "over_budget); 0 is none",
+                         MetricType::Gauge, static_cast<double>(sys_.queue_budget())));
+    const block_pool::pool_stats pool = block_pool::stats();
+    MetricFamily pool_bytes = family("troupe_message_pool_bytes",
+                                     "Memory of the message and actor pool: held from the system, "
+                                     "and of that free",
+                                     MetricType::Gauge);
+    add(pool_bytes, static_cast<double>(pool.mapped_bytes), {{"state", "held"}});
+    add(pool_bytes, static_cast<double>(pool.idle_bytes), {{"state", "free"}});
+    out.push_back(std::move(pool_bytes));
+    out.push_back(single("troupe_memory_returned_bytes_total",
+                         "Free pool memory handed back to the system", MetricType::Counter,
+                         static_cast<double>(housekeeper::pool_bytes_returned())));
     out.push_back(single("troupe_plugins_loaded", "Plugins loaded", MetricType::Gauge,
                          static_cast<double>(plugins_->plugins().size())));
     out.push_back(single("troupe_plugin_load_failures_total", "Plugins refused at load",
@@ -266,6 +288,16 @@ class metrics::collector final : public prometheus::Collectable {
       counter("troupe_remote_protocol_errors_total",
               "Connections closed for frames that were oversized, malformed or out of place",
               rs.protocol_errors);
+      counter("troupe_remote_read_pauses_total",
+              "Times a link stopped reading because a target's mailbox, or the node's queued "
+              "messages, were over their high-water mark (back-pressure)",
+              rs.read_pauses);
+      out.push_back(single("troupe_remote_reads_paused", "Links not read now (back-pressure)",
+                           MetricType::Gauge,
+                           static_cast<double>(rs.reads_paused.load(std::memory_order_relaxed))));
+      out.push_back(single("troupe_remote_read_paused_seconds_total",
+                           "Time links spent not read (back-pressure)", MetricType::Counter,
+                           static_cast<double>(rs.paused_ns.load(std::memory_order_relaxed)) / 1e9));
       MetricFamily conns = family("troupe_remote_connections", "Node-to-node connections by state, and peers without one (backoff, down, idle)",
                                   MetricType::Gauge);
       for (std::size_t s = 0; s < remote::connection_state_count; ++s)

@@ -202,6 +202,16 @@ with tempfile.TemporaryDirectory() as tmp:
          "duplicate key 'name' (first at line 2)"),
         ("nesting past any use", "node:\n  name: " + "[" * 200 + "]" * 200 + "\n", ":",
          "more than 64 levels deep"),
+        ("a queue budget in an unknown unit", "node:\n  max_queued_bytes: 2 parsecs\n", ":2:",
+         "'node.max_queued_bytes' '2 parsecs': unknown unit 'parsecs'"),
+        ("a queue budget of all memory", "node:\n  max_queued_bytes: 100%\n", ":2:",
+         "a share of the memory limit must be from 1% to 90%"),
+        ("a mailbox overflow nobody knows", "plugins:\n  mailbox: { capacity: 10, overflow: sometimes }\n",
+         ":2:", "'plugins.mailbox.overflow' must be drop_newest, drop_oldest or block"),
+        ("a kind's mailbox key misspelt", "plugins:\n  kinds:\n    counter: { mailbx: {} }\n", ":3:",
+         "unknown key 'plugins.kinds.counter.mailbx'"),
+        ("a mailbox capacity past reason", "plugins:\n  kinds:\n    counter:\n      mailbox: { capacity: -1 }\n",
+         ":4:", "'plugins.kinds.counter.mailbox.capacity' must be between 0 and 100000000 messages"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)

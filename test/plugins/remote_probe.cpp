@@ -1,7 +1,9 @@
 // Kinds that talk to actors of other nodes, for the remote tests: each is
 // told a PID as text ("address/id") and resolves it like any plugin would.
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 
 #include <troupe/troupe.hpp>
 #include "system_generated.h"
@@ -47,13 +49,18 @@ struct Sender : troupe::Actor {
 
 // Counts Num messages, how many did not follow the one before (n != last +
 // 1: a gap or worse) and how many went backwards (n <= last: a duplicate or
-// a reordering);
-// watches what WatchPid names and notes each Terminated. Ask: Stats.
+// a reordering); Num(-ms) makes it sleep that long instead (a stall, for
+// floods to pile up behind); watches what WatchPid names and notes each
+// Terminated. Ask: Stats.
 struct Sink : troupe::Actor {
   int64_t received = 0, out_of_order = 0, last = 0, backwards = 0;
   std::string terminated;
   void receive(troupe::Context& ctx) override {
     if (auto n = ctx.message<Num>()) {
+      if (n->n() < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(-n->n()));
+        return;
+      }
       ++received;
       if (n->n() != last + 1) ++out_of_order;
       if (n->n() <= last) ++backwards;
