@@ -298,7 +298,7 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
   reader r{path, errors};
   if (!root || root.IsNull()) return true;  // empty file: defaults
   if (!r.check_map(root, "", {"node", "seeds", "admin", "metrics", "dispatcher", "log", "plugins",
-                              "demo", "remote"}))
+                              "demo", "remote", "kinds"}))
     return false;
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   auto relative_to_config = [&](std::string& p) {
@@ -500,25 +500,8 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
       r.error(l["level"], "'log.level' must be one of debug, info, warning, error");
   }
   if (YAML::Node pl = root["plugins"];
-      pl && r.check_map(pl, "plugins", {"dir", "load", "required", "mailbox", "kinds"})) {
+      pl && r.check_map(pl, "plugins", {"dir", "load", "required", "mailbox"})) {
     if (YAML::Node m = pl["mailbox"]) r.mailbox_field(m, "plugins.mailbox", out.plugin_mailbox);
-    // Unset fields of a kind's mailbox are those of plugins.mailbox.
-    if (YAML::Node kinds = pl["kinds"]; kinds && !kinds.IsMap()) {
-      r.error(kinds, "'plugins.kinds' must be a mapping of kind names");
-    } else if (kinds) {
-      for (const auto& kv : kinds) {
-        const std::string kind = kv.first.as<std::string>();
-        const std::string where = "plugins.kinds." + kind;
-        if (kind.empty()) r.error(kv.first, "'plugins.kinds' holds an empty kind name");
-        if (!kv.second.IsMap() || !r.check_map(kv.second, where, {"mailbox"})) {
-          if (!kv.second.IsMap()) r.error(kv.second, "'" + where + "' must be a mapping");
-          continue;
-        }
-        config::mailbox m = out.plugin_mailbox;
-        if (YAML::Node mb = kv.second["mailbox"]) r.mailbox_field(mb, where + ".mailbox", m);
-        out.kind_mailboxes[kind] = m;
-      }
-    }
     if (YAML::Node d = pl["dir"]; d && d.IsScalar()) {
       std::string one;
       r.string_field(pl, "plugins", "dir", one);
@@ -551,6 +534,25 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
       r.error(pl["dir"], out.plugin_dirs.size() > 1
                              ? "'plugins.dir' lists no readable directory: " + tried
                              : "'plugins.dir' " + tried + " is not a readable directory");
+  }
+  // kinds.<kind>: what is set per actor kind. Unset mailbox fields are
+  // those of plugins.mailbox.
+  if (YAML::Node kinds = root["kinds"]; kinds && !kinds.IsMap()) {
+    r.error(kinds, "'kinds' must be a mapping of kind names");
+  } else if (kinds) {
+    for (const auto& kv : kinds) {
+      const std::string kind = kv.first.as<std::string>();
+      const std::string where = "kinds." + kind;
+      if (kind.empty()) r.error(kv.first, "'kinds' holds an empty kind name");
+      if (!kv.second.IsMap()) {
+        r.error(kv.second, "'" + where + "' must be a mapping");
+        continue;
+      }
+      if (!r.check_map(kv.second, where, {"mailbox"})) continue;
+      config::mailbox m = out.plugin_mailbox;
+      if (YAML::Node mb = kv.second["mailbox"]) r.mailbox_field(mb, where + ".mailbox", m);
+      out.kind_mailboxes[kind] = m;
+    }
   }
   return errors.empty();
 }

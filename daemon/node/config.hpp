@@ -74,7 +74,7 @@ struct config {
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> plugins;           // load, required included
   std::vector<std::string> required_plugins;
-  // plugins.mailbox: the mailbox of every plugin kind; plugins.kinds.<kind>.mailbox:
+  // plugins.mailbox: the mailbox of every plugin kind; kinds.<kind>.mailbox:
   // one kind's. capacity 0 is unbounded; overflow says what a full one does.
   struct mailbox {
     unsigned capacity = 10000;

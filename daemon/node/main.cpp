@@ -582,7 +582,7 @@ class node {
       if (next.metrics_listen != cfg_.metrics_listen) restart.push_back("metrics.listen");
       if (next.histogram_kinds != cfg_.histogram_kinds) restart.push_back("metrics.histograms");
       if (next.plugin_mailbox != cfg_.plugin_mailbox || next.kind_mailboxes != cfg_.kind_mailboxes)
-        restart.push_back("plugins.mailbox and plugins.kinds");
+        restart.push_back("plugins.mailbox and kinds");
       if (next.max_queued_bytes != cfg_.max_queued_bytes) sys_->set_queue_budget(queue_budget(next));
       for (const auto& key : restart) log(level::warning, "reload: " + key + " changes only at restart");
       contact_seeds(cfg_.seeds, next.seeds);

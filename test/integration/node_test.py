@@ -208,10 +208,10 @@ with tempfile.TemporaryDirectory() as tmp:
          "a share of the memory limit must be from 1% to 90%"),
         ("a mailbox overflow nobody knows", "plugins:\n  mailbox: { capacity: 10, overflow: sometimes }\n",
          ":2:", "'plugins.mailbox.overflow' must be drop_newest, drop_oldest or block"),
-        ("a kind's mailbox key misspelt", "plugins:\n  kinds:\n    counter: { mailbx: {} }\n", ":3:",
-         "unknown key 'plugins.kinds.counter.mailbx'"),
-        ("a mailbox capacity past reason", "plugins:\n  kinds:\n    counter:\n      mailbox: { capacity: -1 }\n",
-         ":4:", "'plugins.kinds.counter.mailbox.capacity' must be between 0 and 100000000 messages"),
+        ("a kind's mailbox key misspelt", "kinds:\n  counter: { mailbx: {} }\n", ":2:",
+         "unknown key 'kinds.counter.mailbx'"),
+        ("a mailbox capacity past reason", "kinds:\n  counter:\n    mailbox: { capacity: -1 }\n",
+         ":3:", "'kinds.counter.mailbox.capacity' must be between 0 and 100000000 messages"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)

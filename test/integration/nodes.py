@@ -43,16 +43,16 @@ class node:
 
     def __init__(self, w, name, cluster="rt", key=None, listen="127.0.0.1:0", send_queue=65536,
                  seeds=(), remote_extra="", node_extra="", plugins=("echo", "thrower", "remote_probe"),
-                 plugins_extra="", preexec_fn=None):
+                 extra="", preexec_fn=None):
         self.w, self.name = w, name
         self.cfg = os.path.join(w.tmp, name + ".yaml")
         secret = f", secret_file: {key}" if key else ""
         self.text = (f"node: {{ name: {name}, cluster: {cluster}, listen: {listen}{secret}{node_extra} }}\n"
-                     f"plugins: {{ dir: {w.plugin_dir}, load: [{', '.join(plugins)}]{plugins_extra} }}\n"
+                     f"plugins: {{ dir: {w.plugin_dir}, load: [{', '.join(plugins)}] }}\n"
                      "admin: { listen: 127.0.0.1:0 }\n"
                      "metrics: { listen: 127.0.0.1:0 }\n"
                      "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
-                     f" send_queue: {send_queue}, spawn: [probe.sink]{remote_extra} }}\n")
+                     f" send_queue: {send_queue}, spawn: [probe.sink]{remote_extra} }}\n" + extra)
         self.set_seeds(seeds)
         self.p = subprocess.Popen([w.node_bin, "--config", self.cfg], stderr=subprocess.PIPE, text=True,
                                   preexec_fn=preexec_fn)

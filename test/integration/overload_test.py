@@ -66,7 +66,7 @@ def ask(n, actor, timeout=60):
 try:
     # ---- A: in a 256 MiB cgroup, probe.sink unbounded: the budget is what bites.
     a = node(w, "a", cluster="ov", key=key, plugins=("remote_probe", "thrower"),
-             plugins_extra=", kinds: { probe.sink: { mailbox: { capacity: 0 } } }",
+             extra="kinds: { probe.sink: { mailbox: { capacity: 0 } } }\n",
              preexec_fn=group.enter)
     said = [l for l in a.err.lines if "queued messages may hold" in l]
     check("the node takes its budget from the cgroup's limit and says so",
