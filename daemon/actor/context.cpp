@@ -87,7 +87,8 @@ thread_local meter_flusher meter_flush_at_exit;
 inline void meter_add(std::int64_t bytes) noexcept {
   const std::int64_t v = queued_here + bytes;
   queued_here = v;
-  if (v >= queued_bytes_step || v <= -queued_bytes_step) [[unlikely]]
+  // |v| >= step, in one comparison.
+  if (static_cast<std::uint64_t>(v + queued_bytes_step - 1) >= 2 * queued_bytes_step - 1) [[unlikely]]
     meter_settle();
 }
 
@@ -227,10 +228,10 @@ void context::send_user(troupe::envelope* e) noexcept {
     return;
   }
   // A poison pill always gets in: it is what relieves a full mailbox.
-  const bool poison = e->type == poison_type;
   if (const std::uint64_t budget = system().queue_budget();
-      budget != 0 && !poison &&
-      queued_total.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(budget)) {
+      budget != 0 &&
+      queued_total.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(budget) &&
+      e->type != poison_type) {
     system().dead_letter(e, this, dead_letter_reason::over_budget);
     return;
   }
@@ -241,7 +242,8 @@ void context::send_user(troupe::envelope* e) noexcept {
       if (user_q_.push(e)) own();
       return;
     }
-    if (user_q_.depth() >= capacity_ && !poison) return refuse(e, dead_letter_reason::mailbox_full);
+    if (user_q_.depth() >= capacity_ && e->type != poison_type)
+      return refuse(e, dead_letter_reason::mailbox_full);
     meter_add(bytes);
     if (user_q_.push_exact(e)) own();
     return;
