@@ -54,7 +54,9 @@ const char* to_string(spawn_error e) noexcept;
 struct spawn_result {
   troupe::pid pid;
   spawn_error error = spawn_error::none;
-  explicit operator bool() const noexcept { return error == spawn_error::none; }
+  // False when refused: with an error, or by spawn middleware that made no
+  // actor (no pid, no error).
+  explicit operator bool() const noexcept { return error == spawn_error::none && pid; }
 };
 
 

@@ -260,17 +260,18 @@ troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status
     *status = TROUPE_ERR_UNKNOWN_KIND;
     return nullptr;
   }
-  pid child;
-  if (name != nullptr) {
-    spawn_result r = c->ctx->spawn_named(p, name);
-    if (!r) {
-      *status = r.error == spawn_error::name_taken ? TROUPE_ERR_NAME_TAKEN : TROUPE_ERR_ARGUMENT;
-      return nullptr;
-    }
-    child = std::move(r.pid);
-  } else {
-    child = c->ctx->spawn(p);
+  spawn_result r;
+  if (name != nullptr) r = c->ctx->spawn_named(p, name);
+  else r.pid = c->ctx->spawn(p);
+  if (!r) {
+    // Refused: a name in use or malformed, a node shutting down, or spawn
+    // middleware that said no (no error, no actor).
+    *status = r.error == spawn_error::name_taken     ? TROUPE_ERR_NAME_TAKEN
+              : r.error == spawn_error::invalid_name ? TROUPE_ERR_ARGUMENT
+                                                     : TROUPE_ERR_STATE;
+    return nullptr;
   }
+  pid child = std::move(r.pid);
   *status = TROUPE_OK;
   child.get()->retain();  // the plugin's reference
   return to_abi(child.get());

@@ -321,3 +321,31 @@ TEST_CASE("JSON that does not fit the type is refused with the reason", "[plugin
   REQUIRE(host->from_json("counter.Add", R"({"by": 3})", m, error) == plugin::codec_status::ok);
   CHECK(m.as<counter::Add>()->by() == 3);
 }
+
+TEST_CASE("a spawn that middleware refuses fails the plugin's spawn call, not the node", "[plugin]") {
+  inbox<std::string> failures;
+  system_config cfg = small_config();
+  cfg.on_failure = [&](const context&, const std::string& reason) { failures.put(reason); };
+  actor_system sys(cfg);
+  auto host = std::make_shared<plugin::host>(sys);
+  std::atomic<int> asked{0};
+  host->set_kind_decorator([&](const std::string& kind, props& p) {
+    if (kind == "worker-pool.worker")
+      p.spawn_hooks.push_back([&](spawn_request&, const spawn_next&) {
+        ++asked;
+        return spawn_result{};  // no actor, and no error either
+      });
+  });
+  REQUIRE(host->load(examples + "/worker-pool/worker_pool.so").ok);
+  sys.root().spawn(host->kind("worker-pool.pool"));
+  // The SDK throws what the host answered: the pool fails, the node goes on.
+  auto reason = failures.take();
+  REQUIRE(reason);
+  CHECK(reason->find("spawn of 'worker-pool.worker' failed (status -2)") != std::string::npos);
+  CHECK(asked.load() >= 1);
+  // And everything else goes on.
+  REQUIRE(host->load(examples + "/counter/counter.so").ok);
+  pid c = sys.root().spawn(host->kind("counter"));
+  sys.root().send(c, add(7));
+  CHECK(value_of(ask(sys, c, get())) == 7);
+}
