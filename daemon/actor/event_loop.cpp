@@ -305,7 +305,12 @@ void event_loop::fire_due() {
     if (r->interval == 0) {
       live_timers_.fetch_sub(1, std::memory_order_relaxed);
       if (r->state.compare_exchange_strong(expected, timer_fired, std::memory_order_acq_rel)) {
-        r->fn();
+        try {
+          r->fn();
+        } catch (...) {
+          // Thrown into libuv, it would end the process: dropped, as for
+          // repeating timers.
+        }
         r->fn.reset();
       }
       r->release();

@@ -97,3 +97,17 @@ TEST_CASE("stopping the loop with timers pending leaks nothing and closes cleanl
   loop->stop();
   loop.reset();  // asserts uv_loop_close() == 0; sanitizers check the rest
 }
+
+TEST_CASE("a timer whose callback throws does not take the loop down", "[loop]") {
+  event_loop loop;
+  loop.start_thread();
+  inbox<int> seen;
+  auto once = loop.arm(1ms, [] { throw std::runtime_error("one-shot"); });
+  auto repeating = loop.arm_repeating(1ms, 1ms, []() -> bool { throw std::runtime_error("repeating"); });
+  auto after = loop.arm(20ms, [&] { seen.put(1); });
+  REQUIRE(seen.take() == std::optional<int>(1));
+  // Each threw once; the repeating one is not run again.
+  CHECK_FALSE(once.pending());
+  CHECK_FALSE(repeating.pending());
+  loop.stop();
+}
