@@ -166,10 +166,7 @@ bool actor_system::shutdown(std::chrono::milliseconds timeout) {
     auto* c = dynamic_cast<context*>(&p);
     if (c != nullptr && c->top_level()) c->send_system(new system_message(system_kind::stop));
   });
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (registry_.size() != 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const bool clean = registry_.size() == 0;
+  const bool clean = registry_.wait_empty(std::chrono::steady_clock::now() + timeout);
   dispatcher_->stop();
   // Whatever did not stop in time is stopped here, with no worker running.
   registry_.for_each([](process& p) {
@@ -193,6 +190,23 @@ pid root_context::spawn(const props_ptr& p) { return sys_.spawn_child(p, pid(), 
 
 spawn_result root_context::spawn_named(const props_ptr& p, const std::string& name) {
   return sys_.spawn_child(p, pid(), std::make_unique<std::string>(name));
+}
+
+spawn_result root_context::spawn_kind(std::string_view kind, const std::string& name) {
+  spawn_result r;
+  props_ptr p = sys_.kind_props(kind, r.error);
+  if (!p) return r;
+  if (name.empty()) r.pid = spawn(p);
+  else r = spawn_named(p, name);
+  if (r.error == spawn_error::none && !r.pid)
+    r.error = sys_.shutting_down() ? spawn_error::shutting_down : spawn_error::refused;
+  return r;
+}
+
+props_ptr actor_system::kind_props(std::string_view kind, spawn_error& error) const {
+  props_ptr p = kinds_.find(kind);
+  if (!p) error = spawn_error::unknown_kind;
+  return p;
 }
 
 pid root_context::spawn_prefix(const props_ptr& p, std::string_view prefix) {

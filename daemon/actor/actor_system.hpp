@@ -15,6 +15,7 @@
 #include "actor/event_loop.hpp"
 #include "actor/event_stream.hpp"
 #include "actor/future.hpp"
+#include "actor/kinds.hpp"
 #include "actor/props.hpp"
 #include "actor/registry.hpp"
 #include "actor/scheduler.hpp"
@@ -76,6 +77,8 @@ class root_context {
   pid spawn(const props_ptr& p);
   spawn_result spawn_named(const props_ptr& p, const std::string& name);
   pid spawn_prefix(const props_ptr& p, std::string_view prefix);
+  // A registered kind (see kinds.hpp), named unless `name` is empty.
+  spawn_result spawn_kind(std::string_view kind, const std::string& name = {});
 
   void send(const pid& to, message m);
   template <class T, class F>
@@ -101,6 +104,10 @@ class actor_system {
   actor_system& operator=(const actor_system&) = delete;
 
   root_context& root() noexcept { return root_; }
+  // The kinds that can be spawned by name.
+  kind_registry& kinds() noexcept { return kinds_; }
+  // Internal: the Props of `kind`, or the error to answer (unknown_kind).
+  props_ptr kind_props(std::string_view kind, spawn_error& error) const;
   const std::string& address() const noexcept { return cfg_.address; }
   troupe::registry& registry() noexcept { return registry_; }
   troupe::dispatcher& dispatcher() noexcept { return *dispatcher_; }
@@ -165,6 +172,7 @@ class actor_system {
   std::unique_ptr<event_loop> own_loop_;
   event_loop* loop_;
   troupe::registry registry_;
+  kind_registry kinds_;
   std::unique_ptr<troupe::dispatcher> dispatcher_;
   event_stream events_;
   system_stats stats_;

@@ -20,6 +20,8 @@ const char* to_string(spawn_error e) noexcept {
     case spawn_error::name_taken: return "name taken";
     case spawn_error::invalid_name: return "invalid name";
     case spawn_error::shutting_down: return "shutting down";
+    case spawn_error::unknown_kind: return "unknown kind";
+    case spawn_error::refused: return "refused";
   }
   return "unknown";
 }
@@ -680,6 +682,16 @@ troupe::pid context::spawn(const props_ptr& p) {
 spawn_result context::spawn_named(const props_ptr& p, const std::string& name) {
   spawn_result r = system().spawn_child(p, self(), std::make_unique<std::string>(name));
   if (r) ex().children.insert(r.pid);
+  return r;
+}
+
+spawn_result context::spawn_kind(std::string_view kind, const std::string& name) {
+  spawn_result r;
+  props_ptr p = system().kind_props(kind, r.error);
+  if (!p) return r;
+  if (name.empty()) r.pid = spawn(p);
+  else r = spawn_named(p, name);
+  if (r.error == spawn_error::none && !r.pid) r.error = spawn_error::refused;
   return r;
 }
 

@@ -91,6 +91,8 @@ class context final : public process, public schedulable, public pooled {
   troupe::pid spawn(const props_ptr& p);
   spawn_result spawn_named(const props_ptr& p, const std::string& name);
   troupe::pid spawn_prefix(const props_ptr& p, std::string_view prefix);
+  // A child of a registered kind (see kinds.hpp), named unless `name` is empty.
+  spawn_result spawn_kind(std::string_view kind, const std::string& name = {});
   void stop(const troupe::pid& who);    // at once (system queue)
   void poison(const troupe::pid& who);  // after what is already queued
   void watch(const troupe::pid& who);

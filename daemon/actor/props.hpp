@@ -48,6 +48,8 @@ enum class spawn_error : std::uint8_t {
   name_taken,       // an actor with that name is alive
   invalid_name,     // empty, or starts with '$' (reserved for anonymous ids)
   shutting_down,    // the system is stopping and admits no new actors
+  unknown_kind,     // spawn_kind: no kind of that name is registered
+  refused,          // spawn middleware made no actor
 };
 const char* to_string(spawn_error e) noexcept;
 

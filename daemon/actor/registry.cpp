@@ -80,7 +80,7 @@ process_ref registry::remove(std::uint64_t seq) {
   std::lock_guard lock(s.mu);
   process* p = s.map.erase(seq);
   if (p == nullptr) return {};
-  size_.fetch_sub(1, std::memory_order_relaxed);
+  removed();
   return process_ref::adopt(p);
 }
 
@@ -90,8 +90,21 @@ process_ref registry::remove_named(const std::string& name) {
   if (it == named_.end()) return {};
   process* p = it->second;
   named_.erase(it);
-  size_.fetch_sub(1, std::memory_order_relaxed);
+  removed();
   return process_ref::adopt(p);
+}
+
+void registry::removed() noexcept {
+  if (size_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // The last one: under the lock, so that a waiter that found some left
+  // cannot miss this.
+  std::lock_guard lock(empty_mu_);
+  empty_cv_.notify_all();
+}
+
+bool registry::wait_empty(std::chrono::steady_clock::time_point deadline) const {
+  std::unique_lock lock(empty_mu_);
+  return empty_cv_.wait_until(lock, deadline, [this] { return size() == 0; });
 }
 
 process_ref registry::lookup(std::string_view id) const {

@@ -6,6 +6,8 @@
 // concurrent spawns and stops rarely meet; names live in one map of their own.
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -39,6 +41,8 @@ class registry {
   // By id: "$42" for anonymous actors, the name otherwise.
   process_ref lookup(std::string_view id) const;
   std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  // Waits until no process is left, or the deadline; true when none is.
+  bool wait_empty(std::chrono::steady_clock::time_point deadline) const;
   // Visits every live process (holding a reference while visiting).
   void for_each(const std::function<void(process&)>& fn) const;
 
@@ -79,6 +83,10 @@ class registry {
 
   std::atomic<std::uint64_t> seq_{1};
   std::atomic<std::size_t> size_{0};
+  // Told when the last process goes (see wait_empty).
+  mutable std::mutex empty_mu_;
+  mutable std::condition_variable empty_cv_;
+  void removed() noexcept;
   std::array<shard, shard_count> shards_;
   mutable std::mutex named_mu_;
   std::unordered_map<std::string, process*> named_;

@@ -10,6 +10,7 @@
 #include "actor/actor_system.hpp"
 #include "system_generated.h"
 #include "plugin/plugin_host.hpp"
+#include <troupe/abi.h>
 
 namespace troupe::node {
 
@@ -359,39 +360,50 @@ void admin::spawn(const request& r) {
                        const std::string id = out.substr(out.find('/') + 1);
                        return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", node}});
                      }
-                     case -4: return r.error(404, "unknown_kind", out);
-                     case -5: return r.error(409, "name_taken", out);
-                     case -1: return r.error(400, "invalid_name", out);
-                     case -6: return r.error(504, "timeout", out);
-                     case -7: return r.error(503, "unavailable", out);
+                     case TROUPE_ERR_UNKNOWN_KIND: return r.error(404, "unknown_kind", out);
+                     case TROUPE_ERR_NAME_TAKEN: return r.error(409, "name_taken", out);
+                     case TROUPE_ERR_ARGUMENT: return r.error(400, "invalid_name", out);
+                     case TROUPE_ERR_NOT_FOUND: return r.error(504, "timeout", out);
+                     case TROUPE_ERR_UNAVAILABLE: return r.error(503, "unavailable", out);
                      default: return r.error(403, "forbidden", out);
                    }
                  });
     return;
   }
-  props_ptr props = plugins_->kind(kind);
-  if (!props) return r.error(404, "unknown_kind", "no loaded plugin has a kind '" + kind + "'");
-  spawn_result res;
-  if (body.contains("name")) {
-    const std::string name = body["name"];
-    if (name.find('/') != std::string::npos)
-      return r.error(400, "invalid_name", "an actor name may not contain '/'");
-    res = sys_.root().spawn_named(props, name);
-  } else {
-    res.pid = sys_.root().spawn(props);
-    if (!res.pid) res.error = spawn_error::shutting_down;
-  }
-  switch (res.error) {
-    case spawn_error::none: break;
-    case spawn_error::name_taken:
-      return r.error(409, "name_taken",
-                     "an actor named '" + body["name"].get<std::string>() + "' is alive");
-    case spawn_error::invalid_name:
-      return r.error(400, "invalid_name", "a name may not be empty or start with '$'");
-    case spawn_error::shutting_down:
-      return r.error(503, "stopping", "the node is stopping and admits no new actors");
+  const std::string name = body.value("name", std::string());
+  if (body.contains("name") && name.empty())
+    return r.error(400, "invalid_name", spawn_refusal(spawn_error::invalid_name, kind, name));
+  if (name.find('/') != std::string::npos)
+    return r.error(400, "invalid_name", "an actor name may not contain '/'");
+  const spawn_result res = sys_.root().spawn_kind(kind, name);
+  if (!res) {
+    static constexpr struct {
+      int status;
+      const char* code;
+    } http[] = {
+        {500, "internal"},       // none: not reached
+        {409, "name_taken"},     // name_taken
+        {400, "invalid_name"},   // invalid_name
+        {503, "stopping"},       // shutting_down
+        {404, "unknown_kind"},   // unknown_kind
+        {403, "refused"},        // refused
+    };
+    const auto& h = http[static_cast<std::size_t>(res.error)];
+    return r.error(h.status, h.code, spawn_refusal(res.error, kind, name));
   }
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
+}
+
+std::string spawn_refusal(spawn_error e, const std::string& kind, const std::string& name) {
+  switch (e) {
+    case spawn_error::none: break;
+    case spawn_error::name_taken: return "an actor named '" + name + "' is alive";
+    case spawn_error::invalid_name: return "a name may not be empty or start with '$'";
+    case spawn_error::shutting_down: return "the node is stopping and admits no new actors";
+    case spawn_error::unknown_kind: return "no loaded plugin has a kind '" + kind + "'";
+    case spawn_error::refused: return "the spawn of '" + kind + "' was refused by its spawn middleware";
+  }
+  return "spawned";
 }
 
 void admin::stop(const request& r, const std::string& id) {

@@ -37,6 +37,7 @@
 namespace troupe {
 class actor_system;
 struct future_result;
+enum class spawn_error : std::uint8_t;
 namespace plugin {
 class host;
 }
@@ -49,6 +50,9 @@ struct admin_stats {
   std::array<std::atomic<std::uint64_t>, 6> by_class{};
   const http_stats* connections = nullptr;  // the server's; null until it runs
 };
+
+// Why a spawn was refused, in words for an HTTP client, a peer or the log.
+std::string spawn_refusal(spawn_error e, const std::string& kind, const std::string& name);
 
 class admin {
  public:

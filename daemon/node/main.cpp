@@ -334,25 +334,10 @@ class node {
 
   // A peer asks this node to spawn `kind` (remote.spawn allowed it).
   troupe::remote::spawn_reply spawn_for_peer(const std::string& kind, const std::string& name) {
-    troupe::props_ptr props = plugins_->kind(kind);
-    if (!props) return {TROUPE_ERR_UNKNOWN_KIND, troupe::pid(), "no loaded plugin has a kind '" + kind + "'"};
     if (stopping_) return {TROUPE_ERR_STATE, troupe::pid(), "the node is stopping"};
-    troupe::spawn_result r;
-    if (name.empty()) {
-      r.pid = sys_->root().spawn(props);
-      if (!r.pid) r.error = troupe::spawn_error::shutting_down;
-    } else {
-      r = sys_->root().spawn_named(props, name);
-    }
-    switch (r.error) {
-      case troupe::spawn_error::none: return {0, r.pid, ""};
-      case troupe::spawn_error::name_taken:
-        return {TROUPE_ERR_NAME_TAKEN, troupe::pid(), "an actor named '" + name + "' is alive"};
-      case troupe::spawn_error::invalid_name:
-        return {TROUPE_ERR_ARGUMENT, troupe::pid(), "a name may not be empty or start with '$'"};
-      case troupe::spawn_error::shutting_down: break;
-    }
-    return {TROUPE_ERR_STATE, troupe::pid(), "the node is stopping"};
+    troupe::spawn_result r = sys_->root().spawn_kind(kind, name);
+    if (r) return {0, r.pid, ""};
+    return {troupe::plugin::abi_status(r.error), troupe::pid(), troupe::node::spawn_refusal(r.error, kind, name)};
   }
 
   troupe::node::admin::remote_hooks remote_hooks() {

@@ -255,20 +255,13 @@ troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status
     *status = TROUPE_ERR_ARGUMENT;
     return nullptr;
   }
-  props_ptr p = c->kind->h->kind(kind);
-  if (!p) {
-    *status = TROUPE_ERR_UNKNOWN_KIND;
+  if (name != nullptr && *name == '\0') {
+    *status = TROUPE_ERR_ARGUMENT;  // a name, but empty
     return nullptr;
   }
-  spawn_result r;
-  if (name != nullptr) r = c->ctx->spawn_named(p, name);
-  else r.pid = c->ctx->spawn(p);
+  spawn_result r = c->ctx->spawn_kind(kind, name != nullptr ? name : std::string());
   if (!r) {
-    // Refused: a name in use or malformed, a node shutting down, or spawn
-    // middleware that said no (no error, no actor).
-    *status = r.error == spawn_error::name_taken     ? TROUPE_ERR_NAME_TAKEN
-              : r.error == spawn_error::invalid_name ? TROUPE_ERR_ARGUMENT
-                                                     : TROUPE_ERR_STATE;
+    *status = abi_status(r.error);
     return nullptr;
   }
   pid child = std::move(r.pid);
@@ -509,10 +502,18 @@ const kind_record* host::find_kind(std::string_view name) const {
   return it == kinds_.end() ? nullptr : it->second.get();
 }
 
-props_ptr host::kind(std::string_view name) const {
-  std::lock_guard lock(mu_);
-  auto it = kinds_.find(std::string(name));
-  return it == kinds_.end() ? nullptr : it->second->props;
+props_ptr host::kind(std::string_view name) const { return sys_.kinds().find(name); }
+
+int abi_status(spawn_error e) noexcept {
+  switch (e) {
+    case spawn_error::none: return TROUPE_OK;
+    case spawn_error::name_taken: return TROUPE_ERR_NAME_TAKEN;
+    case spawn_error::invalid_name: return TROUPE_ERR_ARGUMENT;
+    case spawn_error::unknown_kind: return TROUPE_ERR_UNKNOWN_KIND;
+    case spawn_error::shutting_down:
+    case spawn_error::refused: return TROUPE_ERR_STATE;
+  }
+  return TROUPE_ERR_STATE;
 }
 
 std::vector<plugin_info> host::plugins() const {
@@ -534,7 +535,7 @@ std::vector<std::string> host::kinds() const {
 bool host::add_kinds(loaded_plugin& p, std::string& error) {
   std::lock_guard lock(mu_);
   for (const auto& [name, def] : p.pending)
-    if (kinds_.count(name) != 0) {
+    if (kinds_.count(name) != 0 || sys_.kinds().find(name)) {
       error = "kind '" + name + "' is already registered by another plugin";
       return false;
     }
@@ -556,6 +557,7 @@ bool host::add_kinds(loaded_plugin& p, std::string& error) {
     pr.plugin = p.name;
     if (decorate_) decorate_(name, pr);
     rec->props = share(std::move(pr));
+    sys_.kinds().add(name, rec->props);  // checked above, under mu_
     kinds_.emplace(name, std::move(rec));
     p.kinds.push_back(name);
   }

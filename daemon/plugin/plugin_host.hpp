@@ -91,7 +91,8 @@ class host : public std::enable_shared_from_this<host> {
   using kind_decorator = std::function<void(const std::string& kind, props&)>;
   void set_kind_decorator(kind_decorator d) { decorate_ = std::move(d); }
 
-  // Props that spawn an actor of kind `name`; null when no plugin has it.
+  // Props that spawn an actor of kind `name` (from the system's kind
+  // registry, where plugins register theirs); null when there is none.
   props_ptr kind(std::string_view name) const;
   std::vector<plugin_info> plugins() const;
   std::vector<std::string> kinds() const;
@@ -130,6 +131,10 @@ class host : public std::enable_shared_from_this<host> {
   std::unique_ptr<type_table> types_;
   std::unordered_map<std::string, std::shared_ptr<const kind_record>> kinds_;
 };
+
+// A spawn's outcome as the plugin ABI says it (TROUPE_OK, TROUPE_ERR_*):
+// the one place where the runtime's spawn errors become ABI numbers.
+int abi_status(spawn_error e) noexcept;
 
 }  // namespace plugin
 }  // namespace troupe

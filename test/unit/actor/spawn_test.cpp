@@ -93,3 +93,43 @@ TEST_CASE("spawning after shutdown is refused", "[spawn]") {
   sys.shutdown();
   REQUIRE(sys.root().spawn_named(idle(), "late").error == spawn_error::shutting_down);
 }
+
+TEST_CASE("spawn by kind answers every refusal with its own error", "[spawn][kinds]") {
+  actor_system sys(small_config());
+  props quiet = props::from_fn([](context&) {});
+  quiet.kind = "test.quiet";
+  REQUIRE(sys.kinds().add("test.quiet", share(quiet)));
+  CHECK_FALSE(sys.kinds().add("test.quiet", share(quiet)));  // the first one stays
+  props refusing = props::from_fn([](context&) {});
+  refusing.spawn_hooks.push_back([](spawn_request&, const spawn_next&) { return spawn_result{}; });
+  REQUIRE(sys.kinds().add("test.refusing", share(refusing)));
+  CHECK(sys.kinds().names() == std::vector<std::string>{"test.quiet", "test.refusing"});
+
+  spawn_result a = sys.root().spawn_kind("test.quiet");
+  REQUIRE(a);
+  CHECK(a.pid.id()[0] == '$');
+  spawn_result named = sys.root().spawn_kind("test.quiet", "q");
+  REQUIRE(named);
+  CHECK(named.pid.id() == "q");
+  CHECK(sys.root().spawn_kind("test.quiet", "q").error == spawn_error::name_taken);
+  CHECK(sys.root().spawn_kind("test.quiet", "$7").error == spawn_error::invalid_name);
+  CHECK(sys.root().spawn_kind("test.nobody").error == spawn_error::unknown_kind);
+  CHECK(sys.root().spawn_kind("test.refusing").error == spawn_error::refused);
+  CHECK(sys.root().spawn_kind("test.refusing", "r").error == spawn_error::refused);
+
+  // From an actor: the child is its child (stopping the parent stops it).
+  inbox<spawn_error> from_actor;
+  pid parent = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) {
+      from_actor.put(ctx.spawn_kind("test.quiet", "child").error);
+      from_actor.put(ctx.spawn_kind("test.refusing").error);
+      from_actor.put(ctx.spawn_kind("test.nobody").error);
+    }
+  })));
+  CHECK(from_actor.take_n(3) ==
+        std::vector<spawn_error>{spawn_error::none, spawn_error::refused, spawn_error::unknown_kind});
+  pid child = sys.lookup("child");
+  REQUIRE(child);
+  stop_and_wait(sys, parent);
+  CHECK(eventually([&] { return child.get()->dead(); }));
+}
