@@ -21,15 +21,7 @@ log_options opts;
 // Copies of opts' format for log_from_signal_handler, which takes no lock.
 std::atomic<bool> signal_json{false}, signal_syslog{false};
 
-const char* name_of(level l) noexcept {
-  switch (l) {
-    case level::debug: return "debug";
-    case level::info: return "info";
-    case level::warning: return "warning";
-    case level::error: return "error";
-  }
-  return "info";
-}
+const char* name_of(level l) noexcept { return troupe::to_string(l); }
 
 }  // namespace
 

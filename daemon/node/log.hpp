@@ -7,9 +7,11 @@
 #include <string>
 #include <string_view>
 
+#include "actor/log_level.hpp"
+
 namespace troupe::node {
 
-enum class level : int { debug = 7, info = 6, warning = 4, error = 3 };  // syslog priorities
+using level = troupe::log_level;  // syslog priorities
 
 // Parses "debug", "info", "warning", "error"; false if it is none of them.
 bool parse_level(std::string_view name, level& out) noexcept;

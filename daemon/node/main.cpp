@@ -194,10 +194,7 @@ class node {
     log(level::info, "node '" + cfg_.name + "' of cluster '" + cfg_.cluster + "' starting with " +
                          std::to_string(sys_->dispatcher().threads()) + " workers");
     plugins_ = std::make_shared<troupe::plugin::host>(
-        *sys_, [](troupe::plugin::log_level l, std::string_view line) {
-          static const level levels[] = {level::debug, level::info, level::warning, level::error};
-          log(levels[static_cast<int>(l)], line);
-        });
+        *sys_, [](troupe::log_level l, std::string_view line) { log(l, line); });
     histograms_ = std::make_unique<troupe::node::kind_histograms>(cfg_.histogram_kinds);
     plugins_->set_kind_decorator([h = histograms_.get(), default_mailbox = cfg_.plugin_mailbox,
                                   kinds = cfg_.kind_mailboxes](const std::string& kind, troupe::props& p) {
@@ -316,10 +313,7 @@ class node {
     o.handshake_timeout = std::chrono::milliseconds(c.handshake_timeout_ms);
     o.unreachable_timeout = std::chrono::milliseconds(c.unreachable_timeout_ms);
     o.spawnable = c.remote_spawn;
-    o.log = [](int l, const std::string& line) {
-      static const level levels[] = {level::debug, level::info, level::warning, level::error};
-      log(levels[std::clamp(l, 0, 3)], line);
-    };
+    o.log = [](troupe::log_level l, const std::string& line) { log(l, line); };
     return o;
   }
 

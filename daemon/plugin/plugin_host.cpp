@@ -147,7 +147,7 @@ void plugin_actor::receive(context& ctx) {
   if ((e.flags & envelope::trusted) == 0 && !k_->h->verify(e, why)) {
     // Rejected before the plugin sees it: counted, logged, dead-lettered.
     k_->h->stats().invalid_messages.fetch_add(1, std::memory_order_relaxed);
-    k_->h->log(log_level::warn, k_->name + " " + ctx.self().to_string() +
+    k_->h->log(log_level::warning, k_->name + " " + ctx.self().to_string() +
                                     ": message rejected: " + why);
     envelope* copy = share_envelope(&e);
     if (e.sender != nullptr) {
@@ -337,7 +337,10 @@ void log(troupe_ctx* c, int level, const char* text) {
   }
   line += ": ";
   line += text;
-  p->h->log(static_cast<log_level>(std::clamp(level, 0, 3)), line);
+  // The ABI's levels (TROUPE_LOG_DEBUG..ERROR), as the node's.
+  static constexpr log_level from_abi[] = {log_level::debug, log_level::info, log_level::warning,
+                                           log_level::error};
+  p->h->log(from_abi[std::clamp(level, 0, 3)], line);
 }
 
 void fail(troupe_ctx* c, const char* reason) {
@@ -491,9 +494,7 @@ void host::log(log_level l, std::string_view line) const {
     log_(l, line);
     return;
   }
-  static const char* const names[] = {"debug", "info", "warn", "error"};
-  std::fprintf(stderr, "%s: %.*s\n", names[static_cast<int>(l)], static_cast<int>(line.size()),
-               line.data());
+  std::fprintf(stderr, "%s: %.*s\n", to_string(l), static_cast<int>(line.size()), line.data());
 }
 
 const kind_record* host::find_kind(std::string_view name) const {

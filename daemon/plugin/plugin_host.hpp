@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actor/log_level.hpp"
 #include "actor/message.hpp"
 #include "actor/props.hpp"
 
@@ -61,7 +62,7 @@ enum class codec_status {
   mismatch,      // the JSON (or the bytes) do not fit the type
 };
 
-enum class log_level : int { debug = 0, info = 1, warn = 2, error = 3 };
+using log_level = troupe::log_level;
 using log_sink = std::function<void(log_level, std::string_view line)>;
 
 // Counters, read by metrics.

@@ -466,7 +466,7 @@ class peer : public std::enable_shared_from_this<peer> {
     const std::uint64_t before = window_.incarnation();
     if (before != 0 && before != h.incarnation) {
       // The peer restarted: its old incarnation is gone, with its actors.
-      t_.log(1, "remote: " + address_ + " restarted (a new incarnation)");
+      t_.log(log_level::info, "remote: " + address_ + " restarted (a new incarnation)");
       lost("it restarted");
     }
     window_.attach(h.incarnation);
@@ -490,11 +490,11 @@ class peer : public std::enable_shared_from_this<peer> {
     }
     if (resent != 0) {
       t_.stats_.resent.fetch_add(resent, std::memory_order_relaxed);
-      t_.log(1, "remote: sent " + std::to_string(resent) + " unacknowledged items to " + address_ +
+      t_.log(log_level::info, "remote: sent " + std::to_string(resent) + " unacknowledged items to " + address_ +
                     " again");
     }
     if (dropped != 0)
-      t_.log(2, "remote: " + std::to_string(dropped) + " items sent to " + address_ +
+      t_.log(log_level::warning, "remote: " + std::to_string(dropped) + " items sent to " + address_ +
                     " before it restarted are unconfirmed (dead letters)");
     {
       std::lock_guard io(io_mu_);
@@ -512,7 +512,7 @@ class peer : public std::enable_shared_from_this<peer> {
       set_state_locked("up");
       last_error_.clear();
     }
-    t_.log(1, "remote: connected to " + address_ + " (node '" + h.node + "', " +
+    t_.log(log_level::info, "remote: connected to " + address_ + " (node '" + h.node + "', " +
                   (c.dialer_ ? "outbound" : "inbound") + ")");
     if (rc < 0) return c.fail_write();
     drain();
@@ -864,7 +864,7 @@ class peer : public std::enable_shared_from_this<peer> {
       std::lock_guard lock(ledger_mu_);
       dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
     }
-    t_.log(dropped ? 2 : 1, "remote: " + address_ + " is lost: " + why +
+    t_.log(dropped ? log_level::warning : log_level::info, "remote: " + address_ + " is lost: " + why +
                                 (dropped ? "; " + std::to_string(dropped) +
                                                " items it did not acknowledge are dead letters (unconfirmed)"
                                          : std::string()));
@@ -1307,7 +1307,7 @@ bool connection::read_tls(std::size_t n) {
   // answered.
   if (established_now) {
     channel_established_ = true;
-    t_.log(0, "remote: TLS with " + (peer_ ? peer_->address() : source_) + " established (" +
+    t_.log(log_level::debug, "remote: TLS with " + (peer_ ? peer_->address() : source_) + " established (" +
                   tls_->cipher() + ")");
     s_.start();
   }
@@ -1903,12 +1903,12 @@ void transport::log_close(const connection& c, close_reason reason, const std::s
                                  : "an unidentified peer" + (c.source_.empty() ? "" : " from " + c.source_);
   switch (reason) {
     case close_reason::duplicate:
-      log(0, "remote: connection to " + who + " closed: " + detail);
+      log(log_level::debug, "remote: connection to " + who + " closed: " + detail);
       return;
     case close_reason::shutdown:
       return;
     case close_reason::peer_left:
-      log(1, "remote: " + who + " left (it is stopping)");
+      log(log_level::info, "remote: " + who + " left (it is stopping)");
       return;
     default:
       break;
@@ -1918,27 +1918,27 @@ void transport::log_close(const connection& c, close_reason reason, const std::s
     // of such connections is one event per 1,024 of a kind, not a line each.
     const std::uint64_t n = ++unidentified_refusals_[static_cast<std::size_t>(reason)];
     if (n % 1024 == 1)
-      log(2, "remote: refused " + who + " (" + to_string(reason) + ", " + std::to_string(n) +
+      log(log_level::warning, "remote: refused " + who + " (" + to_string(reason) + ", " + std::to_string(n) +
                  (n == 1 ? " so far" : " so far, logged once per 1,024") + "): " + detail);
     return;
   }
   if (is_handshake_failure(reason)) {
-    log(2, "remote: refused " + who + " (" + to_string(reason) + "): " + detail);
+    log(log_level::warning, "remote: refused " + who + " (" + to_string(reason) + "): " + detail);
   } else if (reason == close_reason::protocol) {
-    log(2, "remote: closed the connection of " + who + " (protocol error): " + detail);
+    log(log_level::warning, "remote: closed the connection of " + who + " (protocol error): " + detail);
   } else if (c.state_ == connection_state::up) {
-    log(2, "remote: lost " + who + " (" + to_string(reason) + "): " + detail);
+    log(log_level::warning, "remote: lost " + who + " (" + to_string(reason) + "): " + detail);
   } else {
     // A peer that stays down (a seed, say) is dialed again and again: the
     // first failure is news, then one line every 64 attempts.
     const unsigned before = c.peer_ ? c.peer_->failures() : 0;
     if (before == 0)
-      log(1, "remote: cannot reach " + who + ": " + detail);
+      log(log_level::info, "remote: cannot reach " + who + ": " + detail);
     else if (before % 64 == 0)
-      log(1, "remote: still cannot reach " + who + " after " + std::to_string(before + 1) +
+      log(log_level::info, "remote: still cannot reach " + who + " after " + std::to_string(before + 1) +
                  " attempts: " + detail);
     else
-      log(0, "remote: cannot reach " + who + ": " + detail);
+      log(log_level::debug, "remote: cannot reach " + who + ": " + detail);
   }
 }
 
@@ -2005,7 +2005,7 @@ void transport::paused(connection& c) {
     why = "the node's queued messages hold " + std::to_string(sys_->queue_pressure()) +
           "% of their budget (node.max_queued_bytes)";
   }
-  log(1, "remote: stopped reading from " + (c.peer_ ? c.peer_->address() : c.source_) + ": " + why +
+  log(log_level::info, "remote: stopped reading from " + (c.peer_ ? c.peer_->address() : c.source_) + ": " + why +
              "; its messages wait in its send queue until this drains" +
              (pauses_unlogged_ > 1 ? " (" + std::to_string(pauses_unlogged_) +
                                          " pauses since the last line)"

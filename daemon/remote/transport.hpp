@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/log_level.hpp"
 #include "remote/session.hpp"
 #include "remote/tls.hpp"
 
@@ -51,7 +52,7 @@ struct options {
   std::chrono::milliseconds unreachable_timeout{5000};
   std::vector<std::string> spawnable;  // kinds peers may spawn here ("*": any)
   // The transport's log lines: level 0 debug, 1 info, 2 warning, 3 error.
-  std::function<void(int level, const std::string& line)> log;
+  std::function<void(log_level level, const std::string& line)> log;
 };
 
 enum class connection_state : std::uint8_t { connecting, handshaking, up };
@@ -171,7 +172,7 @@ class transport final : public remote_resolver {
   // Loop: the peer at `address` could not be reached; its spawns fail now.
   void fail_spawns(const std::string& address, const std::string& why);
   void forget(connection* c);
-  void log(int level, const std::string& line) const {
+  void log(log_level level, const std::string& line) const {
     if (opts_.log) opts_.log(level, line);
   }
   void log_close(const connection& c, close_reason reason, const std::string& detail);

@@ -523,8 +523,9 @@ struct remote_node {
     o.self.node = name;
     o.creds.secrets = {"a secret for the benchmark nodes"};
     o.listen = "127.0.0.1:0";
-    o.log = [](int level, const std::string& line) {
-      if (level >= 2) std::fprintf(stderr, "troupe-bench: %s\n", line.c_str());
+    o.log = [](log_level level, const std::string& line) {
+      if (level == log_level::warning || level == log_level::error)
+        std::fprintf(stderr, "troupe-bench: %s\n", line.c_str());
     };
     t = std::make_unique<remote::transport>(loop, o);
     std::string error;
