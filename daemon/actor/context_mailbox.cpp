@@ -1,0 +1,484 @@
+// The actor's mailbox: its queues, what a send does (bounds, budget,
+// back-pressure figures), and a turn on a worker (run).
+#include "actor/context.hpp"
+
+#include <algorithm>
+
+#include "actor/actor_system.hpp"
+#include "actor/context_internal.hpp"
+#include "actor/block_pool.hpp"
+#include "actor/clock.hpp"
+#include "actor/router.hpp"
+
+namespace troupe {
+
+using cell::poison_type;
+using cell::wake_token;
+
+namespace {
+
+// How long a worker thread waits for room in a full back-pressure mailbox
+// before it drops the message instead of risking a deadlock with the
+// consumer it would be waiting for.
+constexpr std::chrono::milliseconds worker_block_limit{100};
+
+// ---- queued bytes (see queued_message_bytes) ----
+
+std::atomic<std::int64_t> queued_total{0};
+// A thread's count starts far out of range, so that its first change takes
+// the slow path, which arms the flusher that hands the count over when the
+// thread ends. Constant-initialised and trivially destructible: reaching it
+// costs no guard.
+constexpr std::int64_t meter_unarmed = std::int64_t{1} << 60;
+thread_local std::int64_t queued_here = -meter_unarmed;
+struct meter_flusher {
+  bool armed = false;
+  ~meter_flusher() {
+    queued_total.fetch_add(queued_here, std::memory_order_relaxed);
+    queued_here = 0;
+  }
+};
+thread_local meter_flusher meter_flush_at_exit;
+
+[[gnu::noinline]] void meter_settle() noexcept {
+  std::int64_t v = queued_here;
+  if (v <= -meter_unarmed / 2) {
+    meter_flush_at_exit.armed = true;
+    v += meter_unarmed;
+  }
+  if (v >= queued_bytes_step || v <= -queued_bytes_step) {
+    queued_total.fetch_add(v, std::memory_order_relaxed);
+    v = 0;
+  }
+  queued_here = v;
+}
+
+inline void meter_add(std::int64_t bytes) noexcept {
+  const std::int64_t v = queued_here + bytes;
+  queued_here = v;
+  // |v| >= step, in one comparison.
+  if (static_cast<std::uint64_t>(v + queued_bytes_step - 1) >= 2 * queued_bytes_step - 1) [[unlikely]]
+    meter_settle();
+}
+
+// What a queued message holds: its block (a shared payload is its original's).
+inline std::int64_t queued_size(const envelope* e) noexcept {
+  return static_cast<std::int64_t>(block_pool::block_bytes(e->size_class, sizeof(envelope) + e->size));
+}
+
+// The owner's next message from the queue, or null; wake tokens are
+// skipped (they only make the mailbox runnable). The queue keeps it as its
+// head, and releases it on the next pop.
+troupe::envelope* pop_message(mailbox_queue& q) noexcept {
+  for (;;) {
+    mpsc_node* retired = nullptr;
+    mpsc_node* n = q.pop(retired);
+    if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
+    if (n == nullptr) return nullptr;
+    auto* e = static_cast<troupe::envelope*>(n);
+    if (e->type == wake_token) continue;
+    meter_add(-queued_size(e));
+    return e;
+  }
+}
+
+}  // namespace
+
+std::int64_t queued_message_bytes() noexcept {
+  return queued_total.load(std::memory_order_relaxed);
+}
+
+context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
+                 std::unique_ptr<std::string> name)
+    : process(sys),
+      top_level_(!parent),
+      seq_(seq),
+      name_(std::move(name)),
+      props_(std::move(p)),
+      parent_(std::move(parent)) {
+  plugin_code_ = !props_->plugin.empty();
+  const mailbox_options& mb = props_->mailbox;
+  if (mb.kind == mailbox_kind::bounded_drop_newest) {
+    capacity_ = std::max<std::uint32_t>(1, mb.capacity);
+  } else if (mb.kind != mailbox_kind::unbounded) {
+    bounded_ = new bounded_queue;
+    bounded_->capacity = std::max<std::uint32_t>(1, mb.capacity);
+    bounded_->kind = mb.kind;
+  }
+  if (props_->router) router_ = new router_state(props_->router);
+}
+
+context::~context() {
+  // Nothing here may touch the system: the last PID can outlive it.
+  while (pop_message(user_q_) != nullptr) {
+  }
+  if (mpsc_node* head = user_q_.take_head()) static_cast<troupe::envelope*>(head)->release();
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    delete m;
+    m = next;
+  }
+  if (bounded_) {
+    for (troupe::envelope* e : bounded_->q) {
+      meter_add(-queued_size(e));
+      e->release();
+    }
+    delete bounded_;
+  }
+  delete router_;
+  if (extras_) {
+    for (troupe::envelope* e : extras_->stash) e->release();
+    for (troupe::envelope* e : extras_->replay) e->release();
+    delete extras_;
+  }
+}
+
+std::size_t context::mailbox_depth() const {
+  // A bounded mailbox keeps its messages in its deque; its queue carries
+  // wake tokens only.
+  if (bounded_ == nullptr) return user_q_.depth();
+  return bounded_->size.load(std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------- mailbox
+
+void context::send_user(troupe::envelope* e) noexcept {
+  // A router places the message on the sender's thread; only what is for
+  // the router itself reaches its mailbox.
+  if (router_ != nullptr && !dead_.load(std::memory_order_acquire) &&
+      router_->route(system(), e))
+    return;
+  if (dead_.load(std::memory_order_acquire)) {
+    system().dead_letter(e, this, dead_letter_reason::stopped);
+    return;
+  }
+  // A poison pill always gets in: it is what relieves a full mailbox.
+  if (const std::uint64_t budget = system().queue_budget();
+      budget != 0 &&
+      queued_total.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(budget) &&
+      e->type != poison_type) {
+    system().dead_letter(e, this, dead_letter_reason::over_budget);
+    return;
+  }
+  const std::int64_t bytes = queued_size(e);  // before the push: the consumer may free it
+  if (bounded_ == nullptr) {
+    if (capacity_ == 0) {
+      meter_add(bytes);
+      if (user_q_.push(e)) own();
+      return;
+    }
+    if (user_q_.depth() >= capacity_ && e->type != poison_type)
+      return refuse(e, dead_letter_reason::mailbox_full);
+    meter_add(bytes);
+    if (user_q_.push_exact(e)) own();
+    return;
+  }
+  bounded_queue& b = *bounded_;
+  std::unique_lock lock(b.mu);
+  if (b.q.size() >= b.capacity) {
+    switch (b.kind) {
+      case mailbox_kind::bounded_drop_oldest: {
+        troupe::envelope* oldest = b.q.front();
+        b.q.pop_front();
+        b.q.push_back(e);
+        lock.unlock();
+        meter_add(bytes - queued_size(oldest));
+        refuse(oldest, dead_letter_reason::mailbox_full);
+        wake();
+        return;
+      }
+      case mailbox_kind::bounded_block:
+      case mailbox_kind::bounded_drop_newest:
+      case mailbox_kind::unbounded: {
+        auto has_room = [&] {
+          return b.q.size() < b.capacity || dead_.load(std::memory_order_acquire);
+        };
+        // The event loop never waits: its sockets, timers and peers'
+        // heartbeats would stall with it. What it delivers (a message
+        // read from another node, a timer's) to a full mailbox is dropped.
+        // An actor's turn held on the loop is a worker's turn: it waits
+        // as a worker would (and a wait that long moves that actor to
+        // the workers, see dispatcher::hold).
+        bool room;
+        if (system().loop().on_loop_thread() && !dispatcher::in_held_turn())
+          room = has_room();
+        else if (system().dispatcher().on_worker())
+          room = b.room.wait_for(lock, worker_block_limit, has_room);
+        else
+          room = (b.room.wait(lock, has_room), true);
+        if (!room) {
+          lock.unlock();
+          return refuse(e, dead_letter_reason::mailbox_full);
+        }
+        break;
+      }
+    }
+  }
+  b.q.push_back(e);
+  b.size.store(static_cast<std::uint32_t>(b.q.size()), std::memory_order_relaxed);
+  lock.unlock();
+  meter_add(bytes);
+  wake();
+}
+
+// A message the mailbox does not take.
+void context::refuse(troupe::envelope* e, dead_letter_reason why) noexcept {
+  if (why == dead_letter_reason::mailbox_full)
+    system().stats().mailbox_dropped.fetch_add(1, std::memory_order_relaxed);
+  system().dead_letter(e, this, why);
+}
+
+unsigned context::pressure() const noexcept {
+  std::uint64_t depth, capacity;
+  if (bounded_ != nullptr) {
+    depth = bounded_->size.load(std::memory_order_relaxed);
+    capacity = bounded_->capacity;
+  } else {
+    depth = user_q_.depth();
+    capacity = capacity_ != 0 ? capacity_ : unbounded_reference;
+  }
+  return static_cast<unsigned>(std::min<std::uint64_t>(1000, depth * 100 / capacity));
+}
+
+void context::send_system(system_message* m) noexcept {
+  sys_q_.push(m);
+  wake();
+}
+
+// After a push to a queue other than user_q_: a wake token in user_q_
+// makes the mailbox runnable if its owner gave it up.
+void context::wake() noexcept {
+  troupe::envelope* token = envelope_pool::allocate(0);
+  token->type = wake_token;
+  // A capacity compares with an exact count: every push adds atomically.
+  if (capacity_ != 0 ? user_q_.push_exact(token) : user_q_.push(token)) own();
+}
+
+void context::start() noexcept {
+  if (router_ != nullptr) router_->start(*this);
+  sys_q_.push(new system_message(system_kind::started));
+  own();
+}
+
+// The caller just became the mailbox's owner.
+void context::own() noexcept {
+  if (dead_.load(std::memory_order_acquire)) {
+    // A dead actor is never queued again: whoever wins the mailbox drains it
+    // here, holding the PID it sent through.
+    run();
+    return;
+  }
+  system().dispatcher().schedule(this, dispatcher::hint::next);
+}
+
+// The next user message: replayed (stashed) ones first, then the queue,
+// then a bounded mailbox's deque. `queued` tells that the queue keeps the
+// envelope (as its head) and releases it itself.
+troupe::envelope* context::next_user(bool& queued) noexcept {
+  queued = false;
+  if (extras_ && !extras_->replay.empty()) {
+    troupe::envelope* e = extras_->replay.front();
+    extras_->replay.pop_front();
+    return e;
+  }
+  if (troupe::envelope* e = pop_message(user_q_)) {
+    queued = true;
+    return e;
+  }
+  if (bounded_ == nullptr) return nullptr;
+  troupe::envelope* e;
+  {
+    std::lock_guard lock(bounded_->mu);
+    if (bounded_->q.empty()) return nullptr;
+    e = bounded_->q.front();
+    bounded_->q.pop_front();
+    bounded_->size.store(static_cast<std::uint32_t>(bounded_->q.size()), std::memory_order_relaxed);
+    if (bounded_->kind == mailbox_kind::bounded_block) bounded_->room.notify_one();
+  }
+  meter_add(-queued_size(e));
+  return e;
+}
+
+namespace {
+thread_local const context* tls_running = nullptr;
+
+// Appends text to buf[0..n) at `at`, truncating; returns the new length.
+std::size_t put(char* buf, std::size_t n, std::size_t at, const char* text, std::size_t len) noexcept {
+  for (std::size_t i = 0; i < len && at + 1 < n; ++i) buf[at++] = text[i];
+  buf[at < n ? at : n - 1] = '\0';
+  return at;
+}
+std::size_t put(char* buf, std::size_t n, std::size_t at, const char* text) noexcept {
+  std::size_t len = 0;
+  while (text[len] != '\0') ++len;
+  return put(buf, n, at, text, len);
+}
+}  // namespace
+
+const context* context::running_here() noexcept { return tls_running; }
+
+std::size_t context::describe_running(char* buf, std::size_t n) noexcept {
+  const context* c = tls_running;
+  if (c == nullptr || n == 0) return 0;
+  std::size_t at = 0;
+  const struct props& p = *c->props_;
+  if (!p.plugin.empty()) {
+    at = put(buf, n, at, "plugin ");
+    at = put(buf, n, at, p.plugin.data(), p.plugin.size());
+    at = put(buf, n, at, ", ");
+  }
+  at = put(buf, n, at, "kind ");
+  at = p.kind.empty() ? put(buf, n, at, "(none)") : put(buf, n, at, p.kind.data(), p.kind.size());
+  at = put(buf, n, at, ", actor ");
+  if (c->name_) return put(buf, n, at, c->name_->data(), c->name_->size());
+  char digits[24];
+  std::size_t d = sizeof digits;
+  std::uint64_t v = c->seq_;
+  do {
+    digits[--d] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  at = put(buf, n, at, "$");
+  return put(buf, n, at, digits + d, sizeof digits - d);
+}
+
+void context::run() noexcept {
+  // What a crash report names (describe_running); restored for nested runs.
+  struct running_mark {
+    const context* saved = tls_running;
+    explicit running_mark(const context* c) noexcept { tls_running = c; }
+    ~running_mark() { tls_running = saved; }
+  } mark(this);
+  process_ref last;  // the registry's reference once the actor stopped in this run
+  // A turn held on the event loop also ends when its time is up or one
+  // handler ran long (see dispatcher::hold).
+  const bool held = dispatcher::in_held_turn();
+  std::int64_t held_last = held ? steady_ns() : 0;
+  bool turn_over = false;
+  std::uint32_t budget = props_->mailbox.throughput;
+  // Counted once per run, whichever way the run ends.
+  struct counter {
+    const std::uint32_t start;
+    const std::uint32_t& left;
+    ~counter() { dispatcher::count_processed(start - left); }
+  } count{budget, budget};
+  for (;;) {
+    if (!dead_.load(std::memory_order_relaxed)) {
+      process_system();
+      while (budget > 0) {
+        if (sys_q_.nonempty_hint()) process_system();
+        if (suspended_ || state_ != actor_state::alive) break;
+        bool queued;
+        troupe::envelope* e = next_user(queued);
+        if (e == nullptr) break;
+        --budget;
+        invoke_user(e, queued);
+        if (held && dispatcher::held_turn_over(*this, held_last)) {
+          turn_over = true;
+          break;
+        }
+      }
+      if (dying_ref_) last = std::move(dying_ref_);
+    }
+    const bool dead = dead_.load(std::memory_order_relaxed);
+    if (dead) {
+      drain_dead();
+    } else if (budget == 0 || turn_over) {
+      // Used its turn: stays owned and queues behind the others.
+      system().dispatcher().schedule(this, dispatcher::hint::yield);
+      return;
+    }
+    // System messages the actor sent itself come without a wake token.
+    if (!dead && sys_q_.nonempty_hint()) continue;
+    // Give the mailbox up; if something arrived meanwhile, go round again.
+    if (!dead && (suspended_ || state_ != actor_state::alive)) {
+      // A producer pushes its system message before its wake token: if the
+      // token is not yet in `seen`, park() fails; if it is, the look at the
+      // system queue after reading `seen` finds the message.
+      const std::uintptr_t seen = user_q_.tail_seen();
+      if (sys_q_.nonempty_seq_cst()) continue;
+      if (user_q_.park(seen)) return;
+    } else {
+      mpsc_node* retired = nullptr;
+      if (user_q_.mark_idle(retired)) {
+        // The last message's envelope, no longer reachable from the queue.
+        if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
+        return;
+      }
+    }
+  }
+}
+
+void context::drain_dead() noexcept {
+  for (system_message* m = sys_q_.take_all(); m != nullptr;) {
+    system_message* next = m->next_system;
+    handle_system(*m);
+    delete m;
+    m = next;
+  }
+  bool queued;
+  while (troupe::envelope* e = next_user(queued)) {
+    if (queued) e->retain();  // the queue keeps its own reference
+    system().dead_letter(e, this, dead_letter_reason::stopped);
+  }
+  if (bounded_) bounded_->room.notify_all();
+}
+
+
+// ------------------------------------------------------------ a user message
+// (beside run(), which calls it for every message)
+
+void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
+  if (e->type == poison_type) {
+    if (!queued) e->release();
+    begin_stop();
+    return;
+  }
+  if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = steady_ns();
+  cur_ = e;
+  try {
+    dispatch();
+  } catch (const std::exception& ex) {
+    fail(ex.what());
+  } catch (...) {
+    fail("unknown exception");
+  }
+  cur_ = nullptr;
+  // The delivery is over. Its sender belongs to the delivery, not to the
+  // message: someone may have kept the message, and holding on to the
+  // sender could close a reference cycle (a future whose reply shares this
+  // request's bytes).
+  if (queued) {
+    // The queue releases the envelope on its next pop.
+    if (e->sender != nullptr) {
+      e->sender->release();
+      e->sender = nullptr;
+    }
+    return;
+  }
+  if (e->sender != nullptr && e->refs.load(std::memory_order_acquire) != 1) {
+    e->sender->release();
+    e->sender = nullptr;
+  }
+  e->release();
+}
+
+void context::dispatch() {
+  if (!props_->receive_hooks.empty()) {
+    run_receive(0);
+    return;
+  }
+  handle_current();
+}
+
+void context::handle_current() {
+  if (extras_ && !extras_->behaviors.empty()) {
+    // Keep the behaviour alive even if it replaces itself with become().
+    auto b = extras_->behaviors.back();
+    (*b)(*this);
+    return;
+  }
+  actor_->receive(*this);
+}
+
+}  // namespace troupe
