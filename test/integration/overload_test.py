@@ -43,8 +43,15 @@ w = world(NODE, CTL, BUILD_ROOT, tmp)
 key = w.secret("cluster.key", "overload-test-secret-0123456789")
 MiB = 1 << 20
 limit = 256 * MiB
-group = None if SANITIZED else memory_cgroup(limit)
-expected_budget = 32 * MiB if SANITIZED else limit // 2
+group = None
+if not SANITIZED:
+    try:
+        group = memory_cgroup(limit)
+    except (RuntimeError, OSError) as e:
+        # A machine whose cgroups this test cannot write: the floods still
+        # run against an explicit budget, and it says what it left out.
+        print(f"SKIP the memory cgroup part: {e}")
+expected_budget = limit // 2 if group else 32 * MiB
 
 
 def dead(n, reason):
@@ -73,13 +80,13 @@ def ask(n, actor, timeout=60):
 try:
     # ---- A: in a 256 MiB cgroup, probe.sink unbounded: the budget is what bites.
     a = node(w, "a", cluster="ov", key=key, plugins=("remote_probe", "thrower"),
-             node_extra=", max_queued_bytes: 32MiB" if SANITIZED else "",
+             node_extra="" if group else ", max_queued_bytes: 32MiB",
              extra="kinds: { probe.sink: { mailbox: { capacity: 0 } } }\n",
-             preexec_fn=None if SANITIZED else group.enter)
+             preexec_fn=group.enter if group else None)
     said = [l for l in a.err.lines if "queued messages may hold" in l]
     check("the node takes its budget from the cgroup's limit (or the config) and says so",
           said and f"{expected_budget // MiB} MiB" in said[0] and
-          ("node.max_queued_bytes" in said[0] if SANITIZED else "cgroup" in said[0]), said)
+          ("cgroup" in said[0] if group else "node.max_queued_bytes" in said[0]), said)
     status, _ = a.spawn("probe.sender", "tx")
     status2, _ = a.spawn("probe.sink", "sink")
     check("sender and sink spawn", status == 201 and status2 == 201, (status, status2))
@@ -99,9 +106,9 @@ try:
     check("the queued bytes stay within the budget",
           abs(budget - expected_budget) < MiB and queued <= budget + 4 * MiB, (queued, budget))
     check("the node is alive, nothing OOM-killed",
-          a.p.poll() is None and (SANITIZED or group.oom_kills() == 0),
+          a.p.poll() is None and (not group or group.oom_kills() == 0),
           (a.p.poll(), group and group.oom_kills()))
-    if not SANITIZED:
+    if group:
         check("its memory stays under the cgroup's limit", peak < limit, (peak >> 20, "MiB"))
     check("the log says the budget bit, and which mailbox holds the most",
           a.err.has("messages refused", 10) and a.err.has("node.max_queued_bytes", 1) and
@@ -118,12 +125,12 @@ try:
     status, _ = a.call("DELETE", "/v1/actors/sink")
     if not SANITIZED:
         returned = poll(lambda: metric(a.scrape(), "troupe_memory_returned_bytes_total") or 0,
-                        lambda v: v >= 64 * MiB, 15)
+                        lambda v: v >= expected_budget // 2, 15)
         after = poll(a.rss, lambda v: v < baseline + (peak - baseline) / 4, 15)
         print(f"     local flood: {sent} sent, {refused:.0f} refused in {time.time() - t0:.1f} s; "
               f"rss {baseline >> 20} -> {peak >> 20} -> {after >> 20} MiB; {returned / MiB:.0f} MiB returned")
         check("the flooded actor gone, its message memory goes back to the system",
-              returned >= 64 * MiB and after < baseline + (peak - baseline) / 4,
+              returned >= expected_budget // 2 and after < baseline + (peak - baseline) / 4,
               f"returned {returned / MiB:.0f} MiB; rss {baseline >> 20} -> {peak >> 20} -> {after >> 20} MiB")
 
     # ---- B: defaults. A plugin kind's mailbox holds 10,000 messages.
