@@ -158,25 +158,36 @@ class shared_pool {
   std::size_t mapped_bytes() const noexcept { return mapped_.load(std::memory_order_relaxed); }
 
  private:
+  // Slabs are mapped `slabs_per_map` at a time: each mapping (and the unmap
+  // of its unaligned ends) costs every thread of the process a TLB flush.
+  static constexpr std::size_t slabs_per_map = 16;
+
   void* map_slab() {
-    // Twice the size, then the ends cut off: an aligned slab.
-    void* p = ::mmap(nullptr, 2 * slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    char* start = static_cast<char*>(p);
-    char* aligned = slab_of(start + slab_bytes - 1);
-    if (aligned != start) ::munmap(start, static_cast<std::size_t>(aligned - start));
-    char* end = aligned + slab_bytes;
-    if (end != start + 2 * slab_bytes)
-      ::munmap(end, static_cast<std::size_t>(start + 2 * slab_bytes - end));
+    std::lock_guard lock(map_mu_);
+    if (unused_.empty()) {
+      // One slab more than needed, then the ends cut off: aligned slabs.
+      const std::size_t bytes = (slabs_per_map + 1) * slab_bytes;
+      void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      char* start = static_cast<char*>(p);
+      char* aligned = slab_of(start + slab_bytes - 1);
+      if (aligned != start) ::munmap(start, static_cast<std::size_t>(aligned - start));
+      char* end = aligned + slabs_per_map * slab_bytes;
+      if (end != start + bytes) ::munmap(end, static_cast<std::size_t>(start + bytes - end));
+      for (std::size_t i = slabs_per_map; i-- > 0;) unused_.push_back(aligned + i * slab_bytes);
+    }
+    char* slab = unused_.back();
+    unused_.pop_back();
     mapped_.fetch_add(slab_bytes, std::memory_order_relaxed);
-    return aligned;
+    return slab;
   }
   void unmap_slab(char* slab) noexcept {
     ::munmap(slab, slab_bytes);
     mapped_.fetch_sub(slab_bytes, std::memory_order_relaxed);
   }
 
+  std::mutex map_mu_;
+  std::vector<char*> unused_;  // mapped, not yet carved (under map_mu_)
   std::mutex mu_[class_count];
   std::vector<chain> chains_[class_count];
   std::size_t idle_[class_count] = {};  // blocks in chains_, under mu_
