@@ -71,27 +71,21 @@ class shared_pool {
     idle_[c] += in.count;
     chains_[c].push_back(in);
   }
-  // Maps a fresh slab: the first chain is the caller's, the others go to
-  // the pool.
+  // Maps a fresh slab, all of it the caller's: a thread that allocates much
+  // (the sender of a flood) then goes to the shared pool, whose lock the
+  // freeing thread takes too, once a slab rather than once a batch.
   chain carve(std::size_t c) {
     auto* slab = static_cast<char*>(map_slab());
     const std::size_t size = block_size(c);
     const std::size_t n = blocks_per_slab(c);
-    chain first;
-    std::vector<chain> rest;
-    chain cur;
+    chain out;
     for (std::size_t i = n; i-- > 0;) {
       auto* b = reinterpret_cast<free_block*>(slab + i * size);
-      b->next = cur.head;
-      cur.head = b;
-      if (++cur.count == batch || i == 0) {
-        if (first.head == nullptr) first = cur;
-        else rest.push_back(cur);
-        cur = chain{};
-      }
+      b->next = out.head;
+      out.head = b;
     }
-    for (const chain& x : rest) give(c, x);
-    return first;
+    out.count = n;
+    return out;
   }
 
   // Unmaps every slab whose blocks all wait in the pool; see release_idle().
