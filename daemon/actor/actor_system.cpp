@@ -193,20 +193,18 @@ spawn_result root_context::spawn_named(const props_ptr& p, const std::string& na
 }
 
 spawn_result root_context::spawn_kind(std::string_view kind, const std::string& name) {
-  spawn_result r;
-  props_ptr p = sys_.kind_props(kind, r.error);
-  if (!p) return r;
-  if (name.empty()) r.pid = spawn(p);
-  else r = spawn_named(p, name);
-  if (r.error == spawn_error::none && !r.pid)
-    r.error = sys_.shutting_down() ? spawn_error::shutting_down : spawn_error::refused;
-  return r;
+  return sys_.spawn_kind(kind, name, pid());
 }
 
-props_ptr actor_system::kind_props(std::string_view kind, spawn_error& error) const {
+spawn_result actor_system::spawn_kind(std::string_view kind, const std::string& name,
+                                      const pid& parent) {
   props_ptr p = kinds_.find(kind);
-  if (!p) error = spawn_error::unknown_kind;
-  return p;
+  if (!p) return {pid(), spawn_error::unknown_kind};
+  spawn_result r =
+      spawn_child(p, parent, name.empty() ? nullptr : std::make_unique<std::string>(name));
+  if (r.error == spawn_error::none && !r.pid)
+    r.error = !parent && shutting_down() ? spawn_error::shutting_down : spawn_error::refused;
+  return r;
 }
 
 pid root_context::spawn_prefix(const props_ptr& p, std::string_view prefix) {

@@ -106,8 +106,9 @@ class actor_system {
   root_context& root() noexcept { return root_; }
   // The kinds that can be spawned by name.
   kind_registry& kinds() noexcept { return kinds_; }
-  // Internal: the Props of `kind`, or the error to answer (unknown_kind).
-  props_ptr kind_props(std::string_view kind, spawn_error& error) const;
+  // Internal: a registered kind, as a child of `parent` (none: a root
+  // actor), named unless `name` is empty; see root_context::spawn_kind.
+  spawn_result spawn_kind(std::string_view kind, const std::string& name, const pid& parent);
   const std::string& address() const noexcept { return cfg_.address; }
   troupe::registry& registry() noexcept { return registry_; }
   troupe::dispatcher& dispatcher() noexcept { return *dispatcher_; }

@@ -181,12 +181,8 @@ spawn_result context::spawn_named(const props_ptr& p, const std::string& name) {
 }
 
 spawn_result context::spawn_kind(std::string_view kind, const std::string& name) {
-  spawn_result r;
-  props_ptr p = system().kind_props(kind, r.error);
-  if (!p) return r;
-  if (name.empty()) r.pid = spawn(p);
-  else r = spawn_named(p, name);
-  if (r.error == spawn_error::none && !r.pid) r.error = spawn_error::refused;
+  spawn_result r = system().spawn_kind(kind, name, self());
+  if (r) ex().children.insert(r.pid);
   return r;
 }
 
