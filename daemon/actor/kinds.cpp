@@ -26,4 +26,16 @@ std::size_t kind_registry::size() const {
   return kinds_.size();
 }
 
+std::string spawn_refusal(spawn_error e, const std::string& kind, const std::string& name) {
+  switch (e) {
+    case spawn_error::none: break;
+    case spawn_error::name_taken: return "an actor named '" + name + "' is alive";
+    case spawn_error::invalid_name: return "a name may not be empty or start with '$'";
+    case spawn_error::shutting_down: return "the node is stopping and admits no new actors";
+    case spawn_error::unknown_kind: return "no loaded plugin has a kind '" + kind + "'";
+    case spawn_error::refused: return "the spawn of '" + kind + "' was refused by its spawn middleware";
+  }
+  return "spawned";
+}
+
 }  // namespace troupe

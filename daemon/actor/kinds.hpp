@@ -26,4 +26,7 @@ class kind_registry {
   std::map<std::string, props_ptr, std::less<>> kinds_;
 };
 
+// Why a spawn was refused, in words for an HTTP client, a peer or the log.
+std::string spawn_refusal(spawn_error e, const std::string& kind, const std::string& name);
+
 }  // namespace troupe

@@ -1,31 +1,16 @@
 #include "node/config.hpp"
 
-#include <algorithm>
-#include <filesystem>
-#include <fstream>
-
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
-#include <set>
-
-#include <yaml-cpp/yaml.h>
 
 #include "node/overload.hpp"
 
 namespace troupe::node {
-
-std::string config_error::to_string() const {
-  std::string s = file;
-  if (line > 0) {
-    s.push_back(':');
-    s.append(std::to_string(line));
-  }
-  return s + ": " + message;
-}
 
 namespace {
 
@@ -52,209 +37,105 @@ bool usable_state_dir(const std::string& dir, std::string& why) {
   return false;
 }
 
-struct reader {
-  std::string file;
-  std::vector<config_error>& errors;
-
-  void error(const YAML::Node& at, const std::string& msg) {
-    errors.push_back({file, at.Mark().line >= 0 ? at.Mark().line + 1 : 0, msg});
-  }
-
-  // Reports keys of `map` that are not in `known`.
-  bool check_map(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) {
-    if (!map.IsMap()) {
-      error(map, "'" + where + "' must be a mapping");
-      return false;
-    }
-    for (const auto& kv : map) {
-      std::string key = kv.first.as<std::string>();
-      if (!known.count(key)) {
-        std::string list;
-        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-        error(kv.first, "unknown key '" + (where.empty() ? key : where + "." + key) + "' (expected one of: " + list + ")");
-      }
-    }
-    return true;
-  }
-
-  void string_field(const YAML::Node& map, const std::string& where, const char* key, std::string& out) {
-    YAML::Node v = map[key];
-    if (!v) return;
-    if (!v.IsScalar()) {
-      error(v, "'" + where + "." + key + "' must be a string");
-      return;
-    }
-    out = v.as<std::string>();
-  }
-
-  // A whole number in [lo, hi], in `unit` when it has one ("seconds").
-  void number_field(const YAML::Node& map, const std::string& where, const char* key, long lo,
-                    long hi, const std::string& unit, unsigned& out) {
-    YAML::Node v = map[key];
-    if (!v) return;
-    const std::string what = "'" + where + "." + key + "'";
-    try {
-      long n = v.as<long>();
-      if (n < lo || n > hi)
-        error(v, what + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
-                     (unit.empty() ? "" : " " + unit));
-      else
-        out = static_cast<unsigned>(n);
-    } catch (const YAML::Exception&) {
-      error(v, what + " must be a whole number" + (unit.empty() ? "" : " of " + unit));
-    }
-  }
-
-  // "host:port" (or "[v6]:port"); `literal` demands an IP address.
-  void address_field(const YAML::Node& map, const std::string& where, const char* key,
-                     bool literal, std::string& out) {
-    YAML::Node v = map[key];
-    if (!v) return;
-    std::string what = "'" + where + "." + key + "'";
-    if (!v.IsScalar()) {
-      error(v, what + " must be an address like 127.0.0.1:7700");
-      return;
-    }
-    std::string a = v.as<std::string>();
-    std::string why;
-    if (!valid_address(a, literal, why)) {
-      error(v, what + " '" + a + "' is not a valid address: " + why);
-      return;
-    }
-    out = a;
-  }
-
-  static bool valid_address(const std::string& a, bool literal, std::string& why) {
-    std::string host, port;
-    if (!a.empty() && a[0] == '[') {
-      auto close = a.find(']');
-      if (close == std::string::npos || close + 1 >= a.size() || a[close + 1] != ':') {
-        why = "expected [v6-address]:port";
-        return false;
-      }
-      host = a.substr(1, close - 1);
-      port = a.substr(close + 2);
-      in6_addr six{};
-      if (inet_pton(AF_INET6, host.c_str(), &six) != 1) {
-        why = "'" + host + "' is not an IPv6 address";
-        return false;
-      }
-    } else {
-      auto colon = a.rfind(':');
-      if (colon == std::string::npos || colon == 0) {
-        why = "expected host:port";
-        return false;
-      }
-      host = a.substr(0, colon);
-      port = a.substr(colon + 1);
-      in_addr four{};
-      if (inet_pton(AF_INET, host.c_str(), &four) != 1) {
-        if (literal) {
-          why = "'" + host + "' is not an IP address";
-          return false;
-        }
-        for (char c : host)
-          if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) {
-            why = "'" + host + "' is not a host name";
-            return false;
-          }
-      }
-    }
-    // Port 0 (any free port) only makes sense for an address we listen on.
-    if (port.empty() || port.size() > 5 ||
-        port.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(port) < (literal ? 0 : 1) || std::stoi(port) > 65535) {
-      why = literal ? "the port must be 0-65535" : "the port must be 1-65535";
-      return false;
-    }
-    return true;
-  }
-
-  // { capacity: N, overflow: drop_newest | drop_oldest | block }
-  void mailbox_field(const YAML::Node& m, const std::string& where, config::mailbox& out) {
-    if (!check_map(m, where, {"capacity", "overflow"})) return;
-    // 0: unbounded. The top: a mailbox of about 12 GiB of small messages.
-    number_field(m, where, "capacity", 0, 100'000'000, "messages", out.capacity);
-    string_field(m, where, "overflow", out.overflow);
-    if (out.overflow != "drop_newest" && out.overflow != "drop_oldest" && out.overflow != "block")
-      error(m["overflow"], "'" + where + ".overflow' must be drop_newest, drop_oldest or block");
-  }
-
-  // A list of non-empty strings (plugin names, kinds), or the one word
-  // `every` standing for all of them (then `out` is just that word).
-  void string_list(const YAML::Node& map, const std::string& where, const char* key,
-                   std::vector<std::string>& out, const std::string& what = "plugin names",
-                   const char* every = nullptr) {
-    YAML::Node v = map[key];
-    if (!v) return;
-    const std::string name = "'" + where + "." + key + "'";
-    if (every != nullptr && v.IsScalar() && v.as<std::string>() == every) {
-      out = {every};
-      return;
-    }
-    if (!v.IsSequence()) {
-      error(v, name + " must be a list of " + what +
-                   (every != nullptr ? std::string(" or '") + every + "'" : std::string()));
-      return;
-    }
-    for (const auto& item : v) {
-      if (!item.IsScalar() || item.as<std::string>().empty()) {
-        error(item, name + " must hold " + what);
-        continue;
-      }
-      out.push_back(item.as<std::string>());
-    }
-  }
-};
-
 // Every key of every mapping must be a plain value, and appear once:
 // yaml-cpp would take a mapping as a key apart later with an exception,
 // and keep only the first of two equal keys (a second `admin:` section
 // adding token_file would be ignored, leaving the API open).
-void check_keys(const YAML::Node& n, const std::string& file, std::vector<config_error>& errors,
-                int depth = 0) {
-  auto line = [](const YAML::Node& x) { return x.Mark().line >= 0 ? x.Mark().line + 1 : 0; };
+void check_keys(const YAML::Node& n, section_reader& r, int depth = 0) {
   if (depth > 64) {
-    errors.push_back({file, line(n), "the document nests more than 64 levels deep"});
+    r.error(n, "the document nests more than 64 levels deep");
     return;
   }
   if (n.IsMap()) {
     std::map<std::string, int> seen;
     for (const auto& kv : n) {
       if (!kv.first.IsScalar()) {
-        errors.push_back({file, line(kv.first),
-                          std::string("a ") + (kv.first.IsMap() ? "mapping" : "list") +
-                              " is used as a key; keys are names"});
+        r.error(kv.first, std::string("a ") + (kv.first.IsMap() ? "mapping" : "list") +
+                              " is used as a key; keys are names");
         continue;
       }
       const std::string key = kv.first.Scalar();
-      if (auto [it, fresh] = seen.emplace(key, line(kv.first)); !fresh)
-        errors.push_back({file, line(kv.first),
-                          "duplicate key '" + key + "' (first at line " + std::to_string(it->second) +
-                              "); each key may appear once"});
-      check_keys(kv.second, file, errors, depth + 1);
+      if (auto [it, fresh] = seen.emplace(key, section_reader::line_of(kv.first)); !fresh)
+        r.error(kv.first, "duplicate key '" + key + "' (first at line " + std::to_string(it->second) +
+                              "); each key may appear once");
+      check_keys(kv.second, r, depth + 1);
     }
   } else if (n.IsSequence()) {
-    for (const auto& item : n) check_keys(item, file, errors, depth + 1);
+    for (const auto& item : n) check_keys(item, r, depth + 1);
   }
 }
 
-bool load_checked(const std::string& path, config& out, std::vector<config_error>& errors);
-
-// Whether an "ip:port" listens on the loopback interface only.
-bool loopback_address(const std::string& address) {
-  std::string host = address.substr(0, address.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  in_addr v4{};
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
-  return false;
+// The secrets of node.secret_file: one a line, blank lines and '#' comments skipped.
+void read_secrets(const YAML::Node& v, section_reader& r, const std::string& what,
+                  node_settings::secret_list& out) {
+  read::text(v, r, what, out.file);
+  out.secrets.clear();
+  if (!r.readable_file(v, what, out.file)) return;
+  std::ifstream in(out.file, std::ios::binary);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    std::size_t start = 0;
+    while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;
+    line.erase(0, start);
+    if (line.empty() || line[0] == '#') continue;
+    if (line.size() < 16)
+      r.error(v, what + " " + out.file + " line " + std::to_string(number) + " holds a secret of " +
+                     std::to_string(line.size()) + " bytes; at least 16 are needed");
+    out.secrets.push_back(line);
+  }
+  if (out.secrets.empty()) r.error(v, what + " " + out.file + " holds no secret");
 }
 
 }  // namespace
 
-bool load_config(const std::string& path, config& out, std::vector<config_error>& errors) {
+struct config_loader {
+  static bool load(const std::string& path, const schema& s, config& out, std::vector<config_error>& errors);
+};
+
+std::vector<std::string> config::kinds() const {
+  std::vector<std::string> out;
+  for (const auto& [kind, keys] : kinds_) out.push_back(kind);
+  return out;
+}
+
+std::vector<std::string> config::keep_running(const config& running, const schema& s) {
+  std::vector<std::string> kept;
+  auto keep = [&](const section_base* sec, std::shared_ptr<const void>& mine,
+                  const std::shared_ptr<const void>& theirs, const std::string& where) {
+    std::shared_ptr<void> next = sec->copy(mine.get());
+    for (std::string& k : sec->keep_running(theirs.get(), next.get(), where)) kept.push_back(std::move(k));
+    mine = std::move(next);
+  };
+  for (const section_base* sec : s.sections) {
+    auto mine = values_.find(sec);
+    auto theirs = running.values_.find(sec);
+    if (mine != values_.end() && theirs != running.values_.end())
+      keep(sec, mine->second, theirs->second, sec->name());
+  }
+  // Per-kind keys apply to actors as they are spawned, and those spawned
+  // already keep theirs: a change waits for a restart.
+  if (running.kinds_ != kinds_) {
+    std::map<std::string, bool> names;
+    for (const auto& [k, v] : running.kinds_) names[k] = true;
+    for (const auto& [k, v] : kinds_) names[k] = true;
+    for (const auto& [kind, unused] : names) {
+      const auto a = running.kinds_.find(kind);
+      const auto b = kinds_.find(kind);
+      for (const section_base* sec : s.kind_keys) {
+        const void* x = a == running.kinds_.end() || !a->second.count(sec) ? nullptr : a->second.at(sec).get();
+        const void* y = b == kinds_.end() || !b->second.count(sec) ? nullptr : b->second.at(sec).get();
+        if ((x == nullptr) != (y == nullptr) || (x != nullptr && !sec->same(x, y)))
+          kept.push_back("kinds." + kind + "." + sec->name());
+      }
+    }
+    kinds_ = running.kinds_;
+  }
+  return kept;
+}
+
+bool load_config(const std::string& path, const schema& s, config& out,
+                 std::vector<config_error>& errors) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     errors.push_back({path, 0, "is a directory, not a configuration file"});
@@ -264,7 +145,7 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   // (with the line when yaml-cpp knows it), never the end of the process:
   // a reload runs this in a node that must go on.
   try {
-    return load_checked(path, out, errors);
+    return config_loader::load(path, s, out, errors);
   } catch (const YAML::Exception& e) {
     errors.push_back({path, e.mark.line >= 0 ? e.mark.line + 1 : 0, "invalid configuration: " + e.msg});
   } catch (const std::exception& e) {
@@ -273,9 +154,8 @@ bool load_config(const std::string& path, config& out, std::vector<config_error>
   return false;
 }
 
-namespace {
-
-bool load_checked(const std::string& path, config& out, std::vector<config_error>& errors) {
+bool config_loader::load(const std::string& path, const schema& s, config& out,
+                         std::vector<config_error>& errors) {
   std::ifstream in(path);
   if (!in) {
     errors.push_back({path, 0, "cannot read the file"});
@@ -292,254 +172,26 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
     errors.push_back({path, 0, "cannot read the file"});
     return false;
   }
-  const std::size_t before = errors.size();
-  check_keys(root, path, errors);
-  if (errors.size() != before) return false;
-  reader r{path, errors};
-  if (!root || root.IsNull()) return true;  // empty file: defaults
-  if (!r.check_map(root, "", {"node", "seeds", "admin", "metrics", "dispatcher", "log", "plugins",
-                              "demo", "remote", "kinds"}))
-    return false;
-  const std::filesystem::path base = std::filesystem::path(path).parent_path();
-  auto relative_to_config = [&](std::string& p) {
-    if (!p.empty() && p[0] != '/') p = (base / p).lexically_normal().string();
-  };
-  // True when `p` names a file that can be read.
-  auto readable_file = [&](const YAML::Node& at, const std::string& what, std::string& p) {
-    relative_to_config(p);
-    std::error_code ec;
-    if (p.empty()) return false;
-    if (!std::filesystem::is_regular_file(p, ec) || ::access(p.c_str(), R_OK) != 0) {
-      r.error(at, what + " " + p + " is not a readable file");
-      return false;
-    }
-    return true;
-  };
-
-  int node_line = 0;
-  std::string why_budget;
-  if (YAML::Node n = root["node"];
-      n && r.check_map(n, "node", {"name", "cluster", "listen", "advertise", "secret_file",
-                                   "drain_timeout", "state_dir", "stall_timeout",
-                                   "max_queued_bytes"})) {
-    node_line = n.Mark().line >= 0 ? n.Mark().line + 1 : 0;
-    r.string_field(n, "node", "name", out.name);
-    r.string_field(n, "node", "cluster", out.cluster);
-    r.address_field(n, "node", "listen", true, out.listen);
-    r.address_field(n, "node", "advertise", false, out.advertise);
-    r.string_field(n, "node", "secret_file", out.secret_file);
-    if (readable_file(n["secret_file"], "'node.secret_file'", out.secret_file)) {
-      std::ifstream in(out.secret_file, std::ios::binary);
-      std::string line;
-      for (int number = 1; std::getline(in, line); ++number) {
-        while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
-        std::size_t start = 0;
-        while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;
-        line.erase(0, start);
-        if (line.empty() || line[0] == '#') continue;
-        if (line.size() < 16)
-          r.error(n["secret_file"], "'node.secret_file' " + out.secret_file + " line " +
-                                        std::to_string(number) + " holds a secret of " +
-                                        std::to_string(line.size()) +
-                                        " bytes; at least 16 are needed");
-        out.secrets.push_back(line);
-      }
-      if (out.secrets.empty())
-        r.error(n["secret_file"], "'node.secret_file' " + out.secret_file + " holds no secret");
-    }
-    if (!out.listen.empty() && out.advertise.empty()) {
-      const std::string host = out.listen.substr(0, out.listen.rfind(':'));
-      if (host == "0.0.0.0" || host == "[::]")
-        r.error(n["listen"], "'node.advertise' is needed when 'node.listen' is " + out.listen +
-                                 ": peers cannot dial a wildcard address");
-    }
-    if (out.name.empty()) r.error(n, "'node.name' must not be empty");
-    r.number_field(n, "node", "drain_timeout", 1, 3600, "seconds", out.drain_timeout_seconds);
-    r.number_field(n, "node", "stall_timeout", 1, 3600, "seconds", out.stall_timeout_seconds);
-    r.string_field(n, "node", "max_queued_bytes", out.max_queued_bytes);
-    if (queue_budget_setting b; !parse_queue_budget(out.max_queued_bytes, b, why_budget))
-      r.error(n["max_queued_bytes"], "'node.max_queued_bytes' '" + out.max_queued_bytes + "': " + why_budget);
-    r.string_field(n, "node", "state_dir", out.state_dir);
-    if (n["state_dir"] && out.state_dir.empty()) r.error(n["state_dir"], "'node.state_dir' must not be empty");
-    relative_to_config(out.state_dir);
-    if (!out.state_dir.empty()) {
-      std::string why;
-      if (!usable_state_dir(out.state_dir, why)) r.error(n["state_dir"], "'node.state_dir' " + why);
-    }
+  out.path = path;
+  section_reader r(path, errors);
+  check_keys(root, r);
+  if (!errors.empty()) return false;
+  const bool empty = !root || root.IsNull();  // an empty file: the defaults
+  std::vector<std::string> known;
+  for (const section_base* sec : s.sections) known.push_back(sec->name());
+  known.push_back("kinds");
+  if (!empty && !r.check_map(root, "", known)) return false;
+  for (const section_base* sec : s.sections) {
+    YAML::Node n = empty ? YAML::Node() : root[sec->name()];
+    out.values_[sec] = sec->parse(n ? &n : nullptr, sec->name(), r, out);
   }
-  if (out.state_dir.empty()) {
-    // systemd's StateDirectory= (a colon-separated list: the first is ours).
-    if (const char* sd = std::getenv("STATE_DIRECTORY"); sd != nullptr && *sd != '\0') {
-      out.state_dir = std::string(sd).substr(0, std::string(sd).find(':'));
-      std::string why;
-      if (!usable_state_dir(out.state_dir, why))
-        errors.push_back({path, 0, "$STATE_DIRECTORY: " + why});
-    }
-  }
-  if (YAML::Node sd = root["seeds"]) {
-    if (!sd.IsSequence()) {
-      r.error(sd, "'seeds' must be a list of addresses");
-    } else {
-      for (const auto& item : sd) {
-        std::string why;
-        std::string a = item.IsScalar() ? item.as<std::string>() : std::string();
-        if (!reader::valid_address(a, false, why)) r.error(item, "seed '" + a + "' is not a valid address: " + why);
-        else out.seeds.push_back(a);
-      }
-    }
-  }
-  int admin_line = 0;
-  if (YAML::Node a = root["admin"];
-      a && r.check_map(a, "admin", {"listen", "token_file", "insecure_no_token", "max_connections",
-                                     "max_connections_per_address", "idle_timeout"})) {
-    admin_line = a["listen"] ? a["listen"].Mark().line + 1 : a.Mark().line + 1;
-    r.address_field(a, "admin", "listen", true, out.admin_listen);
-    if (YAML::Node v = a["insecure_no_token"]) {
-      try {
-        out.admin_insecure_no_token = v.as<bool>();
-      } catch (const YAML::Exception&) {
-        r.error(v, "'admin.insecure_no_token' must be true or false");
-      }
-    }
-    r.number_field(a, "admin", "max_connections", 1, 1 << 20, "", out.admin_max_connections);
-    r.number_field(a, "admin", "max_connections_per_address", 0, 1 << 20, "",
-                   out.admin_max_connections_per_address);
-    r.number_field(a, "admin", "idle_timeout", 1, 3600, "seconds", out.admin_idle_timeout_seconds);
-    r.string_field(a, "admin", "token_file", out.admin_token_file);
-    if (readable_file(a["token_file"], "'admin.token_file'", out.admin_token_file)) {
-      std::ifstream in(out.admin_token_file);
-      std::getline(in, out.admin_token);
-      while (!out.admin_token.empty() && std::isspace(static_cast<unsigned char>(out.admin_token.back())))
-        out.admin_token.pop_back();
-      if (out.admin_token.empty())
-        r.error(a["token_file"], "'admin.token_file' " + out.admin_token_file +
-                                     " holds no token (its first line is empty)");
-    }
-  }
-  // The admin API spawns and stops actors: reachable from other hosts, it
-  // needs a token, unless the operator says in so many words that it does not.
-  if (!loopback_address(out.admin_listen) && out.admin_token_file.empty() &&
-      !out.admin_insecure_no_token)
-    errors.push_back({path, admin_line,
-                      "'admin.listen' " + out.admin_listen +
-                          " accepts connections from other hosts, and 'admin.token_file' is not set: "
-                          "anyone who reaches it could spawn and stop actors (set a token_file, or "
-                          "'admin.insecure_no_token: true' if that is what you want)"});
-  if (YAML::Node m = root["metrics"]; m && r.check_map(m, "metrics", {"listen", "histograms"})) {
-    r.address_field(m, "metrics", "listen", true, out.metrics_listen);
-    r.string_list(m, "metrics", "histograms", out.histogram_kinds, "kinds", "all");
-  }
-  if (YAML::Node rm = root["remote"];
-      rm && r.check_map(rm, "remote", {"max_frame_bytes", "send_queue", "heartbeat_interval_ms",
-                                       "heartbeat_timeout_ms", "handshake_timeout_ms",
-                                       "unreachable_timeout_ms", "spawn", "insecure_plaintext",
-                                       "tls", "max_connections", "max_pending_connections",
-                                       "max_pending_per_address"})) {
-    r.number_field(rm, "remote", "max_frame_bytes", 65536, 64 << 20, "bytes", out.max_frame_bytes);
-    r.number_field(rm, "remote", "send_queue", 16, 1 << 24, "messages", out.send_queue);
-    r.number_field(rm, "remote", "heartbeat_interval_ms", 10, 600000, "milliseconds",
-                   out.heartbeat_interval_ms);
-    r.number_field(rm, "remote", "heartbeat_timeout_ms", 20, 3600000, "milliseconds",
-                   out.heartbeat_timeout_ms);
-    r.number_field(rm, "remote", "handshake_timeout_ms", 10, 600000, "milliseconds",
-                   out.handshake_timeout_ms);
-    r.number_field(rm, "remote", "unreachable_timeout_ms", 0, 3600000, "milliseconds",
-                   out.unreachable_timeout_ms);
-    if (out.heartbeat_timeout_ms <= out.heartbeat_interval_ms)
-      r.error(rm, "'remote.heartbeat_timeout_ms' (" + std::to_string(out.heartbeat_timeout_ms) +
-                      ") must be longer than 'remote.heartbeat_interval_ms' (" +
-                      std::to_string(out.heartbeat_interval_ms) + ")");
-    r.string_list(rm, "remote", "spawn", out.remote_spawn, "kinds", "*");
-    if (YAML::Node v = rm["insecure_plaintext"]) {
-      try {
-        out.insecure_plaintext = v.as<bool>();
-      } catch (const YAML::Exception&) {
-        r.error(v, "'remote.insecure_plaintext' must be true or false");
-      }
-    }
-    if (YAML::Node t = rm["tls"]; t && r.check_map(t, "remote.tls", {"cert_file", "key_file", "ca_file"})) {
-      r.string_field(t, "remote.tls", "cert_file", out.tls_cert_file);
-      r.string_field(t, "remote.tls", "key_file", out.tls_key_file);
-      r.string_field(t, "remote.tls", "ca_file", out.tls_ca_file);
-      readable_file(t["cert_file"], "'remote.tls.cert_file'", out.tls_cert_file);
-      readable_file(t["key_file"], "'remote.tls.key_file'", out.tls_key_file);
-      readable_file(t["ca_file"], "'remote.tls.ca_file'", out.tls_ca_file);
-      if (out.tls_cert_file.empty() || out.tls_key_file.empty() || out.tls_ca_file.empty())
-        r.error(t, "'remote.tls' needs cert_file, key_file and ca_file together");
-    }
-    r.number_field(rm, "remote", "max_connections", 1, 1 << 20, "", out.max_connections);
-    r.number_field(rm, "remote", "max_pending_connections", 1, 1 << 20, "",
-                   out.max_pending_connections);
-    r.number_field(rm, "remote", "max_pending_per_address", 1, 1 << 20, "",
-                   out.max_pending_per_address);
-  }
-  // Peers prove membership with the secret or a certificate, unless the
-  // operator turned TLS off.
-  if (!out.listen.empty() && out.secret_file.empty() && out.tls_cert_file.empty() &&
-      !out.insecure_plaintext)
-    errors.push_back({path, node_line,
-                      "'node.secret_file' (or 'remote.tls') is needed with 'node.listen': peers "
-                      "prove that they are members with it (or set 'remote.insecure_plaintext: "
-                      "true' to turn TLS off)"});
-  if (YAML::Node d = root["demo"]) {
-    try {
-      out.demo = d.as<bool>();
-    } catch (const YAML::Exception&) {
-      r.error(d, "'demo' must be true or false");
-    }
-  }
-  if (YAML::Node d = root["dispatcher"]; d && r.check_map(d, "dispatcher", {"threads"}))
-    r.number_field(d, "dispatcher", "threads", 0, 1024, "", out.threads);
-  if (YAML::Node l = root["log"]; l && r.check_map(l, "log", {"level", "format"})) {
-    r.string_field(l, "log", "format", out.log_format);
-    if (out.log_format != "text" && out.log_format != "json")
-      r.error(l["format"], "'log.format' must be text or json");
-    r.string_field(l, "log", "level", out.log_level);
-    static const std::set<std::string> levels{"debug", "info", "warning", "error"};
-    if (!levels.count(out.log_level))
-      r.error(l["level"], "'log.level' must be one of debug, info, warning, error");
-  }
-  if (YAML::Node pl = root["plugins"];
-      pl && r.check_map(pl, "plugins", {"dir", "load", "required", "mailbox"})) {
-    if (YAML::Node m = pl["mailbox"]) r.mailbox_field(m, "plugins.mailbox", out.plugin_mailbox);
-    if (YAML::Node d = pl["dir"]; d && d.IsScalar()) {
-      std::string one;
-      r.string_field(pl, "plugins", "dir", one);
-      if (!one.empty()) out.plugin_dirs.push_back(one);
-    } else {
-      r.string_list(pl, "plugins", "dir", out.plugin_dirs, "folders");
-    }
-    r.string_list(pl, "plugins", "load", out.plugins);
-    r.string_list(pl, "plugins", "required", out.required_plugins);
-    for (const auto& name : out.required_plugins)
-      if (std::find(out.plugins.begin(), out.plugins.end(), name) == out.plugins.end())
-        out.plugins.push_back(name);
-    for (const auto& name : out.plugins)
-      if (name.find('/') != std::string::npos)
-        r.error(pl, "plugin name '" + name + "' must be a name in 'plugins.dir', not a path");
-    if (!out.plugins.empty() && out.plugin_dirs.empty())
-      r.error(pl, "'plugins.dir' is needed to load plugins");
-    // A folder of the list may be missing (a local one nobody filled yet),
-    // but plugins need one that can be read.
-    std::string tried;
-    bool readable = false;
-    for (std::string& dir : out.plugin_dirs) {
-      relative_to_config(dir);
-      std::error_code ec;
-      readable = readable || (std::filesystem::is_directory(dir, ec) &&
-                              ::access(dir.c_str(), R_OK | X_OK) == 0);
-      tried += (tried.empty() ? "" : ", ") + dir;
-    }
-    if (!out.plugin_dirs.empty() && !out.plugins.empty() && !readable)
-      r.error(pl["dir"], out.plugin_dirs.size() > 1
-                             ? "'plugins.dir' lists no readable directory: " + tried
-                             : "'plugins.dir' " + tried + " is not a readable directory");
-  }
-  // kinds.<kind>: what is set per actor kind. Unset mailbox fields are
-  // those of plugins.mailbox.
-  if (YAML::Node kinds = root["kinds"]; kinds && !kinds.IsMap()) {
+  // kinds.<kind>.<key>: what is set per actor kind.
+  YAML::Node kinds = empty ? YAML::Node() : root["kinds"];
+  if (kinds && !kinds.IsMap()) {
     r.error(kinds, "'kinds' must be a mapping of kind names");
   } else if (kinds) {
+    std::vector<std::string> keys;
+    for (const section_base* sec : s.kind_keys) keys.push_back(sec->name());
     for (const auto& kv : kinds) {
       const std::string kind = kv.first.as<std::string>();
       const std::string where = "kinds." + kind;
@@ -548,15 +200,163 @@ bool load_checked(const std::string& path, config& out, std::vector<config_error
         r.error(kv.second, "'" + where + "' must be a mapping");
         continue;
       }
-      if (!r.check_map(kv.second, where, {"mailbox"})) continue;
-      config::mailbox m = out.plugin_mailbox;
-      if (YAML::Node mb = kv.second["mailbox"]) r.mailbox_field(mb, where + ".mailbox", m);
-      out.kind_mailboxes[kind] = m;
+      if (!r.check_map(kv.second, where, keys)) continue;
+      auto& mine = out.kinds_[kind];
+      for (const section_base* sec : s.kind_keys)
+        if (YAML::Node v = kv.second[sec->name()]) mine[sec] = sec->parse(&v, where + "." + sec->name(), r, out);
     }
   }
   return errors.empty();
 }
 
+namespace {
+
+// A Markdown table cell: no line breaks, no unescaped bars.
+std::string cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '|') out += "\\|";
+    else if (c == '\n') out += ' ';
+    else out += c;
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string config_reference(const schema& s) {
+  std::string out;
+  auto table = [&](const section_base& sec, const std::string& where) {
+    out += "\n### `" + where + "`\n\n" + sec.doc() + "\n\n";
+    out += "| key | value | default | on reload | meaning |\n|---|---|---|---|---|\n";
+    for (const key_doc& k : sec.keys(where))
+      out += "| `" + cell(k.key) + "` | " + cell(k.type) + " | `" + cell(k.default_text) + "` | " +
+             (k.when == applies::live ? "applies" : "at restart") + " | " + cell(k.doc) + " |\n";
+  };
+  for (const section_base* sec : s.sections) table(*sec, sec->name());
+  for (const section_base* sec : s.kind_keys) table(*sec, "kinds.<kind>." + sec->name());
+  return out;
+}
+
+const section<node_settings>& node_section() {
+  static const section<node_settings> s = [] {
+    section<node_settings> n("node", "Who the node is, where it listens for other nodes, and how it stops.");
+    n.text("name", &node_settings::name, "The node's name, in logs, metrics and /v1/node.")
+        .text("cluster", &node_settings::cluster,
+              "The cluster's name: a node only links with nodes that give the same one.")
+        .address("listen", &node_settings::listen, true,
+                 "The node-to-node address (TCP). Unset: the node talks to no other node. Port 0 "
+                 "takes a free one.")
+        .address("advertise", &node_settings::advertise, false,
+                 "The address other nodes dial and PIDs carry; needed when listen is a wildcard. "
+                 "Unset: listen as bound.")
+        .key<node_settings::secret_list>(
+            "secret_file", &node_settings::secret, "path",
+            "The cluster secrets, one a line ('#' comments and blank lines skipped, at least 16 "
+            "bytes each): the first is offered when dialing, any is accepted. A reload re-reads "
+            "the file, so a rotation needs no restart.",
+            read_secrets, [](const node_settings::secret_list& l) { return read::show(l.file); })
+        .live()
+        .number("drain_timeout", &node_settings::drain_timeout_seconds, 1, 3600, "seconds",
+                "How long actors may take to stop on SIGTERM before they are stopped by force.")
+        .live()
+        .number("stall_timeout", &node_settings::stall_timeout_seconds, 1, 3600, "seconds",
+                "Every worker inside one handler this long, or the event loop not running this "
+                "long, and the node is stalled: /healthz answers 503 and the systemd watchdog is "
+                "no longer fed.")
+        .live()
+        .key<std::string>(
+            "max_queued_bytes", &node_settings::max_queued_bytes,
+            "auto, none, a size (512MiB, 2GB) or a share of the memory limit (1%-90%)",
+            "How much memory messages waiting in mailboxes may hold before sends are refused "
+            "(dead letters over_budget). auto is half the memory limit (the cgroup's, else RAM), "
+            "and at least 16 MiB; a size must be 1 MiB or more.",
+            [](const YAML::Node& v, section_reader& r, const std::string& what, std::string& out) {
+              read::text(v, r, what, out);
+              std::string why;
+              if (queue_budget_setting b; !parse_queue_budget(out, b, why))
+                r.error(v, what + " '" + out + "': " + why);
+            },
+            [](const std::string& t) { return t; })
+        .live()
+        .path("state_dir", &node_settings::state_dir,
+              "Where the node keeps what outlives it, one node per folder (locked while it runs). "
+              "Unset: systemd's $STATE_DIRECTORY; neither: nothing is kept.")
+        .check([](node_settings& n, const YAML::Node& node, section_reader& r, const config&) {
+          n.line = section_reader::line_of(node);
+          if (n.name.empty()) r.error(node, "'node.name' must not be empty");
+          if (!n.listen.empty() && n.advertise.empty()) {
+            const std::string host = n.listen.substr(0, n.listen.rfind(':'));
+            if (host == "0.0.0.0" || host == "[::]")
+              r.error(node["listen"], "'node.advertise' is needed when 'node.listen' is " + n.listen +
+                                          ": peers cannot dial a wildcard address");
+          }
+          if (!n.state_dir.empty()) {
+            std::string why;
+            if (!usable_state_dir(n.state_dir, why)) r.error(node["state_dir"], "'node.state_dir' " + why);
+          } else if (const char* sd = std::getenv("STATE_DIRECTORY"); sd != nullptr && *sd != '\0') {
+            // systemd's StateDirectory= (a colon-separated list: the first is ours).
+            n.state_dir = std::string(sd).substr(0, std::string(sd).find(':'));
+            std::string why;
+            if (!usable_state_dir(n.state_dir, why)) r.error(0, "$STATE_DIRECTORY: " + why);
+          }
+        });
+    return n;
+  }();
+  return s;
+}
+
+const section<seeds_settings>& seeds_section() {
+  static const section<seeds_settings> s = [] {
+    section<seeds_settings> n("seeds", "Nodes to connect to at start.");
+    n.key<std::vector<std::string>>(
+         "", &seeds_settings::seeds, "list of host:port",
+         "Other nodes' addresses. A reload contacts the seeds it adds; one it drops stays "
+         "connected while traffic uses it.",
+         [](const YAML::Node& v, section_reader& r, const std::string&, std::vector<std::string>& out) {
+           if (!v.IsSequence()) {
+             r.error(v, "'seeds' must be a list of addresses");
+             return;
+           }
+           out.clear();
+           for (const auto& item : v) {
+             std::string why;
+             const std::string a = item.IsScalar() ? item.as<std::string>() : std::string();
+             if (!section_reader::valid_address(a, false, why))
+               r.error(item, "seed '" + a + "' is not a valid address: " + why);
+             else
+               out.push_back(a);
+           }
+         },
+         [](const std::vector<std::string>& l) { return read::show(l); })
+        .live();
+    return n;
+  }();
+  return s;
+}
+
+const section<dispatcher_settings>& dispatcher_section() {
+  static const section<dispatcher_settings> s = [] {
+    section<dispatcher_settings> n("dispatcher", "The workers that run actors.");
+    n.number("threads", &dispatcher_settings::threads, 0, 1024, "",
+             "Worker threads; 0 is one per core.");
+    return n;
+  }();
+  return s;
+}
+
+const section<log_settings>& log_section() {
+  static const section<log_settings> s = [] {
+    section<log_settings> n("log", "What the node writes to standard error (the journal under systemd).");
+    n.choice("level", &log_settings::level, {"debug", "info", "warning", "error"},
+             "The least important lines written.")
+        .live()
+        .choice("format", &log_settings::format, {"text", "json"},
+                "text lines, or one JSON object a line.")
+        .live();
+    return n;
+  }();
+  return s;
+}
 
 }  // namespace troupe::node

@@ -1,98 +1,100 @@
 #pragma once
-// The node's YAML configuration. Every problem is reported with the file,
-// line and key, and the node exits with EX_CONFIG (78).
+// The node's YAML configuration: one section per top-level key, each
+// described once (settings.hpp) by the node itself or by the module that
+// owns it, and per-kind keys under kinds.<kind>. Every problem is reported
+// with the file, line and key, and the node exits with EX_CONFIG (78).
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "node/settings.hpp"
+
 namespace troupe::node {
 
-struct config {
+// What a configuration file may hold: the sections in the order they are
+// read (a section's checks see those before it), and the per-kind keys.
+struct schema {
+  std::vector<const section_base*> sections;
+  std::vector<const section_base*> kind_keys;
+};
+
+class config {
+ public:
+  std::string path;  // the file it was read from
+
+  // A section's value: its defaults when the file leaves it out.
+  template <class S>
+  const S& get(const section<S>& s) const {
+    const auto it = values_.find(&s);
+    return it != values_.end() ? *static_cast<const S*>(it->second.get()) : s.defaults();
+  }
+  // kinds.<kind>.<key>: null when the file does not set it for `kind`.
+  template <class S>
+  const S* for_kind(const section<S>& s, const std::string& kind) const {
+    const auto k = kinds_.find(kind);
+    if (k == kinds_.end()) return nullptr;
+    const auto it = k->second.find(&s);
+    return it != k->second.end() ? static_cast<const S*>(it->second.get()) : nullptr;
+  }
+  // Every kind that kinds: names.
+  std::vector<std::string> kinds() const;
+
+  // Reload: for each restart-only key whose value differs from `running`'s,
+  // this config takes the running value back; returns those keys' names.
+  std::vector<std::string> keep_running(const config& running, const schema& s);
+
+ private:
+  friend struct config_loader;
+  std::map<const section_base*, std::shared_ptr<const void>> values_;
+  std::map<std::string, std::map<const section_base*, std::shared_ptr<const void>>> kinds_;
+};
+
+// Parses `path` against `s`. On failure returns false and fills `errors`
+// (all of them).
+bool load_config(const std::string& path, const schema& s, config& out,
+                 std::vector<config_error>& errors);
+
+// The configuration reference (Markdown), from the schema: what
+// docs/operations.md holds between its config-reference markers.
+std::string config_reference(const schema& s);
+
+// The node's own sections.
+struct node_settings {
   std::string name = "troupe";
   std::string cluster = "troupe";
-  unsigned threads = 0;
   // Addresses are "host:port" ([v6]:port for IPv6). Listen addresses must
   // be IP literals; the others may be host names.
-  std::string listen;       // node.listen: the node-to-node port
-  std::string advertise;    // node.advertise: what peers dial
-  std::string secret_file;  // node.secret_file: the cluster secrets (must be readable)
-  // Its lines, one secret each (blank lines and '#' comments skipped): the
-  // first is offered when dialing, all are accepted.
-  std::vector<std::string> secrets;
-  std::vector<std::string> seeds;
-  // remote: the node-to-node transport.
-  unsigned max_frame_bytes = 4u << 20;
-  unsigned send_queue = 65536;  // messages waiting per peer
-  unsigned heartbeat_interval_ms = 1000;
-  unsigned heartbeat_timeout_ms = 5000;
-  unsigned handshake_timeout_ms = 5000;
-  unsigned unreachable_timeout_ms = 5000;
-  std::vector<std::string> remote_spawn;  // kinds peers may spawn here; "*": any
-  bool insecure_plaintext = false;  // remote.insecure_plaintext: no TLS at all
-  // remote.tls: mutual TLS with certificates instead of the secret.
-  std::string tls_cert_file, tls_key_file, tls_ca_file;
-  unsigned max_connections = 1024;
-  unsigned max_pending_connections = 64;
-  unsigned max_pending_per_address = 8;
-  std::string admin_listen = "127.0.0.1:7780";
-  std::string admin_token_file;  // admin.token_file: bearer token, optional
-  std::string admin_token;       // the file's first line
-  // admin.insecure_no_token: a listener beyond loopback without a token,
-  // on purpose (refused otherwise).
-  bool admin_insecure_no_token = false;
-  // admin.max_connections, .max_connections_per_address (0: none) and
-  // .idle_timeout (seconds without a byte from the client): the bounds of
-  // the admin and metrics servers.
-  unsigned admin_max_connections = 4096;
-  unsigned admin_max_connections_per_address = 0;
-  unsigned admin_idle_timeout_seconds = 30;
-  std::string metrics_listen = "127.0.0.1:7781";
-  // metrics.histograms: kinds whose handler times are kept as histograms
-  // (troupe_message_processing_seconds), or ["all"].
-  std::vector<std::string> histogram_kinds;
-  std::string log_level = "info";
-  std::string log_format = "text";  // text | json
-  unsigned drain_timeout_seconds = 10;  // node.drain_timeout: how long stopping actors may take
-  // node.stall_timeout: every worker inside one handler this long, or the
-  // event loop not running this long, and the node is stalled: /healthz
-  // answers 503 and the systemd watchdog is no longer fed.
-  unsigned stall_timeout_seconds = 10;
-  // node.max_queued_bytes: how much memory messages waiting in mailboxes
-  // may hold before sends are refused (see overload.hpp for the forms).
-  std::string max_queued_bytes = "auto";
-  // node.state_dir: where the node keeps what outlives it, one node per
-  // folder (it is locked while the node runs). Relative paths are taken
-  // from the config file's folder; unset, systemd's $STATE_DIRECTORY;
-  // neither: none, and nothing is kept.
-  std::string state_dir;
-  bool demo = false;  // demo: true runs a ring of actors passing tokens (make run)
-  // plugins: { dir, load: [name...], required: [name...] }. A name is a
-  // file <dir>/<name>.so. A required plugin that does not load stops the
-  // node with exit status 78; the others are logged and skipped.
-  // Folders searched for NAME.so, first match wins (a list, or one folder);
-  // relative paths are taken from the config file's folder.
-  std::vector<std::string> plugin_dirs;
-  std::vector<std::string> plugins;           // load, required included
-  std::vector<std::string> required_plugins;
-  // plugins.mailbox: the mailbox of every plugin kind; kinds.<kind>.mailbox:
-  // one kind's. capacity 0 is unbounded; overflow says what a full one does.
-  struct mailbox {
-    unsigned capacity = 10000;
-    std::string overflow = "drop_newest";  // drop_newest | drop_oldest | block
-    bool operator==(const mailbox&) const = default;
+  std::string listen;     // the node-to-node port
+  std::string advertise;  // what peers dial
+  // node.secret_file and its lines, one secret each: the first is offered
+  // when dialing, all are accepted.
+  struct secret_list {
+    std::string file;
+    std::vector<std::string> secrets;
+    bool operator==(const secret_list&) const = default;
   };
-  mailbox plugin_mailbox;
-  std::map<std::string, mailbox> kind_mailboxes;
+  secret_list secret;
+  unsigned drain_timeout_seconds = 10;
+  unsigned stall_timeout_seconds = 10;
+  std::string max_queued_bytes = "auto";
+  std::string state_dir;
+  int line = 0;  // where the section is in the file, for checks made later
+};
+struct seeds_settings {
+  std::vector<std::string> seeds;
+};
+struct dispatcher_settings {
+  unsigned threads = 0;
+};
+struct log_settings {
+  std::string level = "info";
+  std::string format = "text";
 };
 
-struct config_error {
-  std::string file;
-  int line = 0;  // 1-based; 0 when unknown
-  std::string message;
-  std::string to_string() const;
-};
-
-// Parses `path`. On failure returns false and fills `errors` (all of them).
-bool load_config(const std::string& path, config& out, std::vector<config_error>& errors);
+const section<node_settings>& node_section();
+const section<seeds_settings>& seeds_section();
+const section<dispatcher_settings>& dispatcher_section();
+const section<log_settings>& log_section();
 
 }  // namespace troupe::node

@@ -34,7 +34,7 @@
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
 #include "admin_bench.hpp"
-#include "node/metrics.hpp"
+#include "modules/metrics/metrics_server.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
 #include "system_generated.h"
@@ -135,12 +135,17 @@ double pingpong(int pairs, watched watch = watched::no) {
   finish_line line;
   pid driver = sys.root().spawn(collector(pairs, line));
   node::kind_histograms histograms({"player"});
-  std::unique_ptr<node::metrics> exposed;
+  std::unique_ptr<node::metrics_server> exposed;
   std::atomic<bool> scraping{false};
   std::thread scraper;
   if (watch != watched::no) {
-    auto host = std::make_shared<plugin::host>(sys);
-    exposed = std::make_unique<node::metrics>("127.0.0.1:0", node::http_limits{}, sys, host, sys.loop(), &histograms);
+    exposed = std::make_unique<node::metrics_server>(
+        "127.0.0.1:0", node::http_limits{},
+        [runtime = node::runtime_metrics(sys, sys.loop()),
+         times = node::histogram_metrics(histograms)](std::vector<prometheus::MetricFamily>& out) {
+          runtime(out);
+          times(out);
+        });
     scraping = true;
     scraper = std::thread([&, port = exposed->port()] {
       while (scraping.load()) {

@@ -1,4 +1,4 @@
-#include "node/admin.hpp"
+#include "modules/admin/admin_api.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -10,6 +10,7 @@
 #include "actor/actor_system.hpp"
 #include "system_generated.h"
 #include "plugin/plugin_host.hpp"
+#include "remote/transport.hpp"
 #include <troupe/abi.h>
 
 namespace troupe::node {
@@ -19,31 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// JSON bodies nest at most this deep: parsers recurse, and a request
-// thread's stack is small (a 4 KB body of brackets crashed the node).
-constexpr std::size_t max_json_depth = 32;
-
-// How deep `text` nests arrays and objects, counting no further than
-// `limit + 1`; brackets inside strings do not count.
-std::size_t json_depth(std::string_view text, std::size_t limit) {
-  std::size_t depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) break;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
 constexpr long long default_request_timeout_ms = 5000;
 constexpr long long max_request_timeout_ms = 60000;
 constexpr std::size_t default_actor_limit = 1000;
@@ -70,91 +46,27 @@ bool same_secret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] ".
-std::string json_reason(const std::exception& e) {
-  std::string what = e.what();
-  if (what.rfind("[json.exception.", 0) == 0) {
-    const std::size_t end = what.find("] ");
-    if (end != std::string::npos) what.erase(0, end + 2);
-  }
-  return what;
-}
-
 }  // namespace
 
-// One request: copied into what answers it later (a reply, a stop, a
-// remote spawn), so it holds only shared state.
-struct admin::request {
-  std::shared_ptr<http_request> http;
-  std::shared_ptr<admin_stats> stats;  // outlives the admin for late answers
-  std::string method;
-  std::vector<std::string> path;
-
-  const std::string& body() const { return http->body(); }
-
-  void reply(int status, const json& body_json) const {
-    http_response out;
-    out.status = status;
-    // Text that came from outside may hold invalid UTF-8: replaced, not thrown.
-    out.body = body_json.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-    out.headers.emplace_back("Cache-Control", "no-store");
-    if (status == 401) out.headers.emplace_back("WWW-Authenticate", "Bearer");
-    stats->by_class[std::min(status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
-    http->answer(std::move(out));
-  }
-  void error(int status, const std::string& code, const std::string& message) const {
-    reply(status, json{{"error", {{"code", code}, {"message", message}}}});
-  }
-
-  std::string var(const char* name) const { return http->query(name); }
-
-  // The body as a JSON object; answers 400 and returns false otherwise.
-  bool object(json& out) const {
-    if (json_depth(body(), max_json_depth) > max_json_depth) {
-      error(400, "bad_json", "the body nests arrays and objects deeper than " +
-                                 std::to_string(max_json_depth) + " levels");
-      return false;
-    }
-    try {
-      out = json::parse(body());
-    } catch (const json::exception& e) {
-      // Malformed, invalid UTF-8, or a number out of range (1e999).
-      error(400, "bad_json", "the body is not JSON: " + json_reason(e));
-      return false;
-    }
-    if (!out.is_object()) {
-      error(400, "bad_request", "the body must be a JSON object");
-      return false;
-    }
-    return true;
-  }
-};
-
-admin::admin(const std::string& listen, std::string token, http_limits limits, actor_system& sys,
-             std::shared_ptr<plugin::host> plugins)
-    : sys_(sys), plugins_(std::move(plugins)), token_(std::move(token)) {
+admin_api::admin_api(const std::string& listen, std::string token, http_limits limits, node_context& ctx)
+    : ctx_(ctx), sys_(ctx.system()), plugins_(ctx.find<plugin::host>()), remote_(ctx.find<remote::transport>()),
+      token_(std::move(token)) {
   server_ = std::make_unique<http_server>(
       "admin", listen, limits, [this](const std::shared_ptr<http_request>& r) { on_request(r); });
   stats_->connections = &server_->stats();
 }
 
-admin::~admin() = default;
+admin_api::~admin_api() = default;
 
-int admin::port() const { return server_->port(); }
+int admin_api::port() const { return server_->port(); }
 
-void admin::set_token(std::string token) {
+void admin_api::set_token(std::string token) {
   std::lock_guard lock(info_mu_);
   token_ = std::move(token);
 }
 
-void admin::set_node_info(json node, json members) {
-  std::lock_guard lock(info_mu_);
-  node_info_ = std::move(node);
-  members_ = std::move(members);
-}
-
-void admin::on_request(const std::shared_ptr<http_request>& http) {
-  request r{http, stats_, http->method(), segments(http->path())};
+void admin_api::on_request(const std::shared_ptr<http_request>& http) {
+  admin_request r{http, stats_, http->method(), segments(http->path())};
   try {
     handle(r);
   } catch (const std::exception& e) {
@@ -162,26 +74,22 @@ void admin::on_request(const std::shared_ptr<http_request>& http) {
   }
 }
 
-void admin::handle(const request& r) {
+void admin_api::handle(const admin_request& r) {
   const auto& p = r.path;
   const bool get = r.method == "GET" || r.method == "HEAD";
-  const state st = state_.load(std::memory_order_acquire);
+  const node_context::phase st = ctx_.current_phase();
+  using phase = node_context::phase;
 
   if (p.size() == 1 && p[0] == "healthz") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
-    std::function<std::string()> health;
-    {
-      std::lock_guard lock(info_mu_);
-      health = health_;
-    }
-    if (std::string why = health ? health() : std::string(); !why.empty())
+    if (std::string why = ctx_.health ? ctx_.health() : std::string(); !why.empty())
       return r.reply(503, {{"status", "stalled"}, {"reason", why}});
     return r.reply(200, {{"status", "ok"}});
   }
   if (p.size() == 1 && p[0] == "readyz") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
-    if (st == state::ready) return r.reply(200, {{"status", "ready"}});
-    return r.reply(503, {{"status", st == state::starting ? "starting" : "stopping"}});
+    if (st == phase::ready) return r.reply(200, {{"status", "ready"}});
+    return r.reply(503, {{"status", st == phase::starting ? "starting" : "stopping"}});
   }
   if (p.empty() || p[0] != "v1")
     return r.error(404, "not_found", "no such endpoint: " + r.method + " /" +
@@ -200,18 +108,14 @@ void admin::handle(const request& r) {
       return r.error(401, "unauthorized", "this node wants 'Authorization: Bearer <token>'");
   }
 
+  // Routes of the modules first: one may answer for a path below.
+  if (ctx_.route(r)) return;
   const std::string what = p.size() > 1 ? p[1] : "";
   if (p.size() == 2 && what == "node") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
-    json j;
-    {
-      std::lock_guard lock(info_mu_);
-      j = node_info_;
-    }
-    j["state"] = st == state::ready ? "ready" : st == state::starting ? "starting" : "stopping";
+    json j = ctx_.node_info();
+    j["state"] = st == phase::ready ? "ready" : st == phase::starting ? "starting" : "stopping";
     j["actors"] = sys_.actor_count();
-    j["plugins"] = plugins_->plugins().size();
-    j["kinds"] = plugins_->kinds().size();
     j["dispatcher_threads"] = sys_.dispatcher().threads();
     j["messages_processed"] = sys_.dispatcher().processed();
     j["dead_letters"] = sys_.stats().dead_letters_total();
@@ -219,40 +123,12 @@ void admin::handle(const request& r) {
   }
   if (p.size() == 2 && what == "members") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
-    std::lock_guard lock(info_mu_);
-    return r.reply(200, {{"members", members_}});
-  }
-  if (p.size() == 2 && what == "peers") {
-    if (!get) return r.error(405, "method_not_allowed", "use GET");
-    std::function<json()> peers;
-    {
-      std::lock_guard lock(info_mu_);
-      peers = remote_.peers;
-    }
-    return r.reply(200, peers ? peers() : json{{"peers", json::array()}});
-  }
-  if (p.size() == 2 && what == "plugins") {
-    if (!get) return r.error(405, "method_not_allowed", "use GET");
-    json list = json::array();
-    for (const auto& info : plugins_->plugins())
-      list.push_back({{"name", info.name},
-                      {"version", info.version},
-                      {"file", info.file},
-                      {"abi", std::to_string(info.abi_major) + "." + std::to_string(info.abi_minor)},
-                      {"kinds", info.kinds}});
-    return r.reply(200, {{"plugins", list}});
-  }
-  if (p.size() == 2 && what == "kinds") {
-    if (!get) return r.error(405, "method_not_allowed", "use GET");
-    json kinds = json::array();
-    for (const auto& info : plugins_->plugins())
-      for (const auto& k : info.kinds) kinds.push_back({{"name", k}, {"plugin", info.name}});
-    std::sort(kinds.begin(), kinds.end(),
-              [](const json& a, const json& b) { return a["name"] < b["name"]; });
-    json types = json::array();
-    for (const auto& t : plugins_->message_types())
-      types.push_back({{"name", t.name}, {"plugin", t.plugin}});
-    return r.reply(200, {{"kinds", kinds}, {"message_types", types}});
+    // Only this node, until a module that knows the cluster answers.
+    const json info = ctx_.node_info();
+    const json a = !info.value("advertise", json(nullptr)).is_null() ? info["advertise"]
+                                                                     : info.value("listen", json(nullptr));
+    const json self = {{"name", info.value("name", "")}, {"address", a}, {"status", "up"}, {"self", true}};
+    return r.reply(200, {{"members", json::array({self})}});
   }
   if (what == "actors") {
     if (p.size() == 2) {
@@ -265,7 +141,7 @@ void admin::handle(const request& r) {
   return r.error(404, "not_found", "no such endpoint: " + r.method + " /v1/" + what);
 }
 
-void admin::route_actor(const request& r, const std::string& id, const std::string& action) {
+void admin_api::route_actor(const admin_request& r, const std::string& id, const std::string& action) {
   if (r.path.size() > 4) return r.error(404, "not_found", "no such endpoint under /v1/actors");
   if (action.empty()) {
     if (r.method == "DELETE") return stop(r, id);
@@ -287,7 +163,7 @@ void admin::route_actor(const request& r, const std::string& id, const std::stri
   return r.error(404, "not_found", "no such endpoint: /v1/actors/{id}/" + action);
 }
 
-void admin::list_actors(const request& r) {
+void admin_api::list_actors(const admin_request& r) {
   const std::string kind = r.var("kind");
   std::size_t limit = default_actor_limit;
   if (const std::string l = r.var("limit"); !l.empty()) {
@@ -320,19 +196,8 @@ void admin::list_actors(const request& r) {
   r.reply(200, {{"actors", list}, {"total", total}, {"truncated", total > limit}});
 }
 
-void admin::set_health(std::function<std::string()> why_unhealthy) {
-  std::lock_guard lock(info_mu_);
-  health_ = std::move(why_unhealthy);
-}
-
-void admin::set_remote(remote_hooks hooks) {
-  std::lock_guard lock(info_mu_);
-  remote_ = std::move(hooks);
-}
-
-void admin::spawn(const request& r) {
-  if (state_.load(std::memory_order_acquire) == state::stopping)
-    return r.error(503, "stopping", "the node is stopping and admits no new actors");
+void admin_api::spawn(const admin_request& r) {
+  if (ctx_.stopping()) return r.error(503, "stopping", "the node is stopping and admits no new actors");
   json body;
   if (!r.object(body)) return;
   for (const auto& [key, v] : body.items())
@@ -346,28 +211,24 @@ void admin::spawn(const request& r) {
     return r.error(400, "bad_request", "'node' must be a string (a node address)");
   const std::string kind = body["kind"];
   if (body.contains("node") && body["node"] != sys_.address()) {
-    decltype(remote_.spawn) remote_spawn;
-    {
-      std::lock_guard lock(info_mu_);
-      remote_spawn = remote_.spawn;
-    }
-    if (!remote_spawn)
+    if (remote_ == nullptr)
       return r.error(400, "bad_request", "this node has no node-to-node transport (node.listen)");
-    remote_spawn(body["node"], kind, body.value("name", std::string()),
-                 [r, kind, node = body["node"].get<std::string>()](int status, std::string out) {
-                   switch (status) {
-                     case 0: {
-                       const std::string id = out.substr(out.find('/') + 1);
-                       return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", node}});
+    remote_->spawn(body["node"], kind, body.value("name", std::string()), std::chrono::seconds(5),
+                   [r, kind, node = body["node"].get<std::string>()](remote::spawn_reply reply) {
+                     const std::string out = reply.status == 0 ? reply.who.to_string() : reply.error;
+                     switch (reply.status) {
+                       case 0: {
+                         const std::string id = out.substr(out.find('/') + 1);
+                         return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", node}});
+                       }
+                       case TROUPE_ERR_UNKNOWN_KIND: return r.error(404, "unknown_kind", out);
+                       case TROUPE_ERR_NAME_TAKEN: return r.error(409, "name_taken", out);
+                       case TROUPE_ERR_ARGUMENT: return r.error(400, "invalid_name", out);
+                       case TROUPE_ERR_NOT_FOUND: return r.error(504, "timeout", out);
+                       case TROUPE_ERR_UNAVAILABLE: return r.error(503, "unavailable", out);
+                       default: return r.error(403, "forbidden", out);
                      }
-                     case TROUPE_ERR_UNKNOWN_KIND: return r.error(404, "unknown_kind", out);
-                     case TROUPE_ERR_NAME_TAKEN: return r.error(409, "name_taken", out);
-                     case TROUPE_ERR_ARGUMENT: return r.error(400, "invalid_name", out);
-                     case TROUPE_ERR_NOT_FOUND: return r.error(504, "timeout", out);
-                     case TROUPE_ERR_UNAVAILABLE: return r.error(503, "unavailable", out);
-                     default: return r.error(403, "forbidden", out);
-                   }
-                 });
+                   });
     return;
   }
   const std::string name = body.value("name", std::string());
@@ -394,19 +255,7 @@ void admin::spawn(const request& r) {
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
 }
 
-std::string spawn_refusal(spawn_error e, const std::string& kind, const std::string& name) {
-  switch (e) {
-    case spawn_error::none: break;
-    case spawn_error::name_taken: return "an actor named '" + name + "' is alive";
-    case spawn_error::invalid_name: return "a name may not be empty or start with '$'";
-    case spawn_error::shutting_down: return "the node is stopping and admits no new actors";
-    case spawn_error::unknown_kind: return "no loaded plugin has a kind '" + kind + "'";
-    case spawn_error::refused: return "the spawn of '" + kind + "' was refused by its spawn middleware";
-  }
-  return "spawned";
-}
-
-void admin::stop(const request& r, const std::string& id) {
+void admin_api::stop(const admin_request& r, const std::string& id) {
   process_ref p = sys_.registry().lookup(id);
   if (dynamic_cast<context*>(p.get()) == nullptr)
     return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
@@ -417,9 +266,8 @@ void admin::stop(const request& r, const std::string& id) {
   });
 }
 
-void admin::send(const request& r, const std::string& id, bool wait_reply) {
-  if (state_.load(std::memory_order_acquire) == state::stopping)
-    return r.error(503, "stopping", "the node is stopping and admits no new work");
+void admin_api::send(const admin_request& r, const std::string& id, bool wait_reply) {
+  if (ctx_.stopping()) return r.error(503, "stopping", "the node is stopping and admits no new work");
   json body;
   if (!r.object(body)) return;
   for (const auto& [key, v] : body.items())
@@ -458,6 +306,7 @@ void admin::send(const request& r, const std::string& id, bool wait_reply) {
                        " messages); try again later");
   pid to(std::move(p));
 
+  if (plugins_ == nullptr) return r.error(400, "unknown_type", "this node loads no plugins: no message types");
   message m;
   std::string why;
   switch (plugins_->from_json(body["type"].get<std::string>(), payload.dump(), m, why)) {
@@ -477,7 +326,7 @@ void admin::send(const request& r, const std::string& id, bool wait_reply) {
       });
 }
 
-void admin::answer_reply(plugin::host& plugins, const request& r, const std::string& id,
+void admin_api::answer_reply(plugin::host& plugins, const admin_request& r, const std::string& id,
                          long long timeout_ms, const future_result& res) {
   switch (res.status) {
     case future_status::completed: break;

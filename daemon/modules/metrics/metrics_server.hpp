@@ -11,27 +11,19 @@
 #include <vector>
 
 #include "node/http_server.hpp"
+#include "node/module.hpp"
 
 namespace troupe {
 class actor_system;
 struct props;
 class event_loop;
-namespace plugin {
-class host;
-}
 }  // namespace troupe
 
 namespace troupe::middleware {
 class latency_histogram;
 }
 
-namespace troupe::remote {
-struct stats;
-}
-
 namespace troupe::node {
-
-struct admin_stats;
 
 // The opt-in histograms of handler time by kind (metrics.histograms in the
 // config: a list of kinds, or "all"). Timing costs two clock reads a
@@ -52,21 +44,23 @@ class kind_histograms {
   std::map<std::string, std::shared_ptr<middleware::latency_histogram>> by_kind_;
 };
 
-class metrics {
+// The node's own metrics: actors, messages, dead letters, memory, the event
+// loop, the process. Read at scrape time, from the server's thread.
+metric_source runtime_metrics(actor_system& sys, event_loop& loop);
+// troupe_message_processing_seconds, for the kinds `h` times.
+metric_source histogram_metrics(const kind_histograms& h);
+
+// Serves GET /metrics on `listen` ("127.0.0.1:7781") in Prometheus' text
+// format, from what `collect` gathers at each scrape.
+class metrics_server {
  public:
-  // Binds `listen` ("127.0.0.1:7781") with the connection bounds of
-  // `limits`; throws std::runtime_error naming the address if it cannot.
-  // `histograms` and `admin` may be null; both must outlive the metrics.
-  metrics(const std::string& listen, const http_limits& limits, actor_system& sys, std::shared_ptr<plugin::host> plugins,
-          event_loop& loop, const kind_histograms* histograms = nullptr,
-          const admin_stats* admin = nullptr, const remote::stats* peers = nullptr);
-  ~metrics();
+  // Throws std::runtime_error naming the address if it cannot bind.
+  metrics_server(const std::string& listen, const http_limits& limits, metric_source collect);
+  ~metrics_server();
   // The port actually bound (for listen addresses with port 0).
   int port() const;
 
  private:
-  class collector;
-  std::shared_ptr<collector> collector_;
   std::unique_ptr<http_server> server_;
 };
 
