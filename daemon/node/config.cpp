@@ -192,18 +192,22 @@ bool config_loader::load(const std::string& path, const schema& s, config& out,
   } else if (kinds) {
     std::vector<std::string> keys;
     for (const section_base* sec : s.kind_keys) keys.push_back(sec->name());
-    for (const auto& kv : kinds) {
-      const std::string kind = kv.first.as<std::string>();
+    // `all` first: its keys are the defaults of the other kinds.
+    std::vector<std::pair<YAML::Node, YAML::Node>> entries;
+    for (const auto& kv : kinds)
+      entries.insert(kv.first.Scalar() == config::all_kinds ? entries.begin() : entries.end(), {kv.first, kv.second});
+    for (const auto& [name, value] : entries) {
+      const std::string kind = name.as<std::string>();
       const std::string where = "kinds." + kind;
-      if (kind.empty()) r.error(kv.first, "'kinds' holds an empty kind name");
-      if (!kv.second.IsMap()) {
-        r.error(kv.second, "'" + where + "' must be a mapping");
+      if (kind.empty()) r.error(name, "'kinds' holds an empty kind name");
+      if (!value.IsMap()) {
+        r.error(value, "'" + where + "' must be a mapping");
         continue;
       }
-      if (!r.check_map(kv.second, where, keys)) continue;
-      auto& mine = out.kinds_[kind];
+      if (!r.check_map(value, where, keys)) continue;
       for (const section_base* sec : s.kind_keys)
-        if (YAML::Node v = kv.second[sec->name()]) mine[sec] = sec->parse(&v, where + "." + sec->name(), r, out);
+        if (const YAML::Node v = value[sec->name()])
+          out.kinds_[kind][sec] = sec->parse(&v, where + "." + sec->name(), r, out);
     }
   }
   return errors.empty();
@@ -235,6 +239,7 @@ std::string config_reference(const schema& s) {
   };
   for (const section_base* sec : s.sections) table(*sec, sec->name());
   for (const section_base* sec : s.kind_keys) table(*sec, "kinds.<kind>." + sec->name());
+  out += "\n`kinds.all` sets the keys of every kind; `kinds.<kind>` overrides them for one.\n";
   return out;
 }
 

@@ -30,6 +30,7 @@ class config {
     return it != values_.end() ? *static_cast<const S*>(it->second.get()) : s.defaults();
   }
   // kinds.<kind>.<key>: null when the file does not set it for `kind`.
+  // (kinds.all.<key> is the default of every kind: see setting_for.)
   template <class S>
   const S* for_kind(const section<S>& s, const std::string& kind) const {
     const auto k = kinds_.find(kind);
@@ -37,8 +38,15 @@ class config {
     const auto it = k->second.find(&s);
     return it != k->second.end() ? static_cast<const S*>(it->second.get()) : nullptr;
   }
-  // Every kind that kinds: names.
+  // kinds.<kind>.<key>, else kinds.all.<key>, else null.
+  template <class S>
+  const S* setting_for(const section<S>& s, const std::string& kind) const {
+    const S* own = for_kind(s, kind);
+    return own != nullptr ? own : for_kind(s, all_kinds);
+  }
+  // Every kind that kinds: names (`all` included).
   std::vector<std::string> kinds() const;
+  static constexpr const char* all_kinds = "all";
 
   // Reload: for each restart-only key whose value differs from `running`'s,
   // this config takes the running value back; returns those keys' names.

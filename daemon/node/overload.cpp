@@ -316,7 +316,7 @@ void overload_log::check(actor_system& sys, std::chrono::steady_clock::time_poin
   }
   if (full_drops != mailbox_full_)
     line += " " + std::to_string(full_drops - mailbox_full_) + " messages dropped" + since +
-            " by full mailboxes (capacity: plugins.mailbox, kinds.<kind>.mailbox).";
+            " by full mailboxes (capacity: kinds.all.mailbox, kinds.<kind>.mailbox).";
   line += " Fullest mailboxes: " + fullest_mailboxes(sys, 3);
   log(level::warning, line);
   over_budget_ = budget_drops;

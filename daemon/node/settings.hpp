@@ -128,6 +128,20 @@ class section final : public section_base {
     fields_.push_back(std::move(f));
     return *this;
   }
+  // A key that is no longer here: naming it is an error that says where it went.
+  section& moved(std::string name, std::string where_now) {
+    field f;
+    f.name = std::move(name);
+    f.hidden = true;
+    f.parse = [where_now = std::move(where_now)](const YAML::Node& v, section_reader& r, const std::string& what, S&) {
+      r.error(v, what + " has moved: " + where_now);
+    };
+    f.same = [](const S&, const S&) { return true; };
+    f.keep = [](const S&, S&) {};
+    f.show = [](const S&) { return std::string(); };
+    fields_.push_back(std::move(f));
+    return *this;
+  }
   // The last key declared applies on reload.
   section& live() {
     fields_.back().when = applies::live;
@@ -165,7 +179,7 @@ class section final : public section_base {
   std::shared_ptr<const void> parse(const YAML::Node* node, const std::string& where,
                                     section_reader& r, const config& so_far) const override {
     auto s = std::make_shared<S>(start_ ? start_(so_far) : S{});
-    const bool whole = fields_.size() == 1 && fields_.front().name.empty();
+    const bool whole = !fields_.empty() && fields_.front().name.empty();
     if (node != nullptr && whole) fields_.front().parse(*node, r, "'" + where + "'", *s);
     if (node != nullptr && !whole) {
       // Keys may be one level deep ("tls.cert_file"): each mapping is
@@ -223,8 +237,8 @@ class section final : public section_base {
   std::vector<key_doc> keys(const std::string& where) const override {
     std::vector<key_doc> out;
     for (const field& f : fields_)
-      out.push_back({f.name.empty() ? where : where + "." + f.name, f.type, f.show(defaults()),
-                     f.when, f.doc});
+      if (!f.hidden)
+        out.push_back({f.name.empty() ? where : where + "." + f.name, f.type, f.show(defaults()), f.when, f.doc});
     return out;
   }
 
@@ -232,6 +246,7 @@ class section final : public section_base {
   struct field {
     std::string name, type, doc;
     applies when = applies::at_restart;
+    bool hidden = false;  // moved: not in the reference
     std::function<void(const YAML::Node&, section_reader&, const std::string&, S&)> parse;
     std::function<bool(const S&, const S&)> same;
     std::function<void(const S&, S&)> keep;

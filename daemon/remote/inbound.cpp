@@ -82,7 +82,7 @@ void connection::on_frame(const wire::Frame& f) {
       spawn_reply reply;
       if (!t_.spawn_allowed(kind)) {
         reply.status = TROUPE_ERR_STATE;
-        reply.error = "this node does not let peers spawn '" + kind + "' (remote.spawn)";
+        reply.error = "this node does not let peers spawn '" + kind + "' (kinds." + kind + ".remote_spawn)";
       } else {
         reply = t_.spawn_local(kind, std::string(view(r.name())));
       }

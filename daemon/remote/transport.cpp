@@ -302,9 +302,10 @@ void transport::connection_closed(connection_state s) noexcept {
 }
 
 bool transport::spawn_allowed(const std::string& kind) const {
-  for (const std::string& k : opts_.spawnable)
-    if (k == "*" || k == kind) return true;
-  return false;
+  const auto has = [&kind](const std::vector<std::string>& list) {
+    return std::find(list.begin(), list.end(), kind) != list.end();
+  };
+  return has(opts_.spawnable) || (opts_.spawn_any && !has(opts_.not_spawnable));
 }
 
 spawn_reply transport::spawn_local(const std::string& kind, const std::string& name) {

@@ -50,7 +50,11 @@ struct options {
   // letters; and how long a peer whose link went may take to come back
   // before what it did not acknowledge becomes dead letters (unconfirmed).
   std::chrono::milliseconds unreachable_timeout{5000};
-  std::vector<std::string> spawnable;  // kinds peers may spawn here ("*": any)
+  // Kinds peers may spawn here: those of `spawnable`, or with `spawn_any`
+  // every kind but those of `not_spawnable`.
+  std::vector<std::string> spawnable;
+  bool spawn_any = false;
+  std::vector<std::string> not_spawnable;
   // The transport's log lines: level 0 debug, 1 info, 2 warning, 3 error.
   std::function<void(log_level level, const std::string& line)> log;
 };

@@ -33,7 +33,8 @@ def write_config(token_path):
         f.write(f"node: {{ name: adm, cluster: test }}\n"
                 f"plugins: {{ dir: [{tmp}/not-made-yet, {plugin_dir}], load: [counter, echo] }}\n"
                 f"admin: {{ listen: 127.0.0.1:0, token_file: {token_path} }}\n"
-                "metrics: { listen: 127.0.0.1:0, histograms: [counter] }\n")
+                "metrics: { listen: 127.0.0.1:0 }\n"
+                "kinds: { counter: { histogram: true } }\n")
 
 
 write_config(token_file)

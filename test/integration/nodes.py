@@ -43,7 +43,7 @@ class node:
 
     def __init__(self, w, name, cluster="rt", key=None, listen="127.0.0.1:0", send_queue=65536,
                  seeds=(), remote_extra="", node_extra="", plugins=("echo", "thrower", "remote_probe"),
-                 extra="", preexec_fn=None):
+                 extra="", preexec_fn=None, kinds="probe.sink: { remote_spawn: true }"):
         self.w, self.name = w, name
         self.cfg = os.path.join(w.tmp, name + ".yaml")
         secret = f", secret_file: {key}" if key else ""
@@ -52,7 +52,8 @@ class node:
                      "admin: { listen: 127.0.0.1:0 }\n"
                      "metrics: { listen: 127.0.0.1:0 }\n"
                      "remote: { heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000,"
-                     f" send_queue: {send_queue}, spawn: [probe.sink]{remote_extra} }}\n" + extra)
+                     f" send_queue: {send_queue}{remote_extra} }}\n"
+                     f"kinds: {{ {kinds} }}\n" + extra)
         self.set_seeds(seeds)
         self.p = subprocess.Popen([w.node_bin, "--config", self.cfg], stderr=subprocess.PIPE, text=True,
                                   preexec_fn=preexec_fn)

@@ -81,7 +81,7 @@ try:
     # ---- A: in a 256 MiB cgroup, probe.sink unbounded: the budget is what bites.
     a = node(w, "a", cluster="ov", key=key, plugins=("remote_probe", "thrower"),
              node_extra="" if group else ", max_queued_bytes: 32MiB",
-             extra="kinds: { probe.sink: { mailbox: { capacity: 0 } } }\n",
+             kinds="probe.sink: { remote_spawn: true, mailbox: { capacity: 0 } }",
              preexec_fn=group.enter if group else None)
     said = [l for l in a.err.lines if "queued messages may hold" in l]
     check("the node takes its budget from the cgroup's limit (or the config) and says so",

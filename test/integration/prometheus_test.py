@@ -32,7 +32,8 @@ cfg = os.path.join(tmp, "node.yaml")
 with open(cfg, "w") as f:
     f.write(f"node: {{ name: scraped }}\nplugins: {{ dir: {plugin_dir}, load: [counter] }}\n"
             "admin: { listen: 127.0.0.1:0 }\n"
-            "metrics: { listen: 127.0.0.1:0, histograms: [demo.ring, counter] }\ndemo: true\n")
+            "metrics: { listen: 127.0.0.1:0 }\ndemo: true\n"
+            "kinds: { demo.ring: { histogram: true }, counter: { histogram: true } }\n")
 
 
 def stop(p):

@@ -72,13 +72,21 @@ check("a node spawns an allowed kind on its peer and gets the remote PID",
 status, body = b.call("GET", "/v1/actors?kind=probe.sink")
 check("the spawned actor lives on the peer", status == 200 and body["total"] == 1, str(body))
 status, body = a.spawn("echo", "not-allowed", on=b.address)
-check("a kind the peer does not list in remote.spawn is refused (403)",
-      status == 403 and "remote.spawn" in body["error"]["message"], f"{status} {body}")
+check("a kind the peer does not allow (kinds.<kind>.remote_spawn) is refused (403)",
+      status == 403 and "kinds.echo.remote_spawn" in body["error"]["message"], f"{status} {body}")
 status, body = a.spawn("probe.sink", "sink", on=b.address)
 check("a remote spawn with a name in use says so (409)", status == 409, f"{status} {body}")
 r = a.ctl("spawn", "probe.sink", "--node", b.address)
 check("troupectl spawn --node prints the remote PID",
       r.returncode == 0 and r.stdout.startswith(b.address + "/$"), r.stdout + r.stderr)
+# kinds.all for every kind, and a kind's own false above it.
+d = node("node-d", kinds="all: { remote_spawn: true }, echo: { remote_spawn: false }")
+status, body = a.spawn("quiet.answer", "any-kind", on=d.address)
+check("kinds.all.remote_spawn: true lets peers spawn a kind it does not name (201)",
+      status == 201, f"{status} {body}")
+status, body = a.spawn("echo", "excepted", on=d.address)
+check("a kind's own remote_spawn: false wins over kinds.all (403)", status == 403, f"{status} {body}")
+d.stop()
 
 # ---- order over 100,000 messages
 a.spawn("probe.sender", "sender")

@@ -1,6 +1,6 @@
 // The metrics module: /metrics on metrics.listen for Prometheus, with the
 // node's own metrics, every module's, and the handler-time histograms of
-// the kinds metrics.histograms names.
+// the kinds whose kinds.<kind>.histogram is true.
 #include <memory>
 
 #include "actor/actor_system.hpp"
@@ -14,7 +14,10 @@ namespace {
 
 struct metrics_settings {
   std::string listen = "127.0.0.1:7781";
-  std::vector<std::string> histograms;
+};
+
+struct histogram_setting {
+  bool on = false;
 };
 
 const section<metrics_settings>& metrics_section() {
@@ -22,12 +25,21 @@ const section<metrics_settings>& metrics_section() {
     section<metrics_settings> m("metrics", "The Prometheus endpoint.");
     m.address("listen", &metrics_settings::listen, true,
               "Where /metrics is served (plain HTTP, GET only). Port 0 takes a free one.")
-        .names("histograms", &metrics_settings::histograms, "kinds",
-               "Kinds whose handler times are kept as histograms "
-               "(troupe_message_processing_seconds); 'all' is every kind. Timing costs two clock "
-               "reads a message, so only the kinds named pay it.",
-               "all");
+        .moved("histograms", "set kinds.<kind>.histogram: true (kinds.all.histogram for every kind)");
     return m;
+  }();
+  return s;
+}
+
+// kinds.<kind>.histogram
+const section<histogram_setting>& histogram_section() {
+  static const section<histogram_setting> s = [] {
+    section<histogram_setting> h("histogram", "Whether the kind's handler times are kept.");
+    h.flag("", &histogram_setting::on,
+           "Keeps the handler times of the kind's actors as a histogram "
+           "(troupe_message_processing_seconds{kind}). Timing costs two clock reads a message, so "
+           "only the kinds named pay it.");
+    return h;
   }();
   return s;
 }
@@ -36,7 +48,13 @@ class metrics_module final : public module {
  public:
   // Before any module starts: plugins may spawn as they load.
   bool prepare(node_context& ctx, system_config&) override {
-    histograms_ = std::make_unique<kind_histograms>(ctx.settings().get(metrics_section()).histograms);
+    const config& c = ctx.settings();
+    const histogram_setting* all = c.for_kind(histogram_section(), config::all_kinds);
+    std::vector<std::string> on, off;
+    for (const std::string& kind : c.kinds())
+      if (const histogram_setting* h = c.for_kind(histogram_section(), kind); h != nullptr && kind != config::all_kinds)
+        (h->on ? on : off).push_back(kind);
+    histograms_ = std::make_unique<kind_histograms>(all != nullptr && all->on, std::move(on), std::move(off));
     return true;
   }
 
@@ -87,5 +105,5 @@ class metrics_module final : public module {
 
 troupe::node::module_def troupe_module_metrics() {
   using namespace troupe::node;
-  return {"metrics", {&metrics_section()}, {}, [] { return std::make_unique<metrics_module>(); }};
+  return {"metrics", {&metrics_section()}, {&histogram_section()}, [] { return std::make_unique<metrics_module>(); }};
 }

@@ -113,8 +113,13 @@ kind_histograms::kind_histograms(std::vector<std::string> kinds) : kinds_(std::m
   every_kind_ = std::find(kinds_.begin(), kinds_.end(), "all") != kinds_.end();
 }
 
+kind_histograms::kind_histograms(bool every, std::vector<std::string> on, std::vector<std::string> off)
+    : kinds_(std::move(on)), except_(std::move(off)), every_kind_(every) {}
+
 std::shared_ptr<middleware::latency_histogram> kind_histograms::for_kind(const std::string& kind) {
-  if (!every_kind_ && std::find(kinds_.begin(), kinds_.end(), kind) == kinds_.end()) return nullptr;
+  const bool named = std::find(kinds_.begin(), kinds_.end(), kind) != kinds_.end();
+  const bool excepted = std::find(except_.begin(), except_.end(), kind) != except_.end();
+  if (!(named || (every_kind_ && !excepted))) return nullptr;
   std::lock_guard lock(mu_);
   auto& h = by_kind_[kind];
   if (!h) h = std::make_shared<middleware::latency_histogram>();
@@ -205,7 +210,7 @@ metric_source histogram_metrics(const kind_histograms& h) {
   return [&h](std::vector<MetricFamily>& out) {
     {
       MetricFamily f = family("troupe_message_processing_seconds",
-                              "Time handlers took, for the kinds metrics.histograms names",
+                              "Time handlers took, for the kinds with kinds.<kind>.histogram",
                               MetricType::Histogram);
       for (const auto& [kind, hist] : h.all()) {
         const middleware::latency_histogram::snapshot snap = hist->read();

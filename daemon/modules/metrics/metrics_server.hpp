@@ -25,12 +25,14 @@ class latency_histogram;
 
 namespace troupe::node {
 
-// The opt-in histograms of handler time by kind (metrics.histograms in the
-// config: a list of kinds, or "all"). Timing costs two clock reads a
-// message, so only the kinds named pay it.
+// The opt-in histograms of handler time by kind (kinds.<kind>.histogram in
+// the config). Timing costs two clock reads a message, so only the kinds
+// named pay it.
 class kind_histograms {
  public:
   explicit kind_histograms(std::vector<std::string> kinds = {});
+  // Every kind but those of `off`, or only those of `on`.
+  kind_histograms(bool every, std::vector<std::string> on, std::vector<std::string> off);
   // The histogram for `kind`, made on first call; null if not opted in.
   std::shared_ptr<middleware::latency_histogram> for_kind(const std::string& kind);
   std::map<std::string, std::shared_ptr<middleware::latency_histogram>> all() const;
@@ -39,6 +41,7 @@ class kind_histograms {
 
  private:
   std::vector<std::string> kinds_;
+  std::vector<std::string> except_;
   bool every_kind_ = false;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<middleware::latency_histogram>> by_kind_;

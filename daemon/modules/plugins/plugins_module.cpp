@@ -1,6 +1,6 @@
 // The plugins module: loads the .so files plugins.load names, at start and
 // when a reload lists new ones, and gives each of their kinds its mailbox
-// (plugins.mailbox, or kinds.<kind>.mailbox). Serves /v1/plugins and
+// (kinds.<kind>.mailbox, else kinds.all.mailbox). Serves /v1/plugins and
 // /v1/kinds.
 #include <algorithm>
 #include <filesystem>
@@ -28,8 +28,6 @@ struct plugins_settings {
   std::vector<std::string> dirs;
   std::vector<std::string> load;  // the required ones included
   std::vector<std::string> required;
-  unsigned mailbox_capacity = 10000;
-  std::string mailbox_overflow = "drop_newest";
 };
 
 const std::vector<std::string> overflows{"drop_newest", "drop_oldest", "block"};
@@ -65,11 +63,7 @@ const section<plugins_settings>& plugins_section() {
                "Plugins that must load: one that does not stops the node with exit status 78. "
                "Loaded as if listed in load.")
         .live()
-        .number("mailbox.capacity", &plugins_settings::mailbox_capacity, 0, max_capacity, "messages",
-                "The mailbox of every plugin kind's actors: how many messages may wait. 0 is unbounded.")
-        .choice("mailbox.overflow", &plugins_settings::mailbox_overflow, overflows,
-                "What a full mailbox does with one more message: refuse it (a dead letter "
-                "mailbox_full), drop the oldest waiting, or make the sender wait.")
+        .moved("mailbox", "set kinds.all.mailbox for every kind, kinds.<kind>.mailbox for one")
         .check([](plugins_settings& p, const YAML::Node& node, section_reader& r, const config&) {
           for (const auto& name : p.required)
             if (std::find(p.load.begin(), p.load.end(), name) == p.load.end()) p.load.push_back(name);
@@ -95,17 +89,20 @@ const section<plugins_settings>& plugins_section() {
   return s;
 }
 
-// kinds.<kind>.mailbox: unset fields are those of plugins.mailbox.
+// kinds.<kind>.mailbox: unset fields are those of kinds.all.mailbox.
 const section<mailbox_settings>& kind_mailbox_section() {
   static const section<mailbox_settings> s = [] {
-    section<mailbox_settings> m("mailbox", "One kind's mailbox; what it leaves out comes from plugins.mailbox.");
+    section<mailbox_settings> m("mailbox",
+                                "The mailbox of a plugin kind's actors; what kinds.<kind>.mailbox leaves "
+                                "out comes from kinds.all.mailbox.");
     m.number("capacity", &mailbox_settings::capacity, 0, max_capacity, "messages",
-             "How many messages may wait for one actor of the kind. 0 is unbounded.")
+             "How many messages may wait for one actor. 0 is unbounded.")
         .choice("overflow", &mailbox_settings::overflow, overflows,
-                "What a full mailbox of the kind does with one more message.")
+                "What a full mailbox does with one more message: refuse it (a dead letter "
+                "mailbox_full), drop the oldest waiting, or make the sender wait.")
         .starts_from([](const config& c) {
-          const plugins_settings& p = c.get(plugins_section());
-          return mailbox_settings{p.mailbox_capacity, p.mailbox_overflow};
+          const mailbox_settings* all = c.for_kind(kind_mailbox_section(), config::all_kinds);
+          return all != nullptr ? *all : mailbox_settings{};
         });
     return m;
   }();
@@ -138,14 +135,17 @@ class plugins_module final : public module {
   int start(node_context& ctx) override {
     // Shared: its kinds keep a weak reference to it.
     host_ = std::make_shared<plugin::host>(ctx.system(), [](log_level l, std::string_view line) { log(l, line); });
-    // The mailboxes are fixed at start (their keys apply at restart).
+    // The mailboxes are fixed at start (their keys apply at restart): a
+    // kind's own, else kinds.all's, else the default.
     const config& c = ctx.settings();
     const plugins_settings& p = c.get(plugins_section());
     std::map<std::string, mailbox_options> by_kind;
     for (const std::string& kind : c.kinds())
       if (const mailbox_settings* m = c.for_kind(kind_mailbox_section(), kind))
         by_kind[kind] = to_options(m->capacity, m->overflow);
-    host_->set_kind_decorator([&ctx, all = to_options(p.mailbox_capacity, p.mailbox_overflow),
+    const mailbox_settings* all = c.for_kind(kind_mailbox_section(), config::all_kinds);
+    const mailbox_settings every = all != nullptr ? *all : mailbox_settings{};
+    host_->set_kind_decorator([&ctx, all = to_options(every.capacity, every.overflow),
                                by_kind = std::move(by_kind)](const std::string& kind, props& pr) {
       const auto it = by_kind.find(kind);
       pr.mailbox = it != by_kind.end() ? it->second : all;

@@ -26,7 +26,6 @@ struct remote_settings {
   unsigned heartbeat_timeout_ms = 5000;
   unsigned handshake_timeout_ms = 5000;
   unsigned unreachable_timeout_ms = 5000;
-  std::vector<std::string> spawn;
   bool insecure_plaintext = false;
   std::string tls_cert_file, tls_key_file, tls_ca_file;
   unsigned max_connections = 1024;
@@ -56,8 +55,7 @@ const section<remote_settings>& remote_section() {
         .number("unreachable_timeout_ms", &remote_settings::unreachable_timeout_ms, 0, 3600000, "milliseconds",
                 "How long messages wait for a peer that cannot be reached, and what a peer did not "
                 "acknowledge waits for its link to come back, before they become dead letters.")
-        .names("spawn", &remote_settings::spawn, "kinds",
-               "Kinds other nodes may spawn here; '*' is any. Unset: none.", "*")
+        .moved("spawn", "set kinds.<kind>.remote_spawn: true (kinds.all.remote_spawn for every kind)")
         .flag("insecure_plaintext", &remote_settings::insecure_plaintext,
               "No TLS at all: anyone who reaches node.listen is a member. For trusted networks and tests.")
         .key<std::string>("tls.cert_file", &remote_settings::tls_cert_file, "path",
@@ -96,6 +94,22 @@ const section<remote_settings>& remote_section() {
   return s;
 }
 
+struct remote_spawn_setting {
+  bool allowed = false;
+};
+
+// kinds.<kind>.remote_spawn
+const section<remote_spawn_setting>& remote_spawn_section() {
+  static const section<remote_spawn_setting> s = [] {
+    section<remote_spawn_setting> k("remote_spawn", "Whether other nodes may spawn the kind here.");
+    k.flag("", &remote_spawn_setting::allowed,
+           "Other nodes may spawn actors of the kind on this node (troupectl spawn --node). "
+           "Unset: they may not.");
+    return k;
+  }();
+  return s;
+}
+
 remote::options to_options(const config& c) {
   const node_settings& n = c.get(node_section());
   const remote_settings& s = c.get(remote_section());
@@ -118,7 +132,12 @@ remote::options to_options(const config& c) {
   o.heartbeat_timeout = std::chrono::milliseconds(s.heartbeat_timeout_ms);
   o.handshake_timeout = std::chrono::milliseconds(s.handshake_timeout_ms);
   o.unreachable_timeout = std::chrono::milliseconds(s.unreachable_timeout_ms);
-  o.spawnable = s.spawn;
+  // kinds.<kind>.remote_spawn, else kinds.all.remote_spawn.
+  const remote_spawn_setting* all = c.for_kind(remote_spawn_section(), config::all_kinds);
+  o.spawn_any = all != nullptr && all->allowed;
+  for (const std::string& kind : c.kinds())
+    if (const remote_spawn_setting* k = c.for_kind(remote_spawn_section(), kind); k != nullptr && kind != config::all_kinds)
+      (k->allowed ? o.spawnable : o.not_spawnable).push_back(kind);
   o.log = [](log_level l, const std::string& line) { log(l, line); };
   return o;
 }
@@ -296,5 +315,5 @@ class remote_module final : public module {
 
 troupe::node::module_def troupe_module_remote() {
   using namespace troupe::node;
-  return {"remote", {&remote_section()}, {}, [] { return std::make_unique<remote_module>(); }};
+  return {"remote", {&remote_section()}, {&remote_spawn_section()}, [] { return std::make_unique<remote_module>(); }};
 }
