@@ -18,6 +18,9 @@ const char* to_string(spawn_error e) noexcept {
     case spawn_error::shutting_down: return "shutting down";
     case spawn_error::unknown_kind: return "unknown kind";
     case spawn_error::refused: return "refused";
+    case spawn_error::not_allowed: return "not allowed";
+    case spawn_error::unreachable: return "unreachable";
+    case spawn_error::timed_out: return "timed out";
   }
   return "unknown";
 }

@@ -34,6 +34,9 @@ std::string spawn_refusal(spawn_error e, const std::string& kind, const std::str
     case spawn_error::shutting_down: return "the node is stopping and admits no new actors";
     case spawn_error::unknown_kind: return "no loaded plugin has a kind '" + kind + "'";
     case spawn_error::refused: return "the spawn of '" + kind + "' was refused by its spawn middleware";
+    case spawn_error::not_allowed: return "the node does not let peers spawn '" + kind + "' (kinds." + kind + ".remote_spawn)";
+    case spawn_error::unreachable: return "the node cannot be reached";
+    case spawn_error::timed_out: return "the node did not answer in time";
   }
   return "spawned";
 }

@@ -43,6 +43,9 @@ struct mailbox_options {
 
 class actor_system;
 
+// Why a spawn made no actor: one vocabulary wherever the spawn happens
+// (here, or on another node through the transport, which adds the last
+// three). The wire's SpawnError has the same values.
 enum class spawn_error : std::uint8_t {
   none,
   name_taken,       // an actor with that name is alive
@@ -50,6 +53,9 @@ enum class spawn_error : std::uint8_t {
   shutting_down,    // the system is stopping and admits no new actors
   unknown_kind,     // spawn_kind: no kind of that name is registered
   refused,          // spawn middleware made no actor
+  not_allowed,      // the other node does not let peers spawn the kind
+  unreachable,      // the other node cannot be reached, or broke the protocol
+  timed_out,        // the other node did not answer in time
 };
 const char* to_string(spawn_error e) noexcept;
 

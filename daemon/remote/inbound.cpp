@@ -4,7 +4,6 @@
 // queued messages are too full, and resumes once they drain.
 #include "remote/transport_internal.hpp"
 
-#include <troupe/abi.h>
 
 #include "actor/clock.hpp"
 #include "actor/system_message.hpp"
@@ -81,15 +80,17 @@ void connection::on_frame(const wire::Frame& f) {
       const std::string kind(view(r.kind()));
       spawn_reply reply;
       if (!t_.spawn_allowed(kind)) {
-        reply.status = TROUPE_ERR_STATE;
+        reply.status = spawn_error::not_allowed;
         reply.error = "this node does not let peers spawn '" + kind + "' (kinds." + kind + ".remote_spawn)";
       } else {
         reply = t_.spawn_local(kind, std::string(view(r.name())));
       }
+      // Only what the wire knows: a spawn here never times out.
+      if (reply.status > spawn_error::not_allowed) reply.status = spawn_error::refused;
       auto* o = new outbound;
       o->kind = item_kind::spawn_response;
       o->request = r.request();
-      o->status = reply.status;
+      o->status = static_cast<std::int32_t>(reply.status);
       o->text = reply.who ? reply.who.id() : std::string();
       o->text2 = reply.error;
       peer_->enqueue(o);
@@ -98,12 +99,14 @@ void connection::on_frame(const wire::Frame& f) {
     case wire::Body::SpawnResponse: {
       const wire::SpawnResponse& r = *f.body_as_SpawnResponse();
       spawn_reply reply;
-      reply.status = r.status();
       reply.error = std::string(view(r.error()));
-      if (reply.status == 0 && r.id() && r.id()->size() > 0)
+      // A value this node does not know (a newer peer's) is a refusal, in its words.
+      reply.status = r.outcome() <= wire::SpawnError::MAX ? static_cast<spawn_error>(r.outcome())
+                                                          : spawn_error::refused;
+      if (reply.status == spawn_error::none && r.id() && r.id()->size() > 0)
         reply.who = pid(peer_->proxy(view(r.id())));
-      else if (reply.status == 0)
-        reply = {TROUPE_ERR_STATE, pid(), "the peer answered without an actor id"};
+      else if (reply.status == spawn_error::none)
+        reply = {spawn_error::unreachable, pid(), "the peer answered without an actor id"};
       t_.complete_spawn(r.request(), std::move(reply));
       return;
     }

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <climits>
 
-#include <troupe/abi.h>
 
 #include "actor/clock.hpp"
 #include "actor/system_message.hpp"
@@ -220,8 +219,8 @@ void peer::encode_control(connection& c, const outbound& o, std::uint64_t seq) {
       break;
     case item_kind::spawn_response:
       c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
-        auto r = wire::CreateSpawnResponse(b, o.request, o.status, b.CreateString(o.text),
-                                           b.CreateString(o.text2));
+        auto r = wire::CreateSpawnResponse(b, o.request, b.CreateString(o.text), b.CreateString(o.text2),
+                                           static_cast<wire::SpawnError>(o.status));
         return std::pair(wire::Body::SpawnResponse, r.Union());
       }));
       break;
@@ -236,7 +235,7 @@ void peer::discard(outbound& o, dead_letter_reason reason) noexcept {
       if (o.e) t_.sys_->dead_letter(std::exchange(o.e, nullptr), o.target.get(), reason);
       break;
     case item_kind::spawn_request:
-      t_.complete_spawn(o.request, {TROUPE_ERR_UNAVAILABLE, pid(),
+      t_.complete_spawn(o.request, {spawn_error::unreachable, pid(),
                                     address_ + " did not confirm the spawn (" + to_string(reason) + ")"});
       break;
     case item_kind::watch:

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 
-#include <troupe/abi.h>
 
 #include "actor/clock.hpp"
 #include "remote/address.hpp"
@@ -244,7 +243,7 @@ void transport::shutdown() {
   }
   for (auto& s : spawns) {
     s.timeout.cancel();
-    s.done({TROUPE_ERR_STATE, pid(), "the node is stopping"});
+    s.done({spawn_error::shutting_down, pid(), "the node is stopping"});
   }
   std::lock_guard lock(exports_mu_);
   exports_.clear();
@@ -309,7 +308,7 @@ bool transport::spawn_allowed(const std::string& kind) const {
 }
 
 spawn_reply transport::spawn_local(const std::string& kind, const std::string& name) {
-  if (!spawn_handler_) return {TROUPE_ERR_STATE, pid(), "this node spawns nothing for peers"};
+  if (!spawn_handler_) return {spawn_error::not_allowed, pid(), "this node spawns nothing for peers"};
   return spawn_handler_(kind, name);
 }
 
@@ -324,13 +323,13 @@ void transport::contact(const std::string& address) {
 void transport::spawn(const std::string& address, const std::string& kind, const std::string& name,
                       std::chrono::milliseconds timeout, spawn_callback done) {
   if (stopped()) {
-    loop_.post([done = std::move(done)] { done({TROUPE_ERR_STATE, pid(), "the node is stopping"}); });
+    loop_.post([done = std::move(done)] { done({spawn_error::shutting_down, pid(), "the node is stopping"}); });
     return;
   }
   std::shared_ptr<peer> p = peer_for(address);
   if (std::string why; p->down(why)) {
     loop_.post([done = std::move(done), address, why] {
-      done({TROUPE_ERR_UNAVAILABLE, pid(), address + " is down: " + why});
+      done({spawn_error::unreachable, pid(), address + " is down: " + why});
     });
     return;
   }
@@ -343,7 +342,7 @@ void transport::spawn(const std::string& address, const std::string& kind, const
   }
   timer_handle t = loop_.arm(timeout, [this, id, timeout, address] {
     // No answer: the node is unreachable, or does not exist.
-    complete_spawn(id, {TROUPE_ERR_NOT_FOUND, pid(),
+    complete_spawn(id, {spawn_error::timed_out, pid(),
                         "no answer from " + address + " within " + std::to_string(timeout.count()) +
                             " ms"});
   });
@@ -380,7 +379,7 @@ void transport::fail_spawns(const std::string& address, const std::string& why) 
     for (const auto& [id, s] : spawns_)
       if (s.address == address) ids.push_back(id);
   }
-  for (std::uint64_t id : ids) complete_spawn(id, {TROUPE_ERR_UNAVAILABLE, pid(), address + " is down: " + why});
+  for (std::uint64_t id : ids) complete_spawn(id, {spawn_error::unreachable, pid(), address + " is down: " + why});
 }
 
 std::vector<peer_info> transport::peers() const {

@@ -103,9 +103,9 @@ struct peer_info {
 
 // The result of a remote spawn.
 struct spawn_reply {
-  int status = 0;      // 0 or a troupe_status code
-  pid who;             // the new actor, when status is 0
-  std::string error;
+  spawn_error status = spawn_error::none;
+  pid who;             // the new actor, when status is none
+  std::string error;   // why not, in words
 };
 using spawn_callback = std::function<void(spawn_reply)>;
 // Spawns a local actor for a peer: (kind, name) -> result. Runs on the loop.

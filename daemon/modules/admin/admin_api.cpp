@@ -11,7 +11,6 @@
 #include "system_generated.h"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
-#include <troupe/abi.h>
 
 namespace troupe::node {
 
@@ -44,6 +43,22 @@ bool same_secret(std::string_view a, std::string_view b) {
   for (std::size_t i = 0; i < a.size(); ++i)
     diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
   return diff == 0;
+}
+
+// A spawn that made no actor, here or on another node: one answer for each reason.
+void refuse(const admin_request& r, spawn_error e, const std::string& why) {
+  switch (e) {
+    case spawn_error::none:
+    case spawn_error::refused: return r.error(403, "refused", why);
+    case spawn_error::name_taken: return r.error(409, "name_taken", why);
+    case spawn_error::invalid_name: return r.error(400, "invalid_name", why);
+    case spawn_error::shutting_down: return r.error(503, "stopping", why);
+    case spawn_error::unknown_kind: return r.error(404, "unknown_kind", why);
+    case spawn_error::not_allowed: return r.error(403, "forbidden", why);
+    case spawn_error::unreachable: return r.error(503, "unavailable", why);
+    case spawn_error::timed_out: return r.error(504, "timeout", why);
+  }
+  r.error(500, "internal", why);
 }
 
 }  // namespace
@@ -215,19 +230,8 @@ void admin_api::spawn(const admin_request& r) {
       return r.error(400, "bad_request", "this node has no node-to-node transport (node.listen)");
     remote_->spawn(body["node"], kind, body.value("name", std::string()), std::chrono::seconds(5),
                    [r, kind, node = body["node"].get<std::string>()](remote::spawn_reply reply) {
-                     const std::string out = reply.status == 0 ? reply.who.to_string() : reply.error;
-                     switch (reply.status) {
-                       case 0: {
-                         const std::string id = out.substr(out.find('/') + 1);
-                         return r.reply(201, {{"id", id}, {"pid", out}, {"kind", kind}, {"node", node}});
-                       }
-                       case TROUPE_ERR_UNKNOWN_KIND: return r.error(404, "unknown_kind", out);
-                       case TROUPE_ERR_NAME_TAKEN: return r.error(409, "name_taken", out);
-                       case TROUPE_ERR_ARGUMENT: return r.error(400, "invalid_name", out);
-                       case TROUPE_ERR_NOT_FOUND: return r.error(504, "timeout", out);
-                       case TROUPE_ERR_UNAVAILABLE: return r.error(503, "unavailable", out);
-                       default: return r.error(403, "forbidden", out);
-                     }
+                     if (reply.status != spawn_error::none) return refuse(r, reply.status, reply.error);
+                     r.reply(201, {{"id", reply.who.id()}, {"pid", reply.who.to_string()}, {"kind", kind}, {"node", node}});
                    });
     return;
   }
@@ -237,21 +241,7 @@ void admin_api::spawn(const admin_request& r) {
   if (name.find('/') != std::string::npos)
     return r.error(400, "invalid_name", "an actor name may not contain '/'");
   const spawn_result res = sys_.root().spawn_kind(kind, name);
-  if (!res) {
-    static constexpr struct {
-      int status;
-      const char* code;
-    } http[] = {
-        {500, "internal"},       // none: not reached
-        {409, "name_taken"},     // name_taken
-        {400, "invalid_name"},   // invalid_name
-        {503, "stopping"},       // shutting_down
-        {404, "unknown_kind"},   // unknown_kind
-        {403, "refused"},        // refused
-    };
-    const auto& h = http[static_cast<std::size_t>(res.error)];
-    return r.error(h.status, h.code, spawn_refusal(res.error, kind, name));
-  }
+  if (!res) return refuse(r, res.error, spawn_refusal(res.error, kind, name));
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
 }
 

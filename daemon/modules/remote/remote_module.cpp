@@ -9,9 +9,7 @@
 #include "actor/actor_system.hpp"
 #include "node/log.hpp"
 #include "node/module.hpp"
-#include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
-#include "troupe/abi.h"
 
 namespace troupe::node {
 
@@ -255,10 +253,10 @@ class remote_module final : public module {
  private:
   // A peer asks this node to spawn `kind` (remote.spawn allowed it).
   static remote::spawn_reply spawn_for_peer(node_context& ctx, const std::string& kind, const std::string& name) {
-    if (ctx.stopping()) return {TROUPE_ERR_STATE, pid(), "the node is stopping"};
+    if (ctx.stopping()) return {spawn_error::shutting_down, pid(), "the node is stopping"};
     const spawn_result r = ctx.system().root().spawn_kind(kind, name);
-    if (r) return {0, r.pid, ""};
-    return {plugin::abi_status(r.error), pid(), spawn_refusal(r.error, kind, name)};
+    if (r) return {spawn_error::none, r.pid, ""};
+    return {r.error, pid(), spawn_refusal(r.error, kind, name)};
   }
 
   // GET /v1/peers: none when the node does not listen.
