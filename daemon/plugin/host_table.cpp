@@ -1,0 +1,251 @@
+// The host functions of abi.h: what a plugin's code calls, each checking
+// what it was given (a null frame, a PID of no process, a closed registrar).
+#include <cstdio>
+#include <cstring>
+
+#include "plugin/plugin_internal.hpp"
+#include "system_generated.h"
+
+namespace troupe::plugin::detail {
+
+thread_local loaded_plugin* initialising = nullptr;
+
+namespace {
+
+int register_kind(troupe_registrar* reg, const troupe_kind_def* def) {
+  if (reg == nullptr || def == nullptr || def->name == nullptr) return TROUPE_ERR_ARGUMENT;
+  loaded_plugin& p = *reg->plugin;
+  if (!reg->open) {
+    p.h->stats().kinds_refused.fetch_add(1, std::memory_order_relaxed);
+    p.h->log(log_level::error, p.file + ": kind '" + def->name +
+                                   "' registered outside init: refused");
+    return TROUPE_ERR_STATE;
+  }
+  troupe_kind_def d{};
+  std::memcpy(&d, def, std::min<std::size_t>(def->size, sizeof d));
+  d.size = sizeof d;
+  if (d.create == nullptr || d.receive == nullptr || d.destroy == nullptr || *def->name == '\0')
+    return TROUPE_ERR_ARGUMENT;
+  for (const auto& [name, k] : p.pending)
+    if (name == def->name) return TROUPE_ERR_DUPLICATE;
+  if (p.h->find_kind(def->name) != nullptr) return TROUPE_ERR_DUPLICATE;
+  p.pending.emplace_back(def->name, d);
+  return TROUPE_OK;
+}
+
+int register_schema(troupe_registrar* reg, const troupe_schema* s) {
+  if (reg == nullptr || s == nullptr || s->data == nullptr) return TROUPE_ERR_ARGUMENT;
+  loaded_plugin& p = *reg->plugin;
+  if (!reg->open) return TROUPE_ERR_STATE;
+  flatbuffers::Verifier v(s->data, s->size);
+  if (!reflection::VerifySchemaBuffer(v)) return TROUPE_ERR_ARGUMENT;
+  p.schemas.emplace_back(s->data, s->data + s->size);
+  const reflection::Schema* schema = reflection::GetSchema(p.schemas.back().data());
+  p.codecs.push_back(std::make_unique<json_codec>(*schema));
+  if (schema->objects() != nullptr)
+    for (const reflection::Object* o : *schema->objects())
+      if (!o->is_struct())
+        p.types[hash_type_name(o->name()->string_view())] = {schema, o, p.codecs.back().get(),
+                                                             &p.name};
+  return TROUPE_OK;
+}
+
+std::uint64_t message_type(troupe_ctx* c) { return c->ctx->type(); }
+
+const std::uint8_t* message_data(troupe_ctx* c, std::size_t* size) {
+  const envelope& e = c->ctx->envelope();
+  if (size != nullptr) *size = e.size;
+  return e.data;
+}
+
+troupe_pid* self(troupe_ctx* c) { return to_abi(static_cast<process*>(c->ctx)); }
+troupe_pid* sender(troupe_ctx* c) { return to_abi(c->ctx->envelope().sender); }
+troupe_pid* parent(troupe_ctx* c) { return to_abi(c->ctx->parent().get()); }
+
+int send_to(troupe_ctx* c, troupe_pid* to, std::uint64_t type, const std::uint8_t* data,
+            std::size_t size, std::uint32_t flags, bool request) {
+  if (c == nullptr || (data == nullptr && size != 0)) return TROUPE_ERR_ARGUMENT;
+  c->ctx->send_envelope(from_abi(to), make(type, data, size, flags), request);
+  return TROUPE_OK;
+}
+
+int send(troupe_ctx* c, troupe_pid* to, std::uint64_t type, const std::uint8_t* data,
+         std::size_t size, std::uint32_t flags) {
+  return send_to(c, to, type, data, size, flags, false);
+}
+
+int request(troupe_ctx* c, troupe_pid* to, std::uint64_t type, const std::uint8_t* data,
+            std::size_t size, std::uint32_t flags) {
+  return send_to(c, to, type, data, size, flags, true);
+}
+
+int respond(troupe_ctx* c, std::uint64_t type, const std::uint8_t* data, std::size_t size,
+            std::uint32_t flags) {
+  if (c == nullptr || (data == nullptr && size != 0)) return TROUPE_ERR_ARGUMENT;
+  c->ctx->respond(message::adopt(make(type, data, size, flags)));
+  return TROUPE_OK;
+}
+
+int forward(troupe_ctx* c, troupe_pid* to) {
+  if (c == nullptr) return TROUPE_ERR_ARGUMENT;
+  c->ctx->forward(pid(from_abi(to)));
+  return TROUPE_OK;
+}
+
+troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status) {
+  int ignored;
+  if (status == nullptr) status = &ignored;
+  if (c == nullptr || kind == nullptr) {
+    *status = TROUPE_ERR_ARGUMENT;
+    return nullptr;
+  }
+  if (name != nullptr && *name == '\0') {
+    *status = TROUPE_ERR_ARGUMENT;  // a name, but empty
+    return nullptr;
+  }
+  spawn_result r = c->ctx->spawn_kind(kind, name != nullptr ? name : std::string());
+  if (!r) {
+    *status = abi_status(r.error);
+    return nullptr;
+  }
+  pid child = std::move(r.pid);
+  *status = TROUPE_OK;
+  child.get()->retain();  // the plugin's reference
+  return to_abi(child.get());
+}
+
+void stop(troupe_ctx* c, troupe_pid* who) {
+  if (c != nullptr && who != nullptr) c->ctx->stop(pid(from_abi(who)));
+}
+void poison(troupe_ctx* c, troupe_pid* who) {
+  if (c != nullptr && who != nullptr) c->ctx->poison(pid(from_abi(who)));
+}
+void watch(troupe_ctx* c, troupe_pid* who) {
+  if (c != nullptr && who != nullptr) c->ctx->watch(pid(from_abi(who)));
+}
+void unwatch(troupe_ctx* c, troupe_pid* who) {
+  if (c != nullptr && who != nullptr) c->ctx->unwatch(pid(from_abi(who)));
+}
+
+std::uint64_t send_after(troupe_ctx* c, std::uint64_t delay_ns, troupe_pid* to, std::uint64_t type,
+                         const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || (data == nullptr && size != 0)) return 0;
+  message m = message::adopt(make(type, data, size, flags));
+  return a->add_timer(c->ctx->scheduler().send_once(std::chrono::nanoseconds(delay_ns),
+                                                    pid(from_abi(to)), std::move(m)));
+}
+
+std::uint64_t send_every(troupe_ctx* c, std::uint64_t initial_ns, std::uint64_t interval_ns,
+                         troupe_pid* to, std::uint64_t type, const std::uint8_t* data,
+                         std::size_t size, std::uint32_t flags) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || (data == nullptr && size != 0)) return 0;
+  message m = message::adopt(make(type, data, size, flags));
+  return a->add_timer(c->ctx->scheduler().send_repeatedly(std::chrono::nanoseconds(initial_ns),
+                                                          std::chrono::nanoseconds(interval_ns),
+                                                          pid(from_abi(to)), std::move(m)));
+}
+
+int cancel_timer(troupe_ctx* c, std::uint64_t timer) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr) return TROUPE_ERR_STATE;
+  return a->cancel_timer(timer) ? TROUPE_OK : TROUPE_ERR_NOT_FOUND;
+}
+
+void pid_retain(troupe_pid* p) {
+  if (p != nullptr) from_abi(p)->retain();
+}
+void pid_release(troupe_pid* p) {
+  if (p != nullptr) from_abi(p)->release();
+}
+int pid_equal(const troupe_pid* a, const troupe_pid* b) { return a == b ? 1 : 0; }
+
+std::size_t pid_format(const troupe_pid* p, char* buf, std::size_t cap) {
+  std::string s = p != nullptr ? pid(from_abi(p)).to_string() : std::string();
+  if (buf != nullptr && cap != 0) {
+    const std::size_t n = std::min(cap - 1, s.size());
+    std::memcpy(buf, s.data(), n);
+    buf[n] = '\0';
+  }
+  return s.size();
+}
+
+void log(troupe_ctx* c, int level, const char* text) {
+  loaded_plugin* p = c != nullptr ? c->plugin : initialising;
+  if (p == nullptr || text == nullptr) return;
+  std::string line = p->name;
+  if (c != nullptr && c->ctx != nullptr) {
+    line += ' ';
+    line += c->ctx->self().to_string();
+  }
+  line += ": ";
+  line += text;
+  // The ABI's levels (TROUPE_LOG_DEBUG..ERROR), as the node's.
+  static constexpr log_level from_abi[] = {log_level::debug, log_level::info, log_level::warning,
+                                           log_level::error};
+  p->h->log(from_abi[std::clamp(level, 0, 3)], line);
+}
+
+void fail(troupe_ctx* c, const char* reason) {
+  const char* r = reason != nullptr ? reason : "failed";
+  if (c != nullptr) {
+    c->failure = r;
+    c->failed = true;
+  } else if (initialising != nullptr) {
+    initialising->init_failure = r;
+  }
+}
+
+int set_receive_timeout(troupe_ctx* c, std::uint64_t ns) {
+  if (c == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  if (ns == 0) c->ctx->cancel_receive_timeout();
+  else c->ctx->set_receive_timeout(std::chrono::nanoseconds(ns));
+  return TROUPE_OK;
+}
+
+troupe_pid* pid_parse(troupe_ctx* c, const char* text, std::size_t len) {
+  if (c == nullptr || c->ctx == nullptr || (text == nullptr && len != 0)) return nullptr;
+  pid p = c->ctx->system().resolve(std::string_view(text, len));
+  if (!p) return nullptr;
+  p.get()->retain();  // the plugin's reference
+  return to_abi(p.get());
+}
+
+}  // namespace
+
+extern const troupe_host_api host_api;
+const troupe_host_api host_api = {
+    sizeof(troupe_host_api),
+    TROUPE_ABI_MAJOR,
+    TROUPE_ABI_MINOR,
+    &register_kind,
+    &register_schema,
+    &message_type,
+    &message_data,
+    &self,
+    &sender,
+    &parent,
+    &send,
+    &request,
+    &respond,
+    &forward,
+    &spawn,
+    &stop,
+    &poison,
+    &watch,
+    &unwatch,
+    &send_after,
+    &send_every,
+    &cancel_timer,
+    &pid_retain,
+    &pid_release,
+    &pid_equal,
+    &pid_format,
+    &log,
+    &fail,
+    &set_receive_timeout,
+    &pid_parse,
+};
+
+}  // namespace troupe::plugin::detail

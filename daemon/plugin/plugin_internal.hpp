@@ -1,0 +1,152 @@
+#pragma once
+// What the plugin host's files share, private to daemon/plugin: the
+// records of loaded plugins and their kinds, the actor that runs a plugin
+// kind (plugin_actor.cpp), and the table of host functions a plugin calls
+// (host_table.cpp). The loader and the registry are plugin_host.cpp.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#define BOOST_DLL_USE_STD_FS 1
+#include <boost/dll/shared_library.hpp>
+#include <flatbuffers/reflection.h>
+
+#include <troupe/abi.h>
+
+#include "actor/actor_system.hpp"
+#include "plugin/json_codec.hpp"
+#include "plugin/plugin_host.hpp"
+
+// The opaque types of abi.h, as the node defines them.
+
+// The frame of one callback into a plugin: the actor's context and where a
+// failure reason goes.
+struct troupe_ctx {
+  troupe::context* ctx;
+  const troupe::plugin::kind_record* kind;
+  troupe::plugin::loaded_plugin* plugin;  // during init, when ctx is null
+  void* actor;                            // the plugin_actor running the callback
+  std::string failure;
+  bool failed = false;
+};
+
+// Handed to init(); stays valid (and closed) afterwards, so that a late
+// registration is refused instead of touching freed memory.
+struct troupe_registrar {
+  troupe::plugin::loaded_plugin* plugin;
+  bool open;
+};
+
+namespace troupe::plugin {
+
+struct schema_type {
+  const reflection::Schema* schema;
+  const reflection::Object* object;
+  json_codec* codec;
+  const std::string* plugin;  // the name of the plugin that declared it
+};
+
+struct kind_record {
+  host* h;
+  loaded_plugin* plugin;
+  std::string name;
+  troupe_kind_def def;
+  props_ptr props;
+};
+
+struct loaded_plugin {
+  host* h;
+  std::string file;
+  std::string name;
+  std::string version;
+  unsigned abi_major = 0;
+  unsigned abi_minor = 0;
+  boost::dll::shared_library lib;
+  troupe_registrar reg{this, false};
+  // Registered during init, committed after it.
+  std::vector<std::pair<std::string, troupe_kind_def>> pending;
+  std::vector<std::string> kinds;
+  std::vector<std::vector<std::uint8_t>> schemas;
+  std::vector<std::unique_ptr<json_codec>> codecs;  // one a schema
+  std::unordered_map<type_id, schema_type> types;
+  std::string init_failure;
+};
+
+struct type_table {
+  std::unordered_map<type_id, schema_type> types;
+};
+
+namespace detail {
+
+// The plugin whose init() runs on this thread, for calls without a context.
+extern thread_local loaded_plugin* initialising;
+
+// The functions plugins call (host_table.cpp).
+extern const troupe_host_api host_api;
+
+inline troupe_pid* to_abi(process* p) noexcept { return reinterpret_cast<troupe_pid*>(p); }
+inline process* from_abi(const troupe_pid* p) noexcept {
+  return reinterpret_cast<process*>(const_cast<troupe_pid*>(p));
+}
+
+// Makes an envelope of the plugin's bytes; builder output is trusted.
+inline envelope* make(std::uint64_t type, const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
+  envelope* e = make_envelope(type, data, size);
+  if ((flags & TROUPE_SEND_BUILT) != 0) e->flags = envelope::trusted;
+  return e;
+}
+
+// The actor of a plugin kind: makes the plugin's instance on its first
+// message, passes it every message (checked against the kind's schema
+// unless the node built it), and keeps the timers it set.
+class plugin_actor final : public actor {
+ public:
+  plugin_actor(std::shared_ptr<host> h, std::shared_ptr<const kind_record> k) noexcept
+      : h_(std::move(h)), k_(std::move(k)) {}
+  ~plugin_actor() override;
+
+  void receive(context& ctx) override;
+
+  std::uint64_t add_timer(timer_handle h) {
+    if (timers_.size() >= 2 * timers_kept_ + 8) {
+      std::erase_if(timers_, [](const auto& kv) { return !kv.second.pending(); });
+      timers_kept_ = timers_.size();
+    }
+    const std::uint64_t id = next_timer_++;
+    timers_.emplace(id, std::move(h));
+    return id;
+  }
+  bool cancel_timer(std::uint64_t id) {
+    auto it = timers_.find(id);
+    if (it == timers_.end()) return false;
+    const bool stopped = it->second.cancel();
+    timers_.erase(it);
+    return stopped;
+  }
+
+ private:
+  [[noreturn]] void failed(const troupe_ctx& frame, const char* what) {
+    k_->h->stats().actor_failures.fetch_add(1, std::memory_order_relaxed);
+    throw std::runtime_error(frame.failed ? frame.failure : std::string(what));
+  }
+
+  std::shared_ptr<host> h_;  // keeps the host (and so the kind) alive
+  std::shared_ptr<const kind_record> k_;
+  void* instance_ = nullptr;
+  std::unordered_map<std::uint64_t, timer_handle> timers_;
+  std::size_t timers_kept_ = 0;
+  std::uint64_t next_timer_ = 1;
+};
+
+
+// The plugin_actor behind a callback frame.
+inline plugin_actor* actor_of(troupe_ctx* c) {
+  return c != nullptr ? static_cast<plugin_actor*>(c->actor) : nullptr;
+}
+
+}  // namespace detail
+
+}  // namespace troupe::plugin
