@@ -270,19 +270,19 @@ const section<node_settings>& node_section() {
                 "long, and the node is stalled: /healthz answers 503 and the systemd watchdog is "
                 "no longer fed.")
         .live()
-        .key<std::string>(
+        .key<queue_budget_setting>(
             "max_queued_bytes", &node_settings::max_queued_bytes,
             "auto, none, a size (512MiB, 2GB) or a share of the memory limit (1%-90%)",
             "How much memory messages waiting in mailboxes may hold before sends are refused "
             "(dead letters over_budget). auto is half the memory limit (the cgroup's, else RAM), "
             "and at least 16 MiB; a size must be 1 MiB or more.",
-            [](const YAML::Node& v, section_reader& r, const std::string& what, std::string& out) {
-              read::text(v, r, what, out);
+            [](const YAML::Node& v, section_reader& r, const std::string& what, queue_budget_setting& out) {
+              std::string text;
+              read::text(v, r, what, text);
               std::string why;
-              if (queue_budget_setting b; !parse_queue_budget(out, b, why))
-                r.error(v, what + " '" + out + "': " + why);
+              if (!text.empty() && !parse_queue_budget(text, out, why)) r.error(v, what + " '" + text + "': " + why);
             },
-            [](const std::string& t) { return t; })
+            [](const queue_budget_setting& s) { return to_string(s); })
         .live()
         .path("state_dir", &node_settings::state_dir,
               "Where the node keeps what outlives it, one node per folder (locked while it runs). "
@@ -353,8 +353,10 @@ const section<dispatcher_settings>& dispatcher_section() {
 const section<log_settings>& log_section() {
   static const section<log_settings> s = [] {
     section<log_settings> n("log", "What the node writes to standard error (the journal under systemd).");
-    n.choice("level", &log_settings::level, {"debug", "info", "warning", "error"},
-             "The least important lines written.")
+    n.pick<log_level>("level", &log_settings::level,
+                      {{"debug", log_level::debug}, {"info", log_level::info},
+                       {"warning", log_level::warning}, {"error", log_level::error}},
+                      "The least important lines written.")
         .live()
         .choice("format", &log_settings::format, {"text", "json"},
                 "text lines, or one JSON object a line.")

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "node/log.hpp"
+#include "node/overload.hpp"
 #include "node/settings.hpp"
 
 namespace troupe::node {
@@ -85,7 +87,7 @@ struct node_settings {
   secret_list secret;
   unsigned drain_timeout_seconds = 10;
   unsigned stall_timeout_seconds = 10;
-  std::string max_queued_bytes = "auto";
+  queue_budget_setting max_queued_bytes;
   std::string state_dir;
   int line = 0;  // where the section is in the file, for checks made later
 };
@@ -96,7 +98,7 @@ struct dispatcher_settings {
   unsigned threads = 0;
 };
 struct log_settings {
-  std::string level = "info";
+  troupe::log_level level = troupe::log_level::info;
   std::string format = "text";
 };
 

@@ -25,15 +25,6 @@ const char* name_of(level l) noexcept { return troupe::to_string(l); }
 
 }  // namespace
 
-bool parse_level(std::string_view name, level& out) noexcept {
-  for (level l : {level::debug, level::info, level::warning, level::error})
-    if (name == name_of(l)) {
-      out = l;
-      return true;
-    }
-  return false;
-}
-
 bool stderr_is_journal() noexcept {
   const char* v = std::getenv("JOURNAL_STREAM");
   unsigned long long dev = 0, ino = 0;

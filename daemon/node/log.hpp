@@ -13,9 +13,6 @@ namespace troupe::node {
 
 using level = troupe::log_level;  // syslog priorities
 
-// Parses "debug", "info", "warning", "error"; false if it is none of them.
-bool parse_level(std::string_view name, level& out) noexcept;
-
 struct log_options {
   level min = level::info;
   bool json = false;

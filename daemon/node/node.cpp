@@ -57,7 +57,7 @@ bool read_config(const std::string& path, config& out) {
 void configure_log(const config& c) {
   const log_settings& l = c.get(log_section());
   log_options o;
-  parse_level(l.level, o.min);
+  o.min = l.level;
   o.json = l.format == "json";
   o.syslog_prefix = stderr_is_journal();
   configure_log(o);
@@ -193,10 +193,8 @@ std::string node_core::status() const {
 
 // node.max_queued_bytes in bytes, said in the log.
 std::uint64_t node_core::queue_budget(const config& c) {
-  queue_budget_setting s;
   std::string said;
-  parse_queue_budget(c.get(node_section()).max_queued_bytes, s, said);  // checked with the config
-  const std::uint64_t bytes = resolve_queue_budget(s, memory_, said);
+  const std::uint64_t bytes = resolve_queue_budget(c.get(node_section()).max_queued_bytes, memory_, said);
   log(bytes == 0 ? level::warning : level::info, "memory: " + said);
   return bytes;
 }
@@ -217,7 +215,7 @@ void node_core::publish_node_info() {
        {"advertise", or_null(n.advertise)},
        {"seeds", cfg_.get(seeds_section()).seeds},
        {"state_dir", or_null(state_.path())},
-       {"log_level", cfg_.get(log_section()).level},
+       {"log_level", to_string(cfg_.get(log_section()).level)},
        {"started_at", started_at_}};
   for (const auto& m : modules_) m->describe(j);
   std::lock_guard lock(ctx_.mu_);
@@ -287,7 +285,7 @@ void node_core::reload() {
   } else {
     configure_log(next);
     const log_settings& l = next.get(log_section());
-    log(level::debug, "log: level " + l.level + ", format " + l.format);
+    log(level::debug, std::string("log: level ") + to_string(l.level) + ", format " + l.format);
     for (const std::string& key : next.keep_running(cfg_, node_schema()))
       log(level::warning, "reload: " + key + " changes only at restart");
     const node_settings& before = cfg_.get(node_section());

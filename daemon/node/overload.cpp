@@ -158,6 +158,16 @@ bool parse_queue_budget(const std::string& text, queue_budget_setting& out, std:
   return false;
 }
 
+std::string to_string(const queue_budget_setting& s) {
+  switch (s.how) {
+    case queue_budget_setting::mode::automatic: return "auto";
+    case queue_budget_setting::mode::none: return "none";
+    case queue_budget_setting::mode::percent: return std::to_string(s.value) + "%";
+    case queue_budget_setting::mode::bytes: return human_bytes(s.value);
+  }
+  return "auto";
+}
+
 std::string human_bytes(std::uint64_t n) {
   static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(n);

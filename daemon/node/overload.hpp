@@ -31,8 +31,11 @@ struct queue_budget_setting {
   enum class mode : std::uint8_t { automatic, bytes, percent, none };
   mode how = mode::automatic;
   std::uint64_t value = 0;  // bytes, or percent
+  bool operator==(const queue_budget_setting&) const = default;
 };
 bool parse_queue_budget(const std::string& text, queue_budget_setting& out, std::string& why);
+// The setting as the configuration would say it ("auto", "40%", "512 MiB").
+std::string to_string(const queue_budget_setting& s);
 // The budget in bytes (0: none), and words for the log saying where it comes from.
 std::uint64_t resolve_queue_budget(const queue_budget_setting& s, const memory_limit& m,
                                    std::string& said);

@@ -60,6 +60,23 @@ class section_reader {
   std::vector<config_error>& errors_;
 };
 
+// The readers behind the common kinds of keys (settings.cpp).
+namespace read {
+void text(const YAML::Node& v, section_reader& r, const std::string& what, std::string& out);
+void choice(const YAML::Node& v, section_reader& r, const std::string& what,
+            const std::vector<std::string>& allowed, std::string& out);
+void number(const YAML::Node& v, section_reader& r, const std::string& what, long lo, long hi,
+            const std::string& unit, unsigned& out);
+void flag(const YAML::Node& v, section_reader& r, const std::string& what, bool& out);
+void address(const YAML::Node& v, section_reader& r, const std::string& what, bool literal,
+             std::string& out);
+void names(const YAML::Node& v, section_reader& r, const std::string& what,
+           const std::string& items, const std::string& every, std::vector<std::string>& out);
+std::string show(const std::string& s);
+std::string show(const std::vector<std::string>& list);
+std::string one_of(const std::vector<std::string>& allowed);
+}  // namespace read
+
 // One key, as the reference shows it.
 struct key_doc {
   std::string key;           // "remote.heartbeat_interval_ms", "kinds.<kind>.mailbox.capacity"
@@ -162,6 +179,26 @@ class section final : public section_base {
   // (a section that is a list or a flag, like `seeds:` or `demo:`).
   section& text(std::string name, std::string S::*m, std::string doc);
   section& choice(std::string name, std::string S::*m, std::vector<std::string> allowed, std::string doc);
+  // One of some words, stored as what each stands for (an enum).
+  template <class E>
+  section& pick(std::string name, E S::*m, std::vector<std::pair<std::string, E>> options, std::string doc) {
+    std::vector<std::string> words;
+    for (const auto& o : options) words.push_back(o.first);
+    std::string type = read::one_of(words);
+    return key<E>(
+        std::move(name), m, std::move(type), std::move(doc),
+        [options, words](const YAML::Node& v, section_reader& r, const std::string& what, E& out) {
+          std::string word;
+          read::choice(v, r, what, words, word);
+          for (const auto& [w, e] : options)
+            if (w == word) out = e;
+        },
+        [options](const E& e) {
+          for (const auto& [w, x] : options)
+            if (x == e) return w;
+          return std::string();
+        });
+  }
   section& number(std::string name, unsigned S::*m, long lo, long hi, std::string unit, std::string doc);
   section& flag(std::string name, bool S::*m, std::string doc);
   section& address(std::string name, std::string S::*m, bool literal, std::string doc);
@@ -262,22 +299,6 @@ class section final : public section_base {
   std::function<S(const config&)> start_;
 };
 
-// The readers behind the common kinds of keys (settings.cpp).
-namespace read {
-void text(const YAML::Node& v, section_reader& r, const std::string& what, std::string& out);
-void choice(const YAML::Node& v, section_reader& r, const std::string& what,
-            const std::vector<std::string>& allowed, std::string& out);
-void number(const YAML::Node& v, section_reader& r, const std::string& what, long lo, long hi,
-            const std::string& unit, unsigned& out);
-void flag(const YAML::Node& v, section_reader& r, const std::string& what, bool& out);
-void address(const YAML::Node& v, section_reader& r, const std::string& what, bool literal,
-             std::string& out);
-void names(const YAML::Node& v, section_reader& r, const std::string& what,
-           const std::string& items, const std::string& every, std::vector<std::string>& out);
-std::string show(const std::string& s);
-std::string show(const std::vector<std::string>& list);
-std::string one_of(const std::vector<std::string>& allowed);
-}  // namespace read
 
 template <class S>
 section<S>& section<S>::text(std::string name, std::string S::*m, std::string doc) {

@@ -21,7 +21,7 @@ using nlohmann::json;
 
 struct mailbox_settings {
   unsigned capacity = 10000;
-  std::string overflow = "drop_newest";
+  mailbox_kind overflow = mailbox_kind::bounded_drop_newest;  // what a full one does
 };
 
 struct plugins_settings {
@@ -30,7 +30,10 @@ struct plugins_settings {
   std::vector<std::string> required;
 };
 
-const std::vector<std::string> overflows{"drop_newest", "drop_oldest", "block"};
+const std::vector<std::pair<std::string, mailbox_kind>> overflows{
+    {"drop_newest", mailbox_kind::bounded_drop_newest},
+    {"drop_oldest", mailbox_kind::bounded_drop_oldest},
+    {"block", mailbox_kind::bounded_block}};
 // 0: unbounded. The top: a mailbox of about 12 GiB of small messages.
 constexpr long max_capacity = 100'000'000;
 
@@ -97,7 +100,7 @@ const section<mailbox_settings>& kind_mailbox_section() {
                                 "out comes from kinds.all.mailbox.");
     m.number("capacity", &mailbox_settings::capacity, 0, max_capacity, "messages",
              "How many messages may wait for one actor. 0 is unbounded.")
-        .choice("overflow", &mailbox_settings::overflow, overflows,
+        .pick<mailbox_kind>("overflow", &mailbox_settings::overflow, overflows,
                 "What a full mailbox does with one more message: refuse it (a dead letter "
                 "mailbox_full), drop the oldest waiting, or make the sender wait.")
         .starts_from([](const config& c) {
@@ -109,13 +112,11 @@ const section<mailbox_settings>& kind_mailbox_section() {
   return s;
 }
 
-mailbox_options to_options(unsigned capacity, const std::string& overflow) {
+mailbox_options to_options(unsigned capacity, mailbox_kind overflow) {
   mailbox_options o;
   if (capacity == 0) return o;  // unbounded
   o.capacity = capacity;
-  o.kind = overflow == "block"         ? mailbox_kind::bounded_block
-           : overflow == "drop_oldest" ? mailbox_kind::bounded_drop_oldest
-                                       : mailbox_kind::bounded_drop_newest;
+  o.kind = overflow;
   return o;
 }
 
