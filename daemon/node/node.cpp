@@ -130,9 +130,14 @@ int node_core::run() {
 
 int node_core::start() {
   const node_settings& n = cfg_.get(node_section());
+  // First of all: a SIGHUP or SIGTERM that comes while the node starts (a
+  // slow plugin, a reload from systemd) waits for the loop, rather than
+  // ending the process by its default action.
+  start_signals();
   // Before anything is bound: a second node on this folder stops here.
   if (std::string error; !state_.open(n.state_dir, error)) {
     log(level::error, error);
+    stop_early();
     return 1;
   }
   log(level::info, state_.path().empty()
@@ -164,7 +169,7 @@ int node_core::start() {
       return status;
     }
   publish_node_info();
-  start_handles();
+  start_timers();
   ctx_.phase_.store(node_context::phase::ready, std::memory_order_release);
   notify("READY=1\nSTATUS=" + status());
   log(level::info, "ready: " + status());
@@ -175,6 +180,7 @@ int node_core::start() {
 // loop runs (a listener must close while its owner still exists).
 void node_core::stop_early() {
   ctx_.phase_.store(node_context::phase::stopping, std::memory_order_release);
+  close_own_handles();  // before the loop turns below: no signal is handled now
   for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->stop_taking_work();
   if (sys_) sys_->shutdown(std::chrono::seconds(cfg_.get(node_section()).drain_timeout_seconds));
   for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->close();
@@ -222,7 +228,7 @@ void node_core::publish_node_info() {
   ctx_.node_info_ = std::move(j);
 }
 
-void node_core::start_handles() {
+void node_core::start_signals() {
   uv_signal_init(loop_.uv(), &sigint_);
   uv_signal_init(loop_.uv(), &sigterm_);
   uv_signal_init(loop_.uv(), &sighup_);
@@ -236,7 +242,9 @@ void node_core::start_handles() {
   uv_async_init(loop_.uv(), &stopped_, [](uv_async_t* h) { static_cast<node_core*>(h->data)->close_handles(); });
   stopped_.data = this;
   handles_open_ = true;
+}
 
+void node_core::start_timers() {
   // Progress, checked on the loop twice a second: the loop beats, and the
   // workers are looked at (stalled when every one of them has been inside
   // one handler for node.stall_timeout).
@@ -244,6 +252,7 @@ void node_core::start_handles() {
   uv_timer_init(loop_.uv(), &health_);
   health_.data = this;
   uv_timer_start(&health_, [](uv_timer_t* h) { static_cast<node_core*>(h->data)->check_health(); }, 500, 500);
+  health_on_ = true;
 
   // The watchdog is fed from the loop thread, so that a stuck loop stops
   // feeding it and systemd notices; stalled workers stop it too.
@@ -262,16 +271,20 @@ void node_core::start_handles() {
 }
 
 void node_core::close_handles() {
+  close_own_handles();
+  loop_.stop();
+}
+
+void node_core::close_own_handles() {
   if (handles_open_) {
     for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
-                           reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&stopped_),
-                           reinterpret_cast<uv_handle_t*>(&health_)})
+                           reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&stopped_)})
       uv_close(h, nullptr);
+    if (health_on_) uv_close(reinterpret_cast<uv_handle_t*>(&health_), nullptr);
     if (watchdog_on_) uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_), nullptr);
     if (give_up_on_) uv_close(reinterpret_cast<uv_handle_t*>(&give_up_), nullptr);
     handles_open_ = false;
   }
-  loop_.stop();
 }
 
 // SIGHUP: re-read the file; apply what can change live, name what cannot.

@@ -45,8 +45,10 @@ class node_core {
   void stop_early();
   std::string status() const;
   std::uint64_t queue_budget(const config& c);
-  void start_handles();
-  void close_handles();
+  void start_signals();
+  void start_timers();
+  void close_handles();      // and stops the loop
+  void close_own_handles();  // signals and timers only
   void reload();
   void begin_stop(const char* signal_name);
   void give_up();
@@ -70,7 +72,7 @@ class node_core {
   uv_signal_t sigint_{}, sigterm_{}, sighup_{};
   uv_async_t stopped_{};
   uv_timer_t watchdog_{}, give_up_{}, health_{};
-  bool handles_open_ = false, watchdog_on_ = false, give_up_on_ = false;
+  bool handles_open_ = false, watchdog_on_ = false, give_up_on_ = false, health_on_ = false;
   std::atomic<std::int64_t> loop_beat_ns_{0};
   std::atomic<bool> workers_stalled_{false};
   std::atomic<unsigned> stall_seconds_{10};  // node.stall_timeout, for other threads

@@ -217,6 +217,34 @@ except ValueError:
 check("log.format: json writes one JSON object a line",
       ok and parsed and all({"time", "level", "message"} <= set(o) for o in parsed), err.text())
 
+# ---- signals while the node is still starting (a plugin's init takes 1.5 s)
+shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "slow_init.so"), plugin_dir)
+write_config(base.replace("load: [counter]", "load: [counter, slow_init]"))
+env = dict(os.environ)
+env.pop("NOTIFY_SOCKET", None)
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+err = stderr_reader(p)
+loading = err.has("starting with", 10)
+time.sleep(0.3)
+p.send_signal(signal.SIGHUP)  # as `systemctl reload` during a slow start
+ready = err.has("ready:", 10)
+reloaded = err.has("reloaded:", 5)
+alive = p.poll() is None
+p.send_signal(signal.SIGTERM)
+rc = wait_or_kill(p)
+check("a SIGHUP while the node starts is a reload once it is ready, not the end of it",
+      loading and ready and reloaded and alive and rc == 0, f"rc={rc}\n{err.text()}")
+p = subprocess.Popen([NODE, "--config", cfg], stderr=subprocess.PIPE, text=True, env=env)
+err = stderr_reader(p)
+loading = err.has("starting with", 10)
+time.sleep(0.3)
+t0 = time.time()
+p.send_signal(signal.SIGTERM)
+rc = wait_or_kill(p)
+check("a SIGTERM while the node starts stops it cleanly once the start is over (status 0)",
+      loading and rc == 0 and err.has("received SIGTERM", 1) and err.has("stopped", 1) and time.time() - t0 < 5,
+      f"rc={rc}\n{err.text()}")
+
 # ---- stopping while actors are busy
 shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "thrower.so"), plugin_dir)
 busy = (base.replace("load: [counter]", "load: [counter, thrower]")
