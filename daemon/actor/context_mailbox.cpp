@@ -22,6 +22,9 @@ namespace {
 // consumer it would be waiting for.
 constexpr std::chrono::milliseconds worker_block_limit{100};
 
+// Set by no_waiting_for_room on threads that must not wait for room.
+thread_local bool tls_never_wait = false;
+
 // ---- queued bytes (see queued_message_bytes) ----
 
 std::atomic<std::int64_t> queued_total{0};
@@ -200,7 +203,7 @@ void context::send_user(troupe::envelope* e) noexcept {
         // as a worker would (and a wait that long moves that actor to
         // the workers, see dispatcher::hold).
         bool room;
-        if (system().loop().on_loop_thread() && !dispatcher::in_held_turn())
+        if ((system().loop().on_loop_thread() && !dispatcher::in_held_turn()) || tls_never_wait)
           room = has_room();
         else if (system().dispatcher().on_worker())
           room = b.room.wait_for(lock, worker_block_limit, has_room);
@@ -220,6 +223,9 @@ void context::send_user(troupe::envelope* e) noexcept {
   meter_add(bytes);
   wake();
 }
+
+no_waiting_for_room::no_waiting_for_room() noexcept : before_(std::exchange(tls_never_wait, true)) {}
+no_waiting_for_room::~no_waiting_for_room() { tls_never_wait = before_; }
 
 // A message the mailbox does not take.
 void context::refuse(troupe::envelope* e, dead_letter_reason why) noexcept {

@@ -35,6 +35,21 @@ enum class mailbox_kind : std::uint8_t {
   bounded_drop_oldest,  // full: the oldest queued message is dropped and counted
 };
 
+// While one lives, the calling thread never waits for room in a
+// bounded_block mailbox: what it sends to a full one is refused and counted
+// (mailbox_full), as on the event loop. For threads that serve many
+// clients, such as the admin API's: one full mailbox must not hold them.
+class no_waiting_for_room {
+ public:
+  no_waiting_for_room() noexcept;
+  ~no_waiting_for_room();
+  no_waiting_for_room(const no_waiting_for_room&) = delete;
+  no_waiting_for_room& operator=(const no_waiting_for_room&) = delete;
+
+ private:
+  bool before_;
+};
+
 struct mailbox_options {
   mailbox_kind kind = mailbox_kind::unbounded;
   std::uint32_t capacity = 0;      // bounded kinds only

@@ -76,6 +76,9 @@ check("a kind the peer does not allow (kinds.<kind>.remote_spawn) is refused (40
       status == 403 and "kinds.echo.remote_spawn" in body["error"]["message"], f"{status} {body}")
 status, body = a.spawn("probe.sink", "sink", on=b.address)
 check("a remote spawn with a name in use says so (409)", status == 409, f"{status} {body}")
+status, body = a.spawn("probe.sink", "", on=b.address)
+check("a remote spawn with an empty name is refused as a local one is (400 invalid_name)",
+      status == 400 and body["error"]["code"] == "invalid_name", f"{status} {body}")
 r = a.ctl("spawn", "probe.sink", "--node", b.address)
 check("troupectl spawn --node prints the remote PID",
       r.returncode == 0 and r.stdout.startswith(b.address + "/$"), r.stdout + r.stderr)

@@ -81,6 +81,10 @@ void admin_api::set_token(std::string token) {
 }
 
 void admin_api::on_request(const std::shared_ptr<http_request>& http) {
+  // The server's one thread answers every client: a full back-pressure
+  // mailbox refuses what it sends (counted) rather than holding it. Sends
+  // check for room first, so this only settles a race with other senders.
+  no_waiting_for_room never_here;
   admin_request r{http, stats_, http->method(), segments(http->path())};
   try {
     handle(r);
@@ -225,21 +229,22 @@ void admin_api::spawn(const admin_request& r) {
   if (body.contains("node") && !body["node"].is_string())
     return r.error(400, "bad_request", "'node' must be a string (a node address)");
   const std::string kind = body["kind"];
+  // The same checks wherever the actor is to live.
+  const std::string name = body.value("name", std::string());
+  if (body.contains("name") && name.empty())
+    return r.error(400, "invalid_name", spawn_refusal(spawn_error::invalid_name, kind, name));
+  if (name.find('/') != std::string::npos)
+    return r.error(400, "invalid_name", "an actor name may not contain '/'");
   if (body.contains("node") && body["node"] != sys_.address()) {
     if (remote_ == nullptr)
       return r.error(400, "bad_request", "this node has no node-to-node transport (node.listen)");
-    remote_->spawn(body["node"], kind, body.value("name", std::string()), std::chrono::seconds(5),
+    remote_->spawn(body["node"], kind, name, std::chrono::seconds(5),
                    [r, kind, node = body["node"].get<std::string>()](remote::spawn_reply reply) {
                      if (reply.status != spawn_error::none) return refuse(r, reply.status, reply.error);
                      r.reply(201, {{"id", reply.who.id()}, {"pid", reply.who.to_string()}, {"kind", kind}, {"node", node}});
                    });
     return;
   }
-  const std::string name = body.value("name", std::string());
-  if (body.contains("name") && name.empty())
-    return r.error(400, "invalid_name", spawn_refusal(spawn_error::invalid_name, kind, name));
-  if (name.find('/') != std::string::npos)
-    return r.error(400, "invalid_name", "an actor name may not contain '/'");
   const spawn_result res = sys_.root().spawn_kind(kind, name);
   if (!res) return refuse(r, res.error, spawn_refusal(res.error, kind, name));
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});

@@ -120,6 +120,28 @@ TEST_CASE("the event loop never waits for room: a full back-pressure mailbox dro
   REQUIRE(g.seen.take(100ms) == std::nullopt);
 }
 
+TEST_CASE("a thread that must not wait (no_waiting_for_room) gets a full back-pressure mailbox's refusal",
+          "[mailbox]") {
+  actor_system sys(small_config());
+  gated g(sys, mailbox_kind::bounded_block, 4);
+  for (int i = 1; i <= 4; ++i) sys.root().send(g.actor, num(i));  // full now
+  inbox<int> done;
+  std::thread server([&] {  // as the admin API's thread
+    {
+      no_waiting_for_room here;
+      sys.root().send(g.actor, num(5));
+    }
+    done.put(1);
+  });
+  REQUIRE(done.take(std::chrono::seconds(2)));  // it did not wait for the gate
+  server.join();
+  REQUIRE(sys.stats().mailbox_dropped == 1);
+  REQUIRE(sys.stats().dead_letters[static_cast<int>(dead_letter_reason::mailbox_full)] == 1);
+  g.gate.open();
+  REQUIRE(g.seen.take_n(5) == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+  REQUIRE(g.seen.take(100ms) == std::nullopt);
+}
+
 TEST_CASE("an actor's turn held on the event loop waits for room as a worker's turn would",
           "[mailbox]") {
   actor_system sys(small_config());
