@@ -34,9 +34,9 @@ void help() {
       "                       reload applies it (Markdown)\n"
       "  --version            print the version\n"
       "  --help               print this help\n\n"
-      "Signals: SIGHUP re-reads the configuration (log settings and newly listed plugins\n"
-      "apply at once); SIGTERM or SIGINT stops every actor and exits 0; a second one exits\n"
-      "at once.\n\n"
+      "Signals: SIGHUP re-reads the configuration: the keys --config-reference marks\n"
+      "'applies' take effect at once, the others at the next start (the log names them);\n"
+      "SIGTERM or SIGINT stops every actor and exits 0; a second one exits at once.\n\n"
       "Files: /etc/troupe/node.yaml (the packaged configuration), /usr/lib/troupe/plugins\n"
       "and /usr/local/lib/troupe/plugins (plugins), /var/lib/troupe (state).\n",
       usage_text);
