@@ -251,7 +251,7 @@ class remote_module final : public module {
   }
 
  private:
-  // A peer asks this node to spawn `kind` (remote.spawn allowed it).
+  // A peer asks this node to spawn `kind` (kinds.<kind>.remote_spawn allowed it).
   static remote::spawn_reply spawn_for_peer(node_context& ctx, const std::string& kind, const std::string& name) {
     if (ctx.stopping()) return {spawn_error::shutting_down, pid(), "the node is stopping"};
     const spawn_result r = ctx.system().root().spawn_kind(kind, name);
