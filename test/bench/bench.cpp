@@ -34,6 +34,9 @@
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
 #include "admin_bench.hpp"
+#include "swim_bench.hpp"
+
+using namespace troupe::bench;
 #include "modules/metrics/metrics_server.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
@@ -889,6 +892,15 @@ int main(int argc, char** argv) {
             remote_result r = remote_echo(false, true);
             return std::vector{r.p50, r.p99, r.w1, r.w1000};
           });
+  measure(o, {{"swim_sim_detect_5_p50", "s"}, {"swim_sim_detect_5_p90", "s"}}, 1, [] { return swim_detect(5, 20); });
+  measure(o, {{"swim_sim_detect_50_p50", "s"}, {"swim_sim_detect_50_p90", "s"}}, 1, [] { return swim_detect(50, 10); });
+  measure(o, {{"swim_sim_converge_p90", "s"}}, 1, [] { return std::vector{swim_converge_p90(50, 10)}; });
+  measure(o, {{"swim_sim_false_deaths_10pct", "per 1000 member-min"}}, 1,
+          [] { return std::vector{swim_false_deaths(5, 0.10, std::chrono::hours(2))}; });
+  measure(o, {{"swim_sim_false_deaths", "per 1000 member-min"}}, 1,
+          [] { return std::vector{swim_false_deaths(5, 0.20, std::chrono::hours(2))}; });
+  measure(o, {{"swim_sim_bytes_per_member_s", "bytes"}}, 1, [] { return std::vector{swim_bytes_per_member_s(16)}; });
+  measure(o, {{"swim_sim_steps_per_s", "steps/s"}}, o.runs, [] { return std::vector{swim_steps_per_s()}; });
   measure(o, {{"admin_send_rps", "req/s"}}, o.runs, [] { return std::vector{admin_send_rps()}; });
   measure(o, {{"admin_healthz_p99_under_slowloris", "ms"}}, o.runs,
           [] { return std::vector{admin_healthz_p99_under_slowloris()}; });

@@ -1,0 +1,286 @@
+// The membership protocol in the deterministic simulator: scenarios a user
+// would check (a kill is noticed, a restart is seen at once, a pause is
+// forgiven, a partition heals, nodes that start together form one
+// cluster), then many random runs with every invariant checked after every
+// step. TROUPE_SIM_SEEDS sets how many random runs (CI runs thousands in
+// the optimised build); TROUPE_SIM_SEED replays one.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "cluster/messages.hpp"
+#include "sim.hpp"
+
+using namespace troupe::cluster;
+using namespace troupe::cluster::sim;
+using namespace std::chrono_literals;
+
+namespace {
+
+// n members, each listing the first three as seeds, all started at once.
+simulator cluster_of(unsigned n, std::uint64_t seed, network net = {}, swim_options o = swim_options::lan()) {
+  simulator s(seed, o, net);
+  std::vector<unsigned> seeds;
+  for (unsigned i = 0; i < std::min(n, 3u); ++i) seeds.push_back(i);
+  for (unsigned i = 0; i < n; ++i) s.add(i, seeds);
+  for (unsigned i = 0; i < n; ++i) s.start(i);
+  return s;
+}
+
+// Runs until converged (checked every second), at most `limit`; the time it took.
+std::optional<millis> until_converged(simulator& s, millis limit) {
+  const millis start = s.now();
+  while (s.now() - start < limit) {
+    s.run_for(1s);
+    if (s.converged()) return s.now() - start;
+  }
+  return std::nullopt;
+}
+
+std::uint64_t env_number(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+}  // namespace
+
+TEST_CASE("messages survive their encoding, and bad bytes are refused", "[cluster]") {
+  packet p;
+  p.cluster = "c";
+  p.from = {"a", "127.0.0.1:1", 7, 2};
+  p.probe = probe_kind::indirect_ping;
+  p.seq = 42;
+  p.target = {"b", "127.0.0.2:1", 9, 1};
+  p.want_nack = true;
+  p.gossip.push_back(alive_news{{"c", "127.0.0.3:1", 3, 4}, 5, {{"grains", "counter@1"}}});
+  p.gossip.push_back(suspect_news{{"d", "x", 1, 1}, "a"});
+  p.gossip.push_back(dead_news{{"e", "y", 2, 0}, "b", true});
+  const auto bytes = encode(p);
+  packet q;
+  std::string why;
+  REQUIRE(decode(bytes, q, why));
+  CHECK(q.from == p.from);
+  CHECK(q.probe == probe_kind::indirect_ping);
+  CHECK(q.seq == 42);
+  CHECK(q.target == p.target);
+  CHECK(q.want_nack);
+  REQUIRE(q.gossip.size() == 3);
+  CHECK(std::get<alive_news>(q.gossip[0]).meta.at("grains") == "counter@1");
+  CHECK(std::get<dead_news>(q.gossip[2]).left);
+
+  std::vector<std::uint8_t> junk(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2));
+  CHECK_FALSE(decode(junk, q, why));
+  CHECK(why.find("malformed") != std::string::npos);
+  std::vector<std::uint8_t> tiny{1, 2, 3};
+  CHECK_FALSE(decode(tiny, q, why));
+}
+
+TEST_CASE("a machine counts bad datagrams and those of another cluster, and goes on", "[cluster]") {
+  membership m("c", {"a", "addr-a", 1, 0}, {}, swim_options::lan(), 1);
+  m.start(0ms);
+  const std::vector<std::uint8_t> junk(100, 0xff);
+  m.on_datagram("addr-x", junk, 10ms);
+  packet p;
+  p.cluster = "other";
+  p.from = {"x", "addr-x", 1, 0};
+  p.probe = probe_kind::ping;
+  p.target = m.self();
+  m.on_datagram("addr-x", encode(p), 20ms);
+  CHECK(m.stats().malformed == 1);
+  CHECK(m.stats().wrong_cluster == 1);
+  for (const outgoing& o : m.take_outgoing()) CHECK(o.to != "addr-x");  // no answer to either
+}
+
+TEST_CASE("five members that start together agree on who is alive, and stay quiet", "[cluster]") {
+  simulator s = cluster_of(5, 1);
+  const auto took = until_converged(s, 10s);
+  REQUIRE(took);
+  CHECK(*took <= 3s);
+  s.run_for(60s);
+  CHECK(s.converged());
+  CHECK(s.violation().empty());
+  for (unsigned i = 0; i < 5; ++i) {
+    CHECK(s.at(i).joined());
+    CHECK(s.at(i).stats().suspicions == 0);
+  }
+}
+
+TEST_CASE("a killed member is declared dead by every other, then forgotten", "[cluster]") {
+  simulator s = cluster_of(5, 2);
+  REQUIRE(until_converged(s, 10s));
+  const millis killed = s.now();
+  s.kill(3);
+  s.run_for(60s);
+  INFO(s.violation());
+  REQUIRE(s.violation().empty());
+  REQUIRE(s.dead_seen["n3"].size() == 4);
+  for (millis t : s.dead_seen["n3"]) CHECK(t - killed <= 40s);
+  for (unsigned i : {0u, 1u, 2u, 4u}) CHECK(s.at(i).find("n3")->state == member_state::dead);
+  s.run_for(swim_options::lan().dead_retention);
+  for (unsigned i : {0u, 1u, 2u, 4u}) CHECK(s.at(i).find("n3") == nullptr);
+  CHECK(s.converged());
+}
+
+TEST_CASE("a restarted member is seen at once as its new generation", "[cluster]") {
+  simulator s = cluster_of(5, 3);
+  REQUIRE(until_converged(s, 10s));
+  const std::uint64_t old = s.at(2).self().generation;
+  s.restart(2);
+  REQUIRE(s.at(2).self().generation > old);
+  const auto took = until_converged(s, 20s);
+  INFO(s.violation());
+  REQUIRE(took);
+  CHECK(*took <= 5s);  // no waiting for the old generation's death
+  CHECK(s.violation().empty());
+  CHECK(s.dead_seen["n2"].empty());
+}
+
+TEST_CASE("a member stopped for a few seconds is suspected at most, never declared dead", "[cluster]") {
+  simulator s = cluster_of(5, 4);
+  REQUIRE(until_converged(s, 10s));
+  s.pause(1, 3s);
+  s.run_for(20s);
+  INFO(s.violation());
+  CHECK(s.violation().empty());
+  CHECK(s.dead_seen["n1"].empty());
+  CHECK(s.converged());
+}
+
+TEST_CASE("the halves of a partition declare each other dead, and find each other again", "[cluster]") {
+  simulator s = cluster_of(6, 5);
+  REQUIRE(until_converged(s, 10s));
+  s.partition({0, 1, 2});
+  s.run_for(90s);
+  CHECK(s.at(0).find("n4")->state == member_state::dead);
+  CHECK(s.at(4).find("n0")->state == member_state::dead);
+  s.heal();
+  const auto took = until_converged(s, 120s);
+  INFO(s.violation());
+  REQUIRE(took);
+  CHECK(s.violation().empty());
+}
+
+TEST_CASE("a member that leaves is left everywhere, never dead, never back in that generation", "[cluster]") {
+  simulator s = cluster_of(5, 6);
+  REQUIRE(until_converged(s, 10s));
+  s.leave(4);
+  s.run_for(5s);
+  for (unsigned i = 0; i < 4; ++i) CHECK(s.at(i).find("n4")->state == member_state::left);
+  s.kill(4);
+  s.run_for(30s);
+  CHECK(s.dead_seen["n4"].empty());
+  CHECK(s.violation().empty());
+}
+
+TEST_CASE("an operator's down is a dead verdict everywhere at once", "[cluster]") {
+  simulator s = cluster_of(5, 7);
+  REQUIRE(until_converged(s, 10s));
+  s.kill(2);
+  s.down(0, 2);
+  s.run_for(3s);
+  for (unsigned i : {0u, 1u, 3u, 4u}) CHECK(s.at(i).find("n2")->state == member_state::dead);
+  CHECK(s.violation().empty());
+}
+
+TEST_CASE("nodes that list each other as seeds form one cluster, whatever order they start in", "[cluster]") {
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    simulator s(seed, swim_options::lan());
+    for (unsigned i = 0; i < 5; ++i) s.add(i, {0, 1, 2});
+    // The first seed starts last.
+    for (unsigned i : {4u, 3u, 2u, 1u, 0u}) {
+      s.start(i);
+      s.run_for(millis(300 + 700 * (seed % 3)));
+    }
+    INFO("seed " << seed);
+    const auto took = until_converged(s, 30s);
+    REQUIRE(took);
+    for (unsigned i = 0; i < 5; ++i) CHECK(s.at(i).joined());
+    CHECK(s.violation().empty());
+  }
+}
+
+TEST_CASE("a node whose seeds are not up yet keeps asking, and joins when one is", "[cluster]") {
+  simulator s(9, swim_options::lan());
+  s.add(0, {0});
+  s.add(1, {0});
+  s.start(1);
+  s.run_for(20s);
+  CHECK_FALSE(s.at(1).joined());
+  s.start(0);
+  REQUIRE(until_converged(s, 10s));
+  CHECK(s.at(1).joined());
+}
+
+TEST_CASE("metadata spreads, and consensus tells when every alive member says the same", "[cluster]") {
+  simulator s = cluster_of(5, 10);
+  REQUIRE(until_converged(s, 10s));
+  for (unsigned i = 0; i < 5; ++i) s.at(i).set_meta({{"topology", "h1"}}, s.now());
+  s.run_for(5s);
+  std::string value;
+  CHECK(s.at(0).consensus("topology", &value));
+  CHECK(value == "h1");
+  s.at(3).set_meta({{"topology", "h2"}}, s.now());
+  s.run_for(5s);
+  CHECK_FALSE(s.at(0).consensus("topology"));
+  CHECK(s.at(1).find("n3")->meta.at("topology") == "h2");
+}
+
+TEST_CASE("one seed replays exactly", "[cluster]") {
+  auto run = [](std::uint64_t seed) {
+    simulator s = cluster_of(8, seed, {0.1, 0.05, 1ms, 30ms});
+    s.run_for(20s);
+    s.kill(5);
+    s.pause(2, 2s);
+    s.run_for(40s);
+    return s.trace();
+  };
+  CHECK(run(77) == run(77));
+  CHECK(run(77) != run(78));
+}
+
+// Random faults for a while, then quiet: every invariant after every step,
+// and one agreed view after the quiet period.
+TEST_CASE("random runs: invariants always, one view after the faults stop", "[cluster][random]") {
+  const std::uint64_t only = env_number("TROUPE_SIM_SEED", 0);
+  const std::uint64_t seeds = only != 0 ? 1 : env_number("TROUPE_SIM_SEEDS", 100);
+  for (std::uint64_t k = 0; k < seeds; ++k) {
+    const std::uint64_t seed = only != 0 ? only : 1000 + k;
+    std::mt19937_64 rng(seed);
+    const unsigned n = 3 + static_cast<unsigned>(rng() % 6);
+    network net{static_cast<double>(rng() % 21) / 100.0, static_cast<double>(rng() % 6) / 100.0, 1ms,
+                millis(5 + rng() % 60)};
+    simulator s = cluster_of(n, seed, net);
+    for (int round = 0; round < 12; ++round) {
+      s.run_for(millis(2000 + rng() % 8000));
+      const unsigned who = static_cast<unsigned>(rng() % n);
+      switch (rng() % 6) {
+        case 0: if (s.running(who)) s.kill(who); break;
+        case 1: s.restart(who); break;
+        case 2: if (s.running(who)) s.pause(who, millis(500 + rng() % 6000)); break;
+        case 3: {
+          std::set<unsigned> half;
+          for (unsigned i = 0; i < n; ++i)
+            if (rng() % 2) half.insert(i);
+          s.partition(half);
+          break;
+        }
+        case 4: s.heal(); break;
+        default: break;
+      }
+    }
+    // Quiet: no loss, every member back, no partition.
+    s.heal();
+    s.set_network({0.0, 0.0, 1ms, 10ms});
+    for (unsigned i = 0; i < n; ++i)
+      if (!s.running(i)) s.start(i);
+    const auto took = until_converged(s, 120s);
+    INFO("seed " << seed << " (replay: TROUPE_SIM_SEED=" << seed << ")");
+    INFO(s.violation());
+    REQUIRE(s.violation().empty());
+    std::string why;
+    s.converged(&why);
+    INFO(why);
+    REQUIRE(took);
+  }
+}
