@@ -45,10 +45,10 @@ with tempfile.TemporaryDirectory() as tmp:
 
     os.remove(os.path.join(tmp, "daemon/actor/bad.cpp"))
     os.remove(os.path.join(tmp, "daemon/remote/sideways.hpp"))
-    write("daemon/cluster/x.cpp", '#include "actor/message.hpp"\n')
+    write("daemon/unlisted/x.cpp", '#include "actor/message.hpp"\n')
     r = run(tmp)
     check("a folder the check does not know fails until it is given its place",
-          r.returncode == 1 and "daemon/cluster/: a folder scripts/check-layers does not know" in r.stdout,
+          r.returncode == 1 and "daemon/unlisted/: a folder scripts/check-layers does not know" in r.stdout,
           r.stdout)
 
 finish()
