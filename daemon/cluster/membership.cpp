@@ -511,7 +511,10 @@ void membership::apply(const suspect_news& n, millis now) {
   e.m.id.incarnation = id.incarnation;
   set_state(e, member_state::suspect, now);
   const millis min = suspicion_min();
-  const unsigned k = opts_.suspicion_mult > 2 && live_count() > opts_.suspicion_mult ? opts_.suspicion_mult - 2 : 0;
+  // Confirmations expected: suspicion_mult - 2, unless there are too few
+  // members to give them (as memberlist).
+  const std::size_t members = live_count();
+  const unsigned k = opts_.suspicion_mult > 2 && members >= opts_.suspicion_mult ? opts_.suspicion_mult - 2 : 0;
   e.suspected = std::make_unique<suspicion>(now, min, min * opts_.suspicion_max_mult, k, n.from);
   event(member_event::kind::suspect, e.m);
   broadcast(n);

@@ -151,6 +151,24 @@ TEST_CASE("a killed member is declared dead by every other, then forgotten", "[c
   CHECK(s.converged());
 }
 
+TEST_CASE("the wan profile detects a killed member too, only more slowly", "[cluster]") {
+  simulator s = cluster_of(5, 12, {0.0, 0.0, 20ms, 150ms}, swim_options::wan());
+  REQUIRE(until_converged(s, 30s));
+  const millis killed = s.now();
+  s.kill(1);
+  s.run_for(300s);
+  INFO(s.violation());
+  REQUIRE(s.violation().empty());
+  REQUIRE(s.dead_seen["n1"].size() == 4);
+  // The least suspicion is 6 probe intervals of 5 s; with five members no
+  // confirmation is expected, so the longest (180 s) it is, after a round
+  // of probes.
+  for (millis t : s.dead_seen["n1"]) {
+    CHECK(t - killed >= 30s);
+    CHECK(t - killed <= 240s);
+  }
+}
+
 TEST_CASE("a restarted member is seen at once as its new generation", "[cluster]") {
   simulator s = cluster_of(5, 3);
   REQUIRE(until_converged(s, 10s));
