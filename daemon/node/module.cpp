@@ -108,6 +108,26 @@ void node_context::add_route(admin_route r) {
   routes_ = std::move(next);
 }
 
+void node_context::add_readiness(std::function<std::string()> why_not) {
+  std::lock_guard lock(mu_);
+  auto next = std::make_shared<std::vector<std::function<std::string()>>>(
+      readiness_ ? *readiness_ : std::vector<std::function<std::string()>>{});
+  next->push_back(std::move(why_not));
+  readiness_ = std::move(next);
+}
+
+std::string node_context::not_ready() const {
+  std::shared_ptr<const std::vector<std::function<std::string()>>> checks;
+  {
+    std::lock_guard lock(mu_);
+    checks = readiness_;
+  }
+  if (checks)
+    for (const auto& check : *checks)
+      if (std::string why = check(); !why.empty()) return why;
+  return {};
+}
+
 void node_context::add_metrics(metric_source s) {
   std::lock_guard lock(mu_);
   auto next = std::make_shared<std::vector<metric_source>>(metrics_ ? *metrics_ : std::vector<metric_source>{});

@@ -114,6 +114,10 @@ class node_context {
   }
 
   void add_route(admin_route r);
+  // A check /readyz makes once the node has started: why it is not ready
+  // (empty: it is). From the admin server's thread; it must not wait.
+  void add_readiness(std::function<std::string()> why_not);
+  std::string not_ready() const;
   void add_metrics(metric_source s);
   // The admin server runs the routes in the order they were added.
   bool route(const admin_request& r) const;
@@ -143,6 +147,7 @@ class node_context {
   mutable std::mutex mu_;
   std::shared_ptr<const std::vector<admin_route>> routes_;
   std::shared_ptr<const std::vector<metric_source>> metrics_;
+  std::shared_ptr<const std::vector<std::function<std::string()>>> readiness_;
   nlohmann::json node_info_;
 };
 
@@ -162,6 +167,9 @@ class module {
   virtual void stop_taking_work() {}
   // Every actor has stopped (on the thread that stopped them).
   virtual void actors_stopped() {}
+  // The loop is about to end (on its thread, in reverse order): close the
+  // module's own libuv handles. Also called when a start fails.
+  virtual void loop_closing() {}
   // The loop has ended, in reverse order: let go of what uses the actor
   // system, which is destroyed next. Modules are destroyed after it.
   virtual void close() {}

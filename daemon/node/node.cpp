@@ -182,6 +182,7 @@ void node_core::stop_early() {
   ctx_.phase_.store(node_context::phase::stopping, std::memory_order_release);
   close_own_handles();  // before the loop turns below: no signal is handled now
   for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->stop_taking_work();
+  for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->loop_closing();
   if (sys_) sys_->shutdown(std::chrono::seconds(cfg_.get(node_section()).drain_timeout_seconds));
   for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->close();
   uv_run(loop_.uv(), UV_RUN_NOWAIT);
@@ -271,6 +272,7 @@ void node_core::start_timers() {
 }
 
 void node_core::close_handles() {
+  for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->loop_closing();
   close_own_handles();
   loop_.stop();
 }

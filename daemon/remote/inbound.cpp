@@ -70,6 +70,11 @@ void connection::on_frame(const wire::Frame& f) {
       watcher->send_system(m);
       return;
     }
+    case wire::Body::ClusterSync: {
+      const auto* data = f.body_as_ClusterSync()->data();
+      if (t_.cluster_handler_ && data != nullptr) t_.cluster_handler_(peer_->address(), {data->data(), data->size()});
+      return;
+    }
     case wire::Body::Stop: {
       if (process_ref target = t_.local(view(f.body_as_Stop()->target())))
         target->send_system(new system_message(system_kind::stop));

@@ -224,6 +224,12 @@ void peer::encode_control(connection& c, const outbound& o, std::uint64_t seq) {
         return std::pair(wire::Body::SpawnResponse, r.Union());
       }));
       break;
+    case item_kind::cluster:
+      c.queue_bytes_locked(encode_frame(seq, c.ack_value(), [&](flatbuffers::FlatBufferBuilder& b) {
+        auto data = b.CreateVector(reinterpret_cast<const std::uint8_t*>(o.text.data()), o.text.size());
+        return std::pair(wire::Body::ClusterSync, wire::CreateClusterSync(b, data).Union());
+      }));
+      break;
     case item_kind::message:
       break;
   }

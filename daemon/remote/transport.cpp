@@ -320,6 +320,16 @@ void transport::contact(const std::string& address) {
   });
 }
 
+void transport::send_cluster(const std::string& address, std::vector<std::uint8_t> bytes) {
+  if (stopped() || address == opts_.self.address) return;
+  std::shared_ptr<peer> p = peer_for(address);
+  if (std::string why; p->down(why)) return;  // the cluster asks again later
+  auto* o = new outbound;
+  o->kind = item_kind::cluster;
+  o->text.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  p->enqueue(o);
+}
+
 void transport::spawn(const std::string& address, const std::string& kind, const std::string& name,
                       std::chrono::milliseconds timeout, spawn_callback done) {
   if (stopped()) {

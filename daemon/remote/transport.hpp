@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <span>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -110,6 +111,8 @@ struct spawn_reply {
 using spawn_callback = std::function<void(spawn_reply)>;
 // Spawns a local actor for a peer: (kind, name) -> result. Runs on the loop.
 using spawn_handler = std::function<spawn_reply(const std::string& kind, const std::string& name)>;
+// A cluster state exchange from the peer at `from` (its address). On the loop.
+using cluster_handler = std::function<void(const std::string& from, std::span<const std::uint8_t> bytes)>;
 
 class peer;
 class connection;
@@ -142,6 +145,12 @@ class transport final : public remote_resolver {
   // Any thread.
   process_ref resolve(std::string_view address, std::string_view id) override;
   void set_spawn_handler(spawn_handler h) { spawn_handler_ = std::move(h); }
+  // Where the cluster's state exchanges go (set before start()).
+  void set_cluster_handler(cluster_handler h) { cluster_handler_ = std::move(h); }
+  // Sends a cluster state exchange to the node at `address`, over its link
+  // (dialed if need be): in order, resent after a reconnection, dropped
+  // when the node stays unreachable.
+  void send_cluster(const std::string& address, std::vector<std::uint8_t> bytes);
   // Any thread: spawns `kind` on the node at `address`; `done` runs on the
   // loop thread with the outcome (a timeout included).
   void spawn(const std::string& address, const std::string& kind, const std::string& name,
@@ -210,6 +219,7 @@ class transport final : public remote_resolver {
   std::atomic<bool> stopped_{false};
   timer_handle ticker_;
   spawn_handler spawn_handler_;
+  cluster_handler cluster_handler_;
   std::vector<connection*> paused_;  // loop thread only
   timer_handle pressure_poll_;
   std::int64_t pause_logged_ns_ = 0;

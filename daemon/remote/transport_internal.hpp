@@ -49,6 +49,7 @@ enum class item_kind : std::uint8_t {
   stop,            // target: the proxy to stop
   spawn_request,   // text: kind, text2: name
   spawn_response,  // text: the new id, text2: the error
+  cluster,         // text: the bytes of a cluster Sync
 };
 
 struct outbound : mpsc_node, pooled {

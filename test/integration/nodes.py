@@ -106,6 +106,11 @@ class node:
         with urllib.request.urlopen(self.metrics, timeout=10) as r:
             return r.read().decode()
 
+    def members(self):
+        """{name: member} as /v1/members shows them."""
+        status, body = self.call("GET", "/v1/members")
+        return {m["name"]: m for m in body.get("members", [])} if status == 200 else {}
+
     def peers(self):
         status, body = self.call("GET", "/v1/peers")
         return body["peers"] if status == 200 else []
@@ -120,6 +125,21 @@ class node:
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
         return wait_or_kill(self.p)
+
+
+def free_port(host):
+    """A port free on `host` for TCP and UDP now (the node binds both)."""
+    import socket
+    while True:
+        with socket.socket() as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((host, port))
+                    return port
+                except OSError:
+                    continue
 
 
 def metric(text, name, labels=""):

@@ -107,7 +107,11 @@ void admin_api::handle(const admin_request& r) {
   }
   if (p.size() == 1 && p[0] == "readyz") {
     if (!get) return r.error(405, "method_not_allowed", "use GET");
-    if (st == phase::ready) return r.reply(200, {{"status", "ready"}});
+    if (st == phase::ready) {
+      if (std::string why = ctx_.not_ready(); !why.empty())
+        return r.reply(503, {{"status", "not_ready"}, {"reason", why}});
+      return r.reply(200, {{"status", "ready"}});
+    }
     return r.reply(503, {{"status", st == phase::starting ? "starting" : "stopping"}});
   }
   if (p.empty() || p[0] != "v1")

@@ -78,7 +78,7 @@ class demo_module final : public module {
     return 0;
   }
 
-  void stop_taking_work() override {
+  void loop_closing() override {
     if (timer_on_) uv_close(reinterpret_cast<uv_handle_t*>(&report_), nullptr);
     timer_on_ = false;
   }

@@ -1,0 +1,398 @@
+// The cluster module: membership (daemon/cluster) on the node's loop.
+// Probes and gossip go over UDP on the node's listen address (the TCP
+// port's number), each datagram sealed (remote/datagram.hpp); full-state
+// exchanges ride the TLS links. Serves /v1/members and the cluster_*
+// metrics, holds /readyz at "not joined" until the node has joined, and
+// leaves the cluster when the node stops.
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "actor/actor_system.hpp"
+#include "cluster/generation.hpp"
+#include "cluster/membership.hpp"
+#include "node/log.hpp"
+#include "node/module.hpp"
+#include "node/state_dir.hpp"
+#include "remote/address.hpp"
+#include "remote/datagram.hpp"
+#include "remote/transport.hpp"
+
+namespace troupe::node {
+
+namespace {
+
+using nlohmann::json;
+using cluster::millis;
+
+struct cluster_settings {
+  std::string profile = "lan";
+  // 0: the profile's.
+  unsigned probe_interval_ms = 0, probe_timeout_ms = 0, gossip_interval_ms = 0, push_pull_interval_ms = 0,
+           dead_retention_ms = 0, suspicion_mult = 0;
+
+  cluster::swim_options options() const {
+    cluster::swim_options o = profile == "wan" ? cluster::swim_options::wan() : cluster::swim_options::lan();
+    auto set = [](millis& to, unsigned ms) {
+      if (ms != 0) to = millis(ms);
+    };
+    set(o.probe_interval, probe_interval_ms);
+    set(o.probe_timeout, probe_timeout_ms);
+    set(o.gossip_interval, gossip_interval_ms);
+    set(o.push_pull_interval, push_pull_interval_ms);
+    set(o.dead_retention, dead_retention_ms);
+    if (suspicion_mult != 0) o.suspicion_mult = suspicion_mult;
+    return o;
+  }
+};
+
+const section<cluster_settings>& cluster_section() {
+  static const section<cluster_settings> s = [] {
+    section<cluster_settings> c("cluster",
+                                "Membership: who is alive, found by probes and gossip (SWIM with Lifeguard). "
+                                "Used when node.listen and node.secret_file are set. A timing left at 0 is "
+                                "its profile's.");
+    c.choice("profile", &cluster_settings::profile, {"lan", "wan"},
+             "The timing: lan (probe 1 s, timeout 500 ms, gossip every 200 ms, full exchange every 30 s) "
+             "or wan (probe 5 s, timeout 3 s, gossip every 500 ms, full exchange every 60 s).")
+        .number("probe_interval_ms", &cluster_settings::probe_interval_ms, 0, 600000, "milliseconds",
+                "How often one member is probed.")
+        .number("probe_timeout_ms", &cluster_settings::probe_timeout_ms, 0, 600000, "milliseconds",
+                "How long a direct probe waits before other members are asked to probe.")
+        .number("gossip_interval_ms", &cluster_settings::gossip_interval_ms, 0, 600000, "milliseconds",
+                "How often news is gossiped to a few members.")
+        .number("push_pull_interval_ms", &cluster_settings::push_pull_interval_ms, 0, 3600000, "milliseconds",
+                "How often the whole view is exchanged with one member.")
+        .number("dead_retention_ms", &cluster_settings::dead_retention_ms, 0, 86400000, "milliseconds",
+                "How long dead members are remembered, and asked now and then whether they are back.")
+        .number("suspicion_mult", &cluster_settings::suspicion_mult, 0, 20, "",
+                "A suspicion lasts at least this many probe intervals (times log10 of the number of "
+                "members) before a dead verdict.")
+        .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config&) {
+          const cluster::swim_options o = c.options();
+          if (o.probe_timeout >= o.probe_interval)
+            r.error(node, "'cluster.probe_timeout_ms' (" + std::to_string(o.probe_timeout.count()) +
+                              ") must be shorter than 'cluster.probe_interval_ms' (" +
+                              std::to_string(o.probe_interval.count()) + ")");
+        });
+    return c;
+  }();
+  return s;
+}
+
+std::int64_t now_ms(const event_loop& loop) {
+  (void)loop;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Counters for the metrics thread, set on the loop.
+struct cluster_counters {
+  std::array<std::atomic<std::int64_t>, 4> members{};  // by member_state
+  std::atomic<std::uint64_t> probes{0}, indirect{0}, suspicions{0}, refutations{0}, dead_verdicts{0};
+  std::atomic<std::uint64_t> bytes_in{0}, bytes_out{0};
+  std::array<std::atomic<std::uint64_t>, remote::datagram_seal::verdict_count> refused{};
+  std::atomic<std::uint64_t> send_failures{0};
+  std::atomic<unsigned> health{0};
+  std::atomic<bool> joined{false};
+};
+
+class cluster_module final : public module {
+ public:
+  int start(node_context& ctx) override {
+    ctx_ = &ctx;
+    transport_ = ctx.find<remote::transport>();
+    const config& c = ctx.settings();
+    const node_settings& n = c.get(node_section());
+    if (transport_ == nullptr) {
+      log(level::info, "cluster: membership is off (node.listen is not set)");
+      return 0;
+    }
+    if (n.secret.secrets.empty()) {
+      log(level::warning, "cluster: membership is off: its datagrams are sealed with the cluster secret, "
+                          "and node.secret_file is not set");
+      return 0;
+    }
+    std::uint64_t generation = 0;
+    std::string error;
+    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+    if (!cluster::next_generation(ctx.state().path(), static_cast<std::uint64_t>(wall), generation, error)) {
+      log(level::error, "cluster: " + error);
+      return 1;
+    }
+    seal_ = std::make_unique<remote::datagram_seal>(n.cluster, n.secret.secrets);
+    secrets_ = n.secret.secrets;
+    const std::string address = transport_->address();
+    machine_ = std::make_unique<cluster::membership>(
+        n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
+        c.get(cluster_section()).options(), remote::random_u64(), cluster::metadata{{"protocol", "1"}});
+    // UDP on the listen address, at the port TCP got.
+    sockaddr_storage at{};
+    const std::string listen = n.listen.substr(0, n.listen.rfind(':') + 1) + std::to_string(transport_->port());
+    if (!remote::parse_ip_address(listen, at, error)) {
+      log(level::error, "cluster: " + error);
+      return 1;
+    }
+    uv_udp_init(ctx.loop().uv(), &udp_);
+    udp_.data = this;
+    udp_on_ = true;
+    if (const int rc = uv_udp_bind(&udp_, reinterpret_cast<const sockaddr*>(&at), 0); rc != 0) {
+      log(level::error, "cluster: cannot listen for datagrams on " + listen + ": " + uv_strerror(rc));
+      return 1;
+    }
+    uv_udp_recv_start(&udp_, [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
+      static char space[65536];
+      *buf = uv_buf_init(space, sizeof space);
+    }, [](uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const sockaddr* from, unsigned) {
+      if (n > 0 && from != nullptr) static_cast<cluster_module*>(h->data)->on_datagram(buf, static_cast<std::size_t>(n), from);
+    });
+    uv_timer_init(ctx.loop().uv(), &timer_);
+    timer_.data = this;
+    timer_on_ = true;
+    transport_->set_cluster_handler([this](const std::string& from, std::span<const std::uint8_t> bytes) {
+      if (!machine_) return;
+      counters_->bytes_in.fetch_add(bytes.size(), std::memory_order_relaxed);
+      machine_->on_stream(from, bytes, now());
+      pump();
+    });
+    ctx.add_readiness([c = counters_] {
+      return c->joined.load(std::memory_order_relaxed) ? std::string() : std::string("not joined: no seed of the cluster has answered yet");
+    });
+    ctx.add_metrics([c = counters_](std::vector<prometheus::MetricFamily>& out) { collect(*c, out); });
+    // Answered on the loop, where the machine lives.
+    ctx.add_route([this](const admin_request& r) {
+      const auto& p = r.path;
+      if (p.size() < 2 || p[1] != "members") return false;
+      if (p.size() == 2 && r.get()) {
+        ctx_->loop().post([this, r] { r.reply(200, members_json()); });
+        return true;
+      }
+      if (p.size() == 4 && p[3] == "down" && r.method == "POST") {
+        ctx_->loop().post([this, r, name = p[2]] {
+          if (machine_->self().name == name)
+            return r.error(400, "bad_request", "a node cannot declare itself dead; stop it instead");
+          if (!machine_->down(name, now()))
+            return r.error(404, "unknown_member", "no alive or suspect member '" + name + "'");
+          pump();
+          log(level::warning, "cluster: " + name + " declared dead by an operator");
+          r.reply(200, {{"name", name}, {"state", "dead"}});
+        });
+        return true;
+      }
+      r.error(p.size() == 2 ? 405 : 404, p.size() == 2 ? "method_not_allowed" : "not_found",
+              p.size() == 2 ? "use GET" : "no such endpoint under /v1/members");
+      return true;
+    });
+    log(level::info, "cluster: member " + n.name + " at " + address + ", generation " + std::to_string(generation) +
+                         "; datagrams on " + listen);
+    machine_->start(now());
+    pump();
+    return 0;
+  }
+
+  void decorate_kind(const std::string&, props&) override {}
+
+  void describe(json& node) const override {
+    if (machine_) node["generation"] = machine_->self().generation;
+  }
+
+  void stop_taking_work() override {
+    if (!machine_) return;
+    machine_->leave(now());
+    pump();
+    log(level::info, "cluster: leaving");
+  }
+
+  void reload(const config& next) override {
+    if (!machine_) return;
+    const auto& secrets = next.get(node_section()).secret.secrets;
+    if (!secrets.empty() && secrets != secrets_) {
+      seal_->set_secrets(secrets);
+      secrets_ = secrets;
+    }
+  }
+
+  void loop_closing() override {
+    if (timer_on_) uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+    if (udp_on_) uv_close(reinterpret_cast<uv_handle_t*>(&udp_), nullptr);
+    timer_on_ = udp_on_ = false;
+  }
+
+  void close() override {
+    loop_closing();
+    if (transport_ != nullptr) transport_->set_cluster_handler(nullptr);
+  }
+
+  std::string status() const override {
+    if (!machine_) return {};
+    std::size_t alive = 0;
+    for (const auto& m : machine_->members()) alive += m.state == cluster::member_state::alive ? 1 : 0;
+    return std::to_string(alive) + " members alive";
+  }
+
+ private:
+  millis now() const { return millis(now_ms(ctx_->loop())); }
+
+  void on_datagram(const uv_buf_t* buf, std::size_t n, const sockaddr* from) {
+    if (!machine_) return;
+    counters_->bytes_in.fetch_add(n, std::memory_order_relaxed);
+    remote::datagram_seal::sender who;
+    const auto v = seal_->open({reinterpret_cast<const std::uint8_t*>(buf->base), n}, plain_, who);
+    if (v != remote::datagram_seal::verdict::ok) {
+      counters_->refused[static_cast<std::size_t>(v)].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    machine_->on_datagram(address_of(from), plain_, now());
+    pump();
+  }
+
+  json members_json() const {
+    json list = json::array();
+    const millis steady = now();
+    const auto wall = std::chrono::system_clock::now();
+    for (const cluster::member& m : machine_->members()) {
+      const auto since = std::chrono::system_clock::to_time_t(
+          wall - std::chrono::duration_cast<std::chrono::system_clock::duration>(steady - m.since));
+      char when[32];
+      std::tm tm{};
+      gmtime_r(&since, &tm);
+      std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      json meta = json::object();
+      for (const auto& [k, v] : m.meta) meta[k] = v;
+      list.push_back({{"name", m.id.name},
+                      {"address", m.id.address},
+                      {"status", cluster::to_string(m.state)},
+                      {"generation", m.id.generation},
+                      {"incarnation", m.id.incarnation},
+                      {"since", when},
+                      {"self", m.id.name == machine_->self().name},
+                      {"meta", meta}});
+    }
+    return {{"members", list}, {"joined", machine_->joined()}};
+  }
+
+  static std::string address_of(const sockaddr* a) {
+    char host[INET6_ADDRSTRLEN] = {};
+    if (a->sa_family == AF_INET6) {
+      const auto* six = reinterpret_cast<const sockaddr_in6*>(a);
+      uv_ip6_name(six, host, sizeof host);
+      return "[" + std::string(host) + "]:" + std::to_string(ntohs(six->sin6_port));
+    }
+    const auto* four = reinterpret_cast<const sockaddr_in*>(a);
+    uv_ip4_name(four, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(four->sin_port));
+  }
+
+  // Sends what the machine wants sent, passes on its events, and arms the
+  // timer for its next wake-up.
+  void pump() {
+    for (cluster::outgoing& o : machine_->take_outgoing()) {
+      counters_->bytes_out.fetch_add(o.bytes.size(), std::memory_order_relaxed);
+      if (o.via == cluster::outgoing::channel::stream) {
+        transport_->send_cluster(o.to, std::move(o.bytes));
+        continue;
+      }
+      if (!udp_on_) continue;
+      const auto sealed = seal_->seal(machine_->self().name, machine_->self().generation, o.bytes);
+      sockaddr_storage to{};
+      std::string error;
+      if (!remote::parse_ip_address(o.to, to, error)) {
+        counters_->send_failures.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(sealed.data())),
+                               static_cast<unsigned>(sealed.size()));
+      if (uv_udp_try_send(&udp_, &b, 1, reinterpret_cast<const sockaddr*>(&to)) < 0)
+        counters_->send_failures.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (const cluster::member_event& e : machine_->take_events()) report(e);
+    const cluster::membership_stats& st = machine_->stats();
+    counters_->probes.store(st.probes, std::memory_order_relaxed);
+    counters_->indirect.store(st.indirect_probes, std::memory_order_relaxed);
+    counters_->suspicions.store(st.suspicions, std::memory_order_relaxed);
+    counters_->refutations.store(st.refutations, std::memory_order_relaxed);
+    counters_->dead_verdicts.store(st.dead_verdicts, std::memory_order_relaxed);
+    counters_->health.store(machine_->health(), std::memory_order_relaxed);
+    if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed))
+      log(level::info, "cluster: joined");
+    if (timer_on_) {
+      const millis wake = machine_->next_wake();
+      const std::int64_t in = std::max<std::int64_t>(0, (wake - now()).count());
+      uv_timer_start(&timer_, [](uv_timer_t* t) {
+        auto* self = static_cast<cluster_module*>(t->data);
+        self->machine_->advance(self->now());
+        self->pump();
+      }, static_cast<std::uint64_t>(in), 0);
+    }
+  }
+
+  void report(const cluster::member_event& e) {
+    std::array<std::int64_t, 4> count{};
+    for (const auto& m : machine_->members()) ++count[static_cast<std::size_t>(m.state)];
+    for (std::size_t i = 0; i < count.size(); ++i) counters_->members[i].store(count[i], std::memory_order_relaxed);
+    if (e.who.id.name == machine_->self().name) return;
+    const level l = e.what == cluster::member_event::kind::dead || e.what == cluster::member_event::kind::suspect
+                        ? level::warning
+                        : level::info;
+    log(l, "cluster: " + e.who.id.name + " (" + e.who.id.address + ", generation " +
+               std::to_string(e.who.id.generation) + ", incarnation " + std::to_string(e.who.id.incarnation) +
+               ") " + cluster::to_string(e.what));
+  }
+
+  static void collect(const cluster_counters& c, std::vector<prometheus::MetricFamily>& out) {
+    using prometheus::MetricType;
+    auto members = metric_family("troupe_cluster_members", "Members this node knows, by state", MetricType::Gauge);
+    for (std::size_t s = 0; s < c.members.size(); ++s)
+      add_metric(members, static_cast<double>(c.members[s].load(std::memory_order_relaxed)),
+                 {{"state", cluster::to_string(static_cast<cluster::member_state>(s))}});
+    out.push_back(std::move(members));
+    auto probes = metric_family("troupe_cluster_probes_total", "Probes sent, direct and indirect", MetricType::Counter);
+    add_metric(probes, static_cast<double>(c.probes.load(std::memory_order_relaxed)), {{"kind", "direct"}});
+    add_metric(probes, static_cast<double>(c.indirect.load(std::memory_order_relaxed)), {{"kind", "indirect"}});
+    out.push_back(std::move(probes));
+    out.push_back(single_metric("troupe_cluster_suspicions_total", "Members this node began to suspect",
+                                MetricType::Counter, static_cast<double>(c.suspicions.load(std::memory_order_relaxed))));
+    out.push_back(single_metric("troupe_cluster_refutations_total", "Suspicions of this node it refuted",
+                                MetricType::Counter, static_cast<double>(c.refutations.load(std::memory_order_relaxed))));
+    out.push_back(single_metric("troupe_cluster_dead_verdicts_total", "Members this node declared dead",
+                                MetricType::Counter, static_cast<double>(c.dead_verdicts.load(std::memory_order_relaxed))));
+    auto bytes = metric_family("troupe_cluster_gossip_bytes_total", "Bytes of membership traffic", MetricType::Counter);
+    add_metric(bytes, static_cast<double>(c.bytes_in.load(std::memory_order_relaxed)), {{"direction", "in"}});
+    add_metric(bytes, static_cast<double>(c.bytes_out.load(std::memory_order_relaxed)), {{"direction", "out"}});
+    out.push_back(std::move(bytes));
+    auto refused = metric_family("troupe_cluster_datagrams_refused_total",
+                                 "Datagrams refused before they were read, by reason", MetricType::Counter);
+    for (std::size_t v = 1; v < c.refused.size(); ++v)
+      add_metric(refused, static_cast<double>(c.refused[v].load(std::memory_order_relaxed)),
+                 {{"reason", remote::datagram_seal::to_string(static_cast<remote::datagram_seal::verdict>(v))}});
+    out.push_back(std::move(refused));
+    out.push_back(single_metric("troupe_cluster_health_score",
+                                "Lifeguard's local health score: 0 is healthy; higher, this node probes more slowly",
+                                MetricType::Gauge, static_cast<double>(c.health.load(std::memory_order_relaxed))));
+  }
+
+  node_context* ctx_ = nullptr;
+  remote::transport* transport_ = nullptr;
+  std::unique_ptr<remote::datagram_seal> seal_;
+  std::vector<std::string> secrets_;
+  std::unique_ptr<cluster::membership> machine_;
+  std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
+  std::vector<std::uint8_t> plain_;
+  uv_udp_t udp_{};
+  uv_timer_t timer_{};
+  bool udp_on_ = false, timer_on_ = false;
+};
+
+}  // namespace
+
+}  // namespace troupe::node
+
+troupe::node::module_def troupe_module_cluster() {
+  using namespace troupe::node;
+  return {"cluster", {&cluster_section()}, {}, [] { return std::make_unique<cluster_module>(); }};
+}

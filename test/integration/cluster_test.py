@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Cluster membership between real troupe-node processes, each on its own
+loopback address (127.0.0.2, 127.0.0.3, ...): nodes find each other from
+their seeds and agree on who is alive; a node killed with kill -9 is
+suspected, then dead, and comes back as a new generation; SIGTERM is seen
+as a leave; a short SIGSTOP is forgiven; a datagram under another key is
+refused; /readyz says "not joined" until a seed answers; an operator can
+declare a member dead.
+
+usage: cluster_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
+"""
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+import nodes as nodes_mod
+from harness import check, finish
+from nodes import free_port, metric, poll
+
+NODE, CTL, BUILD_ROOT = sys.argv[1:4]
+
+tmp = tempfile.mkdtemp()
+w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
+key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
+other_key = w.secret("other.key", "another-secret-long-enough-for-it")
+hosts = [f"127.0.0.{i}" for i in range(2, 9)]
+ports = {h: free_port(h) for h in hosts}
+addr = {h: f"{h}:{ports[h]}" for h in hosts}
+
+
+def start(name, host, seeds, secret=key, extra=""):
+    return nodes_mod.node(w, name, key=secret, listen=addr[host], seeds=[addr[s] for s in seeds],
+                          plugins=("echo",), extra=extra)
+
+
+def states(n):
+    return {k: (m["status"], m["generation"]) for k, m in n.members().items()}
+
+
+def said_dead(n, name):
+    """Whether node `n` logged a dead verdict about `name`."""
+    return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in n.err.lines)
+
+
+def all_see(ns, expect, timeout=15.0):
+    """Waits until every node in `ns` sees exactly `expect` ({name: status}); True if so."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all({k: s for k, (s, _) in states(n).items() if s in ("alive", "suspect", "dead", "left")} == expect
+               for n in ns):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+try:
+    # ---- five nodes from one seed
+    first = start("a", hosts[0], [hosts[0]])
+    rest = [start(n, h, [hosts[0]]) for n, h in zip("bcde", hosts[1:5])]
+    five = [first] + rest
+    alive5 = {n: "alive" for n in "abcde"}
+    t0 = time.time()
+    check("five nodes form one cluster from one seed, and every one sees all five alive",
+          all_see(five, alive5, 15), str({n.name: states(n) for n in five}))
+    status, body = rest[3].call("GET", "/readyz")
+    check("a node that joined is ready", status == 200, str(body))
+    check("the member list says generation, incarnation, address and since when",
+          all(m["generation"] > 0 and m["incarnation"] >= 0 and m["address"] == addr[h] and m["since"]
+              for m, h in ((first.members()[n], hosts[i]) for i, n in enumerate("abcde"))), str(first.members()))
+    text = first.scrape()
+    check("metrics count members by state and the membership traffic",
+          metric(text, "troupe_cluster_members", '{state="alive"}') == 5
+          and (metric(text, "troupe_cluster_gossip_bytes_total", '{direction="out"}') or 0) > 0, text[-2000:])
+
+    # ---- kill -9, then a new start: a new generation, alive at once
+    d = rest[2]
+    old_gen = first.members()["d"]["generation"]
+    d.p.kill()
+    d.p.wait()
+    dead = poll(lambda: first.members().get("d", {}).get("status"), lambda s: s == "dead", 30)
+    check("a node killed with kill -9 is declared dead", dead == "dead", str(first.members().get("d")))
+    check("the verdict is logged, naming the member", said_dead(first, "d"), first.err.text()[-2000:])
+    d2 = start("d", hosts[3], [hosts[0]])
+    rest[2] = d2
+    five = [first] + rest
+    back = poll(lambda: first.members().get("d", {}), lambda m: m.get("status") == "alive" and m["generation"] > old_gen, 10)
+    check("started again, it is alive at once as a newer generation",
+          back.get("status") == "alive" and back.get("generation", 0) > old_gen, str(back))
+
+    # ---- SIGSTOP for 2 s: suspected at most, never dead
+    c = rest[1]
+    c.p.send_signal(signal.SIGSTOP)
+    time.sleep(2)
+    c.p.send_signal(signal.SIGCONT)
+    time.sleep(3)
+    check("a node stopped for 2 s is never declared dead, and is alive after",
+          not any(said_dead(n, "c") for n in five)
+          and all(n.members()["c"]["status"] == "alive" for n in five if n is not c), str(states(first)))
+
+    # ---- SIGTERM: left, not dead
+    e = rest[3]
+    e.stop()
+    left = poll(lambda: first.members().get("e", {}).get("status"), lambda s: s == "left", 5)
+    check("SIGTERM is seen as a leave, within seconds, with no dead verdict",
+          left == "left" and not said_dead(first, "e"), str(first.members().get("e")))
+
+    # ---- datagrams that are not a member's are refused, each counted by reason
+    def datagram(cluster, body):
+        """The layout of a sealed datagram, with bytes no key sealed."""
+        name = b"intruder"
+        return (b"TD\x01" + bytes([len(cluster)]) + cluster + bytes([len(name)]) + name +
+                (7).to_bytes(8, "little") + (1).to_bytes(8, "little") + os.urandom(12) + body + os.urandom(16))
+
+    def refused(reason):
+        return metric(first.scrape(), "troupe_cluster_datagrams_refused_total", f'{{reason="{reason}"}}') or 0
+
+    before = {r: refused(r) for r in ("key", "cluster", "malformed")}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind((hosts[5], 0))
+        u.sendto(datagram(b"rt", b"x" * 40), (hosts[0], ports[hosts[0]]))
+        u.sendto(datagram(b"elsewhere", b"x" * 40), (hosts[0], ports[hosts[0]]))
+        u.sendto(b"\x00" * 30, (hosts[0], ports[hosts[0]]))
+    after = poll(lambda: {r: refused(r) for r in ("key", "cluster", "malformed")},
+                 lambda v: all(v[r] > before[r] for r in v), 5)
+    check("a datagram under another key, of another cluster, or not one at all is refused and counted",
+          all(after[r] == before[r] + 1 for r in after), f"{before} -> {after}")
+    status, body = first.call("GET", "/v1/node")
+    check("the node goes on after them", status == 200 and "intruder" not in first.members(), str(body))
+    stranger = start("x", hosts[5], [hosts[0]], secret=other_key)
+    status, body = stranger.call("GET", "/readyz")
+    check("/readyz says 'not joined' on a node whose seeds refuse it (another secret)",
+          status == 503 and body.get("status") == "not_ready" and "not joined" in body.get("reason", ""), str(body))
+    check("and it never becomes a member", "x" not in first.members(), str(first.members().keys()))
+    stranger.stop()
+
+    # ---- an operator declares a member dead
+    b = rest[0]
+    b.p.kill()
+    b.p.wait()
+    status, body = first.call("POST", "/v1/members/b/down")
+    check("an operator's down marks the member dead at once",
+          status == 200 and first.members()["b"]["status"] == "dead", f"{status} {body}")
+    status, body = first.call("POST", "/v1/members/nobody/down")
+    check("down for a member nobody knows is 404", status == 404, f"{status} {body}")
+
+    # ---- three nodes started at the same moment, listing each other: one cluster
+    trio_hosts = hosts[4:7]
+    trio = [None] * 3
+    import threading
+    threads = [threading.Thread(target=lambda i=i: trio.__setitem__(
+        i, start("t" + str(i), trio_hosts[i], trio_hosts))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check("three nodes started at once that list each other form one cluster, not islands",
+          all_see(trio, {"t0": "alive", "t1": "alive", "t2": "alive"}, 15),
+          str({n.name: states(n) for n in trio}))
+finally:
+    w.stop_all()
+
+finish()
