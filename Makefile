@@ -44,7 +44,7 @@ build: deps
 run: build
 	@mkdir -p $(BUILD)/plugin-dir
 	@ln -sf $(CURDIR)/$(BUILD)/plugins/*/*.so $(BUILD)/plugin-dir/
-	$(BUILD)/daemon/node/troupe-node --config config/dev.yaml
+	$(BUILD)/daemon/troupe-node --config config/dev.yaml
 
 test: build
 	@scripts/run-tests $(BUILD)
