@@ -5,6 +5,7 @@
 #                REPS=N: N processes, min/median/max per workload)
 #   make bench-compare OLD=rev NEW=rev   both commits' benchmarks, run
 #                alternately in one sitting (REPS=N, ONLY=prefix)
+#   make test-fault    cluster membership under loss and partitions (root)
 #   make test-tsan / make test-asan   every test under sanitizers
 #   make fuzz    the fuzz target of what peers send, for FUZZ_SECONDS (default 60)
 #   make package       the Debian packages in build/package (lintian-checked)
@@ -24,7 +25,7 @@ ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build run test bench bench-compare test-tsan test-asan fuzz package test-package clean
+.PHONY: all deps build run test test-fault bench bench-compare test-tsan test-asan fuzz package test-package clean
 
 all: build
 
@@ -47,7 +48,11 @@ run: build
 	$(BUILD)/daemon/troupe-node --config config/dev.yaml
 
 test: build
-	@scripts/run-tests $(BUILD)
+	@scripts/run-tests $(BUILD) --no-suite fault
+
+# Cluster membership under real faults, in a network namespace (root).
+test-fault: build
+	@scripts/run-tests $(BUILD) --suite fault
 
 bench: deps
 	$(call setup,$(BENCH_BUILD),-Dbuildtype=release)
@@ -64,7 +69,7 @@ bench-compare: deps
 test-tsan: deps
 	$(call setup,build-tsan,-Db_sanitize=thread)
 	@ninja -C build-tsan -j2
-	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests build-tsan
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests build-tsan --no-suite fault
 
 # GCC 12 reports maybe-uninitialized false positives inside libstdc++ when
 # built with ASan+UBSan; every other warning stays an error.
@@ -72,7 +77,7 @@ test-asan: deps
 	$(call setup,build-asan,-Db_sanitize=address$(comma)undefined -Db_lundef=false -Dcpp_args=-Wno-maybe-uninitialized)
 	@ninja -C build-asan -j2
 	@ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
-		scripts/run-tests build-asan
+		scripts/run-tests build-asan --no-suite fault
 
 FUZZ_SECONDS ?= 60
 fuzz: build

@@ -229,6 +229,7 @@ void membership::probe_indirectly(millis now) {
 void membership::finish_probe(millis now) {
   probe_.active = false;
   if (probe_.acked) return;
+  ++stats_.failed;
   // Lifeguard: intermediaries that did not even nack mean this node is the
   // one that is slow; no intermediary at all, one missed probe.
   awareness_.apply(probe_.nacks_expected > 0 ? static_cast<int>(probe_.nacks_expected - std::min(probe_.nacks, probe_.nacks_expected)) : 1);
@@ -383,6 +384,7 @@ void membership::handle(const std::string& from, const packet& p, millis now) {
     }
     case probe_kind::ack:
       if (probe_.active && p.seq == probe_.seq) {
+        ++(probe_.indirect_sent ? stats_.acked_indirectly : stats_.acked);
         probe_.acked = true;
         probe_.active = false;
         awareness_.apply(-1);
@@ -563,6 +565,11 @@ bool membership::down(const std::string& name, millis now) {
   if (it == members_.end() || name == self_.name || gone(it->second.m.state)) return false;
   apply(dead_news{it->second.m.id, self_.name, false}, now);
   return true;
+}
+
+void membership::set_seeds(std::vector<std::string> seeds, millis now) {
+  seeds_ = std::move(seeds);
+  next_join_ = now;
 }
 
 void membership::set_meta(metadata meta, millis now) {

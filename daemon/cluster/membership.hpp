@@ -60,6 +60,8 @@ struct membership_stats {
   std::uint64_t streams_in = 0, streams_out = 0;
   std::uint64_t malformed = 0, wrong_cluster = 0;
   std::uint64_t probes = 0, indirect_probes = 0, suspicions = 0, refutations = 0, dead_verdicts = 0;
+  // How probes ended: acknowledged directly, through another member, or not at all.
+  std::uint64_t acked = 0, acked_indirectly = 0, failed = 0;
 };
 
 class membership {
@@ -87,6 +89,9 @@ class membership {
   bool down(const std::string& name, millis now);
   // Replaces this node's metadata; the others learn it by gossip.
   void set_meta(metadata meta, millis now);
+  // Replaces the seeds (a reload): a node that has not joined asks the new
+  // ones at once; seeds not in view are asked now and then.
+  void set_seeds(std::vector<std::string> seeds, millis now);
 
   std::vector<outgoing> take_outgoing() { return std::exchange(out_, {}); }
   std::vector<member_event> take_events() { return std::exchange(events_, {}); }

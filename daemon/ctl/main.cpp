@@ -5,7 +5,7 @@
 // The token comes from --token-file, else $TROUPE_TOKEN_FILE, else the
 // file the package makes at install (/etc/troupe/admin.token, readable by
 // the group troupe-admin) when it is there.
-//     status | members | peers | plugins | kinds | actors [--kind K] [--limit N]
+//     status | members [down NAME] | peers | plugins | kinds | actors [--kind K] [--limit N]
 //     spawn KIND [--name N] [--node ADDR] | stop ID | send ID TYPE JSON
 //     request ID TYPE JSON [--timeout MS]
 //
@@ -179,7 +179,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("troupectl ") + TROUPE_VERSION);
 
   auto* status = app.add_subcommand("status", "the node: name, cluster, version, counts");
-  auto* members = app.add_subcommand("members", "the nodes this node knows of");
+  auto* members = app.add_subcommand("members", "the members of the cluster, as this node sees them");
+  auto* down = members->add_subcommand("down", "declare a member dead (a node that will not return)");
+  std::string member;
+  down->add_option("NAME", member, "the member's name")->required();
   auto* peers = app.add_subcommand("peers", "the nodes this node has connections with");
   auto* plugins = app.add_subcommand("plugins", "loaded plugins and their kinds");
   auto* kinds = app.add_subcommand("kinds", "actor kinds and message types");
@@ -243,14 +246,23 @@ int main(int argc, char** argv) {
           if (out.contains(key)) std::printf("%-19s %s\n", (std::string(key) + ":").c_str(),
                                              text(out[key]).c_str());
       }
+    } else if (down->parsed()) {
+      out = cl.call("POST", "/v1/members/" + client::escape(member) + "/down");
+      if (!as_json) std::printf("%s is dead to the cluster now\n", member.c_str());
     } else if (members->parsed()) {
       out = cl.call("GET", "/v1/members");
       if (!as_json) {
         std::vector<std::vector<std::string>> rows;
-        for (const auto& m : out["members"])
+        for (const auto& m : out["members"]) {
+          std::string kinds;
+          if (m.contains("meta") && m["meta"].contains("kinds")) kinds = text(m["meta"]["kinds"]);
           rows.push_back({text(m["name"]), text(m["address"]), text(m["status"]),
+                          m.contains("generation") ? text(m["generation"]) : "",
+                          m.contains("incarnation") ? text(m["incarnation"]) : "",
+                          m.contains("since") ? text(m["since"]) : "", kinds,
                           m.value("self", false) ? "yes" : ""});
-        table({"NAME", "ADDRESS", "STATUS", "SELF"}, rows);
+        }
+        table({"NAME", "ADDRESS", "STATUS", "GENERATION", "INCARNATION", "SINCE", "KINDS", "SELF"}, rows);
       }
     } else if (peers->parsed()) {
       out = cl.call("GET", "/v1/peers");

@@ -73,7 +73,10 @@ void connection::on_resolved(uv_getaddrinfo_t* req, int status, struct addrinfo*
   uv_tcp_init(self->t_.loop_.uv(), &self->tcp_);
   self->tcp_open_ = true;
   self->connect_req_.data = self;
-  const int rc = uv_tcp_connect(&self->connect_req_, &self->tcp_, res->ai_addr, on_connected);
+  int rc = 0;
+  if (self->t_.dial_from_.ss_family == res->ai_family)
+    rc = uv_tcp_bind(&self->tcp_, reinterpret_cast<const sockaddr*>(&self->t_.dial_from_), 0);
+  if (rc == 0) rc = uv_tcp_connect(&self->connect_req_, &self->tcp_, res->ai_addr, on_connected);
   uv_freeaddrinfo(res);
   if (rc != 0)
     self->close(close_reason::io_error,

@@ -56,6 +56,18 @@ bool transport::bind(std::string& error) {
                                               : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     if (opts_.self.address.empty())
       opts_.self.address = opts_.listen.substr(0, opts_.listen.rfind(':') + 1) + std::to_string(port_);
+    // A node on one address of several (127.0.0.2 beside 127.0.0.3, or one
+    // interface of a host) dials from it too, so that its peers and any
+    // rule between addresses see one address per node.
+    const bool wildcard = (addr.ss_family == AF_INET &&
+                           reinterpret_cast<const sockaddr_in*>(&addr)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+                          (addr.ss_family == AF_INET6 &&
+                           IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_addr));
+    if (!wildcard) {
+      dial_from_ = addr;
+      if (addr.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&dial_from_)->sin_port = 0;
+      else reinterpret_cast<sockaddr_in6*>(&dial_from_)->sin6_port = 0;
+    }
   }
   return true;
 }

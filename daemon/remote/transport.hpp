@@ -215,6 +215,7 @@ class transport final : public remote_resolver {
   remote::stats stats_;
   uv_tcp_t listener_{};
   bool listening_ = false;
+  sockaddr_storage dial_from_{};  // the listen address, port 0; family 0: any
   int port_ = 0;
   std::atomic<bool> stopped_{false};
   timer_handle ticker_;

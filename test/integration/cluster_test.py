@@ -140,9 +140,15 @@ try:
     b = rest[0]
     b.p.kill()
     b.p.wait()
-    status, body = first.call("POST", "/v1/members/b/down")
-    check("an operator's down marks the member dead at once",
-          status == 200 and first.members()["b"]["status"] == "dead", f"{status} {body}")
+    r = first.ctl("members", "down", "b")
+    check("troupectl members down declares the member dead at once",
+          r.returncode == 0 and "b is dead to the cluster now" in r.stdout and first.members()["b"]["status"] == "dead",
+          r.stdout + r.stderr)
+    r = first.ctl("members")
+    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:] if l.strip()}
+    check("troupectl members shows each member's address, status and generation",
+          r.returncode == 0 and rows.get("b", [None, None, None])[1:3] == [addr[hosts[1]], "dead"]
+          and rows["a"][3] == str(first.members()["a"]["generation"]), r.stdout + r.stderr)
     status, body = first.call("POST", "/v1/members/nobody/down")
     check("down for a member nobody knows is 404", status == 404, f"{status} {body}")
 

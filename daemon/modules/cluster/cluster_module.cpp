@@ -93,7 +93,8 @@ std::int64_t now_ms(const event_loop& loop) {
 // Counters for the metrics thread, set on the loop.
 struct cluster_counters {
   std::array<std::atomic<std::int64_t>, 4> members{};  // by member_state
-  std::atomic<std::uint64_t> probes{0}, indirect{0}, suspicions{0}, refutations{0}, dead_verdicts{0};
+  std::atomic<std::uint64_t> acked{0}, acked_indirectly{0}, failed{0}, indirect{0};
+  std::atomic<std::uint64_t> suspicions{0}, refutations{0}, dead_verdicts{0};
   std::atomic<std::uint64_t> bytes_in{0}, bytes_out{0};
   std::array<std::atomic<std::uint64_t>, remote::datagram_seal::verdict_count> refused{};
   std::atomic<std::uint64_t> send_failures{0};
@@ -127,6 +128,7 @@ class cluster_module final : public module {
     }
     seal_ = std::make_unique<remote::datagram_seal>(n.cluster, n.secret.secrets);
     secrets_ = n.secret.secrets;
+    seeds_ = c.get(seeds_section()).seeds;
     const std::string address = transport_->address();
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
@@ -214,6 +216,12 @@ class cluster_module final : public module {
     if (!secrets.empty() && secrets != secrets_) {
       seal_->set_secrets(secrets);
       secrets_ = secrets;
+    }
+    const auto& seeds = next.get(seeds_section()).seeds;
+    if (seeds != seeds_) {
+      seeds_ = seeds;
+      machine_->set_seeds(seeds, now());
+      pump();
     }
   }
 
@@ -312,7 +320,9 @@ class cluster_module final : public module {
     }
     for (const cluster::member_event& e : machine_->take_events()) report(e);
     const cluster::membership_stats& st = machine_->stats();
-    counters_->probes.store(st.probes, std::memory_order_relaxed);
+    counters_->acked.store(st.acked, std::memory_order_relaxed);
+    counters_->acked_indirectly.store(st.acked_indirectly, std::memory_order_relaxed);
+    counters_->failed.store(st.failed, std::memory_order_relaxed);
     counters_->indirect.store(st.indirect_probes, std::memory_order_relaxed);
     counters_->suspicions.store(st.suspicions, std::memory_order_relaxed);
     counters_->refutations.store(st.refutations, std::memory_order_relaxed);
@@ -351,10 +361,17 @@ class cluster_module final : public module {
       add_metric(members, static_cast<double>(c.members[s].load(std::memory_order_relaxed)),
                  {{"state", cluster::to_string(static_cast<cluster::member_state>(s))}});
     out.push_back(std::move(members));
-    auto probes = metric_family("troupe_cluster_probes_total", "Probes sent, direct and indirect", MetricType::Counter);
-    add_metric(probes, static_cast<double>(c.probes.load(std::memory_order_relaxed)), {{"kind", "direct"}});
-    add_metric(probes, static_cast<double>(c.indirect.load(std::memory_order_relaxed)), {{"kind", "indirect"}});
+    auto probes = metric_family("troupe_cluster_probes_total",
+                                "Probes of members, by how they ended: acknowledged, acknowledged only "
+                                "through other members, or not at all",
+                                MetricType::Counter);
+    add_metric(probes, static_cast<double>(c.acked.load(std::memory_order_relaxed)), {{"result", "acked"}});
+    add_metric(probes, static_cast<double>(c.acked_indirectly.load(std::memory_order_relaxed)),
+               {{"result", "acked_indirectly"}});
+    add_metric(probes, static_cast<double>(c.failed.load(std::memory_order_relaxed)), {{"result", "failed"}});
     out.push_back(std::move(probes));
+    out.push_back(single_metric("troupe_cluster_indirect_probes_total", "Members asked to probe another",
+                                MetricType::Counter, static_cast<double>(c.indirect.load(std::memory_order_relaxed))));
     out.push_back(single_metric("troupe_cluster_suspicions_total", "Members this node began to suspect",
                                 MetricType::Counter, static_cast<double>(c.suspicions.load(std::memory_order_relaxed))));
     out.push_back(single_metric("troupe_cluster_refutations_total", "Suspicions of this node it refuted",
@@ -380,6 +397,7 @@ class cluster_module final : public module {
   remote::transport* transport_ = nullptr;
   std::unique_ptr<remote::datagram_seal> seal_;
   std::vector<std::string> secrets_;
+  std::vector<std::string> seeds_;
   std::unique_ptr<cluster::membership> machine_;
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
   std::vector<std::uint8_t> plain_;
