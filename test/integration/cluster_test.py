@@ -134,6 +134,9 @@ try:
     check("/readyz says 'not joined' on a node whose seeds refuse it (another secret)",
           status == 503 and body.get("status") == "not_ready" and "not joined" in body.get("reason", ""), str(body))
     check("and it never becomes a member", "x" not in first.members(), str(first.members().keys()))
+    check("after a few seconds it says in its log that no seed has answered",
+          stranger.err.has("cluster: not joined after 5 s: no seed of a formed cluster has answered", 10),
+          stranger.err.text()[-1500:])
     stranger.stop()
 
     # ---- an operator declares a member dead

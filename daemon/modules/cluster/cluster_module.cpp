@@ -192,6 +192,7 @@ class cluster_module final : public module {
     });
     log(level::info, "cluster: member " + n.name + " at " + address + ", generation " + std::to_string(generation) +
                          "; datagrams on " + listen);
+    started_ = now();
     machine_->start(now());
     pump();
     return 0;
@@ -328,8 +329,18 @@ class cluster_module final : public module {
     counters_->refutations.store(st.refutations, std::memory_order_relaxed);
     counters_->dead_verdicts.store(st.dead_verdicts, std::memory_order_relaxed);
     counters_->health.store(machine_->health(), std::memory_order_relaxed);
-    if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed))
+    if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed)) {
       log(level::info, "cluster: joined");
+    } else if (!machine_->joined() && !said_not_joined_ && now() - started_ >= not_joined_after) {
+      said_not_joined_ = true;
+      std::string seeds;
+      for (const std::string& s : seeds_) seeds += (seeds.empty() ? "" : ", ") + s;
+      log(level::warning, "cluster: not joined after " + std::to_string(not_joined_after.count() / 1000) +
+                              " s: no seed of a formed cluster has answered (seeds: " +
+                              (seeds.empty() ? std::string("none") : seeds) +
+                              "); /readyz says not joined until one does. The first seed forms the cluster "
+                              "alone; it must be listed as it advertises itself");
+    }
     if (timer_on_) {
       const millis wake = machine_->next_wake();
       const std::int64_t in = std::max<std::int64_t>(0, (wake - now()).count());
@@ -401,6 +412,9 @@ class cluster_module final : public module {
   std::unique_ptr<cluster::membership> machine_;
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
   std::vector<std::uint8_t> plain_;
+  static constexpr millis not_joined_after{5000};
+  millis started_{0};
+  bool said_not_joined_ = false;
   uv_udp_t udp_{};
   uv_timer_t timer_{};
   bool udp_on_ = false, timer_on_ = false;
