@@ -30,20 +30,16 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 
 def outer(argv):
-    if os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None:
+    import netns
+    if not netns.usable():
         print("cluster_bench: skipped: needs root, ip and nft (scripts/install-deps installs them)", file=sys.stderr)
         return 0
-    ns = f"troupe-bench-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        return subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inner"] + argv)
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns])
+    return netns.run_inside(__file__, argv, "troupe-bench")
 
 
 def inner(argv):
     import nodes as nodes_mod
+    from netns import nft
 
     node_bin, build_root = argv[:2]
     only = argv[2] if len(argv) > 2 else ""
@@ -53,9 +49,6 @@ def inner(argv):
 
     def host(i):
         return f"127.0.0.{i + 2}"
-
-    def nft(*rules):
-        subprocess.run(["nft", "-f", "-"], input="\n".join(rules) + "\n", text=True, check=True)
 
     nft("table inet bench {", "  chain out { type filter hook output priority 0; policy accept; }", "}")
 
@@ -84,9 +77,6 @@ def inner(argv):
             if n.p.poll() is None:
                 n.p.kill()
                 n.p.wait()
-
-    def said_dead(n, name):
-        return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in n.err.lines)
 
     def emit(name, value, unit):
         print(f"bench={name} value={value:.3f} unit={unit}", flush=True)
@@ -147,7 +137,7 @@ def inner(argv):
             time.sleep(60)
             clear()
             emit("cluster_false_deaths_loss20",
-                 sum(1 for n in ns for m in ns if m is not n and said_dead(n, m.name)), "verdicts")
+                 sum(1 for n in ns for m in ns if m is not n and n.said_dead(m.name)), "verdicts")
             stop(ns)
     finally:
         w.stop_all()

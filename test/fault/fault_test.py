@@ -31,24 +31,17 @@ SKIP = 77  # meson's "skipped"
 
 
 def outer(argv):
-    if os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None:
+    import netns
+    if not netns.usable():
         print("SKIP: the fault suite needs root, ip and nft (scripts/install-deps installs them)")
         return SKIP
-    ns = f"troupe-fault-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        return subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inner"] + argv)
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns])
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        if ns in left:
-            print(f"FAIL the namespace {ns} is still there")
+    return netns.run_inside(__file__, argv, "troupe-fault")
 
 
 def inner(argv):
     import nodes as nodes_mod
     from harness import check, finish
+    from netns import nft
 
     node_bin, ctl_bin, build_root = argv[:3]
     tmp = tempfile.mkdtemp()
@@ -56,9 +49,6 @@ def inner(argv):
     key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
     hosts = [f"127.0.0.{i}" for i in range(2, 7)]
     addr = {h: f"{h}:7700" for h in hosts}
-
-    def nft(*rules):
-        subprocess.run(["nft", "-f", "-"], input="\n".join(rules) + "\n", text=True, check=True)
 
     nft("table inet fault {",
         "  chain out { type filter hook output priority 0; policy accept; }",
@@ -93,9 +83,6 @@ def inner(argv):
             time.sleep(0.2)
         return None
 
-    def said_dead(n, name):
-        return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in n.err.lines)
-
     names = ["n2", "n3", "n4", "n5", "n6"]
     all_alive = lambda v: all(set(s) == set(names) and all(x == "alive" for x in s.values()) for s in v.values())
     try:
@@ -113,7 +100,7 @@ def inner(argv):
         loss(20)
         time.sleep(120)
         heal()
-        deaths = [(n.name, m) for n in ns for m in names if m != n.name and said_dead(n, m)]
+        deaths = [(n.name, m) for n in ns for m in names if m != n.name and n.said_dead(m)]
         check("20% loss both ways for 2 minutes: no dead verdict for a live node", not deaths, str(deaths))
         check("and every node sees all five alive after it", wait(ns, all_alive, 15) is not None, str(views(ns)))
 

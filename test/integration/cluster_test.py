@@ -40,11 +40,6 @@ def states(n):
     return {k: (m["status"], m["generation"]) for k, m in n.members().items()}
 
 
-def said_dead(n, name):
-    """Whether node `n` logged a dead verdict about `name`."""
-    return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in n.err.lines)
-
-
 def all_see(ns, expect, timeout=15.0):
     """Waits until every node in `ns` sees exactly `expect` ({name: status}); True if so."""
     deadline = time.time() + timeout
@@ -82,7 +77,7 @@ try:
     d.p.wait()
     dead = poll(lambda: first.members().get("d", {}).get("status"), lambda s: s == "dead", 30)
     check("a node killed with kill -9 is declared dead", dead == "dead", str(first.members().get("d")))
-    check("the verdict is logged, naming the member", said_dead(first, "d"), first.err.text()[-2000:])
+    check("the verdict is logged, naming the member", first.said_dead("d"), first.err.text()[-2000:])
     d2 = start("d", hosts[3], [hosts[0]])
     rest[2] = d2
     five = [first] + rest
@@ -97,7 +92,7 @@ try:
     c.p.send_signal(signal.SIGCONT)
     time.sleep(3)
     check("a node stopped for 2 s is never declared dead, and is alive after",
-          not any(said_dead(n, "c") for n in five)
+          not any(n.said_dead("c") for n in five)
           and all(n.members()["c"]["status"] == "alive" for n in five if n is not c), str(states(first)))
 
     # ---- SIGTERM: left, not dead
@@ -105,7 +100,7 @@ try:
     e.stop()
     left = poll(lambda: first.members().get("e", {}).get("status"), lambda s: s == "left", 5)
     check("SIGTERM is seen as a leave, within seconds, with no dead verdict",
-          left == "left" and not said_dead(first, "e"), str(first.members().get("e")))
+          left == "left" and not first.said_dead("e"), str(first.members().get("e")))
 
     # ---- datagrams that are not a member's are refused, each counted by reason
     def datagram(cluster, body):

@@ -106,6 +106,10 @@ class node:
         with urllib.request.urlopen(self.metrics, timeout=10) as r:
             return r.read().decode()
 
+    def said_dead(self, name):
+        """Whether this node logged a dead verdict about member `name`."""
+        return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in self.err.lines)
+
     def members(self):
         """{name: member} as /v1/members shows them."""
         status, body = self.call("GET", "/v1/members")
