@@ -84,12 +84,6 @@ const section<cluster_settings>& cluster_section() {
   return s;
 }
 
-std::int64_t now_ms(const event_loop& loop) {
-  (void)loop;
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // Counters for the metrics thread, set on the loop.
 struct cluster_counters {
   std::array<std::atomic<std::int64_t>, 4> members{};  // by member_state
@@ -245,7 +239,10 @@ class cluster_module final : public module {
   }
 
  private:
-  millis now() const { return millis(now_ms(ctx_->loop())); }
+  // The protocol's time: the monotonic clock, in milliseconds.
+  static millis now() {
+    return std::chrono::duration_cast<millis>(std::chrono::steady_clock::now().time_since_epoch());
+  }
 
   void on_datagram(const uv_buf_t* buf, std::size_t n, const sockaddr* from) {
     if (!machine_) return;
