@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "actor/pid_table.hpp"
 #include "system_generated.h"
 
 namespace troupe {
@@ -89,13 +90,18 @@ pid actor_system::lookup(std::string_view id) {
   return dead_letters_;
 }
 
-pid actor_system::resolve(std::string_view text) {
+pid actor_system::resolve(std::string_view text, std::uint64_t generation) {
   const std::size_t slash = text.find('/');
   if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size()) return pid();
   const std::string_view address = text.substr(0, slash);
   const std::string_view id = text.substr(slash + 1);
-  if (address == cfg_.address) return pid(registry_.lookup(id));
-  if (remote_resolver* r = remote_.load(std::memory_order_acquire)) return pid(r->resolve(address, id));
+  if (address == cfg_.address) {
+    // One of this node's, from an earlier start: no actor of this one.
+    if (generation != 0 && cfg_.generation != 0 && generation != cfg_.generation) return pid();
+    return pid(registry_.lookup(id));
+  }
+  if (remote_resolver* r = remote_.load(std::memory_order_acquire))
+    return pid(r->resolve(address, id, generation));
   return pid();
 }
 
@@ -108,15 +114,16 @@ void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason 
   // A request to nobody gets an answer, so that its future fails at once
   // instead of waiting for its timeout. Never answer an answer.
   process* requester = e->sender;
-  if (requester != nullptr && reason != dead_letter_reason::late_reply &&
-      !e->is<system::DeadLetterResponse>() && !requester->dead()) {
-    const std::string address = target ? target->system().address() : cfg_.address;
-    const std::string id = target ? target->id() : std::string();
-    requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
-      return system::CreateDeadLetterResponse(b, system::CreatePidDirect(b, address.c_str(), id.c_str()),
-                                              static_cast<system::DeadLetterReason>(reason));
-    }));
-  }
+  if (requester != nullptr && reason != dead_letter_reason::late_reply && !e->is<system::DeadLetterResponse>())
+    answer_undelivered(requester, target, reason);
+}
+
+void actor_system::answer_undelivered(process* requester, process* target, dead_letter_reason reason) noexcept {
+  if (requester == nullptr || requester->dead()) return;
+  requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
+    auto p = target ? encode_pid(b, target) : system::CreatePidDirect(b, cfg_.address.c_str(), "");
+    return system::CreateDeadLetterResponse(b, p, static_cast<system::DeadLetterReason>(reason));
+  }));
 }
 
 std::chrono::nanoseconds actor_system::backoff_delay(const backoff& b, std::size_t failures) {

@@ -17,6 +17,7 @@
 #include "actor/future.hpp"
 #include "actor/kinds.hpp"
 #include "actor/props.hpp"
+#include "actor/cluster_view.hpp"
 #include "actor/registry.hpp"
 #include "actor/scheduler.hpp"
 #include "actor/supervision.hpp"
@@ -25,6 +26,10 @@ namespace troupe {
 
 struct system_config {
   std::string address = "local";  // this node's address, the first half of every PID
+  // This start of the node (see node/generation.hpp); PIDs of its actors
+  // carry it, so that one from before a restart never reaches an actor of
+  // this start. 0: none (a system that is not a node's).
+  std::uint64_t generation = 0;
   dispatcher_options dispatcher{};
   // The loop that owns timers. Null: the system runs a loop thread of its own.
   event_loop* loop = nullptr;
@@ -63,7 +68,9 @@ class actor_system;
 class remote_resolver {
  public:
   // Any thread: the process standing for `id` on the node at `address`.
-  virtual process_ref resolve(std::string_view address, std::string_view id) = 0;
+  // `generation` is the node's start the PID was made in (0: whichever is
+  // current); sends to one of an earlier start are dead letters (stale).
+  virtual process_ref resolve(std::string_view address, std::string_view id, std::uint64_t generation) = 0;
 
  protected:
   ~remote_resolver() = default;
@@ -110,6 +117,7 @@ class actor_system {
   // actor), named unless `name` is empty; see root_context::spawn_kind.
   spawn_result spawn_kind(std::string_view kind, const std::string& name, const pid& parent);
   const std::string& address() const noexcept { return cfg_.address; }
+  std::uint64_t generation() const noexcept { return cfg_.generation; }
   troupe::registry& registry() noexcept { return registry_; }
   troupe::dispatcher& dispatcher() noexcept { return *dispatcher_; }
   event_loop& loop() noexcept { return *loop_; }
@@ -127,10 +135,15 @@ class actor_system {
   pid lookup(std::string_view id);
   // "address/id" as a PID: a local actor (null if there is none by that id),
   // a process of another node (null if this node has no transport), or null
-  // when the text is not a PID.
-  pid resolve(std::string_view text);
+  // when the text is not a PID. `generation`: the start of the node the PID
+  // was made in, when known (0: whichever is current).
+  pid resolve(std::string_view text, std::uint64_t generation = 0);
   // Set once by the transport, before anything resolves; null removes it.
   void set_remote(remote_resolver* r) noexcept { remote_.store(r, std::memory_order_release); }
+  // The cluster's view of its members (null when the node has no cluster);
+  // set by the cluster once it runs, removed before it goes.
+  void set_cluster(cluster_view* v) noexcept { cluster_.store(v, std::memory_order_release); }
+  cluster_view* cluster() const noexcept { return cluster_.load(std::memory_order_acquire); }
 
   // Live local actors.
   std::size_t actor_count() const noexcept { return registry_.size(); }
@@ -148,6 +161,9 @@ class actor_system {
   // Counts and publishes a message that could not be delivered, and answers
   // a request with DeadLetterResponse so that its future fails fast.
   void dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept;
+  // Tells `requester` (a future, or an actor that asked) that its request
+  // to `target` will get no answer: a DeadLetterResponse saying why.
+  void answer_undelivered(process* requester, process* target, dead_letter_reason reason) noexcept;
 
   // Stops every actor (children before parents), waits up to `timeout` for
   // them, then stops the dispatcher and the loop and joins every thread.
@@ -182,6 +198,7 @@ class actor_system {
   std::atomic<bool> shutting_down_{false};
   std::atomic<std::uint64_t> queue_budget_{0};
   std::atomic<remote_resolver*> remote_{nullptr};
+  std::atomic<cluster_view*> cluster_{nullptr};
   bool stopped_ = false;
   std::mutex rng_mu_;
   std::mt19937_64 rng_;

@@ -6,6 +6,7 @@
 
 #include "actor/actor_system.hpp"
 #include "actor/context_internal.hpp"
+#include "actor/pid_table.hpp"
 
 namespace troupe {
 
@@ -91,10 +92,8 @@ void context::handle_system(system_message& m) noexcept {
 }
 
 troupe::envelope* context::make_terminated(process* who, terminated_reason reason) const {
-  const std::string address = who ? who->system().address() : std::string();
-  const std::string id = who ? who->id() : std::string();
   return build<system::Terminated>([&](flatbuffers::FlatBufferBuilder& b) {
-    auto p = system::CreatePidDirect(b, address.c_str(), id.c_str());
+    auto p = who ? encode_pid(b, who) : system::CreatePidDirect(b, "", "");
     return system::CreateTerminated(b, p, static_cast<system::TerminatedReason>(reason));
   });
 }

@@ -1,5 +1,6 @@
 #include "actor/event_stream.hpp"
 
+#include "actor/pid_table.hpp"
 #include "system_generated.h"
 
 namespace troupe {
@@ -14,6 +15,7 @@ const char* to_string(dead_letter_reason r) noexcept {
     case dead_letter_reason::no_routee: return "no_routee";
     case dead_letter_reason::invalid: return "invalid";
     case dead_letter_reason::node_lost: return "node_lost";
+    case dead_letter_reason::stale: return "stale";
     case dead_letter_reason::peer_queue_full: return "peer_queue_full";
     case dead_letter_reason::unconfirmed: return "unconfirmed";
     case dead_letter_reason::over_budget: return "over_budget";
@@ -24,8 +26,7 @@ const char* to_string(dead_letter_reason r) noexcept {
 namespace {
 
 flatbuffers::Offset<system::Pid> encode(flatbuffers::FlatBufferBuilder& b, const pid& p) {
-  if (!p) return 0;
-  return system::CreatePidDirect(b, p.address().c_str(), p.id().c_str());
+  return encode_pid(b, p.get());
 }
 
 struct encoder {

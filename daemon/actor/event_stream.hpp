@@ -37,8 +37,9 @@ enum class dead_letter_reason : std::uint8_t {
   peer_queue_full = 8, // dropped by a full outbound queue to another node
   unconfirmed = 9,     // sent to another node, which never acknowledged it and will not
   over_budget = 10,    // the process's queued messages had reached their budget
+  stale = 11,          // its PID names an earlier start (generation) of the target's node
 };
-inline constexpr std::size_t dead_letter_reason_count = 11;
+inline constexpr std::size_t dead_letter_reason_count = 12;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

@@ -11,6 +11,7 @@ const std::string no_address;
 std::string pid::id() const { return p_ ? p_->id() : std::string(); }
 
 const std::string& process::address() const noexcept { return sys_->address(); }
+std::uint64_t process::generation() const noexcept { return sys_->generation(); }
 
 const std::string& pid::address() const { return p_ ? p_->address() : no_address; }
 

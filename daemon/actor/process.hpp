@@ -43,6 +43,9 @@ class process {
   // The address part: this node's, unless the process stands for an actor
   // of another node.
   virtual const std::string& address() const noexcept;
+  // The start of the node it lives on (its generation): this node's, unless
+  // it stands for an actor of another node; 0 when not known.
+  virtual std::uint64_t generation() const noexcept;
   // Whether it has stopped; a stopped process turns messages into dead letters.
   virtual bool dead() const noexcept { return false; }
   // How full its mailbox is, in percent of its capacity (of
@@ -98,6 +101,7 @@ class pid {
 
   std::string id() const;
   const std::string& address() const;
+  std::uint64_t generation() const noexcept { return p_ ? p_->generation() : 0; }
   // "address/id", for logs and the admin API.
   std::string to_string() const;
 

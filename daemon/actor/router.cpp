@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "actor/actor_system.hpp"
+#include "actor/pid_table.hpp"
 #include "system_generated.h"
 
 namespace troupe {
@@ -184,12 +185,13 @@ namespace {
 pid resolve(actor_system& sys, const system::Pid* p) {
   if (p == nullptr || p->id() == nullptr) return pid();
   if (p->address() != nullptr && p->address()->string_view() != sys.address()) return pid();
+  if (p->generation() != 0 && sys.generation() != 0 && p->generation() != sys.generation()) return pid();
   pid found = sys.lookup(p->id()->string_view());
   return found == sys.dead_letters() ? pid() : found;
 }
 
 flatbuffers::Offset<system::Pid> encode(flatbuffers::FlatBufferBuilder& b, const pid& p) {
-  return system::CreatePidDirect(b, p.address().c_str(), p.id().c_str());
+  return encode_pid(b, p.get());
 }
 
 // Keeps the routee table and handles management messages; the routing

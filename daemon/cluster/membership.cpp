@@ -518,7 +518,7 @@ void membership::apply(const suspect_news& n, millis now) {
   const std::size_t members = live_count();
   const unsigned k = opts_.suspicion_mult > 2 && members >= opts_.suspicion_mult ? opts_.suspicion_mult - 2 : 0;
   e.suspected = std::make_unique<suspicion>(now, min, min * opts_.suspicion_max_mult, k, n.from);
-  event(member_event::kind::suspect, e.m);
+  event(member_event::kind::suspect, e.m, n.from);
   broadcast(n);
 }
 
@@ -538,14 +538,14 @@ void membership::apply(const dead_news& n, millis now) {
     // Dead, then it turns out it left: say so, but keep its time.
     if (e.m.state == member_state::dead && to == member_state::left) {
       e.m.state = member_state::left;
-      event(member_event::kind::left, e.m);
+      event(member_event::kind::left, e.m, n.from);
       broadcast(n);
     }
     return;
   }
   e.m.id.incarnation = id.incarnation;
   set_state(e, to, now);
-  event(n.left ? member_event::kind::left : member_event::kind::dead, e.m);
+  event(n.left ? member_event::kind::left : member_event::kind::dead, e.m, n.from);
   broadcast(n);
 }
 

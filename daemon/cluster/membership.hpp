@@ -52,6 +52,9 @@ struct member_event {
   enum class kind : std::uint8_t { joined, updated, suspect, alive, dead, left, forgotten };
   kind what;
   member who;
+  // Who said so: the member that suspected it or declared it dead (itself
+  // for a leave); empty for news of the member's own (alive, joined).
+  std::string from;
 };
 const char* to_string(member_event::kind k) noexcept;
 
@@ -153,7 +156,9 @@ class membership {
   unsigned retransmit_limit() const;
   millis suspicion_min() const;
   alive_news alive_of(const member& m) const { return {m.id, m.meta_version, m.meta}; }
-  void event(member_event::kind k, const member& m) { events_.push_back({k, m}); }
+  void event(member_event::kind k, const member& m, std::string from = {}) {
+    events_.push_back({k, m, std::move(from)});
+  }
 
   std::string cluster_;
   member_id self_;

@@ -94,6 +94,9 @@ class node_context {
   // From start() on (null in prepare()).
   actor_system& system() noexcept { return *system_; }
   const state_dir& state() const noexcept { return state_; }
+  // This start of the node: higher than any before it (node/generation.hpp).
+  // From prepare() on.
+  std::uint64_t generation() const noexcept { return generation_; }
   // The running configuration: restart-only keys keep their values on
   // reload. On the loop thread only (a reload replaces it); a module copies
   // what other threads need.
@@ -138,6 +141,7 @@ class node_context {
   friend class node_core;
   event_loop& loop_;
   const state_dir& state_;
+  std::uint64_t generation_ = 0;
   actor_system* system_ = nullptr;
   const config* config_ = nullptr;
   std::atomic<phase> phase_{phase::starting};

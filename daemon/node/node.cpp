@@ -15,6 +15,7 @@
 
 #include "actor/actor_system.hpp"
 #include "node/crash.hpp"
+#include "node/generation.hpp"
 #include "node/log.hpp"
 
 namespace troupe::node {
@@ -143,8 +144,19 @@ int node_core::start() {
   log(level::info, state_.path().empty()
                        ? "no state directory: node.state_dir is not set"
                        : "state directory " + state_.path() + " (locked while the node runs)");
+  {
+    std::string error;
+    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+    if (!next_generation(state_.path(), static_cast<std::uint64_t>(wall), ctx_.generation_, error)) {
+      log(level::error, error);
+      stop_early();
+      return 1;
+    }
+  }
   system_config sc;
   sc.address = n.name;
+  sc.generation = ctx_.generation_;
   for (const auto& m : modules_)
     if (!m->prepare(ctx_, sc)) {
       stop_early();
@@ -222,6 +234,7 @@ void node_core::publish_node_info() {
        {"advertise", or_null(n.advertise)},
        {"seeds", cfg_.get(seeds_section()).seeds},
        {"state_dir", or_null(state_.path())},
+       {"generation", ctx_.generation()},
        {"log_level", to_string(cfg_.get(log_section()).level)},
        {"started_at", started_at_}};
   for (const auto& m : modules_) m->describe(j);

@@ -159,17 +159,19 @@ void batch_encoder::reset() {
   types_.clear();
   target_ids_.clear();
   sender_pids_.clear();
+  sender_generations_.clear();
   envelopes_.clear();
   finished_ = false;
 }
 
 bool batch_encoder::add(const process* target, std::string_view target_id, const process* sender,
-                        std::string_view sender_pid, std::uint64_t type, const headers* hdrs,
+                        std::string_view sender_pid, std::uint64_t sender_generation, std::uint64_t type,
+                        const headers* hdrs,
                         std::span<const std::uint8_t> payload) {
   if (finished_) reset();
   // Room for this envelope, the tables written at the end and the frame.
   std::size_t need = payload.size() + target_id.size() + sender_pid.size() + 128 +
-                     8 * (targets_.keys.size() + senders_.keys.size() + types_.keys.size() +
+                     8 * (targets_.keys.size() + 2 * senders_.keys.size() + types_.keys.size() +
                           envelopes_.size());
   if (hdrs)
     for (const auto& [k, v] : hdrs->entries()) need += k.size() + v.size() + 24;
@@ -186,6 +188,7 @@ bool batch_encoder::add(const process* target, std::string_view target_id, const
     if (s == UINT32_MAX) {
       s = senders_.insert(sender);
       sender_pids_.push_back(b_.CreateString(sender_pid.data(), sender_pid.size()));
+      sender_generations_.push_back(sender_generation);
     }
     ++s;
   }
@@ -215,8 +218,9 @@ std::span<const std::uint8_t> batch_encoder::finish(std::uint64_t seq, std::uint
   auto types = b_.CreateVector(types_.keys);
   auto targets = b_.CreateVector(target_ids_);
   auto senders = b_.CreateVector(sender_pids_);
+  auto generations = sender_generations_.empty() ? 0 : b_.CreateVector(sender_generations_);
   auto envs = b_.CreateVector(envelopes_);
-  auto batch = wire::CreateBatch(b_, targets, senders, types, envs);
+  auto batch = wire::CreateBatch(b_, targets, senders, types, envs, generations);
   b_.FinishSizePrefixed(wire::CreateFrame(b_, wire::Body::Batch, batch.Union(), seq, ack));
   finished_ = true;
   return {b_.GetBufferPointer(), b_.GetSize()};

@@ -99,7 +99,7 @@ class batch_encoder {
   // Adds one envelope. False when it does not fit in the current frame
   // (finish it and add again), or, on an empty frame, when it can never fit.
   bool add(const process* target, std::string_view target_id, const process* sender,
-           std::string_view sender_pid, std::uint64_t type, const headers* hdrs,
+           std::string_view sender_pid, std::uint64_t sender_generation, std::uint64_t type, const headers* hdrs,
            std::span<const std::uint8_t> payload);
   // The target id and sender PID strings are needed only the first time a
   // process appears in a frame; these tell whether they will be used.
@@ -131,6 +131,7 @@ class batch_encoder {
   index_table<const process*> targets_, senders_;
   index_table<std::uint64_t> types_;
   std::vector<flatbuffers::Offset<flatbuffers::String>> target_ids_, sender_pids_;
+  std::vector<std::uint64_t> sender_generations_;
   std::vector<flatbuffers::Offset<wire::Envelope>> envelopes_;
   bool finished_ = false;
 };

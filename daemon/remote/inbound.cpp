@@ -30,7 +30,7 @@ void connection::on_frame(const wire::Frame& f) {
   switch (f.body_type()) {
     case wire::Body::Watch: {
       const wire::Watch& w = *f.body_as_Watch();
-      process_ref watcher = t_.resolve_pid(view(w.watcher()));
+      process_ref watcher = t_.resolve_pid(view(w.watcher()), peer_generation());
       if (!watcher) return;
       process_ref target = t_.local(view(w.target()));
       if (!target) {
@@ -50,7 +50,7 @@ void connection::on_frame(const wire::Frame& f) {
     }
     case wire::Body::Unwatch: {
       const wire::Unwatch& w = *f.body_as_Unwatch();
-      process_ref watcher = t_.resolve_pid(view(w.watcher()));
+      process_ref watcher = t_.resolve_pid(view(w.watcher()), peer_generation());
       process_ref target = t_.local(view(w.target()));
       if (!watcher || !target) return;
       peer_->inbound_unwatch(target.get(), watcher.get());
@@ -60,7 +60,9 @@ void connection::on_frame(const wire::Frame& f) {
     case wire::Body::Terminated: {
       const wire::Terminated& t = *f.body_as_Terminated();
       process_ref watcher = t_.local(view(t.watcher()));
-      process_ref who = peer_->proxy(view(t.target()));
+      // The proxy the watcher watched: a watch made from a PID as text holds
+      // the one of "whichever start", not this start's.
+      process_ref who = peer_->watched(view(t.target()), peer_generation(), watcher.get());
       static_cast<remote_process*>(who.get())->remove_watcher(watcher.get());
       if (!watcher) return;
       auto* m = new system_message(system_kind::terminated, who);
@@ -109,7 +111,7 @@ void connection::on_frame(const wire::Frame& f) {
       reply.status = r.outcome() <= wire::SpawnError::MAX ? static_cast<spawn_error>(r.outcome())
                                                           : spawn_error::refused;
       if (reply.status == spawn_error::none && r.id() && r.id()->size() > 0)
-        reply.who = pid(peer_->proxy(view(r.id())));
+        reply.who = pid(peer_->proxy(view(r.id()), peer_generation()));
       else if (reply.status == spawn_error::none)
         reply = {spawn_error::unreachable, pid(), "the peer answered without an actor id"};
       t_.complete_spawn(r.request(), std::move(reply));
@@ -123,6 +125,7 @@ void connection::on_frame(const wire::Frame& f) {
 void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
   const auto* targets = b.targets();
   const auto* senders = b.senders();
+  const auto* generations = b.sender_generations();
   const auto* envs = b.envelopes();
   if (!envs || envs->size() <= skip) return;
   const std::uint32_t nt = targets ? targets->size() : 0;
@@ -136,7 +139,8 @@ void connection::deliver(const wire::Batch& b, std::uint64_t skip) {
   targets_.clear();
   for (std::uint32_t i = 0; i < nt; ++i) targets_.push_back(t_.local(view(targets->Get(i))));
   senders_.clear();
-  for (std::uint32_t i = 0; i < ns; ++i) senders_.push_back(sender(view(senders->Get(i))));
+  for (std::uint32_t i = 0; i < ns; ++i)
+    senders_.push_back(sender(view(senders->Get(i)), generations && i < generations->size() ? generations->Get(i) : 0));
   deliver_from(b, static_cast<std::uint32_t>(skip), false);
 }
 
@@ -230,9 +234,10 @@ void connection::resume() {
   }
 }
 
-process_ref connection::sender(std::string_view pid_text) {
-  if (auto it = sender_cache_.find(pid_text); it != sender_cache_.end()) return it->second;
-  process_ref p = t_.resolve_pid(pid_text);
+process_ref connection::sender(std::string_view pid_text, std::uint64_t generation) {
+  auto it = sender_cache_.find(pid_text);
+  if (it != sender_cache_.end() && it->second->generation() == generation) return it->second;
+  process_ref p = t_.resolve_pid(pid_text, generation);
   // Only other nodes' actors: a PID of this node names an actor that may
   // stop and have its name taken by another, and is looked up each time.
   const std::string& self = t_.opts_.self.address;
@@ -240,8 +245,12 @@ process_ref connection::sender(std::string_view pid_text) {
                      pid_text[self.size()] == '/';
   if (p && !local) {
     constexpr std::size_t cap = 256;
-    if (sender_cache_.size() == cap) sender_cache_.clear();
-    sender_cache_.emplace(pid_text, p);
+    if (it != sender_cache_.end()) {
+      it->second = p;
+    } else {
+      if (sender_cache_.size() == cap) sender_cache_.clear();
+      sender_cache_.emplace(pid_text, p);
+    }
   }
   return p;
 }

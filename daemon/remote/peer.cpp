@@ -12,13 +12,27 @@
 
 namespace troupe::remote {
 
-process_ref peer::proxy(std::string_view id) {
+process_ref peer::proxy(std::string_view id, std::uint64_t generation) {
+  std::string key = proxy_key(id, generation);
   std::lock_guard lock(proxies_mu_);
-  auto it = proxies_.find(std::string(id));
+  auto it = proxies_.find(key);
   if (it != proxies_.end() && it->second->try_retain()) return process_ref::adopt(it->second);
-  auto* p = new remote_process(*t_.sys_, shared_from_this(), std::string(id));
-  proxies_[std::string(id)] = p;
+  auto* p = new remote_process(*t_.sys_, shared_from_this(), std::string(id), generation);
+  proxies_[std::move(key)] = p;
   return process_ref::adopt(p);  // the map's pointer is weak
+}
+
+process_ref peer::watched(std::string_view id, std::uint64_t generation, process* watcher) {
+  if (generation != 0 && watcher != nullptr) {
+    process_ref any;
+    {
+      std::lock_guard lock(proxies_mu_);
+      auto it = proxies_.find(proxy_key(id, 0));
+      if (it != proxies_.end() && it->second->try_retain()) any = process_ref::adopt(it->second);
+    }
+    if (any && static_cast<remote_process*>(any.get())->watched_by(watcher)) return any;
+  }
+  return proxy(id, generation);
 }
 
 peer_info peer::info() const {
@@ -142,7 +156,10 @@ void peer::connection_closed(connection& c, close_reason reason, const std::stri
     }
     conn_ = nullptr;
     if (reason == close_reason::peer_left) {
-      give_up("it left (it is stopping)");
+      // It said it is stopping: lost now, whatever the cluster says later.
+      give_up_.cancel();
+      reconnecting_ = false;
+      declared_lost(0, "it left (it is stopping)");
     } else if (reason != close_reason::shutdown && !t_.stopped()) {
       // The link went, maybe not the peer: dial again at once, resend
       // what it has not acknowledged, and give up only if it stays away.
@@ -233,11 +250,60 @@ void peer::give_up(const std::string& why) {
     std::lock_guard lock(ledger_mu_);
     dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
   }
-  t_.log(dropped ? log_level::warning : log_level::info, "remote: " + address_ + " is lost: " + why +
+  const std::string unacked = dropped ? "; " + std::to_string(dropped) +
+                                            " items it did not acknowledge are dead letters (unconfirmed)"
+                                      : std::string();
+  if (t_.cluster_decides(address_)) {
+    // A link that stays down is not a lost node: the cluster's verdict
+    // (transport::node_lost) says that, for every node at once.
+    t_.fail_spawns(address_, why);
+    t_.log(dropped ? log_level::warning : log_level::info,
+           "remote: the link to " + address_ + " is down: " + why + unacked +
+               "; its actors' watchers wait for the cluster's verdict");
+    return;
+  }
+  t_.log(dropped ? log_level::warning : log_level::info, "remote: " + address_ + " is lost: " + why + unacked);
+  lost(why);
+}
+
+void peer::declared_lost(std::uint64_t generation, const std::string& why) {
+  {
+    std::lock_guard lock(info_mu_);
+    // That start was given up when a newer one connected (attach).
+    if (incarnation_ != 0 && generation != 0 && incarnation_ != generation) return;
+  }
+  give_up_.cancel();
+  reconnecting_ = false;
+  std::size_t dropped;
+  {
+    std::lock_guard lock(ledger_mu_);
+    dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
+  }
+  t_.log(log_level::info, "remote: " + address_ + " is lost: " + why +
                               (dropped ? "; " + std::to_string(dropped) +
                                              " items it did not acknowledge are dead letters (unconfirmed)"
                                        : std::string()));
   lost(why);
+}
+
+void peer::note_requester(process* requester, process* target) {
+  // Caller holds ledger_mu_.
+  if (requesters_.size() >= 2 * requesters_pruned_at_ + 64) {
+    std::erase_if(requesters_, [](const auto& r) { return r.first->dead(); });
+    requesters_pruned_at_ = requesters_.size();
+  }
+  requesters_.emplace_back(process_ref(requester), process_ref(target));
+}
+
+void peer::fail_requests() {
+  std::vector<std::pair<process_ref, process_ref>> waiting;
+  {
+    std::lock_guard lock(ledger_mu_);
+    waiting = std::exchange(requesters_, {});
+    requesters_pruned_at_ = 0;
+  }
+  for (auto& [requester, target] : waiting)
+    if (!requester->dead()) t_.sys_->answer_undelivered(requester.get(), target.get(), dead_letter_reason::node_lost);
 }
 
 void peer::unconfirmed(sent_item& i) {
@@ -250,6 +316,7 @@ void peer::unconfirmed(sent_item& i) {
 
 void peer::lost(const std::string& why) {
   t_.fail_spawns(address_, "it is lost: " + why);
+  fail_requests();
   std::vector<process_ref> proxies;
   {
     std::lock_guard lock(proxies_mu_);

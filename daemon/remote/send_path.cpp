@@ -114,6 +114,12 @@ peer::drain_result peer::drain_into(connection& c, std::size_t budget, bool on_l
 
 inline void peer::send_message(connection& c, outbound& o) {
   auto* target = static_cast<remote_process*>(o.target.get());
+  if (target->stale(c.peer_generation())) [[unlikely]] {
+    // Its actor lived in an earlier start of the peer: no actor of this
+    // one may get it, whatever its id.
+    t_.sys_->dead_letter(std::exchange(o.e, nullptr), target, dead_letter_reason::stale);
+    return;
+  }
   const std::uint64_t seq = ledger_.next();
   if (!add_message(c, target, o.e, seq)) {
     // Bigger than a frame may be: it can never be sent.
@@ -124,6 +130,15 @@ inline void peer::send_message(connection& c, outbound& o) {
 }
 
 inline void peer::send_control(connection& c, outbound& o) {
+  const bool about_actor = o.kind == item_kind::watch || o.kind == item_kind::unwatch ||
+                           o.kind == item_kind::terminated || o.kind == item_kind::stop;
+  if (about_actor && o.target &&
+      static_cast<remote_process*>(o.target.get())->stale(c.peer_generation())) [[unlikely]] {
+    // About an actor of an earlier start of the peer: a watch of it hears
+    // at once that there is no such actor; the rest has nothing to act on.
+    if (o.kind == item_kind::watch) watch_failed(o, terminated_reason::not_found);
+    return;
+  }
   if (c.enc_.count() > 0) c.queue_batch_locked();
   const std::uint64_t seq = ledger_.next();
   encode_control(c, o, seq);
@@ -157,16 +172,23 @@ std::size_t peer::resend(connection& c) {
 bool peer::add_message(connection& c, remote_process* target, envelope* e, std::uint64_t seq) {
   process* sender = e->sender;
   std::string sender_pid;
+  std::uint64_t sender_generation = 0;
   if (sender && !c.enc_.knows_sender(sender)) {
-    if (auto* r = dynamic_cast<remote_process*>(sender))
+    if (auto* r = dynamic_cast<remote_process*>(sender)) {
       sender_pid = r->owner().address() + "/" + r->raw_id();
-    else
-      sender_pid = t_.opts_.self.address + "/" + t_.export_local(sender);
+      sender_generation = r->generation();
+    } else {
+      bool exported = false;
+      sender_pid = t_.opts_.self.address + "/" + t_.export_local(sender, &exported);
+      sender_generation = t_.opts_.self.incarnation;
+      if (exported) note_requester(sender, target);
+    }
   }
   const std::span<const std::uint8_t> bytes = e->bytes();
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (c.enc_.count() == 0) c.batch_seq_ = seq;
-    if (c.enc_.add(target, target->raw_id(), sender, sender_pid, e->type, e->hdrs, bytes)) return true;
+    if (c.enc_.add(target, target->raw_id(), sender, sender_pid, sender_generation, e->type, e->hdrs, bytes))
+      return true;
     if (c.enc_.count() == 0) break;
     c.queue_batch_locked();
   }
@@ -245,15 +267,19 @@ void peer::discard(outbound& o, dead_letter_reason reason) noexcept {
                                     address_ + " did not confirm the spawn (" + to_string(reason) + ")"});
       break;
     case item_kind::watch:
-      if (process_ref w = std::move(o.other)) {
-        static_cast<remote_process*>(o.target.get())->remove_watcher(w.get());
-        auto* m = new system_message(system_kind::terminated, o.target);
-        m->reason = terminated_reason::node_lost;
-        w->send_system(m);
-      }
+      watch_failed(o, terminated_reason::node_lost);
       break;
     default:
       break;
+  }
+}
+
+void peer::watch_failed(outbound& o, terminated_reason why) noexcept {
+  if (process_ref w = std::move(o.other)) {
+    static_cast<remote_process*>(o.target.get())->remove_watcher(w.get());
+    auto* m = new system_message(system_kind::terminated, o.target);
+    m->reason = why;
+    w->send_system(m);
   }
 }
 

@@ -149,7 +149,8 @@ void session::on_hello(const wire::Hello& h) {
   // A shared key proves "a member", not which one: a connection to itself
   // (reflected by a relay, or a node given its own address as a seed) is
   // not a peer.
-  if (peer_.address == self_.address || peer_.incarnation == self_.incarnation)
+  if (peer_.address == self_.address ||
+      (peer_.incarnation == self_.incarnation && peer_.node == self_.node))
     return fail(close_reason::address,
                 "the peer is this node itself (" + peer_.node + " at " + peer_.address + ")", true);
   session_events::verdict v = events_.on_hello(peer_);

@@ -19,6 +19,8 @@ struct identity {
   std::string cluster;
   std::string node;
   std::string address;  // advertised: the first half of this node's PIDs
+  // This start of the node (its generation): a new one is a new peer, whose
+  // actors are not the old one's. 0: a random one.
   std::uint64_t incarnation = 0;
   std::size_t max_frame = default_max_frame;
 };

@@ -26,7 +26,7 @@ const char* to_string(connection_state s) noexcept {
 }
 
 transport::transport(event_loop& loop, options opts) : loop_(loop), opts_(std::move(opts)) {
-  opts_.self.incarnation = random_u64();
+  if (opts_.self.incarnation == 0) opts_.self.incarnation = random_u64();
 }
 
 // shutdown() unhooked it from the system, which may be gone by now.
@@ -265,9 +265,13 @@ void transport::forget(connection* c) {
   std::erase_if(connections_, [&](const std::unique_ptr<connection>& x) { return x.get() == c; });
 }
 
-process_ref transport::resolve(std::string_view address, std::string_view id) {
-  if (address == opts_.self.address) return local(id);
-  return peer_for(address)->proxy(id);
+process_ref transport::resolve(std::string_view address, std::string_view id, std::uint64_t generation) {
+  if (address == opts_.self.address) {
+    // One of this node's, from an earlier start: no actor of this one.
+    if (generation != 0 && generation != opts_.self.incarnation) return {};
+    return local(id);
+  }
+  return peer_for(address)->proxy(id, generation);
 }
 
 std::shared_ptr<peer> transport::peer_for(std::string_view address) {
@@ -279,9 +283,10 @@ std::shared_ptr<peer> transport::peer_for(std::string_view address) {
   return p;
 }
 
-std::string transport::export_local(process* p) {
+std::string transport::export_local(process* p, bool* exported) {
   std::string id = p->id();
   if (sys_->registry().lookup(id).get() == p) return id;
+  if (exported != nullptr) *exported = true;
   std::lock_guard lock(exports_mu_);
   exports_.try_emplace(id, process_ref(p));
   return id;
@@ -295,10 +300,10 @@ process_ref transport::local(std::string_view id) {
   return it == exports_.end() ? process_ref() : it->second;
 }
 
-process_ref transport::resolve_pid(std::string_view text) {
+process_ref transport::resolve_pid(std::string_view text, std::uint64_t generation) {
   const std::size_t slash = text.find('/');
   if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size()) return {};
-  return resolve(text.substr(0, slash), text.substr(slash + 1));
+  return resolve(text.substr(0, slash), text.substr(slash + 1), generation);
 }
 
 void transport::connection_opened(connection_state s) noexcept {
@@ -330,6 +335,18 @@ void transport::contact(const std::string& address) {
   loop_.post([this, p] {
     if (!stopped()) p->contact();
   });
+}
+
+void transport::node_lost(const std::string& address, std::uint64_t generation, const std::string& why) {
+  if (address == opts_.self.address || stopped()) return;
+  std::shared_ptr<peer> p;
+  {
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(address);
+    if (it == peers_.end()) return;  // nothing here ever spoke to it
+    p = it->second;
+  }
+  p->declared_lost(generation, why);
 }
 
 void transport::send_cluster(const std::string& address, std::vector<std::uint8_t> bytes) {

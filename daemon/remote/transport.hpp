@@ -143,7 +143,7 @@ class transport final : public remote_resolver {
   void shutdown();
 
   // Any thread.
-  process_ref resolve(std::string_view address, std::string_view id) override;
+  process_ref resolve(std::string_view address, std::string_view id, std::uint64_t generation) override;
   void set_spawn_handler(spawn_handler h) { spawn_handler_ = std::move(h); }
   // Where the cluster's state exchanges go (set before start()).
   void set_cluster_handler(cluster_handler h) { cluster_handler_ = std::move(h); }
@@ -159,6 +159,21 @@ class transport final : public remote_resolver {
   // node the operator expects to reach): dialed now, and again with
   // backoff whenever there is none. How it goes shows in peers().
   void contact(const std::string& address);
+  // Loop: the cluster says the node at `address`, in its start
+  // `generation`, is dead or has left. Its actors' watchers get
+  // Terminated(node_lost), requests waiting for its answers fail
+  // (DeadLetterResponse node_lost), what it did not acknowledge is
+  // unconfirmed. News about a start older than the one connected now is
+  // ignored: that start was given up when the new one connected.
+  void node_lost(const std::string& address, std::uint64_t generation, const std::string& why);
+  // Loop: the cluster decides when one of its members is lost
+  // (node_lost); `is_member(address)` says whether the node at an address
+  // is an alive or suspect member. For other peers, and without this, a
+  // link that stays down for unreachable_timeout decides.
+  void set_membership(std::function<bool(const std::string& address)> is_member) {
+    is_member_ = std::move(is_member);
+  }
+  bool cluster_decides(const std::string& address) const { return is_member_ && is_member_(address); }
   // Any thread.
   std::vector<peer_info> peers() const;
   const remote::stats& counters() const noexcept { return stats_; }
@@ -172,10 +187,12 @@ class transport final : public remote_resolver {
   std::shared_ptr<peer> peer_for(std::string_view address);
   // A local process as peers address it: registered actors by id, others
   // (futures) exported under their id until they are done.
-  std::string export_local(process* p);
+  // `exported` (when given) is set when it is not a registered actor.
+  std::string export_local(process* p, bool* exported = nullptr);
   process_ref local(std::string_view id);
-  // A PID string from a peer: local or remote.
-  process_ref resolve_pid(std::string_view text);
+  // A PID string from a peer: local or remote, of the node's start
+  // `generation` (0: whichever is current).
+  process_ref resolve_pid(std::string_view text, std::uint64_t generation);
   void connection_opened(connection_state s) noexcept;
   void connection_moved(connection_state from, connection_state to) noexcept;
   void connection_closed(connection_state s) noexcept;
@@ -218,6 +235,7 @@ class transport final : public remote_resolver {
   sockaddr_storage dial_from_{};  // the listen address, port 0; family 0: any
   int port_ = 0;
   std::atomic<bool> stopped_{false};
+  std::function<bool(const std::string&)> is_member_;  // loop
   timer_handle ticker_;
   spawn_handler spawn_handler_;
   cluster_handler cluster_handler_;

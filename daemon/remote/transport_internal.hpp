@@ -90,14 +90,21 @@ struct sent_item {
 
 class remote_process final : public process {
  public:
-  remote_process(actor_system& sys, std::shared_ptr<peer> owner, std::string id)
-      : process(sys), peer_(std::move(owner)), id_(std::move(id)) {}
+  // `generation`: the start of the peer the actor lives in (0: whichever
+  // start is current).
+  remote_process(actor_system& sys, std::shared_ptr<peer> owner, std::string id, std::uint64_t generation)
+      : process(sys), peer_(std::move(owner)), id_(std::move(id)), generation_(generation) {}
 
   void send_user(envelope* e) noexcept override;
   void send_system(system_message* m) noexcept override;
   std::string id() const override { return id_; }
   const std::string& address() const noexcept override;
+  std::uint64_t generation() const noexcept override { return generation_; }
   const std::string& raw_id() const noexcept { return id_; }
+  // Whether it names an earlier start of the peer than `current`'s.
+  bool stale(std::uint64_t current) const noexcept {
+    return generation_ != 0 && current != 0 && generation_ != current;
+  }
   peer& owner() const noexcept { return *peer_; }
 
   // Local watchers of this remote actor (for Terminated when its node is lost).
@@ -111,6 +118,12 @@ class remote_process final : public process {
     std::lock_guard lock(mu_);
     std::erase_if(watchers_, [&](const process_ref& x) { return x.get() == w; });
   }
+  bool watched_by(process* w) {
+    std::lock_guard lock(mu_);
+    for (const process_ref& x : watchers_)
+      if (x.get() == w) return true;
+    return false;
+  }
   std::vector<process_ref> take_watchers() {
     std::lock_guard lock(mu_);
     return std::exchange(watchers_, {});
@@ -122,6 +135,7 @@ class remote_process final : public process {
  private:
   std::shared_ptr<peer> peer_;
   const std::string id_;
+  const std::uint64_t generation_;
   std::mutex mu_;
   std::vector<process_ref> watchers_;
 };
@@ -176,6 +190,8 @@ class connection final : public session_events {
   inline std::uint64_t ack_value() noexcept;  // below, with the peer
   // Loop: an Ack frame when the peer waits for one.
   void send_ack_if_due(std::uint64_t threshold);
+  // The start of the node at the other end (known once it said Hello).
+  std::uint64_t peer_generation() const noexcept { return s_.peer().incarnation; }
 
   transport& t_;
   const bool dialer_;
@@ -251,7 +267,7 @@ class connection final : public session_events {
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, process_ref, string_hash, std::equal_to<>> sender_cache_;
-  process_ref sender(std::string_view pid_text);
+  process_ref sender(std::string_view pid_text, std::uint64_t generation);
 };
 
 // ---------------------------------------------------------------------------
@@ -284,12 +300,23 @@ class peer : public std::enable_shared_from_this<peer> {
     }
   }
 
-  // Any thread: the one proxy for `id` on this peer.
-  process_ref proxy(std::string_view id);
+  // The cluster says this peer's start `generation` is gone (transport::node_lost).
+  void declared_lost(std::uint64_t generation, const std::string& why);
+  // Any thread: the one proxy for `id` on this peer's start `generation`
+  // (0: whichever is current).
+  process_ref proxy(std::string_view id, std::uint64_t generation);
+  // Any thread: of the proxies for `id` (this start's, or whichever start's),
+  // the one `watcher` watches; this start's when neither.
+  process_ref watched(std::string_view id, std::uint64_t generation, process* watcher);
   void forget_proxy(remote_process* p) {
     std::lock_guard lock(proxies_mu_);
-    auto it = proxies_.find(p->raw_id());
+    auto it = proxies_.find(proxy_key(p->raw_id(), p->generation()));
     if (it != proxies_.end() && it->second == p) proxies_.erase(it);
+  }
+  static std::string proxy_key(std::string_view id, std::uint64_t generation) {
+    std::string k(id);
+    if (generation != 0) k.append(1, '\0').append(std::to_string(generation));
+    return k;
   }
 
   peer_info info() const;
@@ -429,6 +456,8 @@ class peer : public std::enable_shared_from_this<peer> {
     delete o;
   }
   void discard(outbound& o, dead_letter_reason reason) noexcept;
+  // A watch that will never reach the peer: its watcher hears Terminated(why).
+  void watch_failed(outbound& o, terminated_reason why) noexcept;
 
   void drop_queued(dead_letter_reason reason);
 
@@ -491,6 +520,14 @@ class peer : public std::enable_shared_from_this<peer> {
   timer_handle retry_;
   std::mutex watches_mu_;
   std::vector<std::pair<process_ref, process_ref>> inbound_watches_;  // (local target, watcher proxy)
+  // Local processes that are no registered actor (futures, mostly) and
+  // sent to this peer: requests that may wait for its answer, failed when
+  // it is lost. (requester, target proxy); under ledger_mu_, pruned of
+  // finished ones as it grows.
+  std::vector<std::pair<process_ref, process_ref>> requesters_;
+  std::size_t requesters_pruned_at_ = 0;
+  void note_requester(process* requester, process* target);
+  void fail_requests();
   // The up connection as workers see it: they write to it under io_mu_.
   std::mutex io_mu_;
   connection* wconn_ = nullptr;

@@ -108,7 +108,7 @@ class node:
 
     def said_dead(self, name):
         """Whether this node logged a dead verdict about member `name`."""
-        return any(f"cluster: {name} (" in l and l.rstrip().endswith(") dead") for l in self.err.lines)
+        return any(f"cluster: {name} (" in l and (l.rstrip().endswith(") dead") or ") dead, " in l) for l in self.err.lines)
 
     def members(self):
         """{name: member} as /v1/members shows them."""

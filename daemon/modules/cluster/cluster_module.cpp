@@ -13,10 +13,10 @@
 #include <uv.h>
 
 #include "actor/actor_system.hpp"
-#include "cluster/generation.hpp"
 #include "cluster/membership.hpp"
 #include "node/log.hpp"
 #include "node/module.hpp"
+#include "modules/cluster/cluster_events.hpp"
 #include "node/state_dir.hpp"
 #include "remote/address.hpp"
 #include "remote/datagram.hpp"
@@ -96,7 +96,7 @@ struct cluster_counters {
   std::atomic<bool> joined{false};
 };
 
-class cluster_module final : public module {
+class cluster_module final : public module, public cluster_view {
  public:
   int start(node_context& ctx) override {
     ctx_ = &ctx;
@@ -112,21 +112,26 @@ class cluster_module final : public module {
                           "and node.secret_file is not set");
       return 0;
     }
-    std::uint64_t generation = 0;
+    const std::uint64_t generation = ctx.generation();
     std::string error;
-    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
-    if (!cluster::next_generation(ctx.state().path(), static_cast<std::uint64_t>(wall), generation, error)) {
-      log(level::error, "cluster: " + error);
-      return 1;
-    }
     seal_ = std::make_unique<remote::datagram_seal>(n.cluster, n.secret.secrets);
     secrets_ = n.secret.secrets;
     seeds_ = c.get(seeds_section()).seeds;
     const std::string address = transport_->address();
+    std::string kinds;
+    for (const std::string& k : ctx.system().kinds().names()) kinds += (kinds.empty() ? "" : ",") + k;
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
-        c.get(cluster_section()).options(), remote::random_u64(), cluster::metadata{{"protocol", "1"}});
+        c.get(cluster_section()).options(), remote::random_u64(),
+        cluster::metadata{{"protocol", "1"}, {"kinds", kinds}});
+    // Members are lost when the cluster says so, not when a link breaks.
+    transport_->set_membership([this](const std::string& address) {
+      if (!machine_) return false;
+      for (const cluster::member& m : machine_->members())
+        if (m.id.address == address)
+          return m.state == cluster::member_state::alive || m.state == cluster::member_state::suspect;
+      return false;
+    });
     // UDP on the listen address, at the port TCP got.
     sockaddr_storage at{};
     const std::string listen = n.listen.substr(0, n.listen.rfind(':') + 1) + std::to_string(transport_->port());
@@ -189,14 +194,20 @@ class cluster_module final : public module {
     started_ = now();
     machine_->start(now());
     pump();
+    ctx.system().set_cluster(this);
     return 0;
   }
 
-  void decorate_kind(const std::string&, props&) override {}
-
-  void describe(json& node) const override {
-    if (machine_) node["generation"] = machine_->self().generation;
+  std::shared_ptr<const std::vector<std::uint8_t>> members() const override {
+    std::lock_guard lock(snapshot_mu_);
+    return snapshot_;
   }
+
+  void actors_stopped() override {
+    if (ctx_ != nullptr && machine_) ctx_->system().set_cluster(nullptr);
+  }
+
+  void decorate_kind(const std::string&, props&) override {}
 
   void stop_taking_work() override {
     if (!machine_) return;
@@ -228,7 +239,10 @@ class cluster_module final : public module {
 
   void close() override {
     loop_closing();
-    if (transport_ != nullptr) transport_->set_cluster_handler(nullptr);
+    if (transport_ != nullptr) {
+      transport_->set_cluster_handler(nullptr);
+      transport_->set_membership(nullptr);
+    }
   }
 
   std::string status() const override {
@@ -277,6 +291,7 @@ class cluster_module final : public module {
                       {"incarnation", m.id.incarnation},
                       {"since", when},
                       {"self", m.id.name == machine_->self().name},
+                      {"kinds", kinds_of(m)},
                       {"meta", meta}});
     }
     return {{"members", list}, {"joined", machine_->joined()}};
@@ -316,7 +331,7 @@ class cluster_module final : public module {
       if (uv_udp_try_send(&udp_, &b, 1, reinterpret_cast<const sockaddr*>(&to)) < 0)
         counters_->send_failures.fetch_add(1, std::memory_order_relaxed);
     }
-    for (const cluster::member_event& e : machine_->take_events()) report(e);
+    if (auto events = machine_->take_events(); !events.empty() || !snapshot_) publish(events);
     const cluster::membership_stats& st = machine_->stats();
     counters_->acked.store(st.acked, std::memory_order_relaxed);
     counters_->acked_indirectly.store(st.acked_indirectly, std::memory_order_relaxed);
@@ -349,17 +364,51 @@ class cluster_module final : public module {
     }
   }
 
-  void report(const cluster::member_event& e) {
+  // Tells the log, the transport and the actors what changed.
+  void publish(const std::vector<cluster::member_event>& events) {
+    const std::vector<cluster::member> all = machine_->members();
     std::array<std::int64_t, 4> count{};
-    for (const auto& m : machine_->members()) ++count[static_cast<std::size_t>(m.state)];
+    for (const auto& m : all) ++count[static_cast<std::size_t>(m.state)];
     for (std::size_t i = 0; i < count.size(); ++i) counters_->members[i].store(count[i], std::memory_order_relaxed);
-    if (e.who.id.name == machine_->self().name) return;
-    const level l = e.what == cluster::member_event::kind::dead || e.what == cluster::member_event::kind::suspect
-                        ? level::warning
-                        : level::info;
-    log(l, "cluster: " + e.who.id.name + " (" + e.who.id.address + ", generation " +
-               std::to_string(e.who.id.generation) + ", incarnation " + std::to_string(e.who.id.incarnation) +
-               ") " + cluster::to_string(e.what));
+    const wall_clock clock{now(), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch()).count()};
+    event_stream& stream = ctx_->system().events();
+    for (const cluster::member_event& e : events) {
+      if (e.who.id.name == machine_->self().name) continue;
+      report(e);
+      using k = cluster::member_event::kind;
+      if (e.what == k::dead || e.what == k::left)
+        transport_->node_lost(e.who.id.address, e.who.id.generation,
+                              e.what == k::left ? "it left the cluster"
+                                                : "the cluster declared it dead (" + said_by(e) + ")");
+      if (stream.has_subscribers())
+        if (envelope* m = event_message(e, clock)) stream.publish(message::adopt(m));
+    }
+    topology up = up_members(all);
+    if (up != topology_) {
+      if (stream.has_subscribers()) stream.publish(message::adopt(topology_message(topology_, up, all, clock)));
+      topology_ = std::move(up);
+    }
+    auto snapshot = std::make_shared<const std::vector<std::uint8_t>>(members_buffer(all, clock));
+    std::lock_guard lock(snapshot_mu_);
+    snapshot_ = std::move(snapshot);
+  }
+
+  std::string said_by(const cluster::member_event& e) const {
+    if (e.from.empty()) return "as it said itself";
+    if (e.from == machine_->self().name) return "by this node";
+    return "reported by " + e.from;
+  }
+
+  void report(const cluster::member_event& e) {
+    using k = cluster::member_event::kind;
+    if (e.what == k::updated) return;
+    const level l = e.what == k::dead || e.what == k::suspect ? level::warning : level::info;
+    std::string line = "cluster: " + e.who.id.name + " (" + e.who.id.address + ", generation " +
+                       std::to_string(e.who.id.generation) + ", incarnation " + std::to_string(e.who.id.incarnation) +
+                       ") " + cluster::to_string(e.what);
+    if (e.what == k::suspect || e.what == k::dead) line += ", " + said_by(e);
+    log(l, line);
   }
 
   static void collect(const cluster_counters& c, std::vector<prometheus::MetricFamily>& out) {
@@ -409,6 +458,9 @@ class cluster_module final : public module {
   std::unique_ptr<cluster::membership> machine_;
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
   std::vector<std::uint8_t> plain_;
+  topology topology_;
+  mutable std::mutex snapshot_mu_;
+  std::shared_ptr<const std::vector<std::uint8_t>> snapshot_;
   static constexpr millis not_joined_after{5000};
   millis started_{0};
   bool said_not_joined_ = false;

@@ -196,7 +196,9 @@ class remote_module final : public module {
     const config& c = ctx.settings();
     const node_settings& n = c.get(node_section());
     if (n.listen.empty()) return true;
-    transport_ = std::make_unique<remote::transport>(ctx.loop(), to_options(c));
+    remote::options o = to_options(c);
+    o.self.incarnation = ctx.generation();  // a restarted node is a new peer
+    transport_ = std::make_unique<remote::transport>(ctx.loop(), std::move(o));
     std::string error;
     if (!transport_->bind(error)) {
       log(level::error, "remote: " + error);

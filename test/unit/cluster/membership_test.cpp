@@ -7,13 +7,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 
-#include <unistd.h>
 
-#include "cluster/generation.hpp"
 #include "cluster/messages.hpp"
 #include "sim.hpp"
 
@@ -79,30 +75,6 @@ TEST_CASE("messages survive their encoding, and bad bytes are refused", "[cluste
   CHECK(why.find("malformed") != std::string::npos);
   std::vector<std::uint8_t> tiny{1, 2, 3};
   CHECK_FALSE(decode(tiny, q, why));
-}
-
-TEST_CASE("every start gets a higher generation, kept in the state directory", "[cluster]") {
-  const auto dir = std::filesystem::temp_directory_path() / ("troupe-gen-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  std::uint64_t a = 0, b = 0, c = 0;
-  std::string error;
-  REQUIRE(next_generation(dir.string(), 1000, a, error));
-  CHECK(a == 1000);
-  // A clock that went back (or a start within the same millisecond) still
-  // gives a higher one.
-  REQUIRE(next_generation(dir.string(), 500, b, error));
-  CHECK(b == 1001);
-  REQUIRE(next_generation(dir.string(), 5000, c, error));
-  CHECK(c == 5000);
-  {
-    std::ofstream(dir / "generation") << "garbage\n";
-  }
-  CHECK_FALSE(next_generation(dir.string(), 6000, c, error));
-  CHECK(error.find("does not hold a generation") != std::string::npos);
-  std::uint64_t none = 0;
-  REQUIRE(next_generation("", 7000, none, error));
-  CHECK(none == 7000);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("a machine counts bad datagrams and those of another cluster, and goes on", "[cluster]") {

@@ -113,7 +113,7 @@ TEST_CASE("a batch writes each target, sender and type once and keeps the order"
   std::vector<std::uint8_t> payload = {1, 2, 3, 4, 5};
   for (int i = 0; i < 100; ++i) {
     payload[0] = static_cast<std::uint8_t>(i);
-    REQUIRE(enc.add(i % 2 ? t1 : t2, i % 2 ? "one" : "two", i % 3 ? s1 : nullptr, "far:1/$7",
+    REQUIRE(enc.add(i % 2 ? t1 : t2, i % 2 ? "one" : "two", i % 3 ? s1 : nullptr, "far:1/$7", 1234,
                     i % 4 ? 42u : 43u, nullptr, payload));
   }
   auto bytes = enc.finish();
@@ -127,6 +127,8 @@ TEST_CASE("a batch writes each target, sender and type once and keeps the order"
   REQUIRE(b->targets()->size() == 2);
   REQUIRE(b->senders()->size() == 1);
   REQUIRE(b->senders()->Get(0)->str() == "far:1/$7");
+  REQUIRE(b->sender_generations()->size() == 1);
+  CHECK(b->sender_generations()->Get(0) == 1234);
   REQUIRE(b->types()->size() == 2);
   REQUIRE(b->envelopes()->size() == 100);
   for (int i = 0; i < 100; ++i) {
@@ -146,16 +148,16 @@ TEST_CASE("a frame released and dropped lends its memory to the next frame") {
   auto* t = new stub_process(sys);
   batch_encoder enc(default_max_frame);
   const std::vector<std::uint8_t> payload = {1, 2, 3};
-  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  REQUIRE(enc.add(t, "t", nullptr, "", 0, 1, nullptr, payload));
   enc.finish();
   flatbuffers::DetachedBuffer first = enc.release();
   const std::uint8_t* first_memory = first.data() + first.size();  // frames grow down from the end
-  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  REQUIRE(enc.add(t, "t", nullptr, "", 0, 1, nullptr, payload));
   enc.finish();
   flatbuffers::DetachedBuffer second = enc.release();  // the first is still out: new memory
   CHECK(second.data() + second.size() != first_memory);
   first = flatbuffers::DetachedBuffer();  // written and dropped (any thread may do it)
-  REQUIRE(enc.add(t, "t", nullptr, "", 1, nullptr, payload));
+  REQUIRE(enc.add(t, "t", nullptr, "", 0, 1, nullptr, payload));
   enc.finish();
   flatbuffers::DetachedBuffer third = enc.release();
   CHECK(third.data() + third.size() == first_memory);
@@ -172,13 +174,13 @@ TEST_CASE("a batch stops at the frame cap; a message bigger than a frame never f
   batch_encoder enc(min_max_frame);
   std::vector<std::uint8_t> chunk(10000, 7);
   int added = 0;
-  while (enc.add(t, "t", nullptr, "", 1, nullptr, chunk)) ++added;
+  while (enc.add(t, "t", nullptr, "", 0, 1, nullptr, chunk)) ++added;
   CHECK(added >= 5);
   CHECK(added < 7);
   CHECK(enc.finish().size() <= min_max_frame + 4);
   enc.reset();
   std::vector<std::uint8_t> huge(min_max_frame, 1);
-  CHECK_FALSE(enc.add(t, "t", nullptr, "", 1, nullptr, huge));
+  CHECK_FALSE(enc.add(t, "t", nullptr, "", 0, 1, nullptr, huge));
   CHECK(enc.count() == 0);
   t->release();
   sys.shutdown();
@@ -383,7 +385,7 @@ TEST_CASE("nothing but the handshake is accepted before it succeeds") {
   auto* t = new stub_process(sys);
   batch_encoder enc(default_max_frame);
   std::vector<std::uint8_t> payload = {1};
-  REQUIRE(enc.add(t, "victim", nullptr, "", 1, nullptr, payload));
+  REQUIRE(enc.add(t, "victim", nullptr, "", 0, 1, nullptr, payload));
   auto bytes = enc.finish();
   a.inbox.assign(bytes.begin(), bytes.end());
   REQUIRE_FALSE(a.pump());

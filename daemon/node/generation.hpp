@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace troupe::cluster {
+namespace troupe::node {
 
 // The generation for this start: above the one kept in `state_dir` (file
 // `generation`) and at least `now_ms` (milliseconds since the epoch, which
@@ -14,4 +14,4 @@ namespace troupe::cluster {
 // again). Without one (empty `state_dir`) it is `now_ms`.
 bool next_generation(const std::string& state_dir, std::uint64_t now_ms, std::uint64_t& out, std::string& error);
 
-}  // namespace troupe::cluster
+}  // namespace troupe::node

@@ -1,4 +1,4 @@
-#include "cluster/generation.hpp"
+#include "node/generation.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-namespace troupe::cluster {
+namespace troupe::node {
 
 bool next_generation(const std::string& state_dir, std::uint64_t now_ms, std::uint64_t& out, std::string& error) {
   out = now_ms;
@@ -46,4 +46,4 @@ bool next_generation(const std::string& state_dir, std::uint64_t now_ms, std::ui
   return true;
 }
 
-}  // namespace troupe::cluster
+}  // namespace troupe::node

@@ -1,0 +1,36 @@
+#pragma once
+// What the cluster tells code that is not its own: native actors, and
+// plugins' actors through the plugin host. The events are published on the
+// EventStream as messages (tables of schemas/cluster.fbs, namespace
+// troupe.cluster); the member list is asked for.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "actor/type_id.hpp"
+
+namespace troupe {
+
+inline constexpr type_id cluster_event_types[] = {
+    hash_type_name("troupe.cluster.MemberJoined"), hash_type_name("troupe.cluster.MemberSuspect"),
+    hash_type_name("troupe.cluster.MemberAlive"),  hash_type_name("troupe.cluster.MemberDead"),
+    hash_type_name("troupe.cluster.MemberLeft"),   hash_type_name("troupe.cluster.TopologyChanged"),
+};
+
+inline bool is_cluster_event(type_id t) noexcept {
+  for (type_id c : cluster_event_types)
+    if (c == t) return true;
+  return false;
+}
+
+class cluster_view {
+ public:
+  // Any thread: every member this node knows, itself included, as a
+  // troupe.cluster.Members buffer.
+  virtual std::shared_ptr<const std::vector<std::uint8_t>> members() const = 0;
+
+ protected:
+  ~cluster_view() = default;
+};
+
+}  // namespace troupe
