@@ -212,6 +212,30 @@ troupe_pid* pid_parse(troupe_ctx* c, const char* text, std::size_t len) {
   return to_abi(p.get());
 }
 
+int subscribe_cluster(troupe_ctx* c) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  a->subscribe_cluster(*c->ctx);
+  return TROUPE_OK;
+}
+
+int unsubscribe_cluster(troupe_ctx* c) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr) return TROUPE_ERR_ARGUMENT;
+  a->unsubscribe_cluster();
+  return TROUPE_OK;
+}
+
+std::size_t cluster_members(troupe_ctx* c, std::uint8_t* buf, std::size_t cap) {
+  if (c == nullptr || c->ctx == nullptr || (buf == nullptr && cap != 0)) return 0;
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return 0;
+  const auto members = v->members();
+  if (!members) return 0;
+  if (members->size() <= cap) std::memcpy(buf, members->data(), members->size());
+  return members->size();
+}
+
 }  // namespace
 
 extern const troupe_host_api host_api;
@@ -246,6 +270,9 @@ const troupe_host_api host_api = {
     &fail,
     &set_receive_timeout,
     &pid_parse,
+    &subscribe_cluster,
+    &unsubscribe_cluster,
+    &cluster_members,
 };
 
 }  // namespace troupe::plugin::detail

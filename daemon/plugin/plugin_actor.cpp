@@ -5,6 +5,7 @@ namespace troupe::plugin::detail {
 
 plugin_actor::~plugin_actor() {
   for (auto& [id, t] : timers_) t.cancel();
+  unsubscribe_cluster();
   if (instance_ != nullptr && k_->def.destroy(instance_) != 0) {
     h_->stats().actor_failures.fetch_add(1, std::memory_order_relaxed);
     h_->log(log_level::error, k_->name + ": an actor's destructor failed");

@@ -119,6 +119,18 @@ class plugin_actor final : public actor {
     timers_.emplace(id, std::move(h));
     return id;
   }
+  // Cluster events to this actor, until it stops or restarts (or unsubscribes).
+  void subscribe_cluster(context& ctx) {
+    if (cluster_sub_ != 0) return;
+    events_ = &ctx.system().events();
+    cluster_sub_ = events_->subscribe(ctx.self(), [](const event& e) {
+      const auto* m = std::get_if<message>(&e);
+      return m != nullptr && *m && is_cluster_event(m->get()->type);
+    });
+  }
+  void unsubscribe_cluster() {
+    if (cluster_sub_ != 0) events_->unsubscribe(std::exchange(cluster_sub_, 0));
+  }
   bool cancel_timer(std::uint64_t id) {
     auto it = timers_.find(id);
     if (it == timers_.end()) return false;
@@ -139,6 +151,8 @@ class plugin_actor final : public actor {
   std::unordered_map<std::uint64_t, timer_handle> timers_;
   std::size_t timers_kept_ = 0;
   std::uint64_t next_timer_ = 1;
+  event_stream* events_ = nullptr;
+  std::uint64_t cluster_sub_ = 0;
 };
 
 

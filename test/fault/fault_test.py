@@ -10,6 +10,8 @@ even when the test fails.
   A partition of 2 | 3 for 30 s: each side declares the other dead; once
   healed, all five are alive again within 10 s.
   A partition of 3 minutes heals as well.
+  A node stopped (SIGSTOP) for 30 s is declared dead; after SIGCONT it is
+  alive again everywhere.
 
 Its time budget is about 8 minutes (make test-fault; CI runs it once, in
 the optimised build). It needs root (a namespace, nftables); without it,
@@ -19,6 +21,7 @@ usage: fault_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,6 +129,20 @@ def inner(argv):
         check("a partition of 3 minutes heals as well (all five alive within 60 s)", took is not None,
               f"{views(ns)} (took {took})")
         print(f"info: the 3-minute partition healed in {took:.1f} s" if took else "info: not healed in 60 s")
+
+        # ---- SIGSTOP for 30 s: dead to the others, alive again after SIGCONT
+        victim, others = ns[4], ns[:4]
+        victim.p.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(30)
+            v = views(others)
+        finally:
+            victim.p.send_signal(signal.SIGCONT)
+        check("a node stopped for 30 s (SIGSTOP) is declared dead by the others",
+              all(v[n.name][victim.name] == "dead" for n in others), str(v))
+        took = wait(ns, all_alive, 15)
+        check("after SIGCONT it refutes the verdict: all five alive again within 15 s", took is not None,
+              f"{views(ns)} (took {took})")
     finally:
         w.stop_all()
         subprocess.run(["nft", "delete", "table", "inet", "fault"])

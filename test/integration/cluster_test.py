@@ -33,7 +33,7 @@ addr = {h: f"{h}:{ports[h]}" for h in hosts}
 
 def start(name, host, seeds, secret=key, extra=""):
     return nodes_mod.node(w, name, key=secret, listen=addr[host], seeds=[addr[s] for s in seeds],
-                          plugins=("echo",), extra=extra)
+                          plugins=("echo", "thrower", "remote_probe"), extra=extra)
 
 
 def states(n):
@@ -54,6 +54,9 @@ def all_see(ns, expect, timeout=15.0):
 try:
     # ---- five nodes from one seed
     first = start("a", hosts[0], [hosts[0]])
+    # An actor of a plugin that hears the cluster's events from the start.
+    status, body = first.spawn("probe.cluster", "news")
+    check("a plugin's actor subscribes to the cluster's events", status == 201, f"{status} {body}")
     rest = [start(n, h, [hosts[0]]) for n, h in zip("bcde", hosts[1:5])]
     five = [first] + rest
     alive5 = {n: "alive" for n in "abcde"}
@@ -70,20 +73,56 @@ try:
           metric(text, "troupe_cluster_members", '{state="alive"}') == 5
           and (metric(text, "troupe_cluster_gossip_bytes_total", '{direction="out"}') or 0) > 0, text[-2000:])
 
+    status, body = first.request("news", "troupe.test.Ask", {})
+    events, _, listed = body.get("message", {}).get("s", "").partition("|")
+    check("it heard each member join, and the topology change, as FlatBuffers events",
+          all(f"joined:{n}" in events.split(",") for n in "bcde") and "topology:5" in events, events)
+    check("and the member list it asks for names all five alive",
+          sorted(listed.split(",")) == [f"{n}=Alive" for n in "abcde"], listed)
+    check("/v1/members says which kinds each member hosts",
+          "probe.sink" in first.members()["c"].get("kinds", []), str(first.members()["c"]))
+
     # ---- kill -9, then a new start: a new generation, alive at once
     d = rest[2]
     old_gen = first.members()["d"]["generation"]
+    # Before: an actor of a keeps the PID of an actor of d (the sender of
+    # a request), and another watches it.
+    d.spawn("probe.relay", "relay")
+    first.spawn("probe.keeper", "keeper")
+    status, body = d.relay(f"{first.address}/keeper", 1)
+    check("a keeper on a holds the PID of d's relay", status == 200, f"{status} {body}")
+    first.spawn("probe.sink", "watcher")
+    first.request("watcher", "troupe.test.WatchPid", {"pid": f"{d.address}/relay"})
     d.p.kill()
     d.p.wait()
     dead = poll(lambda: first.members().get("d", {}).get("status"), lambda s: s == "dead", 30)
     check("a node killed with kill -9 is declared dead", dead == "dead", str(first.members().get("d")))
-    check("the verdict is logged, naming the member", first.said_dead("d"), first.err.text()[-2000:])
+    check("the verdict is logged, naming the member and who reported it",
+          first.said_dead("d") and first.err.has("cluster: d (", 1)
+          and any("cluster: d (" in l and ") dead, " in l and ("reported by" in l or "by this node" in l)
+                  for l in first.err.lines), first.err.text()[-2000:])
+    seen = poll(lambda: first.ask("watcher"), lambda m: "relay" in m.get("terminated", ""), 5)
+    check("the dead verdict is node lost: watchers of its actors get Terminated(NodeLost)",
+          "relay:NodeLost" in seen.get("terminated", ""), str(seen))
     d2 = start("d", hosts[3], [hosts[0]])
     rest[2] = d2
     five = [first] + rest
     back = poll(lambda: first.members().get("d", {}), lambda m: m.get("status") == "alive" and m["generation"] > old_gen, 10)
     check("started again, it is alive at once as a newer generation",
           back.get("status") == "alive" and back.get("generation", 0) > old_gen, str(back))
+    # After: an actor of the new start takes the same id; the PID kept from
+    # the old start must not reach it.
+    d2.spawn("probe.sink", "relay")
+    stale_before = metric(first.scrape(), "troupe_dead_letters_total", '{reason="stale"}') or 0
+    status, body = first.request("keeper", "troupe.test.Burst", {"to": "", "count": 3})
+    stale = poll(lambda: metric(first.scrape(), "troupe_dead_letters_total", '{reason="stale"}') or 0,
+                 lambda v: v >= stale_before + 3, 5)
+    check("a PID from before a restart reaches no actor of the new start: dead letters, reason stale",
+          status == 200 and stale == stale_before + 3 and d2.ask("relay").get("received", 0) == 0,
+          f"{status} {body} stale {stale_before} -> {stale}, {d2.ask('relay')}")
+    first.request("keeper", "troupe.test.Burst", {"to": f"{d2.address}/relay", "count": 3})
+    got = poll(lambda: d2.ask("relay"), lambda m: m.get("received", 0) >= 3, 5)
+    check("the same id written as text reaches the actor of the new start", got.get("received") == 3, str(got))
 
     # ---- SIGSTOP for 2 s: suspected at most, never dead
     c = rest[1]
@@ -101,6 +140,11 @@ try:
     left = poll(lambda: first.members().get("e", {}).get("status"), lambda s: s == "left", 5)
     check("SIGTERM is seen as a leave, within seconds, with no dead verdict",
           left == "left" and not first.said_dead("e"), str(first.members().get("e")))
+    status, body = first.request("news", "troupe.test.Ask", {})
+    events = body.get("message", {}).get("s", "").partition("|")[0].split(",")
+    check("the plugin's actor heard d die (naming who reported it), come back, and e leave",
+          any(x.startswith("dead:d by ") for x in events) and "joined:d" in events[events.index(
+              next(x for x in events if x.startswith("dead:d"))):] and "left:e" in events, str(events))
 
     # ---- datagrams that are not a member's are refused, each counted by reason
     def datagram(cluster, body):

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <troupe/troupe.hpp>
+#include "cluster_generated.h"
 #include "system_generated.h"
 #include "test_messages_generated.h"
 
@@ -83,9 +84,69 @@ struct Sink : troupe::Actor {
   }
 };
 
+// Keeps the sender of the first Num it is asked (answering Num(n)); Burst
+// with an empty `to` sends Num(1..count) to the one it kept (a PID from a
+// message, with its node's generation), any other `to` to that PID text.
+struct Keeper : troupe::Actor {
+  troupe::Pid kept;
+  void receive(troupe::Context& ctx) override {
+    if (auto n = ctx.message<Num>()) {
+      if (!kept) kept = ctx.sender();
+      ctx.respond<Num>([&](auto& b) { return CreateNum(b, n->n()); });
+    } else if (auto r = ctx.message<Burst>()) {
+      const std::string_view text = r->to() ? r->to()->string_view() : std::string_view();
+      troupe::Pid to = text.empty() ? kept : ctx.resolve(text);
+      if (!to) throw std::runtime_error("nothing to send to");
+      for (int64_t i = 1; i <= r->count(); ++i) ctx.send<Num>(to, [&](auto& b) { return CreateNum(b, i); });
+      ctx.respond<Done>([&](auto& b) { return CreateDone(b, r->count()); });
+    }
+  }
+};
+
+// Subscribes to the cluster's events when it starts and notes each
+// ("joined:b", "suspect:c by a", "dead:c by a", "alive:c", "left:e",
+// "topology:3"); Ask answers Text "EVENTS|MEMBERS", MEMBERS being
+// name=status of every member the node knows.
+struct ClusterWatcher : troupe::Actor {
+  std::string events;
+  void started(troupe::Context& ctx) override { ctx.subscribe_cluster(); }
+  void receive(troupe::Context& ctx) override {
+    namespace c = troupe::cluster;
+    auto note = [&](const std::string& s) { events += (events.empty() ? "" : ",") + s; };
+    auto name = [](const c::MemberInfo* m) { return m && m->name() ? m->name()->str() : std::string("?"); };
+    auto by = [](const flatbuffers::String* r) { return " by " + (r ? r->str() : std::string("?")); };
+    if (auto j = ctx.message<c::MemberJoined>()) {
+      note("joined:" + name(j->member()));
+    } else if (auto s = ctx.message<c::MemberSuspect>()) {
+      note("suspect:" + name(s->member()) + by(s->reporter()));
+    } else if (auto a = ctx.message<c::MemberAlive>()) {
+      note("alive:" + name(a->member()));
+    } else if (auto d = ctx.message<c::MemberDead>()) {
+      note("dead:" + name(d->member()) + by(d->reporter()));
+    } else if (auto l = ctx.message<c::MemberLeft>()) {
+      note("left:" + name(l->member()));
+    } else if (auto t = ctx.message<c::TopologyChanged>()) {
+      note("topology:" + std::to_string(t->members() ? t->members()->size() : 0));
+    } else if (ctx.message<Ask>()) {
+      std::string members;
+      const std::vector<std::uint8_t> bytes = ctx.cluster_members();
+      if (!bytes.empty()) {
+        flatbuffers::Verifier v(bytes.data(), bytes.size());
+        if (!v.VerifyBuffer<c::Members>(nullptr)) throw std::runtime_error("the member list does not verify");
+        for (const c::MemberInfo* m : *flatbuffers::GetRoot<c::Members>(bytes.data())->members())
+          members += (members.empty() ? "" : ",") + name(m) + "=" + c::EnumNameMemberStatus(m->status());
+      }
+      const std::string text = events + "|" + members;
+      ctx.respond<Text>([&](auto& b) { return CreateTextDirect(b, text.c_str()); });
+    }
+  }
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(remote_probe, "1.0.0") {
+  plugin.kind<Keeper>("probe.keeper");
+  plugin.kind<ClusterWatcher>("probe.cluster");
   plugin.kind<Relayer>("probe.relay");
   plugin.kind<Sender>("probe.sender");
   plugin.kind<Sink>("probe.sink");

@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 2
+#define TROUPE_ABI_MINOR 3
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -183,6 +183,20 @@ typedef struct troupe_host_api {
    * to it cross the network). Returns an owned reference, or NULL when the
    * text is not a PID or names no actor of this node. */
   troupe_pid* (*pid_parse)(troupe_ctx* ctx, const char* text, size_t len);
+
+  /* ---- ABI 1.3 ---- */
+  /* The cluster's events come to this actor as messages, from now until it
+   * stops or restarts (subscribe again in started()), or unsubscribes:
+   * troupe.cluster.MemberJoined, MemberSuspect, MemberAlive, MemberDead,
+   * MemberLeft and TopologyChanged (schemas/cluster.fbs). A node without a
+   * cluster sends none. */
+  int (*subscribe_cluster)(troupe_ctx* ctx);
+  int (*unsubscribe_cluster)(troupe_ctx* ctx);
+  /* Writes every member this node knows (itself included) as a
+   * troupe.cluster.Members buffer into buf when it fits in cap bytes, and
+   * returns its size either way (call again with a buffer that large); 0
+   * when the node has no cluster. */
+  size_t (*cluster_members)(troupe_ctx* ctx, uint8_t* buf, size_t cap);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 
@@ -269,6 +270,36 @@ class Context {
     return Pid::adopt(detail::host->pid_parse(c_, text.data(), text.size()));
   }
 
+  // ---- the cluster (ABI 1.3) ----
+  // Cluster events arrive as messages from now until this actor stops or
+  // restarts (subscribe in started()): troupe::cluster::MemberJoined,
+  // MemberSuspect, MemberAlive, MemberDead, MemberLeft, TopologyChanged,
+  // from cluster_generated.h (flatc --cpp --gen-name-strings on
+  // cluster.fbs in pkg-config's schemadir).
+  void subscribe_cluster() {
+    require(TROUPE_HOST_HAS(detail::host, subscribe_cluster), "subscribe_cluster");
+    check(detail::host->subscribe_cluster(c_), "subscribe_cluster");
+  }
+  void unsubscribe_cluster() {
+    require(TROUPE_HOST_HAS(detail::host, unsubscribe_cluster), "unsubscribe_cluster");
+    check(detail::host->unsubscribe_cluster(c_), "unsubscribe_cluster");
+  }
+  // Every member the node knows, itself included: a troupe.cluster.Members
+  // buffer (flatbuffers::GetRoot<troupe::cluster::Members>(bytes.data())),
+  // empty when the node has no cluster.
+  std::vector<std::uint8_t> cluster_members() const {
+    require(TROUPE_HOST_HAS(detail::host, cluster_members), "cluster_members");
+    std::vector<std::uint8_t> buf(4096);
+    for (;;) {
+      const std::size_t n = detail::host->cluster_members(c_, buf.data(), buf.size());
+      if (n <= buf.size()) {
+        buf.resize(n);
+        return buf;
+      }
+      buf.resize(n);
+    }
+  }
+
   void set_receive_timeout(std::chrono::nanoseconds d) {
     if (!TROUPE_HOST_HAS(detail::host, set_receive_timeout))
       throw Error("set_receive_timeout needs a node with ABI 1.1", TROUPE_ERR_STATE);
@@ -283,6 +314,9 @@ class Context {
   troupe_ctx* raw() const noexcept { return c_; }
 
  private:
+  static void require(bool has, const char* what) {
+    if (!has) throw Error(std::string(what) + " needs a node with ABI 1.3", TROUPE_ERR_STATE);
+  }
   void check(int status, const char* what) const {
     if (status != TROUPE_OK)
       throw Error(std::string(what) + " failed (status " + std::to_string(status) + ")", status);
