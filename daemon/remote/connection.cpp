@@ -311,7 +311,13 @@ void connection::tick(std::int64_t now) {
                 std::to_string(o.handshake_timeout.count()) + " ms");
     return;
   }
-  if (s_.take_activity() || paused_) last_heard_ns_ = now;
+  // A link to a member of the cluster with nothing in flight either way is
+  // quiet: no heartbeats, and silence is no failure. The cluster's probes
+  // watch the member itself; the link speaks again, and expects answers,
+  // as soon as something is sent. A paused link is not idle: the peer
+  // waits for what it sent to be read, and must hear this node meanwhile.
+  const bool quiet = !paused_ && t_.cluster_decides(peer_->address()) && peer_->settled();
+  if (s_.take_activity() || paused_ || quiet) last_heard_ns_ = now;
   if (now - last_heard_ns_ > std::chrono::duration_cast<nanoseconds>(o.heartbeat_timeout).count()) {
     close(close_reason::heartbeat_timeout,
           "nothing heard for " + std::to_string(o.heartbeat_timeout.count()) + " ms");
@@ -322,6 +328,7 @@ void connection::tick(std::int64_t now) {
     std::lock_guard lock(wmu_);
     last_write = last_write_ns_;
   }
+  if (quiet) return;
   if (now - last_write >= std::chrono::duration_cast<nanoseconds>(o.heartbeat_interval).count())
     send_now(encode_frame(0, ack_value(), [](flatbuffers::FlatBufferBuilder& b) {
       return std::pair(wire::Body::Heartbeat, wire::CreateHeartbeat(b).Union());

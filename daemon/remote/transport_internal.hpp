@@ -373,6 +373,14 @@ class peer : public std::enable_shared_from_this<peer> {
            ack_sent_.load(std::memory_order_relaxed) + threshold;
   }
 
+  // Loop: nothing waits for the peer's acknowledgement, nothing waits to be
+  // sent, and everything received was acknowledged.
+  bool settled() {
+    if (queue_.depth() != 0 || ack_due(1)) return false;
+    std::lock_guard lock(ledger_mu_);
+    return ledger_.size() == 0;
+  }
+
   // Loop: the peer has this node's items up to `upto`.
   void on_ack(std::uint64_t upto) {
     bool was_full;

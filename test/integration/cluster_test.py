@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 import nodes as nodes_mod
@@ -93,6 +94,21 @@ try:
     check("a keeper on a holds the PID of d's relay", status == 200, f"{status} {body}")
     first.spawn("probe.sink", "watcher")
     first.request("watcher", "troupe.test.WatchPid", {"pid": f"{d.address}/relay"})
+    # And a request is in flight to d: a's forwarder passes it on, with the
+    # admin API's future as its sender, to an actor of d that sleeps on it.
+    d.spawn("probe.sink", "sleeper")
+    first.spawn("probe.forward", "fwd")
+    first.request("fwd", "troupe.test.WatchPid", {"pid": f"{d.address}/sleeper"})
+    in_flight = {}
+
+    def ask_sleeper():
+        t = time.time()
+        in_flight["answer"] = first.request("fwd", "troupe.test.Num", {"n": -25000}, timeout_ms=30000)
+        in_flight["took"] = time.time() - t
+
+    asker = threading.Thread(target=ask_sleeper)
+    asker.start()
+    time.sleep(0.5)
     d.p.kill()
     d.p.wait()
     dead = poll(lambda: first.members().get("d", {}).get("status"), lambda s: s == "dead", 30)
@@ -101,6 +117,10 @@ try:
           first.said_dead("d") and first.err.has("cluster: d (", 1)
           and any("cluster: d (" in l and ") dead, " in l and ("reported by" in l or "by this node" in l)
                   for l in first.err.lines), first.err.text()[-2000:])
+    asker.join(30)
+    status, body = in_flight.get("answer", (None, {}))
+    check("a request in flight to it fails at once with the verdict (503, NodeLost), not at its timeout",
+          status == 503 and "NodeLost" in str(body) and in_flight.get("took", 99) < 20, f"{in_flight}")
     seen = poll(lambda: first.ask("watcher"), lambda m: "relay" in m.get("terminated", ""), 5)
     check("the dead verdict is node lost: watchers of its actors get Terminated(NodeLost)",
           "relay:NodeLost" in seen.get("terminated", ""), str(seen))
@@ -197,7 +217,6 @@ try:
     # ---- three nodes started at the same moment, listing each other: one cluster
     trio_hosts = hosts[4:7]
     trio = [None] * 3
-    import threading
     threads = [threading.Thread(target=lambda i=i: trio.__setitem__(
         i, start("t" + str(i), trio_hosts[i], trio_hosts))) for i in range(3)]
     for t in threads:

@@ -103,6 +103,22 @@ struct Keeper : troupe::Actor {
   }
 };
 
+// WatchPid{pid} names where it forwards (answered Done); every Num after
+// that is forwarded there with its sender (a request's future on this node
+// waits for the far actor's answer itself).
+struct Forwarder : troupe::Actor {
+  troupe::Pid to;
+  void receive(troupe::Context& ctx) override {
+    if (auto w = ctx.message<WatchPid>()) {
+      to = ctx.resolve(w->pid() ? w->pid()->string_view() : std::string_view());
+      if (!to) throw std::runtime_error("cannot resolve " + (w->pid() ? w->pid()->str() : ""));
+      ctx.respond<Done>([](auto& b) { return CreateDone(b, 1); });
+    } else if (ctx.message<Num>() && to) {
+      ctx.forward(to);
+    }
+  }
+};
+
 // Subscribes to the cluster's events when it starts and notes each
 // ("joined:b", "suspect:c by a", "dead:c by a", "alive:c", "left:e",
 // "topology:3"); Ask answers Text "EVENTS|MEMBERS", MEMBERS being
@@ -146,6 +162,7 @@ struct ClusterWatcher : troupe::Actor {
 
 TROUPE_PLUGIN(remote_probe, "1.0.0") {
   plugin.kind<Keeper>("probe.keeper");
+  plugin.kind<Forwarder>("probe.forward");
   plugin.kind<ClusterWatcher>("probe.cluster");
   plugin.kind<Relayer>("probe.relay");
   plugin.kind<Sender>("probe.sender");

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <unordered_set>
 
 #include <sys/socket.h>
 #include <uv.h>
@@ -125,13 +126,7 @@ class cluster_module final : public module, public cluster_view {
         c.get(cluster_section()).options(), remote::random_u64(),
         cluster::metadata{{"protocol", "1"}, {"kinds", kinds}});
     // Members are lost when the cluster says so, not when a link breaks.
-    transport_->set_membership([this](const std::string& address) {
-      if (!machine_) return false;
-      for (const cluster::member& m : machine_->members())
-        if (m.id.address == address)
-          return m.state == cluster::member_state::alive || m.state == cluster::member_state::suspect;
-      return false;
-    });
+    transport_->set_membership([this](const std::string& address) { return up_addresses_.count(address) != 0; });
     // UDP on the listen address, at the port TCP got.
     sockaddr_storage at{};
     const std::string listen = n.listen.substr(0, n.listen.rfind(':') + 1) + std::to_string(transport_->port());
@@ -384,6 +379,10 @@ class cluster_module final : public module, public cluster_view {
       if (stream.has_subscribers())
         if (envelope* m = event_message(e, clock)) stream.publish(message::adopt(m));
     }
+    up_addresses_.clear();
+    for (const cluster::member& m : all)
+      if (m.state == cluster::member_state::alive || m.state == cluster::member_state::suspect)
+        up_addresses_.insert(m.id.address);
     topology up = up_members(all);
     if (up != topology_) {
       if (stream.has_subscribers()) stream.publish(message::adopt(topology_message(topology_, up, all, clock)));
@@ -459,6 +458,7 @@ class cluster_module final : public module, public cluster_view {
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
   std::vector<std::uint8_t> plain_;
   topology topology_;
+  std::unordered_set<std::string> up_addresses_;  // of members alive or suspect
   mutable std::mutex snapshot_mu_;
   std::shared_ptr<const std::vector<std::uint8_t>> snapshot_;
   static constexpr millis not_joined_after{5000};
