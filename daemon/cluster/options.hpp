@@ -32,8 +32,9 @@ struct swim_options {
   millis gossip_to_the_dead{30000};
   millis dead_retention{300000};
   // Dead members and seeds are asked for a full-state exchange this often,
-  // so that the halves of a long partition find each other again.
-  millis reconnect_interval{10000};
+  // so that the halves of a long partition find each other again. Nothing
+  // is sent while every member is alive and every seed in view.
+  millis reconnect_interval{5000};
   std::size_t max_packet = 1400;  // bytes of one datagram
 
   static swim_options lan() { return {}; }

@@ -22,6 +22,7 @@ usage: fault_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,34 @@ def inner(argv):
         ends = [l.split()[-2:] for l in links.splitlines() if ":7700" in l]
         check("a node dials from the address it listens on",
               ends and all(e.rsplit(":", 1)[0] in hosts for pair in ends for e in pair), links)
+
+        # ---- a datagram a member really sent, sent again, is refused as a replay
+        def replays():
+            return nodes_mod.metric(ns[0].scrape(), "troupe_cluster_datagrams_refused_total",
+                                    '{reason="replayed"}') or 0
+
+        captured = None
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800)) as sniff:
+            sniff.bind(("lo", 0))
+            sniff.settimeout(1)
+            deadline = time.time() + 10
+            while captured is None and time.time() < deadline:
+                try:
+                    ip = sniff.recv(65535)[14:]
+                except socket.timeout:
+                    continue
+                ihl = (ip[0] & 0x0F) * 4
+                if ip[9] == 17 and socket.inet_ntoa(ip[16:20]) == hosts[0] and \
+                        int.from_bytes(ip[ihl + 2:ihl + 4], "big") == 7700 and socket.inet_ntoa(ip[12:16]) != hosts[0]:
+                    captured = ip[ihl + 8:]
+        before = replays()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((hosts[1], 0))
+            if captured:
+                u.sendto(captured, (hosts[0], 7700))
+        after = nodes_mod.poll(replays, lambda v: v > before, 5)
+        check("a member's datagram captured on the wire and sent again is refused as a replay, and counted",
+              captured is not None and after == before + 1, f"captured {captured is not None}, {before} -> {after}")
 
         # ---- 20% loss both ways for 2 minutes
         loss(20)

@@ -45,7 +45,8 @@ const section<remote_settings>& remote_section() {
         .number("send_queue", &remote_settings::send_queue, 16, 1 << 24, "messages",
                 "Messages waiting per peer; more become dead letters.")
         .number("heartbeat_interval_ms", &remote_settings::heartbeat_interval_ms, 10, 600000, "milliseconds",
-                "How often an idle link says it is alive.")
+                "How often a link with nothing to send says it is alive (a link to a cluster member with "
+                "nothing in flight either way says nothing: the cluster watches the member).")
         .number("heartbeat_timeout_ms", &remote_settings::heartbeat_timeout_ms, 20, 3600000, "milliseconds",
                 "A link that hears nothing this long is closed; longer than heartbeat_interval_ms.")
         .number("handshake_timeout_ms", &remote_settings::handshake_timeout_ms, 10, 600000, "milliseconds",
