@@ -157,8 +157,6 @@ void peer::connection_closed(connection& c, close_reason reason, const std::stri
     conn_ = nullptr;
     if (reason == close_reason::peer_left) {
       // It said it is stopping: lost now, whatever the cluster says later.
-      give_up_.cancel();
-      reconnecting_ = false;
       declared_lost(0, "it left (it is stopping)");
     } else if (reason != close_reason::shutdown && !t_.stopped()) {
       // The link went, maybe not the peer: dial again at once, resend
@@ -242,17 +240,16 @@ void peer::shutdown() {
   for (process_ref& p : proxies) static_cast<remote_process*>(p.get())->take_watchers();
 }
 
-void peer::give_up(const std::string& why) {
+std::size_t peer::stop_waiting() {
   give_up_.cancel();
   reconnecting_ = false;
-  std::size_t dropped;
-  {
-    std::lock_guard lock(ledger_mu_);
-    dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
-  }
-  const std::string unacked = dropped ? "; " + std::to_string(dropped) +
-                                            " items it did not acknowledge are dead letters (unconfirmed)"
-                                      : std::string();
+  std::lock_guard lock(ledger_mu_);
+  return ledger_.clear([&](sent_item& i) { unconfirmed(i); });
+}
+
+void peer::give_up(const std::string& why) {
+  const std::size_t dropped = stop_waiting();
+  const std::string unacked = unconfirmed_words(dropped);
   if (t_.cluster_decides(address_)) {
     // A link that stays down is not a lost node: the cluster's verdict
     // (transport::node_lost) says that, for every node at once.
@@ -272,18 +269,15 @@ void peer::declared_lost(std::uint64_t generation, const std::string& why) {
     // That start was given up when a newer one connected (attach).
     if (incarnation_ != 0 && generation != 0 && incarnation_ != generation) return;
   }
-  give_up_.cancel();
-  reconnecting_ = false;
-  std::size_t dropped;
-  {
-    std::lock_guard lock(ledger_mu_);
-    dropped = ledger_.clear([&](sent_item& i) { unconfirmed(i); });
-  }
-  t_.log(log_level::info, "remote: " + address_ + " is lost: " + why +
-                              (dropped ? "; " + std::to_string(dropped) +
-                                             " items it did not acknowledge are dead letters (unconfirmed)"
-                                       : std::string()));
+  const std::size_t dropped = stop_waiting();
+  t_.log(dropped ? log_level::warning : log_level::info,
+         "remote: " + address_ + " is lost: " + why + unconfirmed_words(dropped));
   lost(why);
+}
+
+std::string peer::unconfirmed_words(std::size_t dropped) {
+  return dropped ? "; " + std::to_string(dropped) + " items it did not acknowledge are dead letters (unconfirmed)"
+                 : std::string();
 }
 
 void peer::note_requester(process* requester, process* target) {

@@ -472,6 +472,10 @@ class peer : public std::enable_shared_from_this<peer> {
   // The peer will not come back (it left, restarted, or stayed away too
   // long): what it has not acknowledged is unconfirmed, and it is lost.
   void give_up(const std::string& why);
+  // Stops waiting for the link to come back: what the peer did not
+  // acknowledge becomes dead letters (unconfirmed); returns how many.
+  std::size_t stop_waiting();
+  static std::string unconfirmed_words(std::size_t dropped);
 
   // An item the peer never acknowledged: a message becomes a dead letter
   // (which fails its request at once), a watch answers node lost, a spawn
