@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
       if (!as_json) {
         for (const char* key : {"name", "cluster", "version", "state", "actors", "plugins", "kinds",
                                 "dispatcher_threads", "messages_processed", "dead_letters", "listen",
-                                "admin", "metrics", "state_dir", "started_at", "pid", "config"})
+                                "admin", "metrics", "state_dir", "generation", "started_at", "pid", "config"})
           if (out.contains(key)) std::printf("%-19s %s\n", (std::string(key) + ":").c_str(),
                                              text(out[key]).c_str());
       }

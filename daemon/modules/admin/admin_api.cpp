@@ -150,7 +150,11 @@ void admin_api::handle(const admin_request& r) {
     const json info = ctx_.node_info();
     const json a = !info.value("advertise", json(nullptr)).is_null() ? info["advertise"]
                                                                      : info.value("listen", json(nullptr));
-    const json self = {{"name", info.value("name", "")}, {"address", a}, {"status", "up"}, {"self", true}};
+    const json self = {{"name", info.value("name", "")},
+                       {"address", a},
+                       {"status", "up"},
+                       {"generation", info.value("generation", json(nullptr))},
+                       {"self", true}};
     return r.reply(200, {{"members", json::array({self})}});
   }
   if (what == "actors") {

@@ -119,8 +119,20 @@ class cluster_module final : public module, public cluster_view {
     secrets_ = n.secret.secrets;
     seeds_ = c.get(seeds_section()).seeds;
     const std::string address = transport_->address();
+    // The kinds this node hosts travel in its metadata, which rides in
+    // every datagram that says it is alive (a refutation too): it must fit.
     std::string kinds;
-    for (const std::string& k : ctx.system().kinds().names()) kinds += (kinds.empty() ? "" : ",") + k;
+    std::size_t listed = 0;
+    const std::vector<std::string> names = ctx.system().kinds().names();
+    for (const std::string& k : names) {
+      if (kinds.size() + k.size() + 1 > max_kinds_bytes) break;
+      kinds += (kinds.empty() ? "" : ",") + k;
+      ++listed;
+    }
+    if (listed < names.size())
+      log(level::warning, "cluster: this node hosts " + std::to_string(names.size()) + " kinds; only the first " +
+                              std::to_string(listed) + " (" + std::to_string(max_kinds_bytes) +
+                              " bytes of names) are told to the other members");
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
         c.get(cluster_section()).options(), remote::random_u64(),
@@ -462,6 +474,7 @@ class cluster_module final : public module, public cluster_view {
   mutable std::mutex snapshot_mu_;
   std::shared_ptr<const std::vector<std::uint8_t>> snapshot_;
   static constexpr millis not_joined_after{5000};
+  static constexpr std::size_t max_kinds_bytes = 600;
   millis started_{0};
   bool said_not_joined_ = false;
   uv_udp_t udp_{};
