@@ -1,0 +1,96 @@
+// Grain placement: every node that sees the same members picks the same
+// owner; load spreads evenly; members that come and go move only what
+// they must.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/placement.hpp"
+
+using namespace troupe::cluster;
+
+namespace {
+
+std::vector<std::uint64_t> keys(const std::vector<std::string>& names) {
+  std::vector<std::uint64_t> k;
+  for (const auto& n : names) k.push_back(member_key(n));
+  return k;
+}
+
+std::vector<std::string> nodes(int n) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back("node-" + std::to_string(i));
+  return v;
+}
+
+// Owner name of each of `count` identities of kind "counter".
+std::vector<std::string> owners(const std::vector<std::string>& names, int count) {
+  const auto k = keys(names);
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(names[place(k, grain_key("counter", "c" + std::to_string(i)))]);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("no member, no owner", "[placement]") {
+  CHECK(place({}, grain_key("counter", "c1")) == no_owner);
+}
+
+TEST_CASE("the owner does not depend on the order members are listed in", "[placement]") {
+  auto names = nodes(7);
+  const auto before = owners(names, 2000);
+  std::reverse(names.begin(), names.end());
+  CHECK(owners(names, 2000) == before);
+  std::rotate(names.begin(), names.begin() + 3, names.end());
+  CHECK(owners(names, 2000) == before);
+}
+
+TEST_CASE("kind and identity are kept apart", "[placement]") {
+  CHECK(grain_key("ab", "c") != grain_key("a", "bc"));
+  CHECK(grain_key("counter", "c1") != grain_key("account", "c1"));
+}
+
+TEST_CASE("identities spread evenly over the members", "[placement]") {
+  const auto names = nodes(10);
+  std::map<std::string, int> load;
+  for (const auto& o : owners(names, 100000)) ++load[o];
+  REQUIRE(load.size() == 10);
+  for (const auto& [n, c] : load) {
+    INFO(n << " owns " << c);
+    CHECK(c > 9400);  // 10,000 each, within 6%
+    CHECK(c < 10600);
+  }
+}
+
+TEST_CASE("a member that leaves moves only what it owned; one that joins takes its share from others",
+          "[placement]") {
+  auto names = nodes(8);
+  const auto before = owners(names, 40000);
+
+  auto fewer = names;
+  fewer.erase(fewer.begin() + 3);
+  const auto after_leave = owners(fewer, 40000);
+  int moved = 0;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (before[i] != "node-3") CHECK(after_leave[i] == before[i]);
+    moved += before[i] != after_leave[i];
+  }
+  CHECK(moved > 40000 / 8 * 0.9);
+  CHECK(moved < 40000 / 8 * 1.1);
+
+  auto more = names;
+  more.push_back("node-new");
+  const auto after_join = owners(more, 40000);
+  int taken = 0;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (after_join[i] != before[i]) {
+      CHECK(after_join[i] == "node-new");
+      ++taken;
+    }
+  }
+  CHECK(taken > 40000 / 9 * 0.9);
+  CHECK(taken < 40000 / 9 * 1.1);
+}
