@@ -159,6 +159,39 @@ void number(const YAML::Node& v, section_reader& r, const std::string& what, lon
   }
 }
 
+void duration(const YAML::Node& v, section_reader& r, const std::string& what, std::chrono::milliseconds lo,
+              std::chrono::milliseconds hi, std::chrono::milliseconds& out) {
+  const std::string s = v.IsScalar() ? v.Scalar() : std::string();
+  std::size_t digits = 0;
+  while (digits < s.size() && digits < 12 && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  const std::string unit = s.substr(digits);
+  static const std::pair<const char*, long long> units[] = {
+      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  long long per = 0;
+  for (const auto& [name, ms] : units)
+    if (unit == name) per = ms;
+  if (digits == 0 || per == 0) {
+    r.error(v, what + " must be a duration such as 500ms, 30s, 10m, 2h or 1d" +
+                   (s.empty() ? std::string() : " (not '" + s + "')"));
+    return;
+  }
+  const std::chrono::milliseconds d(std::stoll(s.substr(0, digits)) * per);
+  if (d < lo || d > hi) {
+    r.error(v, what + " must be between " + show(lo) + " and " + show(hi));
+    return;
+  }
+  out = d;
+}
+
+std::string show(std::chrono::milliseconds d) {
+  const long long ms = d.count();
+  static const std::pair<const char*, long long> units[] = {
+      {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}};
+  for (const auto& [name, per] : units)
+    if (ms != 0 && ms % per == 0) return std::to_string(ms / per) + name;
+  return std::to_string(ms) + "ms";
+}
+
 void flag(const YAML::Node& v, section_reader& r, const std::string& what, bool& out) {
   try {
     out = v.as<bool>();

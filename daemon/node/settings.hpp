@@ -9,6 +9,7 @@
 // Problems are config_errors with the file and line; every problem of a
 // file is reported, not only the first.
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -68,6 +69,10 @@ void choice(const YAML::Node& v, section_reader& r, const std::string& what,
 void number(const YAML::Node& v, section_reader& r, const std::string& what, long lo, long hi,
             const std::string& unit, unsigned& out);
 void flag(const YAML::Node& v, section_reader& r, const std::string& what, bool& out);
+// "500ms", "30s", "10m", "2h", "1d"; between lo and hi.
+void duration(const YAML::Node& v, section_reader& r, const std::string& what, std::chrono::milliseconds lo,
+              std::chrono::milliseconds hi, std::chrono::milliseconds& out);
+std::string show(std::chrono::milliseconds d);
 void address(const YAML::Node& v, section_reader& r, const std::string& what, bool literal,
              std::string& out);
 void names(const YAML::Node& v, section_reader& r, const std::string& what,
@@ -201,6 +206,8 @@ class section final : public section_base {
   }
   section& number(std::string name, unsigned S::*m, long lo, long hi, std::string unit, std::string doc);
   section& flag(std::string name, bool S::*m, std::string doc);
+  section& duration(std::string name, std::chrono::milliseconds S::*m, std::chrono::milliseconds lo,
+                    std::chrono::milliseconds hi, std::string doc);
   section& address(std::string name, std::string S::*m, bool literal, std::string doc);
   // A list of non-empty names; `every` (if set) is also taken alone, for all.
   section& names(std::string name, std::vector<std::string> S::*m, std::string what, std::string doc,
@@ -328,6 +335,17 @@ section<S>& section<S>::number(std::string name, unsigned S::*m, long lo, long h
         read::number(v, r, what, lo, hi, unit, out);
       },
       [](unsigned n) { return std::to_string(n); });
+}
+
+template <class S>
+section<S>& section<S>::duration(std::string name, std::chrono::milliseconds S::*m, std::chrono::milliseconds lo,
+                                 std::chrono::milliseconds hi, std::string doc) {
+  return key<std::chrono::milliseconds>(
+      std::move(name), m, "duration, " + read::show(lo) + "-" + read::show(hi), std::move(doc),
+      [lo, hi](const YAML::Node& v, section_reader& r, const std::string& what, std::chrono::milliseconds& out) {
+        read::duration(v, r, what, lo, hi, out);
+      },
+      [](std::chrono::milliseconds d) { return read::show(d); });
 }
 
 template <class S>

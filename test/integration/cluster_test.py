@@ -34,7 +34,8 @@ addr = {h: f"{h}:{ports[h]}" for h in hosts}
 
 def start(name, host, seeds, secret=key, extra=""):
     return nodes_mod.node(w, name, key=secret, listen=addr[host], seeds=[addr[s] for s in seeds],
-                          plugins=("echo", "thrower", "remote_probe"), extra=extra)
+                          plugins=("echo", "thrower", "remote_probe"), extra=extra,
+                          kinds="probe.sink: { remote_spawn: true }, echo: { grain: { idle_timeout: 2m } }")
 
 
 def states(n):
@@ -80,8 +81,9 @@ try:
           all(f"joined:{n}" in events.split(",") for n in "bcde") and "topology:5" in events, events)
     check("and the member list it asks for names all five alive",
           sorted(listed.split(",")) == [f"{n}=Alive" for n in "abcde"], listed)
-    check("/v1/members says which kinds each member hosts",
-          "probe.sink" in first.members()["c"].get("kinds", []), str(first.members()["c"]))
+    check("/v1/members says which kinds each member hosts, and which grain kinds in which version",
+          "probe.sink" in first.members()["c"].get("kinds", [])
+          and first.members()["c"].get("grains") == [{"kind": "echo", "version": "1.0.0"}], str(first.members()["c"]))
 
     # ---- kill -9, then a new start: a new generation, alive at once
     d = rest[2]

@@ -218,6 +218,10 @@ with tempfile.TemporaryDirectory() as tmp:
          "unknown key 'kinds.counter.mailbx'"),
         ("a mailbox capacity past reason", "kinds:\n  counter:\n    mailbox: { capacity: -1 }\n",
          ":3:", "'kinds.counter.mailbox.capacity' must be between 0 and 100000000 messages"),
+        ("a grain idle timeout that is no duration", "kinds:\n  counter:\n    grain: { idle_timeout: soon }\n",
+         ":3:", "'kinds.counter.grain.idle_timeout' must be a duration such as 500ms, 30s, 10m, 2h or 1d (not 'soon')"),
+        ("a grain idle timeout too short", "kinds:\n  counter:\n    grain: { idle_timeout: 10ms }\n",
+         ":3:", "'kinds.counter.grain.idle_timeout' must be between 1s and 7d"),
     ]
     for name, text, where, what in cases:
         path = write(tmp, name.replace(" ", "_") + ".yaml", text)

@@ -13,15 +13,21 @@ using flatbuffers::Offset;
 Offset<ev::MemberInfo> encode(FlatBufferBuilder& b, const cluster::member& m, const wall_clock& clock) {
   std::vector<Offset<flatbuffers::String>> kinds;
   for (const std::string& k : kinds_of(m)) kinds.push_back(b.CreateString(k));
+  std::vector<Offset<ev::GrainKind>> grains;
+  for (const auto& [kind, version] : grains_of(m))
+    grains.push_back(ev::CreateGrainKindDirect(b, kind.c_str(), version.c_str()));
   return ev::CreateMemberInfoDirect(b, m.id.name.c_str(), m.id.address.c_str(), m.id.generation, m.id.incarnation,
-                                    static_cast<ev::MemberStatus>(m.state), &kinds, clock.to_wall(m.since));
+                                    static_cast<ev::MemberStatus>(m.state), &kinds, clock.to_wall(m.since), &grains);
 }
 
 }  // namespace
 
-std::vector<std::string> kinds_of(const cluster::member& m) {
+namespace {
+
+// The comma-separated items of metadata key `key`.
+std::vector<std::string> listed(const cluster::member& m, const char* key) {
   std::vector<std::string> out;
-  const auto it = m.meta.find("kinds");
+  const auto it = m.meta.find(key);
   if (it == m.meta.end()) return out;
   std::size_t at = 0;
   const std::string& s = it->second;
@@ -30,6 +36,20 @@ std::vector<std::string> kinds_of(const cluster::member& m) {
     if (comma == std::string::npos) comma = s.size();
     if (comma > at) out.push_back(s.substr(at, comma - at));
     at = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> kinds_of(const cluster::member& m) { return listed(m, "kinds"); }
+
+std::vector<std::pair<std::string, std::string>> grains_of(const cluster::member& m) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const std::string& item : listed(m, "grains")) {
+    const std::size_t at = item.rfind('@');
+    if (at == std::string::npos) out.emplace_back(item, "");
+    else out.emplace_back(item.substr(0, at), item.substr(at + 1));
   }
   return out;
 }

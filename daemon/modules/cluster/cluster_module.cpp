@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <unordered_set>
 
@@ -19,6 +20,7 @@
 #include "node/module.hpp"
 #include "modules/cluster/cluster_events.hpp"
 #include "node/state_dir.hpp"
+#include "plugin/plugin_host.hpp"
 #include "remote/address.hpp"
 #include "remote/datagram.hpp"
 #include "remote/transport.hpp"
@@ -85,6 +87,24 @@ const section<cluster_settings>& cluster_section() {
   return s;
 }
 
+// kinds.<kind>.grain: the kind is a grain kind (a virtual actor, named by
+// kind and identity, activated where the cluster places it).
+struct grain_settings {
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+};
+
+const section<grain_settings>& grain_section() {
+  static const section<grain_settings> s = [] {
+    section<grain_settings> g("grain",
+                              "Makes the kind a grain kind: members tell each other which grain kinds they host, "
+                              "and in which version (the plugin's).");
+    g.duration("idle_timeout", &grain_settings::idle_timeout, std::chrono::seconds(1), std::chrono::hours(24 * 7),
+               "A grain that gets no message this long is passivated.");
+    return g;
+  }();
+  return s;
+}
+
 // Counters for the metrics thread, set on the loop.
 struct cluster_counters {
   std::array<std::atomic<std::int64_t>, 4> members{};  // by member_state
@@ -133,10 +153,11 @@ class cluster_module final : public module, public cluster_view {
       log(level::warning, "cluster: this node hosts " + std::to_string(names.size()) + " kinds; only the first " +
                               std::to_string(listed) + " (" + std::to_string(max_kinds_bytes) +
                               " bytes of names) are told to the other members");
+    const std::string grains = grain_kinds(ctx, names);
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
         c.get(cluster_section()).options(), remote::random_u64(),
-        cluster::metadata{{"protocol", "1"}, {"kinds", kinds}});
+        cluster::metadata{{"protocol", "1"}, {"kinds", kinds}, {"grains", grains}});
     // Members are lost when the cluster says so, not when a link breaks.
     transport_->set_membership([this](const std::string& address) { return up_addresses_.count(address) != 0; });
     // UDP on the listen address, at the port TCP got.
@@ -260,6 +281,33 @@ class cluster_module final : public module, public cluster_view {
   }
 
  private:
+  // "kind@version,..." of the grain kinds this node hosts (kinds.<kind>.grain
+  // or kinds.all.grain), the version being the plugin's. A grain kind that
+  // no loaded plugin has is said in the log.
+  std::string grain_kinds(node_context& ctx, const std::vector<std::string>& hosted) {
+    const config& c = ctx.settings();
+    std::map<std::string, std::string> version;
+    if (auto* plugins = ctx.find<plugin::host>())
+      for (const plugin::plugin_info& p : plugins->plugins())
+        for (const std::string& k : p.kinds) version[k] = p.version;
+    std::string out;
+    for (const std::string& k : hosted) {
+      if (c.setting_for(grain_section(), k) == nullptr) continue;
+      const std::string item = k + "@" + (version.count(k) ? version[k] : std::string("0"));
+      if (out.size() + item.size() + 1 > max_kinds_bytes) {
+        log(level::warning, "cluster: too many grain kinds to tell the other members; '" + k + "' and those after "
+                            "it are not told");
+        break;
+      }
+      out += (out.empty() ? "" : ",") + item;
+    }
+    for (const std::string& k : c.kinds())
+      if (k != config::all_kinds && c.for_kind(grain_section(), k) != nullptr &&
+          !std::binary_search(hosted.begin(), hosted.end(), k))
+        log(level::warning, "cluster: kinds." + k + ".grain: no loaded plugin has a kind '" + k + "'");
+    return out;
+  }
+
   // The protocol's time: the monotonic clock, in milliseconds.
   static millis now() {
     return std::chrono::duration_cast<millis>(std::chrono::steady_clock::now().time_since_epoch());
@@ -299,9 +347,16 @@ class cluster_module final : public module, public cluster_view {
                       {"since", when},
                       {"self", m.id.name == machine_->self().name},
                       {"kinds", kinds_of(m)},
+                      {"grains", grains_json(m)},
                       {"meta", meta}});
     }
     return {{"members", list}, {"joined", machine_->joined()}};
+  }
+
+  static json grains_json(const cluster::member& m) {
+    json list = json::array();
+    for (const auto& [kind, version] : grains_of(m)) list.push_back({{"kind", kind}, {"version", version}});
+    return list;
   }
 
   static std::string address_of(const sockaddr* a) {
@@ -488,5 +543,5 @@ class cluster_module final : public module, public cluster_view {
 
 troupe::node::module_def troupe_module_cluster() {
   using namespace troupe::node;
-  return {"cluster", {&cluster_section()}, {}, [] { return std::make_unique<cluster_module>(); }};
+  return {"cluster", {&cluster_section()}, {&grain_section()}, [] { return std::make_unique<cluster_module>(); }};
 }
