@@ -180,6 +180,12 @@ int node_core::start() {
       stop_early();
       return status;
     }
+  // A kind the config sets but no plugin has (a typo, a plugin not loaded)
+  // would otherwise be silently ignored.
+  for (const std::string& k : cfg_.kinds())
+    if (k != config::all_kinds && !sys_->kinds().find(k))
+      log(level::warning, "kinds." + k + ": no loaded plugin has a kind '" + k +
+                              "', so its settings apply to nothing (troupectl kinds lists the kinds)");
   publish_node_info();
   start_timers();
   ctx_.phase_.store(node_context::phase::ready, std::memory_order_release);

@@ -32,10 +32,10 @@ ports = {h: free_port(h) for h in hosts}
 addr = {h: f"{h}:{ports[h]}" for h in hosts}
 
 
-def start(name, host, seeds, secret=key, extra=""):
+def start(name, host, seeds, secret=key, extra="", more_kinds=""):
     return nodes_mod.node(w, name, key=secret, listen=addr[host], seeds=[addr[s] for s in seeds],
                           plugins=("echo", "thrower", "remote_probe"), extra=extra,
-                          kinds="probe.sink: { remote_spawn: true }, echo: { grain: { idle_timeout: 2m } }")
+                          kinds="probe.sink: { remote_spawn: true }, echo: { grain: { idle_timeout: 2m } }" + more_kinds)
 
 
 def states(n):
@@ -190,7 +190,9 @@ try:
           all(after[r] == before[r] + 1 for r in after), f"{before} -> {after}")
     status, body = first.call("GET", "/v1/node")
     check("the node goes on after them", status == 200 and "intruder" not in first.members(), str(body))
-    stranger = start("x", hosts[5], [hosts[0]], secret=other_key)
+    stranger = start("x", hosts[5], [hosts[0]], secret=other_key, more_kinds=", countr: { grain: {} }")
+    check("a kind the config sets but no plugin has is named in the log",
+          stranger.err.has("kinds.countr: no loaded plugin has a kind 'countr'", 5), stranger.err.text()[-1500:])
     status, body = stranger.call("GET", "/readyz")
     check("/readyz says 'not joined' on a node whose seeds refuse it (another secret)",
           status == 503 and body.get("status") == "not_ready" and "not joined" in body.get("reason", ""), str(body))

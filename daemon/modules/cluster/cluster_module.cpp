@@ -282,8 +282,7 @@ class cluster_module final : public module, public cluster_view {
 
  private:
   // "kind@version,..." of the grain kinds this node hosts (kinds.<kind>.grain
-  // or kinds.all.grain), the version being the plugin's. A grain kind that
-  // no loaded plugin has is said in the log.
+  // or kinds.all.grain), the version being the plugin's.
   std::string grain_kinds(node_context& ctx, const std::vector<std::string>& hosted) {
     const config& c = ctx.settings();
     std::map<std::string, std::string> version;
@@ -301,10 +300,6 @@ class cluster_module final : public module, public cluster_view {
       }
       out += (out.empty() ? "" : ",") + item;
     }
-    for (const std::string& k : c.kinds())
-      if (k != config::all_kinds && c.for_kind(grain_section(), k) != nullptr &&
-          !std::binary_search(hosted.begin(), hosted.end(), k))
-        log(level::warning, "cluster: kinds." + k + ".grain: no loaded plugin has a kind '" + k + "'");
     return out;
   }
 
