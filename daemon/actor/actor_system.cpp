@@ -97,7 +97,7 @@ pid actor_system::resolve(std::string_view text, std::uint64_t generation) {
   const std::string_view id = text.substr(slash + 1);
   if (address == cfg_.address) {
     // One of this node's, from an earlier start: no actor of this one.
-    if (generation != 0 && cfg_.generation != 0 && generation != cfg_.generation) return pid();
+    if (earlier_start(generation, cfg_.generation)) return pid();
     return pid(registry_.lookup(id));
   }
   if (remote_resolver* r = remote_.load(std::memory_order_acquire))

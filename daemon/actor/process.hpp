@@ -15,6 +15,12 @@ namespace troupe {
 class actor_system;
 struct system_message;
 
+// Whether a PID made in its node's start `generation` names an earlier start
+// than `current` (0 on either side: not known, so not earlier).
+constexpr bool earlier_start(std::uint64_t generation, std::uint64_t current) noexcept {
+  return generation != 0 && current != 0 && generation != current;
+}
+
 class process {
  public:
   explicit process(actor_system& sys) noexcept : sys_(&sys) {}

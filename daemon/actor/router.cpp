@@ -185,7 +185,7 @@ namespace {
 pid resolve(actor_system& sys, const system::Pid* p) {
   if (p == nullptr || p->id() == nullptr) return pid();
   if (p->address() != nullptr && p->address()->string_view() != sys.address()) return pid();
-  if (p->generation() != 0 && sys.generation() != 0 && p->generation() != sys.generation()) return pid();
+  if (earlier_start(p->generation(), sys.generation())) return pid();
   pid found = sys.lookup(p->id()->string_view());
   return found == sys.dead_letters() ? pid() : found;
 }

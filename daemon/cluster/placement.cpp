@@ -1,29 +1,8 @@
 #include "cluster/placement.hpp"
 
+#include "cluster/hash.hpp"
+
 namespace troupe::cluster {
-
-namespace {
-
-constexpr std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ull) noexcept {
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-// MurmurHash3's 64-bit finaliser: every input bit flips about half the
-// output bits, which FNV alone does not give for short, similar names.
-constexpr std::uint64_t mix(std::uint64_t x) noexcept {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
-
-}  // namespace
 
 std::uint64_t grain_key(std::string_view kind, std::string_view identity) noexcept {
   // The kind's NUL keeps ("ab", "c") apart from ("a", "bc").

@@ -267,7 +267,7 @@ void peer::declared_lost(std::uint64_t generation, const std::string& why) {
   {
     std::lock_guard lock(info_mu_);
     // That start was given up when a newer one connected (attach).
-    if (incarnation_ != 0 && generation != 0 && incarnation_ != generation) return;
+    if (earlier_start(generation, incarnation_)) return;
   }
   const std::size_t dropped = stop_waiting();
   t_.log(dropped ? log_level::warning : log_level::info,

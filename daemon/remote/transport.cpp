@@ -268,7 +268,7 @@ void transport::forget(connection* c) {
 process_ref transport::resolve(std::string_view address, std::string_view id, std::uint64_t generation) {
   if (address == opts_.self.address) {
     // One of this node's, from an earlier start: no actor of this one.
-    if (generation != 0 && generation != opts_.self.incarnation) return {};
+    if (earlier_start(generation, opts_.self.incarnation)) return {};
     return local(id);
   }
   return peer_for(address)->proxy(id, generation);

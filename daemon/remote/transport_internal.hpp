@@ -103,7 +103,7 @@ class remote_process final : public process {
   const std::string& raw_id() const noexcept { return id_; }
   // Whether it names an earlier start of the peer than `current`'s.
   bool stale(std::uint64_t current) const noexcept {
-    return generation_ != 0 && current != 0 && generation_ != current;
+    return earlier_start(generation_, current);
   }
   peer& owner() const noexcept { return *peer_; }
 

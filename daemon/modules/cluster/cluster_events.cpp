@@ -1,5 +1,6 @@
 #include "modules/cluster/cluster_events.hpp"
 
+#include "cluster/hash.hpp"
 #include "cluster_generated.h"
 
 namespace troupe::node {
@@ -98,17 +99,10 @@ topology up_members(const std::vector<cluster::member>& members) {
 }
 
 std::uint64_t topology_hash(const topology& t) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&](const void* p, std::size_t n) {
-    const auto* c = static_cast<const unsigned char*>(p);
-    for (std::size_t i = 0; i < n; ++i) {
-      h ^= c[i];
-      h *= 0x100000001b3ull;
-    }
-  };
+  std::uint64_t h = cluster::fnv_offset;
   for (const auto& [name, generation] : t) {
-    mix(name.data(), name.size() + 1);  // with its NUL: "ab"+"c" is not "a"+"bc"
-    mix(&generation, sizeof generation);
+    h = cluster::fnv1a(name.data(), name.size() + 1, h);  // with its NUL: "ab"+"c" is not "a"+"bc"
+    h = cluster::fnv1a(&generation, sizeof generation, h);
   }
   return h;
 }
