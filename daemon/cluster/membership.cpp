@@ -347,7 +347,29 @@ void membership::on_stream(const std::string& from, std::span<const std::uint8_t
   advance(now);
 }
 
+void membership::heard_from(const member_id& who, millis now) {
+  const auto it = members_.find(who.name);
+  if (it != members_.end() && it->second.m.id.generation == who.generation) it->second.heard = now;
+}
+
+bool membership::in_touch(millis now) const {
+  const millis window = suspicion_max();
+  std::size_t known = 0, heard = 0;
+  bool lowest_heard = true;  // whether the member with the lowest name is on this side
+  bool first = true;
+  for (const auto& [name, e] : members_) {
+    if (e.m.state == member_state::left && name != self_.name) continue;
+    const bool here = name == self_.name || now - e.heard <= window;
+    ++known;
+    heard += here ? 1 : 0;
+    if (first) lowest_heard = here;
+    first = false;
+  }
+  return 2 * heard > known || (2 * heard == known && lowest_heard);
+}
+
 void membership::handle(const std::string& from, const packet& p, millis now) {
+  heard_from(p.from, now);
   bool stale = false;
   for (const news& n : p.gossip) {
     apply(n, now);
@@ -410,6 +432,7 @@ bool membership::stale_about_self(const news& n) const {
 }
 
 void membership::handle(const std::string& from, const sync& s, millis now) {
+  heard_from(s.from, now);
   for (const alive_news& a : s.alive) apply(a, now);
   for (const suspect_news& x : s.suspects) apply(x, now);
   for (const dead_news& d : s.dead) apply(d, now);
@@ -456,6 +479,7 @@ void membership::apply(const alive_news& n, millis now) {
   if (it == members_.end()) {
     entry& e = members_[id.name];
     e.m = {id, member_state::alive, now, n.meta_version, n.meta};
+    e.heard = now;  // a newcomer has a while to be heard from
     // A newcomer is probed in this round, at a random place.
     const std::size_t at = round_at_ + std::uniform_int_distribution<std::size_t>(0, round_.size() - round_at_)(rng_);
     round_.insert(round_.begin() + static_cast<std::ptrdiff_t>(at), id.name);
@@ -469,6 +493,7 @@ void membership::apply(const alive_news& n, millis now) {
     // A new start of the node: whatever was said of the old one is over.
     e.m = {id, member_state::alive, now, n.meta_version, n.meta};
     e.suspected.reset();
+    e.heard = now;
     event(member_event::kind::joined, e.m);
     broadcast(n);
     return;
@@ -526,7 +551,14 @@ void membership::apply(const dead_news& n, millis now) {
   const member_id& id = n.member;
   if (id.name == self_.name) {
     // Declared dead while alive (cut off, or a false verdict): refute.
-    if (!leaving_ && id.generation == self_.generation && id.incarnation >= self_.incarnation) refute(id.incarnation, now);
+    if (leaving_ || id.generation != self_.generation) return;
+    // Counted once per verdict, even one an earlier refutation made stale:
+    // the others did hold this node dead for a while.
+    if (!dead_heard_ || id.incarnation > *dead_heard_) {
+      dead_heard_ = id.incarnation;
+      ++stats_.declared_dead;
+    }
+    if (id.incarnation >= self_.incarnation) refute(id.incarnation, now);
     return;
   }
   const auto it = members_.find(id.name);

@@ -63,6 +63,8 @@ struct membership_stats {
   std::uint64_t streams_in = 0, streams_out = 0;
   std::uint64_t malformed = 0, wrong_cluster = 0;
   std::uint64_t probes = 0, indirect_probes = 0, suspicions = 0, refutations = 0, dead_verdicts = 0;
+  // Times this node heard it was declared dead (and refuted it).
+  std::uint64_t declared_dead = 0;
   // How probes ended: acknowledged directly, through another member, or not at all.
   std::uint64_t acked = 0, acked_indirectly = 0, failed = 0;
 };
@@ -108,6 +110,16 @@ class membership {
   // to `value`): a way to damp flapping, not a guarantee.
   bool consensus(const std::string& key, std::string* value = nullptr) const;
   unsigned health() const noexcept { return awareness_.score(); }
+  // Whether this node has heard, within the longest a suspicion can last,
+  // from a majority of the members it knows that have not left (the dead
+  // ones it still remembers count: on the small side of a partition, the
+  // others are dead to it and it is still a minority). Exactly half is a
+  // majority for the half with the lowest name. A node out of touch may be
+  // declared dead by the others without knowing it: what it alone must
+  // hold (grain activations) it gives up.
+  bool in_touch(millis now) const;
+  // The longest a suspicion lasts now, before a dead verdict.
+  millis suspicion_max() const { return suspicion_min() * opts_.suspicion_max_mult; }
   const membership_stats& stats() const noexcept { return stats_; }
   const swim_options& options() const noexcept { return opts_; }
 
@@ -115,6 +127,7 @@ class membership {
   struct entry {
     member m;
     std::unique_ptr<suspicion> suspected;
+    millis heard{0};  // when a datagram or stream last came from it (or it was learned of)
   };
   struct probe_state {
     bool active = false, acked = false, indirect_sent = false;
@@ -140,6 +153,7 @@ class membership {
   bool stale_about_self(const news& n) const;
   void broadcast(news n) { queue_.push(std::move(n)); }
   void set_state(entry& e, member_state s, millis now);
+  void heard_from(const member_id& who, millis now);
 
   void handle(const std::string& from, const packet& p, millis now);
   void handle(const std::string& from, const sync& s, millis now);
@@ -177,6 +191,7 @@ class membership {
   std::map<std::uint32_t, relay> relays_;
   std::uint32_t seq_ = 0;
   bool started_ = false, joined_ = false, leaving_ = false;
+  std::optional<std::uint32_t> dead_heard_;  // the highest incarnation of this node heard declared dead
   millis next_probe_{0}, next_gossip_{0}, next_push_pull_{0}, next_join_{0}, next_reconnect_{0};
   std::vector<outgoing> out_;
   std::vector<member_event> events_;

@@ -180,6 +180,44 @@ TEST_CASE("the halves of a partition declare each other dead, and find each othe
   CHECK(s.violation().empty());
 }
 
+TEST_CASE("the small side of a partition knows it is out of touch; the large side does not", "[cluster]") {
+  simulator s = cluster_of(5, 15);
+  REQUIRE(until_converged(s, 10s));
+  for (unsigned i = 0; i < 5; ++i) CHECK(s.at(i).in_touch(s.now()));
+  s.partition({3, 4});
+  // Before the longest suspicion has passed, nobody gives up.
+  s.run_for(s.at(0).suspicion_max() / 2);
+  for (unsigned i = 0; i < 5; ++i) CHECK(s.at(i).in_touch(s.now()));
+  s.run_for(s.at(0).suspicion_max());
+  for (unsigned i = 0; i < 3; ++i) CHECK(s.at(i).in_touch(s.now()));
+  // Its dead members still count: two of five is no majority.
+  CHECK_FALSE(s.at(3).in_touch(s.now()));
+  CHECK_FALSE(s.at(4).in_touch(s.now()));
+  s.heal();
+  REQUIRE(until_converged(s, 120s));
+  for (unsigned i = 0; i < 5; ++i) CHECK(s.at(i).in_touch(s.now()));
+}
+
+TEST_CASE("a member paused past its dead verdict hears of it, and is out of touch until it hears again", "[cluster]") {
+  simulator s = cluster_of(3, 16);
+  REQUIRE(until_converged(s, 10s));
+  const millis longest = s.at(0).suspicion_max();
+  s.pause(2, longest + 10s);
+  s.run_for(longest + 5s);
+  CHECK(s.at(0).find("n2")->state == member_state::dead);
+  // When it wakes, the first thing its clock says is that it heard nobody for too long.
+  CHECK_FALSE(s.at(2).in_touch(s.now()));
+  s.run_for(15s);
+  CHECK(s.at(2).stats().declared_dead >= 1);
+  CHECK(s.at(2).in_touch(s.now()));
+  CHECK(s.at(0).find("n2")->state == member_state::alive);
+  // A killed member: the two left of three are still a majority.
+  s.kill(1);
+  s.run_for(longest + 30s);
+  CHECK(s.at(0).in_touch(s.now()));
+  CHECK(s.at(2).in_touch(s.now()));
+}
+
 TEST_CASE("a member that leaves is left everywhere, never dead, never back in that generation", "[cluster]") {
   simulator s = cluster_of(5, 6);
   REQUIRE(until_converged(s, 10s));
