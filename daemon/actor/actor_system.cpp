@@ -132,27 +132,29 @@ std::chrono::nanoseconds actor_system::backoff_delay(const backoff& b, std::size
 }
 
 spawn_result actor_system::spawn_child(const props_ptr& p, const pid& parent,
-                                       std::unique_ptr<std::string> name) {
-  if (p->spawn_hooks.empty()) return spawn_plain(p, parent, std::move(name));
-  spawn_request r{*this, p, parent, std::move(name)};
+                                       std::unique_ptr<std::string> name,
+                                       std::unique_ptr<std::string> identity) {
+  if (p->spawn_hooks.empty()) return spawn_plain(p, parent, std::move(name), std::move(identity));
+  spawn_request r{*this, p, parent, std::move(name), std::move(identity)};
   return run_spawn(0, r);
 }
 
 spawn_result actor_system::run_spawn(std::size_t i, spawn_request& r) {
   const auto& hooks = r.props->spawn_hooks;
-  if (i >= hooks.size()) return spawn_plain(r.props, r.parent, std::move(r.name));
+  if (i >= hooks.size()) return spawn_plain(r.props, r.parent, std::move(r.name), std::move(r.identity));
   return hooks[i](r, spawn_next(i + 1));
 }
 
 spawn_result spawn_next::operator()(spawn_request& r) const { return r.system.run_spawn(i_, r); }
 
 spawn_result actor_system::spawn_plain(const props_ptr& p, const pid& parent,
-                                       std::unique_ptr<std::string> name) {
+                                       std::unique_ptr<std::string> name,
+                                       std::unique_ptr<std::string> identity) {
   if (!parent && shutting_down()) return {pid(), spawn_error::shutting_down};
   if (name && (name->empty() || (*name)[0] == '$' || name->find('/') != std::string::npos))
     return {pid(), spawn_error::invalid_name};
   const std::uint64_t seq = registry_.next_seq();
-  auto* c = new context(*this, p, parent, seq, std::move(name));
+  auto* c = new context(*this, p, parent, seq, std::move(name), std::move(identity));
   pid child(process_ref::adopt(c));
   if (c->name() != nullptr) {
     // Never started: nothing to stop, the last reference frees it.

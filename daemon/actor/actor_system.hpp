@@ -172,7 +172,9 @@ class actor_system {
   bool shutting_down() const noexcept { return shutting_down_.load(std::memory_order_acquire); }
 
   // Internal: spawning, shared by root and actor contexts.
-  spawn_result spawn_child(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
+  // `identity`: the actor is a grain's activation (see context::identity).
+  spawn_result spawn_child(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name,
+                           std::unique_ptr<std::string> identity = nullptr);
   // Internal: the spawn middleware chain from hook `i`, then the spawn itself.
   spawn_result run_spawn(std::size_t i, spawn_request& r);
   // Internal: "prefix$N", unique among this system's actors.
@@ -183,7 +185,8 @@ class actor_system {
   std::chrono::nanoseconds backoff_delay(const backoff& b, std::size_t failures);
 
  private:
-  spawn_result spawn_plain(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name);
+  spawn_result spawn_plain(const props_ptr& p, const pid& parent, std::unique_ptr<std::string> name,
+                           std::unique_ptr<std::string> identity);
 
   system_config cfg_;
   std::unique_ptr<event_loop> own_loop_;

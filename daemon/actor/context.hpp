@@ -133,6 +133,9 @@ class context final : public process, public schedulable, public pooled {
 
   std::uint64_t seq() const noexcept { return seq_; }
   const std::string* name() const noexcept { return name_.get(); }
+  // A grain's identity (its kind is props().kind): null for an actor that
+  // is not a grain's activation. Fixed at spawn: safe from any thread.
+  const std::string* identity() const noexcept { return identity_.get(); }
 
   // The actor whose turn the calling thread runs now, or null.
   static const context* running_here() noexcept;
@@ -146,7 +149,7 @@ class context final : public process, public schedulable, public pooled {
 
   // Created by actor_system::spawn_* only.
   context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
-          std::unique_ptr<std::string> name);
+          std::unique_ptr<std::string> name, std::unique_ptr<std::string> identity = nullptr);
   // Shutdown after the dispatcher has stopped: no thread runs this actor.
   void force_stop() noexcept;
   // Created by actor_system::spawn_*: queues Started and schedules the new
@@ -213,6 +216,7 @@ class context final : public process, public schedulable, public pooled {
   troupe::envelope* cur_ = nullptr;
   std::uint64_t seq_;
   std::unique_ptr<std::string> name_;
+  std::unique_ptr<const std::string> identity_;
   props_ptr props_;
   std::unique_ptr<actor> actor_;
   troupe::pid parent_;

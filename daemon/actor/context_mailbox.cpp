@@ -92,11 +92,12 @@ std::int64_t queued_message_bytes() noexcept {
 }
 
 context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,
-                 std::unique_ptr<std::string> name)
+                 std::unique_ptr<std::string> name, std::unique_ptr<std::string> identity)
     : process(sys),
       top_level_(!parent),
       seq_(seq),
       name_(std::move(name)),
+      identity_(std::move(identity)),
       props_(std::move(p)),
       parent_(std::move(parent)) {
   plugin_code_ = !props_->plugin.empty();

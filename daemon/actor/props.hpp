@@ -115,6 +115,8 @@ struct spawn_request {
   std::shared_ptr<const struct props> props;
   const pid& parent;  // empty for a spawn from the root context
   std::unique_ptr<std::string> name;  // null for an anonymous actor
+  // A grain's identity (its kind is the props'); null for other actors.
+  std::unique_ptr<std::string> identity = nullptr;
 };
 
 class spawn_next {
