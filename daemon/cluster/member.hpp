@@ -5,6 +5,8 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace troupe::cluster {
 
@@ -43,5 +45,10 @@ struct member {
   std::uint64_t meta_version = 0;
   metadata meta;
 };
+
+// The kinds a member hosts, as its metadata says them ("kinds": "a,b").
+std::vector<std::string> kinds_of(const member& m);
+// The grain kinds it hosts and their versions ("grains": "counter@1.2.0,...").
+std::vector<std::pair<std::string, std::string>> grains_of(const member& m);
 
 }  // namespace troupe::cluster

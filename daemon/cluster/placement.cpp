@@ -2,6 +2,9 @@
 
 #include "cluster/hash.hpp"
 
+#include <algorithm>
+#include <cstdlib>
+
 namespace troupe::cluster {
 
 std::uint64_t grain_key(std::string_view kind, std::string_view identity) noexcept {
@@ -26,6 +29,61 @@ std::size_t place(std::span<const std::uint64_t> members, std::uint64_t grain) n
     }
   }
   return best;
+}
+
+std::string_view major_of(std::string_view version) noexcept { return version.substr(0, version.find('.')); }
+
+namespace {
+
+// Orders majors as numbers when both are, as text otherwise.
+bool lower_major(const std::string& a, const std::string& b) {
+  const bool an = !a.empty() && a.find_first_not_of("0123456789") == std::string::npos;
+  const bool bn = !b.empty() && b.find_first_not_of("0123456789") == std::string::npos;
+  if (an && bn && a.size() != b.size()) return a.size() < b.size();
+  return a < b;
+}
+
+}  // namespace
+
+grain_hosts::grain_hosts(const std::vector<member>& members) {
+  // kind -> major -> hosts
+  std::map<std::string, std::map<std::string, std::vector<grain_host>>> seen;
+  for (const member& m : members) {
+    if (m.state != member_state::alive && m.state != member_state::suspect) continue;
+    for (const auto& [kind, version] : grains_of(m))
+      seen[kind][std::string(major_of(version))].push_back({m.id.name, m.id.address, m.id.generation});
+  }
+  for (auto& [kind, majors] : seen) {
+    auto best = majors.begin();
+    for (auto it = majors.begin(); it != majors.end(); ++it)
+      if (it->second.size() > best->second.size() ||
+          (it->second.size() == best->second.size() && lower_major(it->first, best->first)))
+        best = it;
+    kind_hosts k;
+    k.major = best->first;
+    k.hosts = std::move(best->second);
+    // By name: the same table whatever order the members came in.
+    std::sort(k.hosts.begin(), k.hosts.end(), [](const grain_host& a, const grain_host& b) { return a.name < b.name; });
+    for (const grain_host& h : k.hosts) k.keys.push_back(member_key(h.name));
+    kinds_.emplace(kind, std::move(k));
+  }
+}
+
+const grain_host* grain_hosts::owner(std::string_view kind, std::uint64_t key) const {
+  const auto it = kinds_.find(kind);
+  if (it == kinds_.end()) return nullptr;
+  const std::size_t i = place(it->second.keys, key);
+  return i == no_owner ? nullptr : &it->second.hosts[i];
+}
+
+const std::vector<grain_host>* grain_hosts::hosts(std::string_view kind) const {
+  const auto it = kinds_.find(kind);
+  return it == kinds_.end() ? nullptr : &it->second.hosts;
+}
+
+std::string grain_hosts::major(std::string_view kind) const {
+  const auto it = kinds_.find(kind);
+  return it == kinds_.end() ? std::string() : it->second.major;
 }
 
 }  // namespace troupe::cluster

@@ -24,10 +24,8 @@ struct wall_clock {
   }
 };
 
-// The kinds a member hosts, as its metadata says them ("kinds": "a,b").
-std::vector<std::string> kinds_of(const cluster::member& m);
-// The grain kinds it hosts and their versions ("grains": "counter@1.2.0").
-std::vector<std::pair<std::string, std::string>> grains_of(const cluster::member& m);
+using cluster::grains_of;
+using cluster::kinds_of;
 
 // The event message for `e` (MemberJoined, ...), or null for news that
 // actors are not told (a metadata update, a forgotten member).

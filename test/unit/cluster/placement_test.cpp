@@ -94,3 +94,59 @@ TEST_CASE("a member that leaves moves only what it owned; one that joins takes i
   CHECK(taken > 40000 / 9 * 0.9);
   CHECK(taken < 40000 / 9 * 1.1);
 }
+
+namespace {
+
+troupe::cluster::member host(const std::string& name, const std::string& grains,
+                             troupe::cluster::member_state st = troupe::cluster::member_state::alive) {
+  troupe::cluster::member m;
+  m.id = {name, name + ":7000", 7, 0};
+  m.state = st;
+  if (!grains.empty()) m.meta["grains"] = grains;
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("grain hosts: members up that host the kind, in its compatible version", "[placement]") {
+  using troupe::cluster::grain_hosts;
+  using troupe::cluster::member_state;
+  const std::vector<troupe::cluster::member> members = {
+      host("a", "counter@1.2.0,cart@2.0.0"),
+      host("b", "counter@1.3.1"),
+      host("c", "counter@2.0.0"),
+      host("d", "counter@1.0.0", member_state::suspect),  // a suspect keeps its grains
+      host("e", "counter@1.0.0", member_state::dead),
+      host("f", "counter@1.0.0", member_state::left),
+      host("g", ""),
+  };
+  const grain_hosts t(members);
+  REQUIRE(t.hosts("counter") != nullptr);
+  std::vector<std::string> names;
+  for (const auto& h : *t.hosts("counter")) names.push_back(h.name);
+  CHECK(names == std::vector<std::string>{"a", "b", "d"});  // major 1: three members against one
+  CHECK(t.major("counter") == "1");
+  CHECK(t.hosts("cart")->size() == 1);
+  CHECK(t.hosts("nothing") == nullptr);
+  CHECK(t.owner("nothing", 42) == nullptr);
+
+  // Every identity has an owner among the hosts, the same whatever order the members came in.
+  auto reversed = members;
+  std::reverse(reversed.begin(), reversed.end());
+  const grain_hosts r(reversed);
+  CHECK(r == t);
+  for (int i = 0; i < 1000; ++i) {
+    const auto key = troupe::cluster::grain_key("counter", "c" + std::to_string(i));
+    const auto* o = t.owner("counter", key);
+    REQUIRE(o != nullptr);
+    CHECK(o->name != "c");
+    CHECK(*o == *r.owner("counter", key));
+  }
+}
+
+TEST_CASE("grain hosts: a tie between majors goes to the lower one, compared as numbers", "[placement]") {
+  const troupe::cluster::grain_hosts t({host("a", "k@9.1"), host("b", "k@10.0")});
+  CHECK(t.major("k") == "9");
+  CHECK(t.hosts("k")->size() == 1);
+  CHECK(t.hosts("k")->front().name == "a");
+}
