@@ -3,10 +3,14 @@
 // plugins' actors through the plugin host. The events are published on the
 // EventStream as messages (tables of schemas/cluster.fbs, namespace
 // troupe.cluster); the member list is asked for.
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
+#include "actor/future.hpp"
+#include "actor/message.hpp"
 #include "actor/type_id.hpp"
 
 namespace troupe {
@@ -28,6 +32,14 @@ class cluster_view {
   // Any thread: every member this node knows, itself included, as a
   // troupe.cluster.Members buffer.
   virtual std::shared_ptr<const std::vector<std::uint8_t>> members() const = 0;
+
+  // Any thread: a request to the grain (kind, identity), activated where the
+  // cluster places it. The future completes with the grain's reply, or
+  // timed_out, or failed with a troupe.cluster.GrainError that says why.
+  virtual future call_grain(std::string_view kind, std::string_view identity, message m,
+                            std::chrono::nanoseconds timeout) = 0;
+  // Any thread: a message to the grain, with no reply.
+  virtual void send_grain(std::string_view kind, std::string_view identity, message m) = 0;
 
  protected:
   ~cluster_view() = default;

@@ -183,6 +183,12 @@ spawn_result context::spawn_named(const props_ptr& p, const std::string& name) {
   return r;
 }
 
+spawn_result context::spawn_grain(const props_ptr& p, std::string identity) {
+  spawn_result r = system().spawn_child(p, self(), nullptr, std::make_unique<std::string>(std::move(identity)));
+  if (r) ex().children.insert(r.pid);
+  return r;
+}
+
 spawn_result context::spawn_kind(std::string_view kind, const std::string& name) {
   spawn_result r = system().spawn_kind(kind, name, self());
   if (r) ex().children.insert(r.pid);

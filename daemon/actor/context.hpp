@@ -93,6 +93,8 @@ class context final : public process, public schedulable, public pooled {
   troupe::pid spawn_prefix(const props_ptr& p, std::string_view prefix);
   // A child of a registered kind (see kinds.hpp), named unless `name` is empty.
   spawn_result spawn_kind(std::string_view kind, const std::string& name = {});
+  // A child that is the activation of the grain (p->kind, identity).
+  spawn_result spawn_grain(const props_ptr& p, std::string identity);
   void stop(const troupe::pid& who);    // at once (system queue)
   void poison(const troupe::pid& who);  // after what is already queued
   void watch(const troupe::pid& who);
@@ -135,7 +137,14 @@ class context final : public process, public schedulable, public pooled {
   const std::string* name() const noexcept { return name_.get(); }
   // A grain's identity (its kind is props().kind): null for an actor that
   // is not a grain's activation. Fixed at spawn: safe from any thread.
-  const std::string* identity() const noexcept { return identity_.get(); }
+  const std::string* identity() const noexcept { return grain_ ? &grain_->identity : nullptr; }
+  // For a grain: when it last got a user message that was not from a timer
+  // (steady_ns); its spawn before the first. Any thread.
+  std::int64_t active_at_ns() const noexcept {
+    return grain_ ? grain_->active_at.load(std::memory_order_relaxed) : 0;
+  }
+  // Whether it failed and waits for its supervisor's decision.
+  bool suspended() const noexcept { return suspended_; }
 
   // The actor whose turn the calling thread runs now, or null.
   static const context* running_here() noexcept;
@@ -216,7 +225,11 @@ class context final : public process, public schedulable, public pooled {
   troupe::envelope* cur_ = nullptr;
   std::uint64_t seq_;
   std::unique_ptr<std::string> name_;
-  std::unique_ptr<const std::string> identity_;
+  struct grain_cell {
+    std::string identity;
+    std::atomic<std::int64_t> active_at{0};
+  };
+  std::unique_ptr<grain_cell> grain_;
   props_ptr props_;
   std::unique_ptr<actor> actor_;
   troupe::pid parent_;

@@ -97,7 +97,7 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
       top_level_(!parent),
       seq_(seq),
       name_(std::move(name)),
-      identity_(std::move(identity)),
+      grain_(identity ? new grain_cell{std::move(*identity), {0}} : nullptr),
       props_(std::move(p)),
       parent_(std::move(parent)) {
   plugin_code_ = !props_->plugin.empty();
@@ -442,6 +442,9 @@ void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
     return;
   }
   if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = steady_ns();
+  // A grain stays active while it gets messages; its own timers do not count.
+  if (grain_ && (e->flags & troupe::envelope::from_timer) == 0)
+    grain_->active_at.store(steady_ns(), std::memory_order_relaxed);
   cur_ = e;
   try {
     dispatch();

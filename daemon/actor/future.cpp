@@ -15,6 +15,7 @@ const char* to_string(future_status s) noexcept {
     case future_status::completed: return "completed";
     case future_status::timed_out: return "timed_out";
     case future_status::dead_letter: return "dead_letter";
+    case future_status::failed: return "failed";
   }
   return "unknown";
 }

@@ -20,6 +20,8 @@ enum class future_status : std::uint32_t {
   completed = 1,    // the reply is there
   timed_out = 2,    // no reply within the timeout
   dead_letter = 3,  // the target does not exist (it answered DeadLetterResponse)
+  failed = 4,       // the request could not be made; the reply says why (a grain
+                    // call's: troupe.cluster.GrainError)
 };
 
 const char* to_string(future_status s) noexcept;

@@ -92,12 +92,15 @@ envelope* for_delivery(message m) {
   if (e->refs.load(std::memory_order_acquire) != 1) {
     envelope* fresh = share_envelope(e);
     e->release();
+    fresh->flags &= static_cast<std::uint8_t>(~envelope::from_timer);
     return fresh;
   }
   if (e->sender != nullptr) {
     e->sender->release();
     e->sender = nullptr;
   }
+  // A new delivery: a timer's message passed on is no timer's any more.
+  e->flags &= static_cast<std::uint8_t>(~envelope::from_timer);
   return e;
 }
 

@@ -57,6 +57,8 @@ struct alignas(64) envelope : mpsc_node {
   // are `trusted`: receivers that verify what comes from outside skip them.
   std::uint8_t flags = 0;
   static constexpr std::uint8_t trusted = 1;
+  // Sent by a timer (scheduler.hpp): no sign of activity for a grain.
+  static constexpr std::uint8_t from_timer = 2;
 
   std::uint8_t* inline_bytes() noexcept {
     return reinterpret_cast<std::uint8_t*>(this + 1);

@@ -18,6 +18,7 @@ timer_handle scheduler::owned(timer_handle h) {
 // timer itself, so arming allocates nothing beyond the timer's pool block.
 timer_handle scheduler::once(duration delay, const pid& target, message m, process* sender) {
   envelope* e = for_delivery(std::move(m));
+  e->flags |= envelope::from_timer;
   if (sender != nullptr) {
     sender->retain();
     e->sender = sender;
@@ -42,6 +43,7 @@ timer_handle scheduler::repeatedly(duration initial, duration interval, const pi
         if (to.get()->dead()) return false;
         // Each firing is a new envelope sharing the payload (and the sender).
         envelope* x = share_envelope(msg.get());
+        x->flags |= envelope::from_timer;
         if (msg->sender != nullptr) {
           msg->sender->retain();
           x->sender = msg->sender;

@@ -161,6 +161,24 @@ bool read_token(const std::string& path, std::string& out) {
   return true;
 }
 
+// A list endpoint with its optional filters.
+std::string listing(const std::string& path, const std::string& kind, unsigned limit) {
+  std::string query;
+  if (!kind.empty()) query += "kind=" + client::escape(kind);
+  if (limit > 0) query += (query.empty() ? "" : "&") + std::string("limit=") + std::to_string(limit);
+  return query.empty() ? path : path + "?" + query;
+}
+
+// A reply as the API gives it: its JSON, after its type when `typed`.
+void print_reply(const json& out, bool typed) {
+  if (out["type"].is_null())
+    std::printf("reply of undeclared type %s (%s bytes)\n", text(out["type_id"]).c_str(), text(out["size"]).c_str());
+  else if (typed)
+    std::printf("%s %s\n", text(out["type"]).c_str(), out["message"].dump().c_str());
+  else
+    std::printf("%s\n", out["message"].dump().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -212,6 +230,17 @@ int main(int argc, char** argv) {
   request->add_option("JSON", message, "the message as a JSON object")->required();
   request->add_option("--timeout", timeout_ms, "how long to wait for the reply, in ms (default 5000)")
       ->check(CLI::Range(1L, 60000L));
+
+  auto* call = app.add_subcommand("call", "call a grain (a virtual actor) and print its reply as JSON");
+  std::string grain;
+  call->add_option("GRAIN", grain, "the grain as KIND/IDENTITY, like counter/c42")->required();
+  call->add_option("TYPE", type, "the message type, like counter.Get")->required();
+  call->add_option("JSON", message, "the message as a JSON object")->required();
+  call->add_option("--timeout", timeout_ms, "how long the call may take, retries included, in ms (default 5000)")
+      ->check(CLI::Range(1L, 60000L));
+  auto* grains = app.add_subcommand("grains", "the grains active on this node");
+  grains->add_option("--kind", kind_filter, "only grains of this kind");
+  grains->add_option("--limit", limit, "at most this many (default 1000)");
 
   try {
     app.parse(argc, argv);
@@ -297,12 +326,7 @@ int main(int argc, char** argv) {
         table({"MESSAGE TYPE", "PLUGIN"}, rows);
       }
     } else if (actors->parsed()) {
-      std::string path = "/v1/actors";
-      std::string query;
-      if (!kind_filter.empty()) query += "kind=" + client::escape(kind_filter);
-      if (limit > 0) query += (query.empty() ? "" : "&") + std::string("limit=") + std::to_string(limit);
-      if (!query.empty()) path += "?" + query;
-      out = cl.call("GET", path);
+      out = cl.call("GET", listing("/v1/actors", kind_filter, limit));
       if (!as_json) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& a : out["actors"])
@@ -330,12 +354,30 @@ int main(int argc, char** argv) {
       json body{{"type", type}, {"message", parse_message(message)}, {"timeout_ms", timeout_ms}};
       cl.timeout_ms = timeout_ms + 5000;
       out = cl.call("POST", "/v1/actors/" + client::escape(id) + "/request", &body);
+      if (!as_json) print_reply(out, true);
+    } else if (call->parsed()) {
+      const std::size_t slash = grain.find('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == grain.size())
+        throw failure{exit_usage, "the grain is KIND/IDENTITY, like counter/c42, not '" + grain + "'"};
+      const json body = parse_message(message);
+      cl.timeout_ms = timeout_ms + 5000;
+      out = cl.call("POST", "/v1/grains/" + client::escape(grain.substr(0, slash)) + "/" +
+                                client::escape(grain.substr(slash + 1)) + "/" + client::escape(type) +
+                                "?timeout_ms=" + std::to_string(timeout_ms),
+                    &body);
+      if (!as_json) print_reply(out, false);
+    } else if (grains->parsed()) {
+      out = cl.call("GET", listing("/v1/grains", kind_filter, limit));
       if (!as_json) {
-        if (out["type"].is_null())
-          std::printf("reply of undeclared type %s (%s bytes)\n", text(out["type_id"]).c_str(),
-                      text(out["size"]).c_str());
-        else
-          std::printf("%s %s\n", text(out["type"]).c_str(), out["message"].dump().c_str());
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& g : out["grains"]) {
+          char idle[32];
+          std::snprintf(idle, sizeof idle, "%.1f s", g.value("idle_seconds", 0.0));
+          rows.push_back({text(g["kind"]), text(g["identity"]), text(g["id"]), idle});
+        }
+        table({"KIND", "IDENTITY", "ACTOR", "IDLE"}, rows);
+        if (out.value("truncated", false))
+          std::printf("(%zu of %s grains shown)\n", out["grains"].size(), text(out["total"]).c_str());
       }
     }
     if (as_json) std::cout << out.dump() << "\n";

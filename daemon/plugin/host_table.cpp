@@ -33,6 +33,18 @@ int register_kind(troupe_registrar* reg, const troupe_kind_def* def) {
   return TROUPE_OK;
 }
 
+int register_grain(troupe_registrar* reg, const char* kind, std::uint64_t idle_timeout_ns) {
+  if (reg == nullptr || kind == nullptr) return TROUPE_ERR_ARGUMENT;
+  loaded_plugin& p = *reg->plugin;
+  if (!reg->open) return TROUPE_ERR_STATE;
+  for (const auto& [name, k] : p.pending)
+    if (name == kind) {
+      p.grains[name] = std::chrono::nanoseconds(idle_timeout_ns);
+      return TROUPE_OK;
+    }
+  return TROUPE_ERR_UNKNOWN_KIND;  // a grain kind is one of the plugin's own
+}
+
 int register_schema(troupe_registrar* reg, const troupe_schema* s) {
   if (reg == nullptr || s == nullptr || s->data == nullptr) return TROUPE_ERR_ARGUMENT;
   loaded_plugin& p = *reg->plugin;
@@ -236,6 +248,74 @@ std::size_t cluster_members(troupe_ctx* c, std::uint8_t* buf, std::size_t cap) {
   return members->size();
 }
 
+const char* identity(troupe_ctx* c, std::size_t* len) {
+  if (c == nullptr || c->ctx == nullptr) return nullptr;
+  const std::string* id = c->ctx->identity();
+  if (id == nullptr) return nullptr;
+  if (len != nullptr) *len = id->size();
+  return id->c_str();
+}
+
+int grain_send(troupe_ctx* c, const char* kind, const char* identity, std::size_t identity_len, std::uint64_t type,
+               const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
+  if (c == nullptr || c->ctx == nullptr || kind == nullptr || (identity == nullptr && identity_len != 0) ||
+      (data == nullptr && size != 0))
+    return TROUPE_ERR_ARGUMENT;
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  v->send_grain(kind, std::string_view(identity, identity_len), message::adopt(make(type, data, size, flags)));
+  return TROUPE_OK;
+}
+
+int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::size_t identity_len,
+                  std::uint64_t type, const std::uint8_t* data, std::size_t size, std::uint32_t flags,
+                  std::uint64_t timeout_ns,
+                  void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
+                  void* closure, void (*drop)(void* closure)) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || kind == nullptr || on_reply == nullptr ||
+      (identity == nullptr && identity_len != 0) || (data == nullptr && size != 0) || timeout_ns == 0)
+    return TROUPE_ERR_ARGUMENT;
+  // The closure is the plugin's until on_reply has run, or will never run.
+  struct owned {
+    owned(void* c, void (*d)(void*)) noexcept : closure(c), drop(d) {}
+    owned(const owned&) = delete;
+    owned& operator=(const owned&) = delete;
+    ~owned() {
+      if (drop != nullptr) drop(closure);
+    }
+    void* closure;
+    void (*drop)(void*);
+  };
+  auto held = std::make_shared<owned>(closure, drop);
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;  // `held` drops the closure
+  future f = v->call_grain(kind, std::string_view(identity, identity_len), message::adopt(make(type, data, size, flags)),
+                           std::chrono::nanoseconds(timeout_ns));
+  c->ctx->reenter_after(f, [held, on_reply, a, alive = a->lifetime()](context& ctx, const future_result& r) {
+    if (alive.expired()) return;  // another instance runs now
+    int status = TROUPE_REPLY_OK;
+    switch (r.status) {
+      case future_status::completed:
+      case future_status::pending: break;
+      case future_status::timed_out: status = TROUPE_REPLY_TIMEOUT; break;
+      case future_status::dead_letter: status = TROUPE_REPLY_DEAD_LETTER; break;
+      case future_status::failed: status = TROUPE_REPLY_FAILED; break;
+    }
+    troupe_message reply{0, nullptr, 0};
+    if (r.reply) reply = {r.reply->type, r.reply->data, r.reply->size};
+    a->run_reply(ctx, on_reply, held->closure, reply, status);
+  });
+  return TROUPE_OK;
+}
+
+int passivate(troupe_ctx* c) {
+  if (c == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  if (c->ctx->identity() == nullptr) return TROUPE_ERR_STATE;
+  c->ctx->poison(c->ctx->self());
+  return TROUPE_OK;
+}
+
 }  // namespace
 
 extern const troupe_host_api host_api;
@@ -273,6 +353,11 @@ const troupe_host_api host_api = {
     &subscribe_cluster,
     &unsubscribe_cluster,
     &cluster_members,
+    &register_grain,
+    &identity,
+    &grain_send,
+    &grain_request,
+    &passivate,
 };
 
 }  // namespace troupe::plugin::detail

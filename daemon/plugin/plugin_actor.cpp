@@ -37,4 +37,11 @@ void plugin_actor::receive(context& ctx) {
   if (k_->def.receive(instance_, &frame, &m) != 0) failed(frame, "receive failed");
 }
 
+void plugin_actor::run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int),
+                             void* closure, const troupe_message& reply, int status) {
+  troupe_ctx frame{&ctx, k_.get(), k_->plugin, this, {}, false};
+  on_reply(closure, &frame, &reply, status);
+  if (frame.failed) failed(frame, "on_reply failed");
+}
+
 }  // namespace troupe::plugin::detail

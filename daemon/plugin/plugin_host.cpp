@@ -130,7 +130,7 @@ std::vector<plugin_info> host::plugins() const {
   std::lock_guard lock(mu_);
   std::vector<plugin_info> out;
   for (const auto& p : plugins_)
-    out.push_back({p->file, p->name, p->version, p->abi_major, p->abi_minor, p->kinds});
+    out.push_back({p->file, p->name, p->version, p->abi_major, p->abi_minor, p->kinds, p->grains});
   return out;
 }
 

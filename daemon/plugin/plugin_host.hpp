@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +49,9 @@ struct plugin_info {
   unsigned abi_major = 0;
   unsigned abi_minor = 0;
   std::vector<std::string> kinds;
+  // The kinds it made grain kinds (register_grain), with their idle
+  // timeout (0: the node's default).
+  std::map<std::string, std::chrono::nanoseconds> grains;
 };
 
 // A message type a plugin declared in its schema.

@@ -4,6 +4,8 @@
 // kind (plugin_actor.cpp), and the table of host functions a plugin calls
 // (host_table.cpp). The loader and the registry are plugin_host.cpp.
 #include <cstdint>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -69,6 +71,7 @@ struct loaded_plugin {
   // Registered during init, committed after it.
   std::vector<std::pair<std::string, troupe_kind_def>> pending;
   std::vector<std::string> kinds;
+  std::map<std::string, std::chrono::nanoseconds> grains;  // register_grain
   std::vector<std::vector<std::uint8_t>> schemas;
   std::vector<std::unique_ptr<json_codec>> codecs;  // one a schema
   std::unordered_map<type_id, schema_type> types;
@@ -131,6 +134,13 @@ class plugin_actor final : public actor {
   void unsubscribe_cluster() {
     if (cluster_sub_ != 0) events_->unsubscribe(std::exchange(cluster_sub_, 0));
   }
+  // Runs a grain request's on_reply in this actor's turn, in a frame of
+  // its own (a failure there fails the actor, as one in receive would).
+  void run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int), void* closure,
+                 const troupe_message& reply, int status);
+  // Expires when this instance goes (a stop, a restart): replies due to
+  // it are dropped then, not run on its successor.
+  std::weak_ptr<void> lifetime() const { return lifetime_; }
   bool cancel_timer(std::uint64_t id) {
     auto it = timers_.find(id);
     if (it == timers_.end()) return false;
@@ -153,6 +163,7 @@ class plugin_actor final : public actor {
   std::uint64_t next_timer_ = 1;
   event_stream* events_ = nullptr;
   std::uint64_t cluster_sub_ = 0;
+  std::shared_ptr<void> lifetime_ = std::make_shared<char>(0);
 };
 
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "actor/actor_system.hpp"
+#include "cluster_generated.h"
 #include "system_generated.h"
 #include "plugin/plugin_host.hpp"
 #include "remote/transport.hpp"
@@ -325,14 +326,29 @@ void admin_api::send(const admin_request& r, const std::string& id, bool wait_re
       .request_future(to, std::move(m), std::chrono::milliseconds(timeout_ms))
       .get()
       ->on_complete([plugins = plugins_, r, id, timeout_ms](future_result res) {
-        answer_reply(*plugins, r, id, timeout_ms, res);
+        answer_request(*plugins, r, id, timeout_ms, res);
       });
 }
 
-void admin_api::answer_reply(plugin::host& plugins, const admin_request& r, const std::string& id,
-                         long long timeout_ms, const future_result& res) {
+void answer_request(plugin::host& plugins, const admin_request& r, const std::string& id,
+                    long long timeout_ms, const future_result& res) {
   switch (res.status) {
     case future_status::completed: break;
+    case future_status::failed: {
+      const auto* g = res.reply.as<troupe::cluster::GrainError>();
+      const std::string detail = g && g->detail() ? g->detail()->str() : std::string("the request failed");
+      using gs = troupe::cluster::GrainStatus;
+      switch (g ? g->status() : gs::NotOwner) {
+        case gs::NoHost: return r.error(404, "no_host", detail);
+        case gs::ActivationFailed: return r.error(500, "activation_failed", detail);
+        case gs::Busy: return r.error(503, "busy", detail);
+        case gs::Timeout: return r.error(504, "timeout", detail);
+        case gs::Ok:
+        case gs::NotOwner:
+        case gs::Fenced: break;
+      }
+      return r.error(503, "unavailable", detail);
+    }
     case future_status::timed_out:
       return r.error(504, "timeout", "no reply from '" + id + "' within " +
                                          std::to_string(timeout_ms) + " ms");

@@ -42,6 +42,11 @@ class transport;
 
 namespace troupe::node {
 
+// Answers `r` with the outcome of a request to `what` (an actor's id, a
+// grain's kind/identity): the reply as JSON, or the error that fits.
+void answer_request(plugin::host& plugins, const admin_request& r, const std::string& what, long long timeout_ms,
+                    const future_result& res);
+
 class admin_api {
  public:
   // Binds `listen` ("127.0.0.1:7780"); throws std::runtime_error naming the
@@ -65,8 +70,6 @@ class admin_api {
   void spawn(const admin_request& r);
   void stop(const admin_request& r, const std::string& id);
   void send(const admin_request& r, const std::string& id, bool wait_reply);
-  static void answer_reply(plugin::host& plugins, const admin_request& r, const std::string& id,
-                           long long timeout_ms, const future_result& res);
 
   node_context& ctx_;
   actor_system& sys_;

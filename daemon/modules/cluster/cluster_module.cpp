@@ -18,7 +18,9 @@
 #include "cluster/membership.hpp"
 #include "node/log.hpp"
 #include "node/module.hpp"
+#include "modules/admin/admin_api.hpp"
 #include "modules/cluster/cluster_events.hpp"
+#include "modules/cluster/grains.hpp"
 #include "node/state_dir.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/address.hpp"
@@ -34,6 +36,8 @@ using cluster::millis;
 
 struct cluster_settings {
   std::string profile = "lan";
+  unsigned max_activations = 1000000;
+  unsigned max_memory_mb = 0;
   // 0: the profile's.
   unsigned probe_interval_ms = 0, probe_timeout_ms = 0, gossip_interval_ms = 0, push_pull_interval_ms = 0,
            dead_retention_ms = 0, suspicion_mult = 0;
@@ -75,6 +79,11 @@ const section<cluster_settings>& cluster_section() {
         .number("suspicion_mult", &cluster_settings::suspicion_mult, 0, 20, "",
                 "A suspicion lasts at least this many probe intervals (times log10 of the number of "
                 "members) before a dead verdict.")
+        .number("max_activations", &cluster_settings::max_activations, 1, 100000000, "",
+                "Grain activations this node keeps; over it, the oldest idle ones are passivated.")
+        .number("max_memory_mb", &cluster_settings::max_memory_mb, 0, 16777216, "MiB",
+                "While the node's resident memory is over this, its oldest idle grains are passivated, a "
+                "tenth each second. 0: no budget.")
         .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config&) {
           const cluster::swim_options o = c.options();
           if (o.probe_timeout >= o.probe_interval)
@@ -153,7 +162,8 @@ class cluster_module final : public module, public cluster_view {
       log(level::warning, "cluster: this node hosts " + std::to_string(names.size()) + " kinds; only the first " +
                               std::to_string(listed) + " (" + std::to_string(max_kinds_bytes) +
                               " bytes of names) are told to the other members");
-    const std::string grains = grain_kinds(ctx, names);
+    const std::map<std::string, grain_kind_options, std::less<>> grain_kinds_here = grain_kinds_of(ctx, names);
+    const std::string grains = grain_kinds(ctx, grain_kinds_here);
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
         c.get(cluster_section()).options(), remote::random_u64(),
@@ -217,6 +227,18 @@ class cluster_module final : public module, public cluster_view {
               p.size() == 2 ? "use GET" : "no such endpoint under /v1/members");
       return true;
     });
+    grain_options go;
+    go.self_name = n.name;
+    go.max_activations = c.get(cluster_section()).max_activations;
+    go.max_memory_bytes = std::uint64_t(c.get(cluster_section()).max_memory_mb) << 20;
+    go.kinds = grain_kinds_here;
+    grains_ = std::make_unique<grain_service>(ctx.system(), std::move(go));
+    if (!grains_->start(error)) {
+      log(level::error, "cluster: " + error);
+      return 1;
+    }
+    ctx.add_metrics([g = grains_->shared_counters()](std::vector<prometheus::MetricFamily>& out) { g->collect(out); });
+    ctx.add_route([this](const admin_request& r) { return grain_route(r); });
     log(level::info, "cluster: member " + n.name + " at " + address + ", generation " + std::to_string(generation) +
                          "; datagrams on " + listen);
     started_ = now();
@@ -229,6 +251,15 @@ class cluster_module final : public module, public cluster_view {
   std::shared_ptr<const std::vector<std::uint8_t>> members() const override {
     std::lock_guard lock(snapshot_mu_);
     return snapshot_;
+  }
+
+  future call_grain(std::string_view kind, std::string_view identity, message m,
+                    std::chrono::nanoseconds timeout) override {
+    return grains_->call(kind, identity, std::move(m), timeout);
+  }
+
+  void send_grain(std::string_view kind, std::string_view identity, message m) override {
+    grains_->send(kind, identity, std::move(m), default_grain_timeout);
   }
 
   void actors_stopped() override {
@@ -281,17 +312,36 @@ class cluster_module final : public module, public cluster_view {
   }
 
  private:
-  // "kind@version,..." of the grain kinds this node hosts (kinds.<kind>.grain
-  // or kinds.all.grain), the version being the plugin's.
-  std::string grain_kinds(node_context& ctx, const std::vector<std::string>& hosted) {
+  // The grain kinds this node hosts: named so in the config
+  // (kinds.<kind>.grain, kinds.all.grain), or by their plugin
+  // (register_grain); the config's idle timeout wins.
+  static std::map<std::string, grain_kind_options, std::less<>> grain_kinds_of(node_context& ctx,
+                                                                               const std::vector<std::string>& hosted) {
     const config& c = ctx.settings();
+    std::map<std::string, std::chrono::nanoseconds> by_plugin;
+    if (auto* plugins = ctx.find<plugin::host>())
+      for (const plugin::plugin_info& p : plugins->plugins()) by_plugin.insert(p.grains.begin(), p.grains.end());
+    std::map<std::string, grain_kind_options, std::less<>> out;
+    for (const std::string& k : hosted) {
+      if (const grain_settings* g = c.setting_for(grain_section(), k)) {
+        out[k] = {g->idle_timeout};
+      } else if (const auto it = by_plugin.find(k); it != by_plugin.end()) {
+        grain_kind_options o;
+        if (it->second.count() > 0) o.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(it->second);
+        out[k] = o;
+      }
+    }
+    return out;
+  }
+
+  // "kind@version,..." of the grain kinds this node hosts, the version being the plugin's.
+  std::string grain_kinds(node_context& ctx, const std::map<std::string, grain_kind_options, std::less<>>& hosted) {
     std::map<std::string, std::string> version;
     if (auto* plugins = ctx.find<plugin::host>())
       for (const plugin::plugin_info& p : plugins->plugins())
         for (const std::string& k : p.kinds) version[k] = p.version;
     std::string out;
-    for (const std::string& k : hosted) {
-      if (c.setting_for(grain_section(), k) == nullptr) continue;
+    for (const auto& [k, o] : hosted) {
       const std::string item = k + "@" + (version.count(k) ? version[k] : std::string("0"));
       if (out.size() + item.size() + 1 > max_kinds_bytes) {
         log(level::warning, "cluster: too many grain kinds to tell the other members; '" + k + "' and those after "
@@ -398,6 +448,7 @@ class cluster_module final : public module, public cluster_view {
     counters_->refutations.store(st.refutations, std::memory_order_relaxed);
     counters_->dead_verdicts.store(st.dead_verdicts, std::memory_order_relaxed);
     counters_->health.store(machine_->health(), std::memory_order_relaxed);
+    fence();
     if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed)) {
       log(level::info, "cluster: joined");
     } else if (!machine_->joined() && !said_not_joined_ && now() - started_ >= not_joined_after) {
@@ -445,6 +496,7 @@ class cluster_module final : public module, public cluster_view {
     for (const cluster::member& m : all)
       if (m.state == cluster::member_state::alive || m.state == cluster::member_state::suspect)
         up_addresses_.insert(m.id.address);
+    if (grains_) grains_->set_hosts(std::make_shared<const cluster::grain_hosts>(all));
     topology up = up_members(all);
     if (up != topology_) {
       if (stream.has_subscribers()) stream.publish(message::adopt(topology_message(topology_, up, all, clock)));
@@ -453,6 +505,87 @@ class cluster_module final : public module, public cluster_view {
     auto snapshot = std::make_shared<const std::vector<std::uint8_t>>(members_buffer(all, clock));
     std::lock_guard lock(snapshot_mu_);
     snapshot_ = std::move(snapshot);
+  }
+
+  // Grains: a node that heard it was declared dead, or is out of touch with
+  // a majority, gives up its activations (grains.hpp).
+  void fence() {
+    if (!grains_) return;
+    const std::uint64_t verdicts = machine_->stats().declared_dead;
+    if (verdicts != declared_dead_) {
+      declared_dead_ = verdicts;
+      grains_->set_fenced(true, "the cluster declared this node dead");
+    }
+    const bool in_touch = machine_->in_touch(now());
+    grains_->set_fenced(!in_touch, in_touch ? std::string() : "no word from a majority of members for " +
+                                                  std::to_string(machine_->suspicion_max().count()) + " ms");
+  }
+
+  // /v1/grains: this node's activations; /v1/grains/{kind}/{identity}/{type}: a call.
+  bool grain_route(const admin_request& r) {
+    const auto& p = r.path;
+    if (p.size() < 2 || p[1] != "grains") return false;
+    if (p.size() == 2) {
+      if (!r.get()) {
+        r.error(405, "method_not_allowed", "use GET");
+        return true;
+      }
+      std::size_t limit = 1000;
+      if (const std::string l = r.var("limit"); !l.empty()) {
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(l.c_str(), &end, 10);
+        if (*end != '\0' || v == 0) {
+          r.error(400, "bad_request", "limit must be a positive number, not '" + l + "'");
+          return true;
+        }
+        limit = static_cast<std::size_t>(v);
+      }
+      r.reply(200, grains_->list(r.var("kind"), limit));
+      return true;
+    }
+    if (p.size() != 5) {
+      r.error(404, "not_found", "no such endpoint under /v1/grains (POST /v1/grains/{kind}/{identity}/{type})");
+      return true;
+    }
+    if (r.method != "POST") {
+      r.error(405, "method_not_allowed", "use POST");
+      return true;
+    }
+    if (ctx_->stopping()) {
+      r.error(503, "stopping", "the node is stopping and admits no new work");
+      return true;
+    }
+    auto* plugins = ctx_->find<plugin::host>();
+    if (plugins == nullptr) {
+      r.error(400, "unknown_type", "this node loads no plugins: no message types");
+      return true;
+    }
+    long long timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(default_grain_timeout).count();
+    if (const std::string t = r.var("timeout_ms"); !t.empty()) {
+      char* end = nullptr;
+      const long long v = std::strtoll(t.c_str(), &end, 10);
+      if (*end != '\0' || v <= 0 || v > 60000) {
+        r.error(400, "bad_request", "timeout_ms must be a whole number from 1 to 60000, not '" + t + "'");
+        return true;
+      }
+      timeout_ms = v;
+    }
+    json body = json::object();
+    if (!r.http->body().empty() && !r.object(body)) return true;
+    message m;
+    std::string why;
+    switch (plugins->from_json(p[4], body.dump(), m, why)) {
+      case plugin::codec_status::ok: break;
+      case plugin::codec_status::unknown_type: r.error(400, "unknown_type", why); return true;
+      case plugin::codec_status::mismatch: r.error(400, "schema_mismatch", why); return true;
+    }
+    const std::string what = p[2] + "/" + p[3];
+    grains_->call(p[2], p[3], std::move(m), std::chrono::milliseconds(timeout_ms))
+        .get()
+        ->on_complete([plugins, r, what, timeout_ms](future_result res) {
+          answer_request(*plugins, r, what, timeout_ms, res);
+        });
+    return true;
   }
 
   std::string said_by(const cluster::member_event& e) const {
@@ -517,6 +650,9 @@ class cluster_module final : public module, public cluster_view {
   std::vector<std::string> secrets_;
   std::vector<std::string> seeds_;
   std::unique_ptr<cluster::membership> machine_;
+  std::unique_ptr<grain_service> grains_;
+  std::uint64_t declared_dead_ = 0;
+  static constexpr std::chrono::seconds default_grain_timeout{5};
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
   std::vector<std::uint8_t> plain_;
   topology topology_;

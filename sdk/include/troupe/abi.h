@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 3
+#define TROUPE_ABI_MINOR 4
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -73,6 +73,15 @@ enum troupe_send_flags {
    * construction and the receiver need not verify them. Leave it unset for
    * bytes of any other origin. */
   TROUPE_SEND_BUILT = 1u << 0
+};
+
+/* How a request made with grain_request ended, for its on_reply. */
+enum troupe_reply_status {
+  TROUPE_REPLY_OK = 0,          /* the reply is the grain's */
+  TROUPE_REPLY_TIMEOUT = 1,     /* no reply in time: a troupe.cluster.GrainError says more */
+  TROUPE_REPLY_DEAD_LETTER = 2, /* undelivered: a troupe.system.DeadLetterResponse says why */
+  TROUPE_REPLY_FAILED = 3       /* not made: a troupe.cluster.GrainError says why (no member
+                                   hosts the kind, its activation failed) */
 };
 
 /* A binary FlatBuffers schema (.bfbs): the node verifies incoming messages
@@ -197,6 +206,32 @@ typedef struct troupe_host_api {
    * returns its size either way (call again with a buffer that large); 0
    * when the node has no cluster. */
   size_t (*cluster_members)(troupe_ctx* ctx, uint8_t* buf, size_t cap);
+
+  /* ---- ABI 1.4: grains (virtual actors) ---- */
+  /* From init(): kind `kind` (registered by this plugin) is a grain kind,
+   * passivated after `idle_timeout_ns` without messages (0: the node's
+   * default; the node's config may set it too). */
+  int (*register_grain)(troupe_registrar* reg, const char* kind, uint64_t idle_timeout_ns);
+  /* This actor's identity when it is a grain's activation (NULL when it is
+   * not), `*len` set to its length; valid during the callback. */
+  const char* (*identity)(troupe_ctx* ctx, size_t* len);
+  /* A message to the grain (kind, identity), activated where the cluster
+   * places it. TROUPE_ERR_UNAVAILABLE when the node has no cluster. */
+  int (*grain_send)(troupe_ctx* ctx, const char* kind, const char* identity, size_t identity_len,
+                    uint64_t type, const uint8_t* data, size_t size, uint32_t flags);
+  /* A request to the grain. `on_reply` runs later in this actor's own turn
+   * (never during this call), with the reply or an error message and a
+   * troupe_reply_status; `drop` (may be NULL) frees `closure` once, after
+   * on_reply ran or when it never will (the actor stopped or restarted).
+   * `timeout_ns` bounds the whole call, retries included. */
+  int (*grain_request)(troupe_ctx* ctx, const char* kind, const char* identity, size_t identity_len,
+                       uint64_t type, const uint8_t* data, size_t size, uint32_t flags, uint64_t timeout_ns,
+                       void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
+                       void* closure, void (*drop)(void* closure));
+  /* Ends this grain's activation once the messages already queued for it
+   * are handled; the next message to the grain activates it again.
+   * TROUPE_ERR_STATE when this actor is no grain. */
+  int (*passivate)(troupe_ctx* ctx);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

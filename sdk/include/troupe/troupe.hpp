@@ -155,6 +155,102 @@ class Error : public std::exception {
   int status_;
 };
 
+class Context;
+
+// How a grain request ended (Grain::request's on_reply): the grain's reply,
+// or why there is none.
+class Reply {
+ public:
+  enum class status : int {
+    ok = TROUPE_REPLY_OK,
+    timeout = TROUPE_REPLY_TIMEOUT,          // no reply within the timeout
+    dead_letter = TROUPE_REPLY_DEAD_LETTER,  // it could not be delivered
+    failed = TROUPE_REPLY_FAILED,            // no member hosts the kind, or its activation failed
+  };
+  Reply(const troupe_message* m, int s) noexcept : m_(m), s_(static_cast<status>(s)) {}
+
+  bool ok() const noexcept { return s_ == status::ok; }
+  status result() const noexcept { return s_; }
+  type_id type() const noexcept { return m_ != nullptr ? m_->type : 0; }
+  // The reply as a T (when ok() and it is one), or nullptr.
+  template <class T>
+  const T* as() const noexcept {
+    if (!ok() || m_ == nullptr || m_->type != type_id_of<T>()) return nullptr;
+    return flatbuffers::GetRoot<T>(m_->data);
+  }
+  std::span<const std::uint8_t> bytes() const noexcept {
+    return m_ != nullptr ? std::span<const std::uint8_t>(m_->data, m_->size) : std::span<const std::uint8_t>();
+  }
+  // Why there is no reply, in words (empty when ok()).
+  std::string error() const {
+    if (ok()) return {};
+    constexpr type_id grain_error = hash_type_name("troupe.cluster.GrainError");
+    if (m_ != nullptr && m_->type == grain_error && m_->size != 0) {
+      // GrainError.detail: field 3 (vtable offset 10).
+      const auto* t = flatbuffers::GetRoot<flatbuffers::Table>(m_->data);
+      if (const auto* d = t->GetPointer<const flatbuffers::String*>(10)) return d->str();
+    }
+    switch (s_) {
+      case status::timeout: return "the grain did not answer in time";
+      case status::dead_letter: return "the request could not be delivered";
+      default: return "the request failed";
+    }
+  }
+
+ private:
+  const troupe_message* m_;
+  status s_;
+};
+
+namespace detail {
+template <class R>
+void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int status);
+template <class R>
+void drop(void* closure) {
+  delete static_cast<R*>(closure);
+}
+}  // namespace detail
+
+// A grain: (kind, identity), activated where the cluster places it on its
+// first message. From Context::grain; valid during the callback.
+class Grain {
+ public:
+  Grain(troupe_ctx* c, std::string kind, std::string identity) : c_(c), kind_(std::move(kind)), identity_(std::move(identity)) {}
+
+  // A message with no reply.
+  template <class T, class F>
+  void send(F&& fill) {
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->grain_send(c_, kind_.c_str(), identity_.data(), identity_.size(), type_id_of<T>(),
+                                   b.data(), b.size(), TROUPE_SEND_BUILT),
+          "grain send");
+  }
+  // A request: on_reply(Context&, const Reply&) runs later, in this actor's
+  // own turn (never during this call), with the grain's reply or the reason
+  // there is none; there, ctx is this actor's and its current message the
+  // one being handled now (respond() answers its sender). Dropped if this
+  // actor stops or restarts first. `timeout` bounds the whole call.
+  template <class T, class F, class R>
+  void request(F&& fill, R&& on_reply, std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    using fn = std::decay_t<R>;
+    auto b = detail::build<T>(std::forward<F>(fill));
+    auto* closure = new fn(std::forward<R>(on_reply));
+    const int status = detail::host->grain_request(
+        c_, kind_.c_str(), identity_.data(), identity_.size(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT,
+        static_cast<std::uint64_t>(timeout.count()), &detail::on_reply<fn>, closure, &detail::drop<fn>);
+    check(status, "grain request");  // the node dropped the closure already
+  }
+
+  const std::string& kind() const noexcept { return kind_; }
+  const std::string& identity() const noexcept { return identity_; }
+
+ private:
+  void check(int status, const char* what) const;
+
+  troupe_ctx* c_;
+  std::string kind_, identity_;
+};
+
 // What an actor's handler works with: the current message, sending,
 // spawning, timers. Valid during the call that received it only.
 class Context {
@@ -300,6 +396,28 @@ class Context {
     }
   }
 
+  // ---- grains (ABI 1.4) ----
+  // A grain of any kind the cluster hosts: ctx.grain("counter", "c42").
+  Grain grain(std::string_view kind, std::string_view identity) const {
+    if (!TROUPE_HOST_HAS(detail::host, grain_request))
+      throw Error("grains need a node with ABI 1.4", TROUPE_ERR_STATE);
+    return Grain(c_, std::string(kind), std::string(identity));
+  }
+  // This actor's identity when it is a grain's activation; empty otherwise.
+  std::string_view identity() const {
+    if (!TROUPE_HOST_HAS(detail::host, identity)) return {};
+    std::size_t n = 0;
+    const char* id = detail::host->identity(c_, &n);
+    return id != nullptr ? std::string_view(id, n) : std::string_view();
+  }
+  // Ends this grain's activation once the messages already queued for it
+  // are handled; its next message activates it again.
+  void passivate() {
+    if (!TROUPE_HOST_HAS(detail::host, passivate))
+      throw Error("passivate needs a node with ABI 1.4", TROUPE_ERR_STATE);
+    check(detail::host->passivate(c_), "passivate");
+  }
+
   void set_receive_timeout(std::chrono::nanoseconds d) {
     if (!TROUPE_HOST_HAS(detail::host, set_receive_timeout))
       throw Error("set_receive_timeout needs a node with ABI 1.1", TROUPE_ERR_STATE);
@@ -340,6 +458,13 @@ class Actor {
   virtual void stopped(Context&) {}
   virtual void restarting(Context&) {}
 };
+
+inline void Grain::check(int status, const char* what) const {
+  if (status != TROUPE_OK)
+    throw Error(std::string(what) + " to " + kind_ + "/" + identity_ + " failed (status " + std::to_string(status) +
+                    (status == TROUPE_ERR_UNAVAILABLE ? ": the node has no cluster)" : ")"),
+                status);
+}
 
 namespace detail {
 
@@ -389,6 +514,15 @@ int receive(void* instance, troupe_ctx* c, const troupe_message* m) {
   return ok ? 0 : 1;
 }
 
+template <class R>
+void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int status) {
+  guarded(c, [&] {
+    Context ctx(c);
+    const Reply r(reply, status);
+    (*static_cast<R*>(closure))(ctx, r);
+  });
+}
+
 template <class A>
 int destroy(void* instance) {
   try {
@@ -423,6 +557,19 @@ class Plugin {
       throw Error(std::string("kind '") + name + "' refused (status " + std::to_string(status) +
                       ")",
                   status);
+  }
+  // Registers actor class A as kind `name` and makes it a grain kind (a
+  // virtual actor: named by kind and identity, activated by the cluster),
+  // passivated after `idle_timeout` without messages (0: the node's
+  // default, 10 minutes, or the node's kinds.<name>.grain). Needs ABI 1.4.
+  template <class A>
+  void grain(const char* name, std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds(0)) {
+    if (!TROUPE_HOST_HAS(host_, register_grain))
+      throw Error(std::string("grain kind '") + name + "' needs a node with ABI 1.4", TROUPE_ERR_STATE);
+    kind<A>(name);
+    const int status = host_->register_grain(reg_, name, static_cast<std::uint64_t>(idle_timeout.count()));
+    if (status != TROUPE_OK)
+      throw Error(std::string("grain kind '") + name + "' refused (status " + std::to_string(status) + ")", status);
   }
   // Registers a binary schema (.bfbs) of the plugin's messages.
   void schema(const troupe_schema& s) {

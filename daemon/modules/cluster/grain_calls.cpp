@@ -1,0 +1,402 @@
+// The call side of grains: the cache of where grains run, and one process
+// per call that locates, sends, and retries.
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include "cluster_generated.h"
+#include "modules/cluster/grains.hpp"
+#include "node/module.hpp"
+#include "system_generated.h"
+
+namespace troupe::node {
+
+namespace {
+
+namespace gc = troupe::cluster;
+using flatbuffers::FlatBufferBuilder;
+
+constexpr auto first_backoff = std::chrono::milliseconds(2);
+constexpr auto max_backoff = std::chrono::milliseconds(500);
+
+// Whether a request that became a dead letter for this reason may go to a
+// new activation: the grain was gone, or its node, or not reached.
+bool worth_retrying(system::DeadLetterReason r) {
+  using R = system::DeadLetterReason;
+  switch (r) {
+    case R::NotFound:
+    case R::Stopped:
+    case R::Shutdown:
+    case R::NodeLost:
+    case R::PeerQueueFull:
+    case R::Unconfirmed:
+    case R::Stale: return true;
+    default: return false;
+  }
+}
+
+// One call: a process (the sender of what it sends), alive until it ends.
+class grain_call final : public process, public pooled {
+ public:
+  grain_call(grain_service& svc, std::string_view kind, std::string_view identity, message m,
+             std::chrono::nanoseconds timeout, bool one_way)
+      : process(svc.system()), svc_(svc), kind_(kind), identity_(identity),
+        key_(cluster::grain_key(kind, identity)), msg_(std::move(m)), one_way_(one_way),
+        counters_(svc.counters().of(kind)) {
+    if (!one_way) {
+      result_ = new future_process(svc.system());
+      result_ref_ = process_ref::adopt(result_);
+    }
+    timeout_ = timeout;
+  }
+
+  future result() const { return future(result_ref_); }
+
+  // Starts the call; the caller's reference may go after this.
+  void begin() {
+    self_ = process_ref(static_cast<process*>(this));
+    {
+      std::lock_guard lock(mu_);
+      deadline_ = system().loop().arm(timeout_, [me = self_] {
+        static_cast<grain_call*>(me.get())->expire();
+      });
+    }
+    attempt();
+  }
+
+  void send_user(envelope* e) noexcept override {
+    std::unique_lock lock(mu_);
+    if (done_) {
+      lock.unlock();
+      system().dead_letter(e, this, dead_letter_reason::late_reply);
+      return;
+    }
+    if (const auto* d = verified<system::DeadLetterResponse>(*e)) {
+      const std::string target = d->target() && d->target()->id() ? d->target()->id()->str() : std::string();
+      const system::DeadLetterReason why = d->reason();
+      if (phase_ == phase::locating ? target != "troupe.grains" : target != target_.id()) {
+        lock.unlock();
+        e->release();  // about an earlier attempt
+        return;
+      }
+      if (phase_ == phase::calling) svc_.forget(kind_, identity_, key_, target_);
+      if (worth_retrying(why)) {
+        lock.unlock();
+        e->release();
+        return retry();
+      }
+      return finish(lock, future_status::dead_letter, e, call_result::undelivered);
+    }
+    if (phase_ == phase::locating) {
+      const auto* l = verified<gc::GrainLocated>(*e);
+      if (l == nullptr || l->request() != attempts_) {
+        if (e->is<gc::GrainLocated>() && l == nullptr) svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+        lock.unlock();
+        e->release();
+        return;
+      }
+      const gc::GrainStatus status = l->status();
+      const std::string detail = l->detail() ? l->detail()->str() : std::string();
+      if (status == gc::GrainStatus::Ok) {
+        const std::string where = (l->address() ? l->address()->str() : std::string()) + "/" +
+                                  (l->id() ? l->id()->str() : std::string());
+        e->release();
+        pid to = system().resolve(where, l->generation());
+        if (!to) {
+          lock.unlock();
+          return retry();
+        }
+        svc_.remember(kind_, identity_, key_, to);
+        return deliver(lock, std::move(to));
+      }
+      e->release();
+      switch (status) {
+        case gc::GrainStatus::ActivationFailed: return fail(lock, status, detail, call_result::activation_failed);
+        case gc::GrainStatus::NoHost: return fail(lock, status, detail, call_result::no_host);
+        default:
+          last_refusal_ = detail;
+          lock.unlock();
+          return retry();
+      }
+    }
+    // The grain's reply.
+    finish(lock, future_status::completed, e, call_result::ok);
+  }
+
+  void send_system(system_message* m) noexcept override { delete m; }
+
+  std::string id() const override {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "$grain-call-%p", static_cast<const void*>(this));
+    return buf;
+  }
+
+  bool dead() const noexcept override { return done_flag_.load(std::memory_order_acquire); }
+
+ private:
+  enum class phase : std::uint8_t { idle, locating, calling };
+
+  // One try: the cached activation, or the owner's answer.
+  void attempt() {
+    std::unique_lock lock(mu_);
+    if (done_) return;
+    ++attempts_;
+    if (pid cached = svc_.cached(kind_, identity_, key_)) {
+      if (!cached.get()->dead()) return deliver(lock, std::move(cached));
+      svc_.forget(kind_, identity_, key_, cached);
+    }
+    const auto hosts = svc_.hosts();
+    const cluster::grain_host* owner = hosts->owner(kind_, key_);
+    if (owner == nullptr) {
+      return fail(lock, gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind_ + "'",
+                  call_result::no_host);
+    }
+    pid to = owner->address == system().address()
+                 ? svc_.host()
+                 : system().resolve(owner->address + "/troupe.grains", owner->generation);
+    if (!to) {
+      lock.unlock();
+      return retry();
+    }
+    phase_ = phase::locating;
+    envelope* e = build<gc::GrainLocate>([&](FlatBufferBuilder& b) {
+      return gc::CreateGrainLocateDirect(b, kind_.c_str(), identity_.c_str(), attempts_);
+    });
+    retain();
+    e->sender = this;
+    lock.unlock();
+    to.get()->send_user(e);
+  }
+
+  void deliver(std::unique_lock<std::mutex>& lock, pid to) {
+    phase_ = phase::calling;
+    target_ = to;
+    envelope* e = share_envelope(msg_.get());
+    if (one_way_) {
+      finish(lock, future_status::completed, nullptr, call_result::ok);
+      to.get()->send_user(e);
+      return;
+    }
+    retain();
+    e->sender = this;
+    lock.unlock();
+    to.get()->send_user(e);
+  }
+
+  // Again, after a backoff with jitter: 2 ms, 4 ms, ... up to 500 ms.
+  void retry() {
+    svc_.counters().retries.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    phase_ = phase::idle;
+    const auto base = std::min<std::chrono::nanoseconds>(first_backoff * (1u << std::min(attempts_, 10u)), max_backoff);
+    thread_local std::minstd_rand rng{std::random_device{}()};
+    const auto delay = std::chrono::nanoseconds(
+        static_cast<std::int64_t>(static_cast<double>(base.count()) * std::uniform_real_distribution<double>(0.5, 1.0)(rng)));
+    retry_ = system().loop().arm(delay, [me = self_] { static_cast<grain_call*>(me.get())->attempt(); });
+  }
+
+  void expire() {
+    std::unique_lock lock(mu_);
+    if (done_) return;
+    std::string why = "no answer from " + kind_ + "/" + identity_ + " within " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout_).count()) +
+                      " ms";
+    if (attempts_ > 1) why += " (" + std::to_string(attempts_) + " attempts" +
+                              (last_refusal_.empty() ? std::string(")") : ", last: " + last_refusal_ + ")");
+    if (one_way_) return finish(lock, future_status::timed_out, nullptr, call_result::timeout);
+    envelope* e = error_message(gc::GrainStatus::Timeout, why);
+    finish(lock, future_status::timed_out, e, call_result::timeout);
+  }
+
+  envelope* error_message(gc::GrainStatus s, const std::string& why) {
+    return build<gc::GrainError>([&](FlatBufferBuilder& b) {
+      return gc::CreateGrainErrorDirect(b, kind_.c_str(), identity_.c_str(), s, why.c_str());
+    });
+  }
+
+  void fail(std::unique_lock<std::mutex>& lock, gc::GrainStatus s, const std::string& why, call_result r) {
+    finish(lock, future_status::failed, error_message(s, why), r);
+  }
+
+  // Ends the call (under mu_, which it gives up): the future completes.
+  void finish(std::unique_lock<std::mutex>& lock, future_status s, envelope* reply, call_result r) {
+    done_ = true;
+    done_flag_.store(true, std::memory_order_release);
+    counters_.calls[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+    timer_handle deadline = std::move(deadline_), retry = std::move(retry_);
+    process_ref self = std::move(self_);
+    lock.unlock();
+    deadline.cancel();
+    retry.cancel();
+    if (result_ != nullptr) {
+      result_->complete(s, reply);
+    } else if (reply != nullptr) {
+      reply->release();
+    }
+  }
+
+  grain_service& svc_;
+  const std::string kind_, identity_;
+  const std::uint64_t key_;
+  const message msg_;
+  const bool one_way_;
+  grain_kind_counters& counters_;
+  future_process* result_ = nullptr;
+  process_ref result_ref_;
+  std::chrono::nanoseconds timeout_{0};
+
+  std::mutex mu_;
+  bool done_ = false;
+  std::atomic<bool> done_flag_{false};
+  phase phase_ = phase::idle;
+  std::uint32_t attempts_ = 0;
+  pid target_;
+  std::string last_refusal_;
+  process_ref self_;  // the call keeps itself alive until it ends
+  timer_handle deadline_, retry_;
+};
+
+}  // namespace
+
+future grain_service::call(std::string_view kind, std::string_view identity, message m,
+                           std::chrono::nanoseconds timeout) {
+  auto* c = new grain_call(*this, kind, identity, std::move(m), timeout, false);
+  process_ref hold = process_ref::adopt(c);
+  future f = c->result();
+  c->begin();
+  return f;
+}
+
+void grain_service::send(std::string_view kind, std::string_view identity, message m,
+                         std::chrono::nanoseconds timeout) {
+  auto* c = new grain_call(*this, kind, identity, std::move(m), timeout, true);
+  process_ref hold = process_ref::adopt(c);
+  c->begin();
+}
+
+// ---------------------------------------------------------------- cache
+
+pid grain_service::cached(std::string_view kind, std::string_view identity, std::uint64_t key) const {
+  const cache_shard& s = cache_[key % shards];
+  std::lock_guard lock(s.mu);
+  const auto [b, e] = s.entries.equal_range(key);
+  for (auto it = b; it != e; ++it) {
+    const std::string& k = it->second.first;
+    if (k.size() == kind.size() + 1 + identity.size() && k.compare(0, kind.size(), kind) == 0 &&
+        k.compare(kind.size() + 1, identity.size(), identity) == 0)
+      return it->second.second;
+  }
+  return {};
+}
+
+void grain_service::remember(std::string_view kind, std::string_view identity, std::uint64_t key, const pid& where) {
+  forget(kind, identity, key, pid());
+  cache_shard& s = cache_[key % shards];
+  std::string k;
+  k.reserve(kind.size() + 1 + identity.size());
+  k.append(kind).push_back('\0');
+  k.append(identity);
+  std::lock_guard lock(s.mu);
+  s.entries.emplace(key, std::make_pair(std::move(k), where));
+}
+
+void grain_service::forget(std::string_view kind, std::string_view identity, std::uint64_t key, const pid& where) {
+  cache_shard& s = cache_[key % shards];
+  std::lock_guard lock(s.mu);
+  const auto [b, e] = s.entries.equal_range(key);
+  for (auto it = b; it != e; ++it) {
+    const std::string& k = it->second.first;
+    if (k.size() == kind.size() + 1 + identity.size() && k.compare(0, kind.size(), kind) == 0 &&
+        k.compare(kind.size() + 1, identity.size(), identity) == 0) {
+      if (!where || it->second.second == where) s.entries.erase(it);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- counters
+
+const char* to_string(call_result r) noexcept {
+  switch (r) {
+    case call_result::ok: return "ok";
+    case call_result::timeout: return "timeout";
+    case call_result::no_host: return "no_host";
+    case call_result::activation_failed: return "activation_failed";
+    case call_result::undelivered: return "undelivered";
+  }
+  return "unknown";
+}
+
+grain_kind_counters& grain_counters::of(std::string_view kind) {
+  {
+    std::shared_lock lock(mu_);
+    if (const auto it = kinds_.find(kind); it != kinds_.end()) return *it->second;
+  }
+  std::unique_lock lock(mu_);
+  auto& slot = kinds_[std::string(kind)];
+  if (!slot) slot = std::make_unique<grain_kind_counters>();
+  return *slot;
+}
+
+void grain_counters::observe_activation(double seconds) {
+  std::lock_guard lock(hist_mu_);
+  std::size_t i = 0;
+  while (i < bounds.size() && seconds > bounds[i]) ++i;
+  ++buckets_[i];
+  sum_ += seconds;
+  ++count_;
+}
+
+void grain_counters::collect(std::vector<prometheus::MetricFamily>& out) const {
+  using prometheus::MetricType;
+  auto active = metric_family("troupe_grains_active", "Grain activations on this node, by kind", MetricType::Gauge);
+  auto activations = metric_family("troupe_grain_activations_total", "Grains activated on this node, by kind",
+                                   MetricType::Counter);
+  auto passivations = metric_family("troupe_grain_passivations_total",
+                                    "Grain activations ended on this node, by kind and why", MetricType::Counter);
+  auto calls = metric_family("troupe_grain_calls_total", "Grain calls made from this node, by kind and how they ended",
+                             MetricType::Counter);
+  {
+    std::shared_lock lock(mu_);
+    for (const auto& [kind, k] : kinds_) {
+      add_metric(active, static_cast<double>(k->active.load(std::memory_order_relaxed)), {{"kind", kind}});
+      add_metric(activations, static_cast<double>(k->activations.load(std::memory_order_relaxed)), {{"kind", kind}});
+      for (std::size_t p = 0; p < passivation_count; ++p)
+        add_metric(passivations, static_cast<double>(k->passivations[p].load(std::memory_order_relaxed)),
+                   {{"kind", kind}, {"reason", to_string(static_cast<passivation>(p))}});
+      for (std::size_t r = 0; r < call_result_count; ++r)
+        add_metric(calls, static_cast<double>(k->calls[r].load(std::memory_order_relaxed)),
+                   {{"kind", kind}, {"result", to_string(static_cast<call_result>(r))}});
+    }
+  }
+  out.push_back(std::move(active));
+  out.push_back(std::move(activations));
+  out.push_back(std::move(passivations));
+  out.push_back(std::move(calls));
+  out.push_back(single_metric("troupe_grain_call_retries_total",
+                              "Grain calls tried again: the activation had gone, or its owner was not ready",
+                              MetricType::Counter, static_cast<double>(retries.load(std::memory_order_relaxed))));
+  out.push_back(single_metric("troupe_grain_messages_malformed_total",
+                              "Grain protocol messages from other nodes that did not verify", MetricType::Counter,
+                              static_cast<double>(malformed.load(std::memory_order_relaxed))));
+  prometheus::MetricFamily hist{"troupe_grain_activation_seconds",
+                                "From the first call to a grain's constructor being through", MetricType::Histogram,
+                                {}};
+  prometheus::ClientMetric m;
+  {
+    std::lock_guard lock(hist_mu_);
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < bounds.size(); ++i) {
+      cumulative += buckets_[i];
+      m.histogram.bucket.push_back({cumulative, bounds[i]});
+    }
+    m.histogram.bucket.push_back({cumulative + buckets_[bounds.size()], std::numeric_limits<double>::infinity()});
+    m.histogram.sample_count = count_;
+    m.histogram.sample_sum = sum_;
+  }
+  hist.metric.push_back(std::move(m));
+  out.push_back(std::move(hist));
+}
+
+}  // namespace troupe::node

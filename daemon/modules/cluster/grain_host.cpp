@@ -1,0 +1,415 @@
+// The host side of grains: the actor "troupe.grains" of each node, which
+// owns the directory of the grains placed here and their activations.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <unistd.h>
+
+#include "actor/clock.hpp"
+#include "cluster/directory.hpp"
+#include "cluster_generated.h"
+#include "modules/cluster/grains.hpp"
+#include "node/log.hpp"
+#include "system_generated.h"
+
+namespace troupe::node {
+
+namespace {
+
+namespace gc = troupe::cluster;
+using flatbuffers::FlatBufferBuilder;
+
+constexpr auto sweep_interval = std::chrono::seconds(1);
+
+// The resident memory of this process, in bytes (0 when unknown).
+std::uint64_t resident_bytes() {
+  std::ifstream f("/proc/self/statm");
+  std::uint64_t size = 0, resident = 0;
+  if (!(f >> size >> resident)) return 0;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
+
+// Everything here runs in the turns of "troupe.grains" (its messages, its
+// supervisor's decisions, the continuations posted to it), except what
+// takes `mu_` to read for the admin API.
+class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
+ public:
+  explicit grain_host_state(grain_service& svc)
+      : svc_(svc), dir_(svc.options().max_waiting), self_address_(svc.system().address()),
+        generation_(svc.system().generation()) {}
+
+  void on_locate(context& ctx) {
+    const auto* q = verified<gc::GrainLocate>(ctx.envelope());
+    if (q == nullptr || q->kind() == nullptr || q->identity() == nullptr) {
+      svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+      log(level::warning, "grains: a GrainLocate from " + (ctx.sender() ? ctx.sender().to_string() : std::string("nobody")) +
+                              " does not verify; dropped");
+      return;
+    }
+    const std::string kind = q->kind()->str(), identity = q->identity()->str();
+    const pid asker = ctx.sender();
+    if (!asker) return;  // nobody to answer
+    const auto refuse = [&](gc::GrainStatus s, const std::string& why) {
+      answer(ctx, asker, q->request(), s, nullptr, why);
+    };
+    if (fenced_) return refuse(gc::GrainStatus::Fenced, "the node " + svc_.options().self_name + " is fenced: " + fence_why_);
+    const auto hosts = svc_.hosts();
+    const cluster::grain_host* owner = hosts->owner(kind, cluster::grain_key(kind, identity));
+    if (owner == nullptr) return refuse(gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind + "'");
+    if (owner->name != svc_.options().self_name || !svc_.options().kinds.count(kind))
+      return refuse(gc::GrainStatus::NotOwner, "the owner of " + kind + "/" + identity + " is " + owner->name);
+    const std::uint64_t who = ++next_caller_;
+    waiting_.emplace(who, std::make_pair(asker, q->request()));
+    dir_.locate({kind, identity}, who);
+    pump(ctx);
+  }
+
+  // The activation `child` has handled Started without failing.
+  void started(context& ctx, const pid& child) {
+    const auto it = children_.find(child.id());
+    if (it == children_.end() || it->second.started) return;  // a restart's Started
+    child_rec& c = it->second;
+    c.started = true;
+    svc_.counters().observe_activation(static_cast<double>(steady_ns() - c.ordered_ns) / 1e9);
+    dir_.activated(c.id, {self_address_, generation_, child.id()});
+    svc_.remember(c.id.kind, c.id.identity, cluster::grain_key(c.id.kind, c.id.identity), child);
+    pump(ctx);
+  }
+
+  // The supervisor's decision when `child` failed: a constructor that
+  // fails is an error for every caller, not a restart; a started grain
+  // that fails is restarted (a fresh instance, same identity).
+  directive failed(const pid& child, const std::string& reason) {
+    const auto it = children_.find(child.id());
+    if (it == children_.end() || it->second.started || ctx_ == nullptr) return directive::restart;
+    child_rec& c = it->second;
+    c.why = passivation::failed;
+    c.stopping = true;
+    log(level::warning, "grains: activating " + c.id.kind + "/" + c.id.identity + " failed: " + reason);
+    dir_.activation_failed(c.id, reason);
+    pump(*ctx_);
+    return directive::stop;
+  }
+
+  // The context of "troupe.grains", from its Started on (its own turns only).
+  void attach(context* ctx) { ctx_ = ctx; }
+
+  void terminated(context& ctx) {
+    const auto* t = ctx.message<system::Terminated>();
+    if (t == nullptr || t->who() == nullptr || t->who()->id() == nullptr) return;
+    const auto it = children_.find(t->who()->id()->str());
+    if (it == children_.end()) return;
+    child_rec c = std::move(it->second);
+    {
+      std::lock_guard lock(mu_);
+      children_.erase(it);
+    }
+    svc_.forget(c.id.kind, c.id.identity, cluster::grain_key(c.id.kind, c.id.identity), c.who);
+    if (c.started) dir_.deactivated(c.id, {self_address_, generation_, c.who.id()});
+    grain_kind_counters& k = svc_.counters().of(c.id.kind);
+    k.active.fetch_sub(1, std::memory_order_relaxed);
+    k.passivations[static_cast<std::size_t>(c.why)].fetch_add(1, std::memory_order_relaxed);
+    pump(ctx);
+  }
+
+  // Idle grains, and the oldest idle ones over the limits.
+  void sweep(context& ctx) {
+    const std::int64_t now = steady_ns();
+    std::vector<std::pair<std::int64_t, child_rec*>> idle;  // (active at, grain)
+    for (auto& [id, c] : children_) {
+      if (!c.started || c.stopping) continue;
+      const auto k = svc_.options().kinds.find(c.id.kind);
+      const std::int64_t at = std::max(active_at(c), c.ordered_ns);
+      if (k != svc_.options().kinds.end() &&
+          now - at >= std::chrono::duration_cast<std::chrono::nanoseconds>(k->second.idle_timeout).count()) {
+        passivate(ctx, c, passivation::idle);
+        continue;
+      }
+      idle.emplace_back(at, &c);
+    }
+    std::size_t over = idle.size() > svc_.options().max_activations ? idle.size() - svc_.options().max_activations : 0;
+    passivation why = passivation::limit;
+    if (over == 0 && svc_.options().max_memory_bytes != 0 && resident_bytes() > svc_.options().max_memory_bytes) {
+      over = std::max<std::size_t>(1, idle.size() / 10);  // a tenth per sweep, until under the budget
+      why = passivation::memory;
+    }
+    if (over == 0) return;
+    std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < over && i < idle.size(); ++i) passivate(ctx, *idle[i].second, why);
+  }
+
+  // The members changed: grains this node no longer owns go (their new
+  // owner activates them on their next call).
+  void rehost(context& ctx) {
+    const auto hosts = svc_.hosts();
+    for (auto& [id, c] : children_) {
+      if (c.stopping) continue;
+      const cluster::grain_host* owner = hosts->owner(c.id.kind, cluster::grain_key(c.id.kind, c.id.identity));
+      if (owner == nullptr || owner->name != svc_.options().self_name) passivate(ctx, c, passivation::moved);
+    }
+  }
+
+  void fence(context& ctx, bool on, const std::string& why) {
+    if (on && !fenced_) {
+      std::size_t n = 0;
+      for (auto& [id, c] : children_)
+        if (!c.stopping) {
+          passivate(ctx, c, passivation::fenced);
+          ++n;
+        }
+      log(level::warning, "grains: fenced (" + why + "): " + std::to_string(n) +
+                              " activations stopped; none is made here until this node is back in touch");
+    } else if (!on && fenced_) {
+      log(level::info, "grains: no longer fenced; activating again");
+    }
+    fenced_ = on;
+    fence_why_ = why;
+  }
+
+  // Every activation stops with its parent; counted as the node stopping.
+  void stopping() {
+    for (auto& [id, c] : children_) c.why = passivation::stopping;
+  }
+
+  nlohmann::json list(const std::string& kind, std::size_t limit) const {
+    std::lock_guard lock(mu_);
+    nlohmann::json out = nlohmann::json::array();
+    std::size_t total = 0;
+    const std::int64_t now = steady_ns();
+    for (const auto& [actor, c] : children_) {
+      if (!kind.empty() && c.id.kind != kind) continue;
+      ++total;
+      if (out.size() >= limit) continue;
+      const std::int64_t at = std::max(active_at(c), c.ordered_ns);
+      out.push_back({{"kind", c.id.kind},
+                     {"identity", c.id.identity},
+                     {"id", actor},
+                     {"pid", c.who.to_string()},
+                     {"idle_seconds", static_cast<double>(now - at) / 1e9}});
+    }
+    return {{"grains", out}, {"total", total}, {"truncated", total > limit}};
+  }
+
+ private:
+  struct child_rec {
+    cluster::grain_id id;
+    troupe::pid who;
+    std::int64_t ordered_ns = 0;
+    bool started = false, stopping = false;
+    passivation why = passivation::requested;  // unless this node stops it
+  };
+
+  static std::int64_t active_at(const child_rec& c) {
+    const auto* cell = dynamic_cast<const context*>(c.who.get());
+    return cell ? cell->active_at_ns() : 0;
+  }
+
+  void passivate(context& ctx, child_rec& c, passivation why) {
+    c.stopping = true;
+    c.why = why;
+    ctx.stop(c.who);
+  }
+
+  void answer(context& ctx, const pid& to, std::uint64_t request, gc::GrainStatus s, const cluster::activation* where,
+              const std::string& detail) {
+    ctx.send<gc::GrainLocated>(to, [&](FlatBufferBuilder& b) {
+      return gc::CreateGrainLocatedDirect(b, request, s, where ? where->address.c_str() : nullptr,
+                                          where ? where->actor.c_str() : nullptr, where ? where->generation : 0,
+                                          detail.empty() ? nullptr : detail.c_str());
+    });
+  }
+
+  // Carries out what the directory asks: activations, then answers.
+  void pump(context& ctx) {
+    for (const cluster::grain_id& id : dir_.take_activations()) {
+      grain_kind_counters& k = svc_.counters().of(id.kind);
+      const props_ptr p = props_of(ctx, id.kind);
+      spawn_result r = p ? ctx.spawn_grain(p, id.identity) : spawn_result{pid(), spawn_error::unknown_kind};
+      if (!r) {
+        dir_.activation_failed(id, spawn_refusal(r.error, id.kind, ""));
+        continue;
+      }
+      k.activations.fetch_add(1, std::memory_order_relaxed);
+      k.active.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard lock(mu_);
+      children_.emplace(r.pid.id(), child_rec{id, r.pid, steady_ns()});
+    }
+    for (const cluster::grain_directory::answer& a : dir_.take_answers()) {
+      const auto w = waiting_.find(a.who);
+      if (w == waiting_.end()) continue;
+      const auto [to, request] = w->second;
+      waiting_.erase(w);
+      switch (a.error) {
+        case cluster::locate_error::none: answer(ctx, to, request, gc::GrainStatus::Ok, &a.where, {}); break;
+        case cluster::locate_error::activation_failed:
+          answer(ctx, to, request, gc::GrainStatus::ActivationFailed, nullptr,
+                 "activating " + a.id.kind + "/" + a.id.identity + " failed: " + a.detail);
+          break;
+        case cluster::locate_error::busy:
+          answer(ctx, to, request, gc::GrainStatus::Busy, nullptr,
+                 std::to_string(svc_.options().max_waiting) + " calls wait for " + a.id.kind + "/" + a.id.identity +
+                     " already");
+          break;
+      }
+    }
+  }
+
+  // The kind's props as a grain: told when its constructor is through.
+  props_ptr props_of(context& ctx, const std::string& kind) {
+    if (const auto it = props_.find(kind); it != props_.end()) return it->second;
+    props_ptr base = ctx.system().kinds().find(kind);
+    if (!base) return nullptr;
+    props p = *base;
+    p.receive_hooks.insert(p.receive_hooks.begin(), [state = weak_from_this()](context& c, const receive_next& next) {
+      next(c);
+      if (c.type() == type_id_of<system::Started>() && !c.suspended()) {
+        auto* m = new system_message(system_kind::continuation);
+        m->fn = [state, child = c.self()](context& host) {
+          if (auto s = state.lock()) s->started(host, child);
+        };
+        c.parent().get()->send_system(m);
+      }
+    });
+    props_ptr shared = share(std::move(p));
+    props_.emplace(kind, shared);
+    return shared;
+  }
+
+  grain_service& svc_;
+  cluster::grain_directory dir_;
+  std::string self_address_;
+  std::uint64_t generation_;
+  std::unordered_map<std::string, child_rec> children_;  // by actor id; changed under mu_
+  std::unordered_map<std::uint64_t, std::pair<pid, std::uint64_t>> waiting_;  // caller -> (asker, request)
+  std::uint64_t next_caller_ = 0;
+  std::map<std::string, props_ptr, std::less<>> props_;
+  bool fenced_ = false;
+  std::string fence_why_;
+  context* ctx_ = nullptr;
+  mutable std::mutex mu_;
+};
+
+namespace {
+
+class grain_host_actor final : public actor {
+ public:
+  explicit grain_host_actor(std::shared_ptr<grain_host_state> s) : state_(std::move(s)) {}
+
+  void receive(context& ctx) override {
+    const type_id t = ctx.type();
+    if (t == type_id_of<gc::GrainLocate>()) return state_->on_locate(ctx);
+    if (t == type_id_of<system::Terminated>()) return state_->terminated(ctx);
+    if (t == type_id_of<system::Started>()) {
+      state_->attach(&ctx);
+      // The sweep: a timer that runs it in this actor's turn.
+      process_ref me(static_cast<process*>(&ctx));
+      timer_ = ctx.system().loop().arm_repeating(sweep_interval, sweep_interval,
+                                                 [me, state = std::weak_ptr<grain_host_state>(state_)]() -> bool {
+        if (me->dead()) return false;
+        auto* m = new system_message(system_kind::continuation);
+        m->fn = [state](context& c) {
+          if (auto s = state.lock()) s->sweep(c);
+        };
+        me->send_system(m);
+        return true;
+      });
+      return;
+    }
+    if (t == type_id_of<system::Stopping>()) {
+      timer_.cancel();
+      state_->stopping();
+    }
+  }
+
+  grain_host_state& state() { return *state_; }
+
+ private:
+  std::shared_ptr<grain_host_state> state_;
+  timer_handle timer_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- the service
+
+const char* to_string(passivation p) noexcept {
+  switch (p) {
+    case passivation::idle: return "idle";
+    case passivation::requested: return "requested";
+    case passivation::limit: return "limit";
+    case passivation::memory: return "memory";
+    case passivation::moved: return "moved";
+    case passivation::fenced: return "fenced";
+    case passivation::failed: return "failed";
+    case passivation::stopping: return "stopping";
+  }
+  return "unknown";
+}
+
+grain_service::grain_service(actor_system& sys, grain_options o)
+    : sys_(sys), opts_(std::move(o)), state_(std::make_shared<grain_host_state>(*this)) {}
+
+grain_service::~grain_service() = default;
+
+bool grain_service::start(std::string& why) {
+  props p = props::from([s = state_] { return std::make_unique<grain_host_actor>(s); });
+  p.kind = "troupe.grains";
+  auto strategy = std::make_shared<supervisor_strategy>();
+  strategy->decide = [state = std::weak_ptr<grain_host_state>(state_)](const pid& child, const std::string& reason) {
+    const auto s = state.lock();
+    return s ? s->failed(child, reason) : directive::stop;
+  };
+  p.supervisor = std::move(strategy);
+  const spawn_result r = sys_.root().spawn_named(share(std::move(p)), "troupe.grains");
+  if (!r) {
+    why = "cannot start the grain service 'troupe.grains': " + spawn_refusal(r.error, "troupe.grains", "troupe.grains");
+    return false;
+  }
+  host_ = r.pid;
+  return true;
+}
+
+namespace {
+
+// Runs `fn` in the turn of `actor`.
+void run_in(const pid& actor, std::function<void(context&)> fn) {
+  if (!actor) return;
+  auto* m = new system_message(system_kind::continuation);
+  m->fn = std::move(fn);
+  actor.get()->send_system(m);
+}
+
+}  // namespace
+
+void grain_service::set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts) {
+  {
+    std::lock_guard lock(hosts_mu_);
+    if (*hosts_ == *hosts) return;
+    hosts_ = std::move(hosts);
+  }
+  for (cache_shard& s : cache_) {
+    std::lock_guard lock(s.mu);
+    s.entries.clear();
+  }
+  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_)](context& c) {
+    if (auto s = state.lock()) s->rehost(c);
+  });
+}
+
+std::shared_ptr<const cluster::grain_hosts> grain_service::hosts() const {
+  std::lock_guard lock(hosts_mu_);
+  return hosts_;
+}
+
+void grain_service::set_fenced(bool fenced, const std::string& why) {
+  if (fenced_.exchange(fenced, std::memory_order_acq_rel) == fenced) return;
+  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_), fenced, why](context& c) {
+    if (auto s = state.lock()) s->fence(c, fenced, why);
+  });
+}
+
+nlohmann::json grain_service::list(const std::string& kind, std::size_t limit) const { return state_->list(kind, limit); }
+
+}  // namespace troupe::node
