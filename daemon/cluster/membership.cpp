@@ -368,6 +368,27 @@ bool membership::in_touch(millis now) const {
   return 2 * heard > known || (2 * heard == known && lowest_heard);
 }
 
+millis membership::silent_for(millis now) const {
+  bool others = false;
+  millis last{0};
+  for (const auto& [name, e] : members_) {
+    if (name == self_.name || gone(e.m.state)) continue;
+    last = others ? std::max(last, e.heard) : e.heard;
+    others = true;
+  }
+  return others && now > last ? now - last : millis(0);
+}
+
+bool membership::hearing(millis now, millis window) const {
+  bool others = false;
+  for (const auto& [name, e] : members_) {
+    if (name == self_.name || gone(e.m.state)) continue;
+    if (now - e.heard <= window) return true;
+    others = true;
+  }
+  return !others;
+}
+
 void membership::handle(const std::string& from, const packet& p, millis now) {
   heard_from(p.from, now);
   bool stale = false;

@@ -118,6 +118,19 @@ class membership {
   // declared dead by the others without knowing it: what it alone must
   // hold (grain activations) it gives up.
   bool in_touch(millis now) const;
+  // Whether this node hears the cluster now: some other member was heard
+  // from within `window`, or there is no other member up to hear from. A
+  // node that was stopped (SIGSTOP) or cut off hears nobody, and may have
+  // been declared dead meanwhile: until it hears again, what it alone may
+  // hold (grain activations) it must not serve.
+  bool hearing(millis now, millis window) const;
+  // How long this node has heard from no other member up (0 when there is
+  // none to hear from). Asked before an input is handled, it tells how long
+  // the node was deaf: stopped, starved or cut off.
+  millis silent_for(millis now) const;
+  // The soonest the others can declare a member dead once it goes quiet:
+  // a probe interval, then the shortest suspicion.
+  millis earliest_verdict() const { return opts_.probe_interval + suspicion_min(); }
   // The longest a suspicion lasts now, before a dead verdict.
   millis suspicion_max() const { return suspicion_min() * opts_.suspicion_max_mult; }
   const membership_stats& stats() const noexcept { return stats_; }

@@ -31,7 +31,7 @@ tmp = tempfile.mkdtemp()
 w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
 shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "grains.so"), w.plugin_dir)
 key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
-hosts = [f"127.0.0.{i}" for i in range(2, 6)]
+hosts = [f"127.0.0.{i}" for i in range(2, 7)]
 ports = {h: free_port(h) for h in hosts}
 addr = {h: f"{h}:{ports[h]}" for h in hosts}
 # A short idle timeout for grains.counter would race the checks below: the
@@ -165,6 +165,59 @@ try:
           (metric(text, "troupe_grain_calls_total", '{kind="grains.counter",result="ok"}') or 0) >= 300
           and (metric(text, "troupe_grain_calls_total", '{kind="no.such.kind",result="no_host"}') or 0) == 1
           and "troupe_grain_activation_seconds_bucket" in text, "")
+
+    # ---- five members from here on (one killed and one paused leave a majority)
+    d = start("d", hosts[3], [hosts[0]])
+    e = start("e", hosts[4], [hosts[0]])
+    five = [a, b, c, d, e]
+    check("five members", all_alive(five, "abcde"), str({n.name: n.members() for n in five}))
+
+    def owned_elsewhere(prefix, caller):
+        """An identity whose activation (made now, at 100) is not on `caller`."""
+        for i in range(100):
+            status, v = value(caller, "grains.counter", f"{prefix}{i}", "grains.Add", {"by": 100})
+            if status == 200 and not v["pid"].startswith(caller.address + "/"):
+                return f"{prefix}{i}", v["pid"], node_of(v["pid"])
+        raise AssertionError("every identity landed on " + caller.name)
+
+    # ---- the owner killed with kill -9
+    ident, old, victim = owned_elsewhere("k", a)
+    retries = metric(a.scrape(), "troupe_grain_call_retries_total") or 0
+    victim.p.kill()
+    victim.p.wait()
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        res = list(pool.map(lambda _: value(a, "grains.counter", ident, "grains.Add", {"by": 1}, 30000), range(3)))
+    took = time.time() - t0
+    check("the owner killed with kill -9: calls made meanwhile are retried, then answered by a new "
+          "activation elsewhere after the dead verdict",
+          [s for s, _ in res] == [200] * 3 and sorted(v.get("value") for _, v in res) == [1, 2, 3]
+          and not any(v["pid"].startswith(victim.address + "/") for _, v in res) and a.said_dead(victim.name)
+          and (metric(a.scrape(), "troupe_grain_call_retries_total") or 0) > retries,
+          f"{took:.1f}s {res}")
+    live = [n for n in five if n is not victim]
+
+    # ---- a node paused past its dead verdict
+    ident, old, paused = owned_elsewhere("s", a)
+    paused.p.send_signal(signal.SIGSTOP)
+    try:
+        verdict = poll(lambda: a.members().get(paused.name, {}).get("status"), lambda s: s == "dead", 30)
+        status, moved = value(a, "grains.counter", ident, "grains.Add", {"by": 1}, 20000)
+    finally:
+        paused.p.send_signal(signal.SIGCONT)
+    # At once, on the node that was paused: its old activation (at 100) must not answer.
+    status2, after = value(paused, "grains.counter", ident, "grains.Get", None, 20000)
+    check("while a node is paused past its dead verdict, its grains are activated elsewhere",
+          verdict == "dead" and status == 200 and moved.get("value") == 1, f"{verdict} {status} {moved}")
+    check("a node paused past its dead verdict has stopped its activations before it serves again",
+          status2 == 200 and after.get("value", 100) < 100 and after.get("pid") != old, f"{status2} {after}")
+    fenced = poll(lambda: metric(paused.scrape(), "troupe_grain_passivations_total",
+                                 '{kind="grains.counter",reason="fenced"}') or 0, lambda v: v >= 1, 10)
+    check("it says it was fenced, and counts the activations it stopped",
+          fenced >= 1 and paused.err.has("grains: fenced", 5), str(fenced))
+    status, body = paused.call("GET", "/v1/grains")
+    check("and its old activation is gone from its list",
+          status == 200 and old.split("/", 1)[1] not in [g["id"] for g in body["grains"]], str(body))
 
 finally:
     w.stop_all()

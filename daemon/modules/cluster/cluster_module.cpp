@@ -196,6 +196,7 @@ class cluster_module final : public module, public cluster_view {
     transport_->set_cluster_handler([this](const std::string& from, std::span<const std::uint8_t> bytes) {
       if (!machine_) return;
       counters_->bytes_in.fetch_add(bytes.size(), std::memory_order_relaxed);
+      deaf_check();
       machine_->on_stream(from, bytes, now());
       pump();
     });
@@ -367,6 +368,7 @@ class cluster_module final : public module, public cluster_view {
       counters_->refused[static_cast<std::size_t>(v)].fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    deaf_check();
     machine_->on_datagram(address_of(from), plain_, now());
     pump();
   }
@@ -463,9 +465,12 @@ class cluster_module final : public module, public cluster_view {
     }
     if (timer_on_) {
       const millis wake = machine_->next_wake();
-      const std::int64_t in = std::max<std::int64_t>(0, (wake - now()).count());
+      // At least once a probe interval, which renews the grains' lease.
+      const std::int64_t in = std::clamp<std::int64_t>((wake - now()).count(), 0,
+                                                      machine_->options().probe_interval.count());
       uv_timer_start(&timer_, [](uv_timer_t* t) {
         auto* self = static_cast<cluster_module*>(t->data);
+        self->deaf_check();
         self->machine_->advance(self->now());
         self->pump();
       }, static_cast<std::uint64_t>(in), 0);
@@ -517,8 +522,27 @@ class cluster_module final : public module, public cluster_view {
       grains_->set_fenced(true, "the cluster declared this node dead");
     }
     const bool in_touch = machine_->in_touch(now());
-    grains_->set_fenced(!in_touch, in_touch ? std::string() : "no word from a majority of members for " +
-                                                  std::to_string(machine_->suspicion_max().count()) + " ms");
+    const bool deaf = machine_->silent_for(now()) >= machine_->earliest_verdict();
+    if (!deaf)
+      grains_->set_fenced(!in_touch, in_touch ? std::string() : "no word from a majority of members for " +
+                                                    std::to_string(machine_->suspicion_max().count()) + " ms");
+    // The lease ends well before the earliest dead verdict the others could
+    // reach (a probe interval, then the shortest suspicion).
+    const cluster::swim_options& o = machine_->options();
+    const millis lease = 2 * o.probe_interval + o.probe_timeout;
+    if (in_touch && machine_->hearing(now(), lease)) grains_->renew_lease(lease);
+  }
+
+  // Before the machine hears anything new: a node that heard no member for
+  // as long as the others need to declare it dead (it was stopped, starved
+  // or cut off) may be dead to them; it stops its activations before it
+  // serves again. Whatever it hears next lifts the fence (see fence()).
+  void deaf_check() {
+    if (!grains_) return;
+    const millis silent = machine_->silent_for(now());
+    if (silent >= machine_->earliest_verdict())
+      grains_->set_fenced(true, "no member heard for " + std::to_string(silent.count()) +
+                                    " ms (stopped or cut off): the others may have declared this node dead");
   }
 
   // /v1/grains: this node's activations; /v1/grains/{kind}/{identity}/{type}: a call.

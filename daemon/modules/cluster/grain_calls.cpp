@@ -142,7 +142,16 @@ class grain_call final : public process, public pooled {
     if (done_) return;
     ++attempts_;
     if (pid cached = svc_.cached(kind_, identity_, key_)) {
-      if (!cached.get()->dead()) return deliver(lock, std::move(cached));
+      if (!cached.get()->dead()) {
+        // An activation of this node serves only while the node hears the
+        // cluster (grains.hpp): else wait for it to hear, or to be fenced.
+        if (cached.get()->address() == system().address() && !svc_.serving()) {
+          last_refusal_ = "this node has not heard the cluster lately";
+          lock.unlock();
+          return retry();
+        }
+        return deliver(lock, std::move(cached));
+      }
       svc_.forget(kind_, identity_, key_, cached);
     }
     const auto hosts = svc_.hosts();

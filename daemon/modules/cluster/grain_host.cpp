@@ -55,6 +55,8 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       answer(ctx, asker, q->request(), s, nullptr, why);
     };
     if (fenced_) return refuse(gc::GrainStatus::Fenced, "the node " + svc_.options().self_name + " is fenced: " + fence_why_);
+    if (!svc_.serving())
+      return refuse(gc::GrainStatus::Fenced, "the node " + svc_.options().self_name + " has not heard the cluster lately");
     const auto hosts = svc_.hosts();
     const cluster::grain_host* owner = hosts->owner(kind, cluster::grain_key(kind, identity));
     if (owner == nullptr) return refuse(gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind + "'");
@@ -405,8 +407,11 @@ std::shared_ptr<const cluster::grain_hosts> grain_service::hosts() const {
 
 void grain_service::set_fenced(bool fenced, const std::string& why) {
   if (fenced_.exchange(fenced, std::memory_order_acq_rel) == fenced) return;
-  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_), fenced, why](context& c) {
+  const std::uint64_t n = fenced ? fences_ordered_.fetch_add(1, std::memory_order_acq_rel) + 1
+                                 : fences_ordered_.load(std::memory_order_acquire);
+  run_in(host_, [this, state = std::weak_ptr<grain_host_state>(state_), fenced, why, n](context& c) {
     if (auto s = state.lock()) s->fence(c, fenced, why);
+    if (fenced) fence_done(n);
   });
 }
 

@@ -34,6 +34,7 @@
 #include <prometheus/metric_family.h>
 
 #include "actor/actor_system.hpp"
+#include "actor/clock.hpp"
 #include "cluster/placement.hpp"
 
 namespace troupe::node {
@@ -120,6 +121,20 @@ class grain_service {
   // activation at once; while fenced, nothing is activated here.
   void set_fenced(bool fenced, const std::string& why);
   bool fenced() const noexcept { return fenced_.load(std::memory_order_acquire); }
+  // Any thread: this node heard the cluster just now (membership::hearing);
+  // its activations may serve for `lease` from now. A node that stopped
+  // hearing (paused, cut off) stops serving them when the lease runs out,
+  // before it learns whether it was declared dead (and is fenced).
+  void renew_lease(std::chrono::nanoseconds lease) noexcept {
+    lease_until_.store(steady_ns() + lease.count(), std::memory_order_release);
+  }
+  // Whether this node's activations may serve now.
+  bool serving() const noexcept {
+    return !fenced() && fences_done_.load(std::memory_order_acquire) == fences_ordered_.load(std::memory_order_acquire) &&
+           steady_ns() < lease_until_.load(std::memory_order_acquire);
+  }
+  // Internal: the host has stopped every activation for fence `n`.
+  void fence_done(std::uint64_t n) noexcept { fences_done_.store(n, std::memory_order_release); }
 
   // Any thread: a request to the grain. The future completes with its
   // reply, timed_out, or failed with a troupe.cluster.GrainError.
@@ -157,6 +172,10 @@ class grain_service {
   mutable std::mutex hosts_mu_;
   std::shared_ptr<const cluster::grain_hosts> hosts_ = std::make_shared<cluster::grain_hosts>();
   std::atomic<bool> fenced_{false};
+  std::atomic<std::int64_t> lease_until_{0};
+  // Fences ordered, and carried out (their activations told to stop): a
+  // fence lifted at once still holds until its stops are on their way.
+  std::atomic<std::uint64_t> fences_ordered_{0}, fences_done_{0};
   std::array<cache_shard, shards> cache_;
 };
 

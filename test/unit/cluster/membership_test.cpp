@@ -205,8 +205,13 @@ TEST_CASE("a member paused past its dead verdict hears of it, and is out of touc
   s.pause(2, longest + 10s);
   s.run_for(longest + 5s);
   CHECK(s.at(0).find("n2")->state == member_state::dead);
-  // When it wakes, the first thing its clock says is that it heard nobody for too long.
+  // When it wakes, the first thing its clock says is that it heard nobody
+  // for too long: for as long as the others need to declare it dead, and
+  // for longer than a suspicion lasts.
+  CHECK(s.at(2).silent_for(s.now()) >= s.at(2).earliest_verdict());
+  CHECK_FALSE(s.at(2).hearing(s.now(), s.at(2).earliest_verdict()));
   CHECK_FALSE(s.at(2).in_touch(s.now()));
+  CHECK(s.at(0).silent_for(s.now()) < s.at(0).earliest_verdict());
   s.run_for(15s);
   CHECK(s.at(2).stats().declared_dead >= 1);
   CHECK(s.at(2).in_touch(s.now()));
