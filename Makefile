@@ -1,8 +1,8 @@
 # Thin wrapper over meson so that the quick start is two commands.
 #   make run     set up, build, run a node with config/dev.yaml
 #   make test    set up, build, run every test; ends with "N passed, N failed"
-#   make bench   optimised build, run troupe-bench and the cluster benchmark of
-#                real nodes (root; ONLY=prefix to select,
+#   make bench   optimised build, run troupe-bench, and the cluster and grain
+#                benchmarks of real nodes (root; ONLY=prefix to select,
 #                REPS=N: N processes, min/median/max per workload)
 #   make bench-compare OLD=rev NEW=rev   both commits' benchmarks, run
 #                alternately in one sitting (REPS=N, ONLY=prefix)
@@ -64,6 +64,7 @@ else
 	@scripts/bench reps $(BENCH_BUILD)/test/bench/troupe-bench $(REPS) $(ONLY)
 endif
 	@case "$(ONLY)" in ""|cluster*) test/bench/cluster_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
+	@case "$(ONLY)" in ""|grain*) test/bench/grain_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 
 bench-compare: deps
 	@scripts/bench compare $(OLD) $(NEW) --reps $(or $(REPS),5) $(if $(ONLY),--only $(ONLY))

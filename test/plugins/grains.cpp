@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 #include <troupe/troupe.hpp>
 #include "grain_messages_generated.h"
@@ -69,6 +71,75 @@ struct Caller : troupe::Actor {
   }
 };
 
+// The benchmark's caller: see Drive in grain_messages.fbs.
+struct Driver : troupe::Actor {
+  using clock = std::chrono::steady_clock;
+  std::string kind, prefix;
+  std::int64_t identities = 1, calls = 0, window = 1, sent = 0, done = 0, errors = 0;
+  std::string first_error;
+  troupe::Pid plain;
+  std::vector<double> us;
+  clock::time_point start;
+
+  void receive(troupe::Context& ctx) override {
+    if (const auto* d = ctx.message<grains::Drive>()) {
+      kind = d->kind() ? d->kind()->str() : "";
+      prefix = d->prefix() ? d->prefix()->str() : "";
+      identities = std::max<std::int64_t>(1, d->identities());
+      calls = d->calls();
+      window = std::max<std::int64_t>(1, d->window());
+      plain = d->plain() && d->plain()->size() ? ctx.resolve(d->plain()->string_view()) : troupe::Pid();
+      sent = done = errors = 0;
+      first_error.clear();
+      us.clear();
+      us.reserve(static_cast<std::size_t>(calls));
+      start = clock::now();
+      asker = ctx.sender();
+      for (std::int64_t i = 0; i < window && sent < calls; ++i) next(ctx);
+    } else if (ctx.message<grains::Value>() && plain) {
+      // A plain request's reply: the oldest in flight (one link keeps order).
+      finish_one(ctx, sent_at[static_cast<std::size_t>(done % window)], true, {});
+    }
+  }
+
+  void next(troupe::Context& ctx) {
+    const auto t0 = clock::now();
+    if (plain) {
+      sent_at.resize(static_cast<std::size_t>(window));
+      sent_at[static_cast<std::size_t>(sent % window)] = t0;
+      ++sent;
+      ctx.request<grains::Add>(plain, [](auto& b) { return grains::CreateAdd(b, 1); });
+      return;
+    }
+    const std::string id = prefix + std::to_string(sent % identities);
+    ++sent;
+    ctx.grain(kind, id).request<grains::Add>([](auto& b) { return grains::CreateAdd(b, 1); },
+                                             [this, t0](troupe::Context& c, const troupe::Reply& r) {
+                                               finish_one(c, t0, r.ok(), r.ok() ? std::string() : r.error());
+                                             },
+                                             std::chrono::seconds(30));
+  }
+
+  void finish_one(troupe::Context& ctx, clock::time_point t0, bool ok, const std::string& why) {
+    us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+    ++done;
+    if (!ok && errors++ == 0) first_error = why;
+    if (sent < calls) next(ctx);
+    if (done < calls) return;
+    const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+    std::sort(us.begin(), us.end());
+    const double p50 = us[us.size() / 2], p99 = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+    const auto report = [&](auto& b) {
+      return grains::CreateReportDirect(b, calls, errors, seconds, p50, p99, first_error.c_str());
+    };
+    if (plain) ctx.send<grains::Report>(asker, report);
+    else ctx.respond<grains::Report>(report);
+  }
+
+  troupe::Pid asker;
+  std::vector<clock::time_point> sent_at;
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(grains, "1.0.0") {
@@ -78,4 +149,5 @@ TROUPE_PLUGIN(grains, "1.0.0") {
   // The same counter, passivated after one second without messages.
   plugin.grain<Counter>("grains.brief", std::chrono::seconds(1));
   plugin.kind<Caller>("grains.caller");
+  plugin.kind<Driver>("grains.driver");
 }
