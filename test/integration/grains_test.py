@@ -31,7 +31,7 @@ tmp = tempfile.mkdtemp()
 w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
 shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "grains.so"), w.plugin_dir)
 key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
-hosts = [f"127.0.0.{i}" for i in range(2, 7)]
+hosts = [f"127.0.0.{i}" for i in range(2, 9)]
 ports = {h: free_port(h) for h in hosts}
 addr = {h: f"{h}:{ports[h]}" for h in hosts}
 # A short idle timeout for grains.counter would race the checks below: the
@@ -39,9 +39,9 @@ addr = {h: f"{h}:{ports[h]}" for h in hosts}
 KINDS = "grains.counter: { grain: { idle_timeout: 10m } }"
 
 
-def start(name, host, seeds):
-    return nodes_mod.node(w, name, key=key, listen=addr[host], seeds=[addr[s] for s in seeds],
-                          plugins=("echo", "thrower", "remote_probe", "grains"), kinds=KINDS)
+def start(name, host, seeds, cluster="rt", extra=""):
+    return nodes_mod.node(w, name, key=key, listen=addr[host], seeds=[addr[s] for s in seeds], cluster=cluster,
+                          plugins=("echo", "thrower", "remote_probe", "grains"), kinds=KINDS, extra=extra)
 
 
 def call(n, kind, identity, type_, message, timeout_ms=5000):
@@ -165,6 +165,27 @@ try:
           (metric(text, "troupe_grain_calls_total", '{kind="grains.counter",result="ok"}') or 0) >= 300
           and (metric(text, "troupe_grain_calls_total", '{kind="no.such.kind",result="no_host"}') or 0) == 1
           and "troupe_grain_activation_seconds_bucket" in text, "")
+
+    # ---- the activation limit and the memory budget (clusters of one node)
+    solo = start("solo", hosts[5], [hosts[5]], cluster="solo", extra="cluster: { max_activations: 5 }\n")
+    for i in range(8):
+        value(solo, "grains.counter", f"l{i}", "grains.Add", {"by": 1})
+        time.sleep(0.05)  # so that their last activity is in this order
+    kept = poll(lambda: sorted(g["identity"] for g in solo.call("GET", "/v1/grains")[1]["grains"]),
+                lambda v: len(v) <= 5, 5)
+    text = solo.scrape()
+    check("over the activation limit, the oldest idle grains are passivated",
+          kept == [f"l{i}" for i in range(3, 8)]
+          and metric(text, "troupe_grain_passivations_total", '{kind="grains.counter",reason="limit"}') == 3
+          and metric(text, "troupe_grains_active", '{kind="grains.counter"}') == 5, f"{kept}")
+    lean = start("lean", hosts[6], [hosts[6]], cluster="lean", extra="cluster: { max_memory_mb: 1 }\n")
+    for i in range(20):
+        value(lean, "grains.counter", f"m{i}", "grains.Add", {"by": 1})
+    by_memory = poll(lambda: metric(lean.scrape(), "troupe_grain_passivations_total",
+                                    '{kind="grains.counter",reason="memory"}') or 0, lambda v: v >= 4, 8)
+    check("over the memory budget, idle grains are passivated a tenth at a time", by_memory >= 4, str(by_memory))
+    solo.stop()
+    lean.stop()
 
     # ---- five members from here on (one killed and one paused leave a majority)
     d = start("d", hosts[3], [hosts[0]])
