@@ -119,27 +119,31 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   // Idle grains, and the oldest idle ones over the limits.
   void sweep(context& ctx) {
     const std::int64_t now = steady_ns();
-    std::vector<std::pair<std::int64_t, child_rec*>> idle;  // (active at, grain)
+    std::size_t kept = 0;
     for (auto& [id, c] : children_) {
       if (!c.started || c.stopping) continue;
       const auto k = svc_.options().kinds.find(c.id.kind);
-      const std::int64_t at = std::max(active_at(c), c.ordered_ns);
       if (k != svc_.options().kinds.end() &&
-          now - at >= std::chrono::duration_cast<std::chrono::nanoseconds>(k->second.idle_timeout).count()) {
+          now - last_active(c) >= std::chrono::duration_cast<std::chrono::nanoseconds>(k->second.idle_timeout).count())
         passivate(ctx, c, passivation::idle);
-        continue;
-      }
-      idle.emplace_back(at, &c);
+      else
+        ++kept;
     }
-    std::size_t over = idle.size() > svc_.options().max_activations ? idle.size() - svc_.options().max_activations : 0;
+    std::size_t over = kept > svc_.options().max_activations ? kept - svc_.options().max_activations : 0;
     passivation why = passivation::limit;
     if (over == 0 && svc_.options().max_memory_bytes != 0 && resident_bytes() > svc_.options().max_memory_bytes) {
-      over = std::max<std::size_t>(1, idle.size() / 10);  // a tenth per sweep, until under the budget
+      over = std::max<std::size_t>(1, kept / 10);  // a tenth per sweep, until under the budget
       why = passivation::memory;
     }
     if (over == 0) return;
-    std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (std::size_t i = 0; i < over && i < idle.size(); ++i) passivate(ctx, *idle[i].second, why);
+    std::vector<std::pair<std::int64_t, child_rec*>> idle;  // (last active, grain)
+    idle.reserve(kept);
+    for (auto& [id, c] : children_)
+      if (c.started && !c.stopping) idle.emplace_back(last_active(c), &c);
+    over = std::min(over, idle.size());
+    std::partial_sort(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(over), idle.end(),
+                      [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < over; ++i) passivate(ctx, *idle[i].second, why);
   }
 
   // The members changed: grains this node no longer owns go (their new
@@ -184,7 +188,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       if (!kind.empty() && c.id.kind != kind) continue;
       ++total;
       if (out.size() >= limit) continue;
-      const std::int64_t at = std::max(active_at(c), c.ordered_ns);
+      const std::int64_t at = last_active(c);
       out.push_back({{"kind", c.id.kind},
                      {"identity", c.id.identity},
                      {"id", actor},
@@ -203,9 +207,10 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     passivation why = passivation::requested;  // unless this node stops it
   };
 
-  static std::int64_t active_at(const child_rec& c) {
-    const auto* cell = dynamic_cast<const context*>(c.who.get());
-    return cell ? cell->active_at_ns() : 0;
+  // When it last got a message (its activation, before the first).
+  static std::int64_t last_active(const child_rec& c) {
+    const auto* cell = static_cast<const context*>(c.who.get());  // a child: always a context
+    return std::max(cell->active_at_ns(), c.ordered_ns);
   }
 
   void passivate(context& ctx, child_rec& c, passivation why) {
