@@ -100,8 +100,9 @@ class grain_call final : public process, public pooled {
       if (status == gc::GrainStatus::Ok) {
         const std::string where = (l->address() ? l->address()->str() : std::string()) + "/" +
                                   (l->id() ? l->id()->str() : std::string());
-        e->release();
-        pid to = system().resolve(where, l->generation());
+        const std::uint64_t generation = l->generation();
+        e->release();  // `l` points into it
+        pid to = system().resolve(where, generation);
         if (!to) {
           lock.unlock();
           return retry();
