@@ -101,6 +101,7 @@ class grain_call final : public process, public pooled {
         const std::string where = (l->address() ? l->address()->str() : std::string()) + "/" +
                                   (l->id() ? l->id()->str() : std::string());
         const std::uint64_t generation = l->generation();
+        const bool delivered = l->delivered();
         e->release();  // `l` points into it
         pid to = system().resolve(where, generation);
         if (!to) {
@@ -108,7 +109,12 @@ class grain_call final : public process, public pooled {
           return retry();
         }
         svc_.remember(kind_, identity_, key_, to);
-        return deliver(lock, std::move(to));
+        if (!delivered) return deliver(lock, std::move(to));
+        // The owner handed the message over: its reply comes next.
+        phase_ = phase::calling;
+        target_ = std::move(to);
+        if (one_way_) finish(lock, future_status::completed, nullptr, call_result::ok);
+        return;
       }
       e->release();
       switch (status) {
@@ -169,8 +175,11 @@ class grain_call final : public process, public pooled {
       return retry();
     }
     phase_ = phase::locating;
+    // The message rides along: the owner hands it to the activation.
     envelope* e = build<gc::GrainLocate>([&](FlatBufferBuilder& b) {
-      return gc::CreateGrainLocateDirect(b, kind_.c_str(), identity_.c_str(), attempts_);
+      const auto bytes = b.CreateVector(msg_->data, msg_->size);
+      return gc::CreateGrainLocate(b, b.CreateString(kind_), b.CreateString(identity_), attempts_, msg_->type, bytes,
+                                   !one_way_);
     });
     retain();
     e->sender = this;

@@ -63,7 +63,10 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     if (owner->name != svc_.options().self_name || !svc_.options().kinds.count(kind))
       return refuse(gc::GrainStatus::NotOwner, "the owner of " + kind + "/" + identity + " is " + owner->name);
     const std::uint64_t who = ++next_caller_;
-    waiting_.emplace(who, std::make_pair(asker, q->request()));
+    waiter w{asker, q->request(), {}, q->reply()};
+    if (q->message() != nullptr && q->message()->size() != 0)  // verified by the grain's kind, as from any peer
+      w.carried = message::adopt(make_envelope(q->type(), q->message()->data(), q->message()->size()));
+    waiting_.emplace(who, std::move(w));
     dir_.locate({kind, identity}, who);
     pump(ctx);
   }
@@ -199,6 +202,13 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   }
 
  private:
+  struct waiter {
+    pid asker;
+    std::uint64_t request = 0;
+    troupe::message carried;  // for the activation, when the locate carried one
+    bool reply = false;
+  };
+
   struct child_rec {
     cluster::grain_id id;
     troupe::pid who;
@@ -220,12 +230,27 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   }
 
   void answer(context& ctx, const pid& to, std::uint64_t request, gc::GrainStatus s, const cluster::activation* where,
-              const std::string& detail) {
+              const std::string& detail, bool delivered = false) {
     ctx.send<gc::GrainLocated>(to, [&](FlatBufferBuilder& b) {
       return gc::CreateGrainLocatedDirect(b, request, s, where ? where->address.c_str() : nullptr,
                                           where ? where->actor.c_str() : nullptr, where ? where->generation : 0,
-                                          detail.empty() ? nullptr : detail.c_str());
+                                          detail.empty() ? nullptr : detail.c_str(), delivered);
     });
+  }
+
+  // The answer, then the locate's message to the activation: both leave for
+  // the asker's node in this order, so its answer always comes first.
+  void answer_ok(context& ctx, waiter& w, const cluster::activation& where) {
+    const auto child = children_.find(where.actor);
+    const bool deliver = w.carried && child != children_.end();
+    answer(ctx, w.asker, w.request, gc::GrainStatus::Ok, &where, {}, deliver);
+    if (!deliver) return;
+    envelope* e = for_delivery(std::move(w.carried));
+    if (w.reply) {
+      w.asker.get()->retain();
+      e->sender = w.asker.get();
+    }
+    child->second.who.get()->send_user(e);
   }
 
   // Carries out what the directory asks: activations, then answers.
@@ -244,12 +269,14 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       children_.emplace(r.pid.id(), child_rec{id, r.pid, steady_ns()});
     }
     for (const cluster::grain_directory::answer& a : dir_.take_answers()) {
-      const auto w = waiting_.find(a.who);
-      if (w == waiting_.end()) continue;
-      const auto [to, request] = w->second;
-      waiting_.erase(w);
+      const auto it = waiting_.find(a.who);
+      if (it == waiting_.end()) continue;
+      waiter w = std::move(it->second);
+      waiting_.erase(it);
+      const pid& to = w.asker;
+      const std::uint64_t request = w.request;
       switch (a.error) {
-        case cluster::locate_error::none: answer(ctx, to, request, gc::GrainStatus::Ok, &a.where, {}); break;
+        case cluster::locate_error::none: answer_ok(ctx, w, a.where); break;
         case cluster::locate_error::activation_failed:
           answer(ctx, to, request, gc::GrainStatus::ActivationFailed, nullptr,
                  "activating " + a.id.kind + "/" + a.id.identity + " failed: " + a.detail);
@@ -289,7 +316,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   std::string self_address_;
   std::uint64_t generation_;
   std::unordered_map<std::string, child_rec> children_;  // by actor id; changed under mu_
-  std::unordered_map<std::uint64_t, std::pair<pid, std::uint64_t>> waiting_;  // caller -> (asker, request)
+  std::unordered_map<std::uint64_t, waiter> waiting_;  // by the directory's caller number
   std::uint64_t next_caller_ = 0;
   std::map<std::string, props_ptr, std::less<>> props_;
   bool fenced_ = false;
