@@ -1,6 +1,12 @@
 #include "cluster/directory.hpp"
 
+#include "cluster/placement.hpp"
+
 namespace troupe::cluster {
+
+std::size_t grain_id_hash::operator()(const grain_id& g) const noexcept {
+  return static_cast<std::size_t>(grain_key(g.kind, g.identity));
+}
 
 const char* to_string(locate_error e) noexcept {
   switch (e) {

@@ -12,8 +12,8 @@
 // leaves the directory, and the next request activates the grain again.
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <string>
+#include <unordered_map>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -27,6 +27,10 @@ struct grain_id {
     return std::tie(a.kind, a.identity) < std::tie(b.kind, b.identity);
   }
   friend bool operator==(const grain_id& a, const grain_id& b) = default;
+};
+
+struct grain_id_hash {
+  std::size_t operator()(const grain_id& g) const noexcept;
 };
 
 // Where an activation runs: the node (its address and start) and the
@@ -96,7 +100,7 @@ class grain_directory {
   };
 
   std::size_t max_waiting_;
-  std::map<grain_id, entry> entries_;
+  std::unordered_map<grain_id, entry, grain_id_hash> entries_;
   std::size_t active_ = 0;
   std::vector<grain_id> orders_;
   std::vector<answer> answers_;

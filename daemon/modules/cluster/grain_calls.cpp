@@ -317,6 +317,9 @@ void grain_service::remember(std::string_view kind, std::string_view identity, s
   k.append(kind).push_back('\0');
   k.append(identity);
   std::lock_guard lock(s.mu);
+  // Bounded: a full shard forgets an entry (the next call to that grain
+  // locates it again).
+  if (s.entries.size() >= std::max<std::size_t>(1, opts_.max_cached / shards)) s.entries.erase(s.entries.begin());
   s.entries.emplace(key, std::make_pair(std::move(k), where));
 }
 

@@ -73,7 +73,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
 
   // The activation `child` has handled Started without failing.
   void started(context& ctx, const pid& child) {
-    const auto it = children_.find(child.id());
+    const auto it = children_.find(seq_of(child));
     if (it == children_.end() || it->second.started) return;  // a restart's Started
     child_rec& c = it->second;
     c.started = true;
@@ -87,7 +87,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   // fails is an error for every caller, not a restart; a started grain
   // that fails is restarted (a fresh instance, same identity).
   directive failed(const pid& child, const std::string& reason) {
-    const auto it = children_.find(child.id());
+    const auto it = children_.find(seq_of(child));
     if (it == children_.end() || it->second.started || ctx_ == nullptr) return directive::restart;
     child_rec& c = it->second;
     c.why = passivation::failed;
@@ -104,7 +104,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   void terminated(context& ctx) {
     const auto* t = ctx.message<system::Terminated>();
     if (t == nullptr || t->who() == nullptr || t->who()->id() == nullptr) return;
-    const auto it = children_.find(t->who()->id()->str());
+    const auto it = children_.find(seq_of(t->who()->id()->string_view()));
     if (it == children_.end()) return;
     child_rec c = std::move(it->second);
     {
@@ -187,14 +187,14 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     nlohmann::json out = nlohmann::json::array();
     std::size_t total = 0;
     const std::int64_t now = steady_ns();
-    for (const auto& [actor, c] : children_) {
+    for (const auto& [seq, c] : children_) {
       if (!kind.empty() && c.id.kind != kind) continue;
       ++total;
       if (out.size() >= limit) continue;
       const std::int64_t at = last_active(c);
       out.push_back({{"kind", c.id.kind},
                      {"identity", c.id.identity},
-                     {"id", actor},
+                     {"id", c.who.id()},
                      {"pid", c.who.to_string()},
                      {"idle_seconds", static_cast<double>(now - at) / 1e9}});
     }
@@ -216,6 +216,18 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     bool started = false, stopping = false;
     passivation why = passivation::requested;  // unless this node stops it
   };
+
+  // Activations are anonymous children: their id is "$" and their seq.
+  static std::uint64_t seq_of(const pid& p) { return static_cast<const context*>(p.get())->seq(); }
+  static std::uint64_t seq_of(std::string_view id) {
+    std::uint64_t n = 0;
+    if (id.size() < 2 || id[0] != '$') return 0;
+    for (char ch : id.substr(1)) {
+      if (ch < '0' || ch > '9') return 0;
+      n = n * 10 + static_cast<std::uint64_t>(ch - '0');
+    }
+    return n;
+  }
 
   // When it last got a message (its activation, before the first).
   static std::int64_t last_active(const child_rec& c) {
@@ -241,7 +253,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   // The answer, then the locate's message to the activation: both leave for
   // the asker's node in this order, so its answer always comes first.
   void answer_ok(context& ctx, waiter& w, const cluster::activation& where) {
-    const auto child = children_.find(where.actor);
+    const auto child = children_.find(seq_of(where.actor));
     const bool deliver = w.carried && child != children_.end();
     answer(ctx, w.asker, w.request, gc::GrainStatus::Ok, &where, {}, deliver);
     if (!deliver) return;
@@ -266,7 +278,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       k.activations.fetch_add(1, std::memory_order_relaxed);
       k.active.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lock(mu_);
-      children_.emplace(r.pid.id(), child_rec{id, r.pid, steady_ns()});
+      children_.emplace(seq_of(r.pid), child_rec{id, r.pid, steady_ns()});
     }
     for (const cluster::grain_directory::answer& a : dir_.take_answers()) {
       const auto it = waiting_.find(a.who);
@@ -315,7 +327,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   cluster::grain_directory dir_;
   std::string self_address_;
   std::uint64_t generation_;
-  std::unordered_map<std::string, child_rec> children_;  // by actor id; changed under mu_
+  std::unordered_map<std::uint64_t, child_rec> children_;  // by actor seq; changed under mu_
   std::unordered_map<std::uint64_t, waiter> waiting_;  // by the directory's caller number
   std::uint64_t next_caller_ = 0;
   std::map<std::string, props_ptr, std::less<>> props_;

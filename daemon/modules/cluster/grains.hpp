@@ -49,6 +49,7 @@ struct grain_options {
   std::size_t max_activations = 1000000;  // then the oldest idle are passivated
   std::uint64_t max_memory_bytes = 0;     // resident memory over this: the same; 0: no budget
   std::size_t max_waiting = 10000;        // calls waiting for one activation
+  std::size_t max_cached = 1000000;       // places of grains remembered by the call cache
 };
 
 // Why activations ended, for troupe_grain_passivations_total{reason}.
