@@ -106,9 +106,11 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     if (t == nullptr || t->who() == nullptr || t->who()->id() == nullptr) return;
     const auto it = children_.find(seq_of(t->who()->id()->string_view()));
     if (it == children_.end()) return;
-    child_rec c = std::move(it->second);
+    child_rec c;
     {
+      // The admin API reads the entry under mu_: moving out of it writes it.
       std::lock_guard lock(mu_);
+      c = std::move(it->second);
       children_.erase(it);
     }
     svc_.forget(c.id.kind, c.id.identity, cluster::grain_key(c.id.kind, c.id.identity), c.who);
