@@ -50,8 +50,24 @@ void membership::start(millis now) {
   next_push_pull_ = now + opts_.push_pull_interval;
   next_join_ = now;
   next_reconnect_ = now + opts_.reconnect_interval;
+  started_at_ = now;
   broadcast(alive_of(members_[self_.name].m));
+  // A first seed that restarts may find the cluster it formed still there:
+  // it asks the other seeds at once rather than wait to be found.
+  if (joined_)
+    for (const std::string& s : seeds_)
+      if (s != self_.address) exchange_state(s, false);
   advance(now);
+}
+
+bool membership::settled(millis now) const {
+  if (!joined_) return false;
+  for (const auto& [name, e] : members_)
+    if (name != self_.name && !gone(e.m.state)) return true;
+  // Alone: at once when no other seed is listed (nobody to find), else
+  // after the others have had the time to find this node.
+  const bool other_seeds = std::any_of(seeds_.begin(), seeds_.end(), [&](const std::string& s) { return s != self_.address; });
+  return !other_seeds || now - started_at_ >= 3 * opts_.probe_interval;
 }
 
 const member* membership::find(const std::string& name) const {
@@ -413,6 +429,11 @@ void membership::handle(const std::string& from, const packet& p, millis now) {
         ack.probe = probe_kind::ack;
         ack.seq = p.seq;
         send(from, std::move(ack));
+      } else if (p.target.name == self_.name && p.target.generation < self_.generation && !leaving_) {
+        // A member still probes the start before this one: the two trade
+        // their whole state, so that it learns of this start and this node
+        // of the cluster (a first seed that restarts has no seed to ask).
+        exchange_state(from, false);
       }
       break;
     case probe_kind::indirect_ping: {

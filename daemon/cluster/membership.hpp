@@ -106,6 +106,12 @@ class membership {
   std::vector<member> members() const;  // every member known, this node included
   // Whether this node belongs to a formed cluster.
   bool joined() const noexcept { return joined_; }
+  // Whether its view is worth acting on (placing grains by it): it has
+  // joined, and either knows another member up, or lists no other seed, or
+  // has been alone for three probe intervals since its start: a first seed
+  // that restarts is found by the members of the cluster it formed before
+  // that, or is alone indeed.
+  bool settled(millis now) const;
   // Whether every alive member reports the same value of `key` (which goes
   // to `value`): a way to damp flapping, not a guarantee.
   bool consensus(const std::string& key, std::string* value = nullptr) const;
@@ -204,6 +210,7 @@ class membership {
   std::map<std::uint32_t, relay> relays_;
   std::uint32_t seq_ = 0;
   bool started_ = false, joined_ = false, leaving_ = false;
+  millis started_at_{0};
   std::optional<std::uint32_t> dead_heard_;  // the highest incarnation of this node heard declared dead
   millis next_probe_{0}, next_gossip_{0}, next_push_pull_{0}, next_join_{0}, next_reconnect_{0};
   std::vector<outgoing> out_;
