@@ -105,7 +105,8 @@ pid actor_system::resolve(std::string_view text, std::uint64_t generation) {
   return pid();
 }
 
-void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept {
+void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason reason,
+                               std::string_view missing) noexcept {
   stats_.dead_letters[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   message msg = message::adopt(e);
   // An undeliverable event is not published again: that could go round.
@@ -115,13 +116,15 @@ void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason 
   // instead of waiting for its timeout. Never answer an answer.
   process* requester = e->sender;
   if (requester != nullptr && reason != dead_letter_reason::late_reply && !e->is<system::DeadLetterResponse>())
-    answer_undelivered(requester, target, reason);
+    answer_undelivered(requester, target, reason, missing);
 }
 
-void actor_system::answer_undelivered(process* requester, process* target, dead_letter_reason reason) noexcept {
+void actor_system::answer_undelivered(process* requester, process* target, dead_letter_reason reason,
+                                      std::string_view missing) noexcept {
   if (requester == nullptr || requester->dead()) return;
   requester->send_user(build<system::DeadLetterResponse>([&](flatbuffers::FlatBufferBuilder& b) {
-    auto p = target ? encode_pid(b, target) : system::CreatePidDirect(b, cfg_.address.c_str(), "");
+    auto p = target ? encode_pid(b, target)
+                    : system::CreatePidDirect(b, cfg_.address.c_str(), std::string(missing).c_str(), cfg_.generation);
     return system::CreateDeadLetterResponse(b, p, static_cast<system::DeadLetterReason>(reason));
   }));
 }

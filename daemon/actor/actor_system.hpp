@@ -160,10 +160,14 @@ class actor_system {
 
   // Counts and publishes a message that could not be delivered, and answers
   // a request with DeadLetterResponse so that its future fails fast.
-  void dead_letter(envelope* e, process* target, dead_letter_reason reason) noexcept;
+  // `missing`: the id it was sent to here, when no actor has it (the
+  // answer names it, so that the asker knows which of its requests failed).
+  void dead_letter(envelope* e, process* target, dead_letter_reason reason, std::string_view missing = {}) noexcept;
   // Tells `requester` (a future, or an actor that asked) that its request
-  // to `target` will get no answer: a DeadLetterResponse saying why.
-  void answer_undelivered(process* requester, process* target, dead_letter_reason reason) noexcept;
+  // to `target` (or to the id `missing` here) will get no answer: a
+  // DeadLetterResponse saying why.
+  void answer_undelivered(process* requester, process* target, dead_letter_reason reason,
+                          std::string_view missing = {}) noexcept;
 
   // Stops every actor (children before parents), waits up to `timeout` for
   // them, then stops the dispatcher and the loop and joins every thread.

@@ -172,7 +172,7 @@ void connection::deliver_from(const wire::Batch& b, std::uint32_t i, bool force)
     if (target != nullptr)
       target->send_user(e);
     else
-      sys.dead_letter(e, nullptr, dead_letter_reason::not_found);
+      sys.dead_letter(e, nullptr, dead_letter_reason::not_found, view(b.targets()->Get(w->target())));
     ++delivered;
     if (force) continue;
     // The target's mailbox after each message; the budget, a sum over
