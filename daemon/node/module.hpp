@@ -166,8 +166,13 @@ class module {
   // the start (the module logged why): 78 for what the configuration asked
   // that cannot be (a required plugin that does not load), 1 otherwise.
   virtual int start(node_context&) = 0;
-  // SIGTERM or SIGINT, on the loop thread, in reverse order: take no new
-  // work from outside. Actors are stopped after every module did this.
+  // SIGTERM or SIGINT, on the loop thread, before anything stops: hand
+  // what this node is responsible for to others while everything still
+  // runs (the cluster moves its grains). `done` (any thread, once) lets the
+  // stop go on; the module bounds how long that takes.
+  virtual void hand_over(std::function<void()> done) { done(); }
+  // Then, on the loop thread, in reverse order: take no new work from
+  // outside. Actors are stopped after every module did this.
   virtual void stop_taking_work() {}
   // Every actor has stopped (on the thread that stopped them).
   virtual void actors_stopped() {}

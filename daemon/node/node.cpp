@@ -341,10 +341,23 @@ void node_core::begin_stop(const char* name) {
     ::_exit(1);
   }
   ctx_.phase_.store(node_context::phase::stopping, std::memory_order_release);
+  notify("STOPPING=1\nSTATUS=stopping");
+  // What this node is responsible for goes to others first, while
+  // everything still runs; then the actors stop.
+  auto pending = std::make_shared<std::atomic<std::size_t>>(modules_.size() + 1);
+  const std::string signal = name;
+  auto one_done = [this, pending, signal] {
+    if (pending->fetch_sub(1, std::memory_order_acq_rel) == 1)
+      loop_.post([this, signal] { stop_actors(signal); });
+  };
+  for (const auto& m : modules_) m->hand_over(one_done);
+  one_done();
+}
+
+void node_core::stop_actors(const std::string& name) {
   // Peers and clients first: nothing more comes in while actors stop.
   for (std::size_t i = modules_.size(); i-- > 0;) modules_[i]->stop_taking_work();
-  notify("STOPPING=1\nSTATUS=stopping");
-  log(level::info, std::string("received ") + name + ": stopping every actor");
+  log(level::info, "received " + name + ": stopping every actor");
   // Actors stop on their workers while the loop goes on serving timers and
   // signals (a second one forces the exit). A handler that never returns
   // would hold the stop forever: past the drain timeout and a grace

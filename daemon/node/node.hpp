@@ -51,6 +51,7 @@ class node_core {
   void close_own_handles();  // signals and timers only
   void reload();
   void begin_stop(const char* signal_name);
+  void stop_actors(const std::string& signal_name);
   void give_up();
   void check_health();
   std::string unhealthy() const;
