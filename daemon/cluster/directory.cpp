@@ -13,27 +13,139 @@ const char* to_string(locate_error e) noexcept {
     case locate_error::none: return "none";
     case locate_error::activation_failed: return "activation_failed";
     case locate_error::busy: return "busy";
+    case locate_error::not_owner: return "not_owner";
   }
   return "unknown";
 }
 
-void grain_directory::locate(const grain_id& id, caller who) {
+grain_directory::grain_directory(member_ref self, const std::vector<std::string>& kinds, directory_options o)
+    : opts_(o), table_(std::move(self), kinds, o.partitions, o.resend, o.max_moving) {}
+
+std::uint32_t grain_directory::partition(const grain_id& id) const {
+  return partition_of(grain_key(id.kind, id.identity), table_.partitions());
+}
+
+// ---------------------------------------------------------------- the members
+
+void grain_directory::set_view(std::shared_ptr<const grain_hosts> view, millis now) {
+  table_.set_view(std::move(view), now);
+  settle(now);
+}
+
+void grain_directory::set_fenced(bool fenced, millis now) {
+  table_.set_fenced(fenced, now);
+  settle(now);
+}
+
+void grain_directory::leave(millis now) {
+  table_.leave(now);
+  settle(now);
+}
+
+void grain_directory::on_message(const handover_message& m, millis now) {
+  table_.on_message(m, now);
+  settle(now);
+}
+
+void grain_directory::advance(millis now) {
+  table_.advance(now);
+  settle(now);
+}
+
+void grain_directory::settle(millis now) {
+  // Partitions moving away: their activations stop (those still starting
+  // stop once they have started: see activated()).
+  const auto stops = table_.take_stops();
+  if (!stops.empty()) {
+    for (const auto& [id, e] : entries_) {
+      if (!e.active) continue;
+      for (const partition_ref& r : stops)
+        if (r.partition == e.partition && r.kind == id.kind) {
+          stops_.push_back(id);
+          ++stats_.stopped;
+          break;
+        }
+    }
+  }
+  // Partitions this node will not hold after all: their callers go elsewhere.
+  for (const partition_ref& r : table_.take_lost())
+    for (auto& [id, who] : unbuffer(r)) refuse(id, who, r.partition);
+  // Partitions held now: their callers are served, in the order they came.
+  for (const partition_ref& r : table_.take_ready())
+    for (auto& [id, who] : unbuffer(r)) locate(id, who, now);
+}
+
+std::deque<std::pair<grain_id, grain_directory::caller>> grain_directory::unbuffer(const partition_ref& r) {
+  const auto it = buffered_.find(std::make_pair(r.kind, r.partition));
+  if (it == buffered_.end()) return {};
+  auto waiting = std::move(it->second);
+  buffered_.erase(it);
+  buffered_count_ -= waiting.size();
+  return waiting;
+}
+
+// ---------------------------------------------------------------- grains
+
+void grain_directory::refuse(const grain_id& id, caller who, std::uint32_t p) {
+  std::string why;
+  const grain_host* o = table_.view()->owner_of(id.kind, p);
+  if (o == nullptr)
+    why = "no member hosts the grain kind '" + id.kind + "'";
+  else if (o->name == table_.self().name)
+    why = "this node is giving up its grains (stopping or fenced)";
+  else
+    why = "the owner of " + id.kind + "/" + id.identity + " is " + o->name;
+  answers_.push_back({who, id, locate_error::not_owner, {}, std::move(why)});
+}
+
+void grain_directory::locate(const grain_id& id, caller who, millis now) {
+  (void)now;
+  const std::uint32_t p = partition(id);
+  switch (table_.role(id.kind, p)) {
+    case partition_role::holding: return serve(id, who, p);
+    case partition_role::claiming:
+    case partition_role::releasing:
+      if (table_.mine(id.kind, p)) break;  // on its way here (again): wait
+      return refuse(id, who, p);
+    case partition_role::none:
+      if (table_.mine(id.kind, p)) break;
+      return refuse(id, who, p);
+  }
+  if (buffered_count_ >= opts_.max_buffered) {
+    ++stats_.overflow;
+    answers_.push_back({who, id, locate_error::busy,
+                        {},
+                        std::to_string(opts_.max_buffered) + " calls wait for grain partitions moving to this node "
+                                                             "already"});
+    return;
+  }
+  ++stats_.buffered;
+  ++buffered_count_;
+  buffered_[std::make_pair(id.kind, p)].emplace_back(id, who);
+}
+
+void grain_directory::serve(const grain_id& id, caller who, std::uint32_t p) {
   auto [it, fresh] = entries_.try_emplace(id);
   entry& e = it->second;
   if (e.active) {
     answers_.push_back({who, id, locate_error::none, e.where, {}});
     return;
   }
-  if (e.waiting.size() >= max_waiting_) {
-    answers_.push_back({who, id, locate_error::busy, {}, std::to_string(max_waiting_) +
+  if (e.waiting.size() >= opts_.max_waiting) {
+    answers_.push_back({who, id, locate_error::busy, {}, std::to_string(opts_.max_waiting) +
                                                             " callers wait for its activation already"});
     return;
   }
   e.waiting.push_back(who);
-  if (fresh) orders_.push_back(id);
+  if (fresh) {
+    e.partition = p;
+    table_.activation_added(id.kind, p);
+    orders_.push_back(id);
+  }
 }
 
-void grain_directory::activated(const grain_id& id, const activation& where) {
+void grain_directory::activated(const grain_id& id, const activation& where, millis now) {
+  (void)now;
   const auto it = entries_.find(id);
   if (it == entries_.end() || it->second.active) return;  // not ordered here, or told twice
   entry& e = it->second;
@@ -43,34 +155,31 @@ void grain_directory::activated(const grain_id& id, const activation& where) {
   for (caller who : e.waiting) answers_.push_back({who, id, locate_error::none, where, {}});
   e.waiting.clear();
   e.waiting.shrink_to_fit();
+  // Its partition moved while it started: it stops after what it was given.
+  if (table_.role(id.kind, e.partition) != partition_role::holding) {
+    stops_.push_back(id);
+    ++stats_.stopped;
+  }
 }
 
-void grain_directory::activation_failed(const grain_id& id, const std::string& why) {
+void grain_directory::activation_failed(const grain_id& id, const std::string& why, millis now) {
   const auto it = entries_.find(id);
   if (it == entries_.end() || it->second.active) return;
   for (caller who : it->second.waiting) answers_.push_back({who, id, locate_error::activation_failed, {}, why});
+  const std::uint32_t p = it->second.partition;
   entries_.erase(it);
+  table_.activation_removed(id.kind, p, now);
+  settle(now);
 }
 
-void grain_directory::deactivated(const grain_id& id, const activation& where) {
+void grain_directory::deactivated(const grain_id& id, const activation& where, millis now) {
   const auto it = entries_.find(id);
   if (it == entries_.end() || !it->second.active || !(it->second.where == where)) return;
+  const std::uint32_t p = it->second.partition;
   entries_.erase(it);
   --active_;
-}
-
-std::size_t grain_directory::node_lost(const std::string& address) {
-  std::size_t gone = 0;
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.active && it->second.where.address == address) {
-      it = entries_.erase(it);
-      --active_;
-      ++gone;
-    } else {
-      ++it;
-    }
-  }
-  return gone;
+  table_.activation_removed(id.kind, p, now);
+  settle(now);
 }
 
 const activation* grain_directory::find(const grain_id& id) const {

@@ -62,12 +62,12 @@ void membership::start(millis now) {
 
 bool membership::settled(millis now) const {
   if (!joined_) return false;
-  for (const auto& [name, e] : members_)
-    if (name != self_.name && !gone(e.m.state)) return true;
-  // Alone: at once when no other seed is listed (nobody to find), else
-  // after the others have had the time to find this node.
+  if (answered_) return true;
+  // A first seed nobody of a formed cluster answered yet: at once when no
+  // other seed is listed (nobody to find), else once the members of an
+  // earlier cluster have had the time to find it.
   const bool other_seeds = std::any_of(seeds_.begin(), seeds_.end(), [&](const std::string& s) { return s != self_.address; });
-  return !other_seeds || now - started_at_ >= 3 * opts_.probe_interval;
+  return !other_seeds || now - started_at_ >= 5 * opts_.probe_interval;
 }
 
 const member* membership::find(const std::string& name) const {
@@ -407,11 +407,15 @@ bool membership::hearing(millis now, millis window) const {
 
 void membership::handle(const std::string& from, const packet& p, millis now) {
   heard_from(p.from, now);
-  bool stale = false;
+  bool stale = false, earlier = false;
   for (const news& n : p.gossip) {
     apply(n, now);
     stale = stale || stale_about_self(n);
+    earlier = earlier || (subject(n).name == self_.name && subject(n).generation < self_.generation);
   }
+  // News of an earlier start of this node: the sender has not heard of
+  // this one. The two trade their whole state (see the ping below).
+  if (earlier && !leaving_) exchange_state(from, false);
   // The sender still suspects (or buried) an incarnation this node has
   // refuted: it missed the refutation, so it gets it directly.
   if (stale && !leaving_) {
@@ -479,7 +483,13 @@ void membership::handle(const std::string& from, const sync& s, millis now) {
   for (const suspect_news& x : s.suspects) apply(x, now);
   for (const dead_news& d : s.dead) apply(d, now);
   // A formed cluster answered: this node is one of it now.
-  if (s.joined && !joined_ && s.reply) joined_ = true;
+  if (s.joined && s.reply) {
+    joined_ = true;
+    answered_ = true;
+  }
+  // Another seed's whole state: it knows what there is to know (a seed of
+  // an earlier cluster knows its members; a fresh one, that there are none).
+  if (std::find(seeds_.begin(), seeds_.end(), from) != seeds_.end() && from != self_.address) answered_ = true;
   if (!s.reply) exchange_state(from, true);
 }
 

@@ -107,10 +107,11 @@ class membership {
   // Whether this node belongs to a formed cluster.
   bool joined() const noexcept { return joined_; }
   // Whether its view is worth acting on (placing grains by it): it has
-  // joined, and either knows another member up, or lists no other seed, or
-  // has been alone for three probe intervals since its start: a first seed
-  // that restarts is found by the members of the cluster it formed before
-  // that, or is alone indeed.
+  // joined, and either a member of a formed cluster answered it, or another
+  // seed sent its whole state, or it lists no other seed, or five probe
+  // intervals have passed since its start: a first seed that restarts is
+  // found by the members of the cluster it formed before that, or is alone
+  // indeed.
   bool settled(millis now) const;
   // Whether every alive member reports the same value of `key` (which goes
   // to `value`): a way to damp flapping, not a guarantee.
@@ -211,6 +212,7 @@ class membership {
   std::uint32_t seq_ = 0;
   bool started_ = false, joined_ = false, leaving_ = false;
   millis started_at_{0};
+  bool answered_ = false;  // a member of a formed cluster answered an exchange
   std::optional<std::uint32_t> dead_heard_;  // the highest incarnation of this node heard declared dead
   millis next_probe_{0}, next_gossip_{0}, next_push_pull_{0}, next_join_{0}, next_reconnect_{0};
   std::vector<outgoing> out_;

@@ -14,6 +14,10 @@ std::uint64_t grain_key(std::string_view kind, std::string_view identity) noexce
 
 std::uint64_t member_key(std::string_view name) noexcept { return mix(fnv1a(name)); }
 
+std::uint64_t partition_key(std::string_view kind, std::uint32_t p) noexcept {
+  return mix(fnv1a(kind) ^ mix(static_cast<std::uint64_t>(p) + 1));
+}
+
 std::uint64_t placement_score(std::uint64_t member, std::uint64_t grain) noexcept {
   return mix(member ^ (grain * 0x9e3779b97f4a7c15ull));
 }
@@ -45,13 +49,18 @@ bool lower_major(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-grain_hosts::grain_hosts(const std::vector<member>& members) {
+grain_hosts::grain_hosts(const std::vector<member>& members, std::uint32_t partitions)
+    : partitions_(std::max<std::uint32_t>(1, partitions)) {
+  const auto by_name = [](const grain_host& a, const grain_host& b) { return a.name < b.name; };
   // kind -> major -> hosts
   std::map<std::string, std::map<std::string, std::vector<grain_host>>> seen;
+  std::map<std::string, std::vector<grain_host>> all;
   for (const member& m : members) {
     if (m.state != member_state::alive && m.state != member_state::suspect) continue;
-    for (const auto& [kind, version] : grains_of(m))
+    for (const auto& [kind, version] : grains_of(m)) {
       seen[kind][std::string(major_of(version))].push_back({m.id.name, m.id.address, m.id.generation});
+      all[kind].push_back({m.id.name, m.id.address, m.id.generation});
+    }
   }
   for (auto& [kind, majors] : seen) {
     auto best = majors.begin();
@@ -63,17 +72,27 @@ grain_hosts::grain_hosts(const std::vector<member>& members) {
     k.major = best->first;
     k.hosts = std::move(best->second);
     // By name: the same table whatever order the members came in.
-    std::sort(k.hosts.begin(), k.hosts.end(), [](const grain_host& a, const grain_host& b) { return a.name < b.name; });
-    for (const grain_host& h : k.hosts) k.keys.push_back(member_key(h.name));
+    std::sort(k.hosts.begin(), k.hosts.end(), by_name);
+    k.everyone = std::move(all[kind]);
+    std::sort(k.everyone.begin(), k.everyone.end(), by_name);
+    std::vector<std::uint64_t> keys;
+    for (const grain_host& h : k.hosts) keys.push_back(member_key(h.name));
+    k.owner.resize(partitions_);
+    for (std::uint32_t p = 0; p < partitions_; ++p)
+      k.owner[p] = static_cast<std::uint32_t>(place(keys, partition_key(kind, p)));
     kinds_.emplace(kind, std::move(k));
   }
 }
 
-const grain_host* grain_hosts::owner(std::string_view kind, std::uint64_t key) const {
+const grain_host* grain_hosts::owner_of(std::string_view kind, std::uint32_t p) const {
   const auto it = kinds_.find(kind);
-  if (it == kinds_.end()) return nullptr;
-  const std::size_t i = place(it->second.keys, key);
-  return i == no_owner ? nullptr : &it->second.hosts[i];
+  if (it == kinds_.end() || p >= partitions_) return nullptr;
+  return &it->second.hosts[it->second.owner[p]];
+}
+
+const std::vector<grain_host>* grain_hosts::everyone(std::string_view kind) const {
+  const auto it = kinds_.find(kind);
+  return it == kinds_.end() ? nullptr : &it->second.everyone;
 }
 
 const std::vector<grain_host>* grain_hosts::hosts(std::string_view kind) const {

@@ -349,9 +349,13 @@ void answer_request(plugin::host& plugins, const admin_request& r, const std::st
       }
       return r.error(503, "unavailable", detail);
     }
-    case future_status::timed_out:
+    case future_status::timed_out: {
+      // A grain call says what it tried.
+      if (const auto* g = res.reply.as<troupe::cluster::GrainError>(); g && g->detail())
+        return r.error(504, "timeout", g->detail()->str());
       return r.error(504, "timeout", "no reply from '" + id + "' within " +
                                          std::to_string(timeout_ms) + " ms");
+    }
     case future_status::dead_letter: {
       // The response says why; a node that could not be reached is not a
       // missing actor.

@@ -38,6 +38,9 @@ struct cluster_settings {
   std::string profile = "lan";
   unsigned max_activations = 1000000;
   unsigned max_memory_mb = 0;
+  unsigned max_buffered_calls = 100000;
+  unsigned max_moving_partitions = 16;
+  unsigned handover_timeout_ms = 10000;
   // 0: the profile's.
   unsigned probe_interval_ms = 0, probe_timeout_ms = 0, gossip_interval_ms = 0, push_pull_interval_ms = 0,
            dead_retention_ms = 0, suspicion_mult = 0;
@@ -84,6 +87,15 @@ const section<cluster_settings>& cluster_section() {
         .number("max_memory_mb", &cluster_settings::max_memory_mb, 0, 16777216, "MiB",
                 "While the node's resident memory is over this, its oldest idle grains are passivated, a "
                 "tenth each second. 0: no budget.")
+        .number("max_buffered_calls", &cluster_settings::max_buffered_calls, 1, 100000000, "",
+                "Grain calls that may wait at this node for partitions moving to it (a member joined or "
+                "left); more are answered busy at once.")
+        .number("max_moving_partitions", &cluster_settings::max_moving_partitions, 1, 1000000, "",
+                "Grain partitions this node gives up at a time when members come or go (each stops its "
+                "activations, then moves); the others stay here, and serve, until their turn.")
+        .number("handover_timeout_ms", &cluster_settings::handover_timeout_ms, 0, 600000, "milliseconds",
+                "On SIGTERM, how long the node waits for its grain activations to stop (and their "
+                "partitions to be handed over) before it leaves the cluster anyway.")
         .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config&) {
           const cluster::swim_options o = c.options();
           if (o.probe_timeout >= o.probe_interval)
@@ -232,6 +244,9 @@ class cluster_module final : public module, public cluster_view {
     go.self_name = n.name;
     go.max_activations = c.get(cluster_section()).max_activations;
     go.max_memory_bytes = std::uint64_t(c.get(cluster_section()).max_memory_mb) << 20;
+    go.max_buffered = c.get(cluster_section()).max_buffered_calls;
+    go.max_moving = c.get(cluster_section()).max_moving_partitions;
+    handover_timeout_ = millis(c.get(cluster_section()).handover_timeout_ms);
     go.kinds = grain_kinds_here;
     grains_ = std::make_unique<grain_service>(ctx.system(), std::move(go));
     if (!grains_->start(error)) {
@@ -269,8 +284,40 @@ class cluster_module final : public module, public cluster_view {
 
   void decorate_kind(const std::string&, props&) override {}
 
-  void stop_taking_work() override {
-    if (!machine_) return;
+  // SIGTERM: the grains go to their new owners first (their activations
+  // stop after what they were given), then the node leaves, so that no
+  // owner activates one of them while it still runs here.
+  void hand_over(std::function<void()> done) override {
+    if (!machine_ || !grains_) return done();
+    log(level::info, "cluster: handing grains over before leaving");
+    const millis begun = now();
+    auto once = std::make_shared<std::function<void()>>(std::move(done));
+    auto finish = [this, once](const std::string& how, bool handed) {
+      if (!*once) return;
+      log(handed ? level::info : level::warning, "cluster: " + how);
+      leave();
+      std::exchange(*once, nullptr)();
+    };
+    grains_->hand_over([this, begun, finish] {
+      ctx_->loop().post([this, begun, finish] {
+        finish("grains handed over in " + std::to_string((now() - begun).count()) + " ms", true);
+      });
+    });
+    handover_timer_ = ctx_->system().loop().arm(handover_timeout_, [this, finish] {
+      ctx_->loop().post([this, finish] {
+        finish("grains not all handed over within cluster.handover_timeout_ms (" +
+                   std::to_string(handover_timeout_.count()) + " ms); leaving anyway",
+               false);
+      });
+    });
+  }
+
+  void stop_taking_work() override { leave(); }
+
+  void leave() {
+    if (left_ || !machine_) return;
+    left_ = true;
+    handover_timer_.cancel();
     machine_->leave(now());
     pump();
     log(level::info, "cluster: leaving");
@@ -292,6 +339,7 @@ class cluster_module final : public module, public cluster_view {
   }
 
   void loop_closing() override {
+    handover_timer_.cancel();
     if (timer_on_) uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
     if (udp_on_) uv_close(reinterpret_cast<uv_handle_t*>(&udp_), nullptr);
     timer_on_ = udp_on_ = false;
@@ -451,6 +499,7 @@ class cluster_module final : public module, public cluster_view {
     counters_->dead_verdicts.store(st.dead_verdicts, std::memory_order_relaxed);
     counters_->health.store(machine_->health(), std::memory_order_relaxed);
     fence();
+    if (grains_ && !settled_ && machine_->settled(now())) place_grains(machine_->members());
     if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed)) {
       log(level::info, "cluster: joined");
     } else if (!machine_->joined() && !said_not_joined_ && now() - started_ >= not_joined_after) {
@@ -501,7 +550,7 @@ class cluster_module final : public module, public cluster_view {
     for (const cluster::member& m : all)
       if (m.state == cluster::member_state::alive || m.state == cluster::member_state::suspect)
         up_addresses_.insert(m.id.address);
-    if (grains_) grains_->set_hosts(std::make_shared<const cluster::grain_hosts>(all));
+    place_grains(all);
     topology up = up_members(all);
     if (up != topology_) {
       if (stream.has_subscribers()) stream.publish(message::adopt(topology_message(topology_, up, all, clock)));
@@ -510,6 +559,15 @@ class cluster_module final : public module, public cluster_view {
     auto snapshot = std::make_shared<const std::vector<std::uint8_t>>(members_buffer(all, clock));
     std::lock_guard lock(snapshot_mu_);
     snapshot_ = std::move(snapshot);
+  }
+
+  // Grains are placed by the members up, once the view is settled (a first
+  // seed that restarts may have a cluster to find first: membership.hpp).
+  void place_grains(const std::vector<cluster::member>& all) {
+    if (!grains_) return;
+    settled_ = machine_->settled(now());
+    grains_->set_hosts(std::make_shared<const cluster::grain_hosts>(settled_ ? all : std::vector<cluster::member>{}),
+                       settled_);
   }
 
   // Grains: a node that heard it was declared dead, or is out of touch with
@@ -687,6 +745,10 @@ class cluster_module final : public module, public cluster_view {
   static constexpr std::size_t max_kinds_bytes = 600;
   millis started_{0};
   bool said_not_joined_ = false;
+  bool settled_ = false;
+  bool left_ = false;
+  millis handover_timeout_{10000};
+  timer_handle handover_timer_;
   uv_udp_t udp_{};
   uv_timer_t timer_{};
   bool udp_on_ = false, timer_on_ = false;

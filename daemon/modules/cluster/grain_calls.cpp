@@ -72,9 +72,18 @@ class grain_call final : public process, public pooled {
       return;
     }
     if (const auto* d = verified<system::DeadLetterResponse>(*e)) {
-      const std::string target = d->target() && d->target()->id() ? d->target()->id()->str() : std::string();
+      // About the PID this attempt used (ids repeat from node to node, and
+      // from one start of a node to the next), or an earlier one's.
+      const auto* t = d->target();
+      const std::string_view id = t && t->id() ? t->id()->string_view() : std::string_view();
+      const std::string_view address = t && t->address() ? t->address()->string_view() : std::string_view();
       const system::DeadLetterReason why = d->reason();
-      if (phase_ == phase::locating ? target != "troupe.grains" : target != target_.id()) {
+      // (One failure can come back more than once: unconfirmed, then its
+      // node lost. Between attempts, none is about the current one.)
+      const bool current = phase_ != phase::idle && target_ && address == target_.get()->address() &&
+                           id == target_.get()->id() &&
+                           (t->generation() == 0 || t->generation() == target_.get()->generation());
+      if (!current) {
         lock.unlock();
         e->release();  // about an earlier attempt
         return;
@@ -120,6 +129,8 @@ class grain_call final : public process, public pooled {
       switch (status) {
         case gc::GrainStatus::ActivationFailed: return fail(lock, status, detail, call_result::activation_failed);
         case gc::GrainStatus::NoHost: return fail(lock, status, detail, call_result::no_host);
+        // Too many wait already: an answer at once, not a retry that adds to them.
+        case gc::GrainStatus::Busy: return fail(lock, status, detail, call_result::busy);
         default:
           last_refusal_ = detail;
           lock.unlock();
@@ -164,6 +175,11 @@ class grain_call final : public process, public pooled {
     const auto hosts = svc_.hosts();
     const cluster::grain_host* owner = hosts->owner(kind_, key_);
     if (owner == nullptr) {
+      if (!svc_.settled()) {  // no view to place it by yet: wait for one
+        last_refusal_ = "this node has not joined the cluster yet";
+        lock.unlock();
+        return retry();
+      }
       return fail(lock, gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind_ + "'",
                   call_result::no_host);
     }
@@ -175,6 +191,7 @@ class grain_call final : public process, public pooled {
       return retry();
     }
     phase_ = phase::locating;
+    target_ = to;  // the owner's troupe.grains, until it answers
     // The message rides along: the owner hands it to the activation.
     envelope* e = build<gc::GrainLocate>([&](FlatBufferBuilder& b) {
       const auto bytes = b.CreateVector(msg_->data, msg_->size);
@@ -208,6 +225,7 @@ class grain_call final : public process, public pooled {
     std::lock_guard lock(mu_);
     if (done_) return;
     phase_ = phase::idle;
+    target_ = pid();
     const auto base = std::min<std::chrono::nanoseconds>(first_backoff * (1u << std::min(attempts_, 10u)), max_backoff);
     thread_local std::minstd_rand rng{std::random_device{}()};
     const auto delay = std::chrono::nanoseconds(
@@ -221,8 +239,10 @@ class grain_call final : public process, public pooled {
     std::string why = "no answer from " + kind_ + "/" + identity_ + " within " +
                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout_).count()) +
                       " ms";
-    if (attempts_ > 1) why += " (" + std::to_string(attempts_) + " attempts" +
-                              (last_refusal_.empty() ? std::string(")") : ", last: " + last_refusal_ + ")");
+    why += " (" + std::to_string(attempts_) + (attempts_ == 1 ? " attempt" : " attempts");
+    if (phase_ == phase::locating) why += ", waiting for its owner's answer";
+    if (phase_ == phase::calling && target_) why += ", waiting for " + target_.to_string();
+    why += last_refusal_.empty() ? std::string(")") : ", last refusal: " + last_refusal_ + ")";
     if (one_way_) return finish(lock, future_status::timed_out, nullptr, call_result::timeout);
     envelope* e = error_message(gc::GrainStatus::Timeout, why);
     finish(lock, future_status::timed_out, e, call_result::timeout);
@@ -346,6 +366,7 @@ const char* to_string(call_result r) noexcept {
     case call_result::no_host: return "no_host";
     case call_result::activation_failed: return "activation_failed";
     case call_result::undelivered: return "undelivered";
+    case call_result::busy: return "busy";
   }
   return "unknown";
 }
@@ -401,7 +422,26 @@ void grain_counters::collect(std::vector<prometheus::MetricFamily>& out) const {
                               MetricType::Counter, static_cast<double>(retries.load(std::memory_order_relaxed))));
   out.push_back(single_metric("troupe_grain_messages_malformed_total",
                               "Grain protocol messages from other nodes that did not verify", MetricType::Counter,
-                              static_cast<double>(malformed.load(std::memory_order_relaxed))));
+                              static_cast<double>(malformed.load(std::memory_order_relaxed) +
+                                                  handover_rejected.load(std::memory_order_relaxed))));
+  auto partitions = metric_family("troupe_grain_partitions",
+                                  "Grain partitions of this node: held (grains are activated here), or moving "
+                                  "(claimed and waiting for grants, or stopping their activations to move away)",
+                                  MetricType::Gauge);
+  add_metric(partitions, static_cast<double>(partitions_held.load(std::memory_order_relaxed)), {{"state", "held"}});
+  add_metric(partitions, static_cast<double>(partitions_moving.load(std::memory_order_relaxed)), {{"state", "moving"}});
+  out.push_back(std::move(partitions));
+  auto moves = metric_family("troupe_grain_partition_moves_total",
+                             "Grain partitions that came to be held here, and that moved away", MetricType::Counter);
+  add_metric(moves, static_cast<double>(partitions_acquired.load(std::memory_order_relaxed)), {{"direction", "in"}});
+  add_metric(moves, static_cast<double>(partitions_released.load(std::memory_order_relaxed)), {{"direction", "out"}});
+  out.push_back(std::move(moves));
+  out.push_back(single_metric("troupe_grain_calls_buffered_total",
+                              "Grain calls that waited for their partition to move to this node", MetricType::Counter,
+                              static_cast<double>(buffered.load(std::memory_order_relaxed))));
+  out.push_back(single_metric("troupe_grain_buffer_overflow_total",
+                              "Grain calls answered busy: too many waited for partitions moving to this node",
+                              MetricType::Counter, static_cast<double>(overflow.load(std::memory_order_relaxed))));
   prometheus::MetricFamily hist{"troupe_grain_activation_seconds",
                                 "From the first call to a grain's constructor being through", MetricType::Histogram,
                                 {}};

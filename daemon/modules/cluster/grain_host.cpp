@@ -19,7 +19,8 @@ namespace {
 namespace gc = troupe::cluster;
 using flatbuffers::FlatBufferBuilder;
 
-constexpr auto sweep_interval = std::chrono::seconds(1);
+constexpr auto sweep_interval = std::chrono::milliseconds(1000);
+constexpr auto tick_interval = std::chrono::milliseconds(100);
 
 // The resident memory of this process, in bytes (0 when unknown).
 std::uint64_t resident_bytes() {
@@ -37,8 +38,23 @@ std::uint64_t resident_bytes() {
 class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
  public:
   explicit grain_host_state(grain_service& svc)
-      : svc_(svc), dir_(svc.options().max_waiting), self_address_(svc.system().address()),
-        generation_(svc.system().generation()) {}
+      : svc_(svc), dir_({svc.options().self_name, svc.system().generation()}, kinds_of(svc.options()),
+                        directory_options_of(svc.options())),
+        self_address_(svc.system().address()), generation_(svc.system().generation()) {}
+
+  static std::vector<std::string> kinds_of(const grain_options& o) {
+    std::vector<std::string> out;
+    for (const auto& [kind, k] : o.kinds) out.push_back(kind);
+    return out;
+  }
+  static cluster::directory_options directory_options_of(const grain_options& o) {
+    cluster::directory_options d;
+    d.max_waiting = o.max_waiting;
+    d.max_buffered = o.max_buffered;
+    d.max_moving = o.max_moving;
+    return d;
+  }
+  static cluster::millis now_ms() { return std::chrono::duration_cast<cluster::millis>(std::chrono::nanoseconds(steady_ns())); }
 
   void on_locate(context& ctx) {
     const auto* q = verified<gc::GrainLocate>(ctx.envelope());
@@ -57,17 +73,72 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     if (fenced_) return refuse(gc::GrainStatus::Fenced, "the node " + svc_.options().self_name + " is fenced: " + fence_why_);
     if (!svc_.serving())
       return refuse(gc::GrainStatus::Fenced, "the node " + svc_.options().self_name + " has not heard the cluster lately");
-    const auto hosts = svc_.hosts();
-    const cluster::grain_host* owner = hosts->owner(kind, cluster::grain_key(kind, identity));
-    if (owner == nullptr) return refuse(gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind + "'");
-    if (owner->name != svc_.options().self_name || !svc_.options().kinds.count(kind))
-      return refuse(gc::GrainStatus::NotOwner, "the owner of " + kind + "/" + identity + " is " + owner->name);
+    if (!svc_.settled())
+      return refuse(gc::GrainStatus::NotOwner, "the node " + svc_.options().self_name + " has not joined the cluster yet");
+    if (dir_.partitions().view()->owner(kind, cluster::grain_key(kind, identity)) == nullptr)
+      return refuse(gc::GrainStatus::NoHost, "no member hosts the grain kind '" + kind + "'");
     const std::uint64_t who = ++next_caller_;
     waiter w{asker, q->request(), {}, q->reply()};
     if (q->message() != nullptr && q->message()->size() != 0)  // verified by the grain's kind, as from any peer
       w.carried = message::adopt(make_envelope(q->type(), q->message()->data(), q->message()->size()));
     waiting_.emplace(who, std::move(w));
-    dir_.locate({kind, identity}, who);
+    dir_.locate({kind, identity}, who, now_ms());
+    pump(ctx);
+  }
+
+  // A hand-over message from another node's grain service.
+  void on_handover(context& ctx) {
+    const auto* h = verified<gc::GrainHandover>(ctx.envelope());
+    const pid from = ctx.sender();
+    if (h == nullptr || h->from() == nullptr || h->kind() == nullptr || h->items() == nullptr || !from) {
+      svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+      log(level::warning, "grains: a GrainHandover from " + (from ? from.to_string() : std::string("nobody")) +
+                              " does not verify; dropped");
+      return;
+    }
+    if (h->to_generation() != generation_) return;  // meant for an earlier start of this node
+    cluster::handover_message m;
+    m.op = static_cast<cluster::handover_op>(h->op());
+    if (m.op > cluster::handover_op::confirm) {
+      svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    m.peer = {h->from()->str(), h->generation()};
+    m.address = std::string(from.get()->address());
+    // The member it names must be the node it came from.
+    if (const auto* all = dir_.partitions().view()->everyone(h->kind()->string_view()))
+      for (const cluster::grain_host& x : *all)
+        if (x.name == m.peer.name && x.address != m.address) {
+          svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+          log(level::warning, "grains: a GrainHandover from " + m.address + " names the member " + m.peer.name +
+                                  ", which is at " + x.address + "; dropped");
+          return;
+        }
+    m.kind = h->kind()->str();
+    m.partitions = h->partitions();
+    m.items.reserve(h->items()->size());
+    for (const gc::PartitionEpoch* pe : *h->items()) m.items.push_back({pe->partition(), pe->epoch()});
+    dir_.on_message(m, now_ms());
+    pump(ctx);
+  }
+
+  // The hand-over's timers (resends), every tick of the host's timer.
+  void tick(context& ctx) {
+    dir_.advance(now_ms());
+    pump(ctx);
+  }
+
+  // The members changed: the partitions this node owns move here, those it
+  // no longer owns move away (their activations stop first).
+  void set_view(context& ctx, std::shared_ptr<const cluster::grain_hosts> view) {
+    dir_.set_view(std::move(view), now_ms());
+    pump(ctx);
+  }
+
+  // SIGTERM: hand everything over; `done` once nothing is held here.
+  void leave(context& ctx, std::function<void()> done) {
+    leave_done_ = std::move(done);
+    dir_.leave(now_ms());
     pump(ctx);
   }
 
@@ -78,7 +149,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     child_rec& c = it->second;
     c.started = true;
     svc_.counters().observe_activation(static_cast<double>(steady_ns() - c.ordered_ns) / 1e9);
-    dir_.activated(c.id, {self_address_, generation_, child.id()});
+    dir_.activated(c.id, {self_address_, generation_, child.id()}, now_ms());
     svc_.remember(c.id.kind, c.id.identity, cluster::grain_key(c.id.kind, c.id.identity), child);
     pump(ctx);
   }
@@ -93,7 +164,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     c.why = passivation::failed;
     c.stopping = true;
     log(level::warning, "grains: activating " + c.id.kind + "/" + c.id.identity + " failed: " + reason);
-    dir_.activation_failed(c.id, reason);
+    dir_.activation_failed(c.id, reason, now_ms());
     pump(*ctx_);
     return directive::stop;
   }
@@ -113,8 +184,12 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       c = std::move(it->second);
       children_.erase(it);
     }
+    by_grain_.erase(c.id);
     svc_.forget(c.id.kind, c.id.identity, cluster::grain_key(c.id.kind, c.id.identity), c.who);
-    if (c.started) dir_.deactivated(c.id, {self_address_, generation_, c.who.id()});
+    if (c.started)
+      dir_.deactivated(c.id, {self_address_, generation_, c.who.id()}, now_ms());
+    else if (c.why != passivation::failed)  // stopped before its constructor was through
+      dir_.activation_failed(c.id, "stopped before it started (" + std::string(to_string(c.why)) + ")", now_ms());
     grain_kind_counters& k = svc_.counters().of(c.id.kind);
     k.active.fetch_sub(1, std::memory_order_relaxed);
     k.passivations[static_cast<std::size_t>(c.why)].fetch_add(1, std::memory_order_relaxed);
@@ -151,17 +226,6 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     for (std::size_t i = 0; i < over; ++i) passivate(ctx, *idle[i].second, why);
   }
 
-  // The members changed: grains this node no longer owns go (their new
-  // owner activates them on their next call).
-  void rehost(context& ctx) {
-    const auto hosts = svc_.hosts();
-    for (auto& [id, c] : children_) {
-      if (c.stopping) continue;
-      const cluster::grain_host* owner = hosts->owner(c.id.kind, cluster::grain_key(c.id.kind, c.id.identity));
-      if (owner == nullptr || owner->name != svc_.options().self_name) passivate(ctx, c, passivation::moved);
-    }
-  }
-
   void fence(context& ctx, bool on, const std::string& why) {
     if (on && !fenced_) {
       std::size_t n = 0;
@@ -177,6 +241,8 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     }
     fenced_ = on;
     fence_why_ = why;
+    dir_.set_fenced(on, now_ms());
+    pump(ctx);
   }
 
   // Every activation stops with its parent; counted as the node stopping.
@@ -267,22 +333,74 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     child->second.who.get()->send_user(e);
   }
 
-  // Carries out what the directory asks: activations, then answers.
+  // Carries out what the directory asks: hand-over messages, activations,
+  // answers, then stops (an activation stopped for a move gets the messages
+  // answered to it first).
   void pump(context& ctx) {
+    for (bool more = true; more;) {
+      more = pump_once(ctx);
+    }
+    const cluster::partition_table& t = dir_.partitions();
+    grain_counters& k = svc_.counters();
+    k.partitions_held.store(static_cast<std::int64_t>(t.count(cluster::partition_role::holding)), std::memory_order_relaxed);
+    k.partitions_moving.store(static_cast<std::int64_t>(t.count(cluster::partition_role::claiming) +
+                                                        t.count(cluster::partition_role::releasing)),
+                              std::memory_order_relaxed);
+    k.partitions_acquired.store(t.stats().acquired, std::memory_order_relaxed);
+    k.partitions_released.store(t.stats().released, std::memory_order_relaxed);
+    k.handover_rejected.store(t.stats().rejected, std::memory_order_relaxed);
+    k.buffered.store(dir_.stats().buffered, std::memory_order_relaxed);
+    k.overflow.store(dir_.stats().overflow, std::memory_order_relaxed);
+    if (leave_done_ && t.idle()) std::exchange(leave_done_, nullptr)();
+  }
+
+  bool pump_once(context& ctx) {
+    bool did = false;
+    for (const cluster::handover_message& m : dir_.take_messages()) {
+      did = true;
+      const pid to = ctx.system().resolve(m.address + "/troupe.grains", m.peer.generation);
+      if (!to) continue;  // its node is gone: what it held goes with it
+      ctx.request<gc::GrainHandover>(to, [&](FlatBufferBuilder& b) {  // the sender says which node it is
+        std::vector<gc::PartitionEpoch> items;
+        items.reserve(m.items.size());
+        for (const cluster::partition_epoch& pe : m.items) items.emplace_back(pe.partition, pe.epoch);
+        return gc::CreateGrainHandoverDirect(b, static_cast<gc::HandoverOp>(m.op), svc_.options().self_name.c_str(),
+                                             generation_, m.peer.generation, m.kind.c_str(), m.partitions, &items);
+      });
+    }
+    did = pump_grains(ctx) || did;
+    for (const cluster::grain_id& id : dir_.take_stops()) {
+      did = true;
+      const auto it = by_grain_.find(id);
+      if (it == by_grain_.end()) continue;
+      const auto c = children_.find(it->second);
+      if (c == children_.end() || c->second.stopping) continue;
+      c->second.stopping = true;
+      c->second.why = passivation::moved;
+      ctx.poison(c->second.who);  // after what it was given
+    }
+    return did;
+  }
+
+  bool pump_grains(context& ctx) {
+    bool did = false;
     for (const cluster::grain_id& id : dir_.take_activations()) {
       grain_kind_counters& k = svc_.counters().of(id.kind);
       const props_ptr p = props_of(ctx, id.kind);
+      did = true;
       spawn_result r = p ? ctx.spawn_grain(p, id.identity) : spawn_result{pid(), spawn_error::unknown_kind};
       if (!r) {
-        dir_.activation_failed(id, spawn_refusal(r.error, id.kind, ""));
+        dir_.activation_failed(id, spawn_refusal(r.error, id.kind, ""), now_ms());
         continue;
       }
       k.activations.fetch_add(1, std::memory_order_relaxed);
       k.active.fetch_add(1, std::memory_order_relaxed);
+      by_grain_[id] = seq_of(r.pid);
       std::lock_guard lock(mu_);
       children_.emplace(seq_of(r.pid), child_rec{id, r.pid, steady_ns()});
     }
     for (const cluster::grain_directory::answer& a : dir_.take_answers()) {
+      did = true;
       const auto it = waiting_.find(a.who);
       if (it == waiting_.end()) continue;
       waiter w = std::move(it->second);
@@ -296,12 +414,14 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
                  "activating " + a.id.kind + "/" + a.id.identity + " failed: " + a.detail);
           break;
         case cluster::locate_error::busy:
-          answer(ctx, to, request, gc::GrainStatus::Busy, nullptr,
-                 std::to_string(svc_.options().max_waiting) + " calls wait for " + a.id.kind + "/" + a.id.identity +
-                     " already");
+          answer(ctx, to, request, gc::GrainStatus::Busy, nullptr, a.id.kind + "/" + a.id.identity + ": " + a.detail);
+          break;
+        case cluster::locate_error::not_owner:
+          answer(ctx, to, request, fenced_ ? gc::GrainStatus::Fenced : gc::GrainStatus::NotOwner, nullptr, a.detail);
           break;
       }
     }
+    return did;
   }
 
   // The kind's props as a grain: told when its constructor is through.
@@ -330,6 +450,8 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   std::string self_address_;
   std::uint64_t generation_;
   std::unordered_map<std::uint64_t, child_rec> children_;  // by actor seq; changed under mu_
+  std::unordered_map<cluster::grain_id, std::uint64_t, cluster::grain_id_hash> by_grain_;  // -> seq
+  std::function<void()> leave_done_;
   std::unordered_map<std::uint64_t, waiter> waiting_;  // by the directory's caller number
   std::uint64_t next_caller_ = 0;
   std::map<std::string, props_ptr, std::less<>> props_;
@@ -348,17 +470,23 @@ class grain_host_actor final : public actor {
   void receive(context& ctx) override {
     const type_id t = ctx.type();
     if (t == type_id_of<gc::GrainLocate>()) return state_->on_locate(ctx);
+    if (t == type_id_of<gc::GrainHandover>()) return state_->on_handover(ctx);
     if (t == type_id_of<system::Terminated>()) return state_->terminated(ctx);
     if (t == type_id_of<system::Started>()) {
       state_->attach(&ctx);
-      // The sweep: a timer that runs it in this actor's turn.
+      // A tick in this actor's turn: the hand-over's resends each time, the
+      // sweep once a second.
       process_ref me(static_cast<process*>(&ctx));
-      timer_ = ctx.system().loop().arm_repeating(sweep_interval, sweep_interval,
-                                                 [me, state = std::weak_ptr<grain_host_state>(state_)]() -> bool {
+      timer_ = ctx.system().loop().arm_repeating(tick_interval, tick_interval,
+                                                 [me, state = std::weak_ptr<grain_host_state>(state_), n = 0u]() mutable -> bool {
         if (me->dead()) return false;
+        const bool sweep = ++n % (sweep_interval / tick_interval) == 0;
         auto* m = new system_message(system_kind::continuation);
-        m->fn = [state](context& c) {
-          if (auto s = state.lock()) s->sweep(c);
+        m->fn = [state, sweep](context& c) {
+          if (auto s = state.lock()) {
+            s->tick(c);
+            if (sweep) s->sweep(c);
+          }
         };
         me->send_system(m);
         return true;
@@ -431,18 +559,24 @@ void run_in(const pid& actor, std::function<void(context&)> fn) {
 
 }  // namespace
 
-void grain_service::set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts) {
+void grain_service::set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts, bool settled) {
+  settled_.store(settled, std::memory_order_release);
   {
     std::lock_guard lock(hosts_mu_);
     if (*hosts_ == *hosts) return;
-    hosts_ = std::move(hosts);
+    hosts_ = hosts;
   }
-  for (cache_shard& s : cache_) {
-    std::lock_guard lock(s.mu);
-    s.entries.clear();
-  }
-  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_)](context& c) {
-    if (auto s = state.lock()) s->rehost(c);
+  // The call cache stays: an activation whose partition moves stops, and
+  // calls that find it gone locate the grain again.
+  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_), view = hosts](context& c) {
+    if (auto s = state.lock()) s->set_view(c, view);
+  });
+}
+
+void grain_service::hand_over(std::function<void()> done) {
+  if (!host_) return done();
+  run_in(host_, [state = std::weak_ptr<grain_host_state>(state_), done = std::move(done)](context& c) mutable {
+    if (auto s = state.lock()) s->leave(c, std::move(done));
   });
 }
 

@@ -14,12 +14,17 @@
 //   sends the message, and retries with backoff and jitter within the
 //   call's timeout when the PID it used is gone (stopped, node lost) or the
 //   owner asked says not yet (not the owner in its view, fenced, busy).
+// - Moves: identities fall into partitions, and a partition moves to its
+//   new owner only once the node that held it has stopped its activations
+//   there (cluster/handover.hpp); calls meanwhile wait at the new owner in
+//   a bounded buffer.
 // - Fencing: a node that heard it was declared dead, or is out of touch
 //   with a majority of members, stops its activations and activates none
 //   until it is in touch again, so that the rest of the cluster may
 //   activate them elsewhere.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -49,6 +54,8 @@ struct grain_options {
   std::size_t max_activations = 1000000;  // then the oldest idle are passivated
   std::uint64_t max_memory_bytes = 0;     // resident memory over this: the same; 0: no budget
   std::size_t max_waiting = 10000;        // calls waiting for one activation
+  std::size_t max_buffered = 100000;      // calls waiting for partitions on their way to this node
+  std::size_t max_moving = 16;            // partitions this node gives up at a time
   std::size_t max_cached = 1000000;       // places of grains remembered by the call cache
 };
 
@@ -58,8 +65,8 @@ inline constexpr std::size_t passivation_count = 8;
 const char* to_string(passivation p) noexcept;
 
 // How calls ended, for troupe_grain_calls_total{result}.
-enum class call_result : std::uint8_t { ok, timeout, no_host, activation_failed, undelivered };
-inline constexpr std::size_t call_result_count = 5;
+enum class call_result : std::uint8_t { ok, timeout, no_host, activation_failed, undelivered, busy };
+inline constexpr std::size_t call_result_count = 6;
 const char* to_string(call_result r) noexcept;
 
 // Counters of one grain kind, for the metrics thread.
@@ -76,7 +83,11 @@ class grain_counters {
   void collect(std::vector<prometheus::MetricFamily>& out) const;
 
   std::atomic<std::uint64_t> retries{0};
-  std::atomic<std::uint64_t> malformed{0};  // GrainLocate/GrainLocated that did not verify
+  std::atomic<std::uint64_t> malformed{0};  // GrainLocate/GrainLocated/GrainHandover that did not verify
+  // The partition hand-over (cluster/handover.hpp), as troupe.grains last saw it.
+  std::atomic<std::int64_t> partitions_held{0}, partitions_moving{0};
+  std::atomic<std::uint64_t> partitions_acquired{0}, partitions_released{0}, handover_rejected{0};
+  std::atomic<std::uint64_t> buffered{0}, overflow{0};  // calls that waited for a partition; refused: buffer full
   void observe_activation(double seconds);
 
  private:
@@ -116,8 +127,15 @@ class grain_service {
 
   // Any thread: the members that host each grain kind changed. Grains this
   // node no longer owns are passivated; the call cache starts afresh.
-  void set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts);
+  // `settled`: whether the view is one to place grains by (membership.hpp);
+  // until it is, calls wait (and retry) rather than fail with no host.
+  void set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts, bool settled = true);
+  bool settled() const noexcept { return settled_.load(std::memory_order_acquire); }
   std::shared_ptr<const cluster::grain_hosts> hosts() const;
+  // Any thread: the node is stopping. Its partitions are handed over (their
+  // activations stop after what they were given); `done` runs (on the
+  // grain service's thread) once nothing is held here.
+  void hand_over(std::function<void()> done);
   // Any thread: fenced (why says why), or not. Fencing passivates every
   // activation at once; while fenced, nothing is activated here.
   void set_fenced(bool fenced, const std::string& why);
@@ -173,6 +191,7 @@ class grain_service {
   mutable std::mutex hosts_mu_;
   std::shared_ptr<const cluster::grain_hosts> hosts_ = std::make_shared<cluster::grain_hosts>();
   std::atomic<bool> fenced_{false};
+  std::atomic<bool> settled_{false};
   std::atomic<std::int64_t> lease_until_{0};
   // Fences ordered, and carried out (their activations told to stop): a
   // fence lifted at once still holds until its stops are on their way.

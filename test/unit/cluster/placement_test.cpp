@@ -150,3 +150,51 @@ TEST_CASE("grain hosts: a tie between majors goes to the lower one, compared as 
   CHECK(t.hosts("k")->size() == 1);
   CHECK(t.hosts("k")->front().name == "a");
 }
+
+namespace {
+member grain_member(const std::string& name, const std::string& grains) {
+  member m;
+  m.id = {name, name + ":7700", 1, 0};
+  m.meta["grains"] = grains;
+  return m;
+}
+}  // namespace
+
+TEST_CASE("partitions spread evenly over the hosts of a kind; a join moves about 1/n of them, all to the joiner",
+          "[placement]") {
+  std::vector<member> ms;
+  for (int i = 0; i < 5; ++i) ms.push_back(grain_member("n" + std::to_string(i), "counter@1.0"));
+  const grain_hosts five(ms);
+  std::map<std::string, int> load;
+  for (std::uint32_t p = 0; p < five.partitions(); ++p) ++load[five.owner_of("counter", p)->name];
+  REQUIRE(load.size() == 5);
+  for (const auto& [n, c] : load) {
+    INFO(n << " owns " << c);
+    CHECK(c > 150);  // 205 each
+    CHECK(c < 260);
+  }
+  ms.push_back(grain_member("n5", "counter@1.0"));
+  const grain_hosts six(ms);
+  int moved = 0;
+  for (std::uint32_t p = 0; p < six.partitions(); ++p) {
+    if (six.owner_of("counter", p)->name == five.owner_of("counter", p)->name) continue;
+    ++moved;
+    CHECK(six.owner_of("counter", p)->name == "n5");
+  }
+  CHECK(moved > 120);  // 1024 / 6, about 171
+  CHECK(moved < 230);
+  // An identity's owner is its partition's.
+  const std::uint64_t key = grain_key("counter", "c42");
+  CHECK(six.owner("counter", key) == six.owner_of("counter", partition_of(key, six.partitions())));
+}
+
+TEST_CASE("members on another major version own no partition, but are listed among those to ask", "[placement]") {
+  const grain_hosts h({grain_member("a", "counter@2.0"), grain_member("b", "counter@2.3"),
+                       grain_member("c", "counter@1.9")});
+  CHECK(h.major("counter") == "2");
+  REQUIRE(h.hosts("counter")->size() == 2);
+  REQUIRE(h.everyone("counter")->size() == 3);
+  for (std::uint32_t p = 0; p < h.partitions(); ++p) CHECK(h.owner_of("counter", p)->name != "c");
+  CHECK(h.owner_of("other", 0) == nullptr);
+  CHECK(h.everyone("other") == nullptr);
+}

@@ -20,7 +20,8 @@ void simulator::start(unsigned i) {
   n.generation = next_generation_++;
   std::vector<std::string> seeds;
   for (unsigned s : n.seeds) seeds.push_back(address(s));
-  n.m = std::make_unique<membership>("sim", member_id{name(i), address(i), n.generation, 0}, seeds, opts_, rng_());
+  n.m = std::make_unique<membership>("sim", member_id{name(i), address(i), n.generation, 0}, seeds, opts_, rng_(),
+                                     app_ != nullptr ? app_->metadata_of(i) : metadata{});
   n.up = true;
   n.paused_until = millis(0);
   n.wake = millis(-1);
@@ -28,12 +29,27 @@ void simulator::start(unsigned i) {
   n.m->start(now_);
   deliver(i);
   check(i);
+  if (app_ != nullptr) app_->started(i, now_);
   schedule_wake(i);
 }
 
 void simulator::kill(unsigned i) {
+  if (!nodes_.at(i).up) return;
   nodes_.at(i).up = false;
   mix(0x4b11 + i);
+  if (app_ != nullptr) app_->killed(i);
+}
+
+void simulator::send(unsigned from, unsigned to, std::any m) {
+  if (!nodes_.count(to) || blocked(from, to)) return;
+  std::uniform_int_distribution<std::int64_t> delay(net_.delay_min.count(), net_.delay_max.count());
+  millis& last = last_app_[{from, to}];
+  const millis at = std::max(now_ + millis(delay(rng_)), last);
+  last = at;
+  event e{at, 0, event::kind::app, to, {}, {}, nodes_.at(to).generation};
+  e.payload = std::move(m);
+  e.sender = from;
+  push(std::move(e));
 }
 
 void simulator::restart(unsigned i) {
@@ -80,7 +96,12 @@ void simulator::push(event e) {
 void simulator::schedule_wake(unsigned i) {
   node& n = nodes_.at(i);
   if (!n.up) return;
-  millis w = std::max(n.m->next_wake(), now_);
+  millis w = n.m->next_wake();
+  if (app_ != nullptr) {
+    const millis a = app_->next_wake(i);
+    if (a.count() >= 0) w = std::min(w, a);
+  }
+  w = std::max(w, now_);
   if (n.wake.count() >= 0 && n.wake <= w) return;
   n.wake = w;
   push({w, 0, event::kind::wake, i, {}, {}, n.generation});
@@ -130,6 +151,10 @@ void simulator::deliver(unsigned i) {
 
 void simulator::step(event e) {
   node& n = nodes_.at(e.to);
+  if (e.what == event::kind::app && (!n.up || e.generation != n.generation)) {
+    if (app_ != nullptr) app_->undeliverable(e.to, e.sender, e.payload, now_);
+    return;
+  }
   if (!n.up) return;
   if (n.paused_until > now_) {
     // Stopped: what comes waits in its socket buffers; its timers, too.
@@ -146,6 +171,7 @@ void simulator::step(event e) {
   }
   ++steps_;
   mix(static_cast<std::uint64_t>(e.at.count()) * 7 + e.to);
+  if (app_ != nullptr) app_->before(e.to, now_);
   switch (e.what) {
     case event::kind::wake:
       if (e.at != n.wake || e.generation != n.generation) return;
@@ -154,9 +180,13 @@ void simulator::step(event e) {
       break;
     case event::kind::datagram: n.m->on_datagram(e.from, e.bytes, now_); break;
     case event::kind::stream: n.m->on_stream(e.from, e.bytes, now_); break;
+    case event::kind::app:
+      if (app_ != nullptr) app_->received(e.to, e.sender, e.payload, now_);
+      break;
   }
   deliver(e.to);
   check(e.to);
+  if (app_ != nullptr) app_->ran(e.to, now_);
   schedule_wake(e.to);
 }
 

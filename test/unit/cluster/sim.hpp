@@ -5,6 +5,7 @@
 // SIGSTOP: what is sent to them waits), die, and restart with a new
 // generation. One seed gives one run, exactly. The invariants of the
 // protocol are checked after every step; the first broken one is kept.
+#include <any>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -26,9 +27,43 @@ struct network {
   millis delay_min{1}, delay_max{10};
 };
 
+// Something more that runs on every member, on the same clock and network
+// (the grain layer in grain_sim.hpp): told when a member starts, is killed
+// and runs, woken when it asks, and given what the other members send it
+// over their stream links.
+class application {
+ public:
+  virtual ~application() = default;
+  // What member i publishes about itself from its start.
+  virtual metadata metadata_of(unsigned i) = 0;
+  virtual void started(unsigned i, millis now) = 0;
+  virtual void killed(unsigned i) = 0;
+  // Member i is about to run (before its membership hears anything new).
+  virtual void before(unsigned i, millis now) = 0;
+  // Member i ran (its timers, or something came): after its membership did.
+  virtual void ran(unsigned i, millis now) = 0;
+  virtual void received(unsigned to, unsigned from, const std::any& m, millis now) = 0;
+  // What was sent to a start of member `to` that is not running (killed,
+  // or restarted since): the sender's connection is refused or reset.
+  virtual void undeliverable(unsigned to, unsigned from, const std::any& m, millis now) = 0;
+  // When member i wants to run next (-1: no wish).
+  virtual millis next_wake(unsigned i) const = 0;
+};
+
 class simulator {
  public:
   simulator(std::uint64_t seed, swim_options o, network net = {});
+  void set_application(application* a) { app_ = a; }
+  // A message over the stream link from `from` to `to`: delayed, in order,
+  // never lost, but dropped across a partition, and when `to` is not the
+  // start it was sent to any more.
+  void send(unsigned from, unsigned to, std::any m);
+  std::uint64_t generation(unsigned i) const { return nodes_.at(i).generation; }
+  // Member i has something new to do (a timer set from outside its turns).
+  void poke(unsigned i) { schedule_wake(i); }
+  bool paused(unsigned i) const { return nodes_.at(i).paused_until > now_; }
+  // A number drawn from the run's generator (the same run, the same numbers).
+  std::uint64_t random() { return rng_(); }
 
   // Member i is "n<i>" at "127.0.<i/250>.<i%250+1>:7700"; `seeds` are
   // member numbers. It starts at the current time.
@@ -85,11 +120,13 @@ class simulator {
   struct event {
     millis at;
     std::uint64_t order;
-    enum class kind : std::uint8_t { wake, datagram, stream } what;
+    enum class kind : std::uint8_t { wake, datagram, stream, app } what;
     unsigned to;
     std::string from;
     std::vector<std::uint8_t> bytes;
     std::uint64_t generation;  // of the receiver it was meant for
+    std::any payload = {};     // app
+    unsigned sender = 0;       // app
     bool operator>(const event& o) const { return at != o.at ? at > o.at : order > o.order; }
   };
   // What an observer has held of a member, for the invariants.
@@ -111,6 +148,8 @@ class simulator {
   void violate(const std::string& what);
   void mix(std::uint64_t v) { trace_ = (trace_ ^ v) * 0x100000001b3ull; }
 
+  application* app_ = nullptr;
+  std::map<std::pair<unsigned, unsigned>, millis> last_app_;  // FIFO per link
   std::mt19937_64 rng_;
   swim_options opts_;
   network net_;
