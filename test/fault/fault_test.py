@@ -31,15 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-SKIP = 77  # meson's "skipped"
 
-
-def outer(argv):
-    import netns
-    if not netns.usable():
-        print("SKIP: the fault suite needs root, ip and nft (scripts/install-deps installs them)")
-        return SKIP
-    return netns.run_inside(__file__, argv, "troupe-fault")
 
 
 def inner(argv):
@@ -180,7 +172,5 @@ def inner(argv):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
-        inner(sys.argv[2:])
-    else:
-        sys.exit(outer(sys.argv[1:]))
+    import netns
+    netns.main(__file__, inner, "troupe-fault", "the fault suite")

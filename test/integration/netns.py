@@ -26,6 +26,19 @@ def run_inside(script, argv, prefix):
             print(f"FAIL the namespace {ns} is still there")
 
 
+def main(script, inner, prefix, what):
+    """A test's entry point: `script ARGV` runs `script --inner ARGV` in a
+    namespace of its own (skipped, status 77, without root, ip or nft); the
+    inner run calls inner(ARGV)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
+        inner(sys.argv[2:])
+        return
+    if not usable():
+        print(f"SKIP: {what} needs root, ip and nft (scripts/install-deps installs them)")
+        sys.exit(77)  # meson's "skipped"
+    sys.exit(run_inside(script, sys.argv[1:], prefix))
+
+
 def nft(*rules):
     """Applies nftables rules (one command each) in the current namespace."""
     subprocess.run(["nft", "-f", "-"], input="\n".join(rules) + "\n", text=True, check=True)

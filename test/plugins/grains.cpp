@@ -1,8 +1,14 @@
 // Grain kinds for the grain tests and benchmarks, built like a user's
-// plugin: a counter grain, a grain whose constructor fails, and a plain
-// actor that calls grains through the SDK (Context::grain).
+// plugin: a counter grain, a grain whose constructor fails, a counter that
+// reports when each activation starts and ends (for the chaos test's
+// checker), and a plain actor that calls grains through the SDK
+// (Context::grain).
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <ctime>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,6 +44,28 @@ struct Counter : troupe::Actor {
                                   ctx.self(), [](auto& b) { return grains::CreateGet(b); });
       answer(ctx);
     }
+  }
+};
+
+// A counter whose activations say when they start and end, on the
+// system's monotonic clock, in the file named by TROUPE_GRAIN_LOG: one
+// line each, written with O_APPEND ("<ns> start|stop <identity> <pid>"),
+// for a checker outside the node. An activation on a node killed with
+// kill -9 writes no end: it ended at the kill.
+struct Reporting : Counter {
+  explicit Reporting(troupe::Context& ctx) : Counter(ctx) { report("start"); }
+  ~Reporting() override { report("stop"); }
+  void report(const char* what) const {
+    const char* path = std::getenv("TROUPE_GRAIN_LOG");
+    if (path == nullptr) return;
+    timespec t{};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    const std::string line = std::to_string(static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec) + " " +
+                             what + " " + identity + " " + self + "\n";
+    const int fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    [[maybe_unused]] const ssize_t n = ::write(fd, line.data(), line.size());
+    ::close(fd);
   }
 };
 
@@ -148,6 +176,7 @@ TROUPE_PLUGIN(grains, "1.0.0") {
   plugin.grain<Broken>("grains.broken");
   // The same counter, passivated after one second without messages.
   plugin.grain<Counter>("grains.brief", std::chrono::seconds(1));
+  plugin.grain<Reporting>("grains.chaos");
   plugin.kind<Caller>("grains.caller");
   plugin.kind<Driver>("grains.driver");
 }
