@@ -6,7 +6,7 @@
 #                REPS=N: N processes, min/median/max per workload)
 #   make bench-compare OLD=rev NEW=rev   both commits' benchmarks, run
 #                alternately in one sitting (REPS=N, ONLY=prefix)
-#   make test-fault    cluster membership under loss and partitions (root)
+#   make test-fault    membership and grains under loss, partitions and churn (root)
 #   make test-tsan / make test-asan   every test under sanitizers
 #   make fuzz    the fuzz target of what peers send, for FUZZ_SECONDS (default 60)
 #   make package       the Debian packages in build/package (lintian-checked)
@@ -65,6 +65,7 @@ else
 endif
 	@case "$(ONLY)" in ""|cluster*) test/bench/cluster_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 	@case "$(ONLY)" in ""|grain*) test/bench/grain_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
+	@case "$(ONLY)" in ""|grain*) test/bench/handover_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 
 bench-compare: deps
 	@scripts/bench compare $(OLD) $(NEW) --reps $(or $(REPS),5) $(if $(ONLY),--only $(ONLY))
