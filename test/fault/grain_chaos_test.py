@@ -326,9 +326,17 @@ def inner(argv):
         check("no two activations of one identity overlapped while membership was healthy", not bad,
               f"{len(bad)}: {bad[:10]}")
 
-        # Every identity answers once it is quiet (some may need their
-        # partition's move to finish: a few tries each).
+        # Every identity answers once it is quiet and no partition is on
+        # its way anywhere (what an operator would wait for).
         live = c.live()
+
+        def moving():
+            return sum(nodes_mod.metric(n.scrape(), "troupe_grain_partitions", '{state="moving"}') or 0 for n in live)
+
+        t0 = time.time()
+        left = nodes_mod.poll(moving, lambda v: v == 0, 60)
+        print(f"info: every partition held {time.time() - t0:.1f} s after the churn ({left} still moving)")
+        check("after the churn, every partition comes to be held within a minute", left == 0, str(left))
         failed = []
         for i in range(IDENTITIES):
             n = live[i % len(live)]
