@@ -126,6 +126,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   void tick(context& ctx) {
     dir_.advance(now_ms());
     pump(ctx);
+    publish_counters();
   }
 
   // The members changed: the partitions this node owns move here, those it
@@ -340,6 +341,12 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     for (bool more = true; more;) {
       more = pump_once(ctx);
     }
+    if (leave_done_ && dir_.partitions().idle()) std::exchange(leave_done_, nullptr)();
+  }
+
+  // The hand-over's gauges and counters, for the metrics thread: once a
+  // tick, not on every call (a count walks every partition).
+  void publish_counters() {
     const cluster::partition_table& t = dir_.partitions();
     grain_counters& k = svc_.counters();
     k.partitions_held.store(static_cast<std::int64_t>(t.count(cluster::partition_role::holding)), std::memory_order_relaxed);
@@ -351,7 +358,6 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     k.handover_rejected.store(t.stats().rejected, std::memory_order_relaxed);
     k.buffered.store(dir_.stats().buffered, std::memory_order_relaxed);
     k.overflow.store(dir_.stats().overflow, std::memory_order_relaxed);
-    if (leave_done_ && t.idle()) std::exchange(leave_done_, nullptr)();
   }
 
   bool pump_once(context& ctx) {
