@@ -167,7 +167,7 @@ void membership::advance(millis now) {
     next_gossip_ = now + opts_.gossip_interval;
   }
   if (now >= next_push_pull_) {
-    if (auto peer = pick(1, "", false, now); !peer.empty()) exchange_state(peer.front()->m.id.address, false);
+    if (auto peer = pick(1, "", among::live, now); !peer.empty()) exchange_state(peer.front()->m.id.address, false);
     next_push_pull_ = now + opts_.push_pull_interval;
   }
   if (!joined_ && now >= next_join_) {
@@ -196,6 +196,16 @@ void membership::start_probe(millis now) {
   next_probe_ = now + awareness_.scale(opts_.probe_interval);
   if (leaving_) return;
   for (std::size_t tries = 0; tries < 2; ++tries) {
+    // The alive go first, then the suspects. A member not yet suspected is
+    // one whose failure nobody has found yet; a suspect's probe only
+    // confirms (or not) what is known. On the small side of a partition,
+    // whose own health slows its probing, this is what finds every member
+    // of the far side within a round.
+    const auto alive = std::find_if(round_.begin() + static_cast<std::ptrdiff_t>(round_at_), round_.end(), [&](const std::string& name) {
+      const auto it = members_.find(name);
+      return it != members_.end() && it->second.m.state == member_state::alive;
+    });
+    if (alive != round_.end()) std::iter_swap(round_.begin() + static_cast<std::ptrdiff_t>(round_at_), alive);
     while (round_at_ < round_.size()) {
       const auto it = members_.find(round_[round_at_++]);
       if (it == members_.end() || gone(it->second.m.state) || it->first == self_.name) continue;
@@ -230,7 +240,7 @@ void membership::probe_indirectly(millis now) {
   probe_.indirect_sent = true;
   const auto it = members_.find(probe_.target);
   if (it == members_.end() || it->second.m.id.generation != probe_.generation) return;
-  for (const entry* e : pick(opts_.indirect_checks, probe_.target, false, now)) {
+  for (const entry* e : pick(opts_.indirect_checks, probe_.target, among::alive, now)) {
     ++stats_.indirect_probes;
     packet p;
     p.probe = probe_kind::indirect_ping;
@@ -264,22 +274,25 @@ void membership::gossip(millis now) {
     if (e.m.state == member_state::suspect && name != self_.name) {
       packet p;
       p.gossip.push_back(suspect_news{e.m.id, self_.name});
-      send(e.m.id.address, std::move(p));
+      // Only the suspicion: a suspect is likely unreachable, and news
+      // piggy-backed here would spend its retransmissions on it.
+      send(e.m.id.address, std::move(p), false);
     }
   if (queue_.size() == 0) return;
-  for (const entry* e : pick(opts_.gossip_nodes, "", true, now)) {
+  for (const entry* e : pick(opts_.gossip_nodes, "", among::live_and_recently_dead, now)) {
     packet p;
     send(e->m.id.address, std::move(p));
   }
 }
 
-// Up to k members other than this node and `except`, at random: alive or
-// suspect, and with `dead_too` the dead within gossip_to_the_dead.
-std::vector<const membership::entry*> membership::pick(unsigned k, const std::string& except, bool dead_too, millis now) {
+// Up to k members other than this node and `except`, at random, among those
+// `who` names (the recently dead: within gossip_to_the_dead).
+std::vector<const membership::entry*> membership::pick(unsigned k, const std::string& except, among who, millis now) {
   std::vector<const entry*> all;
   for (const auto& [name, e] : members_) {
     if (name == self_.name || name == except || e.m.state == member_state::left) continue;
-    if (e.m.state == member_state::dead && !(dead_too && now < e.m.since + opts_.gossip_to_the_dead)) continue;
+    if (e.m.state == member_state::suspect && who == among::alive) continue;
+    if (e.m.state == member_state::dead && !(who == among::live_and_recently_dead && now < e.m.since + opts_.gossip_to_the_dead)) continue;
     all.push_back(&e);
   }
   std::shuffle(all.begin(), all.end(), rng_);
@@ -287,13 +300,14 @@ std::vector<const membership::entry*> membership::pick(unsigned k, const std::st
   return all;
 }
 
-void membership::send(const std::string& to, packet p) {
+void membership::send(const std::string& to, packet p, bool piggyback) {
   p.cluster = cluster_;
   p.from = self_;
   // News fills what the probe leaves of the datagram.
   std::size_t budget = opts_.max_packet > packet_overhead ? opts_.max_packet - packet_overhead : 0;
   for (const news& n : p.gossip) budget -= std::min(budget, encoded_size(n));
-  for (news& n : queue_.take(budget, std::max(1u, retransmit_limit()))) p.gossip.push_back(std::move(n));
+  if (piggyback)
+    for (news& n : queue_.take(budget, std::max(1u, retransmit_limit()))) p.gossip.push_back(std::move(n));
   if (p.probe == probe_kind::none && p.gossip.empty()) return;
   outgoing o{outgoing::channel::datagram, to, encode(p)};
   ++stats_.datagrams_out;
@@ -363,6 +377,14 @@ void membership::on_stream(const std::string& from, std::span<const std::uint8_t
   advance(now);
 }
 
+bool membership::unknown(const member_id& who) const {
+  if (who.name == self_.name) return false;
+  if (const auto f = floors_.find(who.name); f != floors_.end() && who.generation <= f->second) return false;
+  const auto it = members_.find(who.name);
+  if (it == members_.end() || it->second.m.id.generation < who.generation) return true;
+  return it->second.m.id.generation == who.generation && it->second.m.state == member_state::dead;
+}
+
 void membership::heard_from(const member_id& who, millis now) {
   const auto it = members_.find(who.name);
   if (it != members_.end() && it->second.m.id.generation == who.generation) it->second.heard = now;
@@ -416,6 +438,15 @@ void membership::handle(const std::string& from, const packet& p, millis now) {
   // News of an earlier start of this node: the sender has not heard of
   // this one. The two trade their whole state (see the ping below).
   if (earlier && !leaving_) exchange_state(from, false);
+  // A sender this node does not know at that start, or holds dead: news of
+  // its join (or its refutation) was missed here, as when a partition
+  // heals while the news was spent on the far side. Trading state makes it
+  // known now, not at the next full exchange.
+  else if (!leaving_ && unknown(p.from) && now >= asked_[p.from.name]) {
+    std::erase_if(asked_, [&](const auto& a) { return a.second <= now; });
+    asked_[p.from.name] = now + opts_.reconnect_interval;
+    exchange_state(from, false);
+  }
   // The sender still suspects (or buried) an incarnation this node has
   // refuted: it missed the refutation, so it gets it directly.
   if (stale && !leaving_) {
@@ -442,7 +473,11 @@ void membership::handle(const std::string& from, const packet& p, millis now) {
       break;
     case probe_kind::indirect_ping: {
       const std::uint32_t mine = ++seq_;
-      relays_[mine] = {from, p.seq, now + opts_.probe_timeout, p.want_nack};
+      // The nack goes at 80% of the probe timeout (Lifeguard), so that it
+      // reaches the requester before its probe ends: the requester waits a
+      // probe interval (twice the timeout) from its own ping, and a nack that
+      // came late would count against its health as if it were the slow one.
+      relays_[mine] = {from, p.seq, now + opts_.probe_timeout * 4 / 5, p.want_nack};
       packet ping;
       ping.probe = probe_kind::ping;
       ping.seq = mine;
@@ -585,7 +620,7 @@ void membership::apply(const suspect_news& n, millis now) {
   if (id.generation != e.m.id.generation || id.incarnation < e.m.id.incarnation || gone(e.m.state)) return;
   if (e.m.state == member_state::suspect && id.incarnation == e.m.id.incarnation) {
     if (e.suspected && e.suspected->confirm(n.from)) broadcast(n);
-    return;
+      return;
   }
   e.m.id.incarnation = id.incarnation;
   set_state(e, member_state::suspect, now);
@@ -613,11 +648,22 @@ void membership::apply(const dead_news& n, millis now) {
     if (id.incarnation >= self_.incarnation) refute(id.incarnation, now);
     return;
   }
+  const member_state to = n.left ? member_state::left : member_state::dead;
   const auto it = members_.find(id.name);
-  if (it == members_.end()) return;
+  if (it == members_.end()) {
+    // A member this node never knew (it joined since, or missed the
+    // news): it holds the verdict all the same. So older news of that start
+    // cannot bring it back, and the verdict counts for what it is (a
+    // false one is this node's too, until the member refutes it).
+    if (const auto f = floors_.find(id.name); f != floors_.end() && id.generation <= f->second) return;
+    entry& e = members_[id.name];
+    e.m = {id, to, now, 0, {}};
+    event(n.left ? member_event::kind::left : member_event::kind::dead, e.m, n.from);
+    broadcast(n);
+    return;
+  }
   entry& e = it->second;
   if (id.generation != e.m.id.generation || id.incarnation < e.m.id.incarnation) return;
-  const member_state to = n.left ? member_state::left : member_state::dead;
   if (gone(e.m.state)) {
     // Dead, then it turns out it left: say so, but keep its time.
     if (e.m.state == member_state::dead && to == member_state::left) {

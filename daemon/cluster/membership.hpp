@@ -174,6 +174,8 @@ class membership {
   void broadcast(news n) { queue_.push(std::move(n)); }
   void set_state(entry& e, member_state s, millis now);
   void heard_from(const member_id& who, millis now);
+  // Whether `who` is news here: not known at that start, or held dead.
+  bool unknown(const member_id& who) const;
 
   void handle(const std::string& from, const packet& p, millis now);
   void handle(const std::string& from, const sync& s, millis now);
@@ -183,9 +185,14 @@ class membership {
   void finish_probe(millis now);
   void gossip(millis now);
   void exchange_state(const std::string& address, bool reply);
-  void send(const std::string& to, packet p);
+  // Queues a datagram; with `piggyback`, news from the queue fills it up.
+  void send(const std::string& to, packet p, bool piggyback = true);
 
-  std::vector<const entry*> pick(unsigned k, const std::string& except, bool dead_too, millis now);
+  // Whom pick() chooses from. Indirect probes go to alive members only: one
+  // this node already suspects is likely on the far side of the same fault,
+  // and its missing nack would count against this node's own health.
+  enum class among { alive, live, live_and_recently_dead };
+  std::vector<const entry*> pick(unsigned k, const std::string& except, among who, millis now);
   std::size_t live_count() const;
   unsigned retransmit_limit() const;
   millis suspicion_min() const;
@@ -205,6 +212,9 @@ class membership {
   // The highest generation seen of names forgotten since: older news
   // about them is refused.
   std::map<std::string, std::uint64_t> floors_;
+  // When each sender this node did not know may be asked for its state
+  // again (bounded by the members that can authenticate).
+  std::map<std::string, millis> asked_;
   std::vector<std::string> round_;  // who is probed next, shuffled
   std::size_t round_at_ = 0;
   probe_state probe_;

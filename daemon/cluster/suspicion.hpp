@@ -2,7 +2,7 @@
 // One suspicion of one member (Lifeguard): it ends in a dead verdict at a
 // deadline that starts at `max` and moves towards `min` as independent
 // members confirm it (k confirmations are expected), never below `min`
-// after the suspicion began.
+// after the suspicion began; with none expected, it is `min`.
 #include <cmath>
 #include <set>
 #include <string>
@@ -25,8 +25,11 @@ class suspicion {
   }
   millis deadline() const noexcept {
     // The first suspicion counts for nothing: it is what started it.
+    // With no confirmation to wait for (too few members to give them), the
+    // least time: waiting longer would not make the verdict any surer.
+    if (k_ == 0) return start_ + min_;
     const double c = static_cast<double>(confirmations_.size() - 1);
-    if (k_ == 0 || c <= 0) return start_ + max_;
+    if (c <= 0) return start_ + max_;
     const double frac = std::log(c + 1.0) / std::log(static_cast<double>(k_) + 1.0);
     const auto span = static_cast<double>((max_ - min_).count());
     const millis timeout = max_ - millis(static_cast<std::int64_t>(frac * span));
