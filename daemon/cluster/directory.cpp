@@ -163,9 +163,17 @@ void grain_directory::activated(const grain_id& id, const activation& where, mil
 }
 
 void grain_directory::activation_failed(const grain_id& id, const std::string& why, millis now) {
+  not_activated(id, locate_error::activation_failed, why, now);
+}
+
+void grain_directory::activation_stopped(const grain_id& id, const std::string& why, millis now) {
+  not_activated(id, locate_error::not_owner, why, now);
+}
+
+void grain_directory::not_activated(const grain_id& id, locate_error error, const std::string& why, millis now) {
   const auto it = entries_.find(id);
   if (it == entries_.end() || it->second.active) return;
-  for (caller who : it->second.waiting) answers_.push_back({who, id, locate_error::activation_failed, {}, why});
+  for (caller who : it->second.waiting) answers_.push_back({who, id, error, {}, why});
   const std::uint32_t p = it->second.partition;
   entries_.erase(it);
   table_.activation_removed(id.kind, p, now);

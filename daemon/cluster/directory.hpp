@@ -111,6 +111,10 @@ class grain_directory {
   // It failed: every waiting caller gets the error, and the grain is
   // unknown again.
   void activation_failed(const grain_id& id, const std::string& why, millis now);
+  // It was stopped before it started (its partition moved, the node is
+  // stopping): not the grain's fault, so every waiting caller is told to
+  // ask again (not_owner), and finds the grain where it goes next.
+  void activation_stopped(const grain_id& id, const std::string& why, millis now);
   // The activation ended (passivated, stopped): forgotten, if it is still
   // the one the directory knows.
   void deactivated(const grain_id& id, const activation& where, millis now);
@@ -143,6 +147,7 @@ class grain_directory {
 
   void serve(const grain_id& id, caller who, std::uint32_t p);
   void refuse(const grain_id& id, caller who, std::uint32_t p);
+  void not_activated(const grain_id& id, locate_error error, const std::string& why, millis now);
   // Carries out what the partition table asks after any input.
   void settle(millis now);
   // The requests waiting for `r`, which wait no more.

@@ -190,7 +190,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     if (c.started)
       dir_.deactivated(c.id, {self_address_, generation_, c.who.id()}, now_ms());
     else if (c.why != passivation::failed)  // stopped before its constructor was through
-      dir_.activation_failed(c.id, "stopped before it started (" + std::string(to_string(c.why)) + ")", now_ms());
+      dir_.activation_stopped(c.id, c.id.kind + "/" + c.id.identity + " was stopped before it started (" + std::string(to_string(c.why)) + ")", now_ms());
     grain_kind_counters& k = svc_.counters().of(c.id.kind);
     k.active.fetch_sub(1, std::memory_order_relaxed);
     k.passivations[static_cast<std::size_t>(c.why)].fetch_add(1, std::memory_order_relaxed);

@@ -78,6 +78,21 @@ TEST_CASE("a failed activation is an error for every waiting caller at once, and
   CHECK(d.take_activations().size() == 1);
 }
 
+TEST_CASE("an activation stopped before it started sends its callers to ask again, not an error", "[directory]") {
+  grain_directory d = solo();
+  d.locate(g("moving"), 1, t0);
+  d.locate(g("moving"), 2, t0);
+  REQUIRE(d.take_activations().size() == 1);
+  d.activation_stopped(g("moving"), "stopped before it started (moved)", t0);
+  const auto answers = d.take_answers();
+  REQUIRE(answers.size() == 2);
+  for (const auto& a : answers) {
+    CHECK(a.error == locate_error::not_owner);
+    CHECK(a.detail == "stopped before it started (moved)");
+  }
+  CHECK(d.activating() == 0);
+}
+
 TEST_CASE("the callers that may wait for one activation are bounded", "[directory]") {
   directory_options o;
   o.max_waiting = 3;
