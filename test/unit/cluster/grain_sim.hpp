@@ -59,12 +59,17 @@ class grain_world final : public application {
 
   // An identity with more than one activation now, in words (empty: none).
   std::string duplicates() const;
+  // Membership is healthy (docs/grains.md): no false dead verdict held,
+  // and after one, the views agree again and no partition is held twice.
+  bool healthy();
   // The partitions each running member claims but does not hold yet.
   std::string claiming() const;
 
   const std::string& violation() const noexcept { return violation_; }
   const call_counts& calls() const noexcept { return counts_; }
-  std::uint64_t excused() const noexcept { return excused_; }  // overlaps excused: a false dead verdict was held
+  // Overlaps excused: a false dead verdict was held, or the views had not
+  // agreed again since (docs/grains.md, "healthy membership").
+  std::uint64_t excused() const noexcept { return excused_; }
   std::uint64_t activations() const noexcept { return activations_; }
   std::uint64_t moved() const noexcept { return moved_; }  // activations stopped because their partition moved
   std::size_t most_buffered() const noexcept { return most_buffered_; }
@@ -157,6 +162,9 @@ class grain_world final : public application {
   std::map<grain_id, std::vector<std::tuple<unsigned, std::uint64_t, std::uint64_t>>> alive_;
   // Dead verdicts held about starts that still run: (observer, member, generation).
   std::set<std::tuple<unsigned, unsigned, std::uint64_t>> false_verdicts_;
+  // A false verdict was held, and the views have not agreed since: its
+  // aftermath, while which membership is not healthy yet either.
+  bool aftermath_ = false;
   std::uint64_t excused_ = 0, activations_ = 0, moved_ = 0;
   std::size_t most_buffered_ = 0;
 };
