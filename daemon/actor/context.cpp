@@ -246,6 +246,8 @@ void context::unbecome() {
   if (extras_ && !extras_->behaviors.empty()) extras_->behaviors.pop_back();
 }
 
+std::uint32_t context::incarnation() const noexcept { return extras_ ? extras_->incarnation : 0; }
+
 void context::stash() {
   cur_->retain();
   ex().stash.push_back(cur_);
@@ -294,7 +296,7 @@ void context::handle_receive_timeout(std::uint64_t token) noexcept {
   auto& x = *extras_;
   if (steady_ns() - x.last_activity_ns >= x.receive_timeout.count()) {
     x.last_activity_ns = steady_ns();
-    if (!suspended_) deliver_lifecycle(lifecycle<system::ReceiveTimeout>());
+    if (!suspended_ && holds_ == 0) deliver_lifecycle(lifecycle<system::ReceiveTimeout>());
   }
   if (extras_ && token == x.receive_timeout_token && x.receive_timeout.count() != 0)
     arm_receive_timeout();

@@ -108,6 +108,19 @@ class context final : public process, public schedulable, public pooled {
   // order, before anything else in the mailbox.
   void stash();
   void unstash_all();
+  // Keeps user messages in the mailbox, undelivered, until as many
+  // release_user_messages() (system messages go on: stops, watches,
+  // continuations). For what the actor must wait for before its next
+  // message: an event it persists, its recovery. Its own turns only; a
+  // restart releases them all.
+  void hold_user_messages() noexcept { ++holds_; }
+  void release_user_messages() noexcept {
+    if (holds_ > 0) --holds_;
+  }
+  bool holding_user_messages() const noexcept { return holds_ != 0; }
+  // How many times the actor was restarted: a continuation made before a
+  // restart (the answer to what the replaced instance asked) can tell.
+  std::uint32_t incarnation() const noexcept;
   // Delivers troupe.system.ReceiveTimeout after `d` without user messages.
   void set_receive_timeout(std::chrono::nanoseconds d);
   void cancel_receive_timeout();
@@ -217,6 +230,7 @@ class context final : public process, public schedulable, public pooled {
   actor_state state_ = actor_state::alive;
   bool suspended_ = false;
   const bool top_level_;
+  std::uint16_t holds_ = 0;  // hold_user_messages()
   // A drop-newest mailbox keeps the lock-free queue and compares its depth
   // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.
   std::uint32_t capacity_ = 0;

@@ -54,6 +54,7 @@ struct context::extras {
   std::deque<troupe::envelope*> stash;
   std::deque<troupe::envelope*> replay;
   restart_stats stats;
+  std::uint32_t incarnation = 0;  // restarts, ever
   std::chrono::nanoseconds receive_timeout{0};
   std::int64_t last_activity_ns = 0;
   std::uint64_t receive_timeout_token = 0;

@@ -173,6 +173,9 @@ void context::stop_children() noexcept {
 
 void context::finalize_restart() noexcept {
   actor_.reset();
+  // What the old instance waited for is not the new one's business.
+  holds_ = 0;
+  ++ex().incarnation;
   if (extras_) {
     extras_->behaviors.clear();
     extras_->receive_timer.cancel();

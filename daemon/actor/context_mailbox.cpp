@@ -374,7 +374,7 @@ void context::run() noexcept {
       process_system();
       while (budget > 0) {
         if (sys_q_.nonempty_hint()) process_system();
-        if (suspended_ || state_ != actor_state::alive) break;
+        if (suspended_ || holds_ != 0 || state_ != actor_state::alive) break;
         bool queued;
         troupe::envelope* e = next_user(queued);
         if (e == nullptr) break;
@@ -398,7 +398,7 @@ void context::run() noexcept {
     // System messages the actor sent itself come without a wake token.
     if (!dead && sys_q_.nonempty_hint()) continue;
     // Give the mailbox up; if something arrived meanwhile, go round again.
-    if (!dead && (suspended_ || state_ != actor_state::alive)) {
+    if (!dead && (suspended_ || holds_ != 0 || state_ != actor_state::alive)) {
       // A producer pushes its system message before its wake token: if the
       // token is not yet in `seen`, park() fails; if it is, the look at the
       // system queue after reading `seen` finds the message.

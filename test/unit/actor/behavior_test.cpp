@@ -66,3 +66,70 @@ TEST_CASE("stashed messages are replayed in order before newer ones", "[behavior
   for (const char* s : {"1", "2", "3", "open", "4"}) sys.root().send(a, text(s));
   REQUIRE(log.take_n(4) == std::vector<std::string>{"1", "2", "3", "4"});
 }
+
+TEST_CASE("held user messages wait in order until released; system messages go on meanwhile", "[behavior]") {
+  inbox<std::string> log;
+  actor_system sys(small_config());
+  // Holds its user messages on "hold", as a persistent actor does while an
+  // event it stores is on its way to disk.
+  struct waiter : actor {
+    inbox<std::string>& log;
+    explicit waiter(inbox<std::string>& l) : log(l) {}
+    void receive(context& ctx) override {
+      if (ctx.message<system::Stopped>()) log.put("stopped");
+      auto* t = ctx.message<test::Text>();
+      if (!t) return;
+      log.put(t->s()->str());
+      if (t->s()->str() == "hold") ctx.hold_user_messages();
+    }
+  };
+  pid a = sys.root().spawn(share(props::from([&] { return std::unique_ptr<actor>(new waiter(log)); })));
+  // What an answer from another thread does: a continuation, a system message.
+  const auto release = [&] {
+    auto* m = new system_message(system_kind::continuation);
+    m->fn = [&log](context& c) {
+      log.put(c.holding_user_messages() ? "released" : "not held");
+      c.release_user_messages();
+    };
+    a.get()->send_system(m);
+  };
+  sys.root().send(a, text("hold"));
+  REQUIRE(log.take() == "hold");
+  for (const char* s : {"1", "2", "3"}) sys.root().send(a, text(s));
+  CHECK_FALSE(log.take(100ms));  // held
+  release();
+  REQUIRE(log.take_n(4) == std::vector<std::string>{"released", "1", "2", "3"});
+  // Held again, then stopped: the stop (a system message) is not held.
+  sys.root().send(a, text("hold"));
+  REQUIRE(log.take() == "hold");
+  sys.root().send(a, text("never"));
+  sys.root().stop(a);
+  CHECK(log.take() == "stopped");
+  CHECK_FALSE(log.take(50ms));
+}
+
+TEST_CASE("a restart releases what the old instance held, and counts as a new incarnation", "[behavior]") {
+  inbox<std::string> log;
+  actor_system sys(small_config());
+  struct waiter : actor {
+    inbox<std::string>& log;
+    explicit waiter(inbox<std::string>& l) : log(l) {}
+    void receive(context& ctx) override {
+      if (ctx.message<system::Started>()) log.put("started " + std::to_string(ctx.incarnation()));
+      auto* t = ctx.message<test::Text>();
+      if (!t) return;
+      log.put(t->s()->str());
+      if (t->s()->str() == "hold") ctx.hold_user_messages();
+    }
+  };
+  pid a = sys.root().spawn(share(props::from([&] { return std::unique_ptr<actor>(new waiter(log)); })));
+  REQUIRE(log.take() == "started 0");
+  sys.root().send(a, text("hold"));
+  sys.root().send(a, text("after"));
+  REQUIRE(log.take() == "hold");
+  // The answer it waited for fails it: its supervisor restarts it.
+  auto* m = new system_message(system_kind::continuation);
+  m->fn = [](context&) { throw std::runtime_error("the store failed"); };
+  a.get()->send_system(m);
+  REQUIRE(log.take_n(2) == std::vector<std::string>{"started 1", "after"});
+}
