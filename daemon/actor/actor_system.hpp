@@ -18,6 +18,7 @@
 #include "actor/kinds.hpp"
 #include "actor/props.hpp"
 #include "actor/cluster_view.hpp"
+#include "actor/journal_service.hpp"
 #include "actor/registry.hpp"
 #include "actor/scheduler.hpp"
 #include "actor/supervision.hpp"
@@ -144,6 +145,11 @@ class actor_system {
   // set by the cluster once it runs, removed before it goes.
   void set_cluster(cluster_view* v) noexcept { cluster_.store(v, std::memory_order_release); }
   cluster_view* cluster() const noexcept { return cluster_.load(std::memory_order_acquire); }
+  // Where persistent actors keep their state (journal_service.hpp): set by
+  // the node's persistence module before any actor uses it, cleared after
+  // the last has stopped; null when the node has none.
+  void set_journal(journal_service* j) noexcept { journal_.store(j, std::memory_order_release); }
+  journal_service* journal() const noexcept { return journal_.load(std::memory_order_acquire); }
 
   // Live local actors.
   std::size_t actor_count() const noexcept { return registry_.size(); }
@@ -206,6 +212,7 @@ class actor_system {
   std::atomic<std::uint64_t> queue_budget_{0};
   std::atomic<remote_resolver*> remote_{nullptr};
   std::atomic<cluster_view*> cluster_{nullptr};
+  std::atomic<journal_service*> journal_{nullptr};
   bool stopped_ = false;
   std::mutex rng_mu_;
   std::mt19937_64 rng_;

@@ -25,6 +25,16 @@ const char* to_string(spawn_error e) noexcept {
   return "unknown";
 }
 
+const char* to_string(persist_status s) noexcept {
+  switch (s) {
+    case persist_status::ok: return "ok";
+    case persist_status::rejected: return "rejected";
+    case persist_status::conflict: return "conflict";
+    case persist_status::failed: return "failed";
+  }
+  return "unknown";
+}
+
 const char* to_string(terminated_reason r) noexcept {
   switch (r) {
     case terminated_reason::stopped: return "stopped";
