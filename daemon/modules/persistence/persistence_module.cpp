@@ -1,0 +1,213 @@
+// The persistence module: the journal that persistent actors keep their
+// state in (persistence.provider), opened before any actor starts and
+// closed after the last has stopped, so that every append it acknowledged
+// is in the database before the node exits. Its metrics: appends by
+// outcome, how long they took, events per commit, recoveries.
+#include <array>
+#include <atomic>
+#include <limits>
+#include <memory>
+
+#include "actor/actor_system.hpp"
+#include "actor/middleware.hpp"
+#include "node/log.hpp"
+#include "node/module.hpp"
+#include "node/state_dir.hpp"
+#include "persistence/actor_journal.hpp"
+#include "persistence/sqlite_journal.hpp"
+
+namespace troupe::node {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+struct persistence_settings {
+  std::string provider = "none";
+  std::string synchronous = "full";
+  unsigned max_event_bytes = 1 << 20;
+  unsigned checkpoint_pages = 4096;
+};
+
+const section<persistence_settings>& persistence_section() {
+  static const section<persistence_settings> s = [] {
+    section<persistence_settings> p(
+        "persistence",
+        "Where persistent actors keep their journal of events and their snapshots. sqlite: one database, "
+        "journal.db in node.state_dir, on this node only (a grain that moves to another node does not find "
+        "its state there).");
+    p.choice("provider", &persistence_settings::provider, {"none", "sqlite"},
+             "none: no actor kind may be persistent. sqlite: the journal in node.state_dir/journal.db.")
+        .choice("synchronous", &persistence_settings::synchronous, {"off", "normal", "full", "extra"},
+                "full: an event is acknowledged once it is synced to disk. normal and off acknowledge sooner "
+                "and may lose the last acknowledged events when the machine (normal) or the process (off) "
+                "goes down.")
+        .number("max_event_bytes", &persistence_settings::max_event_bytes, 1, 64 << 20, "bytes",
+                "A larger event is refused (the actor gets the refusal and goes on).")
+        .number("checkpoint_pages", &persistence_settings::checkpoint_pages, 16, 1 << 24, "pages",
+                "Write-ahead log pages (4 KiB) after which the journal's writer copies them into the database.")
+        .check([](persistence_settings& p, const YAML::Node& node, section_reader& r, const config& so_far) {
+          if (p.provider == "sqlite" && so_far.get(node_section()).state_dir.empty())
+            r.error(node, "'persistence.provider' sqlite needs 'node.state_dir' (where journal.db goes)");
+        });
+    return p;
+  }();
+  return s;
+}
+
+// Events per commit: powers of two up to 16384.
+class count_histogram {
+ public:
+  static constexpr std::size_t buckets = 16;
+  void record(std::uint64_t n) noexcept {
+    std::size_t i = 0;
+    while (i + 1 < buckets && n > bound(i)) ++i;
+    counts_[n > bound(buckets - 1) ? buckets : i].fetch_add(1, std::memory_order_relaxed);
+    sum_.fetch_add(n, std::memory_order_relaxed);
+  }
+  static std::uint64_t bound(std::size_t i) noexcept { return std::uint64_t{1} << i; }
+  ClientMetric metric() const {
+    ClientMetric m;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= buckets; ++i) {
+      cumulative += counts_[i].load(std::memory_order_relaxed);
+      m.histogram.bucket.push_back(
+          {cumulative, i < buckets ? static_cast<double>(bound(i)) : std::numeric_limits<double>::infinity()});
+    }
+    m.histogram.sample_count = cumulative;
+    m.histogram.sample_sum = static_cast<double>(sum_.load(std::memory_order_relaxed));
+    return m;
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, buckets + 1> counts_{};
+  std::atomic<std::uint64_t> sum_{0};
+};
+
+ClientMetric seconds_metric(const middleware::latency_histogram& h) {
+  const middleware::latency_histogram::snapshot snap = h.read();
+  ClientMetric m;
+  m.histogram.sample_count = snap.count;
+  m.histogram.sample_sum = static_cast<double>(snap.sum_ns) / 1e9;
+  std::uint64_t cumulative = 0;
+  const auto& bounds = middleware::latency_histogram::bounds_ns;
+  for (std::size_t b = 0; b < snap.buckets.size(); ++b) {
+    cumulative += snap.buckets[b];
+    m.histogram.bucket.push_back(
+        {cumulative, b < bounds.size() ? static_cast<double>(bounds[b]) / 1e9 : std::numeric_limits<double>::infinity()});
+  }
+  return m;
+}
+
+MetricFamily histogram_family(std::string name, std::string help, ClientMetric m) {
+  MetricFamily f = metric_family(std::move(name), std::move(help), MetricType::Histogram);
+  f.metric.push_back(std::move(m));
+  return f;
+}
+
+struct persistence_metrics {
+  middleware::latency_histogram append_seconds, recovery_seconds;
+  count_histogram batch_events;
+};
+
+class persistence_module final : public module {
+ public:
+  int start(node_context& ctx) override {
+    const persistence_settings& s = ctx.settings().get(persistence_section());
+    provider_ = s.provider;
+    if (s.provider == "none") return 0;
+    sys_ = &ctx.system();
+    path_ = ctx.state().path() + "/journal.db";
+    metrics_ = std::make_shared<persistence_metrics>();
+    persistence::sqlite_options o;
+    o.path = path_;
+    o.synchronous = s.synchronous;
+    o.max_event_bytes = s.max_event_bytes;
+    o.checkpoint_pages = s.checkpoint_pages;
+    o.on_batch = [m = metrics_](std::size_t events, double) {
+      if (events > 0) m->batch_events.record(events);
+    };
+    std::string error;
+    store_ = persistence::sqlite_journal::open(std::move(o), error);
+    if (!store_) {
+      log(level::error, "persistence: " + error);
+      return 1;
+    }
+    persistence::actor_journal::hooks h;
+    h.warn = [](const std::string& line) { log(level::warning, "persistence: " + line); };
+    h.on_append = [m = metrics_](persistence::result, double seconds) {
+      m->append_seconds.record(static_cast<std::uint64_t>(seconds * 1e9));
+    };
+    h.on_recovered = [m = metrics_](double seconds, std::uint64_t) {
+      m->recovery_seconds.record(static_cast<std::uint64_t>(seconds * 1e9));
+    };
+    service_ = std::make_shared<persistence::actor_journal>(*store_, std::move(h));
+    sys_->set_journal(service_.get());
+    ctx.add_metrics([m = metrics_, store = store_, service = service_](std::vector<MetricFamily>& out) {
+      collect(*m, *store, *service, out);
+    });
+    log(level::info, "persistence: the journal is " + path_ + " (SQLite, synchronous=" + s.synchronous + ")");
+    return 0;
+  }
+
+  // Every actor has stopped: what the journal acknowledged is in it; what
+  // is still queued is written before the store closes.
+  void actors_stopped() override {
+    if (!store_) return;
+    sys_->set_journal(nullptr);
+    store_->stop();
+  }
+
+
+  void describe(nlohmann::json& node) const override {
+    nlohmann::json p = {{"provider", provider_}};
+    if (store_) p["path"] = path_;
+    node["persistence"] = std::move(p);
+  }
+
+ private:
+  static void collect(const persistence_metrics& m, const persistence::sqlite_journal& store,
+                      const persistence::actor_journal& service, std::vector<MetricFamily>& out) {
+    const persistence::sqlite_stats& st = store.stats();
+    auto appends = metric_family("troupe_persist_appends_total",
+                                 "Appends to the journal, by outcome: ok (durable), rejected (refused, the actor "
+                                 "went on), conflict (another writer), failed (the store failed)",
+                                 MetricType::Counter);
+    add_metric(appends, static_cast<double>(st.ok.load(std::memory_order_relaxed)), {{"result", "ok"}});
+    add_metric(appends, static_cast<double>(st.rejected.load(std::memory_order_relaxed)), {{"result", "rejected"}});
+    add_metric(appends, static_cast<double>(st.conflict.load(std::memory_order_relaxed)), {{"result", "conflict"}});
+    add_metric(appends, static_cast<double>(st.failed.load(std::memory_order_relaxed)), {{"result", "failed"}});
+    out.push_back(std::move(appends));
+    out.push_back(histogram_family("troupe_persist_append_seconds",
+                                   "From an actor's persist to its answer (durable, or refused)",
+                                   seconds_metric(m.append_seconds)));
+    out.push_back(histogram_family("troupe_persist_batch_events", "Events stored per commit (one sync each)",
+                                   m.batch_events.metric()));
+    out.push_back(histogram_family("troupe_recovery_seconds",
+                                   "From a persistent actor's start to the end of its recovery",
+                                   seconds_metric(m.recovery_seconds)));
+    out.push_back(single_metric("troupe_persist_actors_stopped_total",
+                                "Persistent actors stopped: the store failed, or another writer appended first",
+                                MetricType::Counter,
+                                static_cast<double>(service.stats().stopped.load(std::memory_order_relaxed))));
+  }
+
+  std::string provider_ = "none";
+  std::string path_;
+  actor_system* sys_ = nullptr;
+  std::shared_ptr<persistence_metrics> metrics_;
+  // Shared with the metrics source, which a scrape may run until the end.
+  std::shared_ptr<persistence::sqlite_journal> store_;
+  std::shared_ptr<persistence::actor_journal> service_;
+};
+
+}  // namespace
+
+}  // namespace troupe::node
+
+troupe::node::module_def troupe_module_persistence() {
+  using namespace troupe::node;
+  return {"persistence", {&persistence_section()}, {}, [] { return std::make_unique<persistence_module>(); }};
+}
