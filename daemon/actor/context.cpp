@@ -159,24 +159,25 @@ void context::reenter_after(const troupe::future& f,
                             std::function<void(context&, const future_result&)> fn) {
   // The continuation sees a copy of the current message with its sender,
   // so that respond() there answers the original requester.
-  troupe::envelope* copy = share_envelope(cur_);
-  if (cur_->sender != nullptr) {
-    cur_->sender->retain();
-    copy->sender = cur_->sender;
-  }
-  troupe::message original = troupe::message::adopt(copy);
+  troupe::message original = keep_current();
   process_ref me(static_cast<process*>(this));
   f.get()->on_complete([me = std::move(me), original = std::move(original),
                         fn = std::move(fn)](future_result r) {
     auto* m = new system_message(system_kind::continuation);
     m->fn = [original, fn, r = std::move(r)](context& ctx) {
-      troupe::envelope* saved = ctx.cur_;
-      ctx.cur_ = original.get();
-      fn(ctx, r);
-      ctx.cur_ = saved;
+      ctx.with_current(original, [&] { fn(ctx, r); });
     };
     me->send_system(m);
   });
+}
+
+troupe::message context::keep_current() const {
+  troupe::envelope* copy = share_envelope(cur_);
+  if (cur_->sender != nullptr) {
+    cur_->sender->retain();
+    copy->sender = cur_->sender;
+  }
+  return troupe::message::adopt(copy);
 }
 
 // ------------------------------------------------------------ spawn, stop

@@ -86,6 +86,21 @@ class context final : public process, public schedulable, public pooled {
   // Runs `fn` in this actor's context when `f` completes, between messages.
   void reenter_after(const troupe::future& f,
                      std::function<void(context&, const future_result&)> fn);
+  // For a continuation made during a handler: a copy of the current message
+  // with its sender, to be current again (with_current) when the
+  // continuation runs, so that respond() there answers the requester.
+  troupe::message keep_current() const;
+  template <class F>
+  void with_current(const troupe::message& m, F&& fn) {
+    troupe::envelope* saved = cur_;
+    cur_ = m.get();
+    struct restore {
+      context* c;
+      troupe::envelope* e;
+      ~restore() { c->cur_ = e; }
+    } r{this, saved};
+    fn();
+  }
 
   // ---- spawning and stopping ----
   troupe::pid spawn(const props_ptr& p);

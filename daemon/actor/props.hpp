@@ -149,6 +149,9 @@ struct props {
   // The plugin whose code this kind runs; empty for the node's own actors.
   // Plugin code runs on the workers only, never on the event loop thread.
   std::string plugin;
+  // A persistent kind's actors store a snapshot every this many events
+  // (journal_service.hpp); 0: only when an actor asks.
+  std::uint32_t snapshot_every = 0;
   std::vector<receive_middleware> receive_hooks;
   std::vector<send_middleware> send_hooks;
   std::vector<spawn_middleware> spawn_hooks;

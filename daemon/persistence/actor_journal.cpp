@@ -24,18 +24,27 @@ persist_status status_of(result r) noexcept {
 
 double since(clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); }
 
-// Runs `fn` in the actor's context, unless it was restarted since `inc`
+// Where an answer goes: the actor as it was when it asked, and the message
+// it was handling then (current again when the answer runs, so that
+// respond() answers that message's sender).
+struct asker {
+  process_ref actor;
+  std::uint32_t inc = 0;
+  message current;
+  explicit asker(context& ctx)
+      : actor(static_cast<process*>(&ctx)), inc(ctx.incarnation()), current(ctx.keep_current()) {}
+};
+
+// Runs `fn` in the asker's context, unless the actor was restarted since
 // (the answer was meant for the instance that was replaced) or stopped.
 template <class F>
-void in_actor(const process_ref& actor, std::uint32_t inc, F&& fn) {
+void in_actor(const asker& a, F&& fn) {
   auto* m = new system_message(system_kind::continuation);
-  m->fn = [inc, fn = std::forward<F>(fn)](context& c) mutable {
-    if (c.incarnation() == inc) fn(c);
+  m->fn = [inc = a.inc, current = a.current, fn = std::forward<F>(fn)](context& c) mutable {
+    if (c.incarnation() == inc) c.with_current(current, [&] { fn(c); });
   };
-  actor->send_system(m);
+  a.actor->send_system(m);
 }
-
-process_ref ref_of(context& ctx) { return process_ref(static_cast<process*>(&ctx)); }
 
 }  // namespace
 
@@ -57,10 +66,9 @@ void actor_journal::persist(context& ctx, std::string id, std::uint64_t expected
   const clock::time_point t0 = clock::now();
   std::string key = id;
   store_.append(std::move(key), expected, std::move(out),
-                [this, actor = ref_of(ctx), inc = ctx.incarnation(), id = std::move(id), then = std::move(then),
-                 t0](const outcome& o) mutable {
+                [this, who = asker(ctx), id = std::move(id), then = std::move(then), t0](const outcome& o) mutable {
                   if (hooks_.on_append) hooks_.on_append(o.status, since(t0));
-                  in_actor(actor, inc, [this, o, id = std::move(id), then = std::move(then)](context& c) {
+                  in_actor(who, [this, o, id = std::move(id), then = std::move(then)](context& c) {
                     c.release_user_messages();
                     if (o.status == result::failed) return stop_actor(c, id, "persist_failed", o.detail);
                     if (o.status == result::conflict) return stop_actor(c, id, "persist_conflict", o.detail);
@@ -71,9 +79,9 @@ void actor_journal::persist(context& ctx, std::string id, std::uint64_t expected
 
 void actor_journal::snapshot(context& ctx, std::string id, std::uint64_t seq, event_bytes state, done_fn done) {
   store_.save_snapshot(std::move(id), persistence::snapshot{seq, state.type, std::move(state.data)},
-                       [actor = ref_of(ctx), inc = ctx.incarnation(), done = std::move(done)](const outcome& o) mutable {
+                       [who = asker(ctx), done = std::move(done)](const outcome& o) mutable {
                          if (!done) return;
-                         in_actor(actor, inc, [o, done = std::move(done)](context& c) {
+                         in_actor(who, [o, done = std::move(done)](context& c) {
                            done(c, persist_result{status_of(o.status), o.last_seq, o.detail});
                          });
                        });
@@ -81,9 +89,9 @@ void actor_journal::snapshot(context& ctx, std::string id, std::uint64_t seq, ev
 
 void actor_journal::delete_events(context& ctx, std::string id, std::uint64_t to_seq, done_fn done) {
   store_.delete_events(std::move(id), to_seq,
-                       [actor = ref_of(ctx), inc = ctx.incarnation(), done = std::move(done)](const outcome& o) mutable {
+                       [who = asker(ctx), done = std::move(done)](const outcome& o) mutable {
                          if (!done) return;
-                         in_actor(actor, inc, [o, done = std::move(done)](context& c) {
+                         in_actor(who, [o, done = std::move(done)](context& c) {
                            done(c, persist_result{status_of(o.status), o.last_seq, o.detail});
                          });
                        });
@@ -92,8 +100,8 @@ void actor_journal::delete_events(context& ctx, std::string id, std::uint64_t to
 // ---------------------------------------------------------------- recovery
 
 struct actor_journal::recovery {
-  process_ref actor;
-  std::uint32_t inc = 0;
+  explicit recovery(context& ctx) : who(ctx) {}
+  asker who;
   std::string id;
   item_fn item;
   done_fn done;
@@ -106,9 +114,7 @@ struct actor_journal::recovery {
 void actor_journal::recover(context& ctx, std::string id, item_fn item, done_fn done) {
   ctx.hold_user_messages();
   stats_.recoveries.fetch_add(1, std::memory_order_relaxed);
-  auto r = std::make_shared<recovery>();
-  r->actor = ref_of(ctx);
-  r->inc = ctx.incarnation();
+  auto r = std::make_shared<recovery>(ctx);
   r->id = std::move(id);
   r->item = std::move(item);
   r->done = std::move(done);
@@ -124,7 +130,7 @@ void actor_journal::read_next(const std::shared_ptr<recovery>& r) {
     if (got.status == result::ok && got.snap) r->after = std::max(r->after, got.snap->seq);
     const bool more = got.status == result::ok && !got.end;
     if (more) read_next(r);
-    in_actor(r->actor, r->inc, [this, r, more, got = std::move(got)](context& c) {
+    in_actor(r->who, [this, r, more, got = std::move(got)](context& c) {
       if (got.status != result::ok) {
         stats_.recovery_failures.fetch_add(1, std::memory_order_relaxed);
         c.release_user_messages();

@@ -69,6 +69,8 @@ struct account : actor {
                   seq = r.last_seq;
                   balance += by;
                   log.put("deposited " + std::to_string(by) + " -> " + std::to_string(balance));
+                  // The deposit's sender gets the answer, once it is durable.
+                  if (c.sender()) c.respond(text("balance " + std::to_string(balance)));
                   if (snapshot_every != 0 && seq % snapshot_every == 0)
                     c.system().journal()->snapshot(c, id, seq,
                                                    event_bytes{balance_snapshot, bytes_of(std::to_string(balance))}, {});
@@ -233,4 +235,18 @@ TEST_CASE("recovery starts from the newest snapshot", "[persistence][actor]") {
   b.open(log, "bank/grace", 4);
   // Snapshots at 4 and 8 (the newest): then events 9 and 10.
   CHECK(log.take_n(2) == std::vector<std::string>{"from snapshot 8", "recovered 55 at 10"});
+}
+
+TEST_CASE("the answer to a request comes once its event is durable, to the one who asked", "[persistence][actor]") {
+  bank b;
+  inbox<std::string> log;
+  pid a = b.open(log, "bank/heidi");
+  REQUIRE(log.take() == "recovered 0 at 0");
+  b.sys->root().send(a, num(1));  // a plain send first: no answer
+  future f = b.sys->root().request_future(a, num(41), std::chrono::seconds(5));
+  const future_result r = f.get_result();
+  REQUIRE(r.ok());
+  REQUIRE(r.as<test::Text>() != nullptr);
+  CHECK(r.as<test::Text>()->s()->str() == "balance 42");
+  CHECK(b.store->stats().events == 2);
 }
