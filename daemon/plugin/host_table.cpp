@@ -45,6 +45,22 @@ int register_grain(troupe_registrar* reg, const char* kind, std::uint64_t idle_t
   return TROUPE_ERR_UNKNOWN_KIND;  // a grain kind is one of the plugin's own
 }
 
+int register_persistent(troupe_registrar* reg, const char* kind, const troupe_persistent_def* def) {
+  if (reg == nullptr || kind == nullptr || def == nullptr) return TROUPE_ERR_ARGUMENT;
+  loaded_plugin& p = *reg->plugin;
+  if (!reg->open) return TROUPE_ERR_STATE;
+  troupe_persistent_def d{};
+  std::memcpy(&d, def, std::min<std::size_t>(def->size, sizeof d));
+  d.size = sizeof d;
+  if (d.recover == nullptr) return TROUPE_ERR_ARGUMENT;
+  for (const auto& [name, k] : p.pending)
+    if (name == kind) {
+      p.persistent[name] = d;
+      return TROUPE_OK;
+    }
+  return TROUPE_ERR_UNKNOWN_KIND;  // a persistent kind is one of the plugin's own
+}
+
 int register_schema(troupe_registrar* reg, const troupe_schema* s) {
   if (reg == nullptr || s == nullptr || s->data == nullptr) return TROUPE_ERR_ARGUMENT;
   loaded_plugin& p = *reg->plugin;
@@ -316,6 +332,41 @@ int passivate(troupe_ctx* c) {
   return TROUPE_OK;
 }
 
+int persist(troupe_ctx* c, const troupe_message* events, std::size_t count,
+            void (*on_persisted)(void* closure, troupe_ctx* ctx, int status, std::uint64_t last_seq, const char* detail),
+            void* closure, void (*drop)(void* closure)) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || events == nullptr || count == 0 || on_persisted == nullptr) {
+    if (drop != nullptr) drop(closure);
+    return TROUPE_ERR_ARGUMENT;
+  }
+  return a->persist(c, events, count, on_persisted, closure, drop);
+}
+
+int save_snapshot(troupe_ctx* c, std::uint64_t type, const std::uint8_t* data, std::size_t size) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || (data == nullptr && size != 0)) return TROUPE_ERR_ARGUMENT;
+  return a->save_snapshot(c, type, data, size);
+}
+
+int delete_events(troupe_ctx* c, std::uint64_t to_seq) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  return a->delete_events(c, to_seq);
+}
+
+std::uint64_t last_seq(troupe_ctx* c) {
+  plugin_actor* a = actor_of(c);
+  return a != nullptr ? a->last_seq() : 0;
+}
+
+const char* persistence_id(troupe_ctx* c, std::size_t* len) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || a->persistence_id().empty()) return nullptr;
+  if (len != nullptr) *len = a->persistence_id().size();
+  return a->persistence_id().c_str();
+}
+
 }  // namespace
 
 extern const troupe_host_api host_api;
@@ -358,6 +409,12 @@ const troupe_host_api host_api = {
     &grain_send,
     &grain_request,
     &passivate,
+    &register_persistent,
+    &persist,
+    &save_snapshot,
+    &delete_events,
+    &last_seq,
+    &persistence_id,
 };
 
 }  // namespace troupe::plugin::detail

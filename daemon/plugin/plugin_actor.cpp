@@ -1,5 +1,6 @@
 // The actor that runs a plugin kind.
 #include "plugin/plugin_internal.hpp"
+#include "system_generated.h"
 
 namespace troupe::plugin::detail {
 
@@ -32,9 +33,108 @@ void plugin_actor::receive(context& ctx) {
   if (instance_ == nullptr) {
     instance_ = k_->def.create(k_->def.data, &frame);
     if (instance_ == nullptr) failed(frame, "create returned no instance");
+    if (k_->persistent && ctx.type() == type_id_of<troupe::system::Started>()) return recover(ctx, frame);
   }
   const troupe_message m{e.type, e.data, e.size};
   if (k_->def.receive(instance_, &frame, &m) != 0) failed(frame, "receive failed");
+}
+
+// ---------------------------------------------------------------- persistence
+
+void plugin_actor::recover(context& ctx, troupe_ctx& frame) {
+  journal_service* j = ctx.system().journal();
+  if (j == nullptr) {
+    frame.failure = "kind " + k_->name + " is persistent, and this node keeps no journal (persistence.provider is none)";
+    frame.failed = true;
+    failed(frame, "");
+  }
+  if (const std::string* id = ctx.identity()) pid_ = k_->name + "/" + *id;
+  else if (const std::string* name = ctx.name()) pid_ = k_->name + "/" + *name;
+  else {
+    frame.failure = "a persistent actor of kind " + k_->name + " needs a name (or to be a grain)";
+    frame.failed = true;
+    failed(frame, "");
+  }
+  j->recover(
+      ctx, pid_,
+      [this](context& c, const recovered& r) {
+        const troupe_message m{r.type, r.data, r.size};
+        seq_ = reserved_ = r.seq;
+        call(c, "recover failed", [&](troupe_ctx& f) {
+          return k_->persistence.recover(instance_, &f, &m, r.seq, r.snapshot ? 1 : 0);
+        });
+      },
+      [this](context& c, const persist_result& r) {
+        seq_ = reserved_ = r.last_seq;
+        // Now it starts: the current message is Started again.
+        const envelope& e = c.envelope();
+        const troupe_message m{e.type, e.data, e.size};
+        call(c, "receive failed", [&](troupe_ctx& f) { return k_->def.receive(instance_, &f, &m); });
+      });
+}
+
+int plugin_actor::persist(troupe_ctx* frame, const troupe_message* events, std::size_t count,
+                          void (*on_persisted)(void*, troupe_ctx*, int, std::uint64_t, const char*), void* closure,
+                          void (*drop)(void*)) {
+  // The closure is the plugin's until on_persisted has run, or never will.
+  struct owned {
+    owned(void* c, void (*d)(void*)) noexcept : closure(c), drop(d) {}
+    owned(const owned&) = delete;
+    owned& operator=(const owned&) = delete;
+    ~owned() {
+      if (drop != nullptr) drop(closure);
+    }
+    void* closure;
+    void (*drop)(void*);
+  };
+  auto held = std::make_shared<owned>(closure, drop);
+  context& ctx = *frame->ctx;
+  if (!k_->persistent || pid_.empty()) return TROUPE_ERR_STATE;
+  journal_service* j = ctx.system().journal();
+  if (j == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  std::vector<event_bytes> out;
+  out.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (events[i].data == nullptr && events[i].size != 0) return TROUPE_ERR_ARGUMENT;
+    out.push_back({events[i].type, std::vector<std::uint8_t>(events[i].data, events[i].data + events[i].size)});
+  }
+  // Several persists in one turn follow one another in the journal.
+  const std::uint64_t expected = reserved_;
+  reserved_ += count;
+  j->persist(ctx, pid_, expected, std::move(out),
+             [this, held, on_persisted, count](context& c, const persist_result& r) {
+               const bool ok = r.status == persist_status::ok;
+               if (ok) seq_ = r.last_seq;
+               else reserved_ -= count;
+               call(c, "on_persisted failed", [&](troupe_ctx& f) {
+                 on_persisted(held->closure, &f, ok ? TROUPE_PERSIST_OK : TROUPE_PERSIST_REJECTED, r.last_seq,
+                              r.detail.c_str());
+                 return 0;
+               });
+               // A snapshot each time the numbering passes a multiple of
+               // snapshot_every (whichever instance stored the events).
+               const std::uint32_t every = c.props().snapshot_every;
+               if (!ok || every == 0 || k_->persistence.snapshot == nullptr) return;
+               if (r.last_seq / every == (r.last_seq - count) / every) return;
+               call(c, "snapshot failed", [&](troupe_ctx& f) { return k_->persistence.snapshot(instance_, &f); });
+             });
+  return TROUPE_OK;
+}
+
+int plugin_actor::save_snapshot(troupe_ctx* frame, std::uint64_t type, const std::uint8_t* data, std::size_t size) {
+  if (!k_->persistent || pid_.empty() || seq_ == 0) return TROUPE_ERR_STATE;
+  journal_service* j = frame->ctx->system().journal();
+  if (j == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  j->snapshot(*frame->ctx, pid_, seq_, {type, std::vector<std::uint8_t>(data, data + size)}, {});
+  return TROUPE_OK;
+}
+
+int plugin_actor::delete_events(troupe_ctx* frame, std::uint64_t to_seq) {
+  if (!k_->persistent || pid_.empty()) return TROUPE_ERR_STATE;
+  journal_service* j = frame->ctx->system().journal();
+  if (j == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  j->delete_events(*frame->ctx, pid_, to_seq, {});
+  return TROUPE_OK;
 }
 
 void plugin_actor::run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int),

@@ -155,6 +155,10 @@ bool host::add_kinds(loaded_plugin& p, std::string& error) {
     rec->plugin = &p;
     rec->name = name;
     rec->def = def;
+    if (const auto it = p.persistent.find(name); it != p.persistent.end()) {
+      rec->persistent = true;
+      rec->persistence = it->second;
+    }
     // Weak: the host owns its kinds, and the kinds' Props must not own the host.
     props pr = props::from([h = weak_from_this(), k = std::weak_ptr<const kind_record>(rec)]()
                                -> std::unique_ptr<actor> {

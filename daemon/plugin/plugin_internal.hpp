@@ -57,6 +57,8 @@ struct kind_record {
   std::string name;
   troupe_kind_def def;
   props_ptr props;
+  bool persistent = false;           // register_persistent
+  troupe_persistent_def persistence{};
 };
 
 struct loaded_plugin {
@@ -72,6 +74,7 @@ struct loaded_plugin {
   std::vector<std::pair<std::string, troupe_kind_def>> pending;
   std::vector<std::string> kinds;
   std::map<std::string, std::chrono::nanoseconds> grains;  // register_grain
+  std::map<std::string, troupe_persistent_def> persistent;  // register_persistent
   std::vector<std::vector<std::uint8_t>> schemas;
   std::vector<std::unique_ptr<json_codec>> codecs;  // one a schema
   std::unordered_map<type_id, schema_type> types;
@@ -138,6 +141,15 @@ class plugin_actor final : public actor {
   // its own (a failure there fails the actor, as one in receive would).
   void run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int), void* closure,
                  const troupe_message& reply, int status);
+  // Persistence (ABI 1.5), for an actor of a persistent kind.
+  int persist(troupe_ctx* frame, const troupe_message* events, std::size_t count,
+              void (*on_persisted)(void*, troupe_ctx*, int, std::uint64_t, const char*), void* closure,
+              void (*drop)(void*));
+  int save_snapshot(troupe_ctx* frame, std::uint64_t type, const std::uint8_t* data, std::size_t size);
+  int delete_events(troupe_ctx* frame, std::uint64_t to_seq);
+  std::uint64_t last_seq() const noexcept { return seq_; }
+  // Empty when the actor has none (or its kind is not persistent).
+  const std::string& persistence_id() const noexcept { return pid_; }
   // Expires when this instance goes (a stop, a restart): replies due to
   // it are dropped then, not run on its successor.
   std::weak_ptr<void> lifetime() const { return lifetime_; }
@@ -150,6 +162,16 @@ class plugin_actor final : public actor {
   }
 
  private:
+  // Started, for a persistent kind: the instance is made, recovers, and
+  // only then gets Started.
+  void recover(context& ctx, troupe_ctx& frame);
+  // A callback into the plugin outside receive (its own frame; a failure
+  // there fails the actor, as one in receive would).
+  template <class F>
+  void call(context& ctx, const char* what, F&& fn) {
+    troupe_ctx frame{&ctx, k_.get(), k_->plugin, this, {}, false};
+    if (fn(frame) != 0 || frame.failed) failed(frame, what);
+  }
   [[noreturn]] void failed(const troupe_ctx& frame, const char* what) {
     k_->h->stats().actor_failures.fetch_add(1, std::memory_order_relaxed);
     throw std::runtime_error(frame.failed ? frame.failure : std::string(what));
@@ -164,6 +186,9 @@ class plugin_actor final : public actor {
   event_stream* events_ = nullptr;
   std::uint64_t cluster_sub_ = 0;
   std::shared_ptr<void> lifetime_ = std::make_shared<char>(0);
+  std::string pid_;                 // persistence id
+  std::uint64_t seq_ = 0;           // the last event's number
+  std::uint64_t reserved_ = 0;      // ... with those on their way to the journal
 };
 
 

@@ -10,6 +10,7 @@
 
 #include "actor/actor_system.hpp"
 #include "actor/middleware.hpp"
+#include "actor/props.hpp"
 #include "node/log.hpp"
 #include "node/module.hpp"
 #include "node/state_dir.hpp"
@@ -53,6 +54,22 @@ const section<persistence_settings>& persistence_section() {
             r.error(node, "'persistence.provider' sqlite needs 'node.state_dir' (where journal.db goes)");
         });
     return p;
+  }();
+  return s;
+}
+
+// kinds.<kind>.persistence: how a persistent kind's actors keep their state.
+struct kind_persistence {
+  unsigned snapshot_every = 0;
+};
+
+const section<kind_persistence>& kind_persistence_section() {
+  static const section<kind_persistence> s = [] {
+    section<kind_persistence> k("persistence", "For a persistent kind (its plugin says it is one).");
+    k.number("snapshot_every", &kind_persistence::snapshot_every, 0, 100000000, "events",
+             "An actor stores a snapshot of its state every this many events, so that recovery reads the "
+             "snapshot and the events after it. 0: only the snapshots the actor asks for.");
+    return k;
   }();
   return s;
 }
@@ -115,6 +132,7 @@ struct persistence_metrics {
 class persistence_module final : public module {
  public:
   int start(node_context& ctx) override {
+    ctx_ = &ctx;
     const persistence_settings& s = ctx.settings().get(persistence_section());
     provider_ = s.provider;
     if (s.provider == "none") return 0;
@@ -150,6 +168,13 @@ class persistence_module final : public module {
     });
     log(level::info, "persistence: the journal is " + path_ + " (SQLite, synchronous=" + s.synchronous + ")");
     return 0;
+  }
+
+  // On the loop thread, with the running configuration.
+  void decorate_kind(const std::string& kind, props& p) override {
+    if (ctx_ == nullptr) return;
+    if (const kind_persistence* k = ctx_->settings().setting_for(kind_persistence_section(), kind))
+      p.snapshot_every = k->snapshot_every;
   }
 
   // Every actor has stopped: what the journal acknowledged is in it; what
@@ -194,6 +219,7 @@ class persistence_module final : public module {
                                 static_cast<double>(service.stats().stopped.load(std::memory_order_relaxed))));
   }
 
+  node_context* ctx_ = nullptr;
   std::string provider_ = "none";
   std::string path_;
   actor_system* sys_ = nullptr;
@@ -209,5 +235,6 @@ class persistence_module final : public module {
 
 troupe::node::module_def troupe_module_persistence() {
   using namespace troupe::node;
-  return {"persistence", {&persistence_section()}, {}, [] { return std::make_unique<persistence_module>(); }};
+  return {"persistence", {&persistence_section()}, {&kind_persistence_section()},
+          [] { return std::make_unique<persistence_module>(); }};
 }

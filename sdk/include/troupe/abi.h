@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 4
+#define TROUPE_ABI_MINOR 5
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -84,6 +84,12 @@ enum troupe_reply_status {
                                    hosts the kind, its activation failed) */
 };
 
+/* How a persist ended, for its on_persisted. */
+enum troupe_persist_status {
+  TROUPE_PERSIST_OK = 0,       /* durable: apply the events now */
+  TROUPE_PERSIST_REJECTED = 1  /* refused (an event too large, ...): `detail` says why; the actor goes on */
+};
+
 /* A binary FlatBuffers schema (.bfbs): the node verifies incoming messages
  * of these types with it, and the gateway converts JSON with it. */
 typedef struct troupe_schema {
@@ -116,6 +122,22 @@ typedef struct troupe_kind_def {
    * instance is gone either way). */
   int (*destroy)(void* instance);
 } troupe_kind_def;
+
+/* What makes a kind persistent (register_persistent): its actors keep their
+ * state as a journal of events, and snapshots, in the node's store. */
+typedef struct troupe_persistent_def {
+  uint32_t size; /* sizeof(troupe_persistent_def) as the plugin was built */
+  /* The actor's past, before it gets Started: the newest snapshot first
+   * (is_snapshot 1, `seq` the event it is as of), if there is one, then
+   * every event after it in order (`seq` its number). Returns 0, or
+   * nonzero after host->fail() (the actor fails). */
+  int (*recover)(void* instance, troupe_ctx* ctx, const troupe_message* msg, uint64_t seq, int is_snapshot);
+  /* Asked every kinds.<kind>.persistence.snapshot_every events, after the
+   * last of them is applied: writes the state with host->save_snapshot().
+   * May be NULL (no snapshots but those the actor saves itself). Returns
+   * 0, or nonzero after host->fail(). */
+  int (*snapshot)(void* instance, troupe_ctx* ctx);
+} troupe_persistent_def;
 
 /* The functions the node offers a plugin. `size` is sizeof as the node was
  * built: a plugin built against a newer header checks it before calling
@@ -232,6 +254,36 @@ typedef struct troupe_host_api {
    * are handled; the next message to the grain activates it again.
    * TROUPE_ERR_STATE when this actor is no grain. */
   int (*passivate)(troupe_ctx* ctx);
+
+  /* ---- ABI 1.5: persistence ---- */
+  /* From init(): kind `kind` (registered by this plugin) is persistent.
+   * Its actors need a persistence id (a grain's is "kind/identity", a
+   * named actor's "kind/name") and a node with a store
+   * (persistence.provider); one without either fails at start. */
+  int (*register_persistent)(troupe_registrar* reg, const char* kind, const troupe_persistent_def* def);
+  /* Appends `count` events (stored together, or not at all) to this
+   * actor's journal. Its next messages wait until `on_persisted` runs, in
+   * its turn and with the message it handles now as the current one: once
+   * the events are durable (TROUPE_PERSIST_OK, `last_seq` the number of
+   * the last: apply them now), or refused (TROUPE_PERSIST_REJECTED,
+   * `detail` says why). A store that fails, or another writer of the same
+   * persistence id, stops the actor instead (the node's log says why).
+   * `drop` as for grain_request. TROUPE_ERR_STATE when the actor's kind is
+   * not persistent. */
+  int (*persist)(troupe_ctx* ctx, const troupe_message* events, size_t count,
+                 void (*on_persisted)(void* closure, troupe_ctx* ctx, int status, uint64_t last_seq,
+                                      const char* detail),
+                 void* closure, void (*drop)(void* closure));
+  /* Stores a snapshot of the state as of the last event persisted: the
+   * newest is where recovery starts. The actor does not wait for it. */
+  int (*save_snapshot)(troupe_ctx* ctx, uint64_t type, const uint8_t* data, size_t size);
+  /* Deletes this actor's events up to `to_seq` (the last one stays): those
+   * a snapshot covers. */
+  int (*delete_events)(troupe_ctx* ctx, uint64_t to_seq);
+  /* The number of the actor's last event (0: none yet). */
+  uint64_t (*last_seq)(troupe_ctx* ctx);
+  /* Its persistence id, `*len` set to its length; NULL when it has none. */
+  const char* (*persistence_id)(troupe_ctx* ctx, size_t* len);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

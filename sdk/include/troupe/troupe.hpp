@@ -202,9 +202,26 @@ class Reply {
   status s_;
 };
 
+// How a persist ended (Context::persist's then): durable, or refused.
+struct Persisted {
+  bool ok() const noexcept { return status == TROUPE_PERSIST_OK; }
+  int status = TROUPE_PERSIST_OK;
+  std::uint64_t last_seq = 0;  // the number of the last event persisted
+  std::string detail;          // why it was refused
+};
+
+// What recovery hands a persistent actor with each message: the event's
+// number, or the one the snapshot is as of.
+struct Recovered {
+  std::uint64_t seq = 0;
+  bool snapshot = false;
+};
+
 namespace detail {
 template <class R>
 void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int status);
+template <class R>
+void on_persisted(void* closure, troupe_ctx* c, int status, std::uint64_t last_seq, const char* why);
 template <class R>
 void drop(void* closure) {
   delete static_cast<R*>(closure);
@@ -418,6 +435,52 @@ class Context {
     check(detail::host->passivate(c_), "passivate");
   }
 
+  // ---- persistence (ABI 1.5): actors of a persistent kind ----
+  // Stores event T (fill(builder) returns its Offset) in this actor's
+  // journal. Its next messages wait until then(Context&, const Persisted&)
+  // runs, in its own turn, once the event is durable: apply it there (and
+  // answer: the current message is still the one being handled now). A
+  // refused event (too large) comes with ok() false and the reason; a
+  // failing store, or another writer of this persistence id, stops the
+  // actor instead. Several persists in one turn are stored in that order.
+  template <class T, class F, class Then>
+  void persist(F&& fill, Then&& then) {
+    if (!TROUPE_HOST_HAS(detail::host, persist))
+      throw Error("persist needs a node with ABI 1.5", TROUPE_ERR_STATE);
+    using fn = std::decay_t<Then>;
+    auto b = detail::build<T>(std::forward<F>(fill));
+    const troupe_message event{type_id_of<T>(), b.data(), b.size()};
+    auto* closure = new fn(std::forward<Then>(then));
+    check(detail::host->persist(c_, &event, 1, &detail::on_persisted<fn>, closure, &detail::drop<fn>),
+          "persist");  // the node dropped the closure already
+  }
+  // Stores a snapshot (message T) of the state as of the last event
+  // persisted; recovery starts from the newest. The actor does not wait.
+  template <class T, class F>
+  void save_snapshot(F&& fill) {
+    if (!TROUPE_HOST_HAS(detail::host, save_snapshot))
+      throw Error("save_snapshot needs a node with ABI 1.5", TROUPE_ERR_STATE);
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->save_snapshot(c_, type_id_of<T>(), b.data(), b.size()), "save_snapshot");
+  }
+  // Deletes this actor's events up to `to_seq` (those a snapshot covers).
+  void delete_events(std::uint64_t to_seq) {
+    if (!TROUPE_HOST_HAS(detail::host, delete_events))
+      throw Error("delete_events needs a node with ABI 1.5", TROUPE_ERR_STATE);
+    check(detail::host->delete_events(c_, to_seq), "delete_events");
+  }
+  // The number of this actor's last event (0: none yet).
+  std::uint64_t last_seq() const {
+    return TROUPE_HOST_HAS(detail::host, last_seq) ? detail::host->last_seq(c_) : 0;
+  }
+  // "kind/identity" for a grain, "kind/name" for a named actor.
+  std::string_view persistence_id() const {
+    if (!TROUPE_HOST_HAS(detail::host, persistence_id)) return {};
+    std::size_t n = 0;
+    const char* id = detail::host->persistence_id(c_, &n);
+    return id != nullptr ? std::string_view(id, n) : std::string_view();
+  }
+
   void set_receive_timeout(std::chrono::nanoseconds d) {
     if (!TROUPE_HOST_HAS(detail::host, set_receive_timeout))
       throw Error("set_receive_timeout needs a node with ABI 1.1", TROUPE_ERR_STATE);
@@ -457,6 +520,17 @@ class Actor {
   virtual void stopping(Context&) {}
   virtual void stopped(Context&) {}
   virtual void restarting(Context&) {}
+};
+
+// What the classes of persistent kinds derive from (Plugin::persistent).
+// Before started(), recover() gets the newest snapshot, if any
+// (r.snapshot), then every event after it, in order, as the current
+// message: rebuild the state from them. snapshot() is asked every
+// kinds.<kind>.persistence.snapshot_every events: save_snapshot() there.
+class PersistentActor : public Actor {
+ public:
+  virtual void recover(Context& ctx, const Recovered& r) = 0;
+  virtual void snapshot(Context&) {}
 };
 
 inline void Grain::check(int status, const char* what) const {
@@ -523,6 +597,33 @@ void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int sta
   });
 }
 
+template <class R>
+void on_persisted(void* closure, troupe_ctx* c, int status, std::uint64_t last_seq, const char* why) {
+  guarded(c, [&] {
+    Context ctx(c);
+    const Persisted p{status, last_seq, why != nullptr ? why : ""};
+    (*static_cast<R*>(closure))(ctx, p);
+  });
+}
+
+template <class A>
+int recover(void* instance, troupe_ctx* c, const troupe_message* m, std::uint64_t seq, int is_snapshot) {
+  const bool ok = guarded(c, [&] {
+    Context ctx(c, m);
+    static_cast<A*>(instance)->recover(ctx, Recovered{seq, is_snapshot != 0});
+  });
+  return ok ? 0 : 1;
+}
+
+template <class A>
+int snapshot(void* instance, troupe_ctx* c) {
+  const bool ok = guarded(c, [&] {
+    Context ctx(c);
+    static_cast<A*>(instance)->snapshot(ctx);
+  });
+  return ok ? 0 : 1;
+}
+
 template <class A>
 int destroy(void* instance) {
   try {
@@ -570,6 +671,25 @@ class Plugin {
     const int status = host_->register_grain(reg_, name, static_cast<std::uint64_t>(idle_timeout.count()));
     if (status != TROUPE_OK)
       throw Error(std::string("grain kind '") + name + "' refused (status " + std::to_string(status) + ")", status);
+  }
+  // Makes kind `name` (registered with kind<A> or grain<A>) persistent:
+  // its actors keep their state as a journal of events in the node's
+  // store (persistence.provider), and get it back when they start. A
+  // persistent actor needs a persistence id: a grain has one
+  // ("kind/identity"), as does a named actor ("kind/name"). Needs ABI 1.5.
+  template <class A>
+  void persistent(const char* name) {
+    static_assert(std::is_base_of_v<PersistentActor, A>, "a persistent kind's class derives from troupe::PersistentActor");
+    if (!TROUPE_HOST_HAS(host_, register_persistent))
+      throw Error(std::string("persistent kind '") + name + "' needs a node with ABI 1.5", TROUPE_ERR_STATE);
+    troupe_persistent_def def{};
+    def.size = sizeof def;
+    def.recover = &detail::recover<A>;
+    def.snapshot = &detail::snapshot<A>;
+    const int status = host_->register_persistent(reg_, name, &def);
+    if (status != TROUPE_OK)
+      throw Error(std::string("persistent kind '") + name + "' refused (status " + std::to_string(status) + ")",
+                  status);
   }
   // Registers a binary schema (.bfbs) of the plugin's messages.
   void schema(const troupe_schema& s) {
