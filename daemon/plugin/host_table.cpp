@@ -292,18 +292,7 @@ int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::si
   if (a == nullptr || c->ctx == nullptr || kind == nullptr || on_reply == nullptr ||
       (identity == nullptr && identity_len != 0) || (data == nullptr && size != 0) || timeout_ns == 0)
     return TROUPE_ERR_ARGUMENT;
-  // The closure is the plugin's until on_reply has run, or will never run.
-  struct owned {
-    owned(void* c, void (*d)(void*)) noexcept : closure(c), drop(d) {}
-    owned(const owned&) = delete;
-    owned& operator=(const owned&) = delete;
-    ~owned() {
-      if (drop != nullptr) drop(closure);
-    }
-    void* closure;
-    void (*drop)(void*);
-  };
-  auto held = std::make_shared<owned>(closure, drop);
+  auto held = std::make_shared<owned_closure>(closure, drop);
   cluster_view* v = c->ctx->system().cluster();
   if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;  // `held` drops the closure
   future f = v->call_grain(kind, std::string_view(identity, identity_len), message::adopt(make(type, data, size, flags)),

@@ -76,18 +76,7 @@ void plugin_actor::recover(context& ctx, troupe_ctx& frame) {
 int plugin_actor::persist(troupe_ctx* frame, const troupe_message* events, std::size_t count,
                           void (*on_persisted)(void*, troupe_ctx*, int, std::uint64_t, const char*), void* closure,
                           void (*drop)(void*)) {
-  // The closure is the plugin's until on_persisted has run, or never will.
-  struct owned {
-    owned(void* c, void (*d)(void*)) noexcept : closure(c), drop(d) {}
-    owned(const owned&) = delete;
-    owned& operator=(const owned&) = delete;
-    ~owned() {
-      if (drop != nullptr) drop(closure);
-    }
-    void* closure;
-    void (*drop)(void*);
-  };
-  auto held = std::make_shared<owned>(closure, drop);
+  auto held = std::make_shared<owned_closure>(closure, drop);
   context& ctx = *frame->ctx;
   if (!k_->persistent || pid_.empty()) return TROUPE_ERR_STATE;
   journal_service* j = ctx.system().journal();

@@ -192,6 +192,19 @@ class plugin_actor final : public actor {
 };
 
 
+// A plugin's closure, its until the callback that gets it has run or never
+// will: then dropped (its `drop`, which may be null), once.
+struct owned_closure {
+  owned_closure(void* c, void (*d)(void*)) noexcept : closure(c), drop(d) {}
+  owned_closure(const owned_closure&) = delete;
+  owned_closure& operator=(const owned_closure&) = delete;
+  ~owned_closure() {
+    if (drop != nullptr) drop(closure);
+  }
+  void* closure;
+  void (*drop)(void*);
+};
+
 // The plugin_actor behind a callback frame.
 inline plugin_actor* actor_of(troupe_ctx* c) {
   return c != nullptr ? static_cast<plugin_actor*>(c->actor) : nullptr;
