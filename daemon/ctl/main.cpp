@@ -242,6 +242,14 @@ int main(int argc, char** argv) {
   grains->add_option("--kind", kind_filter, "only grains of this kind");
   grains->add_option("--limit", limit, "at most this many (default 1000)");
 
+  auto* journal = app.add_subcommand("journal", "a persistent actor's events, as JSON");
+  std::string persistence_id;
+  unsigned long long after = 0;
+  journal->add_option("ID", persistence_id, "the persistence id: KIND/IDENTITY for a grain, KIND/NAME for a named actor")
+      ->required();
+  journal->add_option("--after", after, "only the events after this number (default 0: from the first)");
+  journal->add_option("--limit", limit, "at most this many (default 100, at most 4096)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -366,6 +374,22 @@ int main(int argc, char** argv) {
                                 "?timeout_ms=" + std::to_string(timeout_ms),
                     &body);
       if (!as_json) print_reply(out, false);
+    } else if (journal->parsed()) {
+      std::string path = "/v1/journal/" + client::escape(persistence_id) + "?after=" + std::to_string(after);
+      if (limit > 0) path += "&limit=" + std::to_string(limit);
+      out = cl.call("GET", path);
+      if (!as_json) {
+        for (const auto& e : out["events"]) {
+          if (e["type"].is_null())
+            std::printf("%s %s (undeclared type, %s bytes)\n", text(e["seq"]).c_str(), text(e["type_id"]).c_str(),
+                        text(e["size"]).c_str());
+          else
+            std::printf("%s %s %s\n", text(e["seq"]).c_str(), text(e["type"]).c_str(), e["event"].dump().c_str());
+        }
+        if (out.value("more", false))
+          std::printf("(more after %s: --after %s)\n", text(out["events"].back()["seq"]).c_str(),
+                      text(out["events"].back()["seq"]).c_str());
+      }
     } else if (grains->parsed()) {
       out = cl.call("GET", listing("/v1/grains", kind_filter, limit));
       if (!as_json) {

@@ -5,7 +5,8 @@ SQLite in the node's state_dir: deposits and withdrawals are answered once
 stored; a named account has its balance back after the node restarts, a
 grain after it passivated; after kill -9 in the middle of deposits, every
 acknowledged one is there; snapshots are taken every snapshot_every events;
-the metrics count what happened. A node without a journal says why a
+the metrics count what happened; troupectl journal prints the events. A
+node without a journal says why a
 persistent kind cannot start, and one that asks for SQLite without a state
 directory does not start.
 
@@ -86,6 +87,15 @@ try:
     got = ask(a, "alice", "bank.GetBalance", {})
     check("after the node restarts, the named account has its balance back (45, at event 4)",
           got == ("bank.Balance", {"balance": 45, "seq": 4}), str(got))
+    r = a.ctl("journal", "bank.account/alice")
+    lines = r.stdout.splitlines()
+    check("troupectl journal prints the events as JSON, in order",
+          r.returncode == 0 and lines == ['1 bank.Deposited {"amount":10}', '2 bank.Deposited {"amount":20}',
+                                          '3 bank.Deposited {"amount":30}', '4 bank.Withdrawn {"amount":15}'],
+          r.stdout + r.stderr)
+    r = a.ctl("journal", "bank.account/alice", "--after", "2", "--limit", "1")
+    check("... from a given event, a page at a time",
+          r.stdout.splitlines() == ['3 bank.Deposited {"amount":30}', "(more after 3: --after 3)"], r.stdout + r.stderr)
     db = sqlite3.connect(os.path.join(state, "journal.db"))
     snaps = [r[0] for r in db.execute("SELECT seq FROM snapshots WHERE id = 'bank.account/alice' ORDER BY seq")]
     db.close()

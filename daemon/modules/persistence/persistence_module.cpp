@@ -16,6 +16,7 @@
 #include "node/state_dir.hpp"
 #include "persistence/actor_journal.hpp"
 #include "persistence/sqlite_journal.hpp"
+#include "plugin/plugin_host.hpp"
 
 namespace troupe::node {
 
@@ -133,6 +134,7 @@ class persistence_module final : public module {
  public:
   int start(node_context& ctx) override {
     ctx_ = &ctx;
+    ctx.add_route([this](const admin_request& r) { return journal_route(r); });
     const persistence_settings& s = ctx.settings().get(persistence_section());
     provider_ = s.provider;
     if (s.provider == "none") return 0;
@@ -193,6 +195,64 @@ class persistence_module final : public module {
   }
 
  private:
+  // GET /v1/journal/{persistence id}?after=N&limit=M: the events, as JSON
+  // through the plugins' schemas. The id may be one segment (its '/'
+  // escaped) or the rest of the path.
+  bool journal_route(const admin_request& r) {
+    const auto& p = r.path;
+    if (p.size() < 2 || p[1] != "journal") return false;
+    if (!r.get()) {
+      r.error(405, "method_not_allowed", "use GET");
+      return true;
+    }
+    if (!store_) {
+      r.error(404, "no_journal", "this node keeps no journal (persistence.provider is none)");
+      return true;
+    }
+    std::string id;
+    for (std::size_t i = 2; i < p.size(); ++i) id += (i > 2 ? "/" : "") + p[i];
+    if (id.empty()) {
+      r.error(404, "not_found", "GET /v1/journal/{persistence id}, like /v1/journal/bank.account/alice");
+      return true;
+    }
+    std::uint64_t after = 0, limit = 100;
+    for (auto [name, out, lo, hi] : {std::tuple{"after", &after, 0ull, ~0ull}, std::tuple{"limit", &limit, 1ull, 4096ull}}) {
+      const std::string v = r.var(name);
+      if (v.empty()) continue;
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (*end != '\0' || n < lo || n > hi) {
+        r.error(400, "bad_request", std::string(name) + " must be a number from " + std::to_string(lo) + " to " +
+                                        std::to_string(hi) + ", not '" + v + "'");
+        return true;
+      }
+      *out = n;
+    }
+    plugin::host* plugins = ctx_->find<plugin::host>();
+    store_->read(id, after, false, limit, [r, id, plugins](persistence::read_result&& got) {
+      if (got.status != persistence::result::ok) return r.error(503, "journal_failed", got.detail);
+      nlohmann::json events = nlohmann::json::array();
+      for (const persistence::event& e : got.events) {
+        nlohmann::json j = {{"seq", e.seq}};
+        std::string type, text, error;
+        message m = message::adopt(make_envelope(e.type, e.data.data(), e.data.size()));
+        if (plugins != nullptr && plugins->to_json(*m.get(), type, text, error) == plugin::codec_status::ok) {
+          j["type"] = type;
+          j["event"] = nlohmann::json::parse(text, nullptr, false);
+        } else {
+          char hex[24];
+          std::snprintf(hex, sizeof hex, "0x%016llx", static_cast<unsigned long long>(e.type));
+          j["type"] = nullptr;
+          j["type_id"] = hex;
+          j["size"] = e.data.size();
+        }
+        events.push_back(std::move(j));
+      }
+      r.reply(200, {{"id", id}, {"events", std::move(events)}, {"more", !got.end}});
+    });
+    return true;
+  }
+
   static void collect(const persistence_metrics& m, const persistence::sqlite_journal& store,
                       const persistence::actor_journal& service, std::vector<MetricFamily>& out) {
     const persistence::sqlite_stats& st = store.stats();
