@@ -129,8 +129,11 @@ int abi_status(spawn_error e) noexcept {
 std::vector<plugin_info> host::plugins() const {
   std::lock_guard lock(mu_);
   std::vector<plugin_info> out;
-  for (const auto& p : plugins_)
-    out.push_back({p->file, p->name, p->version, p->abi_major, p->abi_minor, p->kinds, p->grains});
+  for (const auto& p : plugins_) {
+    std::vector<std::string> persistent;
+    for (const auto& [kind, def] : p->persistent) persistent.push_back(kind);
+    out.push_back({p->file, p->name, p->version, p->abi_major, p->abi_minor, p->kinds, p->grains, std::move(persistent)});
+  }
   return out;
 }
 

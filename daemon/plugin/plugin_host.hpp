@@ -52,6 +52,8 @@ struct plugin_info {
   // The kinds it made grain kinds (register_grain), with their idle
   // timeout (0: the node's default).
   std::map<std::string, std::chrono::nanoseconds> grains;
+  // The kinds it made persistent (register_persistent).
+  std::vector<std::string> persistent;
 };
 
 // A message type a plugin declared in its schema.

@@ -5,6 +5,7 @@ SQLite in the node's state_dir: deposits and withdrawals are answered once
 stored; a named account has its balance back after the node restarts, a
 grain after it passivated; after kill -9 in the middle of deposits, every
 acknowledged one is there; snapshots are taken every snapshot_every events;
+a node whose seeds name other nodes warns that SQLite keeps state on it only;
 the metrics count what happened; troupectl journal prints the events. A
 node without a journal says why a
 persistent kind cannot start, and one that asks for SQLite without a state
@@ -139,6 +140,18 @@ try:
     check("the acknowledged deposits were numbered without a gap", acked == list(range(1, len(acked) + 1)),
           str(acked[:20]))
     a.stop()
+
+    # ---- seeds that name another node: a warning that SQLite keeps state on this node only
+    other = f"127.0.0.3:{free_port('127.0.0.3')}"
+    multi = nodes_mod.node(w, "multi", key=key, listen=other, seeds=[other, f"127.0.0.4:{port}"], plugins=("bank",),
+                           kinds=KINDS, node_extra=f", state_dir: {os.path.join(tmp, 'state-multi')}",
+                           extra="persistence: { provider: sqlite }\n")
+    check("with other nodes in its seeds, the node warns that persistent grains keep their state on it only",
+          multi.err.has("persistence: the persistent grain kinds bank.account keep their journal in SQLite, on this "
+                        "node only", 5), "\n".join(multi.err.lines[-10:]))
+    multi.stop()
+    warned = any("persistent grain kinds" in l for l in a.err.lines)
+    check("... and a node alone in its seeds does not", not warned)
 
     # ---- a node without a journal: the persistent kind cannot start, and says why
     plain = nodes_mod.node(w, "plain", key=key, plugins=("bank",), kinds="")

@@ -176,6 +176,7 @@ class cluster_module final : public module, public cluster_view {
                               " bytes of names) are told to the other members");
     const std::map<std::string, grain_kind_options, std::less<>> grain_kinds_here = grain_kinds_of(ctx, names);
     const std::string grains = grain_kinds(ctx, grain_kinds_here);
+    warn_about_local_state(ctx, grain_kinds_here, transport_->address());
     machine_ = std::make_unique<cluster::membership>(
         n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
         c.get(cluster_section()).options(), remote::random_u64(),
@@ -381,6 +382,26 @@ class cluster_module final : public module, public cluster_view {
       }
     }
     return out;
+  }
+
+  // Persistent grain kinds whose journal is on this node's disk, in a
+  // cluster of more than one member (the seeds name another node): a grain
+  // that moves starts elsewhere without its state.
+  static void warn_about_local_state(node_context& ctx,
+                                     const std::map<std::string, grain_kind_options, std::less<>>& grain_kinds,
+                                     const std::string& self) {
+    auto* plugins = ctx.find<plugin::host>();
+    if (plugins == nullptr || ctx.system().journal() == nullptr) return;
+    const auto& seeds = ctx.settings().get(seeds_section()).seeds;
+    if (std::none_of(seeds.begin(), seeds.end(), [&](const std::string& s) { return s != self; })) return;
+    std::string kinds;
+    for (const plugin::plugin_info& p : plugins->plugins())
+      for (const std::string& k : p.persistent)
+        if (grain_kinds.count(k) != 0) kinds += (kinds.empty() ? "" : ", ") + k;
+    if (!kinds.empty())
+      log(level::warning, "persistence: the persistent grain kinds " + kinds + " keep their journal in SQLite, on "
+                          "this node only: in a cluster of more than one member, a grain that moves to another "
+                          "member starts there without its state (a shared store is needed; docs/persistence.md)");
   }
 
   // "kind@version,..." of the grain kinds this node hosts, the version being the plugin's.
