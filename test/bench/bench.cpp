@@ -34,6 +34,7 @@
 #include "actor/actor_system.hpp"
 #include "actor/router.hpp"
 #include "admin_bench.hpp"
+#include "persist_bench.hpp"
 #include "swim_bench.hpp"
 
 using namespace troupe::bench;
@@ -892,6 +893,16 @@ int main(int argc, char** argv) {
             remote_result r = remote_echo(false, true);
             return std::vector{r.p50, r.p99, r.w1, r.w1000};
           });
+  if (selected(o, "persist") || selected(o, "recover")) {
+    const std::string dir = persist_state_dir();
+    std::printf("info: persist state_dir=%s fs=%s synchronous=full\n", dir.c_str(), file_system_of(dir).c_str());
+  }
+  measure(o, {{"persist_fsync_baseline_us", "us"}}, o.runs, [] { return std::vector{persist_fsync_baseline_us()}; });
+  measure(o, {{"persist_sqlite_1actor", "events/s"}}, heavy_runs, [] { return std::vector{persist_1actor()}; });
+  measure(o, {{"persist_sqlite_1000actors", "events/s"}, {"persist_sqlite_1000actors_events_per_sync", "events"},
+              {"persist_append_p99", "us"}},
+          heavy_runs, [] { return persist_1000actors(); });
+  measure(o, {{"recover_1m_events", "events/s"}}, heavy_runs, [] { return std::vector{recover_1m_events()}; });
   measure(o, {{"swim_sim_detect_5_p50", "s"}, {"swim_sim_detect_5_p90", "s"}}, 1, [] { return swim_detect(5, 20); });
   measure(o, {{"swim_sim_detect_50_p50", "s"}, {"swim_sim_detect_50_p90", "s"}}, 1, [] { return swim_detect(50, 10); });
   measure(o, {{"swim_sim_converge_p90", "s"}}, 1, [] { return std::vector{swim_converge_p90(50, 10)}; });
