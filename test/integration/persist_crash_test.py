@@ -7,7 +7,8 @@ moment, started again, the actors carry on from where their journals end,
 and it is killed again. Then each actor's journal, read through the admin
 API as an operator would, must hold every acknowledged event, numbered
 1, 2, 3, ... without a gap, none twice, each carrying the number its
-writer meant it to have.
+writer meant it to have; and of the events persisted together (every
+tenth persist writes three), all or none.
 
 usage: persist_crash_test.py TROUPE_NODE TROUPECTL BUILD_ROOT [SEED]
 """
@@ -106,7 +107,7 @@ try:
 
     n = nodes_mod.node(w, "reader", key=key, plugins=("persist_probe",), kinds="",
                        node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite }\n")
-    lost, gaps, wrong = {}, {}, {}
+    lost, gaps, wrong, torn = {}, {}, {}, {}
     stored = 0
     for pid, seqs in told.items():
         events = journal(n, pid)
@@ -120,10 +121,19 @@ try:
             if e.get("type") != "persist_probe.Written" or e["event"].get("id") != pid or e["event"].get("seq") != e["seq"]:
                 wrong[pid] = e
                 break
+        # Events persisted together are all there, or none.
+        for e in events:
+            m = e["event"]
+            first, of = m.get("first", 0), m.get("of", 1)
+            if not all(first <= s <= len(numbers) for s in range(first, first + of)):
+                torn[pid] = e
+                break
     print(f"info: {stored} events in the journals")
     check("every acknowledged event is in its journal", not lost, str(list(lost.items())[:3]))
     check("each journal is numbered 1, 2, 3, ... without a gap, none twice", not gaps, str(list(gaps.items())[:3]))
     check("each event carries the number its writer meant it to have", not wrong, str(list(wrong.items())[:3]))
+    check("events persisted together (every tenth persist: three) are all there, or none", not torn,
+          str(list(torn.items())[:3]))
     n.stop()
 finally:
     w.stop_all()

@@ -1,6 +1,7 @@
 // persist.writer: a persistent actor that, from its start, persists one
-// event after another (one in flight at a time), each saying which actor
-// wrote it and which number it should get. After each acknowledgement it
+// event after another (one persist in flight at a time; every tenth, three
+// events together), each saying which actor wrote it and which number it
+// should get. After each acknowledgement it
 // tells an observer outside the node (a UNIX datagram socket named by
 // TROUPE_PERSIST_OBSERVER: "<persistence id> <seq>"), so that a test can
 // kill the node with kill -9 at any moment and check that every
@@ -43,16 +44,21 @@ struct Writer : troupe::PersistentActor {
   }
   void receive(troupe::Context&) override {}
 
+  // One event at a time; every tenth time, three together.
   void next(troupe::Context& ctx) {
-    const std::uint64_t seq = ctx.last_seq() + 1;
-    ctx.persist<persist_probe::Written>(
-        [&](auto& b) { return persist_probe::CreateWrittenDirect(b, id.c_str(), seq); },
-        [this](troupe::Context& c, const troupe::Persisted& p) {
-          if (!p.ok()) return;
-          tell_observer(id + " " + std::to_string(p.last_seq));
-          next(c);
-        });
+    const std::uint64_t first = ctx.last_seq() + 1;
+    const unsigned of = ++turns % 10 == 0 ? 3 : 1;
+    troupe::Events events;
+    for (unsigned i = 0; i < of; ++i)
+      events.add<persist_probe::Written>(
+          [&](auto& b) { return persist_probe::CreateWrittenDirect(b, id.c_str(), first + i, first, of); });
+    ctx.persist_all(events, [this, first](troupe::Context& c, const troupe::Persisted& p) {
+      if (!p.ok()) return;
+      for (std::uint64_t seq = first; seq <= p.last_seq; ++seq) tell_observer(id + " " + std::to_string(seq));
+      next(c);
+    });
   }
+  unsigned turns = 0;
 };
 
 TROUPE_PLUGIN(persist_probe, "1.0.0") {

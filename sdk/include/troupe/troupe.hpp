@@ -210,6 +210,31 @@ struct Persisted {
   std::string detail;          // why it was refused
 };
 
+// Several events to persist together: stored all, or none
+// (Context::persist_all).
+class Events {
+ public:
+  // Adds event T (fill(builder) returns its Offset).
+  template <class T, class F>
+  Events& add(F&& fill) {
+    const auto b = detail::build<T>(std::forward<F>(fill));
+    bytes_.emplace_back(b.begin(), b.end());
+    types_.push_back(type_id_of<T>());
+    return *this;
+  }
+  std::size_t size() const noexcept { return bytes_.size(); }
+  // As the ABI takes them (valid while this lives).
+  std::vector<troupe_message> messages() const {
+    std::vector<troupe_message> out;
+    for (std::size_t i = 0; i < bytes_.size(); ++i) out.push_back({types_[i], bytes_[i].data(), bytes_[i].size()});
+    return out;
+  }
+
+ private:
+  std::vector<std::vector<std::uint8_t>> bytes_;
+  std::vector<type_id> types_;
+};
+
 // What recovery hands a persistent actor with each message: the event's
 // number, or the one the snapshot is as of.
 struct Recovered {
@@ -452,6 +477,18 @@ class Context {
     const troupe_message event{type_id_of<T>(), b.data(), b.size()};
     auto* closure = new fn(std::forward<Then>(then));
     check(detail::host->persist(c_, &event, 1, &detail::on_persisted<fn>, closure, &detail::drop<fn>),
+          "persist");  // the node dropped the closure already
+  }
+  // As persist, for several events stored together (all, or none); then
+  // gets the number of the last.
+  template <class Then>
+  void persist_all(const Events& events, Then&& then) {
+    if (!TROUPE_HOST_HAS(detail::host, persist))
+      throw Error("persist needs a node with ABI 1.5", TROUPE_ERR_STATE);
+    using fn = std::decay_t<Then>;
+    const std::vector<troupe_message> list = events.messages();
+    auto* closure = new fn(std::forward<Then>(then));
+    check(detail::host->persist(c_, list.data(), list.size(), &detail::on_persisted<fn>, closure, &detail::drop<fn>),
           "persist");  // the node dropped the closure already
   }
   // Stores a snapshot (message T) of the state as of the last event
