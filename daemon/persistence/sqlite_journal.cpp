@@ -154,8 +154,10 @@ bool sqlite_journal::init(std::string& error) {
     error = "cannot use write-ahead logging (" + std::string(sqlite3_errmsg(wdb_)) + ")";
     return false;
   }
+  // The page cache: 64 MiB rather than SQLite's 2 MiB, so that the pages an
+  // append touches are read from disk (the OS's cache) less often.
   const std::string pragmas = "PRAGMA synchronous=" + opts_.synchronous +
-                              "; PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000;";
+                              "; PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;";
   if (!exec(wdb_, pragmas.c_str(), error) || !exec(wdb_, schema, error)) return false;
   sqlite3_wal_hook(wdb_, on_wal, &wal_pages_);
   if (!prepare(wdb_, "INSERT INTO events (id, seq, type, data) VALUES (?, ?, ?, ?)", &insert_, error) ||
