@@ -123,8 +123,8 @@ struct bank {
 }  // namespace
 
 TEST_CASE("a persistent actor gets its state back when it starts again", "[persistence][actor]") {
+  inbox<std::string> log;  // outlives the actors, which write to it until they stop
   bank b;
-  inbox<std::string> log;
   pid a = b.open(log, "bank/alice");
   REQUIRE(log.take() == "recovered 0 at 0");
   for (int n : {10, 5, -3}) b.sys->root().send(a, num(n));
@@ -138,8 +138,8 @@ TEST_CASE("a persistent actor gets its state back when it starts again", "[persi
 }
 
 TEST_CASE("a message that comes while an event is stored waits for it", "[persistence][actor]") {
+  inbox<std::string> log;  // outlives the actors, which write to it until they stop
   bank b;
-  inbox<std::string> log;
   pid a = b.open(log, "bank/bob");
   REQUIRE(log.take() == "recovered 0 at 0");
   // Sent together: "balance" is not handled before the deposit is durable
@@ -153,6 +153,7 @@ TEST_CASE("a message that comes while an event is stored waits for it", "[persis
 }
 
 TEST_CASE("messages that come during recovery wait for it", "[persistence][actor]") {
+  inbox<std::string> log;
   bank b;
   {
     // A long journal, written straight to the store.
@@ -162,7 +163,6 @@ TEST_CASE("messages that come during recovery wait for it", "[persistence][actor
     b.store->append("bank/carol", 0, std::move(many), [&](const persistence::outcome& o) { p.set_value(o); });
     REQUIRE(p.get_future().get().last_seq == 20000);
   }
-  inbox<std::string> log;
   pid a = b.open(log, "bank/carol");
   b.sys->root().send(a, text("balance"));
   b.sys->root().send(a, num(5));
@@ -171,8 +171,8 @@ TEST_CASE("messages that come during recovery wait for it", "[persistence][actor
 }
 
 TEST_CASE("a second writer of one persistence id is stopped, and the log says why", "[persistence][actor]") {
-  bank b;
   inbox<std::string> first_log, second_log;
+  bank b;
   pid first = b.open(first_log, "bank/dave");
   pid second = b.open(second_log, "bank/dave");
   REQUIRE(first_log.take() == "recovered 0 at 0");
@@ -195,8 +195,8 @@ TEST_CASE("a store that fails stops the actor with persist_failed; the next one 
   persistence::test::register_sync_vfs("troupe-sync-watch", &watch);
   sqlite_options o;
   o.vfs = "troupe-sync-watch";
-  bank b(o);
   inbox<std::string> log;
+  bank b(o);
   pid a = b.open(log, "bank/erin");
   REQUIRE(log.take() == "recovered 0 at 0");
   b.sys->root().send(a, num(3));
@@ -213,8 +213,8 @@ TEST_CASE("a store that fails stops the actor with persist_failed; the next one 
 TEST_CASE("a refused event is an answer, and the actor goes on", "[persistence][actor]") {
   sqlite_options o;
   o.max_event_bytes = 3;
-  bank b(o);
   inbox<std::string> log;
+  bank b(o);
   pid a = b.open(log, "bank/frank");
   REQUIRE(log.take() == "recovered 0 at 0");
   b.sys->root().send(a, num(1000));  // "1000": four bytes
@@ -224,8 +224,8 @@ TEST_CASE("a refused event is an answer, and the actor goes on", "[persistence][
 }
 
 TEST_CASE("recovery starts from the newest snapshot", "[persistence][actor]") {
+  inbox<std::string> log;  // outlives the actors, which write to it until they stop
   bank b;
-  inbox<std::string> log;
   pid a = b.open(log, "bank/grace", 4);
   REQUIRE(log.take() == "recovered 0 at 0");
   for (int i = 1; i <= 10; ++i) b.sys->root().send(a, num(i));
@@ -238,8 +238,8 @@ TEST_CASE("recovery starts from the newest snapshot", "[persistence][actor]") {
 }
 
 TEST_CASE("the answer to a request comes once its event is durable, to the one who asked", "[persistence][actor]") {
+  inbox<std::string> log;  // outlives the actors, which write to it until they stop
   bank b;
-  inbox<std::string> log;
   pid a = b.open(log, "bank/heidi");
   REQUIRE(log.take() == "recovered 0 at 0");
   b.sys->root().send(a, num(1));  // a plain send first: no answer
