@@ -20,6 +20,7 @@
 #include "node/module.hpp"
 #include "modules/admin/admin_api.hpp"
 #include "modules/cluster/cluster_events.hpp"
+#include "modules/cluster/cluster_settings.hpp"
 #include "modules/cluster/grains.hpp"
 #include "node/state_dir.hpp"
 #include "plugin/plugin_host.hpp"
@@ -33,98 +34,6 @@ namespace {
 
 using nlohmann::json;
 using cluster::millis;
-
-struct cluster_settings {
-  std::string profile = "lan";
-  unsigned max_activations = 1000000;
-  unsigned max_memory_mb = 0;
-  unsigned max_buffered_calls = 100000;
-  unsigned max_moving_partitions = 16;
-  unsigned handover_timeout_ms = 10000;
-  // 0: the profile's.
-  unsigned probe_interval_ms = 0, probe_timeout_ms = 0, gossip_interval_ms = 0, push_pull_interval_ms = 0,
-           dead_retention_ms = 0, suspicion_mult = 0;
-
-  cluster::swim_options options() const {
-    cluster::swim_options o = profile == "wan" ? cluster::swim_options::wan() : cluster::swim_options::lan();
-    auto set = [](millis& to, unsigned ms) {
-      if (ms != 0) to = millis(ms);
-    };
-    set(o.probe_interval, probe_interval_ms);
-    set(o.probe_timeout, probe_timeout_ms);
-    set(o.gossip_interval, gossip_interval_ms);
-    set(o.push_pull_interval, push_pull_interval_ms);
-    set(o.dead_retention, dead_retention_ms);
-    if (suspicion_mult != 0) o.suspicion_mult = suspicion_mult;
-    return o;
-  }
-};
-
-const section<cluster_settings>& cluster_section() {
-  static const section<cluster_settings> s = [] {
-    section<cluster_settings> c("cluster",
-                                "Membership: who is alive, found by probes and gossip (SWIM with Lifeguard). "
-                                "Used when node.listen and node.secret_file are set. A timing left at 0 is "
-                                "its profile's.");
-    c.choice("profile", &cluster_settings::profile, {"lan", "wan"},
-             "The timing: lan (probe 1 s, timeout 500 ms, gossip every 200 ms, full exchange every 30 s) "
-             "or wan (probe 5 s, timeout 3 s, gossip every 500 ms, full exchange every 60 s).")
-        .number("probe_interval_ms", &cluster_settings::probe_interval_ms, 0, 600000, "milliseconds",
-                "How often one member is probed.")
-        .number("probe_timeout_ms", &cluster_settings::probe_timeout_ms, 0, 600000, "milliseconds",
-                "How long a direct probe waits before other members are asked to probe.")
-        .number("gossip_interval_ms", &cluster_settings::gossip_interval_ms, 0, 600000, "milliseconds",
-                "How often news is gossiped to a few members.")
-        .number("push_pull_interval_ms", &cluster_settings::push_pull_interval_ms, 0, 3600000, "milliseconds",
-                "How often the whole view is exchanged with one member.")
-        .number("dead_retention_ms", &cluster_settings::dead_retention_ms, 0, 86400000, "milliseconds",
-                "How long dead members are remembered, and asked now and then whether they are back.")
-        .number("suspicion_mult", &cluster_settings::suspicion_mult, 0, 20, "",
-                "A suspicion lasts at least this many probe intervals (times log10 of the number of "
-                "members) before a dead verdict.")
-        .number("max_activations", &cluster_settings::max_activations, 1, 100000000, "",
-                "Grain activations this node keeps; over it, the oldest idle ones are passivated.")
-        .number("max_memory_mb", &cluster_settings::max_memory_mb, 0, 16777216, "MiB",
-                "While the node's resident memory is over this, its oldest idle grains are passivated, a "
-                "tenth each second. 0: no budget.")
-        .number("max_buffered_calls", &cluster_settings::max_buffered_calls, 1, 100000000, "",
-                "Grain calls that may wait at this node for partitions moving to it (a member joined or "
-                "left); more are answered busy at once.")
-        .number("max_moving_partitions", &cluster_settings::max_moving_partitions, 1, 1000000, "",
-                "Grain partitions this node gives up at a time when members come or go (each stops its "
-                "activations, then moves); the others stay here, and serve, until their turn.")
-        .number("handover_timeout_ms", &cluster_settings::handover_timeout_ms, 0, 600000, "milliseconds",
-                "On SIGTERM, how long the node waits for its grain activations to stop (and their "
-                "partitions to be handed over) before it leaves the cluster anyway.")
-        .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config&) {
-          const cluster::swim_options o = c.options();
-          if (o.probe_timeout >= o.probe_interval)
-            r.error(node, "'cluster.probe_timeout_ms' (" + std::to_string(o.probe_timeout.count()) +
-                              ") must be shorter than 'cluster.probe_interval_ms' (" +
-                              std::to_string(o.probe_interval.count()) + ")");
-        });
-    return c;
-  }();
-  return s;
-}
-
-// kinds.<kind>.grain: the kind is a grain kind (a virtual actor, named by
-// kind and identity, activated where the cluster places it).
-struct grain_settings {
-  std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
-};
-
-const section<grain_settings>& grain_section() {
-  static const section<grain_settings> s = [] {
-    section<grain_settings> g("grain",
-                              "Makes the kind a grain kind: members tell each other which grain kinds they host, "
-                              "and in which version (the plugin's).");
-    g.duration("idle_timeout", &grain_settings::idle_timeout, std::chrono::seconds(1), std::chrono::hours(24 * 7),
-               "A grain that gets no message this long is passivated.");
-    return g;
-  }();
-  return s;
-}
 
 // Counters for the metrics thread, set on the loop.
 struct cluster_counters {
