@@ -56,11 +56,13 @@ def main(argv):
             status, body = n.spawn("grains.driver", "driver")
             assert status == 201, body
 
+        # A prefix whose identity 0 (the driver calls PREFIX + "0" when
+        # given one identity) is active on node n.
         def owned_by(n, prefix):
             for i in range(1000):
-                status, body = a.call("POST", f"/v1/grains/grains.counter/{prefix}{i}/grains.Get", {})
+                status, body = a.call("POST", f"/v1/grains/grains.counter/{prefix}{i}-0/grains.Get", {})
                 if status == 200 and body["message"]["pid"].startswith(n.address + "/"):
-                    return f"{prefix}{i}"
+                    return f"{prefix}{i}-"
             raise RuntimeError("no identity lands on " + n.name)
 
         def drive(n, **m):
