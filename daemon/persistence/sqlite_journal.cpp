@@ -29,7 +29,12 @@ constexpr std::size_t max_cached_heads = 200000;
 
 const char* const schema = R"sql(
 CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO troupe_meta (key, value) VALUES ('schema', '1');
+INSERT OR IGNORE INTO troupe_meta (key, value) VALUES ('schema', '2');
+UPDATE troupe_meta SET value = '2' WHERE key = 'schema';
+-- Appends, in the order they came (rowid): see sqlite_journal.hpp.
+CREATE TABLE IF NOT EXISTS log (
+  id TEXT NOT NULL, seq INTEGER NOT NULL, type INTEGER NOT NULL, data BLOB NOT NULL);
+-- The log, moved here sorted every compact_rows rows.
 CREATE TABLE IF NOT EXISTS events (
   id TEXT NOT NULL, seq INTEGER NOT NULL, type INTEGER NOT NULL, data BLOB NOT NULL,
   PRIMARY KEY (id, seq)) WITHOUT ROWID;
@@ -160,7 +165,13 @@ bool sqlite_journal::init(std::string& error) {
                               "; PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;";
   if (!exec(wdb_, pragmas.c_str(), error) || !exec(wdb_, schema, error)) return false;
   sqlite3_wal_hook(wdb_, on_wal, &wal_pages_);
-  if (!prepare(wdb_, "INSERT INTO events (id, seq, type, data) VALUES (?, ?, ?, ?)", &insert_, error) ||
+  if (!prepare(wdb_, "INSERT INTO log (id, seq, type, data) VALUES (?, ?, ?, ?)", &insert_, error) ||
+      !prepare(wdb_, "DELETE FROM log WHERE rowid = ?", &log_delete_, error) ||
+      !prepare(wdb_,
+               "INSERT INTO events (id, seq, type, data) "
+               "SELECT id, seq, type, data FROM log WHERE rowid <= ? ORDER BY id, seq",
+               &compact_move_, error) ||
+      !prepare(wdb_, "DELETE FROM log WHERE rowid <= ?", &compact_clear_, error) ||
       !prepare(wdb_, "SELECT max(seq) FROM events WHERE id = ?", &head_, error) ||
       !prepare(wdb_, "INSERT OR REPLACE INTO snapshots (id, seq, type, data) VALUES (?, ?, ?, ?)", &snap_put_,
                error) ||
@@ -168,7 +179,7 @@ bool sqlite_journal::init(std::string& error) {
                "DELETE FROM snapshots WHERE id = ?1 AND seq < "
                "(SELECT seq FROM snapshots WHERE id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET 1)",
                &snap_prune_, error) ||
-      !prepare(wdb_, "DELETE FROM events WHERE id = ? AND seq <= ?", &delete_, error))
+      !prepare(wdb_, "DELETE FROM events WHERE id = ? AND seq <= ?", &delete_, error) || !load_log_index(error))
     return false;
   if (sqlite3_open_v2(opts_.path.c_str(), &rdb_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK) {
     error = rdb_ ? sqlite3_errmsg(rdb_) : "out of memory";
@@ -178,12 +189,30 @@ bool sqlite_journal::init(std::string& error) {
          prepare(rdb_, "SELECT seq, type, data FROM snapshots WHERE id = ? ORDER BY seq DESC LIMIT 1", &snap_get_,
                  error) &&
          prepare(rdb_, "SELECT seq, type, data FROM events WHERE id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                 &events_get_, error);
+                 &events_get_, error) &&
+         prepare(rdb_, "SELECT id, seq, type, data FROM log WHERE rowid = ?", &log_get_, error);
+}
+
+bool sqlite_journal::load_log_index(std::string& error) {
+  sqlite3_stmt* q = nullptr;
+  if (!prepare(wdb_, "SELECT rowid, id, seq FROM log ORDER BY rowid", &q, error)) return false;
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(q, 1));
+    log_index_[std::string(id, static_cast<std::size_t>(sqlite3_column_bytes(q, 1)))].push_back(
+        {static_cast<std::uint64_t>(sqlite3_column_int64(q, 2)), sqlite3_column_int64(q, 0)});
+    ++log_rows_;
+  }
+  if (rc != SQLITE_DONE) error = sqlite3_errmsg(wdb_);
+  sqlite3_finalize(q);
+  return rc == SQLITE_DONE;
 }
 
 sqlite_journal::~sqlite_journal() {
   stop();
-  for (sqlite3_stmt* s : {insert_, head_, snap_put_, snap_prune_, delete_, snap_get_, events_get_}) sqlite3_finalize(s);
+  for (sqlite3_stmt* s : {insert_, head_, snap_put_, snap_prune_, delete_, log_delete_, compact_move_, compact_clear_,
+                          snap_get_, events_get_, log_get_})
+    sqlite3_finalize(s);
   if (rdb_) sqlite3_close(rdb_);
   if (wdb_) {
     // Everything is in the database file; the WAL can go.
@@ -286,12 +315,16 @@ void sqlite_journal::writer_main() {
       }
     }
     write_batch(batch);
+    compact_if_due();
     checkpoint_if_due();
   }
 }
 
 std::optional<std::uint64_t> sqlite_journal::head(const std::string& id, std::string& error) {
   if (const auto it = heads_.find(id); it != heads_.end()) return it->second;
+  // Rows in the log are newer than the id's rows in the sorted table.
+  if (const auto it = log_index_.find(id); it != log_index_.end() && !it->second.empty())
+    return heads_.emplace(id, it->second.back().seq).first->second;
   stmt_use q(head_);
   q.text(1, id);
   if (q.step() != SQLITE_ROW) {
@@ -309,6 +342,13 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
   // The cached heads this batch changed, as they were: restored if it
   // does not commit.
   std::vector<std::pair<std::string, std::uint64_t>> undo;
+  // What the batch does to the log's index, applied once it commits.
+  struct added {
+    const std::string* id;
+    log_row row;
+  };
+  std::vector<added> adds;
+  std::vector<std::pair<const std::string*, std::uint64_t>> erased;  // id, up to seq
   std::string error;
   std::size_t stored = 0;
   bool ok = exec(wdb_, "BEGIN IMMEDIATE", error);
@@ -351,6 +391,7 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
             ok = false;
             break;
           }
+          adds.push_back({&r.id, {e.seq, sqlite3_last_insert_rowid(wdb_)}});
         }
         if (!ok) break;
         undo.emplace_back(r.id, *h);
@@ -384,15 +425,47 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
         // The last event stays: it is where the numbering goes on.
         const std::uint64_t to = std::min(r.seq, *h > 0 ? *h - 1 : 0);
         if (to == 0) break;
-        stmt_use q(delete_);
-        q.text(1, r.id).u64(2, to);
-        ok = q.step() == SQLITE_DONE;
+        {
+          stmt_use q(delete_);
+          q.text(1, r.id).u64(2, to);
+          ok = q.step() == SQLITE_DONE;
+        }
+        // And its rows still in the log: those committed, and those of
+        // this batch.
+        std::vector<std::int64_t> rows;
+        if (const auto it = log_index_.find(r.id); it != log_index_.end())
+          for (const log_row& l : it->second)
+            if (l.seq <= to) rows.push_back(l.rowid);
+        for (const added& a : adds)
+          if (*a.id == r.id && a.row.seq <= to) rows.push_back(a.row.rowid);
+        for (std::size_t k = 0; ok && k < rows.size(); ++k) {
+          stmt_use q(log_delete_);
+          q.u64(1, static_cast<std::uint64_t>(rows[k]));
+          ok = q.step() == SQLITE_DONE;
+        }
         if (!ok) error = sqlite3_errmsg(wdb_);
+        if (ok) erased.emplace_back(&r.id, to);
         break;
       }
     }
   }
-  if (ok) ok = exec(wdb_, "COMMIT", error);
+  if (ok) {
+    std::lock_guard index(index_mu_);
+    ok = exec(wdb_, "COMMIT", error);
+    if (ok) {
+      for (const added& a : adds) log_index_[*a.id].push_back(a.row);
+      log_rows_ += adds.size();
+      for (const auto& [id, to] : erased) {
+        const auto it = log_index_.find(*id);
+        if (it == log_index_.end()) continue;
+        std::vector<log_row>& rows = it->second;
+        const auto end = std::find_if(rows.begin(), rows.end(), [to = to](const log_row& l) { return l.seq > to; });
+        log_rows_ -= static_cast<std::size_t>(end - rows.begin());
+        rows.erase(rows.begin(), end);
+        if (rows.empty()) log_index_.erase(it);
+      }
+    }
+  }
   if (!ok) {
     std::string ignored;
     exec(wdb_, "ROLLBACK", ignored);
@@ -417,6 +490,53 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
     }
     batch[i].done(outs[i]);
   }
+}
+
+void sqlite_journal::compact_if_due() {
+  if (log_rows_ < std::max<std::size_t>(opts_.compact_rows, 1)) return;
+  // The oldest compact_step rows move, sorted: all committed (the writer is
+  // between batches), and each id's older than its rows left in the log,
+  // newer than its rows already sorted. A step at a time, so that the
+  // appends waiting meanwhile wait for a small transaction.
+  std::int64_t upto = 0;
+  for (const auto& [id, rows] : log_index_)
+    for (const log_row& l : rows) upto = std::max(upto, l.rowid);
+  if (log_rows_ > opts_.compact_step) {
+    std::vector<std::int64_t> all;
+    all.reserve(log_rows_);
+    for (const auto& [id, rows] : log_index_)
+      for (const log_row& l : rows) all.push_back(l.rowid);
+    const auto nth = all.begin() + static_cast<std::ptrdiff_t>(std::max<std::size_t>(opts_.compact_step, 1) - 1);
+    std::nth_element(all.begin(), nth, all.end());
+    upto = *nth;
+  }
+  std::string error;
+  stmt_use move(compact_move_), clear(compact_clear_);
+  move.u64(1, static_cast<std::uint64_t>(upto));
+  clear.u64(1, static_cast<std::uint64_t>(upto));
+  bool ok = exec(wdb_, "BEGIN IMMEDIATE", error);
+  if (ok) ok = move.step() == SQLITE_DONE && clear.step() == SQLITE_DONE;
+  if (ok) {
+    std::lock_guard index(index_mu_);
+    ok = exec(wdb_, "COMMIT", error);
+    if (ok) {
+      for (auto it = log_index_.begin(); it != log_index_.end();) {
+        std::vector<log_row>& rows = it->second;
+        const auto end = std::find_if(rows.begin(), rows.end(), [upto](const log_row& l) { return l.rowid > upto; });
+        log_rows_ -= static_cast<std::size_t>(end - rows.begin());
+        rows.erase(rows.begin(), end);
+        it = rows.empty() ? log_index_.erase(it) : std::next(it);
+      }
+    }
+  }
+  if (!ok) {
+    std::string ignored;
+    exec(wdb_, "ROLLBACK", ignored);
+    // The log stays as it is and is read where it is; the next batch tries again.
+    stats_.compaction_failures.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  stats_.compactions.fetch_add(1, std::memory_order_relaxed);
 }
 
 void sqlite_journal::checkpoint_if_due() {
@@ -449,8 +569,18 @@ void sqlite_journal::do_read(read_req& r) {
   read_result out;
   std::string error;
   const std::size_t limit = r.max_events == 0 ? opts_.read_batch : std::min(r.max_events, opts_.read_batch);
-  // One read transaction: the snapshot and the events after it agree.
-  bool ok = exec(rdb_, "BEGIN", error);
+  // One read transaction: the snapshot and the events after it agree. It
+  // begins (its first read) under the index's lock, so that the id's log
+  // rows copied there are those this transaction sees.
+  std::vector<log_row> tail;
+  bool ok;
+  {
+    std::lock_guard index(index_mu_);
+    ok = exec(rdb_, "BEGIN; SELECT count(*) FROM troupe_meta;", error);
+    if (const auto it = log_index_.find(r.id); ok && it != log_index_.end())
+      for (const log_row& l : it->second)
+        if (l.seq > r.after) tail.push_back(l);
+  }
   std::uint64_t after = r.after;
   if (ok && r.with_snapshot) {
     stmt_use q(snap_get_);
@@ -473,6 +603,26 @@ void sqlite_journal::do_read(read_req& r) {
     if (rc != SQLITE_DONE) {
       ok = false;
       error = sqlite3_errmsg(rdb_);
+    }
+  }
+  // Then the newer events, from the log.
+  if (ok && out.events.size() < limit) {
+    const std::uint64_t from = out.events.empty() ? after : out.events.back().seq;
+    for (const log_row& l : tail) {
+      if (l.seq <= from) continue;
+      if (out.events.size() == limit) break;
+      stmt_use q(log_get_);
+      q.u64(1, static_cast<std::uint64_t>(l.rowid));
+      const int rc = q.step();
+      const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(log_get_, 0));
+      if (rc != SQLITE_ROW || id == nullptr || r.id != id || q.u64_at(1) != l.seq) {
+        ok = false;
+        error = rc == SQLITE_ROW || rc == SQLITE_DONE ? "the log's row " + std::to_string(l.rowid) + " is not event " +
+                                                            std::to_string(l.seq) + " of " + r.id
+                                                      : sqlite3_errmsg(rdb_);
+        break;
+      }
+      out.events.push_back(event{l.seq, q.u64_at(2), q.blob_at(3)});
     }
   }
   std::string ignored;

@@ -9,9 +9,18 @@
 // runs the WAL checkpoints, between batches, so that no commit pays for
 // one. Reads go through a connection of their own, on a reader thread.
 //
-// The writer knows each id's last sequence number (read once, then kept):
-// it checks an append's expected number without a query, so a refused
-// append costs the others in its batch nothing.
+// Appends go to a log table in the order they come (its rowid), so that a
+// commit of a thousand actors' events writes the few pages at the log's
+// end, not a page per actor in a table ordered by id: SQLite's WAL holds
+// whole pages, and one page per 100-byte event was most of what a commit
+// wrote. Once the log holds `compact_rows` rows, the writer moves its
+// oldest `compact_step` rows, sorted, into the table ordered by (id, seq),
+// one transaction between batches, where each actor's events are together
+// for recovery. Where each id's log rows are is kept
+// in memory (rebuilt from the log at open), beside each id's last sequence
+// number, which the writer reads once and then keeps: it checks an
+// append's expected number without a query, so a refused append costs the
+// others in its batch nothing.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -22,6 +31,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "persistence/journal.hpp"
 
@@ -37,6 +47,8 @@ struct sqlite_options {
   std::size_t max_event_bytes = 1 << 20;
   std::uint32_t checkpoint_pages = 4096;  // WAL pages after which the writer checkpoints
   std::size_t read_batch = 4096;          // events per read, at most
+  std::size_t compact_rows = 65536;       // log rows after which the writer sorts the oldest into place,
+  std::size_t compact_step = 65536;        // this many at a time
   std::string vfs;                        // SQLite VFS by name (tests); empty: the default
   // Called by the writer after each commit: events stored, how long the
   // batch took from its first request's arrival (seconds).
@@ -48,6 +60,7 @@ struct sqlite_stats {
   std::atomic<std::uint64_t> events{0};                                  // events stored
   std::atomic<std::uint64_t> commits{0};                                 // transactions (syncs)
   std::atomic<std::uint64_t> checkpoints{0};
+  std::atomic<std::uint64_t> compactions{0}, compaction_failures{0};
 };
 
 class sqlite_journal final : public journal {
@@ -80,14 +93,30 @@ class sqlite_journal final : public journal {
   // The id's last sequence number (cached), or nullopt on a storage error.
   std::optional<std::uint64_t> head(const std::string& id, std::string& error);
   void checkpoint_if_due();
+  // Moves the log into the table ordered by id once it holds compact_rows.
+  void compact_if_due();
+  bool load_log_index(std::string& error);
 
   sqlite_options opts_;
   sqlite3* wdb_ = nullptr;  // the writer's connection
   sqlite3* rdb_ = nullptr;  // the reader's
   sqlite3_stmt *insert_ = nullptr, *head_ = nullptr, *snap_put_ = nullptr, *snap_prune_ = nullptr,
-               *delete_ = nullptr;
-  sqlite3_stmt *snap_get_ = nullptr, *events_get_ = nullptr;
+               *delete_ = nullptr, *log_delete_ = nullptr, *compact_move_ = nullptr, *compact_clear_ = nullptr;
+  sqlite3_stmt *snap_get_ = nullptr, *events_get_ = nullptr, *log_get_ = nullptr;
   std::unordered_map<std::string, std::uint64_t> heads_;  // writer thread only
+
+  // An id's rows in the log, in sequence order.
+  struct log_row {
+    std::uint64_t seq;
+    std::int64_t rowid;
+  };
+  // Changed by the writer only, under index_mu_, which it holds from each
+  // COMMIT until the index says what that commit did; the reader copies
+  // an id's rows under it when its read transaction begins, so that the
+  // rows it looks up are those of its snapshot.
+  std::mutex index_mu_;
+  std::unordered_map<std::string, std::vector<log_row>> log_index_;
+  std::size_t log_rows_ = 0;  // writer thread only
   std::atomic<int> wal_pages_{0};                         // set by the WAL hook (writer thread)
 
   std::mutex mu_;

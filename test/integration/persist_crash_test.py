@@ -8,7 +8,8 @@ and it is killed again. Then each actor's journal, read through the admin
 API as an operator would, must hold every acknowledged event, numbered
 1, 2, 3, ... without a gap, none twice, each carrying the number its
 writer meant it to have; and of the events persisted together (every
-tenth persist writes three), all or none.
+tenth persist writes three), all or none. The journal sorts its log every
+500 events here, so that the kills also land between, and during, sorts.
 
 usage: persist_crash_test.py TROUPE_NODE TROUPECTL BUILD_ROOT [SEED]
 """
@@ -64,7 +65,7 @@ os.environ["TROUPE_PERSIST_OBSERVER"] = observer_path
 
 def start():
     n = nodes_mod.node(w, "writer", key=key, plugins=("persist_probe",), kinds="",
-                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite }\n")
+                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite, sort_after_events: 500 }\n")
     for i in range(ACTORS):
         n.spawn("persist.writer", f"w{i}")
     return n
@@ -106,7 +107,7 @@ try:
     check("each actor's acknowledgements only go up, across the kill", not bad_order, str(list(bad_order.items())[:3]))
 
     n = nodes_mod.node(w, "reader", key=key, plugins=("persist_probe",), kinds="",
-                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite }\n")
+                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite, sort_after_events: 500 }\n")
     lost, gaps, wrong, torn = {}, {}, {}, {}
     stored = 0
     for pid, seqs in told.items():

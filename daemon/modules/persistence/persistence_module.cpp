@@ -31,6 +31,7 @@ struct persistence_settings {
   std::string synchronous = "full";
   unsigned max_event_bytes = 1 << 20;
   unsigned checkpoint_pages = 4096;
+  unsigned sort_after_events = 65536;
 };
 
 const section<persistence_settings>& persistence_section() {
@@ -50,6 +51,9 @@ const section<persistence_settings>& persistence_section() {
                 "A larger event is refused (the actor gets the refusal and goes on).")
         .number("checkpoint_pages", &persistence_settings::checkpoint_pages, 16, 1 << 24, "pages",
                 "Write-ahead log pages (4 KiB) after which the journal's writer copies them into the database.")
+        .number("sort_after_events", &persistence_settings::sort_after_events, 1, 1 << 24, "events",
+                "Events are stored in the order they come, then sorted by actor in one transaction once "
+                "this many wait: more makes appends cheaper and each sort longer (appends wait for it).")
         .check([](persistence_settings& p, const YAML::Node& node, section_reader& r, const config& so_far) {
           if (p.provider == "sqlite" && so_far.get(node_section()).state_dir.empty())
             r.error(node, "'persistence.provider' sqlite needs 'node.state_dir' (where journal.db goes)");
@@ -146,6 +150,7 @@ class persistence_module final : public module {
     o.synchronous = s.synchronous;
     o.max_event_bytes = s.max_event_bytes;
     o.checkpoint_pages = s.checkpoint_pages;
+    o.compact_rows = o.compact_step = s.sort_after_events;
     o.on_batch = [m = metrics_](std::size_t events, double) {
       if (events > 0) m->batch_events.record(events);
     };

@@ -185,6 +185,68 @@ TEST_CASE("a reopened database has every acknowledged event, and the writers go 
   CHECK(text(r.events[100].data) == "101");
 }
 
+TEST_CASE("the log is sorted into place as it grows; reads, writers and deletions see both parts", "[persistence]") {
+  temp_dir d;
+  sqlite_options o;
+  o.compact_rows = 7;
+  o.compact_step = GENERATE(std::size_t{8192}, std::size_t{3});  // the whole log at once, or its oldest 3 rows
+  const std::vector<std::string> ids{"a", "b", "c"};
+  {
+    auto j = open_at(d.db(), o);
+    // Interleaved, one append per commit: 30 rows. The whole log moves
+    // after the 7th, 14th, 21st and 28th, leaving b's and c's tenth; 3 rows
+    // move whenever it holds 7, from the 7th on.
+    for (std::uint64_t round = 1; round <= 10; ++round)
+      for (const std::string& id : ids)
+        REQUIRE(append(*j, id, round - 1, {ev(round, id + std::to_string(round))}).status == result::ok);
+    CHECK(j->stats().compactions == (o.compact_step > 7 ? 4 : 8));
+    for (const std::string& id : ids) {
+      const read_result r = read(*j, id);
+      REQUIRE(r.events.size() == 10);
+      for (std::uint64_t k = 0; k < 10; ++k) {
+        CHECK(r.events[k].seq == k + 1);
+        CHECK(text(r.events[k].data) == id + std::to_string(k + 1));
+      }
+    }
+    // Across the two parts, and in pieces.
+    const read_result part = read(*j, "c", 8, false, 1);
+    REQUIRE(part.events.size() == 1);
+    CHECK(part.events[0].seq == 9);
+    CHECK_FALSE(part.end);
+    const read_result rest = read(*j, "c", 9, false, 5);
+    REQUIRE(rest.events.size() == 1);
+    CHECK(rest.events[0].seq == 10);
+    CHECK(rest.end);
+    // A second writer is refused whether the last event is sorted or not.
+    CHECK(append(*j, "a", 5, {ev(1, "late")}).status == result::conflict);
+    CHECK(append(*j, "c", 9, {ev(1, "late")}).status == result::conflict);
+    // Deletions reach rows in either part.
+    for (std::uint64_t k = 0; k < 3; ++k) REQUIRE(append(*j, "d", k, {ev(1, "d" + std::to_string(k + 1))}).status == result::ok);
+    CHECK(erase(*j, "d", 2).status == result::ok);
+    CHECK(erase(*j, "c", 9).status == result::ok);
+    const read_result dr = read(*j, "d");
+    REQUIRE(dr.events.size() == 1);
+    CHECK(dr.events[0].seq == 3);
+    const read_result cr = read(*j, "c");
+    REQUIRE(cr.events.size() == 1);
+    CHECK(text(cr.events[0].data) == "c10");
+  }
+  // Reopened: the log's index is built again from the log.
+  o.compact_rows = 1000;
+  auto j = open_at(d.db(), o);
+  CHECK(append(*j, "b", 9, {ev(1, "late")}).status == result::conflict);
+  CHECK(append(*j, "b", 10, {ev(11, "b11")}).last_seq == 11);
+  CHECK(append(*j, "d", 3, {ev(1, "d4")}).last_seq == 4);
+  const read_result b = read(*j, "b");
+  REQUIRE(b.events.size() == 11);
+  for (std::uint64_t k = 0; k < 11; ++k) CHECK(b.events[k].seq == k + 1);
+  CHECK(text(b.events[10].data) == "b11");
+  const read_result dd = read(*j, "d");
+  REQUIRE(dd.events.size() == 2);
+  CHECK(dd.events[0].seq == 3);
+  CHECK(dd.events[1].seq == 4);
+}
+
 TEST_CASE("recovery reads a long journal in batches, to the end", "[persistence]") {
   temp_dir d;
   sqlite_options o;
