@@ -134,6 +134,8 @@ std::unique_ptr<sqlite_journal> sqlite_journal::open(sqlite_options o, std::stri
   name_thread(j->writer_, "troupe-journal");
   j->reader_ = std::thread([p = j.get()] { p->reader_main(); });
   name_thread(j->reader_, "troupe-recovery");
+  j->answerer_ = std::thread([p = j.get()] { p->answerer_main(); });
+  name_thread(j->answerer_, "troupe-journal-a");
   return j;
 }
 
@@ -229,6 +231,12 @@ void sqlite_journal::stop() {
   wake_writer_.notify_all();
   wake_reader_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard lock(answer_mu_);
+    writer_done_ = true;
+  }
+  wake_answerer_.notify_all();
+  if (answerer_.joinable()) answerer_.join();
   if (reader_.joinable()) reader_.join();
 }
 
@@ -488,8 +496,16 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
                                                            : stats_.failed;
       counter.fetch_add(1, std::memory_order_relaxed);
     }
-    batch[i].done(outs[i]);
   }
+  // The answers run on a thread of their own, while this one stores the
+  // next batch: each is an actor's continuation to send.
+  bool first;
+  {
+    std::lock_guard lock(answer_mu_);
+    first = answers_.empty();
+    answers_.push_back({std::move(batch), std::move(outs)});
+  }
+  if (first) wake_answerer_.notify_one();
 }
 
 void sqlite_journal::compact_if_due() {
@@ -546,6 +562,20 @@ void sqlite_journal::checkpoint_if_due() {
   if (sqlite3_wal_checkpoint_v2(wdb_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) == SQLITE_OK) {
     stats_.checkpoints.fetch_add(1, std::memory_order_relaxed);
     wal_pages_.store(0, std::memory_order_relaxed);
+  }
+}
+
+void sqlite_journal::answerer_main() {
+  for (;;) {
+    answered a;
+    {
+      std::unique_lock lock(answer_mu_);
+      wake_answerer_.wait(lock, [&] { return writer_done_ || !answers_.empty(); });
+      if (answers_.empty()) return;  // the writer is done, and so is this
+      a = std::move(answers_.front());
+      answers_.pop_front();
+    }
+    for (std::size_t i = 0; i < a.batch.size(); ++i) a.batch[i].done(a.outs[i]);
   }
 }
 

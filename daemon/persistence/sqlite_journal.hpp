@@ -93,6 +93,7 @@ class sqlite_journal final : public journal {
   // The id's last sequence number (cached), or nullopt on a storage error.
   std::optional<std::uint64_t> head(const std::string& id, std::string& error);
   void checkpoint_if_due();
+  void answerer_main();
   // Moves the log into the table ordered by id once it holds compact_rows.
   void compact_if_due();
   bool load_log_index(std::string& error);
@@ -124,7 +125,17 @@ class sqlite_journal final : public journal {
   std::deque<write_req> writes_;
   std::deque<read_req> reads_;
   bool stopping_ = false;
-  std::thread writer_, reader_;
+  std::thread writer_, reader_, answerer_;
+
+  // Committed (or failed) batches whose requests are still to be answered.
+  struct answered {
+    std::deque<write_req> batch;
+    std::vector<outcome> outs;
+  };
+  std::mutex answer_mu_;
+  std::condition_variable wake_answerer_;
+  std::deque<answered> answers_;
+  bool writer_done_ = false;
   sqlite_stats stats_;
 };
 
