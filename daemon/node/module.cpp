@@ -1,6 +1,9 @@
 #include "node/module.hpp"
 
+#include "actor/middleware.hpp"
+
 #include <algorithm>
+#include <limits>
 
 namespace troupe::node {
 
@@ -99,6 +102,32 @@ prometheus::MetricFamily single_metric(std::string name, std::string help,
   prometheus::MetricFamily f = metric_family(std::move(name), std::move(help), type);
   add_metric(f, value);
   return f;
+}
+
+prometheus::ClientMetric histogram_metric(const std::vector<std::uint64_t>& counts, const std::vector<double>& bounds,
+                                          double sum, std::vector<prometheus::ClientMetric::Label> labels) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    cumulative += counts[i];
+    m.histogram.bucket.push_back({cumulative, i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity()});
+  }
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = sum;
+  return m;
+}
+
+prometheus::ClientMetric seconds_histogram(const middleware::latency_histogram& h,
+                                           std::vector<prometheus::ClientMetric::Label> labels) {
+  const middleware::latency_histogram::snapshot snap = h.read();
+  static const std::vector<double> bounds = [] {
+    std::vector<double> b;
+    for (const std::uint64_t ns : middleware::latency_histogram::bounds_ns) b.push_back(static_cast<double>(ns) / 1e9);
+    return b;
+  }();
+  return histogram_metric(std::vector<std::uint64_t>(snap.buckets.begin(), snap.buckets.end()), bounds,
+                          static_cast<double>(snap.sum_ns) / 1e9, std::move(labels));
 }
 
 void node_context::add_route(admin_route r) {

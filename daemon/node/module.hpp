@@ -32,6 +32,9 @@ class actor_system;
 class event_loop;
 struct props;
 struct system_config;
+namespace middleware {
+class latency_histogram;
+}
 }  // namespace troupe
 
 namespace troupe::node {
@@ -82,6 +85,14 @@ void add_metric(prometheus::MetricFamily& f, double value,
                 std::vector<prometheus::ClientMetric::Label> labels = {});
 prometheus::MetricFamily single_metric(std::string name, std::string help,
                                        prometheus::MetricType type, double value);
+// A histogram from per-bucket counts (not cumulative) and their upper
+// bounds; the last count is over every bound (+Inf): counts.size() ==
+// bounds.size() + 1.
+prometheus::ClientMetric histogram_metric(const std::vector<std::uint64_t>& counts, const std::vector<double>& bounds,
+                                          double sum, std::vector<prometheus::ClientMetric::Label> labels = {});
+// A runtime latency histogram, in seconds.
+prometheus::ClientMetric seconds_histogram(const middleware::latency_histogram& h,
+                                           std::vector<prometheus::ClientMetric::Label> labels = {});
 
 // What the node gives its modules. Lives as long as the node.
 class node_context {

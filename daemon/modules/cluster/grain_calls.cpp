@@ -388,7 +388,6 @@ void grain_counters::observe_activation(double seconds) {
   while (i < bounds.size() && seconds > bounds[i]) ++i;
   ++buckets_[i];
   sum_ += seconds;
-  ++count_;
 }
 
 void grain_counters::collect(std::vector<prometheus::MetricFamily>& out) const {
@@ -445,19 +444,11 @@ void grain_counters::collect(std::vector<prometheus::MetricFamily>& out) const {
   prometheus::MetricFamily hist{"troupe_grain_activation_seconds",
                                 "From the first call to a grain's constructor being through", MetricType::Histogram,
                                 {}};
-  prometheus::ClientMetric m;
   {
     std::lock_guard lock(hist_mu_);
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < bounds.size(); ++i) {
-      cumulative += buckets_[i];
-      m.histogram.bucket.push_back({cumulative, bounds[i]});
-    }
-    m.histogram.bucket.push_back({cumulative + buckets_[bounds.size()], std::numeric_limits<double>::infinity()});
-    m.histogram.sample_count = count_;
-    m.histogram.sample_sum = sum_;
+    hist.metric.push_back(histogram_metric(std::vector<std::uint64_t>(buckets_.begin(), buckets_.end()),
+                                           std::vector<double>(bounds.begin(), bounds.end()), sum_));
   }
-  hist.metric.push_back(std::move(m));
   out.push_back(std::move(hist));
 }
 

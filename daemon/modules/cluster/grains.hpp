@@ -98,7 +98,6 @@ class grain_counters {
   mutable std::mutex hist_mu_;
   std::array<std::uint64_t, bounds.size() + 1> buckets_{};
   double sum_ = 0;
-  std::uint64_t count_ = 0;
 };
 
 class grain_host_state;

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <limits>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -212,22 +211,7 @@ metric_source histogram_metrics(const kind_histograms& h) {
       MetricFamily f = family("troupe_message_processing_seconds",
                               "Time handlers took, for the kinds with kinds.<kind>.histogram",
                               MetricType::Histogram);
-      for (const auto& [kind, hist] : h.all()) {
-        const middleware::latency_histogram::snapshot snap = hist->read();
-        ClientMetric m;
-        m.label = {{"kind", kind}};
-        m.histogram.sample_count = snap.count;
-        m.histogram.sample_sum = static_cast<double>(snap.sum_ns) / 1e9;
-        std::uint64_t cumulative = 0;
-        for (std::size_t b = 0; b < snap.buckets.size(); ++b) {
-          cumulative += snap.buckets[b];
-          const auto& bounds = middleware::latency_histogram::bounds_ns;
-          m.histogram.bucket.push_back(
-              {cumulative, b < bounds.size() ? static_cast<double>(bounds[b]) / 1e9
-                                             : std::numeric_limits<double>::infinity()});
-        }
-        f.metric.push_back(std::move(m));
-      }
+      for (const auto& [kind, hist] : h.all()) f.metric.push_back(seconds_histogram(*hist, {{"kind", kind}}));
       if (!f.metric.empty()) out.push_back(std::move(f));
     }
   };

@@ -5,7 +5,6 @@
 // outcome, how long they took, events per commit, recoveries.
 #include <array>
 #include <atomic>
-#include <limits>
 #include <memory>
 
 #include "actor/actor_system.hpp"
@@ -91,37 +90,19 @@ class count_histogram {
   }
   static std::uint64_t bound(std::size_t i) noexcept { return std::uint64_t{1} << i; }
   ClientMetric metric() const {
-    ClientMetric m;
-    std::uint64_t cumulative = 0;
+    std::vector<std::uint64_t> counts;
+    std::vector<double> bounds;
     for (std::size_t i = 0; i <= buckets; ++i) {
-      cumulative += counts_[i].load(std::memory_order_relaxed);
-      m.histogram.bucket.push_back(
-          {cumulative, i < buckets ? static_cast<double>(bound(i)) : std::numeric_limits<double>::infinity()});
+      counts.push_back(counts_[i].load(std::memory_order_relaxed));
+      if (i < buckets) bounds.push_back(static_cast<double>(bound(i)));
     }
-    m.histogram.sample_count = cumulative;
-    m.histogram.sample_sum = static_cast<double>(sum_.load(std::memory_order_relaxed));
-    return m;
+    return histogram_metric(counts, bounds, static_cast<double>(sum_.load(std::memory_order_relaxed)));
   }
 
  private:
   std::array<std::atomic<std::uint64_t>, buckets + 1> counts_{};
   std::atomic<std::uint64_t> sum_{0};
 };
-
-ClientMetric seconds_metric(const middleware::latency_histogram& h) {
-  const middleware::latency_histogram::snapshot snap = h.read();
-  ClientMetric m;
-  m.histogram.sample_count = snap.count;
-  m.histogram.sample_sum = static_cast<double>(snap.sum_ns) / 1e9;
-  std::uint64_t cumulative = 0;
-  const auto& bounds = middleware::latency_histogram::bounds_ns;
-  for (std::size_t b = 0; b < snap.buckets.size(); ++b) {
-    cumulative += snap.buckets[b];
-    m.histogram.bucket.push_back(
-        {cumulative, b < bounds.size() ? static_cast<double>(bounds[b]) / 1e9 : std::numeric_limits<double>::infinity()});
-  }
-  return m;
-}
 
 MetricFamily histogram_family(std::string name, std::string help, ClientMetric m) {
   MetricFamily f = metric_family(std::move(name), std::move(help), MetricType::Histogram);
@@ -272,12 +253,12 @@ class persistence_module final : public module {
     out.push_back(std::move(appends));
     out.push_back(histogram_family("troupe_persist_append_seconds",
                                    "From an actor's persist to its answer (durable, or refused)",
-                                   seconds_metric(m.append_seconds)));
+                                   seconds_histogram(m.append_seconds)));
     out.push_back(histogram_family("troupe_persist_batch_events", "Events stored per commit (one sync each)",
                                    m.batch_events.metric()));
     out.push_back(histogram_family("troupe_recovery_seconds",
                                    "From a persistent actor's start to the end of its recovery",
-                                   seconds_metric(m.recovery_seconds)));
+                                   seconds_histogram(m.recovery_seconds)));
     out.push_back(single_metric("troupe_persist_actors_stopped_total",
                                 "Persistent actors stopped: the store failed, or another writer appended first",
                                 MetricType::Counter,
