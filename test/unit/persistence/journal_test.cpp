@@ -295,23 +295,28 @@ TEST_CASE("no append is acknowledged before the sync that covers it", "[persiste
   static test::sync_watch watch;
   test::register_sync_vfs("troupe-sync-watch", &watch);
   temp_dir d;
-  // Each acknowledgement checks the write-ahead log at that moment.
+  // Each event is a distinct string; each acknowledgement checks that the
+  // WAL write that first carried it was synced before.
   const auto run = [&](const std::string& synchronous) {
     sqlite_options o;
     o.vfs = "troupe-sync-watch";
     o.synchronous = synchronous;
     auto j = open_at(d.db() + "-" + synchronous, o);
+    constexpr int n = 400;
+    std::vector<std::string> markers;
+    for (int i = 0; i < n; ++i) markers.push_back("event-" + synchronous + "-" + std::to_string(1000 + i) + ";");
+    watch.watch_for(markers);
     std::atomic<int> early{0}, acks{0};
-    std::mutex mu;
-    std::vector<std::promise<void>> ps(400);
-    for (int i = 0; i < 400; ++i)
-      j->append("a" + std::to_string(i % 40), static_cast<std::uint64_t>(i / 40), {ev(1, "x")}, [&, i](const outcome& o) {
-        if (o.status == result::ok) {
-          ++acks;
-          if (watch.unsynced.load() > 0) ++early;
-        }
-        ps[static_cast<std::size_t>(i)].set_value();
-      });
+    std::vector<std::promise<void>> ps(n);
+    for (int i = 0; i < n; ++i)
+      j->append("a" + std::to_string(i % 40), static_cast<std::uint64_t>(i / 40), {ev(1, markers[static_cast<std::size_t>(i)])},
+                [&, i](const outcome& o) {
+                  if (o.status == result::ok) {
+                    ++acks;
+                    if (!watch.durable(static_cast<std::size_t>(i))) ++early;
+                  }
+                  ps[static_cast<std::size_t>(i)].set_value();
+                });
     // (Appends to one id go in order: each waits for the one before in the queue.)
     for (auto& p : ps) p.get_future().get();
     return std::make_pair(acks.load(), early.load());

@@ -29,18 +29,26 @@ int x_read(sqlite3_file* f, void* p, int n, sqlite3_int64 at) {
 int x_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 at) {
   if (watch->fail_writes.load()) return SQLITE_IOERR_WRITE;
   const int rc = of(f)->real()->pMethods->xWrite(of(f)->real(), p, n, at);
-  if (rc == SQLITE_OK && of(f)->wal) watch->unsynced.fetch_add(1);
+  if (rc == SQLITE_OK && of(f)->wal) {
+    std::lock_guard lock(watch->mu);
+    const std::int64_t number = watch->writes.fetch_add(1) + 1;
+    const std::string_view bytes(static_cast<const char*>(p), static_cast<std::size_t>(n));
+    for (std::size_t k = 0; k < watch->markers.size(); ++k)
+      if (watch->seen_in[k] == 0 && bytes.find(watch->markers[k]) != std::string_view::npos) watch->seen_in[k] = number;
+  }
   return rc;
 }
 int x_truncate(sqlite3_file* f, sqlite3_int64 size) {
   return of(f)->real()->pMethods->xTruncate(of(f)->real(), size);
 }
 int x_sync(sqlite3_file* f, int flags) {
-  // Taken before the sync: a write that lands meanwhile stays counted.
-  const std::int64_t before = of(f)->wal ? watch->unsynced.load() : 0;
+  // Taken before the sync: a write that lands meanwhile is not covered.
+  const std::int64_t before = of(f)->wal ? watch->writes.load() : 0;
   const int rc = of(f)->real()->pMethods->xSync(of(f)->real(), flags);
   if (rc == SQLITE_OK && of(f)->wal) {
-    watch->unsynced.fetch_sub(before);
+    std::int64_t s = watch->synced.load();
+    while (s < before && !watch->synced.compare_exchange_weak(s, before)) {
+    }
     watch->syncs.fetch_add(1);
   }
   return rc;
@@ -99,6 +107,17 @@ int x_error(sqlite3_vfs*, int n, char* out) { return base->xGetLastError(base, n
 int x_time64(sqlite3_vfs*, sqlite3_int64* out) { return base->xCurrentTimeInt64(base, out); }
 
 }  // namespace
+
+void sync_watch::watch_for(std::vector<std::string> m) {
+  std::lock_guard lock(mu);
+  markers = std::move(m);
+  seen_in.assign(markers.size(), 0);
+}
+
+bool sync_watch::durable(std::size_t k) {
+  std::lock_guard lock(mu);
+  return k < seen_in.size() && seen_in[k] != 0 && seen_in[k] <= synced.load();
+}
 
 void register_sync_vfs(const char* name, sync_watch* w) {
   watch = w;
