@@ -190,16 +190,32 @@ try:
           all(after[r] == before[r] + 1 for r in after), f"{before} -> {after}")
     status, body = first.call("GET", "/v1/node")
     check("the node goes on after them", status == 200 and "intruder" not in first.members(), str(body))
-    stranger = start("x", hosts[5], [hosts[0]], secret=other_key, more_kinds=", countr: { grain: {} }")
+    # Its seed is nobody, and its secret is not the cluster's.
+    stranger = start("x", hosts[5], [hosts[6]], secret=other_key, more_kinds=", countr: { grain: {} }")
     check("a kind the config sets but no plugin has is named in the log",
           stranger.err.has("kinds.countr: no loaded plugin has a kind 'countr'", 5), stranger.err.text()[-1500:])
     status, body = stranger.call("GET", "/readyz")
-    check("/readyz says 'not joined' on a node whose seeds refuse it (another secret)",
+    check("/readyz says 'not joined' on a node whose seeds do not answer",
           status == 503 and body.get("status") == "not_ready" and "not joined" in body.get("reason", ""), str(body))
     check("and it never becomes a member", "x" not in first.members(), str(first.members().keys()))
     check("after a few seconds it says in its log that no seed has answered",
           stranger.err.has("cluster: not joined after 5 s: no seed of a formed cluster has answered", 10),
           stranger.err.text()[-1500:])
+    # ---- a reload applies a changed seed list and new secrets: with the
+    # cluster's secret first (the one it seals under) and a seed that is a
+    # member, it joins; with either alone it could not.
+    with open(other_key, "w") as f:
+        f.write("a-secret-long-enough-for-the-cluster\nanother-secret-long-enough-for-it\n")
+    stranger.set_seeds([addr[hosts[0]]])
+    stranger.p.send_signal(signal.SIGHUP)
+    check("a reload says what it applied to the cluster: the secrets and the seeds",
+          stranger.err.has("reload: the cluster's datagrams are sealed under the first of 2 secrets", 10)
+          and stranger.err.has(f"reload: the cluster's seeds are now [{addr[hosts[0]]}]", 2),
+          stranger.err.text()[-1500:])
+    check("after the reload it joins, and every member sees it alive",
+          poll(lambda: first.members().get("x", {}).get("status"), lambda s: s == "alive", 15) == "alive"
+          and poll(lambda: stranger.call("GET", "/readyz")[0], lambda s: s == 200, 10) == 200,
+          str(first.members().get("x")) + stranger.err.text()[-800:])
     stranger.stop()
 
     # ---- an operator declares a member dead

@@ -239,10 +239,16 @@ class cluster_module final : public module, public cluster_view {
     if (!secrets.empty() && secrets != secrets_) {
       seal_->set_secrets(secrets);
       secrets_ = secrets;
+      log(level::info, "reload: the cluster's datagrams are sealed under the first of " +
+                           std::to_string(secrets.size()) + (secrets.size() == 1 ? " secret" : " secrets") +
+                           " now, and opened under any of them");
     }
     const auto& seeds = next.get(seeds_section()).seeds;
     if (seeds != seeds_) {
       seeds_ = seeds;
+      std::string list;
+      for (const std::string& s : seeds) list += (list.empty() ? "" : ", ") + s;
+      log(level::info, "reload: the cluster's seeds are now [" + list + "]");
       machine_->set_seeds(seeds, now());
       pump();
     }
