@@ -21,6 +21,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -162,10 +163,11 @@ bool read_token(const std::string& path, std::string& out) {
 }
 
 // A list endpoint with its optional filters.
-std::string listing(const std::string& path, const std::string& kind, unsigned limit) {
+// `limit` goes as given (0 too: the API says what it accepts); nullopt: not given.
+std::string listing(const std::string& path, const std::string& kind, std::optional<unsigned> limit) {
   std::string query;
   if (!kind.empty()) query += "kind=" + client::escape(kind);
-  if (limit > 0) query += (query.empty() ? "" : "&") + std::string("limit=") + std::to_string(limit);
+  if (limit) query += (query.empty() ? "" : "&") + std::string("limit=") + std::to_string(*limit);
   return query.empty() ? path : path + "?" + query;
 }
 
@@ -184,6 +186,8 @@ void print_reply(const json& out, bool typed) {
 int main(int argc, char** argv) {
   CLI::App app{"troupectl: inspect and drive a troupe-node through its admin API"};
   app.require_subcommand(1);
+  // --admin, --token-file and --json may come after the command too.
+  app.fallthrough();
   client cl;
   bool as_json = false;
   std::string token_file;
@@ -228,8 +232,19 @@ int main(int argc, char** argv) {
   request->add_option("ID", id, "the actor's id")->required();
   request->add_option("TYPE", type, "the message type, like counter.Get")->required();
   request->add_option("JSON", message, "the message as a JSON object")->required();
+  // A timeout in milliseconds: a word that is no number is named as such.
+  const CLI::Validator milliseconds(
+      [](std::string& v) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || errno != 0) return "'" + v + "' is not a number of milliseconds";
+        if (n < 1 || n > 60000) return v + " ms is out of range (1 to 60000)";
+        return {};
+      },
+      "MS");
   request->add_option("--timeout", timeout_ms, "how long to wait for the reply, in ms (default 5000)")
-      ->check(CLI::Range(1L, 60000L));
+      ->check(milliseconds);
 
   auto* call = app.add_subcommand("call", "call a grain (a virtual actor) and print its reply as JSON");
   std::string grain;
@@ -237,7 +252,7 @@ int main(int argc, char** argv) {
   call->add_option("TYPE", type, "the message type, like counter.Get")->required();
   call->add_option("JSON", message, "the message as a JSON object")->required();
   call->add_option("--timeout", timeout_ms, "how long the call may take, retries included, in ms (default 5000)")
-      ->check(CLI::Range(1L, 60000L));
+      ->check(milliseconds);
   auto* grains = app.add_subcommand("grains", "the grains active on this node");
   grains->add_option("--kind", kind_filter, "only grains of this kind");
   grains->add_option("--limit", limit, "at most this many (default 1000)");
@@ -249,6 +264,34 @@ int main(int argc, char** argv) {
       ->required();
   journal->add_option("--after", after, "only the events after this number (default 0: from the first)");
   journal->add_option("--limit", limit, "at most this many (default 100, at most 4096)");
+
+  // A first word that is no command is named as such (CLI11 would only say
+  // that a command is required).
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--admin" || a == "--token-file") {
+      ++i;  // its value
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      known = known || sub->get_name() == a;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "troupectl: no command '%s'; the commands are %s (see troupectl --help)\n", argv[i],
+                   names.c_str());
+      return exit_usage;
+    }
+    break;
+  }
+
+  // --limit as given, 0 too (the API refuses what it does not take).
+  const auto given_limit = [&](const CLI::App* sub) {
+    return sub->count("--limit") > 0 ? std::optional<unsigned>(limit) : std::nullopt;
+  };
 
   try {
     app.parse(argc, argv);
@@ -334,7 +377,7 @@ int main(int argc, char** argv) {
         table({"MESSAGE TYPE", "PLUGIN"}, rows);
       }
     } else if (actors->parsed()) {
-      out = cl.call("GET", listing("/v1/actors", kind_filter, limit));
+      out = cl.call("GET", listing("/v1/actors", kind_filter, given_limit(actors)));
       if (!as_json) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& a : out["actors"])
@@ -376,7 +419,7 @@ int main(int argc, char** argv) {
       if (!as_json) print_reply(out, false);
     } else if (journal->parsed()) {
       std::string path = "/v1/journal/" + client::escape(persistence_id) + "?after=" + std::to_string(after);
-      if (limit > 0) path += "&limit=" + std::to_string(limit);
+      if (journal->count("--limit") > 0) path += "&limit=" + std::to_string(limit);
       out = cl.call("GET", path);
       if (!as_json) {
         for (const auto& e : out["events"]) {
@@ -391,7 +434,7 @@ int main(int argc, char** argv) {
                       text(out["events"].back()["seq"]).c_str());
       }
     } else if (grains->parsed()) {
-      out = cl.call("GET", listing("/v1/grains", kind_filter, limit));
+      out = cl.call("GET", listing("/v1/grains", kind_filter, given_limit(grains)));
       if (!as_json) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& g : out["grains"]) {

@@ -60,16 +60,21 @@ int main(int argc, char** argv) {
       std::fputs(troupe::node::config_reference(troupe::node::node_schema()).c_str(), stdout);
       return 0;
     }
-    if ((std::strcmp(argv[i], "--config") == 0 || std::strcmp(argv[i], "--check-config") == 0) &&
-        i + 1 < argc) {
+    const bool config_option = std::strcmp(argv[i], "--config") == 0 || std::strcmp(argv[i], "--check-config") == 0;
+    if (config_option && i + 1 < argc) {
       check_only = std::strcmp(argv[i], "--check-config") == 0;
       config_path = argv[++i];
     } else {
+      if (config_option)
+        std::fprintf(stderr, "troupe-node: %s needs a FILE\n", argv[i]);
+      else
+        std::fprintf(stderr, "troupe-node: unknown option '%s'\n", argv[i]);
       usage();
       return ex_usage;
     }
   }
   if (config_path.empty()) {
+    std::fputs("troupe-node: no configuration given\n", stderr);
     usage();
     return ex_usage;
   }

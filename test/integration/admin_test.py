@@ -79,12 +79,23 @@ r = subprocess.run([CTL, "--token-file", token_file, "status"], capture_output=T
                    timeout=30, env=env)
 check("troupectl finds the node through $TROUPE_ADMIN", r.returncode == 0 and
       re.search(r"name:\s+adm", r.stdout), r.stdout + r.stderr)
-usage = [ctl("send", "c1"), ctl("actors", "--limit", "many"), ctl(), ctl("restart")]
+usage = [ctl("send", "c1"), ctl("actors", "--limit", "many"), ctl(), ctl("restart"),
+         ctl("request", "c1", "counter.Get", "{}", "--timeout", "abc")]
 check("troupectl with a wrong command line: exit 64, one line that says what is wrong",
       all(u.returncode == 64 and u.stderr.count("\n") == 1 and u.stderr.startswith("troupectl: ")
           and "see troupectl --help" in u.stderr for u in usage)
-      and "TYPE is required" in usage[0].stderr and "--limit" in usage[1].stderr,
+      and "TYPE is required" in usage[0].stderr and "--limit" in usage[1].stderr
+      and "no command 'restart'; the commands are status, members" in usage[3].stderr
+      and "'abc' is not a number of milliseconds" in usage[4].stderr,
       "\n".join(f"{u.returncode} {u.stderr!r}" for u in usage))
+# The node's address and --json may come after the command as well as before.
+r = subprocess.run([CTL, "actors", "--json", "--admin", admin, "--token-file", token_file], capture_output=True,
+                   text=True, timeout=30)
+check("troupectl takes --admin, --token-file and --json after the command too",
+      r.returncode == 0 and "actors" in json.loads(r.stdout or "{}"), r.stdout + r.stderr)
+r = ctl("actors", "--limit", "0")
+check("troupectl actors --limit 0 goes to the node, which refuses it, rather than being ignored",
+      r.returncode != 0 and "limit" in r.stderr, f"{r.returncode} {r.stdout} {r.stderr}")
 r = ctl("plugins")
 check("troupectl plugins lists both plugins with version and ABI",
       r.returncode == 0 and re.search(r"^counter\s+1\.0\.0\s+1\.\d+\s+counter\s", r.stdout, re.M)

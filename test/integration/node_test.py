@@ -132,8 +132,12 @@ check("--help explains every option on stdout and exits 0",
       rc.returncode == 0 and all(o in rc.stdout for o in ("--config", "--check-config", "--version")),
       rc.stdout + rc.stderr)
 rc = subprocess.run([NODE, "--frobnicate"], capture_output=True, text=True)
-check("an unknown option prints the usage and exits 64",
-      rc.returncode == 64 and rc.stderr.startswith("Usage: troupe-node"), rc.stdout + rc.stderr)
+check("an unknown option is named, then the usage, and exits 64",
+      rc.returncode == 64 and rc.stderr.startswith("troupe-node: unknown option '--frobnicate'\nUsage: troupe-node"),
+      rc.stdout + rc.stderr)
+rc = subprocess.run([NODE, "--config"], capture_output=True, text=True)
+check("--config without its file says so and exits 64",
+      rc.returncode == 64 and rc.stderr.startswith("troupe-node: --config needs a FILE\n"), rc.stdout + rc.stderr)
 
 with tempfile.TemporaryDirectory() as tmp:
     empty = write(tmp, "empty.token", "\n")
