@@ -9,6 +9,7 @@
 
 #include "node/crash.hpp"
 #include "node/log.hpp"
+#include "node/module.hpp"
 #include "node/node.hpp"
 
 namespace {
@@ -84,6 +85,15 @@ int main(int argc, char** argv) {
   troupe::node::config cfg;
   if (!troupe::node::read_config(config_path, cfg)) return troupe::node::ex_config;
   if (check_only) {
+    // What a start would refuse beyond the file itself.
+    bool ok = true;
+    for (const troupe::node::module_def& m : troupe::node::modules())
+      if (m.preflight)
+        for (const std::string& problem : m.preflight(cfg)) {
+          std::fprintf(stderr, "%s: %s\n", config_path.c_str(), problem.c_str());
+          ok = false;
+        }
+    if (!ok) return troupe::node::ex_config;
     std::printf("%s: configuration is valid\n", config_path.c_str());
     return 0;
   }

@@ -211,6 +211,9 @@ struct module_def {
   std::vector<const section_base*> sections;   // top-level keys it owns
   std::vector<const section_base*> kind_keys;  // keys under kinds.<kind>
   std::function<std::unique_ptr<module>()> make;
+  // What a start would refuse beyond the file itself (a required file
+  // missing...), for --check-config: one message per problem. May be empty.
+  std::function<std::vector<std::string>(const config&)> preflight = nullptr;
 };
 
 // Every module, in start order (daemon/modules/meson.build's list).

@@ -54,8 +54,8 @@ plugin_dir = os.path.join(tmp, "plugins")
 copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter"])
 
 
-def write_config(text):
-    path = os.path.join(tmp, "node.yaml")
+def write_config(text, name="node.yaml"):
+    path = os.path.join(tmp, name)
     with open(path, "w") as f:
         f.write(text)
     return path
@@ -77,6 +77,15 @@ r = subprocess.run([NODE, "--check-config", bad], capture_output=True, text=True
 check("--check-config names an unreadable plugin dir with file:line and exits 78",
       r.returncode == 78 and f"{bad}:4: 'plugins.dir' /nonexistent/plugins is not a readable directory"
       in r.stderr, r.stderr)
+# What the start would refuse, the check finds too: a required plugin
+# whose file is not there (a start exits 78 for it).
+missing = write_config(base.replace("load: [counter]", "load: [counter], required: [kv]"), "missing.yaml")
+r = subprocess.run([NODE, "--check-config", missing], capture_output=True, text=True, timeout=20)
+check("--check-config finds a required plugin that is missing, as the start would, and exits 78",
+      r.returncode == 78 and f"{missing}: plugins.required: 'kv' has no readable kv.so in plugins.dir" in r.stderr
+      and "configuration is valid" not in r.stdout, r.stdout + r.stderr)
+r = subprocess.run([NODE, "--config", missing], capture_output=True, text=True, timeout=20)
+check("and the start refuses it with the same status", r.returncode == 78, r.stderr[-600:])
 
 # ---- the systemd protocol
 sd = systemd(tmp)

@@ -254,5 +254,17 @@ class plugins_module final : public module {
 
 troupe::node::module_def troupe_module_plugins() {
   using namespace troupe::node;
-  return {"plugins", {&plugins_section()}, {&kind_mailbox_section()}, [] { return std::make_unique<plugins_module>(); }};
+  return {"plugins", {&plugins_section()}, {&kind_mailbox_section()}, [] { return std::make_unique<plugins_module>(); },
+          [](const config& c) {
+            // A required plugin whose file is in no folder stops the start.
+            std::vector<std::string> problems;
+            const plugins_settings& p = c.get(plugins_section());
+            for (const std::string& name : p.required) {
+              const std::filesystem::path file = find_plugin(p.dirs, name);
+              if (::access(file.c_str(), R_OK) != 0)
+                problems.push_back("plugins.required: '" + name + "' has no readable " + name + ".so in plugins.dir (" +
+                                   read::show(p.dirs) + ")");
+            }
+            return problems;
+          }};
 }
