@@ -69,7 +69,7 @@ dev_text = dev_text.replace("../build/plugin-dir", plugin_dir).replace("../build
 dev_text += "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
 dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
-    rc, err, seen = run_until(dev, sig, "M messages/s")
+    rc, err, seen = run_until(dev, sig, " messages/s, ")
     check(f"the node reports its work and {sig.name} stops it with status 0",
           seen and rc == 0 and "all actors stopped" in err, f"rc={rc}\n{err}")
 check("the node loads the example plugins",
@@ -90,6 +90,19 @@ check("a second node on the same state directory exits 1 naming the node that ho
       first_up and r.returncode == 1 and holder == str(first.pid) and
       f"state directory {state} is in use by another node (pid {first.pid})" in r.stderr
       and "admin API on" not in r.stderr, f"rc={r.returncode} holder={holder}\n{r.stderr}")
+# `make run` shows a node at work, not a core kept busy.
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+c0, t0 = cpu_seconds(first.pid), time.time()
+time.sleep(3)
+share = (cpu_seconds(first.pid) - c0) / (time.time() - t0)
+check("the demo of make run takes a modest share of a core (under half)", share < 0.5,
+      f"{share:.2f} of a core")
+print(f"info: the dev node used {share:.3f} of a core while idle but for its demo")
 first.send_signal(signal.SIGTERM)
 first.wait(timeout=20)
 
