@@ -46,8 +46,9 @@ with tempfile.TemporaryDirectory() as tmp:
 env = dict(os.environ)
 env["PKG_CONFIG_PATH"] = os.path.join(BUILD_ROOT, "sdk")
 r = run(["pkg-config", "--variable=plugindir", "troupe-sdk"], env=env)
-check("pkg-config troupe-sdk has a plugindir", r.returncode == 0 and r.stdout.strip() != "",
-      r.stderr)
+check("the build tree's troupe-sdk.pc installs plugins where `make run` loads them (BUILD/plugin-dir)",
+      r.returncode == 0 and os.path.realpath(r.stdout.strip()) == os.path.realpath(os.path.join(BUILD_ROOT, "plugin-dir")),
+      r.stdout + r.stderr)
 
 with tempfile.TemporaryDirectory() as tmp:
     src = os.path.join(tmp, "greeter")
