@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 from harness import check, finish
@@ -82,6 +83,25 @@ check("a remote spawn with an empty name is refused as a local one is (400 inval
 r = a.ctl("spawn", "probe.sink", "--node", b.address)
 check("troupectl spawn --node prints the remote PID",
       r.returncode == 0 and r.stdout.startswith(b.address + "/$"), r.stdout + r.stderr)
+# The PID a command printed is taken by the others, through the node the
+# command talks to: request, send and stop reach the actor on b.
+echo_pid = f"{b.address}/echo"
+r = a.ctl("request", echo_pid, "troupe.test.Num", '{"n": 41}')
+check("troupectl request takes another node's PID as printed, and prints the reply",
+      r.returncode == 0 and r.stdout.strip() == 'troupe.test.Num {"n":41}', r.stdout + r.stderr)
+r = a.ctl("send", echo_pid, "troupe.test.Num", '{"n": 42}')
+check("troupectl send takes it too", r.returncode == 0, r.stdout + r.stderr)
+status, body = a.call("GET", "/v1/actors/" + urllib.parse.quote(echo_pid, safe=""))
+check("GET of another node's actor says whose it is (409), not that it does not exist",
+      status == 409 and b.address in body["error"]["message"], f"{status} {body}")
+sink_pid = a.ctl("spawn", "probe.sink", "--name", "to-stop", "--node", b.address).stdout.strip()
+r = a.ctl("stop", sink_pid)
+status_b, _ = b.call("GET", "/v1/actors/to-stop")
+check("troupectl stop takes another node's PID, and the actor there stops",
+      r.returncode == 0 and sink_pid == f"{b.address}/to-stop" and status_b == 404, f"{sink_pid} {r.stdout} {r.stderr}")
+r = a.ctl("request", f"{b.address}/nobody", "troupe.test.Num", '{"n": 1}')
+check("a PID of another node that names no actor is a clear error, not a hang",
+      r.returncode != 0 and "nobody" in r.stderr, r.stdout + r.stderr)
 # kinds.all for every kind, and a kind's own false above it.
 d = node("node-d", kinds="all: { remote_spawn: true }, echo: { remote_spawn: false }")
 status, body = a.spawn("quiet.answer", "any-kind", on=d.address)

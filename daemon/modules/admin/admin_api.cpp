@@ -174,7 +174,11 @@ void admin_api::route_actor(const admin_request& r, const std::string& id, const
   if (action.empty()) {
     if (r.method == "DELETE") return stop(r, id);
     if (r.method == "GET" || r.method == "HEAD") {
-      process_ref p = sys_.registry().lookup(id);
+      pid at = actor_at(id);
+      if (at && at.get()->address() != sys_.address())
+        return r.error(409, "remote_actor", "'" + id + "' is an actor of the node at " + std::string(at.get()->address()) +
+                                                ": its admin API knows its kind and mailbox");
+      process_ref p = at ? process_ref(at.get()) : process_ref();
       auto* c = dynamic_cast<context*>(p.get());
       if (c == nullptr) return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
       return r.reply(200, {{"id", id},
@@ -259,12 +263,20 @@ void admin_api::spawn(const admin_request& r) {
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
 }
 
+// An actor's id on this node, or a PID as commands print it (ADDRESS/ID),
+// of this node or of another that the transport reaches. Empty if none.
+pid admin_api::actor_at(const std::string& id) {
+  if (id.find('/') != std::string::npos) return sys_.resolve(id);
+  return pid(sys_.registry().lookup(id));
+}
+
 void admin_api::stop(const admin_request& r, const std::string& id) {
-  process_ref p = sys_.registry().lookup(id);
-  if (dynamic_cast<context*>(p.get()) == nullptr)
+  pid to = actor_at(id);
+  const bool remote = to && to.get()->address() != sys_.address();
+  if (!remote && dynamic_cast<context*>(to.get()) == nullptr)
     return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
   // Children stop first; the answer waits a little for the whole subtree.
-  sys_.root().stop_future(pid(std::move(p)), 5s).get()->on_complete([r, id](future_result res) {
+  sys_.root().stop_future(to, 5s).get()->on_complete([r, id](future_result res) {
     if (res.status == future_status::completed) return r.reply(200, {{"id", id}, {"stopped", true}});
     r.reply(202, {{"id", id}, {"stopped", false}, {"stopping", true}});
   });
@@ -294,21 +306,21 @@ void admin_api::send(const admin_request& r, const std::string& id, bool wait_re
     timeout_ms = body["timeout_ms"];
   }
 
-  process_ref p = sys_.registry().lookup(id);
-  if (dynamic_cast<context*>(p.get()) == nullptr)
-    return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+  pid to = actor_at(id);
+  const bool remote = to && to.get()->address() != sys_.address();
+  const auto* cell = dynamic_cast<const context*>(to.get());
+  if (!remote && cell == nullptr) return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
   // Refused before the send rather than dropped after it: a 202 would say
   // it was queued, and a full back-pressure mailbox would hold this thread.
-  const auto* cell = static_cast<context*>(p.get());
+  // (Another node's actor: its node refuses or counts what does not fit.)
   if (sys_.queue_pressure() >= 100)
     return r.error(503, "over_budget",
                    "the node's queued messages are at their budget (node.max_queued_bytes); "
                    "try again later");
-  if (cell->props().mailbox.kind != mailbox_kind::unbounded && cell->pressure() >= 100)
+  if (cell != nullptr && cell->props().mailbox.kind != mailbox_kind::unbounded && cell->pressure() >= 100)
     return r.error(503, "mailbox_full",
                    "'" + id + "' has a full mailbox (" + std::to_string(cell->mailbox_depth()) +
                        " messages); try again later");
-  pid to(std::move(p));
 
   if (plugins_ == nullptr) return r.error(400, "unknown_type", "this node loads no plugins: no message types");
   message m;

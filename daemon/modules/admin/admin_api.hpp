@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actor/process.hpp"
 #include "node/http_server.hpp"
 #include "node/module.hpp"
 
@@ -68,6 +69,7 @@ class admin_api {
   void route_actor(const admin_request& r, const std::string& id, const std::string& action);
   void list_actors(const admin_request& r);
   void spawn(const admin_request& r);
+  troupe::pid actor_at(const std::string& id);
   void stop(const admin_request& r, const std::string& id);
   void send(const admin_request& r, const std::string& id, bool wait_reply);
 
