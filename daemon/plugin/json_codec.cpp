@@ -4,6 +4,7 @@
 
 #include <flatbuffers/idl.h>
 #include <flatbuffers/reflection.h>
+#include <nlohmann/json.hpp>
 
 namespace troupe::plugin {
 
@@ -43,6 +44,86 @@ std::string clean(std::string e) {
   return what;
 }
 
+const char* json_kind(const nlohmann::json& v) {
+  switch (v.type()) {
+    case nlohmann::json::value_t::object: return "an object";
+    case nlohmann::json::value_t::array: return "an array";
+    case nlohmann::json::value_t::string: return "a string";
+    case nlohmann::json::value_t::boolean: return "true or false";
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned: return "a whole number";
+    case nlohmann::json::value_t::number_float: return "a number with a fraction";
+    case nlohmann::json::value_t::null: return "null";
+    default: return "something else";
+  }
+}
+
+// What a value of `t` must be in JSON, and whether `v` is one. Enums take
+// their names too; unions are left to the parser.
+bool fits(const reflection::Schema& schema, reflection::BaseType t, int index, const nlohmann::json& v,
+          const char*& want) {
+  using reflection::BaseType;
+  if (v.is_null()) return true;  // the field is left out
+  const bool is_enum = index >= 0 && t >= BaseType::UType && t <= BaseType::ULong;
+  switch (t) {
+    case BaseType::Bool: want = "true or false"; return v.is_boolean() || v.is_number_integer();
+    case BaseType::Float:
+    case BaseType::Double: want = "a number"; return v.is_number();
+    case BaseType::String: want = "a string"; return v.is_string();
+    case BaseType::Obj:
+      want = schema.objects()->Get(static_cast<flatbuffers::uoffset_t>(index))->is_struct() ? "an object (a struct)"
+                                                                                         : "an object";
+      return v.is_object();
+    case BaseType::Vector:
+    case BaseType::Array: want = "an array"; return v.is_array();
+    case BaseType::Union: want = "a table of the union"; return true;
+    default:
+      want = is_enum ? "a whole number or one of the enum's names" : "a whole number";
+      return v.is_number_integer() || v.is_number_unsigned() || (is_enum && v.is_string());
+  }
+}
+
+// The first field of `json` that does not fit `type`, named by its path
+// ("owner.name", "items[2].qty"): the parser's own message gives a column
+// in a re-serialised text, not a name. Empty when every field fits.
+std::string misfit(const reflection::Schema& schema, const reflection::Object& type, const nlohmann::json& json,
+                   const std::string& path) {
+  for (const auto& [key, value] : json.items()) {
+    const std::string at = path.empty() ? key : path + "." + key;
+    const reflection::Field* f = type.fields()->LookupByKey(key.c_str());
+    if (f == nullptr) {
+      std::string names;
+      for (const reflection::Field* g : *type.fields())
+        if (g->type()->base_type() != reflection::BaseType::UType)
+          names += (names.empty() ? "" : ", ") + g->name()->str();
+      return "'" + at + "' is not a field of " + type.name()->str() + " (its fields: " + names + ")";
+    }
+    const reflection::Type* t = f->type();
+    const char* want = "";
+    if (!fits(schema, t->base_type(), t->index(), value, want))
+      return "'" + at + "' must be " + want + ", not " + json_kind(value) + " (" + value.dump() + ")";
+    if (t->base_type() == reflection::BaseType::Obj && value.is_object()) {
+      std::string inner = misfit(schema, *schema.objects()->Get(static_cast<flatbuffers::uoffset_t>(t->index())),
+                                 value, at);
+      if (!inner.empty()) return inner;
+    }
+    if ((t->base_type() == reflection::BaseType::Vector || t->base_type() == reflection::BaseType::Array) &&
+        value.is_array()) {
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        const std::string item = at + "[" + std::to_string(i) + "]";
+        if (!fits(schema, t->element(), t->index(), value[i], want))
+          return "'" + item + "' must be " + want + ", not " + json_kind(value[i]) + " (" + value[i].dump() + ")";
+        if (t->element() == reflection::BaseType::Obj && value[i].is_object()) {
+          std::string inner = misfit(
+              schema, *schema.objects()->Get(static_cast<flatbuffers::uoffset_t>(t->index())), value[i], item);
+          if (!inner.empty()) return inner;
+        }
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 bool json_codec::encode(const reflection::Object& type, std::string_view json,
@@ -53,6 +134,16 @@ bool json_codec::encode(const reflection::Object& type, std::string_view json,
   if (!parser_->SetRootType(name.c_str())) {
     error = "type " + name + " is not a table of its schema";
     return false;
+  }
+  // Each field checked against the schema first, so that a mismatch names
+  // the field rather than a column.
+  const nlohmann::json parsed = nlohmann::json::parse(json, nullptr, false);
+  if (!parsed.is_discarded() && parsed.is_object()) {
+    std::string why = misfit(schema_, type, parsed, "");
+    if (!why.empty()) {
+      error = std::move(why);
+      return false;
+    }
   }
   const std::string text(json);  // the parser wants a terminated string
   if (!parser_->ParseJson(text.c_str())) {
