@@ -195,8 +195,12 @@ void peer::connection_closed(connection& c, close_reason reason, const std::stri
   {
     std::lock_guard lock(info_mu_);
     // down: its last dial failed and nothing makes it dial again now.
-    if (!conn_)
+    // Without a connection, whoever dialed the last one, this node is
+    // the one that dials.
+    if (!conn_) {
+      inbound_ = false;
       set_state_locked(dialing_ ? "connecting" : retry_ ? "backoff" : failures_ > 0 ? "down" : "idle");
+    }
   }
 }
 

@@ -338,7 +338,18 @@ check("a seed that is down at start is dialed again until it answers",
       f"{waiting}\n{ph}\n{h.err.text()[-1500:]}")
 check("the failed dials to it are logged once, not once per attempt",
       sum(f"cannot reach {later}" in l for l in h.err.lines) == 1, h.err.text()[-1500:])
-hi_rc = [h.stop(), i.stop()]
+# i sees h's connection as inbound (h dialed its seed). Once h is gone and
+# i has something for it, i is the one dialing: outbound, not inbound.
+inbound_before = [p["direction"] for p in i.peers() if p["node"] == "node-h"]
+i.spawn("probe.relay", "relay")
+hi_rc = [h.stop()]
+i.relay(f"{h.address}/echo", 1, timeout_ms=500)
+redial = poll(lambda: [p for p in i.peers() if p["address"] == h.address],
+              lambda ps: ps and ps[0]["state"] in ("connecting", "backoff", "down"), 5)
+check("a peer that dialed in and is gone shows as outbound while this node dials it",
+      inbound_before == ["inbound"] and redial and redial[0]["direction"] == "outbound",
+      f"{inbound_before} {redial}")
+hi_rc.append(i.stop())
 
 rcs = [a.stop(), b2.stop()]
 check("the nodes stop cleanly", rcs == [0, 0] and g_rc == 0 and hi_rc == [0, 0],

@@ -274,7 +274,8 @@ class remote_module final : public module {
       list.push_back({{"address", p.address},
                       {"node", p.node.empty() ? json(nullptr) : json(p.node)},
                       {"state", p.state},
-                      {"direction", p.inbound ? "inbound" : "outbound"},
+                      // Of the connection when up; this node's own dials otherwise.
+                      {"direction", p.state == "idle" ? json(nullptr) : json(p.inbound ? "inbound" : "outbound")},
                       {"messages_sent", p.messages_sent},
                       {"messages_received", p.messages_received},
                       {"bytes_sent", p.bytes_sent},
