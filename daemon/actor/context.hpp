@@ -149,6 +149,10 @@ class context final : public process, public schedulable, public pooled {
   // Fails this actor as an exception from its handler would: it is
   // suspended and its supervisor decides what happens.
   void fail(std::string reason) noexcept;
+  // Internal (supervision): a child's failure that this actor's strategy
+  // escalates. This actor fails; the child is resumed with it if its own
+  // supervisor resumes it.
+  void escalate(troupe::pid child, std::string reason) noexcept;
 
   // ---- process ----
   void send_user(troupe::envelope* e) noexcept override;

@@ -57,6 +57,11 @@ void context::handle_system(system_message& m) noexcept {
       if (state_ == actor_state::alive) {
         ex().stats = std::move(m.stats);
         suspended_ = false;
+        // The children whose failures this actor escalated wait for the
+        // same decision: resumed with it (a restart or a stop of this
+        // actor stops them instead).
+        for (troupe::pid& c : std::exchange(ex().escalated, {}))
+          if (c) c.get()->send_system(new system_message(system_kind::resume));
       }
       break;
     case system_kind::watch: {

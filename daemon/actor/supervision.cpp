@@ -117,7 +117,7 @@ void apply_directive(actor_system& sys, const supervisor_strategy& s, context* s
       break;
     case directive::escalate:
       if (supervisor != nullptr) {
-        supervisor->fail(reason);
+        supervisor->escalate(child_pid, reason);
       } else {
         child->send_system(new system_message(system_kind::stop));
       }
@@ -126,6 +126,11 @@ void apply_directive(actor_system& sys, const supervisor_strategy& s, context* s
 }
 
 }  // namespace
+
+void context::escalate(troupe::pid child, std::string reason) noexcept {
+  ex().escalated.push_back(std::move(child));
+  fail(std::move(reason));
+}
 
 void context::handle_failure(system_message& m) noexcept {
   static const supervisor_strategy default_strategy{};

@@ -147,6 +147,34 @@ TEST_CASE("escalate fails the supervisor, whose own supervisor decides", "[super
   REQUIRE(*leaf.take() != first_leaf);
 }
 
+TEST_CASE("an escalated failure that the grandparent resumes resumes the child too", "[supervision]") {
+  inbox<std::string> log;
+  inbox<pid> leaf;
+  actor_system sys(small_config());
+  // top (resume) -> middle (escalate) -> leaf
+  props middle = props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) leaf.put(ctx.spawn(fragile(log, "leaf")));
+  });
+  middle.supervisor = strategy(directive::escalate);
+  auto middle_p = share(middle);
+  props top = props::from_fn([&](context& ctx) {
+    if (ctx.message<system::Started>()) ctx.spawn(middle_p);
+  });
+  top.supervisor = strategy(directive::resume);
+  pid top_pid = sys.root().spawn(share(top));
+  pid the_leaf = *leaf.take();
+  REQUIRE(*log.take() == "leaf:started");
+  sys.root().send(the_leaf, num(1));
+  REQUIRE(*log.take() == "leaf:1");
+  sys.root().send(the_leaf, num(-1));  // escalated to top, which resumes middle
+  sys.root().send(the_leaf, num(1));
+  // The leaf goes on with its state (not restarted, not stuck suspended).
+  const auto next = log.take();
+  REQUIRE(next);
+  CHECK(*next == "leaf:2");
+  stop_and_wait(sys, top_pid);
+}
+
 TEST_CASE("more restarts than allowed within the window stop the child", "[supervision]") {
   actor_system sys(small_config());
   auto s = std::make_shared<supervisor_strategy>();
