@@ -108,6 +108,12 @@ pid actor_system::resolve(std::string_view text, std::uint64_t generation) {
 void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason reason,
                                std::string_view missing) noexcept {
   stats_.dead_letters[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  if (cfg_.on_dead_letter) {
+    try {
+      cfg_.on_dead_letter(reason, target, missing, *e);
+    } catch (...) {
+    }
+  }
   message msg = message::adopt(e);
   // An undeliverable event is not published again: that could go round.
   if (events_.has_subscribers() && !is_event_type(e->type))

@@ -15,8 +15,10 @@
 
 #include "actor/actor_system.hpp"
 #include "node/crash.hpp"
+#include "node/dead_letter_log.hpp"
 #include "node/generation.hpp"
 #include "node/log.hpp"
+#include "plugin/plugin_host.hpp"
 
 namespace troupe::node {
 
@@ -102,6 +104,7 @@ class node_core::failure_log {
 
 node_core::node_core(config cfg)
     : cfg_(std::move(cfg)), ctx_(loop_, state_), failures_(std::make_unique<failure_log>()),
+      dead_letters_(std::make_unique<dead_letter_log>()),
       started_at_(now_iso8601()) {
   ctx_.config_ = &cfg_;
   ctx_.health = [this] { return unhealthy(); };
@@ -166,6 +169,10 @@ int node_core::start() {
   sc.dispatcher.on_thread_start = crash_stack_for_this_thread;
   sc.loop = &loop_;
   sc.on_failure = [f = failures_.get()](const context& c, const std::string& reason) { f->report(c, reason); };
+  sc.on_dead_letter = [d = dead_letters_.get()](dead_letter_reason why, const process* target,
+                                                 std::string_view missing, const envelope& e) {
+    d->report(why, target, missing, e);
+  };
   memory_ = find_memory_limit();
   sc.max_queued_bytes = queue_budget(cfg_);
   sys_ = std::make_unique<actor_system>(sc);
@@ -180,6 +187,7 @@ int node_core::start() {
       stop_early();
       return status;
     }
+  dead_letters_->name_types_with(ctx_.find<plugin::host>());
   // A kind the config sets but no plugin has (a typo, a plugin not loaded)
   // would otherwise be silently ignored.
   for (const std::string& k : cfg_.kinds())

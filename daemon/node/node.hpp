@@ -13,6 +13,7 @@
 
 #include "actor/event_loop.hpp"
 #include "node/config.hpp"
+#include "node/dead_letter_log.hpp"
 #include "node/module.hpp"
 #include "node/overload.hpp"
 #include "node/state_dir.hpp"
@@ -63,6 +64,7 @@ class node_core {
   event_loop loop_;
   node_context ctx_;
   std::unique_ptr<failure_log> failures_;  // before sys_: its actors report here until it is gone
+  std::unique_ptr<dead_letter_log> dead_letters_;  // the same
   memory_limit memory_;
   overload_log overload_;
   housekeeper housekeeper_;

@@ -102,6 +102,16 @@ check("troupectl stop takes another node's PID, and the actor there stops",
 r = a.ctl("request", f"{b.address}/nobody", "troupe.test.Num", '{"n": 1}')
 check("a PID of another node that names no actor is a clear error, not a hang",
       r.returncode != 0 and "nobody" in r.stderr, r.stdout + r.stderr)
+# b logs its dead letters, by type, target and sender, at a bounded rate.
+nobody = urllib.parse.quote(f"{b.address}/nobody", safe="")
+for _ in range(20):
+    a.call("POST", f"/v1/actors/{nobody}/send", {"type": "troupe.test.Num", "message": {"n": 7}})
+line = "dead letter (not_found): troupe.test.Num to 'nobody' (no actor of this node by that id)"
+b.err.has(line, 5)
+time.sleep(0.5)
+logged = sum(line in l for l in b.err.lines)
+check("the node it reaches logs the dead letters, naming type and target, at most 5 in 10 s",
+      1 <= logged <= 5, f"{logged} lines\n{b.err.text()[-1500:]}")
 # kinds.all for every kind, and a kind's own false above it.
 d = node("node-d", kinds="all: { remote_spawn: true }, echo: { remote_spawn: false }")
 status, body = a.spawn("quiet.answer", "any-kind", on=d.address)

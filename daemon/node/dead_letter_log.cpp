@@ -1,0 +1,57 @@
+#include "node/dead_letter_log.hpp"
+
+#include <cstdio>
+#include <utility>
+
+#include "actor/message.hpp"
+#include "actor/process.hpp"
+#include "actor/type_id.hpp"
+#include "node/log.hpp"
+#include "plugin/plugin_host.hpp"
+
+namespace troupe::node {
+
+std::string dead_letter_log::type_name(const envelope& e) const {
+  if (const plugin::host* h = host_.load(std::memory_order_acquire))
+    for (const plugin::message_type_info& t : h->message_types())
+      if (hash_type_name(t.name) == e.type) return t.name;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "type %016llx", static_cast<unsigned long long>(e.type));
+  return buf;
+}
+
+void dead_letter_log::report(dead_letter_reason why, const process* target, std::string_view missing,
+                             const envelope& e) {
+  if (why == dead_letter_reason::mailbox_full || why == dead_letter_reason::over_budget ||
+      why == dead_letter_reason::shutdown)
+    return;
+  const auto now = std::chrono::steady_clock::now();
+  std::uint64_t before = 0;
+  {
+    std::lock_guard lock(mu_);
+    per_reason& r = reasons_[static_cast<std::size_t>(why)];
+    if (r.start == std::chrono::steady_clock::time_point{} || now - r.start >= window) {
+      before = std::exchange(r.unlogged, 0);
+      r.start = now;
+      r.logged = 0;
+    }
+    if (r.logged >= lines_per_window) {
+      ++r.unlogged;
+      return;
+    }
+    ++r.logged;
+  }
+  const auto name = [](const process* p) { return p->address() + "/" + p->id(); };
+  std::string line = std::string("dead letter (") + to_string(why) + "): " + type_name(e) + " to " +
+                     (target != nullptr  ? name(target)
+                      : missing.empty() ? std::string("nobody")
+                                        : "'" + std::string(missing) + "' (no actor of this node by that id)");
+  if (e.sender != nullptr) line += " from " + name(e.sender);
+  if (before > 0)
+    line += "; " + std::to_string(before) + " more " + to_string(why) + " dead letters went unlogged before";
+  log(why == dead_letter_reason::invalid || why == dead_letter_reason::peer_queue_full ? level::warning
+                                                                                         : level::info,
+      line);
+}
+
+}  // namespace troupe::node
