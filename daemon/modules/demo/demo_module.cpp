@@ -93,6 +93,12 @@ class demo_module final : public module {
     timer_on_ = false;
   }
 
+  // No more laps once the node stops (on the loop thread, which runs the
+  // lap timer, before any actor stops): first_ is then the stopper's.
+  void stop_taking_work() override {
+    if (timer_on_) uv_timer_stop(&lap_);
+  }
+
   // Breaks the ring's reference cycle once no actor runs.
   void actors_stopped() override {
     for (auto& l : links_) *l = pid();
@@ -101,7 +107,6 @@ class demo_module final : public module {
 
  private:
   void lap() {
-    if (!first_) return;  // the actors are stopped
     sys_->root().send(first_, make_message<demo::Token>([](flatbuffers::FlatBufferBuilder& b) {
                         return demo::CreateToken(b, 0);
                       }));
