@@ -1,6 +1,7 @@
 #include "plugin/json_codec.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include <flatbuffers/idl.h>
 #include <flatbuffers/reflection.h>
@@ -58,6 +59,17 @@ const char* json_kind(const nlohmann::json& v) {
   }
 }
 
+// A number written as a string, which the parser takes too ("12",
+// "0x10", "-3"; "1.5", "nan", "inf" where a fraction may be).
+bool number_text(const nlohmann::json& v, bool whole) {
+  const std::string& t = v.get_ref<const std::string&>();
+  if (t.empty()) return false;
+  char* end = nullptr;
+  if (whole) std::strtoll(t.c_str(), &end, 0);
+  else std::strtod(t.c_str(), &end);
+  return end != nullptr && *end == '\0';
+}
+
 // What a value of `t` must be in JSON, and whether `v` is one. Enums take
 // their names too; unions are left to the parser.
 bool fits(const reflection::Schema& schema, reflection::BaseType t, int index, const nlohmann::json& v,
@@ -66,9 +78,12 @@ bool fits(const reflection::Schema& schema, reflection::BaseType t, int index, c
   if (v.is_null()) return true;  // the field is left out
   const bool is_enum = index >= 0 && t >= BaseType::UType && t <= BaseType::ULong;
   switch (t) {
-    case BaseType::Bool: want = "true or false"; return v.is_boolean() || v.is_number_integer();
+    case BaseType::Bool:
+      want = "true or false";
+      return v.is_boolean() || v.is_number_integer() ||
+             (v.is_string() && (v.get_ref<const std::string&>() == "true" || v.get_ref<const std::string&>() == "false"));
     case BaseType::Float:
-    case BaseType::Double: want = "a number"; return v.is_number();
+    case BaseType::Double: want = "a number"; return v.is_number() || (v.is_string() && number_text(v, false));
     case BaseType::String: want = "a string"; return v.is_string();
     case BaseType::Obj:
       want = schema.objects()->Get(static_cast<flatbuffers::uoffset_t>(index))->is_struct() ? "an object (a struct)"
@@ -79,7 +94,7 @@ bool fits(const reflection::Schema& schema, reflection::BaseType t, int index, c
     case BaseType::Union: want = "a table of the union"; return true;
     default:
       want = is_enum ? "a whole number or one of the enum's names" : "a whole number";
-      return v.is_number_integer() || v.is_number_unsigned() || (is_enum && v.is_string());
+      return v.is_number_integer() || v.is_number_unsigned() || (v.is_string() && (is_enum || number_text(v, true)));
   }
 }
 
@@ -135,20 +150,16 @@ bool json_codec::encode(const reflection::Object& type, std::string_view json,
     error = "type " + name + " is not a table of its schema";
     return false;
   }
-  // Each field checked against the schema first, so that a mismatch names
-  // the field rather than a column.
-  const nlohmann::json parsed = nlohmann::json::parse(json, nullptr, false);
-  if (!parsed.is_discarded() && parsed.is_object()) {
-    std::string why = misfit(schema_, type, parsed, "");
-    if (!why.empty()) {
-      error = std::move(why);
-      return false;
-    }
-  }
   const std::string text(json);  // the parser wants a terminated string
   if (!parser_->ParseJson(text.c_str())) {
     error = clean(parser_->error_);
     parser_.reset();
+    // The parser's position is in a text of its own, not the body sent:
+    // name the field at fault when a walk against the schema finds it.
+    // Only for the message: what the parser took is never refused here.
+    const nlohmann::json parsed = nlohmann::json::parse(json, nullptr, false);
+    if (!parsed.is_discarded() && parsed.is_object())
+      if (std::string why = misfit(schema_, type, parsed, ""); !why.empty()) error = std::move(why);
     return false;
   }
   const flatbuffers::FlatBufferBuilder& b = parser_->builder_;

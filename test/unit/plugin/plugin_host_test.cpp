@@ -342,6 +342,10 @@ TEST_CASE("a field that does not fit is named by its path, however deep", "[plug
   CHECK(refused(R"({"who": {"t": "x"}})") == "'who.t' is not a field of troupe.test.Text (its fields: s)");
   CHECK(refused(R"({"colour": 1.5})") ==
         "'colour' must be a whole number or one of the enum's names, not a number with a fraction (1.5)");
+  // What the parser takes is never refused: a 64-bit whole number as a
+  // string, as JavaScript clients send them.
+  REQUIRE(host->from_json("troupe.test.Num", R"({"n": "9007199254740993"})", m, error) == plugin::codec_status::ok);
+  CHECK(m.as<test::Num>()->n() == 9007199254740993LL);
   // What fits goes through, enum names and nested tables included.
   REQUIRE(host->from_json("troupe.test.Order",
                           R"({"who": {"s": "ann"}, "lines": [{"n": 1}, {"n": 2}], "tags": ["x"], "urgent": true,
