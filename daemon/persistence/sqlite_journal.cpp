@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <utility>
 
@@ -26,6 +27,8 @@ using clock = std::chrono::steady_clock;
 // Ids whose last sequence number the writer keeps; beyond this it starts
 // over (each is read again once, when next written).
 constexpr std::size_t max_cached_heads = 200000;
+
+constexpr long schema_version = 2;
 
 const char* const schema = R"sql(
 CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -165,7 +168,7 @@ bool sqlite_journal::init(std::string& error) {
   // append touches are read from disk (the OS's cache) less often.
   const std::string pragmas = "PRAGMA synchronous=" + opts_.synchronous +
                               "; PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;";
-  if (!exec(wdb_, pragmas.c_str(), error) || !exec(wdb_, schema, error)) return false;
+  if (!exec(wdb_, pragmas.c_str(), error) || !check_schema(error) || !exec(wdb_, schema, error)) return false;
   sqlite3_wal_hook(wdb_, on_wal, &wal_pages_);
   if (!prepare(wdb_, "INSERT INTO log (id, seq, type, data) VALUES (?, ?, ?, ?)", &insert_, error) ||
       !prepare(wdb_, "DELETE FROM log WHERE rowid = ?", &log_delete_, error) ||
@@ -195,6 +198,28 @@ bool sqlite_journal::init(std::string& error) {
          prepare(rdb_, "SELECT id, seq, type, data FROM log WHERE rowid = ?", &log_get_, error);
 }
 
+// A journal written by a newer Troupe (a later schema) is refused rather
+// than read without what this one does not know about.
+bool sqlite_journal::check_schema(std::string& error) {
+  if (!exec(wdb_, "CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+            error))
+    return false;
+  sqlite3_stmt* q = nullptr;
+  if (!prepare(wdb_, "SELECT value FROM troupe_meta WHERE key = 'schema'", &q, error)) return false;
+  long version = 0;
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    const auto* v = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+    version = v != nullptr ? std::strtol(v, nullptr, 10) : 0;
+  }
+  sqlite3_finalize(q);
+  if (version > schema_version) {
+    error = "it was written by a newer Troupe (journal schema " + std::to_string(version) + "; this node reads up to " +
+            std::to_string(schema_version) + ")";
+    return false;
+  }
+  return true;
+}
+
 bool sqlite_journal::load_log_index(std::string& error) {
   sqlite3_stmt* q = nullptr;
   if (!prepare(wdb_, "SELECT rowid, id, seq FROM log ORDER BY rowid", &q, error)) return false;
@@ -212,6 +237,12 @@ bool sqlite_journal::load_log_index(std::string& error) {
 
 sqlite_journal::~sqlite_journal() {
   stop();
+  // A clean close leaves every event in the sorted table and the log
+  // empty, so that the file reads the same to a node that knows no log.
+  if (wdb_ != nullptr && log_rows_ > 0) {
+    std::string ignored;
+    sort_log(newest_log_row(), ignored);
+  }
   for (sqlite3_stmt* s : {insert_, head_, snap_put_, snap_prune_, delete_, log_delete_, compact_move_, compact_clear_,
                           snap_get_, events_get_, log_get_})
     sqlite3_finalize(s);
@@ -509,14 +540,12 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
 }
 
 void sqlite_journal::compact_if_due() {
-  if (log_rows_ < std::max<std::size_t>(opts_.compact_rows, 1)) return;
+  if (log_rows_ < std::max<std::size_t>(opts_.compact_rows, 1) || log_rows_ < next_sort_at_) return;
   // The oldest compact_step rows move, sorted: all committed (the writer is
   // between batches), and each id's older than its rows left in the log,
   // newer than its rows already sorted. A step at a time, so that the
   // appends waiting meanwhile wait for a small transaction.
-  std::int64_t upto = 0;
-  for (const auto& [id, rows] : log_index_)
-    for (const log_row& l : rows) upto = std::max(upto, l.rowid);
+  std::int64_t upto = newest_log_row();
   if (log_rows_ > opts_.compact_step) {
     std::vector<std::int64_t> all;
     all.reserve(log_rows_);
@@ -527,11 +556,37 @@ void sqlite_journal::compact_if_due() {
     upto = *nth;
   }
   std::string error;
+  if (sort_log(upto, error)) {
+    stats_.compactions.fetch_add(1, std::memory_order_relaxed);
+    next_sort_at_ = 0;
+    return;
+  }
+  // The log stays as it is and is read where it is. Not again before
+  // another compact_rows appends: a sort that fails (a full disk) must not
+  // hold up every batch.
+  stats_.compaction_failures.fetch_add(1, std::memory_order_relaxed);
+  next_sort_at_ = log_rows_ + std::max<std::size_t>(opts_.compact_rows, 1);
+  if (opts_.on_sort_failed) opts_.on_sort_failed(error);
+}
+
+std::int64_t sqlite_journal::newest_log_row() const {
+  std::int64_t upto = 0;
+  for (const auto& [id, rows] : log_index_)
+    if (!rows.empty()) upto = std::max(upto, rows.back().rowid);
+  return upto;
+}
+
+// Moves the log's rows up to `upto`, sorted, into the events table, and
+// the index with them; one transaction.
+bool sqlite_journal::sort_log(std::int64_t upto, std::string& error) {
   stmt_use move(compact_move_), clear(compact_clear_);
   move.u64(1, static_cast<std::uint64_t>(upto));
   clear.u64(1, static_cast<std::uint64_t>(upto));
   bool ok = exec(wdb_, "BEGIN IMMEDIATE", error);
-  if (ok) ok = move.step() == SQLITE_DONE && clear.step() == SQLITE_DONE;
+  if (ok && !(move.step() == SQLITE_DONE && clear.step() == SQLITE_DONE)) {
+    error = sqlite3_errmsg(wdb_);
+    ok = false;
+  }
   if (ok) {
     std::lock_guard index(index_mu_);
     ok = exec(wdb_, "COMMIT", error);
@@ -548,11 +603,8 @@ void sqlite_journal::compact_if_due() {
   if (!ok) {
     std::string ignored;
     exec(wdb_, "ROLLBACK", ignored);
-    // The log stays as it is and is read where it is; the next batch tries again.
-    stats_.compaction_failures.fetch_add(1, std::memory_order_relaxed);
-    return;
   }
-  stats_.compactions.fetch_add(1, std::memory_order_relaxed);
+  return ok;
 }
 
 void sqlite_journal::checkpoint_if_due() {
@@ -644,7 +696,7 @@ void sqlite_journal::do_read(read_req& r) {
       stmt_use q(log_get_);
       q.u64(1, static_cast<std::uint64_t>(l.rowid));
       const int rc = q.step();
-      const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(log_get_, 0));
+      const auto* id = rc == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(log_get_, 0)) : nullptr;
       if (rc != SQLITE_ROW || id == nullptr || r.id != id || q.u64_at(1) != l.seq) {
         ok = false;
         error = rc == SQLITE_ROW || rc == SQLITE_DONE ? "the log's row " + std::to_string(l.rowid) + " is not event " +

@@ -53,6 +53,9 @@ struct sqlite_options {
   // Called by the writer after each commit: events stored, how long the
   // batch took from its first request's arrival (seconds).
   std::function<void(std::size_t events, double seconds)> on_batch;
+  // Called by the writer when moving the log into the sorted table failed
+  // (why); it tries again after another compact_rows appends.
+  std::function<void(const std::string& why)> on_sort_failed;
 };
 
 struct sqlite_stats {
@@ -96,6 +99,9 @@ class sqlite_journal final : public journal {
   void answerer_main();
   // Moves the log into the table ordered by id once it holds compact_rows.
   void compact_if_due();
+  bool sort_log(std::int64_t upto, std::string& error);
+  std::int64_t newest_log_row() const;
+  bool check_schema(std::string& error);
   bool load_log_index(std::string& error);
 
   sqlite_options opts_;
@@ -117,7 +123,8 @@ class sqlite_journal final : public journal {
   // rows it looks up are those of its snapshot.
   std::mutex index_mu_;
   std::unordered_map<std::string, std::vector<log_row>> log_index_;
-  std::size_t log_rows_ = 0;  // writer thread only
+  std::size_t log_rows_ = 0;      // writer thread only
+  std::size_t next_sort_at_ = 0;  // writer thread only: after a failed sort, not before this many rows
   std::atomic<int> wal_pages_{0};                         // set by the WAL hook (writer thread)
 
   std::mutex mu_;

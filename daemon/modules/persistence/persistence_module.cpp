@@ -132,6 +132,10 @@ class persistence_module final : public module {
     o.max_event_bytes = s.max_event_bytes;
     o.checkpoint_pages = s.checkpoint_pages;
     o.compact_rows = o.compact_step = s.sort_after_events;
+    o.on_sort_failed = [path = o.path](const std::string& why) {
+      log(level::warning, "persistence: sorting the journal's log failed (" + why + "); its events stay in the log, "
+                          "read from there, and the sort is tried again later (" + path + ")");
+    };
     o.on_batch = [m = metrics_](std::size_t events, double) {
       if (events > 0) m->batch_events.record(events);
     };
@@ -251,6 +255,14 @@ class persistence_module final : public module {
     add_metric(appends, static_cast<double>(st.conflict.load(std::memory_order_relaxed)), {{"result", "conflict"}});
     add_metric(appends, static_cast<double>(st.failed.load(std::memory_order_relaxed)), {{"result", "failed"}});
     out.push_back(std::move(appends));
+    auto sorts = metric_family("troupe_persist_sorts_total",
+                               "Moves of the journal's log into its table sorted by actor (persistence."
+                               "sort_after_events), by outcome",
+                               MetricType::Counter);
+    add_metric(sorts, static_cast<double>(st.compactions.load(std::memory_order_relaxed)), {{"result", "ok"}});
+    add_metric(sorts, static_cast<double>(st.compaction_failures.load(std::memory_order_relaxed)),
+               {{"result", "failed"}});
+    out.push_back(std::move(sorts));
     out.push_back(histogram_family("troupe_persist_append_seconds",
                                    "From an actor's persist to its answer (durable, or refused)",
                                    seconds_histogram(m.append_seconds)));

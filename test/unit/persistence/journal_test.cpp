@@ -230,21 +230,67 @@ TEST_CASE("the log is sorted into place as it grows; reads, writers and deletion
     const read_result cr = read(*j, "c");
     REQUIRE(cr.events.size() == 1);
     CHECK(text(cr.events[0].data) == "c10");
+    // A crash now would leave rows in the log: the database and its WAL as
+    // they are, copied aside while the writer is idle.
+    for (const char* suffix : {"", "-wal"})
+      std::filesystem::copy_file(d.db() + suffix, d.db() + "-crashed" + suffix);
   }
-  // Reopened: the log's index is built again from the log.
+  // Closed cleanly, the log is empty: every event is in the sorted table.
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(d.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM log), (SELECT count(*) FROM events)", -1, &q,
+                               nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(q, 0) == 0);
+    CHECK(sqlite3_column_int(q, 1) == 22);  // a 1-10, b 1-10, c 10 and d 3 (the others deleted)
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+  }
+  // Reopened, after the crash or the clean close: the same events, and the
+  // writers go on (after the crash, the log's index is built from the log).
   o.compact_rows = 1000;
-  auto j = open_at(d.db(), o);
-  CHECK(append(*j, "b", 9, {ev(1, "late")}).status == result::conflict);
-  CHECK(append(*j, "b", 10, {ev(11, "b11")}).last_seq == 11);
-  CHECK(append(*j, "d", 3, {ev(1, "d4")}).last_seq == 4);
-  const read_result b = read(*j, "b");
-  REQUIRE(b.events.size() == 11);
-  for (std::uint64_t k = 0; k < 11; ++k) CHECK(b.events[k].seq == k + 1);
-  CHECK(text(b.events[10].data) == "b11");
-  const read_result dd = read(*j, "d");
-  REQUIRE(dd.events.size() == 2);
-  CHECK(dd.events[0].seq == 3);
-  CHECK(dd.events[1].seq == 4);
+  for (const std::string& path : {d.db() + "-crashed", d.db()}) {
+    INFO(path);
+    auto j = open_at(path, o);
+    CHECK(append(*j, "b", 9, {ev(1, "late")}).status == result::conflict);
+    CHECK(append(*j, "b", 10, {ev(11, "b11")}).last_seq == 11);
+    CHECK(append(*j, "d", 3, {ev(1, "d4")}).last_seq == 4);
+    const read_result b = read(*j, "b");
+    REQUIRE(b.events.size() == 11);
+    for (std::uint64_t k = 0; k < 11; ++k) CHECK(b.events[k].seq == k + 1);
+    CHECK(text(b.events[10].data) == "b11");
+    const read_result dd = read(*j, "d");
+    REQUIRE(dd.events.size() == 2);
+    CHECK(dd.events[0].seq == 3);
+    CHECK(dd.events[1].seq == 4);
+  }
+}
+
+TEST_CASE("a journal written by a newer Troupe is refused, and left as it is", "[persistence]") {
+  temp_dir d;
+  { auto j = open_at(d.db()); }
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(d.db().c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "UPDATE troupe_meta SET value = '3' WHERE key = 'schema'", nullptr, nullptr, nullptr) ==
+            SQLITE_OK);
+    sqlite3_close(db);
+  }
+  sqlite_options o;
+  o.path = d.db();
+  std::string error;
+  CHECK(sqlite_journal::open(o, error) == nullptr);
+  CHECK(error.find("written by a newer Troupe (journal schema 3; this node reads up to 2)") != std::string::npos);
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(d.db().c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT value FROM troupe_meta WHERE key = 'schema'", -1, &q, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(q, 0))) == "3");
+  sqlite3_finalize(q);
+  sqlite3_close(db);
 }
 
 TEST_CASE("recovery reads a long journal in batches, to the end", "[persistence]") {
