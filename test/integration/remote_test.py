@@ -110,6 +110,11 @@ line = "dead letter (not_found): troupe.test.Num to 'nobody' (no actor of this n
 b.err.has(line, 5)
 time.sleep(0.5)
 logged = sum(line in l for l in b.err.lines)
+peers_before = len(a.peers())
+r = a.ctl("send", "127.0.0.1:1/x", "troupe.test.Num", '{"n": 1}')
+check("a PID of a node this one has no link with is refused (404), and makes no link",
+      r.returncode != 0 and "127.0.0.1:1 is not a node this one has a link with" in r.stderr
+      and len(a.peers()) == peers_before, f"{r.stderr} {a.peers()}")
 check("the node it reaches logs the dead letters, naming type and target, at most 5 in 10 s",
       1 <= logged <= 5, f"{logged} lines\n{b.err.text()[-1500:]}")
 # kinds.all for every kind, and a kind's own false above it.

@@ -180,7 +180,7 @@ void admin_api::route_actor(const admin_request& r, const std::string& id, const
                                                 ": its admin API knows its kind and mailbox");
       process_ref p = at ? process_ref(at.get()) : process_ref();
       auto* c = dynamic_cast<context*>(p.get());
-      if (c == nullptr) return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+      if (c == nullptr) return unknown_actor(r, id);
       return r.reply(200, {{"id", id},
                            {"pid", pid(std::move(p)).to_string()},
                            {"kind", c->props().kind},
@@ -263,18 +263,37 @@ void admin_api::spawn(const admin_request& r) {
   r.reply(201, {{"id", res.pid.id()}, {"pid", res.pid.to_string()}, {"kind", kind}});
 }
 
+void admin_api::unknown_actor(const admin_request& r, const std::string& id) const {
+  const std::size_t slash = id.find('/');
+  if (slash != std::string::npos && std::string_view(id).substr(0, slash) != sys_.address())
+    return r.error(404, "unknown_actor",
+                   "no actor '" + id + "': " + id.substr(0, slash) +
+                       " is not a node this one has a link with (a member, a seed, or a node it spawned on)");
+  r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+}
+
 // An actor's id on this node, or a PID as commands print it (ADDRESS/ID),
-// of this node or of another that the transport reaches. Empty if none.
+// of this node or of a node this one has a link with (a peer: a member, a
+// seed, a node it spawned on). Empty if none: an address typed by hand
+// makes no new link.
 pid admin_api::actor_at(const std::string& id) {
-  if (id.find('/') != std::string::npos) return sys_.resolve(id);
-  return pid(sys_.registry().lookup(id));
+  const std::size_t slash = id.find('/');
+  if (slash == std::string::npos) return pid(sys_.registry().lookup(id));
+  const std::string_view address = std::string_view(id).substr(0, slash);
+  if (address != sys_.address()) {
+    if (remote_ == nullptr) return {};
+    const auto peers = remote_->peers();
+    if (std::none_of(peers.begin(), peers.end(), [&](const remote::peer_info& p) { return p.address == address; }))
+      return {};
+  }
+  return sys_.resolve(id);
 }
 
 void admin_api::stop(const admin_request& r, const std::string& id) {
   pid to = actor_at(id);
   const bool remote = to && to.get()->address() != sys_.address();
   if (!remote && dynamic_cast<context*>(to.get()) == nullptr)
-    return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+    return unknown_actor(r, id);
   // Children stop first; the answer waits a little for the whole subtree.
   sys_.root().stop_future(to, 5s).get()->on_complete([r, id](future_result res) {
     if (res.status == future_status::completed) return r.reply(200, {{"id", id}, {"stopped", true}});
@@ -309,7 +328,7 @@ void admin_api::send(const admin_request& r, const std::string& id, bool wait_re
   pid to = actor_at(id);
   const bool remote = to && to.get()->address() != sys_.address();
   const auto* cell = dynamic_cast<const context*>(to.get());
-  if (!remote && cell == nullptr) return r.error(404, "unknown_actor", "no actor '" + id + "' on this node");
+  if (!remote && cell == nullptr) return unknown_actor(r, id);
   // Refused before the send rather than dropped after it: a 202 would say
   // it was queued, and a full back-pressure mailbox would hold this thread.
   // (Another node's actor: its node refuses or counts what does not fit.)

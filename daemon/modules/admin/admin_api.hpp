@@ -70,6 +70,7 @@ class admin_api {
   void list_actors(const admin_request& r);
   void spawn(const admin_request& r);
   troupe::pid actor_at(const std::string& id);
+  void unknown_actor(const admin_request& r, const std::string& id) const;
   void stop(const admin_request& r, const std::string& id);
   void send(const admin_request& r, const std::string& id, bool wait_reply);
 
