@@ -26,20 +26,29 @@ void dead_letter_log::report(dead_letter_reason why, const process* target, std:
       why == dead_letter_reason::shutdown)
     return;
   const auto now = std::chrono::steady_clock::now();
+  const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  per_reason& r = reasons_[static_cast<std::size_t>(why)];
+  // A flood of one reason costs a clock read and two relaxed atomics.
+  if (now_ns < r.full_until_ns.load(std::memory_order_relaxed)) {
+    r.unlogged.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   std::uint64_t before = 0;
   {
     std::lock_guard lock(mu_);
-    per_reason& r = reasons_[static_cast<std::size_t>(why)];
     if (r.start == std::chrono::steady_clock::time_point{} || now - r.start >= window) {
-      before = std::exchange(r.unlogged, 0);
+      before = r.unlogged.exchange(0, std::memory_order_relaxed);
       r.start = now;
       r.logged = 0;
     }
     if (r.logged >= lines_per_window) {
-      ++r.unlogged;
+      r.unlogged.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    ++r.logged;
+    if (++r.logged == lines_per_window)
+      r.full_until_ns.store(
+          std::chrono::duration_cast<std::chrono::nanoseconds>((r.start + window).time_since_epoch()).count(),
+          std::memory_order_relaxed);
   }
   const auto name = [](const process* p) { return p->address() + "/" + p->id(); };
   std::string line = std::string("dead letter (") + to_string(why) + "): " + type_name(e) + " to " +

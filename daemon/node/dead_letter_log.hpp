@@ -35,9 +35,11 @@ class dead_letter_log {
 
  private:
   struct per_reason {
-    std::chrono::steady_clock::time_point start{};
-    unsigned logged = 0;
-    std::uint64_t unlogged = 0;
+    std::chrono::steady_clock::time_point start{};  // under mu_
+    unsigned logged = 0;                             // under mu_
+    // Past its lines, until the window's end: counted without the lock.
+    std::atomic<std::int64_t> full_until_ns{0};
+    std::atomic<std::uint64_t> unlogged{0};
   };
   std::string type_name(const envelope& e) const;
 
