@@ -152,7 +152,7 @@ class context final : public process, public schedulable, public pooled {
   // Internal (supervision): a child's failure that this actor's strategy
   // escalates. This actor fails; the child is resumed with it if its own
   // supervisor resumes it.
-  void escalate(troupe::pid child, std::string reason) noexcept;
+  void escalate(troupe::pid child, std::string reason, restart_stats child_stats) noexcept;
 
   // ---- process ----
   void send_user(troupe::envelope* e) noexcept override;

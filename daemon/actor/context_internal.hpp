@@ -50,7 +50,9 @@ struct context::extras {
   std::unordered_set<troupe::pid> children;
   std::vector<troupe::pid> watchers;
   std::vector<troupe::pid> watchees;
-  std::vector<troupe::pid> escalated;  // children suspended by failures this actor escalated
+  // Children suspended by failures this actor escalated, with their
+  // restart records.
+  std::vector<std::pair<troupe::pid, restart_stats>> escalated;
   std::vector<std::shared_ptr<const behavior>> behaviors;
   std::deque<troupe::envelope*> stash;
   std::deque<troupe::envelope*> replay;

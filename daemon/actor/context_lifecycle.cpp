@@ -45,11 +45,13 @@ void context::handle_system(system_message& m) noexcept {
       start_actor();
       break;
     case system_kind::stop:
+      if (extras_) extras_->escalated.clear();  // they stop with this actor
       begin_stop();
       break;
     case system_kind::restart:
       if (state_ == actor_state::alive) {
         ex().stats = std::move(m.stats);
+        ex().escalated.clear();  // a restart stops the children
         begin_restart();
       }
       break;
@@ -60,8 +62,12 @@ void context::handle_system(system_message& m) noexcept {
         // The children whose failures this actor escalated wait for the
         // same decision: resumed with it (a restart or a stop of this
         // actor stops them instead).
-        for (troupe::pid& c : std::exchange(ex().escalated, {}))
-          if (c) c.get()->send_system(new system_message(system_kind::resume));
+        for (auto& [c, stats] : std::exchange(ex().escalated, {}))
+          if (c) {
+            auto* r = new system_message(system_kind::resume);
+            r->stats = std::move(stats);  // its restart window goes on
+            c.get()->send_system(r);
+          }
       }
       break;
     case system_kind::watch: {

@@ -117,7 +117,7 @@ void apply_directive(actor_system& sys, const supervisor_strategy& s, context* s
       break;
     case directive::escalate:
       if (supervisor != nullptr) {
-        supervisor->escalate(child_pid, reason);
+        supervisor->escalate(child_pid, reason, std::move(stats));
       } else {
         child->send_system(new system_message(system_kind::stop));
       }
@@ -127,8 +127,8 @@ void apply_directive(actor_system& sys, const supervisor_strategy& s, context* s
 
 }  // namespace
 
-void context::escalate(troupe::pid child, std::string reason) noexcept {
-  ex().escalated.push_back(std::move(child));
+void context::escalate(troupe::pid child, std::string reason, restart_stats child_stats) noexcept {
+  ex().escalated.emplace_back(std::move(child), std::move(child_stats));
   fail(std::move(reason));
 }
 
