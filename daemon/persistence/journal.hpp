@@ -15,6 +15,7 @@
 //
 // A journal is used from any thread; its callbacks run on the store's own
 // threads and must be short (hand the result to the actor and return).
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -61,6 +62,15 @@ struct read_result {
   bool end = false;              // no event after these (as of this read)
 };
 
+// Appends answered, by outcome; any thread reads them (metrics).
+struct append_counts {
+  std::atomic<std::uint64_t> ok{0}, conflict{0}, rejected{0}, failed{0};
+  void count(result r) noexcept {
+    auto& c = r == result::ok ? ok : r == result::conflict ? conflict : r == result::rejected ? rejected : failed;
+    c.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
 class journal {
  public:
   using done_fn = std::function<void(const outcome&)>;
@@ -82,6 +92,7 @@ class journal {
                     read_fn done) = 0;
   // Finishes what was asked, then stops: later requests fail.
   virtual void stop() = 0;
+  virtual const append_counts& appends() const noexcept = 0;
 };
 
 }  // namespace troupe::persistence

@@ -520,13 +520,7 @@ void sqlite_journal::write_batch(std::deque<write_req>& batch) {
       opts_.on_batch(stored, std::chrono::duration<double>(clock::now() - batch.front().arrived).count());
   }
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    if (batch[i].kind == write_kind::append) {
-      auto& counter = outs[i].status == result::ok         ? stats_.ok
-                      : outs[i].status == result::conflict ? stats_.conflict
-                      : outs[i].status == result::rejected ? stats_.rejected
-                                                           : stats_.failed;
-      counter.fetch_add(1, std::memory_order_relaxed);
-    }
+    if (batch[i].kind == write_kind::append) stats_.count(outs[i].status);
   }
   // The answers run on a thread of their own, while this one stores the
   // next batch: each is an actor's continuation to send.

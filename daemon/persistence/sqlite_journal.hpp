@@ -58,8 +58,7 @@ struct sqlite_options {
   std::function<void(const std::string& why)> on_sort_failed;
 };
 
-struct sqlite_stats {
-  std::atomic<std::uint64_t> ok{0}, conflict{0}, rejected{0}, failed{0};  // appends, by outcome
+struct sqlite_stats : append_counts {
   std::atomic<std::uint64_t> events{0};                                  // events stored
   std::atomic<std::uint64_t> commits{0};                                 // transactions (syncs)
   std::atomic<std::uint64_t> checkpoints{0};
@@ -80,6 +79,7 @@ class sqlite_journal final : public journal {
   void stop() override;
 
   const sqlite_stats& stats() const noexcept { return stats_; }
+  const append_counts& appends() const noexcept override { return stats_; }
   const sqlite_options& options() const noexcept { return opts_; }
 
  private:

@@ -5,7 +5,9 @@
 // outcome, how long they took, events per commit, recoveries.
 #include <array>
 #include <atomic>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "actor/actor_system.hpp"
 #include "actor/middleware.hpp"
@@ -14,6 +16,7 @@
 #include "node/module.hpp"
 #include "node/state_dir.hpp"
 #include "persistence/actor_journal.hpp"
+#include "persistence/pg_journal.hpp"
 #include "persistence/sqlite_journal.hpp"
 #include "plugin/plugin_host.hpp"
 
@@ -25,8 +28,30 @@ using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
+// A file read whole at each load and reload (a connection string, a
+// password): its path is what the reference and the logs show.
+struct file_text {
+  std::string file;
+  std::string text;
+  bool operator==(const file_text& o) const { return file == o.file && text == o.text; }
+};
+
+void read_file_text(const YAML::Node& v, section_reader& r, const std::string& what, file_text& out) {
+  read::text(v, r, what, out.file);
+  out.text.clear();
+  if (out.file.empty() || !r.readable_file(v, what, out.file)) return;
+  std::ifstream in(out.file, std::ios::binary);
+  std::ostringstream all;
+  all << in.rdbuf();
+  out.text = all.str();
+  while (!out.text.empty() && std::isspace(static_cast<unsigned char>(out.text.back()))) out.text.pop_back();
+  if (out.text.empty()) r.error(v, what + " " + out.file + " is empty");
+}
+
 struct persistence_settings {
   std::string provider = "none";
+  file_text postgres_conninfo, postgres_password;
+  unsigned postgres_connections = 2;
   std::string synchronous = "full";
   unsigned max_event_bytes = 1 << 20;
   unsigned checkpoint_pages = 4096;
@@ -40,8 +65,23 @@ const section<persistence_settings>& persistence_section() {
         "Where persistent actors keep their journal of events and their snapshots. sqlite: one database, "
         "journal.db in node.state_dir, on this node only (a grain that moves to another node does not find "
         "its state there).");
-    p.choice("provider", &persistence_settings::provider, {"none", "sqlite"},
-             "none: no actor kind may be persistent. sqlite: the journal in node.state_dir/journal.db.")
+    p.choice("provider", &persistence_settings::provider, {"none", "sqlite", "postgres"},
+             "none: no actor kind may be persistent. sqlite: the journal in node.state_dir/journal.db. "
+             "postgres: the journal in a PostgreSQL database that every node naming it shares, so that a "
+             "grain finds its state on whichever node activates it.")
+        .key<file_text>("postgres_conninfo_file", &persistence_settings::postgres_conninfo, "path",
+                        "For postgres: a file holding the libpq connection string or URI (host=db port=5432 "
+                        "dbname=troupe user=troupe). A reload re-reads it; connections are replaced once idle.",
+                        read_file_text, [](const file_text& f) { return read::show(f.file); })
+        .live()
+        .key<file_text>("postgres_password_file", &persistence_settings::postgres_password, "path",
+                        "For postgres: a file holding the password (its first line). Unset: libpq's own "
+                        "(PGPASSWORD, ~/.pgpass) or none. A reload re-reads it.",
+                        read_file_text, [](const file_text& f) { return read::show(f.file); })
+        .live()
+        .number("postgres_connections", &persistence_settings::postgres_connections, 1, 64, "connections",
+                "For postgres: connections to the server. Each carries its share of the actors' requests as "
+                "one pipeline and one commit at a time.")
         .choice("synchronous", &persistence_settings::synchronous, {"off", "normal", "full", "extra"},
                 "full: an event is acknowledged once it is synced to disk. normal and off acknowledge sooner "
                 "and may lose the last acknowledged events when the machine (normal) or the process (off) "
@@ -56,6 +96,15 @@ const section<persistence_settings>& persistence_section() {
         .check([](persistence_settings& p, const YAML::Node& node, section_reader& r, const config& so_far) {
           if (p.provider == "sqlite" && so_far.get(node_section()).state_dir.empty())
             r.error(node, "'persistence.provider' sqlite needs 'node.state_dir' (where journal.db goes)");
+          if (p.provider == "postgres" && p.postgres_conninfo.file.empty())
+            r.error(node, "'persistence.provider' postgres needs 'persistence.postgres_conninfo_file' (a file "
+                          "holding the connection string, like: host=db.example port=5432 dbname=troupe user=troupe)");
+          if (!p.postgres_conninfo.text.empty()) {
+            const std::string why = persistence::pg_conninfo_error(p.postgres_conninfo.text);
+            if (!why.empty())
+              r.error(node, "'persistence.postgres_conninfo_file' " + p.postgres_conninfo.file +
+                                " does not hold a connection string libpq reads: " + why);
+          }
         });
     return p;
   }();
@@ -124,26 +173,49 @@ class persistence_module final : public module {
     provider_ = s.provider;
     if (s.provider == "none") return 0;
     sys_ = &ctx.system();
-    path_ = ctx.state().path() + "/journal.db";
     metrics_ = std::make_shared<persistence_metrics>();
-    persistence::sqlite_options o;
-    o.path = path_;
-    o.synchronous = s.synchronous;
-    o.max_event_bytes = s.max_event_bytes;
-    o.checkpoint_pages = s.checkpoint_pages;
-    o.compact_rows = o.compact_step = s.sort_after_events;
-    o.on_sort_failed = [path = o.path](const std::string& why) {
-      log(level::warning, "persistence: sorting the journal's log failed (" + why + "); its events stay in the log, "
-                          "read from there, and the sort is tried again later (" + path + ")");
-    };
-    o.on_batch = [m = metrics_](std::size_t events, double) {
+    auto on_batch = [m = metrics_](std::size_t events, double) {
       if (events > 0) m->batch_events.record(events);
     };
-    std::string error;
-    store_ = persistence::sqlite_journal::open(std::move(o), error);
-    if (!store_) {
-      log(level::error, "persistence: " + error);
-      return 1;
+    if (s.provider == "postgres") {
+      persistence::pg_options o;
+      o.conninfo = s.postgres_conninfo.text;
+      o.password = first_line(s.postgres_password.text);
+      o.connections = s.postgres_connections;
+      o.max_event_bytes = s.max_event_bytes;
+      o.on_batch = on_batch;
+      o.on_event = [](bool warning, const std::string& line) {
+        log(warning ? level::warning : level::info, "persistence: " + line);
+      };
+      pg_ = persistence::pg_journal::open(std::move(o));
+      store_ = pg_;
+      path_ = s.postgres_conninfo.file;
+      credentials_ = {s.postgres_conninfo.text, s.postgres_password.text};
+      // Not ready (with PostgreSQL's own words) until every connection is.
+      ctx.add_readiness([pg = pg_] {
+        const std::string why = pg->not_ready();
+        return why.empty() ? why : "persistence: " + why;
+      });
+    } else {
+      path_ = ctx.state().path() + "/journal.db";
+      persistence::sqlite_options o;
+      o.path = path_;
+      o.synchronous = s.synchronous;
+      o.max_event_bytes = s.max_event_bytes;
+      o.checkpoint_pages = s.checkpoint_pages;
+      o.compact_rows = o.compact_step = s.sort_after_events;
+      o.on_sort_failed = [path = o.path](const std::string& why) {
+        log(level::warning, "persistence: sorting the journal's log failed (" + why + "); its events stay in the log, "
+                            "read from there, and the sort is tried again later (" + path + ")");
+      };
+      o.on_batch = on_batch;
+      std::string error;
+      sqlite_ = persistence::sqlite_journal::open(std::move(o), error);
+      if (!sqlite_) {
+        log(level::error, "persistence: " + error);
+        return 1;
+      }
+      store_ = sqlite_;
     }
     persistence::actor_journal::hooks h;
     h.warn = [](const std::string& line) { log(level::warning, "persistence: " + line); };
@@ -155,11 +227,26 @@ class persistence_module final : public module {
     };
     service_ = std::make_shared<persistence::actor_journal>(*store_, std::move(h));
     sys_->set_journal(service_.get());
-    ctx.add_metrics([m = metrics_, store = store_, service = service_](std::vector<MetricFamily>& out) {
-      collect(*m, *store, *service, out);
-    });
-    log(level::info, "persistence: the journal is " + path_ + " (SQLite, synchronous=" + s.synchronous + ")");
+    ctx.add_metrics([m = metrics_, store = store_, sqlite = sqlite_, pg = pg_, service = service_](
+                        std::vector<MetricFamily>& out) { collect(*m, *store, sqlite.get(), pg.get(), *service, out); });
+    if (pg_)
+      log(level::info, "persistence: the journal is in PostgreSQL (the connection string in " + path_ + ", " +
+                           std::to_string(s.postgres_connections) + " connections)");
+    else
+      log(level::info, "persistence: the journal is " + path_ + " (SQLite, synchronous=" + s.synchronous + ")");
     return 0;
+  }
+
+  // The connection string and password files were read again.
+  void reload(const config& next) override {
+    if (!pg_) return;
+    const persistence_settings& s = next.get(persistence_section());
+    const std::pair<std::string, std::string> now{s.postgres_conninfo.text, s.postgres_password.text};
+    if (now == credentials_) return;
+    credentials_ = now;
+    pg_->set_credentials(now.first, first_line(now.second));
+    log(level::info, "reload: PostgreSQL's connection string or password changed; each connection is replaced "
+                     "once it is idle");
   }
 
   // On the loop thread, with the running configuration.
@@ -180,7 +267,8 @@ class persistence_module final : public module {
 
   void describe(nlohmann::json& node) const override {
     nlohmann::json p = {{"provider", provider_}};
-    if (store_) p["path"] = path_;
+    if (sqlite_) p["path"] = path_;
+    if (pg_) p["conninfo_file"] = path_;
     node["persistence"] = std::move(p);
   }
 
@@ -243,9 +331,12 @@ class persistence_module final : public module {
     return true;
   }
 
-  static void collect(const persistence_metrics& m, const persistence::sqlite_journal& store,
+  static std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+  static void collect(const persistence_metrics& m, const persistence::journal& store,
+                      const persistence::sqlite_journal* sqlite, const persistence::pg_journal* pg,
                       const persistence::actor_journal& service, std::vector<MetricFamily>& out) {
-    const persistence::sqlite_stats& st = store.stats();
+    const persistence::append_counts& st = store.appends();
     auto appends = metric_family("troupe_persist_appends_total",
                                  "Appends to the journal, by outcome: ok (durable), rejected (refused, the actor "
                                  "went on), conflict (another writer), failed (the store failed)",
@@ -255,14 +346,8 @@ class persistence_module final : public module {
     add_metric(appends, static_cast<double>(st.conflict.load(std::memory_order_relaxed)), {{"result", "conflict"}});
     add_metric(appends, static_cast<double>(st.failed.load(std::memory_order_relaxed)), {{"result", "failed"}});
     out.push_back(std::move(appends));
-    auto sorts = metric_family("troupe_persist_sorts_total",
-                               "Moves of the journal's log into its table sorted by actor (persistence."
-                               "sort_after_events), by outcome",
-                               MetricType::Counter);
-    add_metric(sorts, static_cast<double>(st.compactions.load(std::memory_order_relaxed)), {{"result", "ok"}});
-    add_metric(sorts, static_cast<double>(st.compaction_failures.load(std::memory_order_relaxed)),
-               {{"result", "failed"}});
-    out.push_back(std::move(sorts));
+    if (pg != nullptr) collect_pg(pg->stats(), out);
+    if (sqlite != nullptr) collect_sqlite(sqlite->stats(), out);
     out.push_back(histogram_family("troupe_persist_append_seconds",
                                    "From an actor's persist to its answer (durable, or refused)",
                                    seconds_histogram(m.append_seconds)));
@@ -277,13 +362,38 @@ class persistence_module final : public module {
                                 static_cast<double>(service.stats().stopped.load(std::memory_order_relaxed))));
   }
 
+  static void collect_sqlite(const persistence::sqlite_stats& st, std::vector<MetricFamily>& out) {
+    auto sorts = metric_family("troupe_persist_sorts_total",
+                               "Moves of the journal's log into its table sorted by actor (persistence."
+                               "sort_after_events), by outcome",
+                               MetricType::Counter);
+    add_metric(sorts, static_cast<double>(st.compactions.load(std::memory_order_relaxed)), {{"result", "ok"}});
+    add_metric(sorts, static_cast<double>(st.compaction_failures.load(std::memory_order_relaxed)),
+               {{"result", "failed"}});
+    out.push_back(std::move(sorts));
+  }
+
+  static void collect_pg(const persistence::pg_stats& st, std::vector<MetricFamily>& out) {
+    out.push_back(single_metric("troupe_persist_pg_connections", "Connections to PostgreSQL ready now",
+                                MetricType::Gauge, static_cast<double>(st.up.load(std::memory_order_relaxed))));
+    out.push_back(single_metric("troupe_persist_pg_connection_failures_total",
+                                "Connections to PostgreSQL lost, or attempts to connect that failed",
+                                MetricType::Counter, static_cast<double>(st.losses.load(std::memory_order_relaxed))));
+    out.push_back(single_metric("troupe_persist_pg_resent_total",
+                                "Requests sent again alone because a statement of their batch failed",
+                                MetricType::Counter, static_cast<double>(st.resent.load(std::memory_order_relaxed))));
+  }
+
   node_context* ctx_ = nullptr;
   std::string provider_ = "none";
   std::string path_;
   actor_system* sys_ = nullptr;
   std::shared_ptr<persistence_metrics> metrics_;
   // Shared with the metrics source, which a scrape may run until the end.
-  std::shared_ptr<persistence::sqlite_journal> store_;
+  std::shared_ptr<persistence::journal> store_;
+  std::shared_ptr<persistence::sqlite_journal> sqlite_;
+  std::shared_ptr<persistence::pg_journal> pg_;
+  std::pair<std::string, std::string> credentials_;
   std::shared_ptr<persistence::actor_journal> service_;
 };
 
