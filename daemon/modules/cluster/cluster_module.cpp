@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <iterator>
+#include <set>
 #include <memory>
 #include <unordered_set>
 
@@ -306,7 +308,7 @@ class cluster_module final : public module, public cluster_view {
                                      const std::map<std::string, grain_kind_options, std::less<>>& grain_kinds,
                                      const std::string& self) {
     auto* plugins = ctx.find<plugin::host>();
-    if (plugins == nullptr || ctx.system().journal() == nullptr) return;
+    if (plugins == nullptr || ctx.system().journal() == nullptr || ctx.system().journal()->shared()) return;
     const auto& seeds = ctx.settings().get(seeds_section()).seeds;
     if (std::none_of(seeds.begin(), seeds.end(), [&](const std::string& s) { return s != self; })) return;
     std::string kinds;
@@ -502,6 +504,15 @@ class cluster_module final : public module, public cluster_view {
   void place_grains(const std::vector<cluster::member>& all) {
     if (!grains_) return;
     settled_ = machine_->settled(now());
+    // Newly gone members: the call cache forgets what it placed there (once
+    // each, not at every view change while they linger in the list).
+    std::set<std::string> gone;
+    for (const cluster::member& m : all)
+      if (m.state == cluster::member_state::dead || m.state == cluster::member_state::left) gone.insert(m.id.address);
+    std::vector<std::string> newly;
+    std::set_difference(gone.begin(), gone.end(), gone_.begin(), gone_.end(), std::back_inserter(newly));
+    gone_ = std::move(gone);
+    grains_->forget_at(newly);
     grains_->set_hosts(std::make_shared<const cluster::grain_hosts>(settled_ ? all : std::vector<cluster::member>{}),
                        settled_);
   }
@@ -681,6 +692,7 @@ class cluster_module final : public module, public cluster_view {
   static constexpr std::size_t max_kinds_bytes = 600;
   millis started_{0};
   bool said_not_joined_ = false;
+  std::set<std::string> gone_;  // addresses of the members dead or left, as of the last view
   bool settled_ = false;
   bool left_ = false;
   millis handover_timeout_{10000};

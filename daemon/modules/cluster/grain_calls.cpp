@@ -357,6 +357,20 @@ void grain_service::forget(std::string_view kind, std::string_view identity, std
   }
 }
 
+void grain_service::forget_at(const std::vector<std::string>& addresses) {
+  if (addresses.empty()) return;
+  for (cache_shard& s : cache_) {
+    std::lock_guard lock(s.mu);
+    for (auto it = s.entries.begin(); it != s.entries.end();) {
+      const pid& where = it->second.second;
+      if (where && std::find(addresses.begin(), addresses.end(), where.address()) != addresses.end())
+        it = s.entries.erase(it);
+      else
+        ++it;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- counters
 
 const char* to_string(call_result r) noexcept {

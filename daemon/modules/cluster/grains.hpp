@@ -130,6 +130,10 @@ class grain_service {
   // until it is, calls wait (and retry) rather than fail with no host.
   void set_hosts(std::shared_ptr<const cluster::grain_hosts> hosts, bool settled = true);
   bool settled() const noexcept { return settled_.load(std::memory_order_acquire); }
+  // Any thread: the members at these addresses left or were declared dead:
+  // the call cache forgets the grains it placed there, so that the next
+  // call locates them again rather than waiting on a node that is gone.
+  void forget_at(const std::vector<std::string>& addresses);
   std::shared_ptr<const cluster::grain_hosts> hosts() const;
   // Any thread: the node is stopping. Its partitions are handed over (their
   // activations stop after what they were given); `done` runs (on the
