@@ -68,6 +68,9 @@ class journal_service {
   virtual void snapshot(context& ctx, std::string id, std::uint64_t seq, event_bytes state, done_fn done) = 0;
   // Deletes the events up to `to_seq` (the last one stays); `done` as above.
   virtual void delete_events(context& ctx, std::string id, std::uint64_t to_seq, done_fn done) = 0;
+  // Whether every node that names the same store sees the same journals (a
+  // grain finds its state wherever it is activated), or this node only.
+  virtual bool shared() const noexcept { return false; }
 };
 
 }  // namespace troupe

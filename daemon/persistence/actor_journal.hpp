@@ -38,6 +38,7 @@ class actor_journal final : public journal_service {
   void snapshot(context& ctx, std::string id, std::uint64_t seq, event_bytes state, done_fn done) override;
   void delete_events(context& ctx, std::string id, std::uint64_t to_seq, done_fn done) override;
 
+  bool shared() const noexcept override { return store_.shared(); }
   const actor_journal_stats& stats() const noexcept { return stats_; }
 
  private:

@@ -93,6 +93,8 @@ class journal {
   // Finishes what was asked, then stops: later requests fail.
   virtual void stop() = 0;
   virtual const append_counts& appends() const noexcept = 0;
+  // Whether other nodes may share it (journal_service::shared).
+  virtual bool shared() const noexcept { return false; }
 };
 
 }  // namespace troupe::persistence

@@ -73,6 +73,7 @@ class pg_journal final : public journal {
             read_fn done) override;
   void stop() override;
   const append_counts& appends() const noexcept override { return stats_; }
+  bool shared() const noexcept override { return true; }
 
   // Any thread. Empty while every connection is ready; otherwise why one is
   // not (the last error PostgreSQL or libpq gave, or "connecting").
