@@ -10,8 +10,10 @@ API as an operator would, must hold every acknowledged event, numbered
 writer meant it to have; and of the events persisted together (every
 tenth persist writes three), all or none. The journal sorts its log every
 500 events here, so that the kills also land between, and during, sorts.
+With --postgres, the journal is in a PostgreSQL server of the test's own
+(pg.py) instead: the kills then land between a commit and its answer.
 
-usage: persist_crash_test.py TROUPE_NODE TROUPECTL BUILD_ROOT [SEED]
+usage: persist_crash_test.py TROUPE_NODE TROUPECTL BUILD_ROOT [--postgres] [SEED]
 """
 import os
 import random
@@ -28,7 +30,10 @@ import nodes as nodes_mod
 from harness import check, finish
 
 NODE, CTL, BUILD_ROOT = sys.argv[1:4]
-rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else time.time_ns())
+rest = sys.argv[4:]
+postgres = "--postgres" in rest
+rest = [a for a in rest if a != "--postgres"]
+rng = random.Random(int(rest[0]) if rest else time.time_ns())
 ACTORS = 100
 
 tmp = tempfile.mkdtemp()
@@ -36,6 +41,13 @@ w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
 shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "persist_probe.so"), w.plugin_dir)
 key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
 state = os.path.join(tmp, "state")
+server = None
+STORE = "persistence: { provider: sqlite, sort_after_events: 500 }\n"
+if postgres:
+    import pg
+    server = pg.server()
+    conninfo = w.secret("pg.conninfo", server.conninfo())
+    STORE = f"persistence: {{ provider: postgres, postgres_conninfo_file: {conninfo} }}\n"
 
 # The observer: what the actors said was acknowledged.
 observer_path = os.path.join(tmp, "observer.sock")
@@ -65,7 +77,7 @@ os.environ["TROUPE_PERSIST_OBSERVER"] = observer_path
 
 def start():
     n = nodes_mod.node(w, "writer", key=key, plugins=("persist_probe",), kinds="",
-                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite, sort_after_events: 500 }\n")
+                       node_extra=f", state_dir: {state}", extra=STORE)
     for i in range(ACTORS):
         n.spawn("persist.writer", f"w{i}")
     return n
@@ -107,7 +119,7 @@ try:
     check("each actor's acknowledgements only go up, across the kill", not bad_order, str(list(bad_order.items())[:3]))
 
     n = nodes_mod.node(w, "reader", key=key, plugins=("persist_probe",), kinds="",
-                       node_extra=f", state_dir: {state}", extra="persistence: { provider: sqlite, sort_after_events: 500 }\n")
+                       node_extra=f", state_dir: {state}", extra=STORE)
     lost, gaps, wrong, torn = {}, {}, {}, {}
     stored = 0
     for pid, seqs in told.items():
@@ -139,5 +151,7 @@ try:
 finally:
     w.stop_all()
     observer.close()
+    if server:
+        server.stop()
 
 finish()
