@@ -58,10 +58,11 @@ test-fault: build
 bench: deps
 	$(call setup,$(BENCH_BUILD),-Dbuildtype=release)
 	@ninja -C $(BENCH_BUILD) -j2 test/bench/troupe-bench
+# (with a PostgreSQL server of its own for the persist_pg workloads)
 ifeq ($(REPS),)
-	$(BENCH_BUILD)/test/bench/troupe-bench $(if $(ONLY),--only $(ONLY))
+	test/integration/pg_run.py $(BENCH_BUILD)/test/bench/troupe-bench $(if $(ONLY),--only $(ONLY))
 else
-	@scripts/bench reps $(BENCH_BUILD)/test/bench/troupe-bench $(REPS) $(ONLY)
+	@test/integration/pg_run.py scripts/bench reps $(BENCH_BUILD)/test/bench/troupe-bench $(REPS) $(ONLY)
 endif
 	@case "$(ONLY)" in ""|cluster*) test/bench/cluster_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 	@case "$(ONLY)" in ""|grain*) test/bench/grain_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac

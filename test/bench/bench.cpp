@@ -902,6 +902,12 @@ int main(int argc, char** argv) {
   measure(o, {{"persist_sqlite_1000actors", "events/s"}, {"persist_sqlite_1000actors_events_per_sync", "events"},
               {"persist_append_p99", "us"}},
           heavy_runs, [] { return persist_1000actors(); });
+  if (persist_pg_server().empty() && selected(o, "persist_pg"))
+    std::printf("info: persist_pg skipped: no PostgreSQL server (TROUPE_BENCH_PG; make bench starts one)\n");
+  else
+    measure(o, {{"persist_pg_1000actors", "events/s"}, {"persist_pg_1000actors_events_per_sync", "events"},
+                {"persist_pg_append_p99", "us"}},
+            heavy_runs, [] { return persist_pg_1000actors(); });
   measure(o, {{"recover_1m_events", "events/s"}}, heavy_runs, [] { return std::vector{recover_1m_events()}; });
   measure(o, {{"swim_sim_detect_5_p50", "s"}, {"swim_sim_detect_5_p90", "s"}}, 1, [] { return swim_detect(5, 20); });
   measure(o, {{"swim_sim_detect_50_p50", "s"}, {"swim_sim_detect_50_p90", "s"}}, 1, [] { return swim_detect(50, 10); });

@@ -13,9 +13,11 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <thread>
 
 #include "actor/actor_system.hpp"
 #include "persistence/actor_journal.hpp"
+#include "persistence/pg_journal.hpp"
 #include "persistence/sqlite_journal.hpp"
 #include "system_generated.h"
 #include "test_messages_generated.h"
@@ -41,20 +43,37 @@ struct scratch {
   std::string db() const { return (path / "state.db").string(); }
 };
 
-// The journal and an actor system with it.
+// The journal (SQLite in a scratch folder, or the PostgreSQL server of
+// TROUPE_BENCH_PG) and an actor system with it.
 struct world {
   scratch dir;
-  std::unique_ptr<persistence::sqlite_journal> store;
+  std::unique_ptr<persistence::journal> store;
+  std::function<std::pair<std::uint64_t, std::uint64_t>()> commits_and_events;
   std::unique_ptr<persistence::actor_journal> service;
   std::unique_ptr<actor_system> sys;
-  world() {
-    persistence::sqlite_options o;
-    o.path = dir.db();
-    std::string error;
-    store = persistence::sqlite_journal::open(o, error);
-    if (!store) {
-      std::fprintf(stderr, "persist bench: %s\n", error.c_str());
-      std::exit(1);
+  explicit world(bool postgres = false) {
+    if (postgres) {
+      persistence::pg_options o;
+      o.conninfo = persist_pg_server();
+      auto pg = persistence::pg_journal::open(o);
+      for (int i = 0; i < 1000 && !pg->not_ready().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (!pg->not_ready().empty()) {
+        std::fprintf(stderr, "persist bench: PostgreSQL: %s\n", pg->not_ready().c_str());
+        std::exit(1);
+      }
+      commits_and_events = [p = pg.get()] { return std::pair{p->stats().commits.load(), p->stats().events.load()}; };
+      store = std::move(pg);
+    } else {
+      persistence::sqlite_options o;
+      o.path = dir.db();
+      std::string error;
+      auto sq = persistence::sqlite_journal::open(o, error);
+      if (!sq) {
+        std::fprintf(stderr, "persist bench: %s\n", error.c_str());
+        std::exit(1);
+      }
+      commits_and_events = [p = sq.get()] { return std::pair{p->stats().commits.load(), p->stats().events.load()}; };
+      store = std::move(sq);
     }
     service = std::make_unique<persistence::actor_journal>(*store);
     system_config cfg;
@@ -116,8 +135,11 @@ struct run_result {
   double rate = 0, per_sync = 0, p99 = 0;
 };
 
-run_result run_writers(std::size_t actors, double seconds) {
-  world w;
+run_result run_writers(std::size_t actors, double seconds, bool postgres = false) {
+  world w(postgres);
+  // Ids of their own: a server's database outlives one run.
+  const std::string prefix = "bench-" + std::to_string(::getpid()) + "-" +
+                             std::to_string(clock::now().time_since_epoch().count()) + "/";
   result_sink sink;
   std::vector<std::vector<double>> latencies(actors);
   const clock::time_point t0 = clock::now();
@@ -125,7 +147,7 @@ run_result run_writers(std::size_t actors, double seconds) {
   for (std::size_t i = 0; i < actors; ++i)
     w.sys->root().spawn(share(props::from([&, i] {
       auto a = std::make_unique<writer>();
-      a->id = "bench/" + std::to_string(i);
+      a->id = prefix + std::to_string(i);
       a->until = until;
       a->latencies = &latencies[i];
       a->finished = [&sink](std::uint64_t n) { sink.add(n); };
@@ -138,8 +160,8 @@ run_result run_writers(std::size_t actors, double seconds) {
   std::sort(all.begin(), all.end());
   run_result r;
   r.rate = static_cast<double>(sink.events) / took;
-  const auto commits = w.store->stats().commits.load();
-  r.per_sync = commits ? static_cast<double>(w.store->stats().events.load()) / static_cast<double>(commits) : 0;
+  const auto [commits, events] = w.commits_and_events();
+  r.per_sync = commits ? static_cast<double>(events) / static_cast<double>(commits) : 0;
   r.p99 = all.empty() ? 0 : all[all.size() * 99 / 100];
   return r;
 }
@@ -203,6 +225,17 @@ double persist_1actor() { return run_writers(1, 2.0).rate; }
 
 std::vector<double> persist_1000actors() {
   const run_result r = run_writers(1000, 3.0);
+  return {r.rate, r.per_sync, r.p99};
+}
+
+std::string persist_pg_server() {
+  for (const char* name : {"TROUPE_BENCH_PG", "TROUPE_TEST_PG"})
+    if (const char* v = std::getenv(name)) return v;
+  return {};
+}
+
+std::vector<double> persist_pg_1000actors() {
+  const run_result r = run_writers(1000, 3.0, true);
   return {r.rate, r.per_sync, r.p99};
 }
 

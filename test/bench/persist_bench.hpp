@@ -1,7 +1,7 @@
 #pragma once
 // Persistent actors on the SQLite journal (synchronous=full): 100-byte
 // events, one persist in flight per actor, in a folder of their own under
-// TROUPE_BENCH_STATE_DIR (default /var/tmp).
+// TROUPE_BENCH_STATE_DIR (default /var/tmp); and the same on PostgreSQL.
 #include <string>
 #include <vector>
 
@@ -17,6 +17,11 @@ double persist_fsync_baseline_us();
 double persist_1actor();
 // 1,000 actors at once: {events/s, events per sync, append p99 in us}.
 std::vector<double> persist_1000actors();
+// The PostgreSQL server the pg workloads use (TROUPE_BENCH_PG, else
+// TROUPE_TEST_PG: test/integration/pg_run.py starts one); empty: none.
+std::string persist_pg_server();
+// persist_1000actors against it (the journal's default two connections).
+std::vector<double> persist_pg_1000actors();
 // Events per second replayed into an actor recovering 1,000,000 events.
 double recover_1m_events();
 
