@@ -55,6 +55,7 @@ struct world {
     if (postgres) {
       persistence::pg_options o;
       o.conninfo = persist_pg_server();
+      if (const char* c = std::getenv("TROUPE_BENCH_PG_CONNECTIONS")) o.connections = std::atoi(c);
       auto pg = persistence::pg_journal::open(o);
       for (int i = 0; i < 1000 && !pg->not_ready().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
       if (!pg->not_ready().empty()) {

@@ -20,7 +20,8 @@ std::vector<double> persist_1000actors();
 // The PostgreSQL server the pg workloads use (TROUPE_BENCH_PG, else
 // TROUPE_TEST_PG: test/integration/pg_run.py starts one); empty: none.
 std::string persist_pg_server();
-// persist_1000actors against it (the journal's default two connections).
+// persist_1000actors against it (the journal's default two connections;
+// TROUPE_BENCH_PG_CONNECTIONS sets another number).
 std::vector<double> persist_pg_1000actors();
 // Events per second replayed into an actor recovering 1,000,000 events.
 double recover_1m_events();

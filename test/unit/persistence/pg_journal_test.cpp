@@ -131,8 +131,16 @@ TEST_CASE("pg: a conflict in a batch fails nobody else's append; appends share c
   for (int i = 0; i < n; ++i)
     j->append(id("many"), 0, {ev(1, "x")}, [&, i](const outcome& o) { p[i].set_value(o); });
   j->append(taken, 0, {ev(1, "second")}, [&](const outcome& o) { p[n].set_value(o); });
+  // Two appends to one id in the same batch: the first wins, the second is refused.
+  const std::string twice = id("twice");
+  std::promise<outcome> t1, t2;
+  j->append(twice, 0, {ev(1, "one"), ev(1, "two")}, [&](const outcome& o) { t1.set_value(o); });
+  j->append(twice, 0, {ev(1, "other")}, [&](const outcome& o) { t2.set_value(o); });
   for (int i = 0; i < n; ++i) CHECK(p[i].get_future().get().status == result::ok);
   CHECK(p[n].get_future().get().status == result::conflict);
+  CHECK(t1.get_future().get().status == result::ok);
+  CHECK(t2.get_future().get().status == result::conflict);
+  CHECK(read(*j, twice).events.size() == 2);
   CHECK(j->stats().resent.load() == 0);  // a conflict is a row count, never a failed pipeline
   CHECK(j->stats().commits.load() < static_cast<std::uint64_t>(n) / 2);  // group commit
 }
