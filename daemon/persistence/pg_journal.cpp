@@ -184,7 +184,8 @@ struct pg_journal::impl {
 
   pg_options opts;
   pg_stats stats;
-  event_loop loop;
+  std::unique_ptr<event_loop> own_loop;  // when opts.loop is null
+  event_loop& loop;
   std::vector<std::unique_ptr<conn>> conns;
 
   mutable std::mutex mu;  // guards what other threads touch
@@ -202,7 +203,12 @@ struct pg_journal::impl {
   bool drained_set = false;
   timer_handle stop_deadline;
 
-  explicit impl(pg_options o) : opts(std::move(o)), conninfo(opts.conninfo), password(opts.password) {}
+  explicit impl(pg_options o)
+      : opts(std::move(o)),
+        own_loop(opts.loop ? nullptr : std::make_unique<event_loop>()),
+        loop(opts.loop ? *opts.loop : *own_loop),
+        conninfo(opts.conninfo),
+        password(opts.password) {}
 
   void submit(op_ptr o);
   void drain();
@@ -680,7 +686,7 @@ struct pg_journal::impl::conn {
     st = state::down;
     last_error = why;
     j.stats.losses.fetch_add(1, std::memory_order_relaxed);
-    if (!j.outage) {
+    if (!j.outage && !j.stopping) {
       j.outage = true;
       j.tell(true, (was_ready ? "lost the connection to PostgreSQL (" : "cannot connect to PostgreSQL (") + why +
                         "); " + std::to_string(in_flight + queue.size()) +
@@ -807,7 +813,7 @@ std::unique_ptr<pg_journal> pg_journal::open(pg_options o) {
   raw->loop.post([raw] {
     for (auto& c : raw->conns) c->connect();
   });
-  raw->loop.start_thread();
+  if (raw->own_loop) raw->own_loop->start_thread();
   return j;
 }
 
@@ -819,8 +825,20 @@ void pg_journal::stop() {
     if (impl_->stopped) return;
     impl_->stopped = true;
   }
-  std::future<void> drained = impl_->drained.get_future();
   impl* i = impl_.get();
+  if (i->loop.on_loop_thread()) {
+    // On the loop itself (the node's, as it ends): nothing can be waited
+    // for here. What is unanswered fails; the sockets close now.
+    i->drain();
+    i->stopping = true;
+    for (auto& c : i->conns) {
+      c->retry.cancel();
+      c->down("the node is stopping");
+    }
+    i->check_drained();
+    return;
+  }
+  std::future<void> drained = i->drained.get_future();
   i->loop.post([i] {
     i->drain();  // what came before the stop
     i->stopping = true;
@@ -837,7 +855,7 @@ void pg_journal::stop() {
     i->check_drained();
   });
   drained.wait();
-  i->loop.stop();
+  if (i->own_loop) i->own_loop->stop();
 }
 
 void pg_journal::append(std::string id, std::uint64_t expected, std::vector<event> events, done_fn done) {

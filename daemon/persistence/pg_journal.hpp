@@ -2,8 +2,9 @@
 // The journal in PostgreSQL, shared by every node that names the same
 // database: a grain's events follow it to whichever node activates it.
 //
-// - libpq in non-blocking pipeline mode, on a libuv loop of its own (its
-//   sockets watched with uv_poll), over a small pool of connections. An
+// - libpq in non-blocking pipeline mode, on a libuv loop (the node's, or
+//   one of its own; its sockets watched with uv_poll), over a small pool
+//   of connections. An
 //   id always goes to the same connection, so that its requests are
 //   carried out in the order they were made.
 // - Requests waiting on a connection go out together as one pipeline and
@@ -30,9 +31,17 @@
 
 #include "persistence/journal.hpp"
 
+namespace troupe {
+class event_loop;
+}  // namespace troupe
+
 namespace troupe::persistence {
 
 struct pg_options {
+  // The libuv loop its sockets are watched on (the node's); null: a loop
+  // and a thread of its own. With the node's, stop() must be called from
+  // another thread to finish what was asked (on the loop, it fails it).
+  event_loop* loop = nullptr;
   std::string conninfo;  // a libpq connection string or URI
   std::string password;  // empty: libpq's own (PGPASSWORD, ~/.pgpass) or none
   unsigned connections = 2;

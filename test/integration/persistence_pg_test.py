@@ -90,7 +90,11 @@ try:
         seen_on.append(on[0].name)
         if step < 2:
             gone = on[0].name
-            on[0].stop()  # its grains go; the next call activates carol elsewhere
+            t0 = time.time()
+            code = on[0].stop()  # its grains go; the next call activates carol elsewhere
+            check(f"{gone} stops cleanly on SIGTERM ({time.time() - t0:.1f} s), its journal closed without a warning",
+                  code == 0 and not any("PostgreSQL" in l and "warn" in l.lower() for l in on[0].err.lines),
+                  f"exit {code}: " + "\n".join(on[0].err.lines[-5:]))
             t0 = time.time()
             left = until(lambda: all(n.members().get(gone, {}).get("state") in (None, "left", "dead")
                                      for n in nodes if n.p.poll() is None), 15)

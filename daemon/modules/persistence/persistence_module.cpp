@@ -179,6 +179,7 @@ class persistence_module final : public module {
     };
     if (s.provider == "postgres") {
       persistence::pg_options o;
+      o.loop = &ctx.loop();  // its sockets beside the node's others
       o.conninfo = s.postgres_conninfo.text;
       o.password = first_line(s.postgres_password.text);
       o.connections = s.postgres_connections;
@@ -262,6 +263,12 @@ class persistence_module final : public module {
     if (!store_) return;
     sys_->set_journal(nullptr);
     store_->stop();
+  }
+
+  // The node's loop ends: PostgreSQL's sockets, watched on it, close now
+  // (already done when the actors stopped first, as they do on SIGTERM).
+  void loop_closing() override {
+    if (pg_) pg_->stop();
   }
 
 

@@ -41,6 +41,13 @@ std::string sql(const std::string& statement) {
   return v;
 }
 
+pg_options options(std::string conninfo, unsigned connections = 2) {
+  pg_options o;
+  o.conninfo = std::move(conninfo);
+  o.connections = connections;
+  return o;
+}
+
 std::unique_ptr<pg_journal> open(pg_options o = {}) {
   if (o.conninfo.empty()) o.conninfo = server();
   auto j = pg_journal::open(std::move(o));
@@ -123,7 +130,7 @@ TEST_CASE("pg: two nodes racing for the same ids: exactly one wins each, whole",
 }
 
 TEST_CASE("pg: a conflict in a batch fails nobody else's append; appends share commits", "[pg]") {
-  auto j = open(pg_options{.conninfo = server(), .connections = 1});
+  auto j = open(options(server(), 1));
   const std::string taken = id("taken");
   REQUIRE(append(*j, taken, 0, {ev(1, "first")}).status == result::ok);
   constexpr int n = 300;
@@ -146,7 +153,7 @@ TEST_CASE("pg: a conflict in a batch fails nobody else's append; appends share c
 }
 
 TEST_CASE("pg: a statement that fails fails its own request only; the rest of its batch is stored", "[pg]") {
-  auto j = open(pg_options{.conninfo = server(), .connections = 1});
+  auto j = open(options(server(), 1));
   // A persistence id PostgreSQL cannot store (not UTF-8): its statement fails.
   const std::string bad = id("bad") + "\xff\xfe";
   constexpr int n = 50;
@@ -203,13 +210,13 @@ TEST_CASE("pg: a database whose journal is of a newer schema is refused, and lef
   sql("CREATE DATABASE troupe_newer");
   std::string info = server();
   info.replace(info.find("dbname=troupe"), 13, "dbname=troupe_newer");
-  { open(pg_options{.conninfo = info}); }  // creates the tables
+  { open(options(info)); }  // creates the tables
   const std::string other = info;
   PGconn* c = PQconnectdb(other.c_str());
   REQUIRE(PQstatus(c) == CONNECTION_OK);
   PQclear(PQexec(c, "UPDATE troupe_meta SET value = '2' WHERE key = 'schema'"));
   PQfinish(c);
-  auto j = pg_journal::open(pg_options{.conninfo = info});
+  auto j = pg_journal::open(options(info));
   std::string why;
   for (int i = 0; i < 300; ++i) {
     why = j->not_ready();
