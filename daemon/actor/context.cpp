@@ -260,8 +260,15 @@ void context::unbecome() {
 std::uint32_t context::incarnation() const noexcept { return extras_ ? extras_->incarnation : 0; }
 
 void context::stash() {
-  cur_->retain();
-  ex().stash.push_back(cur_);
+  // A delivery's sender is let go when its turn ends (invoke_user), so the
+  // stash keeps a copy of its own that holds it: a request stashed now is
+  // answered when it comes back.
+  troupe::envelope* kept = share_envelope(cur_);
+  if (cur_->sender != nullptr) {
+    cur_->sender->retain();
+    kept->sender = cur_->sender;
+  }
+  ex().stash.push_back(kept);
 }
 
 void context::unstash_all() {

@@ -67,6 +67,35 @@ TEST_CASE("stashed messages are replayed in order before newer ones", "[behavior
   REQUIRE(log.take_n(4) == std::vector<std::string>{"1", "2", "3", "4"});
 }
 
+TEST_CASE("a stashed request keeps its sender: answered when it comes back", "[behavior]") {
+  actor_system sys(small_config());
+  // Stashes numbers until a Text comes, then answers each with its double.
+  pid a = sys.root().spawn(share(props::from([] {
+    struct gate : actor {
+      bool open = false;
+      void receive(context& ctx) override {
+        if (ctx.message<test::Text>()) {
+          open = true;
+          ctx.unstash_all();
+        } else if (auto* n = ctx.message<test::Num>()) {
+          if (!open) return ctx.stash();
+          const auto v = n->n() * 2;
+          ctx.respond<test::Num>([&](auto& b) { return test::CreateNum(b, v); });
+        }
+      }
+    };
+    return std::unique_ptr<actor>(new gate);
+  })));
+  future f1 = sys.root().request_future(a, num(1), std::chrono::seconds(5));
+  future f2 = sys.root().request_future(a, num(2), std::chrono::seconds(5));
+  sys.root().send(a, text("open"));
+  future_result r1 = f1.get_result(), r2 = f2.get_result();
+  REQUIRE(r1.ok());
+  REQUIRE(r2.ok());
+  CHECK(r1.as<test::Num>()->n() == 2);
+  CHECK(r2.as<test::Num>()->n() == 4);
+}
+
 TEST_CASE("held user messages wait in order until released; system messages go on meanwhile", "[behavior]") {
   inbox<std::string> log;
   actor_system sys(small_config());
