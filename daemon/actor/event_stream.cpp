@@ -19,6 +19,7 @@ const char* to_string(dead_letter_reason r) noexcept {
     case dead_letter_reason::peer_queue_full: return "peer_queue_full";
     case dead_letter_reason::unconfirmed: return "unconfirmed";
     case dead_letter_reason::over_budget: return "over_budget";
+    case dead_letter_reason::unhandled: return "unhandled";
   }
   return "unknown";
 }

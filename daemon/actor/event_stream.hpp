@@ -38,8 +38,9 @@ enum class dead_letter_reason : std::uint8_t {
   unconfirmed = 9,     // sent to another node, which never acknowledged it and will not
   over_budget = 10,    // the process's queued messages had reached their budget
   stale = 11,          // its PID names an earlier start (generation) of the target's node
+  unhandled = 12,      // the actor that got it said it does not handle it
 };
-inline constexpr std::size_t dead_letter_reason_count = 12;
+inline constexpr std::size_t dead_letter_reason_count = 13;
 const char* to_string(dead_letter_reason r) noexcept;
 
 struct dead_letter_event {

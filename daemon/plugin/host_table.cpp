@@ -349,6 +349,36 @@ std::uint64_t last_seq(troupe_ctx* c) {
   return a != nullptr ? a->last_seq() : 0;
 }
 
+int become(troupe_ctx* c, int (*receive)(void*, troupe_ctx*, const troupe_message*), int stacked) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || receive == nullptr) return TROUPE_ERR_ARGUMENT;
+  return a->become(c, receive, stacked != 0);
+}
+
+int unbecome(troupe_ctx* c) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  return a->unbecome(c);
+}
+
+int stash(troupe_ctx* c) {
+  if (actor_of(c) == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  c->ctx->stash();
+  return TROUPE_OK;
+}
+
+int unstash_all(troupe_ctx* c) {
+  if (actor_of(c) == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  c->ctx->unstash_all();
+  return TROUPE_OK;
+}
+
+int unhandled(troupe_ctx* c) {
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
+  return a->unhandled(c);
+}
+
 const char* persistence_id(troupe_ctx* c, std::size_t* len) {
   plugin_actor* a = actor_of(c);
   if (a == nullptr || a->persistence_id().empty()) return nullptr;
@@ -404,6 +434,11 @@ const troupe_host_api host_api = {
     &delete_events,
     &last_seq,
     &persistence_id,
+    &become,
+    &unbecome,
+    &stash,
+    &unstash_all,
+    &unhandled,
 };
 
 }  // namespace troupe::plugin::detail

@@ -13,7 +13,9 @@ plugin_actor::~plugin_actor() {
   }
 }
 
-void plugin_actor::receive(context& ctx) {
+void plugin_actor::receive(context& ctx) { receive_with(ctx, k_->def.receive); }
+
+void plugin_actor::receive_with(context& ctx, receive_fn fn) {
   envelope& e = ctx.envelope();
   std::string why;
   if ((e.flags & envelope::trusted) == 0 && !k_->h->verify(e, why)) {
@@ -36,7 +38,45 @@ void plugin_actor::receive(context& ctx) {
     if (k_->persistent && ctx.type() == type_id_of<troupe::system::Started>()) return recover(ctx, frame);
   }
   const troupe_message m{e.type, e.data, e.size};
-  if (k_->def.receive(instance_, &frame, &m) != 0) failed(frame, "receive failed");
+  if (fn(instance_, &frame, &m) != 0) failed(frame, "receive failed");
+}
+
+int plugin_actor::become(troupe_ctx* frame, receive_fn fn, bool stacked) {
+  context& ctx = *frame->ctx;
+  // The behaviour lives in the context; it reaches this actor through its
+  // lifetime, so that one left over never runs on a successor.
+  behavior b = [this, fn, alive = lifetime()](context& c) {
+    if (!alive.expired()) receive_with(c, fn);
+  };
+  if (stacked)
+    ctx.become_stacked(std::move(b));
+  else
+    ctx.become(std::move(b));
+  ++behaviours_;
+  if (!stacked) behaviours_ = 1;
+  return TROUPE_OK;
+}
+
+int plugin_actor::unbecome(troupe_ctx* frame) {
+  if (behaviours_ == 0) return TROUPE_ERR_STATE;
+  --behaviours_;
+  frame->ctx->unbecome();
+  return TROUPE_OK;
+}
+
+int plugin_actor::unhandled(troupe_ctx* frame) {
+  context& ctx = *frame->ctx;
+  envelope& e = ctx.envelope();
+  // Only what some plugin declared is a user's message to answer for;
+  // lifecycle messages, cluster events and Terminated are let go.
+  if (!k_->h->declares(e.type)) return TROUPE_OK;
+  envelope* copy = share_envelope(&e);
+  if (e.sender != nullptr) {
+    e.sender->retain();
+    copy->sender = e.sender;
+  }
+  ctx.system().dead_letter(copy, &ctx, dead_letter_reason::unhandled);
+  return TROUPE_OK;
 }
 
 // ---------------------------------------------------------------- persistence

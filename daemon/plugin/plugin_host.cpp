@@ -31,6 +31,11 @@ bool host::verify(const envelope& e, std::string& why) const {
   return false;
 }
 
+bool host::declares(type_id type) const {
+  std::lock_guard lock(mu_);
+  return types_->types.count(type) != 0;
+}
+
 std::vector<message_type_info> host::message_types() const {
   std::lock_guard lock(mu_);
   std::vector<message_type_info> out;

@@ -112,6 +112,8 @@ class host : public std::enable_shared_from_this<host> {
   // Checks a message of untrusted origin against the schema of its type,
   // when a plugin declared one; false (with the reason) if it does not verify.
   bool verify(const envelope& e, std::string& why) const;
+  // Whether a loaded plugin's schema declares the type (a user's message).
+  bool declares(type_id type) const;
 
   // Message types the loaded plugins declare, sorted by name.
   std::vector<message_type_info> message_types() const;

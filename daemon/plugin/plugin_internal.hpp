@@ -116,6 +116,12 @@ class plugin_actor final : public actor {
 
   void receive(context& ctx) override;
 
+  // Behaviours, stash and unhandled messages (ABI 1.6).
+  using receive_fn = int (*)(void*, troupe_ctx*, const troupe_message*);
+  int become(troupe_ctx* frame, receive_fn fn, bool stacked);
+  int unbecome(troupe_ctx* frame);
+  int unhandled(troupe_ctx* frame);
+
   std::uint64_t add_timer(timer_handle h) {
     if (timers_.size() >= 2 * timers_kept_ + 8) {
       std::erase_if(timers_, [](const auto& kv) { return !kv.second.pending(); });
@@ -162,6 +168,9 @@ class plugin_actor final : public actor {
   }
 
  private:
+  // The current message through `fn` (the kind's receive or a behaviour):
+  // verified, then handed to the plugin in a frame of its own.
+  void receive_with(context& ctx, receive_fn fn);
   // Started, for a persistent kind: the instance is made, recovers, and
   // only then gets Started.
   void recover(context& ctx, troupe_ctx& frame);
@@ -187,6 +196,7 @@ class plugin_actor final : public actor {
   std::uint64_t cluster_sub_ = 0;
   std::shared_ptr<void> lifetime_ = std::make_shared<char>(0);
   std::string pid_;                 // persistence id
+  unsigned behaviours_ = 0;         // set by become() on the context, as unbecome() can take them off
   std::uint64_t seq_ = 0;           // the last event's number
   std::uint64_t reserved_ = 0;      // ... with those on their way to the journal
 };

@@ -399,6 +399,8 @@ void answer_request(plugin::host& plugins, const admin_request& r, const std::st
                            troupe::system::EnumNameDeadLetterReason(reason) + "): its node could not be reached");
       if (reason == troupe::system::DeadLetterReason::MailboxFull)
         return r.error(503, "mailbox_full", "'" + id + "' has a full mailbox; try again later");
+      if (reason == troupe::system::DeadLetterReason::Unhandled)
+        return r.error(422, "unhandled", "'" + id + "' does not handle this message (in its current behaviour)");
       if (reason == troupe::system::DeadLetterReason::OverBudget)
         return r.error(503, "over_budget",
                        "the node's queued messages are at their budget (node.max_queued_bytes); "

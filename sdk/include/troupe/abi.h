@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 5
+#define TROUPE_ABI_MINOR 6
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -284,6 +284,31 @@ typedef struct troupe_host_api {
   uint64_t (*last_seq)(troupe_ctx* ctx);
   /* Its persistence id, `*len` set to its length; NULL when it has none. */
   const char* (*persistence_id)(troupe_ctx* ctx, size_t* len);
+
+  /* ---- ABI 1.6: behaviours, stash, unhandled messages ---- */
+  /* From the next message on, `receive` (called with the actor's instance,
+   * like the kind's own) handles this actor's messages, lifecycle ones
+   * included, instead of the kind's receive or the current behaviour.
+   * `stacked` 0: it replaces every behaviour; 1: it goes on top, and
+   * unbecome() returns to the one below. A restart returns to the kind's
+   * receive. */
+  int (*become)(troupe_ctx* ctx, int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* msg),
+                int stacked);
+  /* Back to the behaviour below (the kind's receive when there is none).
+   * TROUPE_ERR_STATE when no behaviour is set. */
+  int (*unbecome)(troupe_ctx* ctx);
+  /* Keeps the current message aside (sender included) ... */
+  int (*stash)(troupe_ctx* ctx);
+  /* ... and puts every kept one back, in order, before the messages that
+   * came meanwhile (after those already being put back). */
+  int (*unstash_all)(troupe_ctx* ctx);
+  /* The current message is one this actor does not handle: a message of a
+   * type a plugin declared becomes a dead letter with reason unhandled
+   * (counted, logged at a bounded rate; a request's sender gets a
+   * troupe.system.DeadLetterResponse at once instead of waiting for its
+   * timeout). Other messages (lifecycle, cluster events, Terminated) are
+   * let go. */
+  int (*unhandled)(troupe_ctx* ctx);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -293,6 +293,13 @@ class Grain {
   std::string kind_, identity_;
 };
 
+class Context;
+namespace detail {
+// A behaviour's entry point (become): the actor's method M.
+template <auto M>
+int behave(void* instance, troupe_ctx* c, const troupe_message* m);
+}  // namespace detail
+
 // What an actor's handler works with: the current message, sending,
 // spawning, timers. Valid during the call that received it only.
 class Context {
@@ -318,10 +325,18 @@ class Context {
   template <class T>
   const T* message() const noexcept {
     if (m_->type != type_id_of<T>()) return nullptr;
+    took_ = true;
     return flatbuffers::GetRoot<T>(m_->data);
   }
   // Its bytes (a FlatBuffers buffer).
-  std::span<const std::uint8_t> bytes() const noexcept { return {m_->data, m_->size}; }
+  std::span<const std::uint8_t> bytes() const noexcept {
+    took_ = true;
+    return {m_->data, m_->size};
+  }
+  // Whether the handler took the message: read it (message<T>() found it,
+  // or bytes()), answered, forwarded or stashed it. A message the handler
+  // did not take goes to Actor::unhandled().
+  bool took_message() const noexcept { return took_; }
   // Who sent it: set for requests, empty for plain sends.
   Pid sender() const noexcept { return Pid::borrow(detail::host->sender(c_)); }
   Pid self() const noexcept { return Pid::borrow(detail::host->self(c_)); }
@@ -345,6 +360,7 @@ class Context {
   // Replies to the sender of the current message (a dead letter if none).
   template <class T, class F>
   void respond(F&& fill) {
+    took_ = true;
     auto b = detail::build<T>(std::forward<F>(fill));
     check(detail::host->respond(c_, type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT),
           "respond");
@@ -355,10 +371,53 @@ class Context {
   }
   // Replies with bytes that were not built here.
   void respond_bytes(type_id type, std::span<const std::uint8_t> bytes) {
+    took_ = true;
     check(detail::host->respond(c_, type, bytes.data(), bytes.size(), 0), "respond");
   }
   // Passes the current message on, keeping its sender.
-  void forward(const Pid& to) { check(detail::host->forward(c_, to.get()), "forward"); }
+  void forward(const Pid& to) {
+    took_ = true;
+    check(detail::host->forward(c_, to.get()), "forward");
+  }
+
+  // ---- behaviours and stash (ABI 1.6) ----
+  // From the next message on, method M of this actor's class (a
+  // `void M(troupe::Context&)`) handles its messages instead of receive();
+  // the lifecycle ones still go to stopping(), stopped(), restarting().
+  //   ctx.become<&Connection::connected>();
+  template <auto M>
+  void become() {
+    require_16("become");
+    check(detail::host->become(c_, &detail::behave<M>, 0), "become");
+  }
+  // As become, on top of the current behaviour: unbecome() returns to it.
+  template <auto M>
+  void become_stacked() {
+    require_16("become_stacked");
+    check(detail::host->become(c_, &detail::behave<M>, 1), "become_stacked");
+  }
+  // Back to the behaviour below (receive() when there is none).
+  void unbecome() {
+    require_16("unbecome");
+    check(detail::host->unbecome(c_), "unbecome");
+  }
+  // Keeps the current message (and its sender) aside ...
+  void stash() {
+    require_16("stash");
+    took_ = true;
+    check(detail::host->stash(c_), "stash");
+  }
+  // ... and puts every kept one back, in order, ahead of what came since.
+  void unstash_all() {
+    require_16("unstash_all");
+    check(detail::host->unstash_all(c_), "unstash_all");
+  }
+  // The current message is not this actor's to handle: a message of a type a
+  // plugin declared becomes a dead letter with reason unhandled (a
+  // request's sender hears at once). Actor::unhandled()'s default.
+  void unhandled() {
+    if (TROUPE_HOST_HAS(detail::host, unhandled)) detail::host->unhandled(c_);
+  }
 
   // ---- children and lifecycle ----
   // Spawns a child of a registered kind (this plugin's or another's).
@@ -535,6 +594,10 @@ class Context {
   static void require(bool has, const char* what) {
     if (!has) throw Error(std::string(what) + " needs a node with ABI 1.3", TROUPE_ERR_STATE);
   }
+  static void require_16(const char* what) {
+    if (!TROUPE_HOST_HAS(detail::host, unhandled))
+      throw Error(std::string(what) + " needs a node with ABI 1.6", TROUPE_ERR_STATE);
+  }
   void check(int status, const char* what) const {
     if (status != TROUPE_OK)
       throw Error(std::string(what) + " failed (status " + std::to_string(status) + ")", status);
@@ -543,6 +606,7 @@ class Context {
   troupe_ctx* c_;
   const troupe_message* m_;
   troupe_message own_{};
+  mutable bool took_ = false;
 };
 
 // What a plugin's actor classes derive from. One instance handles one
@@ -557,6 +621,9 @@ class Actor {
   virtual void stopping(Context&) {}
   virtual void stopped(Context&) {}
   virtual void restarting(Context&) {}
+  // A message the handler did not take (Context::took_message): by default
+  // a dead letter with reason unhandled, when a plugin declared its type.
+  virtual void unhandled(Context& ctx) { ctx.unhandled(); }
 };
 
 // What the classes of persistent kinds derive from (Plugin::persistent).
@@ -609,8 +676,10 @@ void* create(void*, troupe_ctx* c) {
   return a;
 }
 
-template <class A>
-int receive(void* instance, troupe_ctx* c, const troupe_message* m) {
+// The lifecycle messages to their hooks; any other to `handle`, then to
+// unhandled() when the handler did not take it.
+template <class A, class H>
+int dispatch(void* instance, troupe_ctx* c, const troupe_message* m, H&& handle) {
   bool ok = guarded(c, [&] {
     Context ctx(c, m);
     A& a = *static_cast<A*>(instance);
@@ -619,10 +688,31 @@ int receive(void* instance, troupe_ctx* c, const troupe_message* m) {
       case stopping_type: a.stopping(ctx); break;
       case stopped_type: a.stopped(ctx); break;
       case restarting_type: a.restarting(ctx); break;
-      default: a.receive(ctx); break;
+      default:
+        handle(a, ctx);
+        if (!ctx.took_message()) a.unhandled(ctx);
+        break;
     }
   });
   return ok ? 0 : 1;
+}
+
+template <class A>
+int receive(void* instance, troupe_ctx* c, const troupe_message* m) {
+  return dispatch<A>(instance, c, m, [](A& a, Context& ctx) { a.receive(ctx); });
+}
+
+template <class M>
+struct method_class;
+template <class A>
+struct method_class<void (A::*)(Context&)> {
+  using type = A;
+};
+
+template <auto M>
+int behave(void* instance, troupe_ctx* c, const troupe_message* m) {
+  using A = typename method_class<decltype(M)>::type;
+  return dispatch<A>(instance, c, m, [](A& a, Context& ctx) { (a.*M)(ctx); });
 }
 
 template <class R>

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Behaviours, stash and unhandled messages as plugin authors use them, on a
+real node with two real plugins: gate (C++, troupe.hpp) and c_gate (plain
+C11 against abi.h). A door starts closed and keeps the knocks that come
+(stash); opened (become), it answers them in the order they came, then
+the new ones; a stacked behaviour comes off again (unbecome); a restart
+brings back the first behaviour; a message the door does not handle is a
+dead letter with reason `unhandled`, which a requester hears at once (422)
+rather than after its timeout, and which the metrics count.
+
+usage: behaviours_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
+"""
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import nodes as nodes_mod
+from harness import check, finish
+from nodes import metric
+
+NODE, CTL, BUILD_ROOT = sys.argv[1:4]
+
+tmp = tempfile.mkdtemp()
+w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
+for so in ("gate.so", "c_gate.so"):
+    shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", so), w.plugin_dir)
+
+
+def knocks_in_background(n, door, numbers):
+    """Knocks n=... sent one after another (so that they arrive in order),
+    each waiting for its answer on a thread of its own."""
+    answers = {}
+
+    def one(k):
+        answers[k] = n.request(door, "gate.Knock", {"n": k}, timeout_ms=15000)
+
+    threads = []
+    for k in numbers:
+        t = threading.Thread(target=one, args=(k,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.15)
+    return threads, answers
+
+
+def join(threads):
+    for t in threads:
+        t.join()
+
+
+def unhandled_count(n):
+    return metric(n.scrape(), "troupe_dead_letters_total", '{reason="unhandled"}') or 0
+
+
+try:
+    n = nodes_mod.node(w, "doors", plugins=("gate", "c_gate"), kinds="", listen="127.0.0.1:0",
+                       key=w.secret("k", "a-secret-long-enough-for-the-node"))
+    for kind, door, lang in (("gate.door", "d1", "C++"), ("c.door", "c1", "C")):
+        status, body = n.spawn(kind, door)
+        check(f"[{lang}] a door spawns", status == 201, str(body))
+
+        # Closed: knocks wait (stash).
+        threads, answers = knocks_in_background(n, door, [1, 2, 3])
+        time.sleep(0.5)
+        check(f"[{lang}] knocks on a closed door are kept, not answered", not answers, str(answers))
+
+        # Open: become, then every kept knock comes back in, in order.
+        status, _ = n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Open", "message": {}})
+        join(threads)
+        got = {k: a for k, a in answers.items()}
+        ok = all(got.get(k, (0,))[0] == 200 for k in (1, 2, 3))
+        check(f"[{lang}] opened, the door answers the three kept knocks", ok, str(got))
+        if lang == "C++":
+            orders = [got[k][1]["message"].get("order") for k in (1, 2, 3)] if ok else []
+            check("[C++] ... in the order they came (unstash_all keeps it)", orders == [1, 2, 3], str(got))
+            modes = {got[k][1]["message"].get("mode") for k in (1, 2, 3)} if ok else set()
+            check("[C++] ... from the behaviour `open`", modes == {"open"}, str(modes))
+        else:
+            echoed = [got[k][1]["message"].get("n") for k in (1, 2, 3)] if ok else []
+            check("[C] ... each answered with itself", echoed == [1, 2, 3], str(got))
+
+        status, body = n.request(door, "gate.Knock", {"n": 4})
+        check(f"[{lang}] a new knock on the open door is answered at once", status == 200, str(body))
+
+        # A stacked behaviour, and back.
+        n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Peek", "message": {}})
+        if lang == "C++":
+            status, body = n.request(door, "gate.Knock", {"n": 5})
+            check("[C++] become_stacked: the knock is answered by `peeking`",
+                  status == 200 and body["message"].get("mode") == "peeking", str(body))
+            n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Unpeek", "message": {}})
+            status, body = n.request(door, "gate.Knock", {"n": 6})
+            check("[C++] unbecome: back to `open`", status == 200 and body["message"].get("mode") == "open", str(body))
+        else:
+            threads, answers = knocks_in_background(n, door, [5])
+            time.sleep(0.4)
+            check("[C] become stacked: in `peeking` a knock waits", not answers, str(answers))
+            n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Unpeek", "message": {}})
+            join(threads)
+            check("[C] unbecome: back in `open`, the kept knock is answered",
+                  answers.get(5, (0,))[0] == 200 and answers[5][1]["message"].get("n") == 5, str(answers))
+
+        # Unhandled: at once, a 422, and counted.
+        before = unhandled_count(n)
+        t0 = time.time()
+        status, body = n.request(door, "gate.Paint", {"colour": "red"}, timeout_ms=10000)
+        took = time.time() - t0
+        check(f"[{lang}] a message no behaviour handles: the requester hears at once ({took:.2f} s), 422 unhandled",
+              status == 422 and body.get("error", {}).get("code") == "unhandled" and took < 2, str(body))
+        check(f"[{lang}] ... counted as a dead letter with reason unhandled",
+              nodes_mod.poll(lambda: unhandled_count(n), lambda v: v == before + 1, 5) == before + 1)
+
+        # A restart brings back the first behaviour: closed.
+        n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Break", "message": {}})
+        time.sleep(0.3)
+        threads, answers = knocks_in_background(n, door, [7])
+        time.sleep(0.5)
+        check(f"[{lang}] after a failure and restart the door is closed again (the knock waits)", not answers,
+              str(answers))
+        n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Open", "message": {}})
+        join(threads)
+        check(f"[{lang}] ... and opening it lets the knock in", answers.get(7, (0,))[0] == 200, str(answers))
+
+    check("the dead-letter log names the reason unhandled",
+          any("unhandled" in l for l in n.err.lines), "\n".join(n.err.lines[-10:]))
+    n.stop()
+finally:
+    w.stop_all()
+
+finish()
