@@ -7,7 +7,7 @@ node is not ready; PostgreSQL killed with kill -9 under load fails the
 actors writing (they stop with persist_failed, the node stays up, says so
 in its log, its readiness and its metrics) and, once it is back, work goes
 on without a restart, every acknowledged deposit stored; a reload re-reads
-the connection string.
+the connection string and the password file.
 
 usage: persistence_pg_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
@@ -199,6 +199,37 @@ try:
     lone.p.send_signal(1)  # SIGHUP: what systemctl reload sends
     check("a reload re-reads the connection string, and the node becomes ready",
           until(lambda: lone.call("GET", "/readyz")[0] == 200, 15), str(lone.call("GET", "/readyz")))
+
+    # --- a password from its file, re-read on reload ---
+    server.psql("CREATE ROLE vault LOGIN PASSWORD 'the-right-password'", db="troupe")
+    server.psql("GRANT CREATE ON SCHEMA public TO vault; GRANT ALL ON ALL TABLES IN SCHEMA public TO vault", db="troupe")
+    hba = os.path.join(server.data, "pg_hba.conf")
+    with open(hba) as f:
+        rules = f.read()
+    with open(hba, "w") as f:  # this role alone must give its password
+        f.write("host all vault 127.0.0.1/32 scram-sha-256\n" + rules)
+    server.psql("SELECT pg_reload_conf()")
+    vault_info = os.path.join(tmp, "vault.conninfo")
+    with open(vault_info, "w") as f:
+        f.write(server.conninfo().replace("user=troupe", "user=vault") + "\n")
+    password = os.path.join(tmp, "vault.password")
+    with open(password, "w") as f:
+        f.write("a-wrong-password\n")
+    vaulted = nodes_mod.node(w, "vaulted", key=key, listen="127.0.0.6:0", seeds=[], plugins=("bank",), kinds=KINDS,
+                             extra=f"persistence: {{ provider: postgres, postgres_conninfo_file: {vault_info}, "
+                                   f"postgres_password_file: {password} }}\n")
+    status, body = until(lambda: (lambda r: r if "password" in r[1].get("reason", "") else None)(
+        vaulted.call("GET", "/readyz")), 10) or vaulted.call("GET", "/readyz")
+    check("with a wrong password in postgres_password_file the node is not ready, and says so",
+          status == 503 and "password authentication failed" in body.get("reason", ""), str(body))
+    with open(password, "w") as f:
+        f.write("the-right-password\n")
+    vaulted.p.send_signal(1)
+    check("a reload re-reads the password file, and the node becomes ready",
+          until(lambda: vaulted.call("GET", "/readyz")[0] == 200, 15), str(vaulted.call("GET", "/readyz")))
+    got = grain(vaulted, "erin", "bank.Deposit", {"amount": 7})
+    check("... and its journal works as the role that password belongs to",
+          got == ("bank.Balance", {"balance": 7, "seq": 1}), str(got))
 finally:
     w.stop_all()
     server.stop()
