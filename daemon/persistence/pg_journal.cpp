@@ -45,24 +45,34 @@ struct statement {
   std::vector<Oid> types;
 };
 
-// Each answers one row, (written, last): what the request wrote, and the
-// id's last sequence number as the statement found it. A conflict or a
-// refusal is a row count of zero, never an error: in a pipeline an error
-// would fail every request after it up to the commit.
+// In the order of op_kind. A conflict or a refusal is a row saying nothing
+// was written, never an error: in a pipeline an error would fail every
+// request after it up to the commit. The others answer one row, (written,
+// last): what the request wrote, and the id's last sequence number as the
+// statement found it.
 const statement statements[] = {
-    // $1 id, $2 expected, $3 types, $4 data. The head moves from $2 only
-    // if it is still there (a second writer waits for the first's commit
-    // on the row, then finds it moved); the events follow only if it did.
-    {"troupe_append",
-     "WITH ins AS (INSERT INTO troupe_heads (persistence_id, last_seq) "
-     "SELECT $1, cardinality($3::int8[]) WHERE $2 = 0 ON CONFLICT (persistence_id) DO NOTHING RETURNING 1), "
-     "upd AS (UPDATE troupe_heads SET last_seq = $2 + cardinality($3::int8[]) "
-     "WHERE persistence_id = $1 AND last_seq = $2 AND $2 > 0 RETURNING 1), "
+    // Appends to ids that differ, in one statement (one execution for a
+    // batch: most of the server's time per append went to starting and
+    // ending a statement). $1 ids, $2 expected, $3 events each; then per
+    // event: $4 its append (1-based), $5 its place in it (1-based), $6
+    // type, $7 data. An id's head moves from its expected number only if it
+    // is still there (a second writer waits for the first's commit on the
+    // row, then finds it moved); its events follow only if it did. A row
+    // per append: (k, written, its last number as found).
+    {"troupe_append_many",
+     "WITH a AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS a(id, expected, n, k)), "
+     "ins AS (INSERT INTO troupe_heads (persistence_id, last_seq) SELECT id, n FROM a WHERE expected = 0 "
+     "ORDER BY id ON CONFLICT (persistence_id) DO NOTHING RETURNING persistence_id), "
+     "upd AS (UPDATE troupe_heads h SET last_seq = a.expected + a.n FROM a "
+     "WHERE h.persistence_id = a.id AND h.last_seq = a.expected AND a.expected > 0 RETURNING h.persistence_id), "
+     "won AS (SELECT persistence_id FROM ins UNION ALL SELECT persistence_id FROM upd), "
      "ev AS (INSERT INTO troupe_events (persistence_id, seq, type, data) "
-     "SELECT $1, $2 + u.n, u.type, u.data FROM unnest($3::int8[], $4::bytea[]) WITH ORDINALITY AS u(type, data, n) "
-     "WHERE EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM upd) RETURNING 1) "
-     "SELECT (SELECT count(*) FROM ev), (SELECT last_seq FROM troupe_heads WHERE persistence_id = $1)",
-     {text_oid, int8_oid, int8_array_oid, bytea_array_oid}},
+     "SELECT a.id, a.expected + e.i, e.type, e.data FROM unnest($4::int8[], $5::int8[], $6::int8[], $7::bytea[]) "
+     "AS e(k, i, type, data) JOIN a ON a.k = e.k WHERE a.id IN (SELECT persistence_id FROM won) RETURNING 1) "
+     "SELECT a.k, a.id IN (SELECT persistence_id FROM won), h.last_seq "
+     "FROM a LEFT JOIN troupe_heads h ON h.persistence_id = a.id",
+     {text_array_oid, int8_array_oid, int8_array_oid, int8_array_oid, int8_array_oid, int8_array_oid,
+      bytea_array_oid}},
     // $1 id, $2 seq, $3 type, $4 data: stored if $2 is at most the last
     // event; of the older snapshots, the newest one stays.
     {"troupe_snapshot",
@@ -89,28 +99,7 @@ const statement statements[] = {
      "(SELECT 1::int8, seq, type, data FROM troupe_events WHERE persistence_id = $1 "
      "AND seq > greatest($2, coalesce((SELECT seq FROM s), 0)) ORDER BY seq LIMIT $4)",
      {text_oid, int8_oid, bool_oid, int8_oid}},
-    // The appends of a batch whose ids differ, in one statement (one
-    // execution instead of one each: most of the server's time per append
-    // went to starting and ending its statement). $1 ids, $2 expected,
-    // $3 events each; then per event: $4 its append (1-based), $5 its place
-    // in it (1-based), $6 type, $7 data. A row per append: (k, written,
-    // last as found). The same rules as troupe_append, row by row.
-    {"troupe_append_many",
-     "WITH a AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS a(id, expected, n, k)), "
-     "ins AS (INSERT INTO troupe_heads (persistence_id, last_seq) SELECT id, n FROM a WHERE expected = 0 "
-     "ORDER BY id ON CONFLICT (persistence_id) DO NOTHING RETURNING persistence_id), "
-     "upd AS (UPDATE troupe_heads h SET last_seq = a.expected + a.n FROM a "
-     "WHERE h.persistence_id = a.id AND h.last_seq = a.expected AND a.expected > 0 RETURNING h.persistence_id), "
-     "won AS (SELECT persistence_id FROM ins UNION ALL SELECT persistence_id FROM upd), "
-     "ev AS (INSERT INTO troupe_events (persistence_id, seq, type, data) "
-     "SELECT a.id, a.expected + e.i, e.type, e.data FROM unnest($4::int8[], $5::int8[], $6::int8[], $7::bytea[]) "
-     "AS e(k, i, type, data) JOIN a ON a.k = e.k WHERE a.id IN (SELECT persistence_id FROM won) RETURNING 1) "
-     "SELECT a.k, a.id IN (SELECT persistence_id FROM won), h.last_seq, (SELECT count(*) FROM ev) "
-     "FROM a LEFT JOIN troupe_heads h ON h.persistence_id = a.id",
-     {text_array_oid, int8_array_oid, int8_array_oid, int8_array_oid, int8_array_oid, int8_array_oid,
-      bytea_array_oid}},
 };
-constexpr int append_many = 4;  // its place above
 
 void put32(std::string& b, std::uint32_t v) {
   const char c[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
@@ -227,7 +216,7 @@ struct pg_journal::impl::conn {
     bool sync = false;
     std::size_t index = 0;  // the request in flight, or the setup step
     bool got = false;
-    bool many = false;  // the appends of `many` (troupe_append_many)
+    bool appends = false;  // troupe_append_many of appends[index]
   };
 
   impl& j;
@@ -240,7 +229,8 @@ struct pg_journal::impl::conn {
   std::string setup_error, schema_found;
   std::deque<op_ptr> queue;
   std::vector<op_ptr> flight;
-  std::vector<std::size_t> many;  // the requests of flight in troupe_append_many, by its k
+  // The appends of flight, as sent: one statement per group, its requests by k.
+  std::vector<std::vector<std::size_t>> appends;
   std::deque<tag> pending;
   std::string batch_error;
   clock::time_point batch_start;
@@ -418,8 +408,8 @@ struct pg_journal::impl::conn {
       if (!t.sync) {
         if (st == state::setup)
           setup_result(t.index, r, s);
-        else if (t.many)
-          many_result(r, s);
+        else if (t.appends)
+          appends_result(appends[t.index], r, s);
         else
           op_result(*flight[t.index], r, s);
         t.got = true;
@@ -458,37 +448,40 @@ struct pg_journal::impl::conn {
       o->got.detail = o->out.detail;
     }
     // The appends with an id of their own in the batch go as one statement,
-    // first: what else the batch holds for those ids (a snapshot at or below
-    // the last event, a read) holds as well after the appends.
-    many.clear();
-    std::vector<bool> in_many(flight.size(), false);
+    // first; two to one id (rare: an actor waits for its append's answer)
+    // go one statement each, in order. What else the batch holds for those
+    // ids (a snapshot at or below the last event, a read) holds as well
+    // after the appends.
+    appends.assign(1, {});
     for (std::size_t i = 0; i < flight.size(); ++i) {
       const op& o = *flight[i];
       if (o.kind != op_kind::append) continue;
       const bool alone_id = (i == 0 || flight[i - 1]->id != o.id) && (i + 1 == flight.size() || flight[i + 1]->id != o.id);
-      if (alone_id) many.push_back(i);
+      if (alone_id)
+        appends.front().push_back(i);
+      else
+        appends.push_back({i});
     }
-    if (many.size() < 2) many.clear();
-    for (std::size_t i : many) in_many[i] = true;
-    if (!many.empty()) {
-      if (!send_many()) return down(trimmed(PQerrorMessage(pg)));
-      pending.push_back({false, 0, false, true});
+    if (appends.front().empty()) appends.erase(appends.begin());
+    for (std::size_t g = 0; g < appends.size(); ++g) {
+      if (!send_appends(appends[g])) return down(trimmed(PQerrorMessage(pg)));
+      pending.push_back({false, g, false, true});
     }
     for (std::size_t i = 0; i < flight.size(); ++i) {
-      if (in_many[i]) continue;
+      if (flight[i]->kind == op_kind::append) continue;
       if (!send(*flight[i])) return down(trimmed(PQerrorMessage(pg)));
       pending.push_back({false, i, false});
     }
     sync();
   }
 
-  bool send_many() {
+  bool send_appends(const std::vector<std::size_t>& group) {
     std::size_t events = 0;
-    for (std::size_t i : many) events += flight[i]->events.size();
+    for (std::size_t i : group) events += flight[i]->events.size();
     std::vector<std::string> ids, expected, counts, owner, place, types;
-    ids.reserve(many.size());
-    for (std::size_t k = 0; k < many.size(); ++k) {
-      const op& o = *flight[many[k]];
+    ids.reserve(group.size());
+    for (std::size_t k = 0; k < group.size(); ++k) {
+      const op& o = *flight[group[k]];
       ids.push_back(o.id);
       expected.push_back(be64(o.seq));
       counts.push_back(be64(o.events.size()));
@@ -505,7 +498,7 @@ struct pg_journal::impl::conn {
     };
     std::vector<const bytes*> data;
     data.reserve(events);
-    for (std::size_t i : many)
+    for (std::size_t i : group)
       for (const event& e : flight[i]->events) data.push_back(&e.data);
     std::string p[7] = {of(ids, text_oid), of(expected, int8_oid), of(counts, int8_oid), of(owner, int8_oid),
                         of(place, int8_oid), of(types, int8_oid),
@@ -519,10 +512,11 @@ struct pg_journal::impl::conn {
       lengths[i] = static_cast<int>(p[i].size());
       formats[i] = 1;
     }
-    return PQsendQueryPrepared(pg, statements[append_many].name, 7, values, lengths, formats, 1) == 1;
+    return PQsendQueryPrepared(pg, statements[static_cast<int>(op_kind::append)].name, 7, values, lengths, formats,
+                               1) == 1;
   }
 
-  void many_result(PGresult* r, ExecStatusType s) {
+  void appends_result(const std::vector<std::size_t>& group, PGresult* r, ExecStatusType s) {
     if (s == PGRES_FATAL_ERROR) {
       if (batch_error.empty()) batch_error = trimmed(PQresultErrorMessage(r));
       return;
@@ -530,8 +524,8 @@ struct pg_journal::impl::conn {
     if (s != PGRES_TUPLES_OK) return;
     for (int row = 0; row < PQntuples(r); ++row) {
       const std::uint64_t k = column64(r, row, 0);
-      if (k == 0 || k > many.size()) continue;
-      op& o = *flight[many[k - 1]];
+      if (k == 0 || k > group.size()) continue;
+      op& o = *flight[group[k - 1]];
       const bool won = PQgetlength(r, row, 1) == 1 && PQgetvalue(r, row, 1)[0] != 0;
       const std::uint64_t last = column64(r, row, 2);
       o.out = {};
@@ -551,16 +545,7 @@ struct pg_journal::impl::conn {
     p[0] = o.id;
     p[1] = be64(o.seq);
     switch (o.kind) {
-      case op_kind::append:
-        p[2] = binary_array(int8_oid, o.events.size(), [&](std::size_t i) {
-          thread_local std::string b;
-          b = be64(o.events[i].type);
-          return std::pair{reinterpret_cast<const std::uint8_t*>(b.data()), b.size()};
-        });
-        p[3] = binary_array(bytea_oid, o.events.size(), [&](std::size_t i) {
-          return std::pair{o.events[i].data.data(), o.events[i].data.size()};
-        });
-        break;
+      case op_kind::append: return false;  // send_appends
       case op_kind::snapshot:
         p[2] = be64(o.snap.type);
         p[3].assign(reinterpret_cast<const char*>(o.snap.data.data()), o.snap.data.size());
@@ -606,19 +591,6 @@ struct pg_journal::impl::conn {
     const std::uint64_t last = PQntuples(r) == 1 ? column64(r, 0, 1) : 0;
     o.out = {};
     switch (o.kind) {
-      case op_kind::append:
-        if (written == o.events.size()) {
-          o.out.last_seq = o.seq + o.events.size();
-          for (std::size_t i = 0; i < o.events.size(); ++i) o.events[i].seq = o.seq + 1 + i;
-        } else if (written == 0) {
-          o.out = {result::conflict, last,
-                   "another writer appended to " + o.id + " first: its last event is " + std::to_string(last) +
-                       ", not " + std::to_string(o.seq)};
-        } else {
-          o.out = {result::failed, last, "stored " + std::to_string(written) + " of " +
-                                             std::to_string(o.events.size()) + " events: the journal is inconsistent"};
-        }
-        break;
       case op_kind::snapshot:
         o.out.last_seq = last;
         if (written == 0)

@@ -8,10 +8,11 @@
 //   id always goes to the same connection, so that its requests are
 //   carried out in the order they were made.
 // - Requests waiting on a connection go out together as one pipeline and
-//   one implicit transaction (one commit, one WAL flush). An append is one
-//   statement that stores its events only if the id's last sequence number
-//   is the one its writer expects: another writer is a row count of zero,
-//   not an error, so one actor's conflict never fails another's append.
+//   one implicit transaction (one commit, one WAL flush); their appends go
+//   as one statement over arrays, which stores an append's events only if
+//   the id's last sequence number is the one its writer expects: another
+//   writer is a row saying nothing was written, not an error, so one
+//   actor's conflict never fails another's append.
 //   When a statement does fail (say a deadlock), the transaction is lost
 //   for all: each of its requests is sent again alone, and only the one
 //   that fails alone is answered `failed`.
