@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -27,6 +28,12 @@ inline bool is_cluster_event(type_id t) noexcept {
   return false;
 }
 
+// A subscriber of a topic: an actor, or (no actor) the grain (kind, identity).
+struct topic_subscriber {
+  pid actor;
+  std::string kind, identity;
+};
+
 class cluster_view {
  public:
   // Any thread: every member this node knows, itself included, as a
@@ -40,6 +47,17 @@ class cluster_view {
                             std::chrono::nanoseconds timeout) = 0;
   // Any thread: a message to the grain, with no reply.
   virtual void send_grain(std::string_view kind, std::string_view identity, message m) = 0;
+
+  // Any thread: pub-sub (schemas/pubsub.fbs). subscribe and unsubscribe
+  // complete with troupe.pubsub.Acked once the topic has it (or fail as a
+  // grain call does); publish is false when this node refused the message
+  // (too many wait to go out to the topic); publish_reported completes with
+  // the troupe.pubsub.Report of the batch the message went out in, or fails
+  // (no reply: refused here).
+  virtual future subscribe(std::string_view topic, const topic_subscriber& s, std::chrono::nanoseconds timeout) = 0;
+  virtual future unsubscribe(std::string_view topic, const topic_subscriber& s, std::chrono::nanoseconds timeout) = 0;
+  virtual bool publish(std::string_view topic, message m) = 0;
+  virtual future publish_reported(std::string_view topic, message m, std::chrono::nanoseconds timeout) = 0;
 
  protected:
   ~cluster_view() = default;

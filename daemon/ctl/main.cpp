@@ -257,6 +257,16 @@ int main(int argc, char** argv) {
   grains->add_option("--kind", kind_filter, "only grains of this kind");
   grains->add_option("--limit", limit, "at most this many (default 1000)");
 
+  auto* publish = app.add_subcommand("publish", "publish a message to a topic of the cluster");
+  std::string topic;
+  bool report = false;
+  publish->add_option("TOPIC", topic, "the topic, like news")->required();
+  publish->add_option("TYPE", type, "the message type, like news.Headline")->required();
+  publish->add_option("JSON", message, "the message as a JSON object")->required();
+  publish->add_flag("--report", report, "wait for the delivery report, and print who did not get it");
+  auto* subscribers = app.add_subcommand("subscribers", "the subscribers of a topic");
+  subscribers->add_option("TOPIC", topic, "the topic")->required();
+
   auto* journal = app.add_subcommand("journal", "a persistent actor's events, as JSON");
   std::string persistence_id;
   unsigned long long after = 0;
@@ -417,6 +427,28 @@ int main(int argc, char** argv) {
                                 "?timeout_ms=" + std::to_string(timeout_ms),
                     &body);
       if (!as_json) print_reply(out, false);
+    } else if (publish->parsed()) {
+      const json body = parse_message(message);
+      out = cl.call("POST", "/v1/topics/" + client::escape(topic) + "/" + client::escape(type) +
+                                (report ? "?report=true" : ""),
+                    &body);
+      if (!as_json && report) {
+        std::printf("delivered to %s subscribers\n", text(out["delivered"]).c_str());
+        for (const auto& f : out["failures"])
+          std::printf("not delivered to %s: %s\n", text(f.contains("grain") ? f["grain"] : f["actor"]).c_str(),
+                      text(f["reason"]).c_str());
+      } else if (!as_json) {
+        std::printf("published to %s\n", topic.c_str());
+      }
+    } else if (subscribers->parsed()) {
+      out = cl.call("GET", "/v1/topics/" + client::escape(topic) + "/subscribers");
+      if (!as_json) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& s : out["subscribers"])
+          rows.push_back(s.contains("grain") ? std::vector<std::string>{text(s["grain"]), "grain"}
+                                             : std::vector<std::string>{text(s["actor"]), "actor"});
+        table({"SUBSCRIBER", "WHAT"}, rows);
+      }
     } else if (journal->parsed()) {
       std::string path = "/v1/journal/" + client::escape(persistence_id) + "?after=" + std::to_string(after);
       if (journal->count("--limit") > 0) path += "&limit=" + std::to_string(limit);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "plugin/plugin_internal.hpp"
+#include "pubsub_generated.h"
 #include "system_generated.h"
 
 namespace troupe::plugin::detail {
@@ -272,6 +273,18 @@ const char* identity(troupe_ctx* c, std::size_t* len) {
   return id->c_str();
 }
 
+// How a request's future ended, as the ABI says it.
+int reply_status(future_status s) {
+  switch (s) {
+    case future_status::completed:
+    case future_status::pending: return TROUPE_REPLY_OK;
+    case future_status::timed_out: return TROUPE_REPLY_TIMEOUT;
+    case future_status::dead_letter: return TROUPE_REPLY_DEAD_LETTER;
+    case future_status::failed: return TROUPE_REPLY_FAILED;
+  }
+  return TROUPE_REPLY_FAILED;
+}
+
 int grain_send(troupe_ctx* c, const char* kind, const char* identity, std::size_t identity_len, std::uint64_t type,
                const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
   if (c == nullptr || c->ctx == nullptr || kind == nullptr || (identity == nullptr && identity_len != 0) ||
@@ -299,17 +312,106 @@ int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::si
                            std::chrono::nanoseconds(timeout_ns));
   c->ctx->reenter_after(f, [held, on_reply, a, alive = a->lifetime()](context& ctx, const future_result& r) {
     if (alive.expired()) return;  // another instance runs now
-    int status = TROUPE_REPLY_OK;
-    switch (r.status) {
-      case future_status::completed:
-      case future_status::pending: break;
-      case future_status::timed_out: status = TROUPE_REPLY_TIMEOUT; break;
-      case future_status::dead_letter: status = TROUPE_REPLY_DEAD_LETTER; break;
-      case future_status::failed: status = TROUPE_REPLY_FAILED; break;
-    }
     troupe_message reply{0, nullptr, 0};
     if (r.reply) reply = {r.reply->type, r.reply->data, r.reply->size};
-    a->run_reply(ctx, on_reply, held->closure, reply, status);
+    a->run_callback(ctx, "on_reply failed", [&](troupe_ctx* frame) {
+      on_reply(held->closure, frame, &reply, reply_status(r.status));
+    });
+  });
+  return TROUPE_OK;
+}
+
+// Subscribe or unsubscribe: this actor, or its grain when it is one.
+int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, bool on,
+                 void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || topic == nullptr || topic_len == 0) return TROUPE_ERR_ARGUMENT;
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  topic_subscriber who;
+  if (const std::string* id = c->ctx->identity()) {
+    who.kind = c->ctx->props().kind;
+    who.identity = *id;
+  } else {
+    who.actor = c->ctx->self();
+  }
+  const std::string_view t(topic, topic_len);
+  constexpr auto timeout = std::chrono::seconds(10);
+  future f = on ? v->subscribe(t, who, timeout) : v->unsubscribe(t, who, timeout);
+  if (on_done == nullptr) return TROUPE_OK;
+  c->ctx->reenter_after(f, [held, on_done, a, alive = a->lifetime()](context& ctx, const future_result& r) {
+    if (alive.expired()) return;
+    const auto* acked = r.reply.as<troupe::pubsub::Acked>();
+    const int status = acked != nullptr ? TROUPE_REPLY_OK : r.ok() ? TROUPE_REPLY_FAILED : reply_status(r.status);
+    a->run_callback(ctx, "on_done failed", [&](troupe_ctx* frame) {
+      on_done(held->closure, frame, status, acked != nullptr ? acked->subscribers() : 0);
+    });
+  });
+  return TROUPE_OK;
+}
+
+int subscribe(troupe_ctx* c, const char* topic, std::size_t topic_len,
+              void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
+  return subscription(c, topic, topic_len, true, on_done, closure, drop);
+}
+
+int unsubscribe(troupe_ctx* c, const char* topic, std::size_t topic_len,
+                void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
+  return subscription(c, topic, topic_len, false, on_done, closure, drop);
+}
+
+int publish(troupe_ctx* c, const char* topic, std::size_t topic_len, std::uint64_t type, const std::uint8_t* data,
+            std::size_t size, std::uint32_t flags) {
+  if (c == nullptr || c->ctx == nullptr || topic == nullptr || topic_len == 0 || (data == nullptr && size != 0))
+    return TROUPE_ERR_ARGUMENT;
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  return v->publish(std::string_view(topic, topic_len), message::adopt(make(type, data, size, flags))) ? TROUPE_OK
+                                                                                                        : TROUPE_ERR_BUSY;
+}
+
+int publish_reported(troupe_ctx* c, const char* topic, std::size_t topic_len, std::uint64_t type,
+                     const std::uint8_t* data, std::size_t size, std::uint32_t flags, std::uint64_t timeout_ns,
+                     void (*on_report)(void*, troupe_ctx*, int, const troupe_publish_report*), void* closure,
+                     void (*drop)(void*)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || topic == nullptr || topic_len == 0 || on_report == nullptr ||
+      (data == nullptr && size != 0) || timeout_ns == 0)
+    return TROUPE_ERR_ARGUMENT;
+  cluster_view* v = c->ctx->system().cluster();
+  if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;
+  future f = v->publish_reported(std::string_view(topic, topic_len), message::adopt(make(type, data, size, flags)),
+                                 std::chrono::nanoseconds(timeout_ns));
+  c->ctx->reenter_after(f, [held, on_report, a, alive = a->lifetime()](context& ctx, const future_result& r) {
+    if (alive.expired()) return;
+    const auto* rep = r.reply.as<troupe::pubsub::Report>();
+    if (rep == nullptr) {
+      const int status = r.ok() ? TROUPE_REPLY_FAILED : reply_status(r.status);
+      return a->run_callback(ctx, "on_report failed",
+                             [&](troupe_ctx* frame) { on_report(held->closure, frame, status, nullptr); });
+    }
+    std::vector<std::string> names;
+    std::vector<troupe_delivery_failure> failures;
+    if (rep->failures() != nullptr) {
+      names.reserve(rep->failures()->size());
+      for (const troupe::pubsub::Failure* f : *rep->failures()) {
+        const auto* s = f->subscriber();
+        auto text = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
+        if (s == nullptr) names.emplace_back();
+        else if (s->kind() != nullptr && s->kind()->size() != 0) names.push_back(text(s->kind()) + "/" + text(s->identity()));
+        else names.push_back(text(s->address()) + "/" + text(s->id()));
+        failures.push_back({nullptr, 0, static_cast<int>(f->reason())});
+      }
+      for (std::size_t i = 0; i < failures.size(); ++i) {
+        failures[i].subscriber = names[i].c_str();
+        failures[i].subscriber_len = names[i].size();
+      }
+    }
+    const troupe_publish_report report{rep->delivered(), failures.size(), failures.data()};
+    a->run_callback(ctx, "on_report failed",
+                    [&](troupe_ctx* frame) { on_report(held->closure, frame, TROUPE_REPLY_OK, &report); });
   });
   return TROUPE_OK;
 }
@@ -439,6 +541,10 @@ const troupe_host_api host_api = {
     &stash,
     &unstash_all,
     &unhandled,
+    &subscribe,
+    &unsubscribe,
+    &publish,
+    &publish_reported,
 };
 
 }  // namespace troupe::plugin::detail

@@ -166,11 +166,5 @@ int plugin_actor::delete_events(troupe_ctx* frame, std::uint64_t to_seq) {
   return TROUPE_OK;
 }
 
-void plugin_actor::run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int),
-                             void* closure, const troupe_message& reply, int status) {
-  troupe_ctx frame{&ctx, k_.get(), k_->plugin, this, {}, false};
-  on_reply(closure, &frame, &reply, status);
-  if (frame.failed) failed(frame, "on_reply failed");
-}
 
 }  // namespace troupe::plugin::detail

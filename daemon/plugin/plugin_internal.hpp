@@ -143,10 +143,16 @@ class plugin_actor final : public actor {
   void unsubscribe_cluster() {
     if (cluster_sub_ != 0) events_->unsubscribe(std::exchange(cluster_sub_, 0));
   }
-  // Runs a grain request's on_reply in this actor's turn, in a frame of
-  // its own (a failure there fails the actor, as one in receive would).
-  void run_reply(context& ctx, void (*on_reply)(void*, troupe_ctx*, const troupe_message*, int), void* closure,
-                 const troupe_message& reply, int status);
+  // Runs a continuation of the plugin's (a grain request's on_reply, a
+  // subscription's on_done, ...) in this actor's turn, in a frame of its
+  // own: `fn(frame)`. A failure there fails the actor, as one in receive
+  // would; `what` names the callback in the log.
+  template <class F>
+  void run_callback(context& ctx, const char* what, F&& fn) {
+    troupe_ctx frame{&ctx, k_.get(), k_->plugin, this, {}, false};
+    fn(&frame);
+    if (frame.failed) failed(frame, what);
+  }
   // Persistence (ABI 1.5), for an actor of a persistent kind.
   int persist(troupe_ctx* frame, const troupe_message* events, std::size_t count,
               void (*on_persisted)(void*, troupe_ctx*, int, std::uint64_t, const char*), void* closure,

@@ -24,6 +24,8 @@
 #include "modules/cluster/cluster_events.hpp"
 #include "modules/cluster/cluster_settings.hpp"
 #include "modules/cluster/grains.hpp"
+#include "modules/cluster/pubsub.hpp"
+#include "pubsub_generated.h"
 #include "node/state_dir.hpp"
 #include "plugin/plugin_host.hpp"
 #include "remote/address.hpp"
@@ -85,7 +87,11 @@ class cluster_module final : public module, public cluster_view {
       log(level::warning, "cluster: this node hosts " + std::to_string(names.size()) + " kinds; only the first " +
                               std::to_string(listed) + " (" + std::to_string(max_kinds_bytes) +
                               " bytes of names) are told to the other members");
-    const std::map<std::string, grain_kind_options, std::less<>> grain_kinds_here = grain_kinds_of(ctx, names);
+    std::map<std::string, grain_kind_options, std::less<>> grain_kinds_here = grain_kinds_of(ctx, names);
+    // Every member hosts the topics of pub-sub (pubsub.hpp). A topic lives
+    // while anybody publishes to it; one idle this long is passivated, and
+    // asks the members for its subscribers again when it comes back.
+    grain_kinds_here[pubsub_service::topic_kind] = {std::chrono::hours(1)};
     const std::string grains = grain_kinds(ctx, grain_kinds_here);
     warn_about_local_state(ctx, grain_kinds_here, transport_->address());
     machine_ = std::make_unique<cluster::membership>(
@@ -167,6 +173,21 @@ class cluster_module final : public module, public cluster_view {
     }
     ctx.add_metrics([g = grains_->shared_counters()](std::vector<prometheus::MetricFamily>& out) { g->collect(out); });
     ctx.add_route([this](const admin_request& r) { return grain_route(r); });
+    const pubsub_settings& ps = c.get(pubsub_section());
+    pubsub_options po;
+    po.batch_size = ps.batch_size;
+    po.batch_delay = std::chrono::microseconds(ps.batch_delay_us);
+    po.max_pending = ps.max_pending;
+    po.timeout = std::chrono::milliseconds(ps.timeout_ms);
+    po.metric_topics = ps.metric_topics;
+    pubsub_ = std::make_unique<pubsub_service>(ctx.system(), *grains_, std::move(po));
+    ctx.system().kinds().add(pubsub_service::topic_kind, pubsub_->topic_props());
+    if (!pubsub_->start(error)) {
+      log(level::error, "cluster: " + error);
+      return 1;
+    }
+    ctx.add_metrics([p = pubsub_->shared_counters()](std::vector<prometheus::MetricFamily>& out) { p->collect(out); });
+    ctx.add_route([this](const admin_request& r) { return topic_route(r); });
     log(level::info, "cluster: member " + n.name + " at " + address + ", generation " + std::to_string(generation) +
                          "; datagrams on " + listen);
     started_ = now();
@@ -188,6 +209,20 @@ class cluster_module final : public module, public cluster_view {
 
   void send_grain(std::string_view kind, std::string_view identity, message m) override {
     grains_->send(kind, identity, std::move(m), default_grain_timeout);
+  }
+
+  future subscribe(std::string_view topic, const topic_subscriber& s, std::chrono::nanoseconds timeout) override {
+    return pubsub_->subscribe(topic, s, timeout);
+  }
+
+  future unsubscribe(std::string_view topic, const topic_subscriber& s, std::chrono::nanoseconds timeout) override {
+    return pubsub_->unsubscribe(topic, s, timeout);
+  }
+
+  bool publish(std::string_view topic, message m) override { return pubsub_->publish(topic, std::move(m)); }
+
+  future publish_reported(std::string_view topic, message m, std::chrono::nanoseconds timeout) override {
+    return pubsub_->publish_reported(topic, std::move(m), timeout);
   }
 
   void actors_stopped() override {
@@ -328,6 +363,7 @@ class cluster_module final : public module, public cluster_view {
       for (const plugin::plugin_info& p : plugins->plugins())
         for (const std::string& k : p.kinds) version[k] = p.version;
     std::string out;
+    version[pubsub_service::topic_kind] = "1";
     for (const auto& [k, o] : hosted) {
       const std::string item = k + "@" + (version.count(k) ? version[k] : std::string("0"));
       if (out.size() + item.size() + 1 > max_kinds_bytes) {
@@ -576,19 +612,6 @@ class cluster_module final : public module, public cluster_view {
       r.error(404, "not_found", "no such endpoint under /v1/grains (POST /v1/grains/{kind}/{identity}/{type})");
       return true;
     }
-    if (r.method != "POST") {
-      r.error(405, "method_not_allowed", "use POST");
-      return true;
-    }
-    if (ctx_->stopping()) {
-      r.error(503, "stopping", "the node is stopping and admits no new work");
-      return true;
-    }
-    auto* plugins = ctx_->find<plugin::host>();
-    if (plugins == nullptr) {
-      r.error(400, "unknown_type", "this node loads no plugins: no message types");
-      return true;
-    }
     long long timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(default_grain_timeout).count();
     if (const std::string t = r.var("timeout_ms"); !t.empty()) {
       char* end = nullptr;
@@ -599,15 +622,9 @@ class cluster_module final : public module, public cluster_view {
       }
       timeout_ms = v;
     }
-    json body = json::object();
-    if (!r.http->body().empty() && !r.object(body)) return true;
+    plugin::host* plugins = nullptr;
     message m;
-    std::string why;
-    switch (plugins->from_json(p[4], body.dump(), m, why)) {
-      case plugin::codec_status::ok: break;
-      case plugin::codec_status::unknown_type: r.error(400, "unknown_type", why); return true;
-      case plugin::codec_status::mismatch: r.error(400, "schema_mismatch", why); return true;
-    }
+    if (!posted_message(r, p[4], plugins, m)) return true;
     const std::string what = p[2] + "/" + p[3];
     grains_->call(p[2], p[3], std::move(m), std::chrono::milliseconds(timeout_ms))
         .get()
@@ -615,6 +632,112 @@ class cluster_module final : public module, public cluster_view {
           answer_request(*plugins, r, what, timeout_ms, res);
         });
     return true;
+  }
+
+  // A POST's body as a message of `type` (a plugin's, from JSON); false
+  // when it answered the request itself (not a POST, the node stopping, a
+  // body that does not fit the type).
+  bool posted_message(const admin_request& r, const std::string& type, plugin::host*& plugins, message& m) {
+    if (r.method != "POST") {
+      r.error(405, "method_not_allowed", "use POST");
+      return false;
+    }
+    if (ctx_->stopping()) {
+      r.error(503, "stopping", "the node is stopping and admits no new work");
+      return false;
+    }
+    plugins = ctx_->find<plugin::host>();
+    if (plugins == nullptr) {
+      r.error(400, "unknown_type", "this node loads no plugins: no message types");
+      return false;
+    }
+    json body = json::object();
+    if (!r.http->body().empty() && !r.object(body)) return false;
+    std::string why;
+    switch (plugins->from_json(type, body.dump(), m, why)) {
+      case plugin::codec_status::ok: return true;
+      case plugin::codec_status::unknown_type: r.error(400, "unknown_type", why); return false;
+      case plugin::codec_status::mismatch: r.error(400, "schema_mismatch", why); return false;
+    }
+    return false;
+  }
+
+  // POST /v1/topics/{topic}/{type}[?report=true], GET /v1/topics/{topic}/subscribers.
+  bool topic_route(const admin_request& r) {
+    const auto& p = r.path;
+    if (p.size() < 2 || p[1] != "topics") return false;
+    if (p.size() != 4 || p[2].empty()) {
+      r.error(404, "not_found",
+              "no such endpoint under /v1/topics (POST /v1/topics/{topic}/{type}, GET /v1/topics/{topic}/subscribers)");
+      return true;
+    }
+    const std::string topic = p[2];
+    const auto timeout = std::chrono::milliseconds(5000);
+    if (p[3] == "subscribers") {
+      if (!r.get()) {
+        r.error(405, "method_not_allowed", "use GET");
+        return true;
+      }
+      auto* plugins = ctx_->find<plugin::host>();
+      pubsub_->subscribers(topic, timeout).get()->on_complete([r, topic, plugins](future_result res) {
+        const auto* roll = res.reply.as<troupe::pubsub::Roll>();
+        if (!res.ok() || roll == nullptr) {
+          if (plugins != nullptr) return answer_request(*plugins, r, "topic " + topic, 5000, res);
+          return r.error(503, "unavailable", "the topic '" + topic + "' did not answer");
+        }
+        json list = json::array();
+        if (roll->subscribers() != nullptr)
+          for (const troupe::pubsub::Subscriber* s : *roll->subscribers()) list.push_back(subscriber_json(s));
+        r.reply(200, {{"topic", topic}, {"subscribers", std::move(list)}});
+      });
+      return true;
+    }
+    plugin::host* plugins = nullptr;
+    message m;
+    if (!posted_message(r, p[3], plugins, m)) return true;
+    const std::string report = r.var("report");
+    if (report != "true") {
+      if (!pubsub_->publish(topic, std::move(m)))
+        r.error(503, "queue_full", "this node has too many messages waiting to go out to '" + topic +
+                                       "' (pubsub.max_pending); try again later");
+      else
+        r.reply(202, {{"topic", topic}, {"published", true}});
+      return true;
+    }
+    pubsub_->publish_reported(topic, std::move(m), timeout).get()->on_complete([r, topic, plugins](future_result res) {
+      const auto* rep = res.reply.as<troupe::pubsub::Report>();
+      if (res.status == future_status::failed && !res.reply)
+        return r.error(503, "queue_full", "this node has too many messages waiting to go out to '" + topic +
+                                              "' (pubsub.max_pending); try again later");
+      if (!res.ok() || rep == nullptr) return answer_request(*plugins, r, "topic " + topic, 5000, res);
+      json failures = json::array();
+      if (rep->failures() != nullptr)
+        for (const troupe::pubsub::Failure* f : *rep->failures()) {
+          json one = subscriber_json(f->subscriber());
+          one["reason"] = failure_name(f->reason());
+          failures.push_back(std::move(one));
+        }
+      r.reply(200, {{"topic", topic}, {"delivered", rep->delivered()}, {"failures", std::move(failures)}});
+    });
+    return true;
+  }
+
+  static const char* failure_name(troupe::pubsub::FailureReason f) {
+    switch (f) {
+      case troupe::pubsub::FailureReason::Stopped: return "stopped";
+      case troupe::pubsub::FailureReason::NodeLost: return "node_lost";
+      case troupe::pubsub::FailureReason::MailboxFull: return "mailbox_full";
+      case troupe::pubsub::FailureReason::Unreachable: return "unreachable";
+    }
+    return "unknown";
+  }
+
+  static json subscriber_json(const troupe::pubsub::Subscriber* s) {
+    if (s == nullptr) return json::object();
+    if (s->kind() != nullptr && s->kind()->size() != 0)
+      return {{"grain", s->kind()->str() + "/" + (s->identity() ? s->identity()->str() : std::string())}};
+    return {{"actor", (s->address() ? s->address()->str() : std::string()) + "/" + (s->id() ? s->id()->str() : std::string())},
+            {"generation", s->generation()}};
   }
 
   std::string said_by(const cluster::member_event& e) const {
@@ -680,6 +803,7 @@ class cluster_module final : public module, public cluster_view {
   std::vector<std::string> seeds_;
   std::unique_ptr<cluster::membership> machine_;
   std::unique_ptr<grain_service> grains_;
+  std::unique_ptr<pubsub_service> pubsub_;
   std::uint64_t declared_dead_ = 0;
   static constexpr std::chrono::seconds default_grain_timeout{5};
   std::shared_ptr<cluster_counters> counters_ = std::make_shared<cluster_counters>();
@@ -708,5 +832,5 @@ class cluster_module final : public module, public cluster_view {
 
 troupe::node::module_def troupe_module_cluster() {
   using namespace troupe::node;
-  return {"cluster", {&cluster_section()}, {&grain_section()}, [] { return std::make_unique<cluster_module>(); }};
+  return {"cluster", {&cluster_section(), &pubsub_section()}, {&grain_section()}, [] { return std::make_unique<cluster_module>(); }};
 }

@@ -53,6 +53,28 @@ const section<cluster_settings>& cluster_section() {
   return s;
 }
 
+const section<pubsub_settings>& pubsub_section() {
+  static const section<pubsub_settings> s = [] {
+    section<pubsub_settings> p("pubsub",
+                               "Cluster pub-sub: what this node's actors publish to a topic goes to the topic's "
+                               "owner in batches, one batch per topic on its way at a time (docs/pubsub.md).");
+    p.number("batch_size", &pubsub_settings::batch_size, 1, 100000, "messages", "Messages in one batch, at most.")
+        .number("batch_delay_us", &pubsub_settings::batch_delay_us, 0, 1000000, "microseconds",
+                "How long a batch waits for more messages before it goes (0: it goes at once). The "
+                "node's timers tick in milliseconds: a delay under 1 ms waits up to 1 ms.")
+        .number("max_pending", &pubsub_settings::max_pending, 1, 100000000, "messages",
+                "Messages that may wait here to go out to one topic; more are refused and counted "
+                "(troupe_pubsub_delivery_failures_total{reason=\"queue_full\"}).")
+        .number("timeout_ms", &pubsub_settings::timeout_ms, 100, 600000, "milliseconds",
+                "How long a batch, a subscription or a delivery report may take.")
+        .names("metric_topics", &pubsub_settings::metric_topics, "topics",
+               "Topics whose subscribers on this node are exported as troupe_pubsub_subscribers{topic} "
+               "(only these: topics are unbounded).");
+    return p;
+  }();
+  return s;
+}
+
 const section<grain_settings>& grain_section() {
   static const section<grain_settings> s = [] {
     section<grain_settings> g("grain",

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "cluster/membership.hpp"
 #include "node/settings.hpp"
@@ -37,6 +38,17 @@ struct cluster_settings {
 };
 
 const section<cluster_settings>& cluster_section();
+
+// pubsub: how what this node's actors publish is batched.
+struct pubsub_settings {
+  unsigned batch_size = 1000;
+  unsigned batch_delay_us = 1000;
+  unsigned max_pending = 100000;
+  unsigned timeout_ms = 5000;
+  std::vector<std::string> metric_topics;
+};
+
+const section<pubsub_settings>& pubsub_section();
 
 // kinds.<kind>.grain: the kind is a grain kind (a virtual actor, named by
 // kind and identity, activated where the cluster places it).

@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 6
+#define TROUPE_ABI_MINOR 7
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -56,7 +56,8 @@ enum troupe_status {
   TROUPE_ERR_UNKNOWN_KIND = -4,  /* spawn of a kind nobody registered */
   TROUPE_ERR_NAME_TAKEN = -5,    /* spawn with a name that is in use */
   TROUPE_ERR_NOT_FOUND = -6,     /* no such timer, process, ... */
-  TROUPE_ERR_UNAVAILABLE = -7    /* another node that cannot be reached now */
+  TROUPE_ERR_UNAVAILABLE = -7,   /* another node that cannot be reached now */
+  TROUPE_ERR_BUSY = -8           /* refused for now: too much waits already (ABI 1.7) */
 };
 
 /* Log levels for host->log. */
@@ -142,6 +143,27 @@ typedef struct troupe_persistent_def {
 /* The functions the node offers a plugin. `size` is sizeof as the node was
  * built: a plugin built against a newer header checks it before calling
  * anything added later (TROUPE_HOST_HAS). */
+/* Why a subscriber did not get a published message (ABI 1.7). */
+typedef enum troupe_delivery_failure_reason {
+  TROUPE_DELIVERY_STOPPED = 0,      /* it had stopped: it is off the topic now */
+  TROUPE_DELIVERY_NODE_LOST = 1,    /* its node died or left: off the topic too */
+  TROUPE_DELIVERY_MAILBOX_FULL = 2, /* its mailbox was full: this message was dropped for it */
+  TROUPE_DELIVERY_UNREACHABLE = 3   /* its node did not answer in time */
+} troupe_delivery_failure_reason;
+
+typedef struct troupe_delivery_failure {
+  const char* subscriber; /* "address/id" of an actor, "kind/identity" of a grain */
+  size_t subscriber_len;
+  int reason;             /* a troupe_delivery_failure_reason */
+} troupe_delivery_failure;
+
+/* What a batch of publishes came to; valid during the callback. */
+typedef struct troupe_publish_report {
+  uint64_t delivered; /* messages handed to subscribers (one per subscriber) */
+  size_t failure_count;
+  const troupe_delivery_failure* failures;
+} troupe_publish_report;
+
 typedef struct troupe_host_api {
   uint32_t size;
   uint16_t abi_major;
@@ -309,6 +331,38 @@ typedef struct troupe_host_api {
    * timeout). Other messages (lifecycle, cluster events, Terminated) are
    * let go. */
   int (*unhandled)(troupe_ctx* ctx);
+
+  /* ---- ABI 1.7: cluster pub-sub ---- */
+  /* Subscribes this actor to `topic` (a grain's activation subscribes its
+   * grain: a delivery activates it wherever it is placed then). `on_done`
+   * (may be NULL) runs later in this actor's own turn: TROUPE_REPLY_OK once
+   * the topic has the subscription, `subscribers` being how many it has;
+   * otherwise it did not answer in time or could not be reached (the
+   * subscription stands on this node and is offered to the topic again
+   * when it next asks). `drop` as for grain_request. TROUPE_ERR_UNAVAILABLE
+   * when the node has no cluster. */
+  int (*subscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len,
+                   void (*on_done)(void* closure, troupe_ctx* ctx, int status, uint64_t subscribers),
+                   void* closure, void (*drop)(void* closure));
+  /* The same, ending the subscription. */
+  int (*unsubscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len,
+                     void (*on_done)(void* closure, troupe_ctx* ctx, int status, uint64_t subscribers),
+                     void* closure, void (*drop)(void* closure));
+  /* Publishes a message to every subscriber of `topic`, in the order this
+   * node's actors publish, at most once each. TROUPE_ERR_BUSY when this
+   * node has too many messages waiting for the topic already (counted). */
+  int (*publish)(troupe_ctx* ctx, const char* topic, size_t topic_len, uint64_t type, const uint8_t* data,
+                 size_t size, uint32_t flags);
+  /* Publishes and asks for a delivery report: `on_report` runs later in
+   * this actor's own turn with TROUPE_REPLY_OK and the report of the batch
+   * the message went out in (the deliveries made, and each subscriber that
+   * did not get it and why; a subscriber dropped since the topic's last
+   * report is named in this one), or another status and NULL. */
+  int (*publish_reported)(troupe_ctx* ctx, const char* topic, size_t topic_len, uint64_t type,
+                          const uint8_t* data, size_t size, uint32_t flags, uint64_t timeout_ns,
+                          void (*on_report)(void* closure, troupe_ctx* ctx, int status,
+                                            const troupe_publish_report* report),
+                          void* closure, void (*drop)(void* closure));
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

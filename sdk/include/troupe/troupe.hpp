@@ -242,9 +242,34 @@ struct Recovered {
   bool snapshot = false;
 };
 
+// How a subscribe or unsubscribe ended (Context::subscribe's then).
+struct Subscribed {
+  bool ok() const noexcept { return status == TROUPE_REPLY_OK; }
+  int status = TROUPE_REPLY_OK;   // a troupe_reply_status
+  std::uint64_t subscribers = 0;  // the topic's, once ok()
+};
+
+// A delivery report (Context::publish_reported's then): what the batch the
+// message went out in came to.
+struct Report {
+  struct Failure {
+    std::string subscriber;  // "address/id" of an actor, "kind/identity" of a grain
+    troupe_delivery_failure_reason reason;
+  };
+  bool ok() const noexcept { return status == TROUPE_REPLY_OK; }
+  int status = TROUPE_REPLY_OK;  // not ok: no report (timeout, no topic reached, refused here)
+  std::uint64_t delivered = 0;   // messages handed to subscribers, one per subscriber
+  std::vector<Failure> failures;
+};
+
 namespace detail {
+struct no_then {};  // a subscribe with no continuation
 template <class R>
 void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int status);
+template <class R>
+void on_subscribed(void* closure, troupe_ctx* c, int status, std::uint64_t subscribers);
+template <class R>
+void on_report(void* closure, troupe_ctx* c, int status, const troupe_publish_report* report);
 template <class R>
 void on_persisted(void* closure, troupe_ctx* c, int status, std::uint64_t last_seq, const char* why);
 template <class R>
@@ -519,6 +544,49 @@ class Context {
     check(detail::host->passivate(c_), "passivate");
   }
 
+  // ---- pub-sub (ABI 1.7) ----
+  // Subscribes this actor (a grain's activation: its grain, which a
+  // delivery activates) to `topic`: published messages arrive as messages
+  // of their own type. then(Context&, const Subscribed&), optional, runs
+  // later in this actor's own turn once the topic has it.
+  void subscribe(std::string_view topic) { subscription<detail::no_then>(topic, true, nullptr); }
+  template <class Then>
+  void subscribe(std::string_view topic, Then&& then) {
+    subscription(topic, true, new std::decay_t<Then>(std::forward<Then>(then)));
+  }
+  void unsubscribe(std::string_view topic) { subscription<detail::no_then>(topic, false, nullptr); }
+  template <class Then>
+  void unsubscribe(std::string_view topic, Then&& then) {
+    subscription(topic, false, new std::decay_t<Then>(std::forward<Then>(then)));
+  }
+  // Publishes message T to every subscriber of `topic`, wherever it lives:
+  // at most once each, in the order this node's actors publish. Throws
+  // Error (TROUPE_ERR_BUSY) when this node has too many messages waiting
+  // for the topic already.
+  template <class T, class F>
+  void publish(std::string_view topic, F&& fill) {
+    if (!TROUPE_HOST_HAS(detail::host, publish)) throw Error("pub-sub needs a node with ABI 1.7", TROUPE_ERR_STATE);
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->publish(c_, topic.data(), topic.size(), type_id_of<T>(), b.data(), b.size(),
+                                TROUPE_SEND_BUILT),
+          "publish");
+  }
+  // Publishes, and then(Context&, const Report&) runs later in this actor's
+  // own turn with the delivery report of the batch the message went out in.
+  template <class T, class F, class Then>
+  void publish_reported(std::string_view topic, F&& fill, Then&& then,
+                        std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    if (!TROUPE_HOST_HAS(detail::host, publish_reported))
+      throw Error("pub-sub needs a node with ABI 1.7", TROUPE_ERR_STATE);
+    using fn = std::decay_t<Then>;
+    auto b = detail::build<T>(std::forward<F>(fill));
+    auto* closure = new fn(std::forward<Then>(then));
+    check(detail::host->publish_reported(c_, topic.data(), topic.size(), type_id_of<T>(), b.data(), b.size(),
+                                         TROUPE_SEND_BUILT, static_cast<std::uint64_t>(timeout.count()),
+                                         &detail::on_report<fn>, closure, &detail::drop<fn>),
+          "publish_reported");  // the node dropped the closure already
+  }
+
   // ---- persistence (ABI 1.5): actors of a persistent kind ----
   // Stores event T (fill(builder) returns its Offset) in this actor's
   // journal. Its next messages wait until then(Context&, const Persisted&)
@@ -601,6 +669,21 @@ class Context {
   void check(int status, const char* what) const {
     if (status != TROUPE_OK)
       throw Error(std::string(what) + " failed (status " + std::to_string(status) + ")", status);
+  }
+  // Fn: the continuation's type (none when `then` is null).
+  template <class Fn>
+  void subscription(std::string_view topic, bool on, Fn* then) {
+    if (!TROUPE_HOST_HAS(detail::host, subscribe)) {
+      delete then;
+      throw Error("pub-sub needs a node with ABI 1.7", TROUPE_ERR_STATE);
+    }
+    const auto call = on ? detail::host->subscribe : detail::host->unsubscribe;
+    int status;
+    if constexpr (std::is_same_v<Fn, detail::no_then>)
+      status = call(c_, topic.data(), topic.size(), nullptr, nullptr, nullptr);
+    else
+      status = call(c_, topic.data(), topic.size(), &detail::on_subscribed<Fn>, then, &detail::drop<Fn>);
+    check(status, on ? "subscribe" : "unsubscribe");  // the node dropped the closure already
   }
 
   troupe_ctx* c_;
@@ -720,6 +803,31 @@ void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int sta
   guarded(c, [&] {
     Context ctx(c);
     const Reply r(reply, status);
+    (*static_cast<R*>(closure))(ctx, r);
+  });
+}
+
+template <class R>
+void on_subscribed(void* closure, troupe_ctx* c, int status, std::uint64_t subscribers) {
+  guarded(c, [&] {
+    Context ctx(c);
+    const Subscribed s{status, subscribers};
+    (*static_cast<R*>(closure))(ctx, s);
+  });
+}
+
+template <class R>
+void on_report(void* closure, troupe_ctx* c, int status, const troupe_publish_report* report) {
+  guarded(c, [&] {
+    Context ctx(c);
+    Report r;
+    r.status = status;
+    if (report != nullptr) {
+      r.delivered = report->delivered;
+      for (std::size_t i = 0; i < report->failure_count; ++i)
+        r.failures.push_back({std::string(report->failures[i].subscriber, report->failures[i].subscriber_len),
+                              static_cast<troupe_delivery_failure_reason>(report->failures[i].reason)});
+    }
     (*static_cast<R*>(closure))(ctx, r);
   });
 }

@@ -1,0 +1,97 @@
+// Pub-sub kinds for the pub-sub tests and benchmarks, built like a user's
+// plugin: a listener that subscribes when told and keeps every Tick it
+// gets, the same as a grain, and Blast: publish a run of Ticks.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <troupe/troupe.hpp>
+#include "pubsub_messages_generated.h"
+
+namespace {
+
+namespace pp = pubsub_probe;
+
+struct Listener : troupe::Actor {
+  std::vector<std::string> publishers;
+  std::vector<std::uint64_t> numbers;
+  std::string who;
+
+  explicit Listener(troupe::Context& ctx) {
+    who = ctx.identity().empty() ? ctx.self().to_string() : std::string(ctx.identity());
+  }
+
+  void joined(troupe::Context& ctx, const troupe::Subscribed& s) {
+    ctx.respond<pp::Joined>([&](auto& b) { return pp::CreateJoined(b, s.ok(), s.subscribers); });
+  }
+
+  void receive(troupe::Context& ctx) override {
+    if (const auto* t = ctx.message<pp::Tick>()) {
+      publishers.push_back(t->publisher() ? t->publisher()->str() : std::string());
+      numbers.push_back(t->n());
+    } else if (const auto* j = ctx.message<pp::Join>()) {
+      ctx.subscribe(j->topic()->string_view(),
+                    [this](troupe::Context& c, const troupe::Subscribed& s) { joined(c, s); });
+    } else if (const auto* l = ctx.message<pp::Leave>()) {
+      ctx.unsubscribe(l->topic()->string_view(),
+                      [this](troupe::Context& c, const troupe::Subscribed& s) { joined(c, s); });
+    } else if (ctx.message<pp::Seen>()) {
+      answer_log(ctx);
+    } else if (ctx.message<pp::Passivate>()) {
+      answer_log(ctx);
+      ctx.passivate();
+    } else if (const auto* b = ctx.message<pp::Blast>()) {
+      blast(ctx, b);
+    }
+  }
+
+  void answer_log(troupe::Context& ctx) {
+    ctx.respond<pp::Log>([&](auto& b) {
+      std::vector<flatbuffers::Offset<flatbuffers::String>> p;
+      for (const std::string& s : publishers) p.push_back(b.CreateString(s));
+      return pp::CreateLog(b, b.CreateVector(p), b.CreateVector(numbers), b.CreateString(who));
+    });
+  }
+
+  void blast(troupe::Context& ctx, const pp::Blast* b) {
+    const std::string topic = b->topic()->str(), publisher = b->publisher() ? b->publisher()->str() : "";
+    std::uint64_t refused = 0;
+    const std::uint64_t last = b->from() + b->count();
+    for (std::uint64_t n = b->from(); n < last; ++n) {
+      const auto tick = [&](auto& fb) { return pp::CreateTickDirect(fb, publisher.c_str(), n); };
+      try {
+        if (b->report() && n + 1 == last) {
+          ctx.publish_reported<pp::Tick>(topic, tick, [refused](troupe::Context& c, const troupe::Report& r) {
+            std::vector<std::string> who, why;
+            for (const auto& f : r.failures) {
+              who.push_back(f.subscriber);
+              static const char* names[] = {"stopped", "node_lost", "mailbox_full", "unreachable"};
+              why.push_back(f.reason >= 0 && f.reason < 4 ? names[f.reason] : "?");
+            }
+            c.respond<pp::Blasted>([&](auto& fb) {
+              std::vector<flatbuffers::Offset<flatbuffers::String>> w, y;
+              for (const auto& s : who) w.push_back(fb.CreateString(s));
+              for (const auto& s : why) y.push_back(fb.CreateString(s));
+              return pp::CreateBlasted(fb, r.ok(), r.delivered, fb.CreateVector(w), fb.CreateVector(y), refused);
+            });
+          });
+        } else {
+          ctx.publish<pp::Tick>(topic, tick);
+        }
+      } catch (const troupe::Error& e) {
+        if (e.status() != TROUPE_ERR_BUSY) throw;
+        ++refused;
+      }
+    }
+    if (!b->report())
+      ctx.respond<pp::Blasted>([&](auto& fb) { return pp::CreateBlasted(fb, true, 0, 0, 0, refused); });
+  }
+};
+
+}  // namespace
+
+TROUPE_PLUGIN(pubsub_probe, "1.0.0") {
+  plugin.schema(pubsub_probe_bfbs);
+  plugin.kind<Listener>("pubsub.listener");
+  plugin.grain<Listener>("pubsub.grain");
+}
