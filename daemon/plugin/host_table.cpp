@@ -387,7 +387,7 @@ int publish_reported(troupe_ctx* c, const char* topic, std::size_t topic_len, st
   c->ctx->reenter_after(f, [held, on_report, a, alive = a->lifetime()](context& ctx, const future_result& r) {
     if (alive.expired()) return;
     const auto* rep = r.reply.as<troupe::pubsub::Report>();
-    if (rep == nullptr) {
+    if (rep == nullptr || rep->stale()) {  // stale: dropped behind a later batch
       const int status = r.ok() ? TROUPE_REPLY_FAILED : reply_status(r.status);
       return a->run_callback(ctx, "on_report failed",
                              [&](troupe_ctx* frame) { on_report(held->closure, frame, status, nullptr); });

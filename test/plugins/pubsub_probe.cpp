@@ -1,7 +1,9 @@
 // Pub-sub kinds for the pub-sub tests and benchmarks, built like a user's
 // plugin: a listener that subscribes when told and keeps every Tick it
 // gets, the same as a grain, and Blast: publish a run of Ticks.
+#include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -88,10 +90,107 @@ struct Listener : troupe::Actor {
   }
 };
 
+std::int64_t monotonic_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+// Counts deliveries in its handler, for the benchmark.
+struct Counter : troupe::Actor {
+  std::uint64_t count = 0;
+  std::int64_t first = 0, last = 0;
+  std::vector<std::uint64_t> numbers;
+  std::vector<std::int64_t> latencies;
+
+  void receive(troupe::Context& ctx) override {
+    if (const auto* t = ctx.message<pp::Tick>()) {
+      const std::int64_t now = monotonic_ns();
+      if (count++ == 0) first = now;
+      last = now;
+      if (t->sent_ns() != 0) {
+        numbers.push_back(t->n());
+        latencies.push_back(now - t->sent_ns());
+      }
+    } else if (const auto* j = ctx.message<pp::Join>()) {
+      ctx.subscribe(j->topic()->string_view(), [](troupe::Context& c, const troupe::Subscribed& s) {
+        c.respond<pp::Joined>([&](auto& b) { return pp::CreateJoined(b, s.ok(), s.subscribers); });
+      });
+    } else if (ctx.message<pp::Counts>()) {
+      ctx.respond<pp::Counted>([&](auto& b) {
+        return pp::CreateCountedDirect(b, count, first, last, &numbers, &latencies);
+      });
+    } else if (ctx.message<pp::Reset>()) {
+      count = 0;
+      first = last = 0;
+      numbers.clear();
+      latencies.clear();
+      ctx.respond<pp::Counted>([&](auto& b) { return pp::CreateCounted(b); });
+    }
+  }
+};
+
+// Publishes a run of Ticks for the benchmark: flat out in chunks (a chunk
+// a turn, waiting a millisecond when the node says it is busy), or at a
+// rate, one timer tick a millisecond.
+struct Driver : troupe::Actor {
+  std::string topic;
+  std::uint64_t total = 0, sent = 0, rate = 0, busy = 0;
+  bool stamp = false;
+  std::int64_t began = 0;
+  troupe::Pid asker;
+  troupe::Timer timer{};
+
+  void receive(troupe::Context& ctx) override {
+    if (const auto* d = ctx.message<pp::Drive>()) {
+      topic = d->topic()->str();
+      total = d->count();
+      rate = d->rate();
+      stamp = d->stamp();
+      sent = busy = 0;
+      asker = ctx.sender();
+      began = monotonic_ns();
+      if (rate != 0)
+        timer = ctx.send_every<pp::Continue>(std::chrono::milliseconds(1), std::chrono::milliseconds(1), ctx.self(),
+                                             [](auto& b) { return pp::CreateContinue(b); });
+      else
+        ctx.send<pp::Continue>(ctx.self(), [](auto& b) { return pp::CreateContinue(b); });
+    } else if (ctx.message<pp::Continue>()) {
+      if (sent >= total) return;
+      // At a rate: what is due by now; flat out: a chunk.
+      std::uint64_t due = rate != 0 ? (static_cast<std::uint64_t>(monotonic_ns() - began) * rate) / 1000000000 + 1
+                                    : sent + 4096;
+      if (due > total) due = total;
+      while (sent < due) {
+        try {
+          const std::int64_t at = stamp ? monotonic_ns() : 0;
+          ctx.publish<pp::Tick>(topic, [&](auto& b) { return pp::CreateTick(b, 0, sent, at); });
+          ++sent;
+        } catch (const troupe::Error& e) {
+          if (e.status() != TROUPE_ERR_BUSY) throw;
+          ++busy;
+          break;
+        }
+      }
+      if (sent >= total) {
+        if (rate != 0) ctx.cancel(timer);
+        const double seconds = static_cast<double>(monotonic_ns() - began) / 1e9;
+        ctx.send<pp::Driven>(asker, [&](auto& b) { return pp::CreateDriven(b, sent, busy, seconds); });
+      } else if (rate == 0) {
+        if (sent < due) ctx.send_after<pp::Continue>(std::chrono::milliseconds(1), ctx.self(),
+                                                     [](auto& b) { return pp::CreateContinue(b); });
+        else ctx.send<pp::Continue>(ctx.self(), [](auto& b) { return pp::CreateContinue(b); });
+      }
+    }
+  }
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(pubsub_probe, "1.0.0") {
   plugin.schema(pubsub_probe_bfbs);
   plugin.kind<Listener>("pubsub.listener");
   plugin.grain<Listener>("pubsub.grain");
+  plugin.kind<Counter>("pubsub.counter");
+  plugin.kind<Driver>("pubsub.driver");
 }

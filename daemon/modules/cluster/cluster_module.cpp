@@ -709,6 +709,9 @@ class cluster_module final : public module, public cluster_view {
       if (res.status == future_status::failed && !res.reply)
         return r.error(503, "queue_full", "this node has too many messages waiting to go out to '" + topic +
                                               "' (pubsub.max_pending); try again later");
+      if (rep != nullptr && rep->stale())
+        return r.error(503, "not_sent", "the batch came to the topic after a later one (it was sent again "
+                                        "while the topic moved) and was dropped; publish again");
       if (!res.ok() || rep == nullptr) return answer_request(*plugins, r, "topic " + topic, 5000, res);
       json failures = json::array();
       if (rep->failures() != nullptr)

@@ -276,6 +276,16 @@ class topic_actor final : public actor {
   }
 
   void publish(context& ctx, const ps::Publish* p) {
+    // A batch behind a later one of its source (it was retried) is dropped:
+    // at most once, never out of order.
+    const std::string source = std::string(str(p->source())) + "@" + std::to_string(p->source_generation());
+    std::uint64_t& last = sources_[source];
+    if (p->seq() != 0 && p->seq() <= last) {
+      return ctx.respond(make_message<ps::Report>([&](FlatBufferBuilder& b) {
+        return ps::CreateReport(b, 0, 0, 0, 0, true);
+      }));
+    }
+    last = p->seq();
     const std::size_t items = p->items() ? p->items()->size() : 0;
     const bool report = p->report();
     const std::uint64_t batch = report ? ++batches_ : 0;
@@ -421,6 +431,7 @@ class topic_actor final : public actor {
   std::vector<failure> lost_;              // dropped since the last report
   std::map<std::uint64_t, report_rec> reports_;
   std::uint64_t batches_ = 0;
+  std::unordered_map<std::string, std::uint64_t> sources_;  // "address@generation" -> last batch taken
   bool rolling_ = false;
   std::set<std::string> waiting_;  // members yet to answer the roll call
   timer_handle roll_timer_;
@@ -700,13 +711,20 @@ void pubsub_service::enqueue(std::string_view topic, message m, process_ref repo
   counters_->published.fetch_add(1, std::memory_order_relaxed);
   if (o.items.empty()) o.oldest_ns = steady_ns();
   o.items.push_back({std::move(m), std::move(report)});
-  if (o.in_flight) return;  // its reply sends the next batch
-  if (o.items.size() >= opts_.batch_size || opts_.batch_delay.count() == 0) return flush(lock, it->first);
-  if (!o.timer_armed) {
+  if (due(o)) return flush(lock, it->first);
+  if (!o.timer_armed && o.in_flight < max_in_flight) {
     o.timer_armed = true;
     lock.unlock();
     flush_later(std::string(topic));
   }
+}
+
+bool pubsub_service::due(const outgoing& o) const {
+  if (o.items.empty() || o.in_flight >= max_in_flight) return false;
+  // Nothing on its way: no reason to wait. Else a full batch, or one that
+  // has waited long enough, goes beside those on their way.
+  return o.in_flight == 0 || o.items.size() >= opts_.batch_size ||
+         steady_ns() - o.oldest_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.batch_delay).count();
 }
 
 void pubsub_service::flush_later(const std::string& topic) {
@@ -716,7 +734,7 @@ void pubsub_service::flush_later(const std::string& topic) {
     auto it = out_.find(topic);
     if (it == out_.end()) return;
     it->second.timer_armed = false;
-    if (!it->second.in_flight && !it->second.items.empty()) flush(lock, it->first);
+    if (due(it->second)) flush(lock, it->first);
   });
 }
 
@@ -726,7 +744,8 @@ void pubsub_service::flush(std::unique_lock<std::mutex>& lock, const std::string
   std::vector<pending> batch(std::make_move_iterator(o.items.begin()), std::make_move_iterator(o.items.begin() + n));
   o.items.erase(o.items.begin(), o.items.begin() + n);
   if (!o.items.empty()) o.oldest_ns = steady_ns();
-  o.in_flight = true;
+  ++o.in_flight;
+  const std::uint64_t seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   lock.unlock();
   bool report = false;
   for (const pending& p : batch) report = report || static_cast<bool>(p.report);
@@ -734,7 +753,8 @@ void pubsub_service::flush(std::unique_lock<std::mutex>& lock, const std::string
     std::vector<Offset<ps::Item>> items;
     items.reserve(batch.size());
     for (const pending& p : batch) items.push_back(ps::CreateItem(b, p.m->type, b.CreateVector(p.m->data, p.m->size)));
-    return ps::CreatePublish(b, b.CreateVector(items), report);
+    return ps::CreatePublish(b, b.CreateVector(items), report, b.CreateString(sys_.address()), sys_.generation(),
+                             seq);
   });
   std::vector<process_ref> reporters;
   for (pending& p : batch)
@@ -744,11 +764,15 @@ void pubsub_service::flush(std::unique_lock<std::mutex>& lock, const std::string
   future f = grains_.call(topic_kind, topic, std::move(m), opts_.timeout);
   f.get()->on_complete([this, alive = alive_, topic, reporters = std::move(reporters), sent](future_result r) {
     if (!alive->load(std::memory_order_acquire)) return;
-    const bool reached = r.status == future_status::completed && r.reply && r.reply->is<ps::Report>();
+    const auto* rep = r.status == future_status::completed ? r.reply.as<ps::Report>() : nullptr;
+    const bool reached = rep != nullptr && !rep->stale();
     if (!reached) counters_->fail(delivery_failure::not_sent, sent);
     for (const process_ref& p : reporters) {
       auto* fp = static_cast<future_process*>(p.get());
-      if (r.reply) {
+      if (rep != nullptr && rep->stale()) {
+        r.reply->retain();  // dropped: it came after a later batch
+        fp->complete(future_status::failed, r.reply.get());
+      } else if (r.reply) {
         r.reply->retain();
         fp->complete(reached ? future_status::completed : r.status, r.reply.get());
       } else {
@@ -759,13 +783,12 @@ void pubsub_service::flush(std::unique_lock<std::mutex>& lock, const std::string
     auto it = out_.find(topic);
     if (it == out_.end()) return;
     outgoing& o = it->second;
-    o.in_flight = false;
+    --o.in_flight;
     if (o.items.empty()) {
-      out_.erase(it);  // no memory kept for a topic nobody publishes to now
+      if (o.in_flight == 0) out_.erase(it);  // no memory kept for a topic nobody publishes to now
       return;
     }
-    const auto waited = std::chrono::nanoseconds(steady_ns() - o.oldest_ns);
-    if (o.items.size() >= opts_.batch_size || waited >= opts_.batch_delay) return flush(lock, topic);
+    if (due(o)) return flush(lock, topic);
     if (!o.timer_armed) {
       o.timer_armed = true;
       lock.unlock();

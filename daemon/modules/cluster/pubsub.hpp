@@ -13,9 +13,12 @@
 //   anything), hands each delivered message to them sharing one copy of the
 //   payload, and reports who did not get it.
 // - Publishing: what a node's actors publish to one topic waits here until
-//   a batch is full or its delay is up, then goes to the topic as one call;
-//   one batch per topic is on its way at a time, so that a publisher's
-//   messages arrive in order. The call's reply is the batch's Report.
+//   it goes to the topic as one call: at once when no batch of the topic is
+//   on its way, else when it is full or has waited the batch delay (up to
+//   a few batches on their way at once). Batches are numbered, and the
+//   topic drops one that comes after a later one, so that a publisher's
+//   messages are never delivered out of order. The call's reply is the
+//   batch's Report.
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -105,13 +108,16 @@ class pubsub_service {
   };
   struct outgoing {
     std::vector<pending> items;
-    bool in_flight = false;
+    unsigned in_flight = 0;  // batches on their way
     bool timer_armed = false;
     std::int64_t oldest_ns = 0;
   };
+  static constexpr unsigned max_in_flight = 4;
+  // Whether the waiting messages of `o` should go now.
+  bool due(const outgoing& o) const;
   void enqueue(std::string_view topic, message m, process_ref report, bool& refused);
-  // Sends the next batch of `topic` if none is on its way; with mu_ held
-  // (released while sending).
+  // Sends the next batch of `topic`; with mu_ held (released while
+  // sending).
   void flush(std::unique_lock<std::mutex>& lock, const std::string& topic);
   void flush_later(const std::string& topic);
   future agent_request(message m, std::chrono::nanoseconds timeout);
@@ -123,6 +129,9 @@ class pubsub_service {
   pid agent_;
   std::mutex mu_;
   std::unordered_map<std::string, outgoing> out_;
+  // Numbers batches, whatever their topic: increasing for each topic, also
+  // across the times its entry in out_ is dropped.
+  std::atomic<std::uint64_t> seq_{0};
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
 };
 
