@@ -67,6 +67,7 @@ endif
 	@case "$(ONLY)" in ""|cluster*) test/bench/cluster_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 	@case "$(ONLY)" in ""|grain*) test/bench/grain_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 	@case "$(ONLY)" in ""|grain*) test/bench/handover_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
+	@case "$(ONLY)" in ""|pubsub*) test/bench/pubsub_bench.py $(BENCH_BUILD)/daemon/troupe-node $(BENCH_BUILD) $(ONLY);; esac
 
 bench-compare: deps
 	@scripts/bench compare $(OLD) $(NEW) --reps $(or $(REPS),5) $(if $(ONLY),--only $(ONLY))

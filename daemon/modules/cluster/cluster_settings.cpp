@@ -57,11 +57,12 @@ const section<pubsub_settings>& pubsub_section() {
   static const section<pubsub_settings> s = [] {
     section<pubsub_settings> p("pubsub",
                                "Cluster pub-sub: what this node's actors publish to a topic goes to the topic's "
-                               "owner in batches, one batch per topic on its way at a time (docs/pubsub.md).");
+                               "owner in batches: at once when none of the topic's is on its way, else when "
+                               "full or delayed enough (docs/pubsub.md).");
     p.number("batch_size", &pubsub_settings::batch_size, 1, 100000, "messages", "Messages in one batch, at most.")
         .number("batch_delay_us", &pubsub_settings::batch_delay_us, 0, 1000000, "microseconds",
-                "How long a batch waits for more messages before it goes (0: it goes at once). The "
-                "node's timers tick in milliseconds: a delay under 1 ms waits up to 1 ms.")
+                "While a batch of the topic is on its way, how long the next may wait for more messages "
+                "before it goes beside it (0: at once). The node's timers tick in milliseconds.")
         .number("max_pending", &pubsub_settings::max_pending, 1, 100000000, "messages",
                 "Messages that may wait here to go out to one topic; more are refused and counted "
                 "(troupe_pubsub_delivery_failures_total{reason=\"queue_full\"}).")

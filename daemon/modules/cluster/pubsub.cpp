@@ -769,12 +769,11 @@ void pubsub_service::flush(std::unique_lock<std::mutex>& lock, const std::string
     if (!reached) counters_->fail(delivery_failure::not_sent, sent);
     for (const process_ref& p : reporters) {
       auto* fp = static_cast<future_process*>(p.get());
+      message copy = r.reply;  // each reporter's own reference
       if (rep != nullptr && rep->stale()) {
-        r.reply->retain();  // dropped: it came after a later batch
-        fp->complete(future_status::failed, r.reply.get());
-      } else if (r.reply) {
-        r.reply->retain();
-        fp->complete(reached ? future_status::completed : r.status, r.reply.get());
+        fp->complete(future_status::failed, copy.release());  // dropped: it came after a later batch
+      } else if (copy) {
+        fp->complete(reached ? future_status::completed : r.status, copy.release());
       } else {
         fp->complete(r.status == future_status::pending ? future_status::failed : r.status, nullptr);
       }
