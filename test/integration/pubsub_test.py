@@ -38,7 +38,8 @@ TOPIC = "news"
 
 def start(name, host):
     return nodes_mod.node(w, name, key=key, listen=addr[host], seeds=[addr[hosts[0]]],
-                          plugins=("echo", "pubsub_probe"), kinds="echo: {}",
+                          plugins=("echo", "pubsub_probe"),
+                          kinds="echo: {}, pubsub.slow: { mailbox: { capacity: 20 } }",
                           extra=f"pubsub: {{ metric_topics: [{TOPIC}] }}\n")
 
 
@@ -148,6 +149,23 @@ try:
                lambda ok: ok, 10), str([log_of(n, name)[-2:] for n, name in listeners]))
     status, body = publish(b, {"nope": 1})
     check("a body that does not fit the type is a 400", status == 400, f"{status} {body}")
+
+    # ---- a slow subscriber only fills its own mailbox
+    status, body = d.spawn("pubsub.slow", "slow")
+    x = ask(d, "slow", "pubsub_probe.Join", {"topic": "busy"})
+    fast = [(n, f"f-{n.name}") for n in (a, b, c)]
+    for n, name in fast:
+        n.spawn("pubsub.listener", name)
+        ask(n, name, "pubsub_probe.Join", {"topic": "busy"})
+    x = ask(a, "pub-a", "pubsub_probe.Blast", {"topic": "busy", "publisher": "burst", "from": 0, "count": 500})
+    check("a burst of 500 reaches every fast subscriber in full",
+          poll(lambda: all(len(log_of(n, name)) == 500 for n, name in fast), lambda ok: ok, 15),
+          str([len(log_of(n, name)) for n, name in fast]))
+    full = poll(lambda: metric(d.scrape(), "troupe_pubsub_delivery_failures_total", '{reason="mailbox_full"}'),
+                lambda v: v and v > 0, 10)
+    got = poll(lambda: len(log_of(d, "slow")), lambda k: k + (full or 0) >= 500, 15)
+    check("the slow one, with a mailbox of 20, got part of it; the rest is counted mailbox_full, none lost uncounted",
+          full and 20 <= got < 500 and got + full == 500, f"got {got}, mailbox_full {full}")
 
     # ---- unsubscribe, and a subscriber that stops
     x = ask(b, "l-b2", "pubsub_probe.Leave", {"topic": TOPIC})

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <troupe/troupe.hpp>
@@ -87,6 +88,15 @@ struct Listener : troupe::Actor {
     }
     if (!b->report())
       ctx.respond<pp::Blasted>([&](auto& fb) { return pp::CreateBlasted(fb, true, 0, 0, 0, refused); });
+  }
+};
+
+// A subscriber that takes 5 ms over each Tick: its mailbox fills.
+struct Slow : Listener {
+  using Listener::Listener;
+  void receive(troupe::Context& ctx) override {
+    if (ctx.message<pp::Tick>()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    Listener::receive(ctx);
   }
 };
 
@@ -192,5 +202,6 @@ TROUPE_PLUGIN(pubsub_probe, "1.0.0") {
   plugin.kind<Listener>("pubsub.listener");
   plugin.grain<Listener>("pubsub.grain");
   plugin.kind<Counter>("pubsub.counter");
+  plugin.kind<Slow>("pubsub.slow");
   plugin.kind<Driver>("pubsub.driver");
 }

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "actor/clock.hpp"
+#include "actor/journal_service.hpp"
 #include "cluster_generated.h"
 #include "modules/cluster/grains.hpp"
 #include "node/module.hpp"
@@ -180,6 +181,46 @@ class topic_actor final : public actor {
 
   void started(context& ctx) {
     topic_ = ctx.identity() ? *ctx.identity() : std::string();
+    rolling_ = true;  // publishes wait for the roll call (and the recovery)
+    // With a shared store, the grain subscribers are kept there: they
+    // belong to no node, and the roll call may find nobody who remembers
+    // them. Its user messages wait while it recovers.
+    journal_ = ctx.system().journal();
+    if (journal_ != nullptr && journal_->shared()) {
+      id_ = std::string(pubsub_service::topic_kind) + "/" + topic_;
+      journal_->recover(
+          ctx, id_, [this](context&, const recovered& r) { apply(r); },
+          [this](context& c, const persist_result& r) {
+            seq_ = r.last_seq;
+            roll_call(c);
+          });
+      return;
+    }
+    journal_ = nullptr;
+    roll_call(ctx);
+  }
+
+  // A snapshot (the grain subscribers) or an event (one came or went).
+  void apply(const recovered& r) {
+    flatbuffers::Verifier v(r.data, r.size);
+    if (r.type == type_id_of<ps::Roll>() && v.VerifyBuffer<ps::Roll>(nullptr)) {
+      grain_subs_.clear();
+      if (const auto* list = flatbuffers::GetRoot<ps::Roll>(r.data)->subscribers())
+        for (const ps::Subscriber* x : *list) add_grain(sub::of(x));
+    } else if (r.type == type_id_of<ps::Subscribe>() && v.VerifyBuffer<ps::Subscribe>(nullptr)) {
+      add_grain(sub::of(flatbuffers::GetRoot<ps::Subscribe>(r.data)->subscriber()));
+    } else if (r.type == type_id_of<ps::Unsubscribe>() && v.VerifyBuffer<ps::Unsubscribe>(nullptr)) {
+      grain_subs_.erase(sub::of(flatbuffers::GetRoot<ps::Unsubscribe>(r.data)->subscriber()).key());
+    }
+  }
+
+  bool add_grain(sub who) {
+    if (!who.grain() || !who.valid()) return false;
+    std::string key = who.key();
+    return grain_subs_.emplace(std::move(key), std::move(who)).second;
+  }
+
+  void roll_call(context& ctx) {
     const auto hosts = grains_.hosts();
     if (const auto* all = hosts->hosts(pubsub_service::topic_kind))
       for (const cluster::grain_host& h : *all) {
@@ -190,8 +231,12 @@ class topic_actor final : public actor {
           return ps::CreateRollCall(b, b.CreateString(topic_));
         }));
       }
-    rolling_ = !waiting_.empty();
-    if (rolling_) roll_timer_ = ctx.scheduler().send_once(timeout_, ctx.self(), timeout_message(0));
+    if (waiting_.empty()) {
+      rolling_ = false;
+      ctx.unstash_all();
+      return;
+    }
+    roll_timer_ = ctx.scheduler().send_once(timeout_, ctx.self(), timeout_message(0));
   }
 
   static message timeout_message(std::uint64_t batch) {
@@ -227,7 +272,7 @@ class topic_actor final : public actor {
   }
 
   std::size_t count() const {
-    std::size_t n = 0;
+    std::size_t n = grain_subs_.size();
     for (const auto& [a, r] : nodes_) n += r.subs.size();
     return n;
   }
@@ -238,6 +283,10 @@ class topic_actor final : public actor {
 
   void subscribe(context& ctx, const ps::Subscribe* s) {
     sub who = sub::of(s->subscriber());
+    if (who.grain()) {
+      if (!add_grain(std::move(who))) return ack(ctx);
+      return record(ctx, type_id_of<ps::Subscribe>());
+    }
     node_rec* n = who.valid() ? node(ctx, std::string(str(s->node_address())), s->node_generation()) : nullptr;
     if (n == nullptr) return ack(ctx);
     const std::string key = who.key();
@@ -247,10 +296,56 @@ class topic_actor final : public actor {
   }
 
   void unsubscribe(context& ctx, const ps::Unsubscribe* u) {
-    const std::string key = sub::of(u->subscriber()).key();
+    const sub who = sub::of(u->subscriber());
+    const std::string key = who.key();
+    if (who.grain()) {
+      if (grain_subs_.erase(key) == 0) return ack(ctx);
+      // The node it subscribed from may be another: every agent forgets it.
+      const message forget = make_message<ps::Forget>([&](FlatBufferBuilder& b) {
+        return ps::CreateForget(b, b.CreateString(topic_), who.write(b));
+      });
+      if (const auto* all = grains_.hosts()->hosts(pubsub_service::topic_kind))
+        for (const cluster::grain_host& h : *all)
+          if (pid agent = agent_of(ctx, h.address, h.generation)) ctx.send(agent, forget);
+      return record(ctx, type_id_of<ps::Unsubscribe>());
+    }
     if (auto it = nodes_.find(std::string(str(u->node_address()))); it != nodes_.end())
       std::erase_if(it->second.subs, [&](const sub& x) { return x.key() == key; });
     ack(ctx);
+  }
+
+  // A grain came or went: kept in the shared store (when there is one)
+  // before the subscriber hears it is done. The current message is the
+  // Subscribe or Unsubscribe: it is the event, as it came.
+  void record(context& ctx, type_id type) {
+    if (journal_ == nullptr) return ack(ctx);
+    event_bytes e;
+    e.type = type;
+    e.data.assign(ctx.envelope().data, ctx.envelope().data + ctx.envelope().size);
+    std::vector<event_bytes> events;
+    events.push_back(std::move(e));
+    journal_->persist(ctx, id_, seq_, std::move(events), [this, kept = ctx.keep_current()](context& c, const persist_result& r) {
+      if (r.status != persist_status::ok) return;  // a failed store stops this activation
+      seq_ = r.last_seq;
+      if (++since_snapshot_ >= snapshot_every) snapshot(c);
+      c.with_current(kept, [&] { ack(c); });
+    });
+  }
+
+  // The grain subscribers as of seq_, and the events before it gone.
+  void snapshot(context& ctx) {
+    since_snapshot_ = 0;
+    FlatBufferBuilder& b = thread_builder();
+    std::vector<Offset<ps::Subscriber>> v;
+    for (const auto& [key, s] : grain_subs_) v.push_back(s.write(b));
+    b.Finish(ps::CreateRoll(b, b.CreateString(topic_), 0, 0, b.CreateVector(v)));
+    event_bytes state;
+    state.type = type_id_of<ps::Roll>();
+    state.data.assign(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+    const std::uint64_t at = seq_;
+    journal_->snapshot(ctx, id_, at, std::move(state), [this, at](context& c, const persist_result& r) {
+      if (r.status == persist_status::ok) journal_->delete_events(c, id_, at, {});
+    });
   }
 
   // A member's answer to the roll call.
@@ -262,7 +357,8 @@ class topic_actor final : public actor {
         for (const sub& s : n->subs) have.insert(s.key());
         for (const ps::Subscriber* s : *r->subscribers()) {
           sub x = sub::of(s);
-          if (x.valid() && have.insert(x.key()).second) n->subs.push_back(std::move(x));
+          if (x.grain()) add_grain(std::move(x));
+          else if (x.valid() && have.insert(x.key()).second) n->subs.push_back(std::move(x));
         }
       }
     done_waiting(ctx, address);
@@ -303,12 +399,27 @@ class topic_actor final : public actor {
         ctx.send(n.agent, deliver);
       }
     }
+    // Grain subscribers get theirs from here: a delivery activates each
+    // where the cluster places it.
+    std::uint64_t to_grains = 0;
+    if (!grain_subs_.empty() && p->items() != nullptr)
+      for (const ps::Item* item : *p->items()) {
+        const auto* bytes = item->message();
+        const message m = message::adopt(
+            make_envelope(item->type(), bytes ? bytes->data() : nullptr, bytes ? bytes->size() : 0));
+        for (const auto& [key, g] : grain_subs_) {
+          grains_.send(g.kind, g.identity, m, timeout_);
+          ++to_grains;
+        }
+      }
+    counters_->delivered.fetch_add(to_grains, std::memory_order_relaxed);
     if (!report) {
       return ctx.respond(make_message<ps::Report>([&](FlatBufferBuilder& b) {
         return ps::CreateReport(b, 0, count() * items, 0);
       }));
     }
     rec.to = ctx.sender();
+    rec.delivered = to_grains;
     rec.failures = std::move(lost_);
     lost_.clear();
     if (rec.waiting.empty()) return answer(ctx, rec);
@@ -419,6 +530,7 @@ class topic_actor final : public actor {
       std::vector<Offset<ps::Subscriber>> v;
       for (const auto& [a, n] : nodes_)
         for (const sub& s : n.subs) v.push_back(s.write(b));
+      for (const auto& [key, s] : grain_subs_) v.push_back(s.write(b));
       return ps::CreateRoll(b, b.CreateString(topic_), 0, 0, b.CreateVector(v));
     }));
   }
@@ -432,6 +544,12 @@ class topic_actor final : public actor {
   std::map<std::uint64_t, report_rec> reports_;
   std::uint64_t batches_ = 0;
   std::unordered_map<std::string, std::uint64_t> sources_;  // "address@generation" -> last batch taken
+  std::map<std::string, sub> grain_subs_;  // by key: they belong to no node
+  journal_service* journal_ = nullptr;     // set when the store is shared
+  std::string id_;                         // its persistence id: troupe.topic/<topic>
+  std::uint64_t seq_ = 0;
+  unsigned since_snapshot_ = 0;
+  static constexpr unsigned snapshot_every = 100;
   bool rolling_ = false;
   std::set<std::string> waiting_;  // members yet to answer the roll call
   timer_handle roll_timer_;
@@ -451,6 +569,7 @@ class agent_actor final : public actor {
     const envelope& e = ctx.envelope();
     if (const auto* d = verified<ps::Deliver>(e)) return deliver(ctx, d);
     if (const auto* r = verified<ps::RollCall>(e)) return roll(ctx, std::string(str(r->topic())));
+    if (const auto* f = verified<ps::Forget>(e)) return drop(ctx, std::string(str(f->topic())), sub::of(f->subscriber()).key());
     if (const auto* t = e.as<system::Terminated>()) return terminated(ctx, t);
     // From this node only (the service): a peer's are ignored.
     if (e.sender == nullptr || e.sender->address() != ctx.system().address()) {
@@ -538,17 +657,13 @@ class agent_actor final : public actor {
     std::uint64_t delivered = 0;
     if (it != topics_.end() && d->items() != nullptr) {
       auto& list = it->second;
-      std::vector<std::string> stopped;
+      std::vector<std::string> stopped, full;  // each named once in the report
       for (const ps::Item* item : *d->items()) {
         const auto* bytes = item->message();
         // One copy of the payload on this node, shared by every subscriber.
         envelope* payload = make_envelope(item->type(), bytes ? bytes->data() : nullptr, bytes ? bytes->size() : 0);
         for (const local& l : list) {
-          if (l.who.grain()) {
-            grains_.send(l.who.kind, l.who.identity, message::share(payload), timeout_);
-            ++delivered;
-            continue;
-          }
+          if (l.who.grain()) continue;  // the topic delivers to grains
           process* p = l.actor.get();
           if (p->dead()) {
             if (std::find(stopped.begin(), stopped.end(), l.key) == stopped.end()) {
@@ -557,7 +672,10 @@ class agent_actor final : public actor {
             }
             counters_->fail(delivery_failure::stopped);
           } else if (p->pressure() >= 100) {
-            failures.push_back({l.who, ps::FailureReason::MailboxFull});
+            if (std::find(full.begin(), full.end(), l.key) == full.end()) {
+              full.push_back(l.key);
+              failures.push_back({l.who, ps::FailureReason::MailboxFull});
+            }
             counters_->fail(delivery_failure::mailbox_full);
           } else {
             p->send_user(share_envelope(payload));
