@@ -179,6 +179,9 @@ try:
     # ---- a subscriber node killed with kill -9
     owner = owner_of(nodes)
     victim = next(n for n in (c, d) if n is not owner)
+    # Its subscribers: two of news, one of busy (counted by busy's owner, if it survives).
+    busy_owner = owner_of(nodes, "busy")
+    expect_lost = 2 + (busy_owner is not victim)
     victim.p.send_signal(signal.SIGKILL)
     victim.p.wait()
     survivors = [n for n in nodes if n is not victim]
@@ -188,6 +191,11 @@ try:
     lost = sorted(f["actor"] for f in body.get("failures", []) if f.get("reason") == "node_lost")
     check("the next delivery report names its subscribers, node_lost",
           status == 200 and lost == sorted(f"{victim.address}/l-{victim.name}{i}" for i in (1, 2)), f"{status} {body}")
+    lost_counted = poll(lambda: sum(metric(n.scrape(), "troupe_pubsub_delivery_failures_total",
+                                           '{reason="node_lost"}') or 0 for n in survivors),
+                        lambda v: v == expect_lost, 5)
+    check("and counted: troupe_pubsub_delivery_failures_total{reason=\"node_lost\"}", lost_counted == expect_lost,
+          f"{lost_counted}, expected {expect_lost}")
     listeners = [(n, name) for n, name in listeners if n is not victim]
     check("and they are off the list",
           subscribers(a) == sorted(f"{n.address}/{name}" for n, name in listeners), str(subscribers(a)))

@@ -267,8 +267,12 @@ class topic_actor final : public actor {
   }
 
   void lose(node_rec& n, ps::FailureReason why) {
+    counters_->fail(delivery_failure::node_lost, n.subs.size());
     for (sub& s : n.subs) lost_.push_back({std::move(s), why});
     n.subs.clear();
+    // Kept for the next report, which may never be asked for: the oldest
+    // go beyond a bound (they were counted just now).
+    if (lost_.size() > max_lost) lost_.erase(lost_.begin(), lost_.begin() + (lost_.size() - max_lost));
   }
 
   std::size_t count() const {
@@ -470,8 +474,10 @@ class topic_actor final : public actor {
     auto it = reports_.find(batch);
     if (it == reports_.end()) return;
     for (const std::string& address : it->second.waiting)
-      if (auto n = nodes_.find(address); n != nodes_.end())
+      if (auto n = nodes_.find(address); n != nodes_.end()) {
+        counters_->fail(delivery_failure::unreachable, n->second.subs.size());
         for (const sub& s : n->second.subs) it->second.failures.push_back({s, ps::FailureReason::Unreachable});
+      }
     answer(ctx, it->second);
     reports_.erase(it);
   }
@@ -483,10 +489,14 @@ class topic_actor final : public actor {
     done_waiting(ctx, address);
     auto n = nodes_.find(address);
     const bool lost = d->reason() == system::DeadLetterReason::NodeLost;
+    bool reported = false;  // its subscribers named, as lost, in a report just now
     for (auto it = reports_.begin(); it != reports_.end();) {
-      if (it->second.waiting.erase(address) != 0 && n != nodes_.end())
+      if (it->second.waiting.erase(address) != 0 && n != nodes_.end()) {
+        if (!lost) counters_->fail(delivery_failure::unreachable, n->second.subs.size());
+        reported = reported || lost;
         for (const sub& s : n->second.subs)
           it->second.failures.push_back({s, lost ? ps::FailureReason::NodeLost : ps::FailureReason::Unreachable});
+      }
       if (it->second.waiting.empty()) {
         answer(ctx, it->second);
         it = reports_.erase(it);
@@ -495,7 +505,12 @@ class topic_actor final : public actor {
       }
     }
     if (lost && n != nodes_.end()) {
-      n->second.subs.clear();  // reported just now, or in the next report below
+      if (reported) {
+        counters_->fail(delivery_failure::node_lost, n->second.subs.size());
+        n->second.subs.clear();
+      } else {
+        lose(n->second, ps::FailureReason::NodeLost);  // the next report names them
+      }
       ctx.unwatch(n->second.agent);
       nodes_.erase(n);
     }
@@ -511,9 +526,12 @@ class topic_actor final : public actor {
         t->who()->generation() != n->second.agent.generation())
       return;  // about an earlier start
     done_waiting(ctx, address);
+    bool reported = false;  // its subscribers named in a report just now
     for (auto it = reports_.begin(); it != reports_.end();) {
-      if (it->second.waiting.erase(address) != 0)
+      if (it->second.waiting.erase(address) != 0) {
+        reported = true;
         for (const sub& s : n->second.subs) it->second.failures.push_back({s, ps::FailureReason::NodeLost});
+      }
       if (it->second.waiting.empty()) {
         answer(ctx, it->second);
         it = reports_.erase(it);
@@ -521,7 +539,12 @@ class topic_actor final : public actor {
         ++it;
       }
     }
-    lose(n->second, ps::FailureReason::NodeLost);
+    if (reported) {
+      counters_->fail(delivery_failure::node_lost, n->second.subs.size());
+      n->second.subs.clear();
+    } else {
+      lose(n->second, ps::FailureReason::NodeLost);  // the next report names them
+    }
     nodes_.erase(n);
   }
 
@@ -541,6 +564,7 @@ class topic_actor final : public actor {
   std::string topic_;
   std::map<std::string, node_rec> nodes_;  // by node address
   std::vector<failure> lost_;              // dropped since the last report
+  static constexpr std::size_t max_lost = 10000;
   std::map<std::uint64_t, report_rec> reports_;
   std::uint64_t batches_ = 0;
   std::unordered_map<std::string, std::uint64_t> sources_;  // "address@generation" -> last batch taken
