@@ -83,7 +83,9 @@ try:
           sorted(listed.split(",")) == [f"{n}=Alive" for n in "abcde"], listed)
     check("/v1/members says which kinds each member hosts, and which grain kinds in which version",
           "probe.sink" in first.members()["c"].get("kinds", [])
-          and first.members()["c"].get("grains") == [{"kind": "echo", "version": "1.0.0"}], str(first.members()["c"]))
+          and first.members()["c"].get("grains") == [{"kind": "echo", "version": "1.0.0"},
+                                                     {"kind": "troupe.topic", "version": "1"}],
+          str(first.members()["c"]))
 
     # ---- kill -9, then a new start: a new generation, alive at once
     d = rest[2]
