@@ -321,8 +321,8 @@ int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::si
   return TROUPE_OK;
 }
 
-// Subscribe or unsubscribe: this actor, or its grain when it is one.
-int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, bool on,
+// Subscribe or unsubscribe: `who`, or this actor (its grain when it is one).
+int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, troupe_pid* who_abi, bool on,
                  void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
   auto held = std::make_shared<owned_closure>(closure, drop);
   plugin_actor* a = actor_of(c);
@@ -330,7 +330,9 @@ int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, bool o
   cluster_view* v = c->ctx->system().cluster();
   if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;
   topic_subscriber who;
-  if (const std::string* id = c->ctx->identity()) {
+  if (who_abi != nullptr) {
+    who.actor = pid(from_abi(who_abi));
+  } else if (const std::string* id = c->ctx->identity()) {
     who.kind = c->ctx->props().kind;
     who.identity = *id;
   } else {
@@ -343,6 +345,7 @@ int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, bool o
   c->ctx->reenter_after(f, [held, on_done, a, alive = a->lifetime()](context& ctx, const future_result& r) {
     if (alive.expired()) return;
     const auto* acked = r.reply.as<troupe::pubsub::Acked>();
+    if (acked != nullptr && acked->refused() != nullptr) acked = nullptr;  // refused: it says why in the node's reply
     const int status = acked != nullptr ? TROUPE_REPLY_OK : r.ok() ? TROUPE_REPLY_FAILED : reply_status(r.status);
     a->run_callback(ctx, "on_done failed", [&](troupe_ctx* frame) {
       on_done(held->closure, frame, status, acked != nullptr ? acked->subscribers() : 0);
@@ -351,14 +354,14 @@ int subscription(troupe_ctx* c, const char* topic, std::size_t topic_len, bool o
   return TROUPE_OK;
 }
 
-int subscribe(troupe_ctx* c, const char* topic, std::size_t topic_len,
+int subscribe(troupe_ctx* c, const char* topic, std::size_t topic_len, troupe_pid* who,
               void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
-  return subscription(c, topic, topic_len, true, on_done, closure, drop);
+  return subscription(c, topic, topic_len, who, true, on_done, closure, drop);
 }
 
-int unsubscribe(troupe_ctx* c, const char* topic, std::size_t topic_len,
+int unsubscribe(troupe_ctx* c, const char* topic, std::size_t topic_len, troupe_pid* who,
                 void (*on_done)(void*, troupe_ctx*, int, std::uint64_t), void* closure, void (*drop)(void*)) {
-  return subscription(c, topic, topic_len, false, on_done, closure, drop);
+  return subscription(c, topic, topic_len, who, false, on_done, closure, drop);
 }
 
 int publish(troupe_ctx* c, const char* topic, std::size_t topic_len, std::uint64_t type, const std::uint8_t* data,

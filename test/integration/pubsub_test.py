@@ -109,6 +109,17 @@ try:
     check("troupectl subscribers lists them", r.returncode == 0 and all(x in r.stdout for x in want),
           r.stdout + r.stderr)
 
+    # ---- an actor subscribes another, on another node
+    b.spawn("pubsub.listener", "r-b")
+    x = ask(a, "l-a1", "pubsub_probe.JoinFor", {"topic": "elsewhere", "who": f"{b.address}/r-b"})
+    check("an actor subscribes an actor of another node (a remote PID); it is acknowledged",
+          x.get("ok") is True and x.get("subscribers") == 1, str(x))
+    status, body = c.call("POST", "/v1/topics/elsewhere/pubsub_probe.Tick?report=true", {"publisher": "x", "n": 1})
+    check("and that actor gets what is published", status == 200 and body.get("delivered") == 1
+          and poll(lambda: log_of(b, "r-b"), lambda l: l == [("x", 1)], 10) == [("x", 1)], f"{status} {body}")
+    x = ask(a, "l-a1", "pubsub_probe.JoinFor", {"topic": "elsewhere", "who": f"{b.address}/nobody"})
+    check("subscribing an actor that does not exist is refused, not acknowledged", x.get("ok") is False, str(x))
+
     # ---- two publishers at once: every message once, in each one's order
     a.spawn("pubsub.listener", "pub-a")
     c.spawn("pubsub.listener", "pub-c")

@@ -35,6 +35,9 @@ struct Listener : troupe::Actor {
     } else if (const auto* j = ctx.message<pp::Join>()) {
       ctx.subscribe(j->topic()->string_view(),
                     [this](troupe::Context& c, const troupe::Subscribed& s) { joined(c, s); });
+    } else if (const auto* f = ctx.message<pp::JoinFor>()) {
+      ctx.subscribe_actor(f->topic()->string_view(), ctx.resolve(f->who()->string_view()),
+                          [this](troupe::Context& c, const troupe::Subscribed& s) { joined(c, s); });
     } else if (const auto* l = ctx.message<pp::Leave>()) {
       ctx.unsubscribe(l->topic()->string_view(),
                       [this](troupe::Context& c, const troupe::Subscribed& s) { joined(c, s); });

@@ -292,7 +292,11 @@ class topic_actor final : public actor {
       return record(ctx, type_id_of<ps::Subscribe>());
     }
     node_rec* n = who.valid() ? node(ctx, std::string(str(s->node_address())), s->node_generation()) : nullptr;
-    if (n == nullptr) return ack(ctx);
+    if (n == nullptr) {
+      return ctx.respond(make_message<ps::Acked>([&](FlatBufferBuilder& b) {
+        return ps::CreateAcked(b, count(), b.CreateString("not a subscriber this topic can deliver to"));
+      }));
+    }
     const std::string key = who.key();
     if (std::none_of(n->subs.begin(), n->subs.end(), [&](const sub& x) { return x.key() == key; }))
       n->subs.push_back(std::move(who));
@@ -595,14 +599,13 @@ class agent_actor final : public actor {
     if (const auto* r = verified<ps::RollCall>(e)) return roll(ctx, std::string(str(r->topic())));
     if (const auto* f = verified<ps::Forget>(e)) return drop(ctx, std::string(str(f->topic())), sub::of(f->subscriber()).key());
     if (const auto* t = e.as<system::Terminated>()) return terminated(ctx, t);
-    // From this node only (the service): a peer's are ignored.
-    if (e.sender == nullptr || e.sender->address() != ctx.system().address()) {
-      if (e.is<ps::Subscribe>() || e.is<ps::Unsubscribe>()) counters_->malformed.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    if (const auto* s = e.as<ps::Subscribe>()) return subscribe(ctx, s);
-    if (const auto* u = e.as<ps::Unsubscribe>()) return unsubscribe(ctx, u);
-    if (e.is<ps::Deliver>() || e.is<ps::RollCall>()) counters_->malformed.fetch_add(1, std::memory_order_relaxed);
+    // From this node's service, or another's (an actor of this node
+    // subscribed from there): the subscriber must be an actor of this node.
+    if (const auto* s = verified<ps::Subscribe>(e)) return subscribe(ctx, s);
+    if (const auto* u = verified<ps::Unsubscribe>(e)) return unsubscribe(ctx, u);
+    if (e.is<ps::Deliver>() || e.is<ps::RollCall>() || e.is<ps::Forget>() || e.is<ps::Subscribe>() ||
+        e.is<ps::Unsubscribe>())
+      counters_->malformed.fetch_add(1, std::memory_order_relaxed);
   }
 
  private:
@@ -622,28 +625,39 @@ class agent_actor final : public actor {
   void subscribe(context& ctx, const ps::Subscribe* s) {
     const std::string topic(str(s->topic()));
     local l{sub::of(s->subscriber()), {}, {}};
-    l.key = l.who.key();
     if (!l.who.grain()) {
       l.actor = ctx.system().resolve(l.who.address + "/" + l.who.id, l.who.generation);
       if (!l.actor || l.actor.address() != ctx.system().address()) {
         // Subscribers are an actor of this node, or a grain.
-        return ctx.respond(make_message<ps::Acked>([](FlatBufferBuilder& b) { return ps::CreateAcked(b, 0); }));
+        return ctx.respond(make_message<ps::Acked>([&](FlatBufferBuilder& b) {
+          return ps::CreateAcked(b, 0, b.CreateString("no actor " + l.who.address + "/" + l.who.id + " on this node"));
+        }));
       }
+      // Named as Terminated will name it: this start of this node.
+      l.who.generation = ctx.system().generation();
     }
+    l.key = l.who.key();
     auto& list = topics_[topic];
     if (std::none_of(list.begin(), list.end(), [&](const local& x) { return x.key == l.key; })) {
       if (l.actor && watched_[l.key].insert(topic).second && watched_[l.key].size() == 1) ctx.watch(l.actor);
       list.push_back(l);
       count(topic);
     }
-    forward(ctx, topic, ctx.current());
+    forward(ctx, topic, make_message<ps::Subscribe>([&](FlatBufferBuilder& b) {
+              return ps::CreateSubscribe(b, b.CreateString(topic), l.who.write(b),
+                                         b.CreateString(ctx.system().address()), ctx.system().generation());
+            }));
   }
 
   void unsubscribe(context& ctx, const ps::Unsubscribe* u) {
     const std::string topic(str(u->topic()));
-    const std::string key = sub::of(u->subscriber()).key();
-    drop(ctx, topic, key);
-    forward(ctx, topic, ctx.current());
+    sub who = sub::of(u->subscriber());
+    if (!who.grain()) who.generation = ctx.system().generation();  // as subscribe named it
+    drop(ctx, topic, who.key());
+    forward(ctx, topic, make_message<ps::Unsubscribe>([&](FlatBufferBuilder& b) {
+              return ps::CreateUnsubscribe(b, b.CreateString(topic), who.write(b),
+                                           b.CreateString(ctx.system().address()), ctx.system().generation());
+            }));
   }
 
   // Takes `key` off `topic` here.
@@ -793,15 +807,19 @@ bool pubsub_service::start(std::string& why) {
   return true;
 }
 
-future pubsub_service::agent_request(message m, std::chrono::nanoseconds timeout) {
-  return sys_.root().request_future(agent_, std::move(m), timeout);
+future pubsub_service::agent_request(const topic_subscriber& s, message m, std::chrono::nanoseconds timeout) {
+  // An actor of another node is that node's agent's to keep.
+  pid agent = agent_;
+  if (s.actor && s.actor.address() != sys_.address())
+    agent = sys_.resolve(s.actor.address() + "/" + agent_name, s.actor.generation());
+  return sys_.root().request_future(agent, std::move(m), timeout);
 }
 
 future pubsub_service::subscribe(std::string_view topic, const topic_subscriber& s, std::chrono::nanoseconds timeout) {
   const sub who = sub::of(s);
-  return agent_request(make_message<ps::Subscribe>([&](FlatBufferBuilder& b) {
+  return agent_request(s, make_message<ps::Subscribe>([&](FlatBufferBuilder& b) {
                          return ps::CreateSubscribe(b, b.CreateString(topic), who.write(b),
-                                                    b.CreateString(sys_.address()), sys_.generation());
+                                                    b.CreateString(node_of(s)), generation_of(s));
                        }),
                        timeout);
 }
@@ -809,9 +827,9 @@ future pubsub_service::subscribe(std::string_view topic, const topic_subscriber&
 future pubsub_service::unsubscribe(std::string_view topic, const topic_subscriber& s,
                                    std::chrono::nanoseconds timeout) {
   const sub who = sub::of(s);
-  return agent_request(make_message<ps::Unsubscribe>([&](FlatBufferBuilder& b) {
+  return agent_request(s, make_message<ps::Unsubscribe>([&](FlatBufferBuilder& b) {
                          return ps::CreateUnsubscribe(b, b.CreateString(topic), who.write(b),
-                                                      b.CreateString(sys_.address()), sys_.generation());
+                                                      b.CreateString(node_of(s)), generation_of(s));
                        }),
                        timeout);
 }

@@ -120,7 +120,14 @@ class pubsub_service {
   // sending).
   void flush(std::unique_lock<std::mutex>& lock, const std::string& topic);
   void flush_later(const std::string& topic);
-  future agent_request(message m, std::chrono::nanoseconds timeout);
+  future agent_request(const topic_subscriber& s, message m, std::chrono::nanoseconds timeout);
+  // The node whose agent keeps `s`: its own for an actor, this one for a grain.
+  std::string node_of(const topic_subscriber& s) const {
+    return s.actor ? s.actor.address() : sys_.address();
+  }
+  std::uint64_t generation_of(const topic_subscriber& s) const {
+    return s.actor ? s.actor.generation() : sys_.generation();  // 0: its node's current start
+  }
 
   actor_system& sys_;
   grain_service& grains_;

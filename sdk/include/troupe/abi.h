@@ -333,19 +333,20 @@ typedef struct troupe_host_api {
   int (*unhandled)(troupe_ctx* ctx);
 
   /* ---- ABI 1.7: cluster pub-sub ---- */
-  /* Subscribes this actor to `topic` (a grain's activation subscribes its
-   * grain: a delivery activates it wherever it is placed then). `on_done`
+  /* Subscribes `who` to `topic`: an actor of any node, or when NULL this
+   * actor (a grain's activation: its grain, which a delivery activates
+   * wherever it is placed then). `on_done`
    * (may be NULL) runs later in this actor's own turn: TROUPE_REPLY_OK once
    * the topic has the subscription, `subscribers` being how many it has;
    * otherwise it did not answer in time or could not be reached (the
    * subscription stands on this node and is offered to the topic again
    * when it next asks). `drop` as for grain_request. TROUPE_ERR_UNAVAILABLE
    * when the node has no cluster. */
-  int (*subscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len,
+  int (*subscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len, troupe_pid* who,
                    void (*on_done)(void* closure, troupe_ctx* ctx, int status, uint64_t subscribers),
                    void* closure, void (*drop)(void* closure));
   /* The same, ending the subscription. */
-  int (*unsubscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len,
+  int (*unsubscribe)(troupe_ctx* ctx, const char* topic, size_t topic_len, troupe_pid* who,
                      void (*on_done)(void* closure, troupe_ctx* ctx, int status, uint64_t subscribers),
                      void* closure, void (*drop)(void* closure));
   /* Publishes a message to every subscriber of `topic`, in the order this

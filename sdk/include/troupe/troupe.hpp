@@ -549,15 +549,25 @@ class Context {
   // delivery activates) to `topic`: published messages arrive as messages
   // of their own type. then(Context&, const Subscribed&), optional, runs
   // later in this actor's own turn once the topic has it.
-  void subscribe(std::string_view topic) { subscription<detail::no_then>(topic, true, nullptr); }
+  void subscribe(std::string_view topic) { subscription<detail::no_then>(topic, nullptr, true, nullptr); }
   template <class Then>
   void subscribe(std::string_view topic, Then&& then) {
-    subscription(topic, true, new std::decay_t<Then>(std::forward<Then>(then)));
+    subscription(topic, nullptr, true, new std::decay_t<Then>(std::forward<Then>(then)));
   }
-  void unsubscribe(std::string_view topic) { subscription<detail::no_then>(topic, false, nullptr); }
+  void unsubscribe(std::string_view topic) { subscription<detail::no_then>(topic, nullptr, false, nullptr); }
   template <class Then>
   void unsubscribe(std::string_view topic, Then&& then) {
-    subscription(topic, false, new std::decay_t<Then>(std::forward<Then>(then)));
+    subscription(topic, nullptr, false, new std::decay_t<Then>(std::forward<Then>(then)));
+  }
+  // The same for another actor, of this node or another: `who` gets the
+  // topic's messages.
+  template <class Then>
+  void subscribe_actor(std::string_view topic, const Pid& who, Then&& then) {
+    subscription(topic, who.get(), true, new std::decay_t<Then>(std::forward<Then>(then)));
+  }
+  template <class Then>
+  void unsubscribe_actor(std::string_view topic, const Pid& who, Then&& then) {
+    subscription(topic, who.get(), false, new std::decay_t<Then>(std::forward<Then>(then)));
   }
   // Publishes message T to every subscriber of `topic`, wherever it lives:
   // at most once each, in the order this node's actors publish. Throws
@@ -672,7 +682,7 @@ class Context {
   }
   // Fn: the continuation's type (none when `then` is null).
   template <class Fn>
-  void subscription(std::string_view topic, bool on, Fn* then) {
+  void subscription(std::string_view topic, troupe_pid* who, bool on, Fn* then) {
     if (!TROUPE_HOST_HAS(detail::host, subscribe)) {
       delete then;
       throw Error("pub-sub needs a node with ABI 1.7", TROUPE_ERR_STATE);
@@ -680,9 +690,9 @@ class Context {
     const auto call = on ? detail::host->subscribe : detail::host->unsubscribe;
     int status;
     if constexpr (std::is_same_v<Fn, detail::no_then>)
-      status = call(c_, topic.data(), topic.size(), nullptr, nullptr, nullptr);
+      status = call(c_, topic.data(), topic.size(), who, nullptr, nullptr, nullptr);
     else
-      status = call(c_, topic.data(), topic.size(), &detail::on_subscribed<Fn>, then, &detail::drop<Fn>);
+      status = call(c_, topic.data(), topic.size(), who, &detail::on_subscribed<Fn>, then, &detail::drop<Fn>);
     check(status, on ? "subscribe" : "unsubscribe");  // the node dropped the closure already
   }
 
