@@ -46,6 +46,7 @@ build: deps
 run: build
 	@mkdir -p $(BUILD)/plugin-dir
 	@ln -sf $(CURDIR)/$(BUILD)/plugins/*/*.so $(BUILD)/plugin-dir/
+	@test -s $(BUILD)/dev-cluster.key || (umask 077; head -c 32 /dev/urandom | base64 > $(BUILD)/dev-cluster.key)
 	$(BUILD)/daemon/troupe-node --config config/dev.yaml
 
 test: build

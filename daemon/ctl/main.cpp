@@ -433,7 +433,8 @@ int main(int argc, char** argv) {
                                 (report ? "?report=true" : ""),
                     &body);
       if (!as_json && report) {
-        std::printf("delivered to %s subscribers\n", text(out["delivered"]).c_str());
+        const std::string n = text(out["delivered"]);
+        std::printf("delivered to %s %s\n", n.c_str(), n == "1" ? "subscriber" : "subscribers");
         for (const auto& f : out["failures"])
           std::printf("not delivered to %s: %s\n", text(f.contains("grain") ? f["grain"] : f["actor"]).c_str(),
                       text(f["reason"]).c_str());

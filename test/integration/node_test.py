@@ -61,11 +61,16 @@ def write(tmp, name, text):
 # dev.yaml as it is, with its plugin dir pointed at this build's plugins.
 plugin_tmp = tempfile.mkdtemp()
 plugin_dir = os.path.join(plugin_tmp, "plugins")
-copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter", "worker-pool"])
+copy_plugins(BUILD_ROOT, plugin_dir, ["echo", "counter", "worker-pool", "news"])
 with open(os.path.join(CONFIG_DIR, "dev.yaml")) as f:
     dev_text = f.read()
 check("dev.yaml keeps its state under the build tree", "state_dir: ../build/state" in dev_text, dev_text)
+check("dev.yaml makes a cluster of one on loopback, under the secret make run makes",
+      "listen: 127.0.0.1:7700" in dev_text and "secret_file: ../build/dev-cluster.key" in dev_text, dev_text)
+dev_key = write(plugin_tmp, "dev-cluster.key", "a-secret-long-enough-for-the-dev-node\n")
+os.chmod(dev_key, 0o600)
 dev_text = dev_text.replace("../build/plugin-dir", plugin_dir).replace("../build/state", "state")
+dev_text = dev_text.replace("127.0.0.1:7700", "127.0.0.1:0").replace("../build/dev-cluster.key", dev_key)
 dev_text += "metrics: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n"  # tests never take a fixed port
 dev = write(plugin_tmp, "dev.yaml", dev_text)
 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,7 +78,7 @@ for sig in (signal.SIGTERM, signal.SIGINT):
     check(f"the node reports its work and {sig.name} stops it with status 0",
           seen and rc == 0 and "all actors stopped" in err, f"rc={rc}\n{err}")
 check("the node loads the example plugins",
-      all(f"plugin {n} 1.0.0 loaded" in err for n in ("echo", "counter", "worker_pool")), err)
+      all(f"plugin {n} 1.0.0 loaded" in err for n in ("echo", "counter", "worker_pool", "news")), err)
 state = os.path.join(plugin_tmp, "state")
 check("a relative state_dir is made beside the config file and locked while the node runs",
       f"state directory {state} (locked while the node runs)" in err

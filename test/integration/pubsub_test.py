@@ -29,6 +29,7 @@ NODE, CTL, BUILD_ROOT = sys.argv[1:4]
 tmp = tempfile.mkdtemp()
 w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
 shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", "pubsub_probe.so"), w.plugin_dir)
+shutil.copy(os.path.join(BUILD_ROOT, "plugins", "news", "news.so"), w.plugin_dir)
 key = w.secret("cluster.key", "a-secret-long-enough-for-the-cluster")
 hosts = [f"127.0.0.{i}" for i in range(2, 7)]
 ports = {h: free_port(h) for h in hosts}
@@ -38,7 +39,7 @@ TOPIC = "news"
 
 def start(name, host):
     return nodes_mod.node(w, name, key=key, listen=addr[host], seeds=[addr[hosts[0]]],
-                          plugins=("echo", "pubsub_probe"),
+                          plugins=("echo", "pubsub_probe", "news"),
                           kinds="echo: {}, pubsub.slow: { mailbox: { capacity: 20 } }",
                           extra=f"pubsub: {{ metric_topics: [{TOPIC}] }}\n")
 
@@ -178,6 +179,19 @@ try:
     check("the slow one, with a mailbox of 20, got part of it; the rest is counted mailbox_full, none lost uncounted",
           full and 20 <= got < 500 and got + full == 500, f"got {got}, mailbox_full {full}")
 
+    # ---- the news example plugin, as its docs use it
+    for n in (a, c):
+        n.spawn("news.reader", "reader")
+    follows = [ask(n, "reader", "news.Follow", {"topic": "world"}) for n in (a, c)]
+    b.spawn("news.reader", "reader")
+    posted = ask(b, "reader", "news.Post", {"topic": "world", "text": "Hello"})
+    check("the news example: two readers follow a topic, a third posts, and hears both got it",
+          [f.get("ok") for f in follows] == [True, True] and posted.get("ok") is True
+          and posted.get("delivered") == 2 and not posted.get("missed"), f"{follows} {posted}")
+    check("each reader has the headline",
+          all(poll(lambda n=n: ask(n, "reader", "news.Read", {}).get("texts"), lambda t: t == ["Hello"], 10)
+              == ["Hello"] for n in (a, c)), "")
+
     # ---- unsubscribe, and a subscriber that stops
     x = ask(b, "l-b2", "pubsub_probe.Leave", {"topic": TOPIC})
     check("unsubscribe is acknowledged, with the count left", x.get("ok") and x.get("subscribers") == 7, str(x))
@@ -190,9 +204,10 @@ try:
     # ---- a subscriber node killed with kill -9
     owner = owner_of(nodes)
     victim = next(n for n in (c, d) if n is not owner)
-    # Its subscribers: two of news, one of busy (counted by busy's owner, if it survives).
-    busy_owner = owner_of(nodes, "busy")
-    expect_lost = 2 + (busy_owner is not victim)
+    # Its subscribers of each topic, counted by the topic's owner (if it survives):
+    # two of news, one of busy (f-c or slow), and on c the news reader's one of world.
+    on_victim = {"news": 2, "busy": 1, "world": 1 if victim is c else 0}
+    expect_lost = sum(k for t, k in on_victim.items() if owner_of(nodes, t) is not victim)
     victim.p.send_signal(signal.SIGKILL)
     victim.p.wait()
     survivors = [n for n in nodes if n is not victim]
