@@ -186,6 +186,9 @@ check("an unknown field in the request: 400",
                "unknown field 'colour'"))
 check("a wrong method: 405", is_error(http("PUT", "/v1/plugins", {}), 405, "method_not_allowed"))
 check("an unknown endpoint: 404", is_error(http("GET", "/v1/nothing"), 404, "not_found"))
+check("grains and topics on a node in no cluster: 503 that says what is missing",
+      all(is_error(http(m, p, b), 503, "no_cluster", "node.listen is not set")
+          for m, p, b in (("GET", "/v1/grains", None), ("POST", "/v1/topics/news/counter.Add", {"by": 1}))))
 check("a body over 1 MiB: 413",
       is_error(http("POST", "/v1/actors/c1/send", raw=b" " * (2 << 20)), 413, "too_large"))
 check("no token: 401", is_error(http("GET", "/v1/node", token=None), 401, "unauthorized"))

@@ -60,12 +60,12 @@ class cluster_module final : public module, public cluster_view {
     const node_settings& n = c.get(node_section());
     if (transport_ == nullptr) {
       log(level::info, "cluster: membership is off (node.listen is not set)");
-      return 0;
+      return off("node.listen is not set");
     }
     if (n.secret.secrets.empty()) {
       log(level::warning, "cluster: membership is off: its datagrams are sealed with the cluster secret, "
                           "and node.secret_file is not set");
-      return 0;
+      return off("node.secret_file is not set");
     }
     const std::uint64_t generation = ctx.generation();
     std::string error;
@@ -194,6 +194,20 @@ class cluster_module final : public module, public cluster_view {
     machine_->start(now());
     pump();
     ctx.system().set_cluster(this);
+    return 0;
+  }
+
+  // Without membership, what needs it says why rather than "not found"
+  // (the member list is this node alone: the admin API answers it).
+  int off(const std::string& why) {
+    ctx_->add_route([why](const admin_request& r) {
+      const auto& p = r.path;
+      if (p.size() < 2 || (p[1] != "grains" && p[1] != "topics")) return false;
+      r.error(503, "no_cluster",
+              "this node is in no cluster (" + why + "): grains and topics need node.listen and "
+              "node.secret_file (docs/cluster.md)");
+      return true;
+    });
     return 0;
   }
 

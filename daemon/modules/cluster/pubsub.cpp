@@ -191,7 +191,7 @@ class topic_actor final : public actor {
       journal_->recover(
           ctx, id_, [this](context&, const recovered& r) { apply(r); },
           [this](context& c, const persist_result& r) {
-            seq_ = r.last_seq;
+            seq_ = next_seq_ = r.last_seq;
             roll_call(c);
           });
       return;
@@ -205,13 +205,21 @@ class topic_actor final : public actor {
     flatbuffers::Verifier v(r.data, r.size);
     if (r.type == type_id_of<ps::Roll>() && v.VerifyBuffer<ps::Roll>(nullptr)) {
       grain_subs_.clear();
+      stored_.clear();
       if (const auto* list = flatbuffers::GetRoot<ps::Roll>(r.data)->subscribers())
-        for (const ps::Subscriber* x : *list) add_grain(sub::of(x));
+        for (const ps::Subscriber* x : *list) add_stored(sub::of(x));
     } else if (r.type == type_id_of<ps::Subscribe>() && v.VerifyBuffer<ps::Subscribe>(nullptr)) {
-      add_grain(sub::of(flatbuffers::GetRoot<ps::Subscribe>(r.data)->subscriber()));
+      add_stored(sub::of(flatbuffers::GetRoot<ps::Subscribe>(r.data)->subscriber()));
     } else if (r.type == type_id_of<ps::Unsubscribe>() && v.VerifyBuffer<ps::Unsubscribe>(nullptr)) {
-      grain_subs_.erase(sub::of(flatbuffers::GetRoot<ps::Unsubscribe>(r.data)->subscriber()).key());
+      const std::string key = sub::of(flatbuffers::GetRoot<ps::Unsubscribe>(r.data)->subscriber()).key();
+      grain_subs_.erase(key);
+      stored_.erase(key);
     }
+  }
+
+  void add_stored(sub who) {
+    std::string key = who.key();
+    if (add_grain(std::move(who))) stored_.insert(std::move(key));
   }
 
   bool add_grain(sub who) {
@@ -288,8 +296,11 @@ class topic_actor final : public actor {
   void subscribe(context& ctx, const ps::Subscribe* s) {
     sub who = sub::of(s->subscriber());
     if (who.grain()) {
-      if (!add_grain(std::move(who))) return ack(ctx);
-      return record(ctx, type_id_of<ps::Subscribe>());
+      // Known already (a roll call may have brought it first) is not
+      // stored yet: only what the store has is acknowledged.
+      add_grain(who);
+      if (journal_ == nullptr || stored_.count(who.key()) != 0) return ack(ctx);
+      return store(ctx, who, true, ctx.keep_current());
     }
     node_rec* n = who.valid() ? node(ctx, std::string(str(s->node_address())), s->node_generation()) : nullptr;
     if (n == nullptr) {
@@ -307,7 +318,7 @@ class topic_actor final : public actor {
     const sub who = sub::of(u->subscriber());
     const std::string key = who.key();
     if (who.grain()) {
-      if (grain_subs_.erase(key) == 0) return ack(ctx);
+      grain_subs_.erase(key);
       // The node it subscribed from may be another: every agent forgets it.
       const message forget = make_message<ps::Forget>([&](FlatBufferBuilder& b) {
         return ps::CreateForget(b, b.CreateString(topic_), who.write(b));
@@ -315,29 +326,37 @@ class topic_actor final : public actor {
       if (const auto* all = grains_.hosts()->hosts(pubsub_service::topic_kind))
         for (const cluster::grain_host& h : *all)
           if (pid agent = agent_of(ctx, h.address, h.generation)) ctx.send(agent, forget);
-      return record(ctx, type_id_of<ps::Unsubscribe>());
+      if (journal_ == nullptr || stored_.count(key) == 0) return ack(ctx);
+      return store(ctx, who, false, ctx.keep_current());
     }
     if (auto it = nodes_.find(std::string(str(u->node_address()))); it != nodes_.end())
       std::erase_if(it->second.subs, [&](const sub& x) { return x.key() == key; });
     ack(ctx);
   }
 
-  // A grain came or went: kept in the shared store (when there is one)
-  // before the subscriber hears it is done. The current message is the
-  // Subscribe or Unsubscribe: it is the event, as it came.
-  void record(context& ctx, type_id type) {
-    if (journal_ == nullptr) return ack(ctx);
+  // A grain came (`on`) or went: kept in the shared store before the
+  // subscriber hears it is done (`asker`: the request to answer then; empty
+  // for a grain a roll call brought). The topic's next messages wait.
+  void store(context& ctx, const sub& who, bool on, message asker) {
+    FlatBufferBuilder& b = thread_builder();
+    if (on) b.Finish(ps::CreateSubscribe(b, b.CreateString(topic_), who.write(b)));
+    else b.Finish(ps::CreateUnsubscribe(b, b.CreateString(topic_), who.write(b)));
     event_bytes e;
-    e.type = type;
-    e.data.assign(ctx.envelope().data, ctx.envelope().data + ctx.envelope().size);
+    e.type = on ? type_id_of<ps::Subscribe>() : type_id_of<ps::Unsubscribe>();
+    e.data.assign(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
     std::vector<event_bytes> events;
     events.push_back(std::move(e));
-    journal_->persist(ctx, id_, seq_, std::move(events), [this, kept = ctx.keep_current()](context& c, const persist_result& r) {
-      if (r.status != persist_status::ok) return;  // a failed store stops this activation
-      seq_ = r.last_seq;
-      if (++since_snapshot_ >= snapshot_every) snapshot(c);
-      c.with_current(kept, [&] { ack(c); });
-    });
+    // After those still on their way: each appends after the one before.
+    const std::uint64_t expected = next_seq_++;
+    journal_->persist(ctx, id_, expected, std::move(events),
+                      [this, key = who.key(), on, asker = std::move(asker)](context& c, const persist_result& r) {
+                        if (r.status != persist_status::ok) return;  // a failed store stops this activation
+                        seq_ = r.last_seq;
+                        if (on) stored_.insert(key);
+                        else stored_.erase(key);
+                        if (++since_snapshot_ >= snapshot_every) snapshot(c);
+                        if (asker) c.with_current(asker, [&] { ack(c); });
+                      });
   }
 
   // The grain subscribers as of seq_, and the events before it gone.
@@ -345,7 +364,8 @@ class topic_actor final : public actor {
     since_snapshot_ = 0;
     FlatBufferBuilder& b = thread_builder();
     std::vector<Offset<ps::Subscriber>> v;
-    for (const auto& [key, s] : grain_subs_) v.push_back(s.write(b));
+    for (const auto& [key, s] : grain_subs_)
+      if (stored_.count(key) != 0) v.push_back(s.write(b));
     b.Finish(ps::CreateRoll(b, b.CreateString(topic_), 0, 0, b.CreateVector(v)));
     event_bytes state;
     state.type = type_id_of<ps::Roll>();
@@ -365,7 +385,9 @@ class topic_actor final : public actor {
         for (const sub& s : n->subs) have.insert(s.key());
         for (const ps::Subscriber* s : *r->subscribers()) {
           sub x = sub::of(s);
-          if (x.grain()) add_grain(std::move(x));
+          if (x.grain()) {
+            if (add_grain(x) && journal_ != nullptr && stored_.count(x.key()) == 0) store(ctx, x, true, message());
+          }
           else if (x.valid() && have.insert(x.key()).second) n->subs.push_back(std::move(x));
         }
       }
@@ -573,9 +595,11 @@ class topic_actor final : public actor {
   std::uint64_t batches_ = 0;
   std::unordered_map<std::string, std::uint64_t> sources_;  // "address@generation" -> last batch taken
   std::map<std::string, sub> grain_subs_;  // by key: they belong to no node
+  std::set<std::string> stored_;           // keys of those the shared store has
   journal_service* journal_ = nullptr;     // set when the store is shared
   std::string id_;                         // its persistence id: troupe.topic/<topic>
-  std::uint64_t seq_ = 0;
+  std::uint64_t seq_ = 0;       // of the last event stored
+  std::uint64_t next_seq_ = 0;  // of the last event on its way to the store
   unsigned since_snapshot_ = 0;
   static constexpr unsigned snapshot_every = 100;
   bool rolling_ = false;
