@@ -115,7 +115,12 @@ try:
     # --- a second writer is refused ---
     a, b = nodes[0], nodes[1]
     a.spawn("bank.account", "dave")
-    b.spawn("bank.account", "dave")  # both recover an empty journal
+    b.spawn("bank.account", "dave")
+    # Both have recovered an empty journal before either writes: an answer
+    # comes only once recovery is through.
+    recovered = [n.request("dave", "bank.GetBalance", {}) for n in (a, b)]
+    check("two actors of one persistence id, on two nodes, both recover it empty",
+          all(r[0] == 200 and r[1]["message"].get("seq", 0) == 0 for r in recovered), str(recovered))
     first = a.request("dave", "bank.Deposit", {"amount": 10})
     second = b.request("dave", "bank.Deposit", {"amount": 99})
     check("the first writer's deposit is stored", first[0] == 200 and first[1]["message"]["balance"] == 10, str(first))
