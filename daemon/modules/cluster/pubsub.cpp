@@ -515,30 +515,12 @@ class topic_actor final : public actor {
     done_waiting(ctx, address);
     auto n = nodes_.find(address);
     const bool lost = d->reason() == system::DeadLetterReason::NodeLost;
-    bool reported = false;  // its subscribers named, as lost, in a report just now
-    for (auto it = reports_.begin(); it != reports_.end();) {
-      if (it->second.waiting.erase(address) != 0 && n != nodes_.end()) {
-        if (!lost) counters_->fail(delivery_failure::unreachable, n->second.subs.size());
-        reported = reported || lost;
-        for (const sub& s : n->second.subs)
-          it->second.failures.push_back({s, lost ? ps::FailureReason::NodeLost : ps::FailureReason::Unreachable});
-      }
-      if (it->second.waiting.empty()) {
-        answer(ctx, it->second);
-        it = reports_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    const std::vector<sub>* subs = n != nodes_.end() ? &n->second.subs : nullptr;
+    const bool reported = stop_waiting(ctx, address, subs, lost ? ps::FailureReason::NodeLost : ps::FailureReason::Unreachable);
+    if (!lost && reported) counters_->fail(delivery_failure::unreachable, subs->size());
     if (lost && n != nodes_.end()) {
-      if (reported) {
-        counters_->fail(delivery_failure::node_lost, n->second.subs.size());
-        n->second.subs.clear();
-      } else {
-        lose(n->second, ps::FailureReason::NodeLost);  // the next report names them
-      }
       ctx.unwatch(n->second.agent);
-      nodes_.erase(n);
+      drop_lost(n, reported);
     }
   }
 
@@ -552,11 +534,19 @@ class topic_actor final : public actor {
         t->who()->generation() != n->second.agent.generation())
       return;  // about an earlier start
     done_waiting(ctx, address);
-    bool reported = false;  // its subscribers named in a report just now
+    drop_lost(n, stop_waiting(ctx, address, &n->second.subs, ps::FailureReason::NodeLost));
+  }
+
+  // The reports waiting on the node at `address` wait no more: its
+  // subscribers (`subs`, when known) are named in them for `why`, and those
+  // with nothing left to wait for are answered. True when some report
+  // named them.
+  bool stop_waiting(context& ctx, const std::string& address, const std::vector<sub>* subs, ps::FailureReason why) {
+    bool named = false;
     for (auto it = reports_.begin(); it != reports_.end();) {
-      if (it->second.waiting.erase(address) != 0) {
-        reported = true;
-        for (const sub& s : n->second.subs) it->second.failures.push_back({s, ps::FailureReason::NodeLost});
+      if (it->second.waiting.erase(address) != 0 && subs != nullptr) {
+        named = true;
+        for (const sub& s : *subs) it->second.failures.push_back({s, why});
       }
       if (it->second.waiting.empty()) {
         answer(ctx, it->second);
@@ -565,11 +555,17 @@ class topic_actor final : public actor {
         ++it;
       }
     }
-    if (reported) {
+    return named;
+  }
+
+  // A node lost: its subscribers are counted, and named in the next report
+  // unless a report named them just now.
+  void drop_lost(std::map<std::string, node_rec>::iterator n, bool named) {
+    if (named) {
       counters_->fail(delivery_failure::node_lost, n->second.subs.size());
       n->second.subs.clear();
     } else {
-      lose(n->second, ps::FailureReason::NodeLost);  // the next report names them
+      lose(n->second, ps::FailureReason::NodeLost);
     }
     nodes_.erase(n);
   }
