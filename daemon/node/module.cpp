@@ -137,24 +137,39 @@ void node_context::add_route(admin_route r) {
   routes_ = std::move(next);
 }
 
-void node_context::add_readiness(std::function<std::string()> why_not) {
-  std::lock_guard lock(mu_);
+namespace {
+using check_list = std::shared_ptr<const std::vector<std::function<std::string()>>>;
+// Copied on write: readers take the list under the lock and call it outside.
+void append(std::mutex& mu, check_list& list, std::function<std::string()> fn) {
+  std::lock_guard lock(mu);
   auto next = std::make_shared<std::vector<std::function<std::string()>>>(
-      readiness_ ? *readiness_ : std::vector<std::function<std::string()>>{});
-  next->push_back(std::move(why_not));
-  readiness_ = std::move(next);
+      list ? *list : std::vector<std::function<std::string()>>{});
+  next->push_back(std::move(fn));
+  list = std::move(next);
 }
+check_list snapshot(std::mutex& mu, const check_list& list) {
+  std::lock_guard lock(mu);
+  return list;
+}
+}  // namespace
+
+void node_context::add_readiness(std::function<std::string()> why_not) { append(mu_, readiness_, std::move(why_not)); }
+
+void node_context::add_readiness_detail(std::function<std::string()> what) { append(mu_, details_, std::move(what)); }
 
 std::string node_context::not_ready() const {
-  std::shared_ptr<const std::vector<std::function<std::string()>>> checks;
-  {
-    std::lock_guard lock(mu_);
-    checks = readiness_;
-  }
-  if (checks)
+  if (const check_list checks = snapshot(mu_, readiness_))
     for (const auto& check : *checks)
       if (std::string why = check(); !why.empty()) return why;
   return {};
+}
+
+std::vector<std::string> node_context::readiness_details() const {
+  std::vector<std::string> out;
+  if (const check_list checks = snapshot(mu_, details_))
+    for (const auto& check : *checks)
+      if (std::string what = check(); !what.empty()) out.push_back(std::move(what));
+  return out;
 }
 
 void node_context::add_metrics(metric_source s) {

@@ -132,6 +132,10 @@ class node_context {
   // (empty: it is). From the admin server's thread; it must not wait.
   void add_readiness(std::function<std::string()> why_not);
   std::string not_ready() const;
+  // What a ready node does without (a coordination service out of reach):
+  // /readyz lists it as detail and stays ready. Same rules as add_readiness.
+  void add_readiness_detail(std::function<std::string()> what);
+  std::vector<std::string> readiness_details() const;
   void add_metrics(metric_source s);
   // The admin server runs the routes in the order they were added.
   bool route(const admin_request& r) const;
@@ -162,7 +166,7 @@ class node_context {
   mutable std::mutex mu_;
   std::shared_ptr<const std::vector<admin_route>> routes_;
   std::shared_ptr<const std::vector<metric_source>> metrics_;
-  std::shared_ptr<const std::vector<std::function<std::string()>>> readiness_;
+  std::shared_ptr<const std::vector<std::function<std::string()>>> readiness_, details_;
   nlohmann::json node_info_;
 };
 

@@ -5,6 +5,8 @@
 
 #include <cctype>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace troupe::node {
 
@@ -245,5 +247,17 @@ std::string show(const std::vector<std::string>& list) {
 }
 
 }  // namespace read
+
+void read_file_text(const YAML::Node& v, section_reader& r, const std::string& what, file_text& out) {
+  read::text(v, r, what, out.file);
+  out.text.clear();
+  if (out.file.empty() || !r.readable_file(v, what, out.file)) return;
+  std::ifstream in(out.file, std::ios::binary);
+  std::ostringstream all;
+  all << in.rdbuf();
+  out.text = all.str();
+  while (!out.text.empty() && std::isspace(static_cast<unsigned char>(out.text.back()))) out.text.pop_back();
+  if (out.text.empty()) r.error(v, what + " " + out.file + " is empty");
+}
 
 }  // namespace troupe::node

@@ -82,6 +82,15 @@ std::string show(const std::vector<std::string>& list);
 std::string one_of(const std::vector<std::string>& allowed);
 }  // namespace read
 
+// A file read whole at each load and reload (a connection string, a
+// password): its path is what the reference and the logs show.
+struct file_text {
+  std::string file;
+  std::string text;  // trailing white space trimmed
+  bool operator==(const file_text& o) const { return file == o.file && text == o.text; }
+};
+void read_file_text(const YAML::Node& v, section_reader& r, const std::string& what, file_text& out);
+
 // One key, as the reference shows it.
 struct key_doc {
   std::string key;           // "remote.heartbeat_interval_ms", "kinds.<kind>.mailbox.capacity"

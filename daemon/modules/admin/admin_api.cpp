@@ -111,6 +111,8 @@ void admin_api::handle(const admin_request& r) {
     if (st == phase::ready) {
       if (std::string why = ctx_.not_ready(); !why.empty())
         return r.reply(503, {{"status", "not_ready"}, {"reason", why}});
+      if (std::vector<std::string> detail = ctx_.readiness_details(); !detail.empty())
+        return r.reply(200, {{"status", "ready"}, {"detail", std::move(detail)}});
       return r.reply(200, {{"status", "ready"}});
     }
     return r.reply(503, {{"status", st == phase::starting ? "starting" : "stopping"}});

@@ -28,26 +28,6 @@ using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
-// A file read whole at each load and reload (a connection string, a
-// password): its path is what the reference and the logs show.
-struct file_text {
-  std::string file;
-  std::string text;
-  bool operator==(const file_text& o) const { return file == o.file && text == o.text; }
-};
-
-void read_file_text(const YAML::Node& v, section_reader& r, const std::string& what, file_text& out) {
-  read::text(v, r, what, out.file);
-  out.text.clear();
-  if (out.file.empty() || !r.readable_file(v, what, out.file)) return;
-  std::ifstream in(out.file, std::ios::binary);
-  std::ostringstream all;
-  all << in.rdbuf();
-  out.text = all.str();
-  while (!out.text.empty() && std::isspace(static_cast<unsigned char>(out.text.back()))) out.text.pop_back();
-  if (out.text.empty()) r.error(v, what + " " + out.file + " is empty");
-}
-
 struct persistence_settings {
   std::string provider = "none";
   file_text postgres_conninfo, postgres_password;
