@@ -97,6 +97,11 @@ class membership {
   // Replaces the seeds (a reload): a node that has not joined asks the new
   // ones at once; seeds not in view are asked now and then.
   void set_seeds(std::vector<std::string> seeds, millis now);
+  // Asks the node at `address` for a full-state exchange now (a provider
+  // such as etcd named it a member before gossip did).
+  void contact(const std::string& address) {
+    if (address != self_.address) exchange_state(address, false);
+  }
 
   std::vector<outgoing> take_outgoing() { return std::exchange(out_, {}); }
   std::vector<member_event> take_events() { return std::exchange(events_, {}); }
