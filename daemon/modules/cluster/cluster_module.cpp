@@ -23,6 +23,7 @@
 #include "modules/admin/admin_api.hpp"
 #include "modules/cluster/cluster_events.hpp"
 #include "modules/cluster/cluster_settings.hpp"
+#include "modules/cluster/etcd.hpp"
 #include "modules/cluster/grains.hpp"
 #include "modules/cluster/pubsub.hpp"
 #include "pubsub_generated.h"
@@ -49,6 +50,9 @@ struct cluster_counters {
   std::atomic<std::uint64_t> send_failures{0};
   std::atomic<unsigned> health{0};
   std::atomic<bool> joined{false};
+  // With etcd: what is wrong with it now (the admin server's thread reads it).
+  std::mutex provider_mu;
+  std::string provider_problem;
 };
 
 class cluster_module final : public module, public cluster_view {
@@ -94,10 +98,35 @@ class cluster_module final : public module, public cluster_view {
     grain_kinds_here[pubsub_service::topic_kind] = {std::chrono::hours(1)};
     const std::string grains = grain_kinds(ctx, grain_kinds_here);
     warn_about_local_state(ctx, grain_kinds_here, transport_->address());
+    const cluster_settings& cs = c.get(cluster_section());
+    const cluster::metadata meta{{"protocol", "1"}, {"kinds", kinds}, {"grains", grains}};
+    // With etcd, SWIM starts alone and meets the members etcd names.
     machine_ = std::make_unique<cluster::membership>(
-        n.cluster, cluster::member_id{n.name, address, generation, 0}, c.get(seeds_section()).seeds,
-        c.get(cluster_section()).options(), remote::random_u64(),
-        cluster::metadata{{"protocol", "1"}, {"kinds", kinds}, {"grains", grains}});
+        n.cluster, cluster::member_id{n.name, address, generation, 0},
+        cs.provider == "etcd" ? std::vector<std::string>{} : c.get(seeds_section()).seeds, cs.options(),
+        remote::random_u64(), meta);
+    if (cs.provider == "etcd") {
+      if (!seeds_.empty())
+        log(level::warning, "cluster: the seeds are not used: cluster.provider is etcd, and etcd names the members");
+      seeds_.clear();
+      registry_ = std::make_unique<cluster::registry>(n.name, cs.options().dead_retention);
+      etcd_provider::hooks h;
+      h.listed = [this](const std::vector<cluster::record>& all) {
+        registry_->reset(all, now());
+        registry_changed();
+      };
+      h.put = [this](const cluster::record& r) {
+        registry_->put(r, now());
+        registry_changed();
+      };
+      h.removed = [this](const std::string& name) {
+        registry_->remove(name, now());
+        registry_changed();
+      };
+      h.changed = [this] { pump(); };
+      etcd_ = std::make_unique<etcd_provider>(ctx.loop(), etcd_config_of(cs),
+                                              cluster::record{n.name, address, generation, meta, false}, std::move(h));
+    }
     // Members are lost when the cluster says so, not when a link breaks.
     transport_->set_membership([this](const std::string& address) { return up_addresses_.count(address) != 0; });
     // UDP on the listen address, at the port TCP got.
@@ -131,9 +160,20 @@ class cluster_module final : public module, public cluster_view {
       pump();
     });
     ctx.add_readiness([c = counters_] {
-      return c->joined.load(std::memory_order_relaxed) ? std::string() : std::string("not joined: no seed of the cluster has answered yet");
+      if (c->joined.load(std::memory_order_relaxed)) return std::string();
+      std::lock_guard lock(c->provider_mu);
+      return c->provider_problem.empty() ? std::string("not joined: no seed of the cluster has answered yet")
+                                         : "not joined: etcd: " + c->provider_problem;
+    });
+    ctx.add_readiness_detail([c = counters_] {
+      if (!c->joined.load(std::memory_order_relaxed)) return std::string();
+      std::lock_guard lock(c->provider_mu);
+      return c->provider_problem.empty() ? std::string()
+                                         : "etcd: " + c->provider_problem + "; membership stays as last listed";
     });
     ctx.add_metrics([c = counters_](std::vector<prometheus::MetricFamily>& out) { collect(*c, out); });
+    if (etcd_)
+      ctx.add_metrics([e = etcd_->counters()](std::vector<prometheus::MetricFamily>& out) { collect_provider(*e, out); });
     // Answered on the loop, where the machine lives.
     ctx.add_route([this](const admin_request& r) {
       const auto& p = r.path;
@@ -144,6 +184,9 @@ class cluster_module final : public module, public cluster_view {
       }
       if (p.size() == 4 && p[3] == "down" && r.method == "POST") {
         ctx_->loop().post([this, r, name = p[2]] {
+          if (etcd_)
+            return r.error(409, "conflict", "membership comes from etcd: a member is gone when its record is "
+                                            "(etcdctl del " + etcd_->key_of(name) + ")");
           if (machine_->self().name == name)
             return r.error(400, "bad_request", "a node cannot declare itself dead; stop it instead");
           if (!machine_->down(name, now()))
@@ -192,6 +235,7 @@ class cluster_module final : public module, public cluster_view {
                          "; datagrams on " + listen);
     started_ = now();
     machine_->start(now());
+    if (etcd_) etcd_->start();
     pump();
     ctx.system().set_cluster(this);
     return 0;
@@ -256,8 +300,15 @@ class cluster_module final : public module, public cluster_view {
     auto finish = [this, once](const std::string& how, bool handed) {
       if (!*once) return;
       log(handed ? level::info : level::warning, "cluster: " + how);
-      leave();
-      std::exchange(*once, nullptr)();
+      auto then = [this, once] {
+        if (!*once) return;
+        leave();
+        std::exchange(*once, nullptr)();
+      };
+      // With etcd, the record says leaving and the lease goes first: the
+      // others see a leave, not a death.
+      if (etcd_) return etcd_->leave(then);
+      then();
     };
     grains_->hand_over([this, begun, finish] {
       ctx_->loop().post([this, begun, finish] {
@@ -286,6 +337,7 @@ class cluster_module final : public module, public cluster_view {
 
   void reload(const config& next) override {
     if (!machine_) return;
+    if (etcd_) etcd_->reload(etcd_config_of(next.get(cluster_section())));
     const auto& secrets = next.get(node_section()).secret.secrets;
     if (!secrets.empty() && secrets != secrets_) {
       seal_->set_secrets(secrets);
@@ -307,6 +359,7 @@ class cluster_module final : public module, public cluster_view {
 
   void loop_closing() override {
     handover_timer_.cancel();
+    if (etcd_) etcd_->close();
     if (timer_on_) uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
     if (udp_on_) uv_close(reinterpret_cast<uv_handle_t*>(&udp_), nullptr);
     timer_on_ = udp_on_ = false;
@@ -323,7 +376,7 @@ class cluster_module final : public module, public cluster_view {
   std::string status() const override {
     if (!machine_) return {};
     std::size_t alive = 0;
-    for (const auto& m : machine_->members()) alive += m.state == cluster::member_state::alive ? 1 : 0;
+    for (const auto& m : view()) alive += m.state == cluster::member_state::alive ? 1 : 0;
     return std::to_string(alive) + " members alive";
   }
 
@@ -390,6 +443,68 @@ class cluster_module final : public module, public cluster_view {
     return out;
   }
 
+  // The members: SWIM's, or with etcd the registry's.
+  std::vector<cluster::member> view() const { return registry_ ? registry_->members() : machine_->members(); }
+  bool joined() const {
+    return registry_ ? etcd_->registered() && registry_->listed() : machine_->joined();
+  }
+  bool settled() const {
+    if (!registry_) return machine_->settled(now());
+    const cluster::member* me = registry_->find(machine_->self().name);
+    return joined() && me != nullptr && me->id.generation == machine_->self().generation &&
+           me->state == cluster::member_state::alive;
+  }
+
+  // etcd changed the members: SWIM is told whom to probe (its seeds), and
+  // asks the ones it has not met for their state at once.
+  void registry_changed() {
+    std::vector<std::string> addresses;
+    for (const cluster::member& m : registry_->members()) {
+      if (m.state != cluster::member_state::alive && m.state != cluster::member_state::suspect) continue;
+      if (m.id.name == machine_->self().name) continue;
+      addresses.push_back(m.id.address);
+      const cluster::member* known = machine_->find(m.id.name);
+      if (known == nullptr || known->id.generation < m.id.generation) machine_->contact(m.id.address);
+    }
+    machine_->set_seeds(std::move(addresses), now());
+    pump();
+  }
+
+  static etcd_config etcd_config_of(const cluster_settings& cs) {
+    etcd_config e;
+    e.endpoints = cs.etcd_endpoints;
+    e.prefix = cs.etcd_prefix;
+    e.lease_ttl = cs.etcd_lease_ttl;
+    e.username = cs.etcd_username;
+    e.password = cs.etcd_password.text;
+    e.ca_file = cs.etcd_ca_file;
+    e.cert_file = cs.etcd_cert_file;
+    e.key_file = cs.etcd_key_file;
+    e.request_timeout = cs.etcd_request_timeout;
+    e.watch_timeout = cs.etcd_watch_timeout;
+    return e;
+  }
+
+  static void collect_provider(const etcd_counters& c, std::vector<prometheus::MetricFamily>& out) {
+    using prometheus::MetricType;
+    auto up = metric_family("troupe_cluster_provider_up",
+                            "Whether the membership provider (etcd) answered this node's last request", MetricType::Gauge);
+    add_metric(up, c.up.load(std::memory_order_relaxed) ? 1 : 0, {{"provider", "etcd"}});
+    out.push_back(std::move(up));
+    auto errors = metric_family("troupe_cluster_provider_errors_total",
+                                "Requests to the membership provider (etcd) that failed, by operation", MetricType::Counter);
+    for (std::size_t o = 0; o < etcd_counters::op_count; ++o)
+      add_metric(errors, static_cast<double>(c.errors[o].load(std::memory_order_relaxed)),
+                 {{"provider", "etcd"}, {"op", etcd_counters::name(o)}});
+    out.push_back(std::move(errors));
+    out.push_back(single_metric("troupe_cluster_provider_lease_ttl_seconds",
+                                "The TTL etcd gave this node's lease (it may raise the one asked for)", MetricType::Gauge,
+                                static_cast<double>(c.ttl_ms.load(std::memory_order_relaxed)) / 1000.0));
+    out.push_back(single_metric("troupe_cluster_provider_malformed_total",
+                                "Member records in etcd that were not member records, skipped", MetricType::Counter,
+                                static_cast<double>(c.malformed.load(std::memory_order_relaxed))));
+  }
+
   // The protocol's time: the monotonic clock, in milliseconds.
   static millis now() {
     return std::chrono::duration_cast<millis>(std::chrono::steady_clock::now().time_since_epoch());
@@ -413,7 +528,7 @@ class cluster_module final : public module, public cluster_view {
     json list = json::array();
     const millis steady = now();
     const auto wall = std::chrono::system_clock::now();
-    for (const cluster::member& m : machine_->members()) {
+    for (const cluster::member& m : view()) {
       const auto since = std::chrono::system_clock::to_time_t(
           wall - std::chrono::duration_cast<std::chrono::system_clock::duration>(steady - m.since));
       char when[32];
@@ -433,7 +548,13 @@ class cluster_module final : public module, public cluster_view {
                       {"grains", grains_json(m)},
                       {"meta", meta}});
     }
-    return {{"members", list}, {"joined", machine_->joined()}};
+    json out = {{"members", list}, {"joined", joined()}, {"provider", etcd_ ? "etcd" : "seeds"}};
+    if (etcd_)
+      out["etcd"] = {{"up", etcd_->up()},
+                     {"registered", etcd_->registered()},
+                     {"lease_ttl_ms", etcd_->ttl().count()},
+                     {"problem", etcd_->problem()}};
+    return out;
   }
 
   static json grains_json(const cluster::member& m) {
@@ -476,7 +597,16 @@ class cluster_module final : public module, public cluster_view {
       if (uv_udp_try_send(&udp_, &b, 1, reinterpret_cast<const sockaddr*>(&to)) < 0)
         counters_->send_failures.fetch_add(1, std::memory_order_relaxed);
     }
-    if (auto events = machine_->take_events(); !events.empty() || !snapshot_) publish(events);
+    std::vector<cluster::member_event> events = machine_->take_events();
+    if (registry_) {
+      // SWIM's news only says who is unreachable; the events are etcd's.
+      registry_->reachability(machine_->members(), now());
+      registry_->advance(now());
+      events = registry_->take_events();
+      std::lock_guard lock(counters_->provider_mu);
+      counters_->provider_problem = etcd_->problem();
+    }
+    if (!events.empty() || !snapshot_) publish(events);
     const cluster::membership_stats& st = machine_->stats();
     counters_->acked.store(st.acked, std::memory_order_relaxed);
     counters_->acked_indirectly.store(st.acked_indirectly, std::memory_order_relaxed);
@@ -487,10 +617,10 @@ class cluster_module final : public module, public cluster_view {
     counters_->dead_verdicts.store(st.dead_verdicts, std::memory_order_relaxed);
     counters_->health.store(machine_->health(), std::memory_order_relaxed);
     fence();
-    if (grains_ && !settled_ && machine_->settled(now())) place_grains(machine_->members());
-    if (machine_->joined() && !counters_->joined.exchange(true, std::memory_order_relaxed)) {
+    if (grains_ && !settled_ && settled()) place_grains(view());
+    if (joined() && !counters_->joined.exchange(true, std::memory_order_relaxed)) {
       log(level::info, "cluster: joined");
-    } else if (!machine_->joined() && !said_not_joined_ && now() - started_ >= not_joined_after) {
+    } else if (!joined() && !registry_ && !said_not_joined_ && now() - started_ >= not_joined_after) {
       said_not_joined_ = true;
       std::string seeds;
       for (const std::string& s : seeds_) seeds += (seeds.empty() ? "" : ", ") + s;
@@ -516,7 +646,7 @@ class cluster_module final : public module, public cluster_view {
 
   // Tells the log, the transport and the actors what changed.
   void publish(const std::vector<cluster::member_event>& events) {
-    const std::vector<cluster::member> all = machine_->members();
+    const std::vector<cluster::member> all = view();
     std::array<std::int64_t, 4> count{};
     for (const auto& m : all) ++count[static_cast<std::size_t>(m.state)];
     for (std::size_t i = 0; i < count.size(); ++i) counters_->members[i].store(count[i], std::memory_order_relaxed);
@@ -553,7 +683,7 @@ class cluster_module final : public module, public cluster_view {
   // seed that restarts may have a cluster to find first: membership.hpp).
   void place_grains(const std::vector<cluster::member>& all) {
     if (!grains_) return;
-    settled_ = machine_->settled(now());
+    settled_ = settled();
     // Newly gone members: the call cache forgets what it placed there (once
     // each, not at every view change while they linger in the list).
     std::set<std::string> gone;
@@ -571,6 +701,16 @@ class cluster_module final : public module, public cluster_view {
   // a majority, gives up its activations (grains.hpp).
   void fence() {
     if (!grains_) return;
+    if (etcd_) {
+      // With etcd, the lease is the fence: activations serve while this
+      // node's lease surely holds (the others activate its grains only
+      // once etcd let it expire), and none while it has no record.
+      if (etcd_->registered()) was_registered_ = true;
+      if (was_registered_)
+        grains_->set_fenced(!etcd_->registered(), "this node's record in etcd is gone (its lease expired)");
+      if (const millis until = etcd_->lease_until(); until > now()) grains_->renew_lease(until - now());
+      return;
+    }
     const std::uint64_t verdicts = machine_->stats().declared_dead;
     if (verdicts != declared_dead_) {
       declared_dead_ = verdicts;
@@ -593,7 +733,7 @@ class cluster_module final : public module, public cluster_view {
   // or cut off) may be dead to them; it stops its activations before it
   // serves again. Whatever it hears next lifts the fence (see fence()).
   void deaf_check() {
-    if (!grains_) return;
+    if (!grains_ || registry_) return;
     const millis silent = machine_->silent_for(now());
     if (silent >= machine_->earliest_verdict())
       grains_->set_fenced(true, "no member heard for " + std::to_string(silent.count()) +
@@ -819,6 +959,9 @@ class cluster_module final : public module, public cluster_view {
   std::vector<std::string> secrets_;
   std::vector<std::string> seeds_;
   std::unique_ptr<cluster::membership> machine_;
+  std::unique_ptr<cluster::registry> registry_;  // with etcd
+  std::unique_ptr<etcd_provider> etcd_;
+  bool was_registered_ = false;
   std::unique_ptr<grain_service> grains_;
   std::unique_ptr<pubsub_service> pubsub_;
   std::uint64_t declared_dead_ = 0;

@@ -3,6 +3,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "node/config.hpp"
+
 namespace troupe::node {
 
 const section<cluster_settings>& cluster_section() {
@@ -11,6 +13,42 @@ const section<cluster_settings>& cluster_section() {
                                 "Membership: who is alive, found by probes and gossip (SWIM with Lifeguard). "
                                 "Used when node.listen and node.secret_file are set. A timing left at 0 is "
                                 "its profile's.");
+    c.choice("provider", &cluster_settings::provider, {"seeds", "etcd"},
+             "Who is a member. seeds: the seeds and gossip decide (SWIM). etcd: the members registered in "
+             "etcd are, each under a lease it keeps alive; SWIM then only marks members unreachable "
+             "(docs/cluster.md).")
+        .names("etcd.endpoints", &cluster_settings::etcd_endpoints, "URLs",
+               "For etcd: its client URLs (http://host:2379 or https://...); when one fails the next is used.")
+        .live()
+        .text("etcd.prefix", &cluster_settings::etcd_prefix,
+              "For etcd: where the member records go (<prefix>members/<name>). Empty: /troupe/<node.cluster>/.")
+        .duration("etcd.lease_ttl", &cluster_settings::etcd_lease_ttl, std::chrono::seconds(1), std::chrono::hours(1),
+                  "For etcd: the TTL of this node's lease: a node that stops keeping it alive (killed, cut "
+                  "off) is seen dead this long after. etcd raises a TTL below 1.5 times its election timeout.")
+        .text("etcd.username", &cluster_settings::etcd_username,
+              "For etcd with authentication: the user. A reload re-reads it.")
+        .live()
+        .key<file_text>("etcd.password_file", &cluster_settings::etcd_password, "path",
+                        "For etcd with authentication: a file holding the user's password. A reload re-reads it.",
+                        read_file_text, [](const file_text& f) { return read::show(f.file); })
+        .live()
+        .path("etcd.ca_file", &cluster_settings::etcd_ca_file,
+              "For https endpoints: the CA certificates to check etcd's against (default: the system's). "
+              "A reload re-reads it.")
+        .live()
+        .path("etcd.cert_file", &cluster_settings::etcd_cert_file,
+              "For etcd with client certificates: this node's certificate (PEM). A reload re-reads it.")
+        .live()
+        .path("etcd.key_file", &cluster_settings::etcd_key_file,
+              "For etcd with client certificates: its private key (PEM). A reload re-reads it.")
+        .live()
+        .duration("etcd.request_timeout", &cluster_settings::etcd_request_timeout, std::chrono::milliseconds(100),
+                  std::chrono::minutes(1), "For etcd: how long one request may take.")
+        .duration("etcd.watch_timeout", &cluster_settings::etcd_watch_timeout, std::chrono::seconds(1),
+                  std::chrono::hours(24),
+                  "For etcd: a watch that says nothing this long, not even a progress notification, is taken "
+                  "for dead and the members are listed again. etcd sends progress every 10 minutes unless "
+                  "told otherwise (--experimental-watch-progress-notify-interval).");
     c.choice("profile", &cluster_settings::profile, {"lan", "wan"},
              "The timing: lan (probe 1 s, timeout 500 ms, gossip every 200 ms, full exchange every 30 s) "
              "or wan (probe 5 s, timeout 3 s, gossip every 500 ms, full exchange every 60 s).")
@@ -41,7 +79,22 @@ const section<cluster_settings>& cluster_section() {
         .number("handover_timeout_ms", &cluster_settings::handover_timeout_ms, 0, 600000, "milliseconds",
                 "On SIGTERM, how long the node waits for its grain activations to stop (and their "
                 "partitions to be handed over) before it leaves the cluster anyway.")
-        .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config&) {
+        .check([](cluster_settings& c, const YAML::Node& node, section_reader& r, const config& so_far) {
+          if (c.provider == "etcd") {
+            if (c.etcd_endpoints.empty())
+              r.error(node, "'cluster.provider' etcd needs 'cluster.etcd.endpoints' (its client URLs, "
+                            "http://127.0.0.1:2379)");
+            for (const std::string& e : c.etcd_endpoints)
+              if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
+                r.error(node, "'cluster.etcd.endpoints': '" + e + "' is not an http:// or https:// URL");
+            if (c.etcd_username.empty() != c.etcd_password.file.empty())
+              r.error(node, "'cluster.etcd.username' and 'cluster.etcd.password_file' go together");
+            if (c.etcd_cert_file.empty() != c.etcd_key_file.empty())
+              r.error(node, "'cluster.etcd.cert_file' and 'cluster.etcd.key_file' go together");
+          }
+          if (c.etcd_prefix.empty()) c.etcd_prefix = "/troupe/" + so_far.get(node_section()).cluster + "/";
+          if (c.etcd_prefix.front() != '/' || c.etcd_prefix.back() != '/')
+            r.error(node, "'cluster.etcd.prefix' must begin and end with '/', not '" + c.etcd_prefix + "'");
           const cluster::swim_options o = c.options();
           if (o.probe_timeout >= o.probe_interval)
             r.error(node, "'cluster.probe_timeout_ms' (" + std::to_string(o.probe_timeout.count()) +

@@ -12,6 +12,16 @@
 namespace troupe::node {
 
 struct cluster_settings {
+  // Who is a member: seeds and gossip, or etcd (etcd.hpp).
+  std::string provider = "seeds";
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_prefix;  // default /troupe/<node.cluster>/
+  std::chrono::milliseconds etcd_lease_ttl{5000};
+  std::string etcd_username;
+  file_text etcd_password;
+  std::string etcd_ca_file, etcd_cert_file, etcd_key_file;
+  std::chrono::milliseconds etcd_request_timeout{5000};
+  std::chrono::milliseconds etcd_watch_timeout{std::chrono::minutes(15)};
   std::string profile = "lan";
   unsigned max_activations = 1000000;
   unsigned max_memory_mb = 0;
