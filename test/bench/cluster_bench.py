@@ -12,6 +12,12 @@ faults and byte counts come from nftables rules. Prints bench= lines:
                              16 nodes (nftables counters)
   cluster_false_deaths_loss20  dead verdicts for live nodes during 60 s of
                              20% loss at 5 nodes
+  cluster_detect_etcd_5_p50/p90  with membership from etcd (a server of its
+                             own, test/integration/etcd.py): seconds from a
+                             blackhole of one of 5 nodes (SIGSTOP: its keep-
+                             alives stop with everything else) until the 4
+                             others mark it dead, over 9 runs; the goal is
+                             the lease TTL etcd granted plus 1 s
 
 Needs root, ip and nft; without them it says so and prints nothing.
 
@@ -131,6 +137,38 @@ def inner(argv):
             took.sort()
             emit("cluster_detect_5_p50", statistics.median(took), "s")
             emit("cluster_detect_5_p90", took[min(len(took) - 1, int(0.9 * len(took)))], "s")
+        if want("cluster_detect_etcd_5"):
+            import signal
+            import etcd as etcd_mod
+            server = etcd_mod.cluster(1, tmp)
+            extra = (f"cluster: {{ provider: etcd, etcd: {{ endpoints: [{server.endpoints()[0]}], lease_ttl: 3s,"
+                     " request_timeout: 1s } }\n")
+            took, ttl = [], 0
+            try:
+                for run in range(9):
+                    ns = [nodes_mod.node(w, f"e{run}x{i}", key=key, listen=f"{host(i)}:0", cluster=f"bench{run}",
+                                         plugins=("echo",), extra=extra) for i in range(5)]
+                    names = [n.name for n in ns]
+                    deadline = time.time() + 60
+                    while time.time() < deadline and not all(all(sees(n, m, "alive") for m in names) for n in ns):
+                        time.sleep(0.05)
+                    ttl = ns[0].call("GET", "/v1/members")[1].get("etcd", {}).get("lease_ttl_ms", 0) / 1000
+                    victim = ns[1 + run % 4]
+                    victim.p.send_signal(signal.SIGSTOP)
+                    t0 = time.time()
+                    others = [n for n in ns if n is not victim]
+                    while not all(sees(n, victim.name, "dead") for n in others) and time.time() - t0 < 60:
+                        time.sleep(0.02)
+                    took.append(time.time() - t0)
+                    victim.p.send_signal(signal.SIGCONT)
+                    stop(ns)
+            finally:
+                server.close()
+            took.sort()
+            print(f"cluster_detect_etcd_5: lease TTL {ttl:g} s as etcd granted it (asked 3 s; etcd here holds "
+                  f"leases to at least {etcd_mod.MIN_TTL_S} s)", file=sys.stderr)
+            emit("cluster_detect_etcd_5_p50", statistics.median(took), "s")
+            emit("cluster_detect_etcd_5_p90", took[min(len(took) - 1, int(0.9 * len(took)))], "s")
         if want("cluster_false_deaths_loss20"):
             ns = cluster(5)
             nft("add rule inet bench out ip saddr 127.0.0.2-127.0.0.6 ip daddr 127.0.0.2-127.0.0.6 "

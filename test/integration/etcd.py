@@ -29,26 +29,56 @@ def _port():
         return s.getsockname()[1]
 
 
+def certificates(folder):
+    """A CA, a certificate for etcd (127.0.0.1) and a client's, made with openssl: {name: path}."""
+    os.makedirs(folder, exist_ok=True)
+    f = {k: os.path.join(folder, k) for k in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")}
+
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", "/CN=troupe test CA", "-keyout", f["ca.key"], "-out", f["ca.pem"])
+    # The client's has no CommonName: with users on, etcd's JSON gateway
+    # refuses a certificate that has one (the name would not be the user).
+    # etcd's own serves as a client's too: its gateway dials etcd with it.
+    for who, subject, ext in (("server", "/CN=server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+                              ("client", "/O=troupe node", "extendedKeyUsage=clientAuth")):
+        csr = os.path.join(folder, who + ".csr")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", f[who + ".key"], "-out", csr)
+        extfile = os.path.join(folder, who + ".ext")
+        with open(extfile, "w") as e:
+            e.write(ext + "\n")
+        run("x509", "-req", "-in", csr, "-CA", f["ca.pem"], "-CAkey", f["ca.key"], "-CAcreateserial", "-days", "2",
+            "-extfile", extfile, "-out", f[who + ".pem"])
+    return f
+
+
 class member:
-    def __init__(self, name, parent):
+    def __init__(self, name, parent, tls):
         self.name = name
         self.client, self.peer = _port(), _port()
         self.dir = os.path.join(parent, name)
         self.p = None
+        self.tls = tls
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.client}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client}"
 
 
 class cluster:
     """`size` etcd members forming one cluster."""
 
-    def __init__(self, size=1, parent=None):
+    def __init__(self, size=1, parent=None, tls=None):
+        """`tls`: certificates() — clients then need a certificate the CA signed."""
         if not os.path.exists(ETCD):
             raise RuntimeError("no etcd server: scripts/install-deps installs etcd-server")
         self.dir = tempfile.mkdtemp(prefix="troupe-etcd-", dir=parent)
-        self.members = [member(f"e{i}", self.dir) for i in range(size)]
+        self.tls = tls
+        self.members = [member(f"e{i}", self.dir, tls) for i in range(size)]
+        self.user = None
         self.initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer}" for m in self.members)
         for m in self.members:
             self.start(m, new=True)
@@ -66,10 +96,14 @@ class cluster:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer}",
              "--initial-cluster", self.initial, "--initial-cluster-state", "new",
              "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
-             "--experimental-watch-progress-notify-interval", "1s", "--logger", "zap", "--log-outputs", "stderr"],
+             "--experimental-watch-progress-notify-interval", "1s", "--logger", "zap", "--log-outputs", "stderr"]
+            + (["--cert-file", self.tls["server.pem"], "--key-file", self.tls["server.key"], "--client-cert-auth",
+                "--trusted-ca-file", self.tls["ca.pem"]] if self.tls else []),
             stdout=log, stderr=subprocess.STDOUT)
 
     def healthy(self, m):
+        if self.tls:
+            return self.ctl("endpoint", "health", endpoints=[m.url]).returncode == 0
         try:
             with urllib.request.urlopen(m.url + "/health", timeout=2) as r:
                 return b'"true"' in r.read()
@@ -97,9 +131,22 @@ class cluster:
         """Its data gone (leases included), as a server rebuilt from nothing."""
         shutil.rmtree(m.dir, ignore_errors=True)
 
-    def ctl(self, *args):
-        return subprocess.run([ETCDCTL, "--endpoints", ",".join(self.endpoints())] + list(args),
-                              capture_output=True, text=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+    def ctl(self, *args, endpoints=None):
+        cmd = [ETCDCTL, "--endpoints", ",".join(endpoints or self.endpoints())]
+        if self.tls:
+            cmd += ["--cacert", self.tls["ca.pem"], "--cert", self.tls["client.pem"], "--key", self.tls["client.key"]]
+        if self.user:
+            cmd += ["--user", self.user]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=30,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+
+    def enable_auth(self, password):
+        """Users on: root (with `password`) may do everything, nobody else anything."""
+        for args in (("user", "add", f"root:{password}"), ("auth", "enable")):
+            out = self.ctl(*args)
+            if out.returncode != 0:
+                raise RuntimeError(f"etcdctl {' '.join(args)}: {out.stdout}{out.stderr}")
+        self.user = f"root:{password}"
 
     def close(self):
         self.kill_all()

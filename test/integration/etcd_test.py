@@ -14,7 +14,9 @@ troupe-node processes each on its own loopback address:
 - every etcd member killed: the nodes stay up, keep their members and
   say so in /readyz and the metrics; etcd started afresh with no data (the
   leases gone): every node registers again;
-- against a 3-member etcd cluster, one etcd member killed changes nothing.
+- against a 3-member etcd cluster, one etcd member killed changes nothing;
+- etcd on https with client certificates and users: a wrong password in
+  the password file is not ready, saying why; a reload re-reads it.
 
 usage: etcd_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
@@ -44,9 +46,9 @@ TTL_ASKED = 3
 servers = []
 
 
-def start(name, host, endpoints, cluster="et", lease=TTL_ASKED):
+def start(name, host, endpoints, cluster="et", lease=TTL_ASKED, etcd_extra=""):
     extra = (f"cluster: {{ provider: etcd, etcd: {{ endpoints: [{', '.join(endpoints)}], lease_ttl: {lease}s,"
-             " request_timeout: 1s, watch_timeout: 5s } }\n")
+             f" request_timeout: 1s, watch_timeout: 5s{etcd_extra} }} }}\n")
     return nodes_mod.node(w, name, key=key, listen=addr[host], cluster=cluster,
                           plugins=("echo", "thrower", "remote_probe", "grains"), kinds=KINDS, extra=extra)
 
@@ -218,6 +220,31 @@ try:
     check("... grains go on", before == [1, 2, 3] and after == [4, 5, 6], f"{before} {after}")
     check("... the nodes talk to another etcd member",
           all(metric(n.scrape(), "troupe_cluster_provider_up", '{provider="etcd"}') == 1 for n in ns))
+    for n in ns:
+        n.stop()
+    trio.close()
+
+    # ---- TLS with client certificates, and a user with a password
+    certs = etcd_mod.certificates(os.path.join(tmp, "certs"))
+    secure = etcd_mod.cluster(1, tmp, tls=certs)
+    servers.append(secure)
+    secure.enable_auth("the-right-one")
+    password = w.secret("etcd.password", "a-wrong-one")
+    tls = (f", ca_file: {certs['ca.pem']}, cert_file: {certs['client.pem']}, key_file: {certs['client.key']},"
+           f" username: root, password_file: {password}")
+    s1 = start("s1", hosts[6], secure.endpoints(), cluster="sec", etcd_extra=tls)
+    status, body = poll(lambda: ready(s1), lambda r: "authentication failed" in r[1].get("reason", ""), 10)
+    check("with a wrong password in etcd.password_file the node is not ready, and says so",
+          status == 503 and "authentication failed" in body.get("reason", ""), str(body))
+    w.secret("etcd.password", "the-right-one")
+    s1.p.send_signal(signal.SIGHUP)  # what systemctl reload sends
+    status, body = poll(lambda: ready(s1), lambda r: r[0] == 200, 15)
+    check("a reload re-reads the password file, and the node registers over TLS", status == 200, str(body))
+    s2 = start("s2", hosts[7], secure.endpoints(), cluster="sec", etcd_extra=tls)
+    check("a second node joins it there", all_see([s1, s2], {"s1": "alive", "s2": "alive"}, 15),
+          str(statuses(s1)))
+    keys = secure.ctl("get", "--prefix", "/troupe/sec/", "--keys-only").stdout.split()
+    check("... both records are in etcd", keys == ["/troupe/sec/members/s1", "/troupe/sec/members/s2"], str(keys))
 finally:
     w.stop_all()
     for s in servers:
