@@ -462,12 +462,11 @@ void etcd_provider::grant() {
 }
 
 void etcd_provider::register_self() {
-  const cluster::millis sent = now();
   http_->call("/v3/kv/put",
               {{"key", base64(key_of(self_.name))},
                {"value", base64(cluster::format_record(self_))},
                {"lease", std::to_string(lease_)}},
-              [this, sent](const etcd_http::reply& r) {
+              [this](const etcd_http::reply& r) {
                 if (!r.ok()) {
                   // A lease that is gone meanwhile: the next try asks for another.
                   if (r.error.find("lease not found") != std::string::npos) lease_ = 0;
@@ -475,7 +474,6 @@ void etcd_provider::register_self() {
                 }
                 const bool again = registered_;
                 registered_ = true;
-                (void)sent;
                 log(level::info, std::string("cluster: ") + (again ? "registered again" : "registered") + " in etcd as " +
                                      key_of(self_.name));
                 problem_.clear();
