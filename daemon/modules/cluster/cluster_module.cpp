@@ -123,7 +123,14 @@ class cluster_module final : public module, public cluster_view {
         registry_->remove(name, now());
         registry_changed();
       };
-      h.changed = [this] { pump(); };
+      // Every change of etcd's state (up, registered, what is wrong) comes here.
+      h.changed = [this] {
+        {
+          std::lock_guard lock(counters_->provider_mu);
+          counters_->provider_problem = etcd_->problem();
+        }
+        pump();
+      };
       etcd_ = std::make_unique<etcd_provider>(ctx.loop(), etcd_config_of(cs),
                                               cluster::record{n.name, address, generation, meta, false}, std::move(h));
     }
@@ -235,7 +242,10 @@ class cluster_module final : public module, public cluster_view {
                          "; datagrams on " + listen);
     started_ = now();
     machine_->start(now());
-    if (etcd_) etcd_->start();
+    if (etcd_) {
+      counters_->provider_problem = etcd_->problem();
+      etcd_->start();
+    }
     pump();
     ctx.system().set_cluster(this);
     return 0;
@@ -600,11 +610,10 @@ class cluster_module final : public module, public cluster_view {
     std::vector<cluster::member_event> events = machine_->take_events();
     if (registry_) {
       // SWIM's news only says who is unreachable; the events are etcd's.
-      registry_->reachability(machine_->members(), now());
+      // SWIM's view changes only with its news, not at every datagram.
+      if (!events.empty()) registry_->reachability(machine_->members(), now());
       registry_->advance(now());
       events = registry_->take_events();
-      std::lock_guard lock(counters_->provider_mu);
-      counters_->provider_problem = etcd_->problem();
     }
     if (!events.empty() || !snapshot_) publish(events);
     const cluster::membership_stats& st = machine_->stats();
