@@ -227,7 +227,12 @@ void transport::tick() {
   const std::int64_t now = steady_ns();
   for (std::size_t i = 0; i < connections_.size(); ++i) connections_[i]->tick(now);
   std::lock_guard lock(exports_mu_);
+  sweep_exports_locked();
+}
+
+void transport::sweep_exports_locked() {
   std::erase_if(exports_, [](const auto& kv) { return kv.second->dead(); });
+  exports_sweep_at_ = std::max<std::size_t>(1024, 2 * exports_.size());
 }
 
 void transport::shutdown() {
@@ -289,6 +294,7 @@ std::string transport::export_local(process* p, bool* exported) {
   if (exported != nullptr) *exported = true;
   std::lock_guard lock(exports_mu_);
   exports_.try_emplace(id, process_ref(p));
+  if (exports_.size() >= exports_sweep_at_) sweep_exports_locked();
   return id;
 }
 

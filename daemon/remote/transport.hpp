@@ -247,8 +247,15 @@ class transport final : public remote_resolver {
   mutable std::mutex peers_mu_;
   std::unordered_map<std::string, std::shared_ptr<peer>> peers_;
 
+  // Local processes outside the registry (futures, grain calls) named as
+  // senders to other nodes, so that replies find them. Swept of the dead at
+  // each tick, and also whenever the map has doubled since the last sweep:
+  // requests at hundreds of thousands a second would otherwise keep a tick's
+  // worth of finished calls (and their messages) alive.
   std::mutex exports_mu_;
   std::unordered_map<std::string, process_ref> exports_;
+  std::size_t exports_sweep_at_ = 1024;
+  void sweep_exports_locked();
 
   std::mutex spawns_mu_;
   std::uint64_t next_spawn_ = 1;
