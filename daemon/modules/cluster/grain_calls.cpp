@@ -317,57 +317,33 @@ void grain_service::send(std::string_view kind, std::string_view identity, messa
 // ---------------------------------------------------------------- cache
 
 pid grain_service::cached(std::string_view kind, std::string_view identity, std::uint64_t key) const {
-  const cache_shard& s = cache_[key % shards];
+  cache_shard& s = shard_of(key);
   std::lock_guard lock(s.mu);
-  const auto [b, e] = s.entries.equal_range(key);
-  for (auto it = b; it != e; ++it) {
-    const std::string& k = it->second.first;
-    if (k.size() == kind.size() + 1 + identity.size() && k.compare(0, kind.size(), kind) == 0 &&
-        k.compare(kind.size() + 1, identity.size(), identity) == 0)
-      return it->second.second;
-  }
-  return {};
+  const pid* p = s.entries.find(key, kind, identity);
+  return p != nullptr ? *p : pid();
 }
 
 void grain_service::remember(std::string_view kind, std::string_view identity, std::uint64_t key, const pid& where) {
-  forget(kind, identity, key, pid());
-  cache_shard& s = cache_[key % shards];
-  std::string k;
-  k.reserve(kind.size() + 1 + identity.size());
-  k.append(kind).push_back('\0');
-  k.append(identity);
+  cache_shard& s = shard_of(key);
   std::lock_guard lock(s.mu);
   // Bounded: a full shard forgets an entry (the next call to that grain
   // locates it again).
-  if (s.entries.size() >= std::max<std::size_t>(1, opts_.max_cached / shards)) s.entries.erase(s.entries.begin());
-  s.entries.emplace(key, std::make_pair(std::move(k), where));
+  s.entries.put(key, kind, identity, where);
 }
 
 void grain_service::forget(std::string_view kind, std::string_view identity, std::uint64_t key, const pid& where) {
-  cache_shard& s = cache_[key % shards];
+  cache_shard& s = shard_of(key);
   std::lock_guard lock(s.mu);
-  const auto [b, e] = s.entries.equal_range(key);
-  for (auto it = b; it != e; ++it) {
-    const std::string& k = it->second.first;
-    if (k.size() == kind.size() + 1 + identity.size() && k.compare(0, kind.size(), kind) == 0 &&
-        k.compare(kind.size() + 1, identity.size(), identity) == 0) {
-      if (!where || it->second.second == where) s.entries.erase(it);
-      return;
-    }
-  }
+  s.entries.erase(key, kind, identity, [&](const pid& p) { return !where || p == where; });
 }
 
 void grain_service::forget_at(const std::vector<std::string>& addresses) {
   if (addresses.empty()) return;
   for (cache_shard& s : cache_) {
     std::lock_guard lock(s.mu);
-    for (auto it = s.entries.begin(); it != s.entries.end();) {
-      const pid& where = it->second.second;
-      if (where && std::find(addresses.begin(), addresses.end(), where.address()) != addresses.end())
-        it = s.entries.erase(it);
-      else
-        ++it;
-    }
+    s.entries.erase_if([&](const pid& where) {
+      return where && std::find(addresses.begin(), addresses.end(), where.address()) != addresses.end();
+    });
   }
 }
 

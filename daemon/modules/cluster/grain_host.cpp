@@ -531,7 +531,9 @@ const char* to_string(passivation p) noexcept {
 }
 
 grain_service::grain_service(actor_system& sys, grain_options o)
-    : sys_(sys), opts_(std::move(o)), state_(std::make_shared<grain_host_state>(*this)) {}
+    : sys_(sys), opts_(std::move(o)), state_(std::make_shared<grain_host_state>(*this)) {
+  for (cache_shard& s : cache_) s.entries.set_capacity(std::max<std::size_t>(1, opts_.max_cached / shards));
+}
 
 grain_service::~grain_service() = default;
 

@@ -40,6 +40,7 @@
 
 #include "actor/actor_system.hpp"
 #include "actor/clock.hpp"
+#include "cluster/name_cache.hpp"
 #include "cluster/placement.hpp"
 
 namespace troupe::node {
@@ -182,9 +183,11 @@ class grain_service {
  private:
   struct cache_shard {
     mutable std::mutex mu;
-    std::unordered_multimap<std::uint64_t, std::pair<std::string, pid>> entries;  // key -> (kind\0identity, pid)
+    cluster::name_cache<pid> entries;
   };
   static constexpr std::size_t shards = 16;
+  // The high bits: the shard's own table places entries by the low ones.
+  cache_shard& shard_of(std::uint64_t key) const noexcept { return cache_[key >> 60]; }
 
   actor_system& sys_;
   grain_options opts_;
@@ -199,7 +202,7 @@ class grain_service {
   // Fences ordered, and carried out (their activations told to stop): a
   // fence lifted at once still holds until its stops are on their way.
   std::atomic<std::uint64_t> fences_ordered_{0}, fences_done_{0};
-  std::array<cache_shard, shards> cache_;
+  mutable std::array<cache_shard, shards> cache_;
 };
 
 }  // namespace troupe::node
