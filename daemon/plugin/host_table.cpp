@@ -296,6 +296,23 @@ int grain_send(troupe_ctx* c, const char* kind, const char* identity, std::size_
   return TROUPE_OK;
 }
 
+// Runs `on_reply` in the actor's own turn once `f` completes: not at all
+// when another instance of the actor runs by then (a restart), and the
+// closure is dropped when `held` goes.
+void reply_in_turn(troupe_ctx* c, plugin_actor* a, const future& f,
+                   void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
+                   std::shared_ptr<owned_closure> held) {
+  c->ctx->reenter_after(f, [held = std::move(held), on_reply, a, alive = a->lifetime()](context& ctx,
+                                                                                        const future_result& r) {
+    if (alive.expired()) return;  // another instance runs now
+    troupe_message reply{0, nullptr, 0};
+    if (r.reply) reply = {r.reply->type, r.reply->data, r.reply->size};
+    a->run_callback(ctx, "on_reply failed", [&](troupe_ctx* frame) {
+      on_reply(held->closure, frame, &reply, reply_status(r.status));
+    });
+  });
+}
+
 int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::size_t identity_len,
                   std::uint64_t type, const std::uint8_t* data, std::size_t size, std::uint32_t flags,
                   std::uint64_t timeout_ns,
@@ -310,14 +327,33 @@ int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::si
   if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;  // `held` drops the closure
   future f = v->call_grain(kind, std::string_view(identity, identity_len), message::adopt(make(type, data, size, flags)),
                            std::chrono::nanoseconds(timeout_ns));
-  c->ctx->reenter_after(f, [held, on_reply, a, alive = a->lifetime()](context& ctx, const future_result& r) {
-    if (alive.expired()) return;  // another instance runs now
-    troupe_message reply{0, nullptr, 0};
-    if (r.reply) reply = {r.reply->type, r.reply->data, r.reply->size};
-    a->run_callback(ctx, "on_reply failed", [&](troupe_ctx* frame) {
-      on_reply(held->closure, frame, &reply, reply_status(r.status));
-    });
-  });
+  reply_in_turn(c, a, f, on_reply, std::move(held));
+  return TROUPE_OK;
+}
+
+int request_then(troupe_ctx* c, troupe_pid* to, std::uint64_t type, const std::uint8_t* data, std::size_t size,
+                 std::uint32_t flags, std::uint64_t timeout_ns,
+                 void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
+                 void* closure, void (*drop)(void* closure)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || on_reply == nullptr || (data == nullptr && size != 0) || timeout_ns == 0)
+    return TROUPE_ERR_ARGUMENT;
+  future f = c->ctx->request_future(pid(from_abi(to)), message::adopt(make(type, data, size, flags)),
+                                    std::chrono::nanoseconds(timeout_ns));
+  reply_in_turn(c, a, f, on_reply, std::move(held));
+  return TROUPE_OK;
+}
+
+int send_as(troupe_ctx* c, troupe_pid* to, troupe_pid* sender, std::uint64_t type, const std::uint8_t* data,
+            std::size_t size, std::uint32_t flags) {
+  if (c == nullptr || c->ctx == nullptr || (data == nullptr && size != 0)) return TROUPE_ERR_ARGUMENT;
+  envelope* e = make(type, data, size, flags);
+  if (process* s = from_abi(sender)) {
+    s->retain();
+    e->sender = s;
+  }
+  c->ctx->send_envelope(from_abi(to), e, false);
   return TROUPE_OK;
 }
 
@@ -548,6 +584,8 @@ const troupe_host_api host_api = {
     &unsubscribe,
     &publish,
     &publish_reported,
+    &request_then,
+    &send_as,
 };
 
 }  // namespace troupe::plugin::detail

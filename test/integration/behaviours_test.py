@@ -6,7 +6,10 @@ C11 against abi.h). A door starts closed and keeps the knocks that come
 the new ones; a stacked behaviour comes off again (unbecome); a restart
 brings back the first behaviour; a message the door does not handle is a
 dead letter with reason `unhandled`, which a requester hears at once (422)
-rather than after its timeout, and which the metrics count.
+rather than after its timeout, and which the metrics count. A relay (both
+languages again) asks a door for its own asker with a request whose reply
+handler runs in the relay's turn (answered, timed out, undelivered), and
+with a message whose sender is the asker, so that the door answers it.
 
 usage: behaviours_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
@@ -123,6 +126,42 @@ try:
         n.call("POST", f"/v1/actors/{door}/send", {"type": "gate.Open", "message": {}})
         join(threads)
         check(f"[{lang}] ... and opening it lets the knock in", answers.get(7, (0,))[0] == 200, str(answers))
+
+    # Requests answered in the asking actor's turn (ABI 1.8). The doors are
+    # open now; a third door, closed, never answers.
+    status, body = n.spawn("gate.door", "shut")
+    check("a closed door spawns", status == 201, str(body))
+    pid_of = {d: n.call("GET", f"/v1/actors/{d}")[1].get("pid", "") for d in ("d1", "c1", "shut")}
+    check("the doors' PIDs are listed", all(pid_of.values()), str(pid_of))
+    for kind, relay, door, lang in (("gate.relay", "r1", "d1", "C++"), ("c.relay", "cr1", "c1", "C")):
+        status, body = n.spawn(kind, relay)
+        check(f"[{lang}] a relay spawns", status == 201, str(body))
+        status, body = n.request(relay, "gate.Relay", {"to": pid_of[door], "n": 41})
+        check(f"[{lang}] request with a reply handler: the door's reply comes back to the relay's turn, "
+              "whose respond() answers the relay's own asker",
+              status == 200 and body.get("type") == "gate.Relayed" and body["message"].get("n") == 41
+              and body["message"].get("status", 0) == 0, str(body))
+        t0 = time.time()
+        status, body = n.request(relay, "gate.Relay", {"to": pid_of["shut"], "n": 42, "timeout_ms": 300},
+                                 timeout_ms=5000)
+        took = time.time() - t0
+        check(f"[{lang}] no reply within the request's 300 ms: the handler runs with status timeout "
+              f"(answered after {took:.2f} s)",
+              status == 200 and body["message"].get("n") == -1 and body["message"].get("status") == 1
+              and 0.25 < took < 3, str(body))
+        gone = pid_of[door].rsplit("/", 1)[0] + "/nobody-here"
+        status, body = n.request(relay, "gate.Relay", {"to": gone, "n": 43})
+        check(f"[{lang}] a PID with no actor: the handler runs with status dead_letter",
+              status == 200 and body["message"].get("n") == -1 and body["message"].get("status") == 2, str(body))
+        # (The C door answers a knock with the knock itself.)
+        answer = "gate.Entered" if lang == "C++" else "gate.Knock"
+        status, body = n.request(relay, "gate.Relay", {"to": pid_of[door], "n": 44, "direct": True})
+        check(f"[{lang}] a message sent with the asker as its sender: the door answers the asker itself",
+              status == 200 and body.get("type") == answer and body["message"].get("n") == 44, str(body))
+        status, body = n.request(relay, "gate.Relay", {"to": gone, "n": 45, "direct": True})
+        check(f"[{lang}] ... and when it cannot be delivered, the asker hears where it went and why (404)",
+              status == 404 and body.get("error", {}).get("message", "") ==
+              f"'{relay}' passed the request on to an actor, which does not exist", str(body))
 
     check("the dead-letter log names the reason unhandled",
           any("unhandled" in l for l in n.err.lines), "\n".join(n.err.lines[-10:]))

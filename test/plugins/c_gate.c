@@ -81,22 +81,115 @@ static int closed(void* instance, troupe_ctx* ctx, const troupe_message* m) {
   return host->unhandled(ctx);
 }
 
+/* ---- the relay (ABI 1.8), reading and writing FlatBuffers by hand ---- */
+
+static uint32_t u32_at(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* Where field `i` of the root table of `buf` is, or NULL when absent. */
+static const uint8_t* field(const uint8_t* buf, size_t size, unsigned i) {
+  if (buf == NULL || size < 8) return NULL;
+  const uint8_t* table = buf + u32_at(buf);
+  int32_t back;
+  memcpy(&back, table, sizeof back);
+  const uint8_t* vtable = table - back;
+  uint16_t vsize, off;
+  memcpy(&vsize, vtable, sizeof vsize);
+  if (4 + 2 * (size_t)i + 2 > vsize) return NULL;
+  memcpy(&off, vtable + 4 + 2 * i, sizeof off);
+  return off != 0 ? table + off : NULL;
+}
+
+static int32_t int_field(const uint8_t* buf, size_t size, unsigned i, int32_t otherwise) {
+  const uint8_t* f = field(buf, size, i);
+  int32_t v = otherwise;
+  if (f != NULL) memcpy(&v, f, sizeof v);
+  return v;
+}
+
+/* A table of `count` (1 or 2) int fields, laid out as FlatBuffers does: the
+ * root offset, the vtable (its size, the table's, each field's offset),
+ * then the table (the way back to its vtable, the fields). Returns its size. */
+static size_t ints_table(uint8_t out[24], const int32_t* v, unsigned count) {
+  const uint32_t root = 12;
+  const uint16_t vtable[4] = {(uint16_t)(4 + 2 * count), (uint16_t)(4 + 4 * count), 4, 8};
+  const int32_t back = 12 - 4;
+  memset(out, 0, 24);
+  memcpy(out, &root, 4);
+  memcpy(out + 4, vtable, 4 + 2 * count);
+  memcpy(out + 12, &back, 4);
+  memcpy(out + 16, v, 4 * count);
+  return 16 + 4 * count;
+}
+
+static uint64_t entered, relay, relayed_type;
+
+/* Runs in the relay's own turn: the current message is the Relay, so
+ * respond() answers whoever asked for it. */
+static void on_reply(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status) {
+  (void)closure;
+  /* The n of the door's answer: Entered (a C++ door) or the Knock itself. */
+  const int32_t n = status == TROUPE_REPLY_OK && (reply->type == entered || reply->type == knock)
+                        ? int_field(reply->data, reply->size, 0, -1)
+                        : -1;
+  const int32_t fields[2] = {n, status};
+  uint8_t out[24];
+  host->respond(ctx, relayed_type, out, ints_table(out, fields, 2), 0);
+}
+
+static int relay_receive(void* instance, troupe_ctx* ctx, const troupe_message* m) {
+  (void)instance;
+  if (m->type != relay) return 0;
+  const uint8_t* to = field(m->data, m->size, 0);
+  const int32_t n = int_field(m->data, m->size, 1, 0);
+  const int32_t timeout_ms = int_field(m->data, m->size, 2, 5000);
+  const uint8_t* direct = field(m->data, m->size, 3);
+  troupe_pid* door = NULL;
+  if (to != NULL) {
+    const uint8_t* s = to + u32_at(to);
+    door = host->pid_parse(ctx, (const char*)s + 4, u32_at(s));
+  }
+  uint8_t k[24];
+  const size_t k_size = ints_table(k, &n, 1); /* gate.Knock { n } */
+  int rc;
+  if (direct != NULL && *direct)
+    rc = host->send_as(ctx, door, host->sender(ctx), knock, k, k_size, 0);
+  else
+    rc = host->request_then(ctx, door, knock, k, k_size, 0,
+                            (uint64_t)(timeout_ms > 0 ? timeout_ms : 5000) * 1000000u, on_reply, NULL, NULL);
+  if (door != NULL) host->pid_release(door);
+  return rc;
+}
+
+/* A kind whose instances are doors (the relay keeps nothing in its own). */
+static int register_kind(troupe_registrar* reg, const char* name,
+                         int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* m)) {
+  troupe_kind_def k;
+  memset(&k, 0, sizeof k);
+  k.size = sizeof k;
+  k.name = name;
+  k.create = create;
+  k.receive = receive;
+  k.destroy = destroy;
+  return host->register_kind(reg, &k);
+}
+
 static int init(const troupe_host_api* h, troupe_registrar* reg) {
   host = h;
-  if (!TROUPE_HOST_HAS(h, unhandled)) return TROUPE_ERR_STATE;
+  if (!TROUPE_HOST_HAS(h, unhandled) || !TROUPE_HOST_HAS(h, send_as)) return TROUPE_ERR_STATE;
   knock = type_of("gate.Knock");
   open_msg = type_of("gate.Open");
   peek = type_of("gate.Peek");
   unpeek = type_of("gate.Unpeek");
   brk = type_of("gate.Break");
-  troupe_kind_def k;
-  memset(&k, 0, sizeof k);
-  k.size = sizeof k;
-  k.name = "c.door";
-  k.create = create;
-  k.receive = closed;
-  k.destroy = destroy;
-  return h->register_kind(reg, &k);
+  entered = type_of("gate.Entered");
+  relay = type_of("gate.Relay");
+  relayed_type = type_of("gate.Relayed");
+  const int s = register_kind(reg, "c.door", closed);
+  return s != TROUPE_OK ? s : register_kind(reg, "c.relay", relay_receive);
 }
 
 TROUPE_EXPORT const troupe_plugin_desc* troupe_plugin_entry(void) {

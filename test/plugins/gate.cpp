@@ -3,7 +3,8 @@
 // and puts them back, in order, and each is answered Entered. Peek stacks
 // a `peeking` behaviour that Unpeek takes off; Close goes back to closed;
 // Break throws, and the restarted door is closed again. Paint is declared
-// and handled nowhere: a dead letter with reason unhandled.
+// and handled nowhere: a dead letter with reason unhandled. The relay asks
+// doors on its askers' behalf.
 #include <troupe/troupe.hpp>
 
 #include "gate_messages_generated.h"
@@ -55,9 +56,35 @@ struct Door : troupe::Actor {
   void closed(troupe::Context& ctx) { receive(ctx); }
 };
 
+// A relay: asks a door for its asker (Relay), and answers it in its own
+// turn once the door has (ABI 1.8: a request with a reply handler, and a
+// message sent with another sender).
+struct Relayer : troupe::Actor {
+  void receive(troupe::Context& ctx) override {
+    const auto* r = ctx.message<gate::Relay>();
+    if (r == nullptr) return;
+    const troupe::Pid door = ctx.resolve(r->to() ? r->to()->string_view() : std::string_view());
+    const int n = r->n();
+    if (r->direct()) {
+      ctx.send_as<Knock>(door, ctx.sender(), [&](auto& b) { return CreateKnock(b, n); });
+      return;
+    }
+    ctx.request<Knock>(
+        door, [&](auto& b) { return CreateKnock(b, n); },
+        [](troupe::Context& c, const troupe::Reply& reply) {
+          const auto* e = reply.as<Entered>();
+          const int got = e != nullptr ? e->n() : -1;
+          const int status = static_cast<int>(reply.result());
+          c.respond<Relayed>([&](auto& b) { return CreateRelayed(b, got, status); });
+        },
+        std::chrono::milliseconds(r->timeout_ms() > 0 ? r->timeout_ms() : 5000));
+  }
+};
+
 }  // namespace
 
 TROUPE_PLUGIN(gate, "1.0.0") {
   plugin.schema(gate_bfbs);
   plugin.kind<Door>("gate.door");
+  plugin.kind<Relayer>("gate.relay");
 }

@@ -407,6 +407,19 @@ void answer_request(plugin::host& plugins, const admin_request& r, const std::st
         return r.error(503, "over_budget",
                        "the node's queued messages are at their budget (node.max_queued_bytes); "
                        "try again later");
+      // An actor that passed the request on (forward, or a message sent
+      // with this request's sender) to one that is not there.
+      if (d != nullptr && d->target() != nullptr && d->target()->id() != nullptr &&
+          d->target()->id()->string_view() != id) {
+        const std::string to = d->target()->id()->size() == 0
+                                   ? std::string("an actor")
+                                   : "'" + (d->target()->address() ? d->target()->address()->str() + "/" : std::string()) +
+                                         d->target()->id()->str() + "'";
+        return r.error(404, "unknown_actor",
+                       "'" + id + "' passed the request on to " + to + ", which " +
+                           (reason == troupe::system::DeadLetterReason::NotFound ? "does not exist"
+                                                                                  : "stopped before it answered"));
+      }
       return r.error(404, "unknown_actor", "'" + id + "' stopped before it answered");
     }
     case future_status::pending: return r.error(500, "internal", "the request did not complete");

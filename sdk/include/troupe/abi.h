@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 7
+#define TROUPE_ABI_MINOR 8
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -78,8 +78,8 @@ enum troupe_send_flags {
 
 /* How a request made with grain_request ended, for its on_reply. */
 enum troupe_reply_status {
-  TROUPE_REPLY_OK = 0,          /* the reply is the grain's */
-  TROUPE_REPLY_TIMEOUT = 1,     /* no reply in time: a troupe.cluster.GrainError says more */
+  TROUPE_REPLY_OK = 0,          /* the reply is the target's (the grain's) */
+  TROUPE_REPLY_TIMEOUT = 1,     /* no reply in time: for a grain, a troupe.cluster.GrainError says more */
   TROUPE_REPLY_DEAD_LETTER = 2, /* undelivered: a troupe.system.DeadLetterResponse says why */
   TROUPE_REPLY_FAILED = 3       /* not made: a troupe.cluster.GrainError says why (no member
                                    hosts the kind, its activation failed) */
@@ -364,6 +364,25 @@ typedef struct troupe_host_api {
                           void (*on_report)(void* closure, troupe_ctx* ctx, int status,
                                             const troupe_publish_report* report),
                           void* closure, void (*drop)(void* closure));
+
+  /* ---- ABI 1.8: requests answered in this actor's turn ---- */
+  /* A request to `to`, an actor of this node or another. `on_reply` runs
+   * later in this actor's own turn (never during this call; the current
+   * message there is the one handled now, so respond() answers its
+   * sender) with the reply and TROUPE_REPLY_OK; with a
+   * troupe.system.DeadLetterResponse and TROUPE_REPLY_DEAD_LETTER when the
+   * message could not be delivered; with an empty message (type 0, size 0)
+   * and TROUPE_REPLY_TIMEOUT when no reply came within `timeout_ns`. `drop`
+   * as for grain_request. */
+  int (*request_then)(troupe_ctx* ctx, troupe_pid* to, uint64_t type, const uint8_t* data, size_t size,
+                      uint32_t flags, uint64_t timeout_ns,
+                      void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
+                      void* closure, void (*drop)(void* closure));
+  /* A message to `to` with `sender` as its sender (NULL: none), so that its
+   * reply, or the dead letter response when it cannot be delivered, goes
+   * to `sender` rather than to this actor. */
+  int (*send_as)(troupe_ctx* ctx, troupe_pid* to, troupe_pid* sender, uint64_t type, const uint8_t* data,
+                 size_t size, uint32_t flags);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -382,6 +382,32 @@ class Context {
                                 TROUPE_SEND_BUILT),
           "request");
   }
+  // A request whose answer comes back to this handler rather than as a
+  // message (ABI 1.8): on_reply(Context&, const Reply&) runs later in this
+  // actor's own turn (never during this call), with the reply, or with
+  // why there is none (Reply::status: timeout, dead_letter). There, ctx's
+  // current message is the one handled now: respond() answers its sender.
+  // Dropped if this actor stops or restarts first.
+  template <class T, class F, class R>
+  void request(const Pid& to, F&& fill, R&& on_reply, std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    require(TROUPE_HOST_HAS(detail::host, request_then), "request with a reply handler", "1.8");
+    using fn = std::decay_t<R>;
+    auto b = detail::build<T>(std::forward<F>(fill));
+    auto* closure = new fn(std::forward<R>(on_reply));
+    check(detail::host->request_then(c_, to.get(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT,
+                                     static_cast<std::uint64_t>(timeout.count()), &detail::on_reply<fn>, closure,
+                                     &detail::drop<fn>),
+          "request");  // the node dropped the closure already
+  }
+  // A message whose sender is `sender` (ABI 1.8): its reply, or the dead
+  // letter response when it cannot be delivered, goes there, not here.
+  template <class T, class F>
+  void send_as(const Pid& to, const Pid& sender, F&& fill) {
+    require(TROUPE_HOST_HAS(detail::host, send_as), "send_as", "1.8");
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->send_as(c_, to.get(), sender.get(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT),
+          "send_as");
+  }
   // Replies to the sender of the current message (a dead letter if none).
   template <class T, class F>
   void respond(F&& fill) {
@@ -669,8 +695,8 @@ class Context {
   troupe_ctx* raw() const noexcept { return c_; }
 
  private:
-  static void require(bool has, const char* what) {
-    if (!has) throw Error(std::string(what) + " needs a node with ABI 1.3", TROUPE_ERR_STATE);
+  static void require(bool has, const char* what, const char* abi = "1.3") {
+    if (!has) throw Error(std::string(what) + " needs a node with ABI " + abi, TROUPE_ERR_STATE);
   }
   static void require_16(const char* what) {
     if (!TROUPE_HOST_HAS(detail::host, unhandled))
