@@ -49,7 +49,7 @@ context::extras& context::ex() {
 }
 
 std::string context::id() const {
-  if (name_) return *name_;
+  if (const std::string* n = name()) return *n;
   std::string id = "$";
   id.append(std::to_string(seq_));
   return id;

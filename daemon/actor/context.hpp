@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -166,14 +167,16 @@ class context final : public process, public schedulable, public pooled {
   router_state* router() const noexcept { return router_; }
 
   std::uint64_t seq() const noexcept { return seq_; }
-  const std::string* name() const noexcept { return name_.get(); }
+  const std::string* name() const noexcept { return labels_ && labels_->name ? &*labels_->name : nullptr; }
   // A grain's identity (its kind is props().kind): null for an actor that
   // is not a grain's activation. Fixed at spawn: safe from any thread.
-  const std::string* identity() const noexcept { return grain_ ? &grain_->identity : nullptr; }
+  const std::string* identity() const noexcept {
+    return labels_ && labels_->identity ? &*labels_->identity : nullptr;
+  }
   // For a grain: when it last got a user message that was not from a timer
   // (steady_ns); its spawn before the first. Any thread.
   std::int64_t active_at_ns() const noexcept {
-    return grain_ ? grain_->active_at.load(std::memory_order_relaxed) : 0;
+    return identity() != nullptr ? labels_->active_at.load(std::memory_order_relaxed) : 0;
   }
   // Whether it failed and waits for its supervisor's decision.
   bool suspended() const noexcept { return suspended_; }
@@ -242,8 +245,11 @@ class context final : public process, public schedulable, public pooled {
   // a bounded mailbox pushes a wake token), and the push that finds the tail
   // marked makes its caller the owner. So the owner never looks at the actor
   // after giving it up, which may be freed by then.
-  mailbox_queue user_q_;  // owned by its spawner until start()
-  mpsc_stack<system_message> sys_q_;
+  //
+  // The cell fits a 192-byte block, and the user queue starts its second
+  // cache line: what producers write (its tail and count) shares a line
+  // with nothing the consumer writes often. The small fields below fill
+  // the padding after schedulable's last field, up to that line.
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;
@@ -253,21 +259,28 @@ class context final : public process, public schedulable, public pooled {
   // A drop-newest mailbox keeps the lock-free queue and compares its depth
   // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.
   std::uint32_t capacity_ = 0;
+  mailbox_queue user_q_;  // owned by its spawner until start()
+  mpsc_stack<system_message> sys_q_;
   bounded_queue* bounded_ = nullptr;
   router_state* router_ = nullptr;  // read by senders: set before the actor is reachable
   troupe::envelope* cur_ = nullptr;
   std::uint64_t seq_;
-  std::unique_ptr<std::string> name_;
-  struct grain_cell {
-    std::string identity;
-    std::atomic<std::int64_t> active_at{0};
+  // A name, and a grain activation's identity: few actors have either, so
+  // both live out of line, behind one pointer.
+  struct labels {
+    std::optional<std::string> name;
+    std::optional<std::string> identity;
+    std::atomic<std::int64_t> active_at{0};  // a grain's: its last message not from its own timers
   };
-  std::unique_ptr<grain_cell> grain_;
+  std::unique_ptr<labels> labels_;
   props_ptr props_;
   std::unique_ptr<actor> actor_;
   troupe::pid parent_;
   extras* extras_ = nullptr;
   process_ref dying_ref_;  // the registry's reference, dropped after the last run
 };
+
+// The cell's size decides the pool block every actor costs (block_pool.hpp).
+static_assert(sizeof(context) <= 192, "an actor cell fits a 192-byte block");
 
 }  // namespace troupe

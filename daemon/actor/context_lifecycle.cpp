@@ -203,7 +203,7 @@ void context::finalize_stop() noexcept {
   deliver_lifecycle(lifecycle<system::Stopped>());
   actor_.reset();
   state_ = actor_state::stopped;
-  dying_ref_ = name_ ? system().registry().remove_named(*name_) : system().registry().remove(seq_);
+  dying_ref_ = name() ? system().registry().remove_named(*name()) : system().registry().remove(seq_);
   system().stats().stopped.fetch_add(1, std::memory_order_relaxed);
   auto terminated = [this] {
     auto* t = new system_message(system_kind::terminated, process_ref(static_cast<process*>(this)));
@@ -234,7 +234,7 @@ void context::force_stop() noexcept {
   actor_.reset();
   state_ = actor_state::stopped;
   process_ref reg =
-      name_ ? system().registry().remove_named(*name_) : system().registry().remove(seq_);
+      name() ? system().registry().remove_named(*name()) : system().registry().remove(seq_);
   dead_.store(true, std::memory_order_seq_cst);
   if (extras_) {
     for (troupe::envelope* e : extras_->stash)

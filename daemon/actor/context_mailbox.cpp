@@ -96,10 +96,13 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
     : process(sys),
       top_level_(!parent),
       seq_(seq),
-      name_(std::move(name)),
-      grain_(identity ? new grain_cell{std::move(*identity), {0}} : nullptr),
       props_(std::move(p)),
       parent_(std::move(parent)) {
+  if (name || identity) {
+    labels_ = std::make_unique<labels>();
+    if (name) labels_->name = std::move(*name);
+    if (identity) labels_->identity = std::move(*identity);
+  }
   plugin_code_ = !props_->plugin.empty();
   const mailbox_options& mb = props_->mailbox;
   if (mb.kind == mailbox_kind::bounded_drop_newest) {
@@ -337,7 +340,7 @@ std::size_t context::describe_running(char* buf, std::size_t n) noexcept {
   at = put(buf, n, at, "kind ");
   at = p.kind.empty() ? put(buf, n, at, "(none)") : put(buf, n, at, p.kind.data(), p.kind.size());
   at = put(buf, n, at, ", actor ");
-  if (c->name_) return put(buf, n, at, c->name_->data(), c->name_->size());
+  if (const std::string* name = c->name()) return put(buf, n, at, name->data(), name->size());
   char digits[24];
   std::size_t d = sizeof digits;
   std::uint64_t v = c->seq_;
@@ -443,8 +446,8 @@ void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
   }
   if (extras_ && extras_->receive_timeout.count() != 0) extras_->last_activity_ns = steady_ns();
   // A grain stays active while it gets messages; its own timers do not count.
-  if (grain_ && (e->flags & troupe::envelope::from_timer) == 0)
-    grain_->active_at.store(steady_ns(), std::memory_order_relaxed);
+  if (labels_ && labels_->identity && (e->flags & troupe::envelope::from_timer) == 0)
+    labels_->active_at.store(steady_ns(), std::memory_order_relaxed);
   cur_ = e;
   try {
     dispatch();

@@ -35,8 +35,6 @@ class schedulable : public mpsc_node {
 
  protected:
   ~schedulable() = default;
-  // Runs code from a plugin: never on the event loop thread (see hold).
-  bool plugin_code_ = false;
 
  private:
   friend class dispatcher;
@@ -44,6 +42,11 @@ class schedulable : public mpsc_node {
   // these, and the mailbox's ownership orders successive owners.
   std::int64_t held_off_until_ = 0;  // steady ns: until then it goes to the workers
   std::uint32_t held_strikes_ = 0;   // held turns in a row that ran long
+
+ protected:
+  // Runs code from a plugin: never on the event loop thread (see hold).
+  // Last, so that a derived class's small fields fill the padding after it.
+  bool plugin_code_ = false;
 };
 
 struct dispatcher_options {

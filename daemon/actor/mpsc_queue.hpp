@@ -208,8 +208,8 @@ class mailbox_queue {
 
   std::atomic<std::uintptr_t> tail_;
   std::atomic<std::uint32_t> pushed_{0};  // beside the tail: its line is the producer's already
+  std::atomic<std::uint32_t> popped_{0};  // written by the owner only (paired with pushed_: no padding)
   mpsc_node* head_;
-  std::atomic<std::uint32_t> popped_{0};  // written by the owner only
   mpsc_node stub_;
 };
 
