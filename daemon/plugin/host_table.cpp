@@ -241,6 +241,14 @@ troupe_pid* pid_parse(troupe_ctx* c, const char* text, std::size_t len) {
   return to_abi(p.get());
 }
 
+troupe_pid* lookup(troupe_ctx* c, const char* name, std::size_t len) {
+  if (c == nullptr || c->ctx == nullptr || name == nullptr || len == 0 || name[0] == '$') return nullptr;
+  process_ref p = c->ctx->system().registry().lookup(std::string_view(name, len));
+  if (!p) return nullptr;
+  p.get()->retain();  // the plugin's reference
+  return to_abi(p.get());
+}
+
 int subscribe_cluster(troupe_ctx* c) {
   plugin_actor* a = actor_of(c);
   if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
@@ -586,6 +594,7 @@ const troupe_host_api host_api = {
     &publish_reported,
     &request_then,
     &send_as,
+    &lookup,
 };
 
 }  // namespace troupe::plugin::detail

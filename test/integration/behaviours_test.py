@@ -149,6 +149,12 @@ try:
               f"(answered after {took:.2f} s)",
               status == 200 and body["message"].get("n") == -1 and body["message"].get("status") == 1
               and 0.25 < took < 3, str(body))
+        status, body = n.request(relay, "gate.Relay", {"to": door, "n": 46})
+        check(f"[{lang}] lookup: the door named '{door}' found by its name alone",
+              status == 200 and body["message"].get("n") == 46 and body["message"].get("status", 0) == 0, str(body))
+        status, body = n.request(relay, "gate.Relay", {"to": "nobody-here", "n": 47})
+        check(f"[{lang}] lookup of a name no actor has: nothing, so the request is a dead letter",
+              status == 200 and body["message"].get("status") == 2, str(body))
         gone = pid_of[door].rsplit("/", 1)[0] + "/nobody-here"
         status, body = n.request(relay, "gate.Relay", {"to": gone, "n": 43})
         check(f"[{lang}] a PID with no actor: the handler runs with status dead_letter",

@@ -148,9 +148,11 @@ static int relay_receive(void* instance, troupe_ctx* ctx, const troupe_message* 
   const int32_t timeout_ms = int_field(m->data, m->size, 2, 5000);
   const uint8_t* direct = field(m->data, m->size, 3);
   troupe_pid* door = NULL;
-  if (to != NULL) {
+  if (to != NULL) { /* a PID's text, or the name of an actor of this node */
     const uint8_t* s = to + u32_at(to);
-    door = host->pid_parse(ctx, (const char*)s + 4, u32_at(s));
+    const char* text = (const char*)s + 4;
+    const size_t len = u32_at(s);
+    door = memchr(text, '/', len) != NULL ? host->pid_parse(ctx, text, len) : host->lookup(ctx, text, len);
   }
   uint8_t k[24];
   const size_t k_size = ints_table(k, &n, 1); /* gate.Knock { n } */
@@ -179,7 +181,7 @@ static int register_kind(troupe_registrar* reg, const char* name,
 
 static int init(const troupe_host_api* h, troupe_registrar* reg) {
   host = h;
-  if (!TROUPE_HOST_HAS(h, unhandled) || !TROUPE_HOST_HAS(h, send_as)) return TROUPE_ERR_STATE;
+  if (!TROUPE_HOST_HAS(h, unhandled) || !TROUPE_HOST_HAS(h, lookup)) return TROUPE_ERR_STATE;
   knock = type_of("gate.Knock");
   open_msg = type_of("gate.Open");
   peek = type_of("gate.Peek");

@@ -63,7 +63,9 @@ struct Relayer : troupe::Actor {
   void receive(troupe::Context& ctx) override {
     const auto* r = ctx.message<gate::Relay>();
     if (r == nullptr) return;
-    const troupe::Pid door = ctx.resolve(r->to() ? r->to()->string_view() : std::string_view());
+    // A PID's text, or the name of an actor of this node.
+    const std::string_view to = r->to() ? r->to()->string_view() : std::string_view();
+    const troupe::Pid door = to.find('/') != std::string_view::npos ? ctx.resolve(to) : ctx.lookup(to);
     const int n = r->n();
     if (r->direct()) {
       ctx.send_as<Knock>(door, ctx.sender(), [&](auto& b) { return CreateKnock(b, n); });

@@ -383,6 +383,9 @@ typedef struct troupe_host_api {
    * to `sender` rather than to this actor. */
   int (*send_as)(troupe_ctx* ctx, troupe_pid* to, troupe_pid* sender, uint64_t type, const uint8_t* data,
                  size_t size, uint32_t flags);
+  /* The actor of this node spawned with the name `name` (an owned
+   * reference), or NULL when none is alive. */
+  troupe_pid* (*lookup)(troupe_ctx* ctx, const char* name, size_t len);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -518,6 +518,13 @@ class Context {
     return Pid::adopt(detail::host->pid_parse(c_, text.data(), text.size()));
   }
 
+  // The actor of this node spawned with the name `name`; empty when none
+  // is alive (ABI 1.8).
+  Pid lookup(std::string_view name) const {
+    require(TROUPE_HOST_HAS(detail::host, lookup), "lookup", "1.8");
+    return Pid::adopt(detail::host->lookup(c_, name.data(), name.size()));
+  }
+
   // ---- the cluster (ABI 1.3) ----
   // Cluster events arrive as messages from now until this actor stops or
   // restarts (subscribe in started()): troupe::cluster::MemberJoined,
