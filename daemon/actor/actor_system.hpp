@@ -78,6 +78,12 @@ class remote_resolver {
   // `generation` is the node's start the PID was made in (0: whichever is
   // current); sends to one of an earlier start are dead letters (stale).
   virtual process_ref resolve(std::string_view address, std::string_view id, std::uint64_t generation) = 0;
+  // Any thread: spawns `kind` (named `name` unless empty) on the node at
+  // `address`, as that node admits peers' spawns; `done` runs on the loop
+  // thread with the new actor, or the refusal and why in words.
+  virtual void spawn_remote(const std::string& address, const std::string& kind, const std::string& name,
+                            std::chrono::milliseconds timeout,
+                            std::function<void(spawn_result, const std::string& why)> done) = 0;
 
  protected:
   ~remote_resolver() = default;
@@ -147,6 +153,8 @@ class actor_system {
   pid resolve(std::string_view text, std::uint64_t generation = 0);
   // Set once by the transport, before anything resolves; null removes it.
   void set_remote(remote_resolver* r) noexcept { remote_.store(r, std::memory_order_release); }
+  // The transport to other nodes; null when the node has none.
+  remote_resolver* remote() const noexcept { return remote_.load(std::memory_order_acquire); }
   // The cluster's view of its members (null when the node has no cluster);
   // set by the cluster once it runs, removed before it goes.
   void set_cluster(cluster_view* v) noexcept { cluster_.store(v, std::memory_order_release); }

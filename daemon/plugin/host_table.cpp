@@ -249,6 +249,54 @@ troupe_pid* lookup(troupe_ctx* c, const char* name, std::size_t len) {
   return to_abi(p.get());
 }
 
+int spawn_remote(troupe_ctx* c, const char* address, const char* kind, const char* name, std::uint64_t timeout_ns,
+                 void (*on_done)(void* closure, troupe_ctx* ctx, troupe_pid* who, int status, const char* error),
+                 void* closure, void (*drop)(void* closure)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || address == nullptr || kind == nullptr || on_done == nullptr ||
+      timeout_ns == 0 || (name != nullptr && *name == '\0'))
+    return TROUPE_ERR_ARGUMENT;
+  actor_system& sys = c->ctx->system();
+  // The outcome, written on the thread that learns it, then read in the
+  // actor's turn once the future says it is there.
+  struct outcome {
+    spawn_result result;
+    std::string why;
+  };
+  auto out = std::make_shared<outcome>();
+  process_ref done_ref = process_ref::adopt(new future_process(sys));
+  auto finish = [out, done_ref](spawn_result r, const std::string& why) {
+    out->result = std::move(r);
+    out->why = why;
+    static_cast<future_process*>(done_ref.get())->complete(future_status::completed, nullptr);
+  };
+  const std::string n = name != nullptr ? name : "";
+  const future f(done_ref);
+  if (sys.address() == address) {
+    spawn_result r = sys.root().spawn_kind(kind, n);
+    const std::string why = r ? std::string() : spawn_refusal(r.error, kind, n);
+    finish(std::move(r), why);
+  } else if (remote_resolver* remote = sys.remote()) {
+    remote->spawn_remote(address, kind, n,
+                         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(timeout_ns)),
+                         std::move(finish));
+  } else {
+    finish({}, "this node has no node-to-node transport (node.listen)");
+  }
+  c->ctx->reenter_after(f, [held = std::move(held), on_done, a, alive = a->lifetime(), out](context& ctx,
+                                                                                            const future_result&) {
+    if (alive.expired()) return;  // another instance runs now
+    const spawn_result& r = out->result;
+    const int status = r ? TROUPE_OK : r.error == spawn_error::none ? TROUPE_ERR_STATE : abi_status(r.error);
+    const std::string why = status == TROUPE_OK || !out->why.empty() ? out->why : "the spawn was refused";
+    a->run_callback(ctx, "on_done failed", [&](troupe_ctx* frame) {
+      on_done(held->closure, frame, r ? to_abi(r.pid.get()) : nullptr, status, why.c_str());
+    });
+  });
+  return TROUPE_OK;
+}
+
 int subscribe_cluster(troupe_ctx* c) {
   plugin_actor* a = actor_of(c);
   if (a == nullptr || c->ctx == nullptr) return TROUPE_ERR_ARGUMENT;
@@ -595,6 +643,7 @@ const troupe_host_api host_api = {
     &request_then,
     &send_as,
     &lookup,
+    &spawn_remote,
 };
 
 }  // namespace troupe::plugin::detail

@@ -122,8 +122,8 @@ int abi_status(spawn_error e) noexcept {
     case spawn_error::name_taken: return TROUPE_ERR_NAME_TAKEN;
     case spawn_error::invalid_name: return TROUPE_ERR_ARGUMENT;
     case spawn_error::unknown_kind: return TROUPE_ERR_UNKNOWN_KIND;
-    case spawn_error::unreachable: return TROUPE_ERR_UNAVAILABLE;
-    case spawn_error::timed_out: return TROUPE_ERR_NOT_FOUND;
+    case spawn_error::unreachable:
+    case spawn_error::timed_out: return TROUPE_ERR_UNAVAILABLE;
     case spawn_error::shutting_down:
     case spawn_error::refused:
     case spawn_error::not_allowed: return TROUPE_ERR_STATE;

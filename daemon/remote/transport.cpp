@@ -365,6 +365,14 @@ void transport::send_cluster(const std::string& address, std::vector<std::uint8_
   p->enqueue(o);
 }
 
+void transport::spawn_remote(const std::string& address, const std::string& kind, const std::string& name,
+                             std::chrono::milliseconds timeout,
+                             std::function<void(spawn_result, const std::string& why)> done) {
+  spawn(address, kind, name, timeout, [done = std::move(done)](spawn_reply r) {
+    done(spawn_result{std::move(r.who), r.status}, r.error);
+  });
+}
+
 void transport::spawn(const std::string& address, const std::string& kind, const std::string& name,
                       std::chrono::milliseconds timeout, spawn_callback done) {
   if (stopped()) {

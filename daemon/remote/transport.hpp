@@ -155,6 +155,9 @@ class transport final : public remote_resolver {
   // loop thread with the outcome (a timeout included).
   void spawn(const std::string& address, const std::string& kind, const std::string& name,
              std::chrono::milliseconds timeout, spawn_callback done);
+  void spawn_remote(const std::string& address, const std::string& kind, const std::string& name,
+                    std::chrono::milliseconds timeout,
+                    std::function<void(spawn_result, const std::string& why)> done) override;
   // Any thread: keeps a connection to the node at `address` (a seed, a
   // node the operator expects to reach): dialed now, and again with
   // backoff whenever there is none. How it goes shows in peers().

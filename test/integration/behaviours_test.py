@@ -9,7 +9,9 @@ dead letter with reason `unhandled`, which a requester hears at once (422)
 rather than after its timeout, and which the metrics count. A relay (both
 languages again) asks a door for its own asker with a request whose reply
 handler runs in the relay's turn (answered, timed out, undelivered), and
-with a message whose sender is the asker, so that the door answers it.
+with a message whose sender is the asker, so that the door answers it,
+finds doors by name (lookup), and spawns doors on a second node
+(spawn_remote), refused there in the admin API's words.
 
 usage: behaviours_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
@@ -168,6 +170,51 @@ try:
         check(f"[{lang}] ... and when it cannot be delivered, the asker hears where it went and why (404)",
               status == 404 and body.get("error", {}).get("message", "") ==
               f"'{relay}' passed the request on to an actor, which does not exist", str(body))
+
+    # spawn_remote (ABI 1.8): on another node that lets peers spawn
+    # gate.door only; its refusals in the admin API's words.
+    far = nodes_mod.node(w, "far", plugins=("gate", "c_gate"), kinds="gate.door: { remote_spawn: true }",
+                         listen="127.0.0.1:0", key=w.secret("k", "a-secret-long-enough-for-the-node"))
+
+    def spawn_on(relay, address, kind, name):
+        status, body = n.request(relay, "gate.SpawnOn", {"address": address, "kind": kind, "name": name},
+                                 timeout_ms=10000)
+        assert status == 200 and body.get("type") == "gate.SpawnedOn", body
+        return body["message"].get("status", 0), body["message"].get("text", "")
+
+    def admin_refusal(kind, name):
+        status, body = n.call("POST", "/v1/actors", {"kind": kind, "name": name, "node": far.address})
+        return status, body.get("error", {}).get("message", "")
+
+    TROUPE_ERR_UNKNOWN_KIND, TROUPE_ERR_NAME_TAKEN, TROUPE_ERR_STATE, TROUPE_ERR_UNAVAILABLE = -4, -5, -2, -7
+    for relay, lang, name in (("r1", "C++", "far-door"), ("cr1", "C", "far-door-c")):
+        code, text = spawn_on(relay, far.address, "gate.door", name)
+        check(f"[{lang}] spawn_remote: a door spawned on the other node, its PID there",
+              code == 0 and text.startswith(far.address + "/"), f"{code} {text}")
+        check(f"[{lang}] ... and the other node runs it",
+              far.call("GET", f"/v1/actors/{name}")[0] == 200)
+        status, body = n.request(relay, "gate.Relay", {"to": text, "n": 48, "timeout_ms": 300})
+        check(f"[{lang}] ... a closed door, reached by that PID: the knock waits (timeout)",
+              status == 200 and body["message"].get("status") == 1, str(body))
+        for kind, nm, want, what in (("gate.door", name, TROUPE_ERR_NAME_TAKEN, "a name in use"),
+                                     ("c.door", name + "-2", TROUPE_ERR_STATE, "a kind not open to peers"),
+                                     # (the other node does not say which kinds it has)
+                                     ("no.such", name + "-3", TROUPE_ERR_STATE, "a kind nobody registered")):
+            code, text = spawn_on(relay, far.address, kind, nm)
+            _, words = admin_refusal(kind, nm)
+            check(f"[{lang}] spawn_remote refused for {what}: status {want}, in the admin API's words",
+                  code == want and text == words and text != "", f"{code} {text!r} vs {words!r}")
+        code, text = spawn_on(relay, n.address, "no.such", name + "-5")
+        status, body = n.call("POST", "/v1/actors", {"kind": "no.such", "name": name + "-5"})
+        check(f"[{lang}] spawn_remote to this node's own address spawns here: an unknown kind is said so",
+              code == TROUPE_ERR_UNKNOWN_KIND and text == body.get("error", {}).get("message"), f"{code} {text}")
+        code, text = spawn_on(relay, n.address, "gate.door", name + "-here")
+        check(f"[{lang}] ... and a known one runs here", code == 0 and text.startswith(n.address + "/")
+              and n.call("GET", f"/v1/actors/{name}-here")[0] == 200, f"{code} {text}")
+        code, text = spawn_on(relay, f"127.0.0.1:{nodes_mod.free_port('127.0.0.1')}", "gate.door", name + "-4")
+        check(f"[{lang}] spawn_remote to a node that is not there: unavailable, and why",
+              code == TROUPE_ERR_UNAVAILABLE and text != "", f"{code} {text}")
+    far.stop()
 
     check("the dead-letter log names the reason unhandled",
           any("unhandled" in l for l in n.err.lines), "\n".join(n.err.lines[-10:]))

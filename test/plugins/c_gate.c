@@ -125,7 +125,55 @@ static size_t ints_table(uint8_t out[24], const int32_t* v, unsigned count) {
   return 16 + 4 * count;
 }
 
-static uint64_t entered, relay, relayed_type;
+static uint64_t entered, relay, relayed_type, spawn_on, spawned_on;
+
+/* gate.SpawnedOn { status, text }: its table, then the string. Returns its
+ * size (at most `cap`: longer text is cut). */
+static size_t status_text_table(uint8_t* out, size_t cap, int32_t status, const char* text) {
+  const uint32_t root = 12, to_string = 4;
+  const uint16_t vtable[4] = {8, 12, 4, 8};
+  const int32_t back = 12 - 4;
+  size_t len = strlen(text);
+  if (len > cap - 32) len = cap - 32;
+  const uint32_t n = (uint32_t)len;
+  memset(out, 0, cap);
+  memcpy(out, &root, 4);
+  memcpy(out + 4, vtable, 8);
+  memcpy(out + 12, &back, 4);
+  memcpy(out + 16, &status, 4);
+  memcpy(out + 20, &to_string, 4); /* from here to the string at 24 */
+  memcpy(out + 24, &n, 4);
+  memcpy(out + 28, text, len); /* then its NUL, already there */
+  return (28 + len + 1 + 3) & ~(size_t)3;
+}
+
+/* A string field of the root table, copied with its NUL ("" if absent). */
+static void string_field(const uint8_t* buf, size_t size, unsigned i, char* out, size_t cap) {
+  const uint8_t* f = field(buf, size, i);
+  out[0] = 0;
+  if (f == NULL) return;
+  const uint8_t* s = f + u32_at(f);
+  size_t len = u32_at(s);
+  if (len >= cap) len = cap - 1;
+  memcpy(out, s + 4, len);
+  out[len] = 0;
+}
+
+static void on_spawned(void* closure, troupe_ctx* ctx, troupe_pid* who, int status, const char* error) {
+  (void)closure;
+  char text[512];
+  if (who != NULL) host->pid_format(who, text, sizeof text);
+  uint8_t out[600];
+  host->respond(ctx, spawned_on, out, status_text_table(out, sizeof out, status, who != NULL ? text : error), 0);
+}
+
+static int spawn_elsewhere(troupe_ctx* ctx, const troupe_message* m) {
+  char address[256], kind[256], name[256];
+  string_field(m->data, m->size, 0, address, sizeof address);
+  string_field(m->data, m->size, 1, kind, sizeof kind);
+  string_field(m->data, m->size, 2, name, sizeof name);
+  return host->spawn_remote(ctx, address, kind, name[0] ? name : NULL, 2000000000u, on_spawned, NULL, NULL);
+}
 
 /* Runs in the relay's own turn: the current message is the Relay, so
  * respond() answers whoever asked for it. */
@@ -142,6 +190,7 @@ static void on_reply(void* closure, troupe_ctx* ctx, const troupe_message* reply
 
 static int relay_receive(void* instance, troupe_ctx* ctx, const troupe_message* m) {
   (void)instance;
+  if (m->type == spawn_on) return spawn_elsewhere(ctx, m);
   if (m->type != relay) return 0;
   const uint8_t* to = field(m->data, m->size, 0);
   const int32_t n = int_field(m->data, m->size, 1, 0);
@@ -181,7 +230,7 @@ static int register_kind(troupe_registrar* reg, const char* name,
 
 static int init(const troupe_host_api* h, troupe_registrar* reg) {
   host = h;
-  if (!TROUPE_HOST_HAS(h, unhandled) || !TROUPE_HOST_HAS(h, lookup)) return TROUPE_ERR_STATE;
+  if (!TROUPE_HOST_HAS(h, unhandled) || !TROUPE_HOST_HAS(h, spawn_remote)) return TROUPE_ERR_STATE;
   knock = type_of("gate.Knock");
   open_msg = type_of("gate.Open");
   peek = type_of("gate.Peek");
@@ -190,6 +239,8 @@ static int init(const troupe_host_api* h, troupe_registrar* reg) {
   entered = type_of("gate.Entered");
   relay = type_of("gate.Relay");
   relayed_type = type_of("gate.Relayed");
+  spawn_on = type_of("gate.SpawnOn");
+  spawned_on = type_of("gate.SpawnedOn");
   const int s = register_kind(reg, "c.door", closed);
   return s != TROUPE_OK ? s : register_kind(reg, "c.relay", relay_receive);
 }

@@ -61,6 +61,7 @@ struct Door : troupe::Actor {
 // message sent with another sender).
 struct Relayer : troupe::Actor {
   void receive(troupe::Context& ctx) override {
+    if (const auto* s = ctx.message<SpawnOn>()) return spawn_on(ctx, *s);
     const auto* r = ctx.message<gate::Relay>();
     if (r == nullptr) return;
     // A PID's text, or the name of an actor of this node.
@@ -80,6 +81,18 @@ struct Relayer : troupe::Actor {
           c.respond<Relayed>([&](auto& b) { return CreateRelayed(b, got, status); });
         },
         std::chrono::milliseconds(r->timeout_ms() > 0 ? r->timeout_ms() : 5000));
+  }
+
+  void spawn_on(troupe::Context& ctx, const SpawnOn& s) {
+    const std::string name = s.name() ? s.name()->str() : std::string();
+    ctx.spawn_remote(
+        s.address() ? s.address()->string_view() : std::string_view(), s.kind() ? s.kind()->c_str() : "",
+        name.empty() ? nullptr : name.c_str(),
+        [](troupe::Context& c, const troupe::Spawned& r) {
+          const std::string text = r.ok() ? r.pid.to_string() : std::string(r.error);
+          c.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, r.status, text.c_str()); });
+        },
+        std::chrono::seconds(2));
   }
 };
 

@@ -386,6 +386,20 @@ typedef struct troupe_host_api {
   /* The actor of this node spawned with the name `name` (an owned
    * reference), or NULL when none is alive. */
   troupe_pid* (*lookup)(troupe_ctx* ctx, const char* name, size_t len);
+  /* Spawns `kind` (named `name` unless NULL) on the node at `address` (this
+   * node's own address spawns here), as that node lets its peers: a kind
+   * its config marks `remote_spawn: true`. `on_done` runs later in this
+   * actor's own turn with the new actor (a reference valid during the
+   * call: pid_retain it to keep it) and TROUPE_OK, or NULL, a status and
+   * why in words, the same words the admin API answers:
+   * TROUPE_ERR_UNKNOWN_KIND, TROUPE_ERR_NAME_TAKEN, TROUPE_ERR_ARGUMENT (an
+   * invalid name), TROUPE_ERR_STATE (the node does not let peers spawn the
+   * kind, or is stopping), TROUPE_ERR_UNAVAILABLE (not reached, or no
+   * answer within `timeout_ns`). `drop` as for grain_request. */
+  int (*spawn_remote)(troupe_ctx* ctx, const char* address, const char* kind, const char* name,
+                      uint64_t timeout_ns,
+                      void (*on_done)(void* closure, troupe_ctx* ctx, troupe_pid* who, int status, const char* error),
+                      void* closure, void (*drop)(void* closure));
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -249,6 +249,14 @@ struct Subscribed {
   std::uint64_t subscribers = 0;  // the topic's, once ok()
 };
 
+// What Context::spawn_remote's then gets: the new actor, or why not.
+struct Spawned {
+  bool ok() const noexcept { return status == TROUPE_OK; }
+  Pid pid;                 // the new actor, once ok()
+  int status = TROUPE_OK;  // a troupe_status
+  std::string_view error;  // why not, in words (valid during the call)
+};
+
 // A delivery report (Context::publish_reported's then): what the batch the
 // message went out in came to.
 struct Report {
@@ -268,6 +276,8 @@ template <class R>
 void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int status);
 template <class R>
 void on_subscribed(void* closure, troupe_ctx* c, int status, std::uint64_t subscribers);
+template <class R>
+void on_spawned(void* closure, troupe_ctx* c, troupe_pid* who, int status, const char* error);
 template <class R>
 void on_report(void* closure, troupe_ctx* c, int status, const troupe_publish_report* report);
 template <class R>
@@ -523,6 +533,22 @@ class Context {
   Pid lookup(std::string_view name) const {
     require(TROUPE_HOST_HAS(detail::host, lookup), "lookup", "1.8");
     return Pid::adopt(detail::host->lookup(c_, name.data(), name.size()));
+  }
+
+  // Spawns `kind` (named `name` unless null) on the node at `address`, as
+  // that node lets its peers (kinds marked remote_spawn: true there); then
+  // then(Context&, const Spawned&) runs later in this actor's own turn with
+  // the new actor, or why not in the admin API's words (ABI 1.8).
+  template <class Then>
+  void spawn_remote(std::string_view address, const char* kind, const char* name, Then&& then,
+                    std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    require(TROUPE_HOST_HAS(detail::host, spawn_remote), "spawn_remote", "1.8");
+    using fn = std::decay_t<Then>;
+    const std::string at(address);
+    auto* closure = new fn(std::forward<Then>(then));
+    check(detail::host->spawn_remote(c_, at.c_str(), kind, name, static_cast<std::uint64_t>(timeout.count()),
+                                     &detail::on_spawned<fn>, closure, &detail::drop<fn>),
+          "spawn_remote");  // the node dropped the closure already
   }
 
   // ---- the cluster (ABI 1.3) ----
@@ -847,6 +873,15 @@ void on_reply(void* closure, troupe_ctx* c, const troupe_message* reply, int sta
     Context ctx(c);
     const Reply r(reply, status);
     (*static_cast<R*>(closure))(ctx, r);
+  });
+}
+
+template <class R>
+void on_spawned(void* closure, troupe_ctx* c, troupe_pid* who, int status, const char* error) {
+  guarded(c, [&] {
+    Context ctx(c);
+    const Spawned s{Pid::borrow(who), status, error != nullptr ? error : ""};
+    (*static_cast<R*>(closure))(ctx, s);
   });
 }
 
