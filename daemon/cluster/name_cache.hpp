@@ -56,9 +56,7 @@ class name_cache {
     }
     if (size_ >= capacity_) evict_one();
     if ((size_ + 1) * 2 > slots_.size()) grow();
-    std::size_t i = key & mask();
-    while (slots_[i].e != nullptr) i = (i + 1) & mask();
-    slots_[i] = {key, entry::make(kind, identity, std::move(value))};
+    place({key, entry::make(kind, identity, std::move(value))});
     ++size_;
   }
 
@@ -85,9 +83,7 @@ class name_cache {
         entry::destroy(s.e);
         continue;
       }
-      std::size_t i = s.key & mask();
-      while (slots_[i].e != nullptr) i = (i + 1) & mask();
-      slots_[i] = s;
+      place(s);
       ++size_;
     }
   }
@@ -139,6 +135,14 @@ class name_cache {
     return i;
   }
 
+  // Puts `s` in the first free slot from its home (one is free: the table
+  // is at most half full).
+  void place(const slot& s) noexcept {
+    std::size_t i = s.key & mask();
+    while (slots_[i].e != nullptr) i = (i + 1) & mask();
+    slots_[i] = s;
+  }
+
   // Empties slot `i`, moving back the entries after it whose probe passed it.
   void remove_at(std::size_t i) noexcept {
     entry::destroy(slots_[i].e);
@@ -171,9 +175,7 @@ class name_cache {
     old.swap(slots_);
     for (slot& s : old) {
       if (s.e == nullptr) continue;
-      std::size_t i = s.key & mask();
-      while (slots_[i].e != nullptr) i = (i + 1) & mask();
-      slots_[i] = s;
+      place(s);
     }
   }
 
