@@ -19,7 +19,7 @@ const char* to_string(locate_error e) noexcept {
 }
 
 grain_directory::grain_directory(member_ref self, const std::vector<std::string>& kinds, directory_options o)
-    : opts_(o), table_(std::move(self), kinds, o.partitions, o.resend, o.max_moving) {}
+    : opts_(o), table_(std::move(self), kinds, o.partitions, o.resend, o.max_moving, o.moves) {}
 
 std::uint32_t grain_directory::partition(const grain_id& id) const {
   return partition_of(grain_key(id.kind, id.identity), table_.partitions());
@@ -52,13 +52,63 @@ void grain_directory::advance(millis now) {
   settle(now);
 }
 
+std::vector<handover_message> grain_directory::take_messages() {
+  std::vector<handover_message> out = table_.take_messages();
+  // Grants and reports list what this node still runs in their partitions.
+  for (handover_message& m : out) {
+    if (m.op != handover_op::grant && m.op != handover_op::report) continue;
+    for (const partition_epoch& pe : m.items) {
+      const auto it = local_.find(std::make_pair(m.kind, pe.partition));
+      if (it == local_.end()) continue;
+      for (const std::string& identity : it->second) {
+        const auto e = entries_.find(grain_id{m.kind, identity});
+        if (e != entries_.end()) m.activations.push_back({pe.partition, identity, e->second.where.actor});
+      }
+    }
+  }
+  return out;
+}
+
+void grain_directory::remote_changed(const remote_change& c) {
+  grain_id id{c.kind, c.identity};
+  const activation where{c.address, c.generation, c.actor};
+  const auto it = entries_.find(id);
+  if (!c.added) {
+    if (it != entries_.end() && it->second.remote && it->second.where == where) {
+      entries_.erase(it);
+      --remote_;
+    }
+    return;
+  }
+  if (it == entries_.end()) {
+    entry& e = entries_[std::move(id)];
+    e.active = e.remote = true;
+    e.partition = c.partition;
+    e.where = where;
+    ++remote_;
+    return;
+  }
+  if (it->second.where == where) return;
+  // Another activation of a grain this node knows one of already (only
+  // after a false dead verdict): the one known first stays.
+  table_.evict(c.kind, c.address, c.generation, {c.partition, c.identity, c.actor});
+}
+
 void grain_directory::settle(millis now) {
+  for (const remote_change& c : table_.take_remote()) remote_changed(c);
+  for (const eviction& v : table_.take_evictions()) {
+    const auto it = entries_.find(grain_id{v.kind, v.identity});
+    if (it != entries_.end() && it->second.active && !it->second.remote && it->second.where.actor == v.actor) {
+      stops_.push_back(it->first);
+      ++stats_.evicted;
+    }
+  }
   // Partitions moving away: their activations stop (those still starting
   // stop once they have started: see activated()).
   const auto stops = table_.take_stops();
   if (!stops.empty()) {
     for (const auto& [id, e] : entries_) {
-      if (!e.active) continue;
+      if (!e.active || e.remote) continue;
       for (const partition_ref& r : stops)
         if (r.partition == e.partition && r.kind == id.kind) {
           stops_.push_back(id);
@@ -145,21 +195,32 @@ void grain_directory::serve(const grain_id& id, caller who, std::uint32_t p) {
 }
 
 void grain_directory::activated(const grain_id& id, const activation& where, millis now) {
-  (void)now;
   const auto it = entries_.find(id);
   if (it == entries_.end() || it->second.active) return;  // not ordered here, or told twice
   entry& e = it->second;
   e.active = true;
   e.where = where;
   ++active_;
+  local_[std::make_pair(id.kind, e.partition)].insert(id.identity);
   for (caller who : e.waiting) answers_.push_back({who, id, locate_error::none, where, {}});
   e.waiting.clear();
   e.waiting.shrink_to_fit();
-  // Its partition moved while it started: it stops after what it was given.
-  if (table_.role(id.kind, e.partition) != partition_role::holding) {
+  const std::uint32_t p = e.partition;
+  // Its partition moved while it started: it stops after what it was given
+  // (or stays, and is listed in the grant: moves: keep).
+  if (table_.role(id.kind, p) != partition_role::holding && !table_.keeps_activations()) {
     stops_.push_back(id);
     ++stats_.stopped;
   }
+  table_.activation_started(id.kind, p, now);
+  settle(now);
+}
+
+void grain_directory::forget_local(const grain_id& id, std::uint32_t p) {
+  const auto it = local_.find(std::make_pair(id.kind, p));
+  if (it == local_.end()) return;
+  it->second.erase(id.identity);
+  if (it->second.empty()) local_.erase(it);
 }
 
 void grain_directory::activation_failed(const grain_id& id, const std::string& why, millis now) {
@@ -176,17 +237,18 @@ void grain_directory::not_activated(const grain_id& id, locate_error error, cons
   for (caller who : it->second.waiting) answers_.push_back({who, id, error, {}, why});
   const std::uint32_t p = it->second.partition;
   entries_.erase(it);
-  table_.activation_removed(id.kind, p, now);
+  table_.activation_removed(id.kind, p, now, false);
   settle(now);
 }
 
 void grain_directory::deactivated(const grain_id& id, const activation& where, millis now) {
   const auto it = entries_.find(id);
-  if (it == entries_.end() || !it->second.active || !(it->second.where == where)) return;
+  if (it == entries_.end() || !it->second.active || it->second.remote || !(it->second.where == where)) return;
   const std::uint32_t p = it->second.partition;
   entries_.erase(it);
   --active_;
-  table_.activation_removed(id.kind, p, now);
+  forget_local(id, p);
+  table_.activation_removed(id.kind, p, now, true);
   settle(now);
 }
 

@@ -16,10 +16,16 @@
 // held), its requests wait in a bounded buffer and are served in the order
 // they came once it is held; what overflows the buffer is answered busy.
 // A request for a partition this node does not own is answered not_owner.
+//
+// With partition_moves::keep, the directory also answers for activations
+// that other members kept when they gave a partition up (handover.hpp):
+// they are known, not activated again, until their member reports them
+// gone. And it lists its own kept activations in its grants and reports.
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -66,12 +72,14 @@ struct directory_options {
   std::size_t max_buffered = 100000;  // callers waiting for partitions on their way here
   millis resend{500};                 // hand-over messages not answered are sent again
   std::size_t max_moving = 16;        // partitions given up at a time (handover.hpp)
+  partition_moves moves = partition_moves::stop;  // what a partition given up does with its activations
 };
 
 struct directory_stats {
   std::uint64_t buffered = 0;  // requests that waited for a partition on its way
   std::uint64_t overflow = 0;  // requests answered busy: the buffer was full
   std::uint64_t stopped = 0;   // activations stopped because their partition moved
+  std::uint64_t evicted = 0;   // activations stopped because another member knew another of their grain
 };
 
 class grain_directory {
@@ -97,7 +105,7 @@ class grain_directory {
   void on_message(const handover_message& m, millis now);
   void advance(millis now);
   millis next_wake() const noexcept { return table_.next_wake(); }
-  std::vector<handover_message> take_messages() { return table_.take_messages(); }
+  std::vector<handover_message> take_messages();
   const partition_table& partitions() const noexcept { return table_; }
 
   // ---- grains
@@ -127,9 +135,11 @@ class grain_directory {
   // their partition moves to another node.
   std::vector<grain_id> take_stops() { return std::exchange(stops_, {}); }
 
-  // Grains active, and grains whose activation is on its way.
+  // Grains active here, grains whose activation is on its way, and grains
+  // active on other members that this node answers for (kept there).
   std::size_t active() const noexcept { return active_; }
-  std::size_t activating() const noexcept { return entries_.size() - active_; }
+  std::size_t activating() const noexcept { return entries_.size() - active_ - remote_; }
+  std::size_t remote() const noexcept { return remote_; }
   // Requests waiting for partitions on their way here.
   std::size_t buffered() const noexcept { return buffered_count_; }
   // Where `id` runs, when it is active.
@@ -140,6 +150,7 @@ class grain_directory {
  private:
   struct entry {
     bool active = false;
+    bool remote = false;  // active on another member, which kept it
     std::uint32_t partition = 0;
     activation where;
     std::vector<caller> waiting;
@@ -152,11 +163,15 @@ class grain_directory {
   void settle(millis now);
   // The requests waiting for `r`, which wait no more.
   std::deque<std::pair<grain_id, caller>> unbuffer(const partition_ref& r);
+  void remote_changed(const remote_change& c);
+  void forget_local(const grain_id& id, std::uint32_t p);
 
   directory_options opts_;
   partition_table table_;
   std::unordered_map<grain_id, entry, grain_id_hash> entries_;
-  std::size_t active_ = 0;
+  std::size_t active_ = 0, remote_ = 0;
+  // The grains active here, by partition (for the lists of grants and reports).
+  std::map<std::pair<std::string, std::uint32_t>, std::set<std::string>, std::less<>> local_;
   // Requests waiting for a partition, by (kind, partition), in arrival order.
   std::map<std::pair<std::string, std::uint32_t>, std::deque<std::pair<grain_id, caller>>, std::less<>> buffered_;
   std::size_t buffered_count_ = 0;

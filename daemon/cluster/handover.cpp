@@ -1,6 +1,7 @@
 #include "cluster/handover.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace troupe::cluster {
 
@@ -10,6 +11,9 @@ const char* to_string(handover_op op) noexcept {
     case handover_op::grant: return "grant";
     case handover_op::release: return "release";
     case handover_op::confirm: return "confirm";
+    case handover_op::report: return "report";
+    case handover_op::noted: return "noted";
+    case handover_op::evict: return "evict";
   }
   return "unknown";
 }
@@ -31,9 +35,9 @@ bool same(const grain_host& h, const member_ref& m) { return h.name == m.name &&
 }  // namespace
 
 partition_table::partition_table(member_ref self, const std::vector<std::string>& kinds, std::uint32_t partitions,
-                                 millis resend, std::size_t max_moving)
+                                 millis resend, std::size_t max_moving, partition_moves moves)
     : self_(std::move(self)), partitions_(std::max<std::uint32_t>(1, partitions)), resend_(resend),
-      max_moving_(std::max<std::size_t>(1, max_moving)) {
+      max_moving_(std::max<std::size_t>(1, max_moving)), moves_(moves) {
   for (const std::string& kind : kinds) kinds_[kind].parts.resize(partitions_);
 }
 
@@ -60,16 +64,42 @@ const grain_host* partition_table::peer(const kind_state& k, const member_ref& m
 }
 
 void partition_table::send(handover_op op, const grain_host& to, const std::string& kind, std::uint32_t p,
-                           std::uint64_t epoch) {
+                           std::uint64_t epoch, std::uint64_t seq) {
   handover_message& m = out_[{to.name, to.generation, op, kind}];
-  if (m.items.empty()) {
+  if (m.items.empty() && m.activations.empty()) {
     m.op = op;
     m.peer = {to.name, to.generation};
     m.address = to.address;
     m.kind = kind;
     m.partitions = partitions_;
   }
-  m.items.push_back({p, epoch});
+  if (op == handover_op::report || op == handover_op::grant)  // the latest list of a partition says it all
+    for (partition_epoch& pe : m.items)
+      if (pe.partition == p) {
+        pe = {p, epoch, seq};
+        return;
+      }
+  m.items.push_back({p, epoch, seq});
+}
+
+void partition_table::evict(const std::string& kind, const std::string& address, std::uint64_t generation,
+                            kept_activation a) {
+  const kind_state* k = find(kind);
+  if (k == nullptr) return;
+  for (const grain_host& h : k->peers)
+    if (h.address == address && h.generation == generation) {
+      handover_message& m = out_[{h.name, h.generation, handover_op::evict, kind}];
+      if (m.items.empty() && m.activations.empty()) {
+        m.op = handover_op::evict;
+        m.peer = {h.name, h.generation};
+        m.address = h.address;
+        m.kind = kind;
+        m.partitions = partitions_;
+      }
+      m.activations.push_back(std::move(a));
+      ++stats_.evicted;
+      return;
+    }
 }
 
 std::vector<handover_message> partition_table::take_messages() {
@@ -110,13 +140,27 @@ void partition_table::set_view(std::shared_ptr<const grain_hosts> view, millis n
       if (k.parts[p].role == partition_role::claiming || k.parts[p].role == partition_role::holding)
         standing.emplace_back(kind, p, k.parts[p].epoch);
   }
+  // Grants from members that are gone: their activations went with them.
+  for (auto& [kind, k] : kinds_)
+    for (std::uint32_t p = 0; p < partitions_; ++p) {
+      part& s = k.parts[p];
+      for (auto g = s.granted.begin(); g != s.granted.end();) {
+        if (peer(k, {g->host.name, g->host.generation}) != nullptr) {
+          ++g;
+          continue;
+        }
+        if (s.role == partition_role::holding)
+          for (auto& [identity, actor] : g->kept)
+            remote_.push_back({kind, p, g->host.address, g->host.generation, identity, actor, false});
+        g = s.granted.erase(g);
+      }
+    }
   reconcile_all();
   for (const auto& [kind, p, epoch] : standing) {
     part& s = kinds_.find(kind)->second.parts[p];
     if ((s.role != partition_role::claiming && s.role != partition_role::holding) || s.epoch != epoch) continue;
     for (const grain_host& h : fresh[kind])
-      if (std::none_of(s.granted.begin(), s.granted.end(), [&](const grain_host& g) { return g == h; }))
-        send(handover_op::claim, h, kind, p, s.epoch);
+      if (granted_by(s, {h.name, h.generation}) == nullptr) send(handover_op::claim, h, kind, p, s.epoch);
   }
   arm(now);
 }
@@ -125,6 +169,8 @@ void partition_table::set_fenced(bool fenced, millis now) {
   if (fenced_ == fenced) return;
   fenced_ = fenced;
   reconcile_all();
+  if (fenced_)
+    for (auto& [kind, k] : kinds_) stop_local(kind, k);
   arm(now);
 }
 
@@ -132,23 +178,98 @@ void partition_table::leave(millis now) {
   if (leaving_) return;
   leaving_ = true;
   reconcile_all();
+  for (auto& [kind, k] : kinds_) stop_local(kind, k);
   arm(now);
+}
+
+// The activations kept in partitions given up (moves: keep) stop too.
+void partition_table::stop_local(const std::string& kind, kind_state& k) {
+  for (std::uint32_t p = 0; p < partitions_; ++p)
+    if (k.parts[p].role == partition_role::none && k.parts[p].local > 0) stops_.push_back({kind, p});
 }
 
 void partition_table::activation_added(std::string_view kind, std::uint32_t p) {
   kind_state* k = find(kind);
-  if (k != nullptr && p < partitions_) ++k->parts[p].local;
+  if (k == nullptr || p >= partitions_) return;
+  ++k->parts[p].local;
+  ++k->parts[p].starting;
 }
 
-void partition_table::activation_removed(std::string_view kind, std::uint32_t p, millis now) {
+void partition_table::activation_started(std::string_view kind, std::uint32_t p, millis now) {
+  const auto it = kinds_.find(kind);
+  if (it == kinds_.end() || p >= partitions_) return;
+  part& s = it->second.parts[p];
+  if (s.starting > 0) --s.starting;
+  // A grant that waited for it (its actor is known now: moves: keep).
+  if (s.starting == 0 && s.role == partition_role::none && !s.deferred.empty()) {
+    try_grant(it->first, it->second, p);
+    arm(now);
+  }
+}
+
+void partition_table::activation_removed(std::string_view kind, std::uint32_t p, millis now, bool started) {
   const auto it = kinds_.find(kind);
   if (it == kinds_.end() || p >= partitions_) return;
   part& s = it->second.parts[p];
   if (s.local > 0) --s.local;
+  if (!started && s.starting > 0) --s.starting;
+  if (s.local == 0) s.starting = 0;
   if (s.local == 0 && s.role == partition_role::releasing) {
     reconcile(it->first, it->second, p);
     arm(now);
+  } else if (!s.grantee.empty() || s.role == partition_role::none) {
+    // One it kept after giving the partition up: the grantee hears it is gone.
+    if (started) report(it->first, it->second, p);
+    try_grant(it->first, it->second, p);
+    arm(now);
   }
+}
+
+const grain_host* partition_table::report_to(const std::string& kind, const kind_state& k, const part& s,
+                                             std::uint32_t p) const {
+  if (!s.grantee.empty()) return peer(k, s.grantee);
+  if (s.role != partition_role::none) return nullptr;  // claimed here again: nobody else serves it
+  const grain_host* o = view_->owner_of(kind, p);
+  return o == nullptr || same(*o, self_) ? nullptr : peer(k, {o->name, o->generation});
+}
+
+void partition_table::report(const std::string& kind, kind_state& k, std::uint32_t p) {
+  part& s = k.parts[p];
+  const grain_host* h = report_to(kind, k, s, p);
+  if (h == nullptr) return;
+  s.reported = ++next_seq_;
+  s.unnoted = true;
+  send(handover_op::report, *h, kind, p, s.grantee.empty() ? 0 : s.grantee_epoch, s.reported);
+}
+
+partition_table::grant_of* partition_table::granted_by(part& s, const member_ref& m) {
+  for (grant_of& g : s.granted)
+    if (same(g.host, m)) return &g;
+  return nullptr;
+}
+
+void partition_table::take_list(const std::string& kind, std::uint32_t p, part& s, grant_of& g, std::uint64_t seq,
+                                std::vector<std::pair<std::string, std::string>> kept) {
+  if (seq <= g.seq && g.seq != 0) return;  // an older list
+  g.seq = seq;
+  if (s.role == partition_role::holding) {
+    std::sort(kept.begin(), kept.end());
+    std::sort(g.kept.begin(), g.kept.end());
+    std::vector<std::pair<std::string, std::string>> gone, fresh;
+    std::set_difference(g.kept.begin(), g.kept.end(), kept.begin(), kept.end(), std::back_inserter(gone));
+    std::set_difference(kept.begin(), kept.end(), g.kept.begin(), g.kept.end(), std::back_inserter(fresh));
+    for (auto& [identity, actor] : gone)
+      remote_.push_back({kind, p, g.host.address, g.host.generation, identity, actor, false});
+    for (auto& [identity, actor] : fresh)
+      remote_.push_back({kind, p, g.host.address, g.host.generation, identity, actor, true});
+  }
+  g.kept = std::move(kept);
+}
+
+void partition_table::announce_kept(const std::string& kind, std::uint32_t p, const part& s, bool added) {
+  for (const grant_of& g : s.granted)
+    for (const auto& [identity, actor] : g.kept)
+      remote_.push_back({kind, p, g.host.address, g.host.generation, identity, actor, added});
 }
 
 void partition_table::on_message(const handover_message& m, millis now) {
@@ -161,6 +282,18 @@ void partition_table::on_message(const handover_message& m, millis now) {
   const std::string& kind = it->first;
   kind_state& k = it->second;
   const grain_host from_host{m.peer.name, m.address, m.peer.generation};
+  if (m.op == handover_op::evict) {
+    // Only the activations this node still runs are stopped (the directory
+    // checks the actor): an old evict stops nothing new.
+    for (const kept_activation& a : m.activations)
+      if (a.partition < partitions_ && k.parts[a.partition].role != partition_role::holding)
+        evictions_.push_back({kind, a.identity, a.actor});
+    return;
+  }
+  // The activations listed in a grant or a report, by partition.
+  std::map<std::uint32_t, std::vector<std::pair<std::string, std::string>>> lists;
+  if (m.op == handover_op::grant || m.op == handover_op::report)
+    for (const kept_activation& a : m.activations) lists[a.partition].emplace_back(a.identity, a.actor);
   for (const partition_epoch& item : m.items) {
     if (item.partition >= partitions_) {
       ++stats_.rejected;
@@ -173,7 +306,11 @@ void partition_table::on_message(const handover_message& m, millis now) {
         if (s.grantee == m.peer) {
           if (item.epoch < s.grantee_epoch) break;  // an older claim
           s.grantee_epoch = item.epoch;
-          if (const grain_host* h = peer(k, m.peer)) send(handover_op::grant, *h, kind, p, item.epoch);
+          if (const grain_host* h = peer(k, m.peer)) {
+            s.reported = ++next_seq_;
+            s.unnoted = false;  // the grant carries the list
+            send(handover_op::grant, *h, kind, p, item.epoch, s.reported);
+          }
           break;
         }
         if (s.deferred == m.peer && item.epoch < s.deferred_epoch) break;
@@ -192,16 +329,31 @@ void partition_table::on_message(const handover_message& m, millis now) {
           break;
         }
         const grain_host* h = peer(k, m.peer);
-        const grain_host g = h ? *h : from_host;
-        if (std::none_of(s.granted.begin(), s.granted.end(), [&](const grain_host& x) { return same(x, m.peer); }))
-          s.granted.push_back(g);
+        grant_of* g = granted_by(s, m.peer);
+        if (g == nullptr) g = &s.granted.emplace_back(grant_of{h ? *h : from_host, 0, {}});
+        take_list(kind, p, s, *g, item.seq, std::move(lists[p]));
         check_hold(kind, k, p);
         break;
       }
+      case handover_op::report: {
+        // The latest list of what the sender kept (seqs only grow). Taken
+        // when the sender granted this node's claim; otherwise its grant,
+        // which lists it again, is still to come (or not ours to take).
+        if (s.role == partition_role::claiming || s.role == partition_role::holding)
+          if (grant_of* g = granted_by(s, m.peer)) take_list(kind, p, s, *g, item.seq, std::move(lists[p]));
+        const grain_host* h = peer(k, m.peer);
+        send(handover_op::noted, h ? *h : from_host, kind, p, item.epoch, item.seq);
+        break;
+      }
+      case handover_op::noted:
+        if (item.seq >= s.reported) s.unnoted = false;
+        break;
+      case handover_op::evict: break;
       case handover_op::release:
         if (s.grantee == m.peer && s.grantee_epoch <= item.epoch) {
           s.grantee = {};
           s.grantee_epoch = 0;
+          s.unnoted = false;
           reconcile(kind, k, p);
         }
         break;
@@ -225,10 +377,19 @@ void partition_table::advance(millis now) {
       part& s = k.parts[p];
       if (s.role == partition_role::claiming) {
         for (const grain_host& h : k.peers)
-          if (std::none_of(s.granted.begin(), s.granted.end(), [&](const grain_host& g) { return same(g, {h.name, h.generation}); })) {
+          if (granted_by(s, {h.name, h.generation}) == nullptr) {
             send(handover_op::claim, h, kind, p, s.epoch);
             pending = true;
           }
+      }
+      // A report not noted yet.
+      if (s.unnoted) {
+        if (const grain_host* h = report_to(kind, k, s, p)) {
+          send(handover_op::report, *h, kind, p, s.grantee.empty() ? 0 : s.grantee_epoch, s.reported);
+          pending = true;
+        } else {
+          s.unnoted = false;  // nobody to tell: a grant will list it
+        }
       }
       // A grant that blocks a claim (ours, or another's): is it still wanted?
       const bool blocked = (s.role == partition_role::claiming || !s.deferred.empty()) && !s.grantee.empty() &&
@@ -256,6 +417,7 @@ void partition_table::reconcile(const std::string& kind, kind_state& k, std::uin
   if (!s.grantee.empty() && peer(k, s.grantee) == nullptr) {
     s.grantee = {};
     s.grantee_epoch = 0;
+    s.unnoted = false;
   }
   // (A claim from a member this node does not know yet is kept: it may
   // become known, and the owner, in a later view.)
@@ -273,6 +435,16 @@ void partition_table::reconcile(const std::string& kind, kind_state& k, std::uin
       }
       break;
     case partition_role::holding:
+      if (!mine && keeps_activations()) {
+        // Only the directory moves: granted at once, with what runs here.
+        ++stats_.released;
+        let_go(kind, k, p);
+        if (s.local > 0) {
+          ++stats_.kept;
+          report(kind, k, p);  // the owner may hold it already, on a grant this node took back
+        }
+        break;
+      }
       if (!mine) {
         if (moving_ >= max_moving_ && !fenced_) {
           // Not its turn yet: held (and served) a while longer.
@@ -280,6 +452,7 @@ void partition_table::reconcile(const std::string& kind, kind_state& k, std::uin
             turns_.push_back({kind, p});
           break;
         }
+        announce_kept(kind, p, s, false);  // not served here any more
         s.role = partition_role::releasing;
         ++moving_;
         ++stats_.released;
@@ -329,10 +502,10 @@ void partition_table::check_hold(const std::string& kind, kind_state& k, std::ui
   part& s = k.parts[p];
   if (s.role != partition_role::claiming || !s.grantee.empty()) return;
   for (const grain_host& h : k.peers)
-    if (std::none_of(s.granted.begin(), s.granted.end(), [&](const grain_host& g) { return same(g, {h.name, h.generation}); }))
-      return;
+    if (granted_by(s, {h.name, h.generation}) == nullptr) return;
   s.role = partition_role::holding;
   ++stats_.acquired;
+  announce_kept(kind, p, s, true);
   ready_.push_back({kind, p});
 }
 
@@ -341,15 +514,19 @@ void partition_table::check_hold(const std::string& kind, kind_state& k, std::ui
 void partition_table::let_go(const std::string& kind, kind_state& k, std::uint32_t p) {
   part& s = k.parts[p];
   for (const grain_host& h : k.peers) send(handover_op::release, h, kind, p, s.epoch);
-  for (const grain_host& g : s.granted)
-    if (peer(k, {g.name, g.generation}) == nullptr) send(handover_op::release, g, kind, p, s.epoch);
+  for (const grant_of& g : s.granted)
+    if (peer(k, {g.host.name, g.host.generation}) == nullptr) send(handover_op::release, g.host, kind, p, s.epoch);
+  if (s.role == partition_role::holding) announce_kept(kind, p, s, false);
   s.granted.clear();
   s.role = partition_role::none;
 }
 
 void partition_table::try_grant(const std::string& kind, kind_state& k, std::uint32_t p) {
   part& s = k.parts[p];
-  if (s.deferred.empty() || s.role != partition_role::none || s.local != 0) return;
+  if (s.deferred.empty() || s.role != partition_role::none) return;
+  // What runs here stops first (moves: stop), or is listed in the grant
+  // (keep), which needs the actor of every activation: none still starting.
+  if (s.local != 0 && (s.starting != 0 || !keeps_activations())) return;
   if (!s.grantee.empty() && !(s.grantee == s.deferred)) return;  // one at a time
   const grain_host* to = peer(k, s.deferred);
   const grain_host* o = view_->owner_of(kind, p);
@@ -359,7 +536,9 @@ void partition_table::try_grant(const std::string& kind, kind_state& k, std::uin
   s.deferred = {};
   s.deferred_epoch = 0;
   ++stats_.grants;
-  send(handover_op::grant, *to, kind, p, s.grantee_epoch);
+  s.reported = ++next_seq_;
+  s.unnoted = false;
+  send(handover_op::grant, *to, kind, p, s.grantee_epoch, s.reported);
 }
 
 // ---------------------------------------------------------------- queries
@@ -369,6 +548,19 @@ partition_role partition_table::role(std::string_view kind, std::uint32_t p) con
   return k == nullptr || p >= partitions_ ? partition_role::none : k->parts[p].role;
 }
 
+std::uint32_t partition_table::local(std::string_view kind, std::uint32_t p) const {
+  const kind_state* k = find(kind);
+  return k == nullptr || p >= partitions_ ? 0 : k->parts[p].local;
+}
+
+bool partition_table::granted_by(std::string_view kind, std::uint32_t p, const member_ref& m) const {
+  const kind_state* k = find(kind);
+  if (k == nullptr || p >= partitions_) return false;
+  for (const grant_of& g : k->parts[p].granted)
+    if (same(g.host, m)) return true;
+  return false;
+}
+
 bool partition_table::mine(std::string_view kind, std::uint32_t p) const { return find(kind) && owns(kind, p); }
 
 bool partition_table::idle() const {
@@ -376,6 +568,13 @@ bool partition_table::idle() const {
     for (const part& s : k.parts)
       if (s.role != partition_role::none || s.local != 0) return false;
   return true;
+}
+
+std::size_t partition_table::kept() const {
+  std::size_t n = 0;
+  for (const auto& [kind, k] : kinds_)
+    for (const part& s : k.parts) n += s.role == partition_role::none ? s.local : 0;
+  return n;
 }
 
 std::size_t partition_table::count(partition_role r) const {

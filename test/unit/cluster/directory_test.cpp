@@ -182,3 +182,163 @@ TEST_CASE("a request for a partition owned elsewhere is answered not_owner, with
     break;
   }
 }
+
+// ---------------------------------------------------------------- moved activations kept
+
+namespace {
+
+// Directories that pass their hand-over messages by hand; `lose` drops
+// what its member sends.
+struct pair_net {
+  std::map<std::string, grain_directory*> dirs;
+  std::set<std::string> lose;
+  void deliver(millis now = t0) {
+    for (bool more = true; more;) {
+      more = false;
+      for (auto& [name, d] : dirs)
+        for (handover_message m : d->take_messages()) {
+          more = true;
+          const auto to = dirs.find(m.peer.name);
+          if (to == dirs.end() || lose.count(name)) continue;
+          m.peer = d->partitions().self();
+          m.address = name + ":7700";
+          to->second->on_message(m, now);
+        }
+    }
+  }
+};
+
+std::shared_ptr<const grain_hosts> view(const std::vector<member>& ms) {
+  return std::make_shared<grain_hosts>(ms, default_partitions);
+}
+
+// Activates every grain ordered on `d` (node `name`), with actor ids "a-<identity>".
+void activate_all(grain_directory& d, const std::string& name) {
+  for (const grain_id& id : d.take_activations()) d.activated(id, {name + ":7700", 1, "a-" + id.identity}, t0);
+}
+
+}  // namespace
+
+TEST_CASE("moves: keep — a joiner holds at once, answers for what the old holder still runs, and activates it "
+          "only once that has ended",
+          "[directory]") {
+  directory_options o;
+  o.moves = partition_moves::keep;
+  o.max_moving = 1;  // would be waves of one, if anything stopped
+  grain_directory a({"n1", 1}, {"counter"}, o), b({"n2", 1}, {"counter"}, o);
+  pair_net net{{{"n1", &a}, {"n2", &b}}, {}};
+  a.set_view(view({host("n1", 1)}), t0);
+  for (int i = 0; i < 200; ++i) a.locate(g("c" + std::to_string(i)), static_cast<grain_directory::caller>(i), t0);
+  activate_all(a, "n1");
+  a.take_answers();
+  REQUIRE(a.active() == 200);
+
+  const auto both = view({host("n1", 1), host("n2", 1)});
+  a.set_view(both, t0);
+  b.set_view(both, t0);
+  net.deliver();
+  CHECK(a.take_stops().empty());  // nothing stops
+  CHECK(a.partitions().count(partition_role::releasing) == 0);
+  std::vector<grain_id> theirs;  // grains n2 owns now, still active on n1
+  for (int i = 0; i < 200; ++i)
+    if (both->owner(g("x").kind, grain_key("counter", "c" + std::to_string(i)))->name == "n2")
+      theirs.push_back(g("c" + std::to_string(i)));
+  REQUIRE(theirs.size() > 50);
+  CHECK(b.remote() == theirs.size());
+  CHECK(a.active() == 200);
+
+  // n2 answers with n1's activations, and orders none.
+  for (std::size_t i = 0; i < theirs.size(); ++i) b.locate(theirs[i], 1000 + i, t0);
+  CHECK(b.take_activations().empty());
+  const auto answers = b.take_answers();
+  REQUIRE(answers.size() == theirs.size());
+  for (const auto& x : answers) {
+    CHECK(x.error == locate_error::none);
+    CHECK(x.where.address == "n1:7700");
+    CHECK(x.where.actor == "a-" + x.id.identity);
+  }
+
+  // One passivates on n1; the report is lost, and sent again.
+  const grain_id first = theirs[0];
+  a.deactivated(first, {"n1:7700", 1, "a-" + first.identity}, t0);
+  net.lose.insert("n1");
+  net.deliver();
+  net.lose.clear();
+  b.locate(first, 1, t0);
+  CHECK(b.take_activations().empty());  // still known as n1's: not activated twice
+  REQUIRE(b.take_answers().size() == 1);
+  a.advance(millis(600));
+  net.deliver(millis(600));
+  CHECK(b.remote() == theirs.size() - 1);
+  b.locate(first, 2, t0);
+  const auto orders = b.take_activations();
+  REQUIRE(orders.size() == 1);
+  CHECK(orders[0] == first);
+  // Noted: not sent again.
+  a.advance(millis(1200));
+  CHECK(a.take_messages().empty());
+}
+
+TEST_CASE("moves: keep — a leave stops what the node kept, and its grantee forgets it", "[directory]") {
+  directory_options o;
+  o.moves = partition_moves::keep;
+  grain_directory a({"n1", 1}, {"counter"}, o), b({"n2", 1}, {"counter"}, o);
+  pair_net net{{{"n1", &a}, {"n2", &b}}, {}};
+  a.set_view(view({host("n1", 1)}), t0);
+  for (int i = 0; i < 100; ++i) a.locate(g("c" + std::to_string(i)), static_cast<grain_directory::caller>(i), t0);
+  activate_all(a, "n1");
+  const auto both = view({host("n1", 1), host("n2", 1)});
+  a.set_view(both, t0);
+  b.set_view(both, t0);
+  net.deliver();
+  const std::size_t kept = b.remote();
+  REQUIRE(kept > 0);
+  a.leave(t0);
+  net.deliver();
+  // All of them stop, kept or held (the held in waves of max_moving).
+  std::size_t stopped = 0;
+  for (auto stops = a.take_stops(); !stops.empty(); stops = a.take_stops()) {
+    CHECK_FALSE(a.partitions().idle());
+    for (const grain_id& id : stops) a.deactivated(id, {"n1:7700", 1, "a-" + id.identity}, t0);
+    stopped += stops.size();
+    net.deliver();
+  }
+  CHECK(stopped == 100);
+  CHECK(a.partitions().idle());
+  CHECK(b.remote() == 0);
+}
+
+TEST_CASE("moves: keep — told of a second activation of a grain it knows, a holder keeps the first and evicts "
+          "the other",
+          "[directory]") {
+  directory_options o;
+  o.moves = partition_moves::keep;
+  grain_directory a({"n1", 1}, {"counter"}, o), b({"n2", 1}, {"counter"}, o);
+  pair_net net{{{"n1", &a}, {"n2", &b}}, {}};
+  // Each alone (each took the other for dead): both activate every grain.
+  a.set_view(view({host("n1", 1)}), t0);
+  b.set_view(view({host("n2", 1)}), t0);
+  for (int i = 0; i < 100; ++i) {
+    a.locate(g("c" + std::to_string(i)), static_cast<grain_directory::caller>(i), t0);
+    b.locate(g("c" + std::to_string(i)), static_cast<grain_directory::caller>(i), t0);
+  }
+  activate_all(a, "n1");
+  activate_all(b, "n2");
+  // The views agree again.
+  const auto both = view({host("n1", 1), host("n2", 1)});
+  a.set_view(both, t0);
+  b.set_view(both, t0);
+  net.deliver();
+  // Each gave up what the other owns, listing its own activations there:
+  // every one of those is a second activation for the owner, evicted.
+  const auto a_stops = a.take_stops(), b_stops = b.take_stops();
+  CHECK(a_stops.size() + b_stops.size() == 100);
+  for (const grain_id& id : a_stops) CHECK(both->owner("counter", grain_key(id.kind, id.identity))->name == "n2");
+  for (const grain_id& id : b_stops) CHECK(both->owner("counter", grain_key(id.kind, id.identity))->name == "n1");
+  CHECK(a.stats().evicted == a_stops.size());
+  for (const grain_id& id : a_stops) a.deactivated(id, {"n1:7700", 1, "a-" + id.identity}, t0);
+  for (const grain_id& id : b_stops) b.deactivated(id, {"n2:7700", 1, "a-" + id.identity}, t0);
+  net.deliver();
+  CHECK(a.active() + b.active() == 100);
+  CHECK(a.remote() + b.remote() == 0);
+}

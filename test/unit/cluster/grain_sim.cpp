@@ -64,6 +64,7 @@ void grain_world::started(unsigned i, millis now) {
   d.partitions = opts_.partitions;
   d.max_buffered = opts_.max_buffered;
   d.max_waiting = 1000;
+  d.moves = opts_.moves;
   n.dir = std::make_unique<grain_directory>(member_ref{name(i), n.generation}, std::vector<std::string>{kind}, d);
   n.declared_dead = sim_.at(i).stats().declared_dead;
   n.next_call = now + millis(1 + sim_.random() % 50);
@@ -94,12 +95,26 @@ bool grain_world::healthy() {
         return false;
     }
   }
-  std::map<std::uint32_t, unsigned> holders;
+  std::map<std::uint32_t, unsigned> holders, holder_of;
   for (const auto& [i, n] : nodes_) {
     if (!up(i) || !n.dir) continue;
     for (std::uint32_t p = 0; p < opts_.partitions; ++p) {
       const partition_role r = n.dir->partitions().role(kind, p);
+      if (r == partition_role::holding) holder_of[p] = i;
       if ((r == partition_role::holding || r == partition_role::releasing) && ++holders[p] > 1) return false;
+    }
+  }
+  // An activation kept in a partition given up (moves: keep) that its
+  // holder does not answer for: the partition is still held twice, in effect.
+  for (const auto& [i, n] : nodes_) {
+    if (!up(i) || !n.dir) continue;
+    for (const auto& [number, a] : n.acts) {
+      const std::uint32_t p = n.dir->partition(a.id);
+      const auto h = holder_of.find(p);
+      if (h == holder_of.end() || h->second == i || a.st == act::state::starting) continue;
+      const activation* known = nodes_.at(h->second).dir->find(a.id);
+      if (known == nullptr || known->address != simulator::address(i) || known->actor != std::to_string(number))
+        return false;
     }
   }
   aftermath_ = false;
@@ -285,6 +300,8 @@ void grain_world::pump(unsigned i, millis now) {
       if (trace) {
         std::string items;
         for (const auto& it : out.m.items) items += " " + std::to_string(it.partition) + "@" + std::to_string(it.epoch);
+        for (const auto& a : out.m.activations)
+          items += " " + a.identity + "#" + a.actor + "(p" + std::to_string(a.partition) + ")";
         trace(std::to_string(now.count()) + " " + name(i) + " -> " + name(to) + " " + to_string(out.m.op) + items);
       }
       sim_.send(i, to, std::any(std::move(out)));
@@ -319,6 +336,7 @@ void grain_world::pump(unsigned i, millis now) {
       if (it == n.locates.end()) continue;
       const auto [from, call, attempt] = it->second;
       n.locates.erase(it);
+      if (a.error == locate_error::none && a.where.address != simulator::address(i)) ++elsewhere_;
       sim_.send(i, from, std::any(located_msg{call, attempt, a.error, a.where.address, a.where.actor}));
     }
     for (const grain_id& id : n.dir->take_stops()) {
@@ -499,7 +517,23 @@ bool grain_world::all_answer(millis within, std::string* why) {
       if (c.how == &call_counts::busy) how = "was refused: busy";
       if (c.how == &call_counts::no_host) how = "found no host";
       if (c.how == &call_counts::abandoned) how = "was abandoned";
-      if (why) *why = "a call from " + name(c.node) + " to " + c.g.identity + " " + how;
+      if (why) {
+        *why = "a call from " + name(c.node) + " to " + c.g.identity + " " + how + ";";
+        // What each member knows of it.
+        for (const auto& [i, n] : nodes_) {
+          if (!n.up) {
+            *why += " " + name(i) + ": down;";
+            continue;
+          }
+          if (sim_.paused(i)) *why += " " + name(i) + " (paused)";
+          const std::uint32_t p = n.dir->partition(c.g);
+          *why += " " + name(i) + ": p" + std::to_string(p) + " " + to_string(n.dir->partitions().role(kind, p));
+          if (const activation* a = n.dir->find(c.g)) *why += " at " + a->address + " #" + a->actor;
+          if (const auto ca = n.cache.find(c.g); ca != n.cache.end())
+            *why += " cached " + name(ca->second.first) + " #" + std::to_string(ca->second.second);
+          *why += ";";
+        }
+      }
       return false;
     }
   }

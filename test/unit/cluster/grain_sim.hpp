@@ -32,6 +32,7 @@ struct grain_world_options {
   millis call_every{4};        // a call starts somewhere about this often
   millis lifetime_max{4000};   // an activation passivates after at most this
   unsigned versions = 1;       // members host the kind in version 1..versions (a rolling upgrade)
+  partition_moves moves = partition_moves::stop;  // what a partition given up does with its activations
 };
 
 struct call_counts {
@@ -73,6 +74,8 @@ class grain_world final : public application {
   std::uint64_t activations() const noexcept { return activations_; }
   std::uint64_t moved() const noexcept { return moved_; }  // activations stopped because their partition moved
   std::size_t most_buffered() const noexcept { return most_buffered_; }
+  // Locates answered with an activation on another member (one it kept).
+  std::uint64_t answered_elsewhere() const noexcept { return elsewhere_; }
 
   // application
   metadata metadata_of(unsigned i) override;
@@ -165,7 +168,7 @@ class grain_world final : public application {
   // A false verdict was held, and the views have not agreed since: its
   // aftermath, while which membership is not healthy yet either.
   bool aftermath_ = false;
-  std::uint64_t excused_ = 0, activations_ = 0, moved_ = 0;
+  std::uint64_t excused_ = 0, activations_ = 0, moved_ = 0, elsewhere_ = 0;
   std::size_t most_buffered_ = 0;
 };
 
