@@ -214,6 +214,7 @@ class cluster_module final : public module, public cluster_view {
     go.max_memory_bytes = std::uint64_t(c.get(cluster_section()).max_memory_mb) << 20;
     go.max_buffered = c.get(cluster_section()).max_buffered_calls;
     go.max_moving = c.get(cluster_section()).max_moving_partitions;
+    go.keep_moved = c.get(cluster_section()).moved_activations == "keep";
     handover_timeout_ = millis(c.get(cluster_section()).handover_timeout_ms);
     go.kinds = grain_kinds_here;
     grains_ = std::make_unique<grain_service>(ctx.system(), std::move(go));

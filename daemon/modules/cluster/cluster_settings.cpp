@@ -75,7 +75,13 @@ const section<cluster_settings>& cluster_section() {
                 "left); more are answered busy at once.")
         .number("max_moving_partitions", &cluster_settings::max_moving_partitions, 1, 1000000, "",
                 "Grain partitions this node gives up at a time when members come or go (each stops its "
-                "activations, then moves); the others stay here, and serve, until their turn.")
+                "activations, then moves); the others stay here, and serve, until their turn.");
+    c.choice("moved_activations", &cluster_settings::moved_activations, {"stop", "keep"},
+             "What a grain partition this node gives up (members came or went) does with its activations: "
+             "stop them (max_moving_partitions at a time) so that each starts again on its new owner when "
+             "next called, or keep them here until they passivate, while only the directory moves "
+             "(docs/grains.md). Every member of a cluster must run a Troupe that knows 'keep' before one "
+             "uses it.")
         .number("handover_timeout_ms", &cluster_settings::handover_timeout_ms, 0, 600000, "milliseconds",
                 "On SIGTERM, how long the node waits for its grain activations to stop (and their "
                 "partitions to be handed over) before it leaves the cluster anyway.")

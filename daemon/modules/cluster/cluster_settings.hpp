@@ -27,6 +27,7 @@ struct cluster_settings {
   unsigned max_memory_mb = 0;
   unsigned max_buffered_calls = 100000;
   unsigned max_moving_partitions = 16;
+  std::string moved_activations = "stop";
   unsigned handover_timeout_ms = 10000;
   // 0: the profile's.
   unsigned probe_interval_ms = 0, probe_timeout_ms = 0, gossip_interval_ms = 0, push_pull_interval_ms = 0,

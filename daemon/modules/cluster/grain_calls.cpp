@@ -420,6 +420,14 @@ void grain_counters::collect(std::vector<prometheus::MetricFamily>& out) const {
   add_metric(partitions, static_cast<double>(partitions_held.load(std::memory_order_relaxed)), {{"state", "held"}});
   add_metric(partitions, static_cast<double>(partitions_moving.load(std::memory_order_relaxed)), {{"state", "moving"}});
   out.push_back(std::move(partitions));
+  auto kept = metric_family("troupe_grain_activations_kept",
+                            "With cluster.moved_activations: keep, activations that stay where they run after "
+                            "their partition moved: run here for partitions another node holds now (here), or "
+                            "answered for by this node, which holds their partition, and run elsewhere (elsewhere)",
+                            MetricType::Gauge);
+  add_metric(kept, static_cast<double>(kept_here.load(std::memory_order_relaxed)), {{"where", "here"}});
+  add_metric(kept, static_cast<double>(kept_elsewhere.load(std::memory_order_relaxed)), {{"where", "elsewhere"}});
+  out.push_back(std::move(kept));
   auto moves = metric_family("troupe_grain_partition_moves_total",
                              "Grain partitions that came to be held here, and that moved away", MetricType::Counter);
   add_metric(moves, static_cast<double>(partitions_acquired.load(std::memory_order_relaxed)), {{"direction", "in"}});

@@ -52,6 +52,7 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     d.max_waiting = o.max_waiting;
     d.max_buffered = o.max_buffered;
     d.max_moving = o.max_moving;
+    d.moves = o.keep_moved ? cluster::partition_moves::keep : cluster::partition_moves::stop;
     return d;
   }
   static cluster::millis now_ms() { return std::chrono::duration_cast<cluster::millis>(std::chrono::nanoseconds(steady_ns())); }
@@ -99,8 +100,10 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     if (h->to_generation() != generation_) return;  // meant for an earlier start of this node
     cluster::handover_message m;
     m.op = static_cast<cluster::handover_op>(h->op());
-    if (m.op > cluster::handover_op::confirm) {
+    if (m.op > cluster::handover_op::evict) {
       svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+      log(level::warning, "grains: a GrainHandover from " + from.to_string() + " has an unknown op " +
+                              std::to_string(static_cast<int>(h->op())) + "; dropped");
       return;
     }
     m.peer = {h->from()->str(), h->generation()};
@@ -117,7 +120,23 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     m.kind = h->kind()->str();
     m.partitions = h->partitions();
     m.items.reserve(h->items()->size());
-    for (const gc::PartitionEpoch* pe : *h->items()) m.items.push_back({pe->partition(), pe->epoch()});
+    const auto* seqs = h->seqs();
+    for (const gc::PartitionEpoch* pe : *h->items()) {
+      const std::size_t i = m.items.size();
+      m.items.push_back({pe->partition(), pe->epoch(), seqs != nullptr && i < seqs->size() ? seqs->Get(i) : 0});
+    }
+    if (const auto* acts = h->activations()) {
+      m.activations.reserve(acts->size());
+      for (const gc::KeptActivation* a : *acts) {
+        if (a->identity() == nullptr || a->actor() == nullptr) {
+          svc_.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+          log(level::warning, "grains: a GrainHandover from " + m.address + " lists an activation with no identity "
+                                  "or actor; dropped");
+          return;
+        }
+        m.activations.push_back({a->partition(), a->identity()->str(), a->actor()->str()});
+      }
+    }
     dir_.on_message(m, now_ms());
     pump(ctx);
   }
@@ -322,7 +341,9 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
   // The answer, then the locate's message to the activation: both leave for
   // the asker's node in this order, so its answer always comes first.
   void answer_ok(context& ctx, waiter& w, const cluster::activation& where) {
-    const auto child = children_.find(seq_of(where.actor));
+    // Here, or on the member that kept it (moved_activations: keep).
+    const bool here = where.address == self_address_ && where.generation == generation_;
+    const auto child = here ? children_.find(seq_of(where.actor)) : children_.end();
     const bool deliver = w.carried && child != children_.end();
     answer(ctx, w.asker, w.request, gc::GrainStatus::Ok, &where, {}, deliver);
     if (!deliver) return;
@@ -353,6 +374,8 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
     k.partitions_moving.store(static_cast<std::int64_t>(t.count(cluster::partition_role::claiming) +
                                                         t.count(cluster::partition_role::releasing)),
                               std::memory_order_relaxed);
+    k.kept_here.store(static_cast<std::int64_t>(t.kept()), std::memory_order_relaxed);
+    k.kept_elsewhere.store(static_cast<std::int64_t>(dir_.remote()), std::memory_order_relaxed);
     k.partitions_acquired.store(t.stats().acquired, std::memory_order_relaxed);
     k.partitions_released.store(t.stats().released, std::memory_order_relaxed);
     k.handover_rejected.store(t.stats().rejected, std::memory_order_relaxed);
@@ -368,10 +391,22 @@ class grain_host_state : public std::enable_shared_from_this<grain_host_state> {
       if (!to) continue;  // its node is gone: what it held goes with it
       ctx.request<gc::GrainHandover>(to, [&](FlatBufferBuilder& b) {  // the sender says which node it is
         std::vector<gc::PartitionEpoch> items;
+        std::vector<std::uint64_t> seqs;
         items.reserve(m.items.size());
-        for (const cluster::partition_epoch& pe : m.items) items.emplace_back(pe.partition, pe.epoch);
+        seqs.reserve(m.items.size());
+        bool any_seq = false;
+        for (const cluster::partition_epoch& pe : m.items) {
+          items.emplace_back(pe.partition, pe.epoch);
+          seqs.push_back(pe.seq);
+          any_seq = any_seq || pe.seq != 0;
+        }
+        std::vector<flatbuffers::Offset<gc::KeptActivation>> acts;
+        acts.reserve(m.activations.size());
+        for (const cluster::kept_activation& a : m.activations)
+          acts.push_back(gc::CreateKeptActivationDirect(b, a.partition, a.identity.c_str(), a.actor.c_str()));
         return gc::CreateGrainHandoverDirect(b, static_cast<gc::HandoverOp>(m.op), svc_.options().self_name.c_str(),
-                                             generation_, m.peer.generation, m.kind.c_str(), m.partitions, &items);
+                                             generation_, m.peer.generation, m.kind.c_str(), m.partitions, &items,
+                                             any_seq ? &seqs : nullptr, acts.empty() ? nullptr : &acts);
       });
     }
     did = pump_grains(ctx) || did;

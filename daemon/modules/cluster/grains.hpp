@@ -57,6 +57,7 @@ struct grain_options {
   std::size_t max_waiting = 10000;        // calls waiting for one activation
   std::size_t max_buffered = 100000;      // calls waiting for partitions on their way to this node
   std::size_t max_moving = 16;            // partitions this node gives up at a time
+  bool keep_moved = false;                // a partition given up keeps its activations (moved_activations: keep)
   std::size_t max_cached = 1000000;       // places of grains remembered by the call cache
 };
 
@@ -87,6 +88,7 @@ class grain_counters {
   std::atomic<std::uint64_t> malformed{0};  // GrainLocate/GrainLocated/GrainHandover that did not verify
   // The partition hand-over (cluster/handover.hpp), as troupe.grains last saw it.
   std::atomic<std::int64_t> partitions_held{0}, partitions_moving{0};
+  std::atomic<std::int64_t> kept_here{0}, kept_elsewhere{0};  // moved_activations: keep
   std::atomic<std::uint64_t> partitions_acquired{0}, partitions_released{0}, handover_rejected{0};
   std::atomic<std::uint64_t> buffered{0}, overflow{0};  // calls that waited for a partition; refused: buffer full
   void observe_activation(double seconds);
