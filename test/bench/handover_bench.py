@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""What a join costs the grains: five troupe-node processes (TLS on) on
-their own loopback addresses, 10,000 active identities of a counter grain
-(test/plugins/grains.cpp), then a sixth node joins. Prints bench= lines
-(medians of RUNS joins; the sixth leaves with SIGTERM between them):
+"""What a join costs the grains, with each way a node gives up a partition
+(cluster.moved_activations: stop, the default, then keep): five
+troupe-node processes (TLS on) on their own loopback addresses, 10,000
+active identities of a counter grain (test/plugins/grains.cpp), then a
+sixth node joins. Prints bench= lines (medians of RUNS joins; the sixth
+leaves with SIGTERM between them):
 
   grain_moves_on_join       activations stopped because their partition
                             moved, per join (5 -> 6 nodes, 10,000 active)
@@ -13,6 +15,12 @@ their own loopback addresses, 10,000 active identities of a counter grain
                             to identities that end up on the new node, made
                             from the join until every partition has moved
                             (an HTTP round trip included)
+  grain_join_call_p99       the p99 of every call made in that time
+  ..._keep                  the same with moved_activations: keep. Nothing
+                            moves to the new node then (its activations stay
+                            where they run until they passivate), so there is
+                            no grain_handover_join_p99_keep: every call of
+                            the window counts in grain_join_call_p99_keep.
 
 usage: handover_bench.py TROUPE_NODE BUILD_ROOT [PREFIX] [RUNS]
 """
@@ -40,9 +48,15 @@ def main(argv):
     node_bin, build_root = argv[:2]
     only = argv[2] if len(argv) > 2 else ""
     runs = int(argv[3]) if len(argv) > 3 else 3
-    names = ["grain_moves_on_join", "grain_handover_join_p99"]
-    if only and not any(n.startswith(only) or only.startswith(n) for n in names):
-        return 0
+    for mode, suffix in (("stop", ""), ("keep", "_keep")):
+        names = [n + suffix for n in ("grain_moves_on_join", "grain_handover_join_p99", "grain_join_call_p99")]
+        wanted = [n for n in names if not only or n.startswith(only) or only.startswith(n)]
+        if wanted:
+            measure(node_bin, build_root, mode, runs, suffix, wanted)
+    return 0
+
+
+def measure(node_bin, build_root, mode, runs, suffix, wanted):
     tmp = tempfile.mkdtemp()
     w = nodes_mod.world(node_bin, node_bin, build_root, tmp)
     shutil.copy(os.path.join(build_root, "test", "plugins", "grains.so"), w.plugin_dir)
@@ -53,7 +67,8 @@ def main(argv):
 
     def start(i):
         return nodes_mod.node(w, f"h{i}", key=key, listen=addr[hosts[i]], seeds=seeds, plugins=("echo", "grains"),
-                              kinds=f"{KIND}: {{ grain: {{ idle_timeout: 1h }} }}")
+                              kinds=f"{KIND}: {{ grain: {{ idle_timeout: 1h }} }}",
+                              extra=f"cluster: {{ moved_activations: {mode} }}\n")
 
     def alive(ns):
         return all(len([m for m in n.members().values() if m["status"] == "alive"]) == len(ns) for n in ns)
@@ -73,7 +88,7 @@ def main(argv):
                                                                  "calls": IDENTITIES, "window": 1000},
                                        timeout_ms=60000)
         assert status == 200 and body["message"].get("errors", 0) == 0, body
-        moves, waits = [], []
+        moves, waits, all_waits = [], [], []
         for run in range(runs):
             stop = threading.Event()
             lock = threading.Lock()
@@ -118,20 +133,24 @@ def main(argv):
             moving.sort()
             if moving:
                 waits.append(moving[min(len(moving) - 1, int(len(moving) * 0.99))])
-            print(f"info: join {run + 1}: {moves[-1]:.0f} activations moved, {len(moving)} calls to moving "
-                  f"identities in {done_at - joined_at:.2f} s", file=sys.stderr, flush=True)
+            window = sorted(ms for t0, ms, identity, pid in samples if joined_at <= t0 <= done_at)
+            if window:
+                all_waits.append(window[min(len(window) - 1, int(len(window) * 0.99))])
+            print(f"info: {mode}, join {run + 1}: {moves[-1]:.0f} activations moved, {len(moving)} calls to moving "
+                  f"identities and {len(window)} in all in {done_at - joined_at:.2f} s", file=sys.stderr, flush=True)
             # The sixth leaves (handing its grains back) for the next run.
             sixth.stop()
             w.nodes.remove(sixth)
             nodes_mod.poll(lambda: alive(five) and settled(five), lambda ok: ok, 60)
-        if not only or "grain_moves_on_join".startswith(only) or only.startswith("grain_moves"):
-            print(f"bench=grain_moves_on_join value={statistics.median(moves):.0f} unit=activations", flush=True)
-        if waits and (not only or "grain_handover_join_p99".startswith(only) or only.startswith("grain_handover")):
-            print(f"bench=grain_handover_join_p99 value={statistics.median(waits):.3f} unit=ms", flush=True)
+        results = {"grain_moves_on_join": (moves, "{:.0f}", "activations"),
+                   "grain_handover_join_p99": (waits, "{:.3f}", "ms"),
+                   "grain_join_call_p99": (all_waits, "{:.3f}", "ms")}
+        for name, (values, fmt, unit) in results.items():
+            if name + suffix in wanted and values:
+                print(f"bench={name}{suffix} value={fmt.format(statistics.median(values))} unit={unit}", flush=True)
     finally:
         w.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

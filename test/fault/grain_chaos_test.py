@@ -19,6 +19,10 @@ kill. The checker, outside the nodes, asserts:
   - after the churn, every identity answers.
 It prints the counts.
 
+TROUPE_CHAOS_MOVES=keep runs it with cluster.moved_activations: keep (a
+partition given up keeps its activations until they passivate), and
+TROUPE_CHAOS_SECONDS=Q,L sets the two phases' lengths.
+
 Its time budget is about 5 minutes (make test-fault; CI runs it once, in
 the optimised build). It needs root (a namespace, nftables); without it,
 it says so and is skipped.
@@ -42,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 CALLERS, IDENTITIES = 100, 1000
+MOVES = os.environ.get("TROUPE_CHAOS_MOVES", "stop")
 TIMEOUT_MS, SLACK_S = 2000, 1.0
 KIND = "grains.chaos"
 
@@ -69,7 +74,8 @@ class cluster:
         os.environ["TROUPE_GRAIN_LOG"] = path
         n = self.nodes_mod.node(self.w, name, key=self.key, listen=self.addr[host], seeds=self.seeds,
                                 cluster="chaos", plugins=("grains",),
-                                kinds=f"{KIND}: {{ grain: {{ idle_timeout: 20s }} }}")
+                                kinds=f"{KIND}: {{ grain: {{ idle_timeout: 20s }} }}",
+                                extra=f"cluster: {{ moved_activations: {MOVES} }}\n")
         with self.lock:
             self.running[name], self.host_of[name], self.file_of[name] = n, host, path
         return n
@@ -253,6 +259,7 @@ def inner(argv):
                 time.sleep(0.2)
             return False
 
+        print(f"info: moved_activations: {MOVES}")
         check("five nodes with the chaos grain form one cluster", all_alive(), "")
 
         def churn(seconds, label):
