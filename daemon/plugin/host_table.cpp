@@ -13,6 +13,14 @@ thread_local loaded_plugin* initialising = nullptr;
 
 namespace {
 
+// Why the last call of this thread that failed did (host->last_error).
+thread_local std::string last_error_text;
+
+int refuse(int status, std::string why) {
+  last_error_text = std::move(why);
+  return status;
+}
+
 int register_kind(troupe_registrar* reg, const troupe_kind_def* def) {
   if (reg == nullptr || def == nullptr || def->name == nullptr) return TROUPE_ERR_ARGUMENT;
   loaded_plugin& p = *reg->plugin;
@@ -121,20 +129,47 @@ int forward(troupe_ctx* c, troupe_pid* to) {
   return TROUPE_OK;
 }
 
-troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status) {
+troupe_pid* spawn_props(troupe_ctx* c, const char* kind, const char* name, const troupe_props* pr, int* status) {
   int ignored;
   if (status == nullptr) status = &ignored;
-  if (c == nullptr || kind == nullptr) {
-    *status = TROUPE_ERR_ARGUMENT;
+  last_error_text.clear();
+  if (c == nullptr || c->ctx == nullptr || kind == nullptr) {
+    *status = refuse(TROUPE_ERR_ARGUMENT, "spawn failed: no kind, or called outside an actor's turn");
     return nullptr;
   }
   if (name != nullptr && *name == '\0') {
-    *status = TROUPE_ERR_ARGUMENT;  // a name, but empty
+    *status = refuse(TROUPE_ERR_ARGUMENT, "spawn of '" + std::string(kind) + "' failed: the name is empty");
     return nullptr;
   }
-  spawn_result r = c->ctx->spawn_kind(kind, name != nullptr ? name : std::string());
+  const std::string n = name != nullptr ? name : "";
+  spawn_result r;
+  if (pr == nullptr) {
+    r = c->ctx->spawn_kind(kind, n);
+  } else {
+    plugin_props own;
+    std::string why;
+    if (!props_of(pr, own, why)) {
+      *status = refuse(TROUPE_ERR_ARGUMENT, "spawn of '" + std::string(kind) + "' failed: " + why);
+      return nullptr;
+    }
+    const props_ptr base = c->ctx->system().kinds().find(kind);
+    if (!base) {
+      *status = refuse(TROUPE_ERR_UNKNOWN_KIND, "spawn of '" + std::string(kind) + "' failed: " +
+                                                    spawn_refusal(spawn_error::unknown_kind, kind, n));
+      return nullptr;
+    }
+    const kind_record* rec = c->plugin != nullptr ? c->plugin->h->find_kind(kind) : nullptr;
+    props mine = *base;
+    own.apply(mine, rec == nullptr || !rec->mailbox_configured);  // the configuration's mailbox stays
+    const props_ptr shared = share(std::move(mine));
+    if (n.empty())
+      r = {c->ctx->spawn(shared), spawn_error::none};
+    else
+      r = c->ctx->spawn_named(shared, n);
+    if (!r.pid && r.error == spawn_error::none) r.error = spawn_error::refused;
+  }
   if (!r) {
-    *status = abi_status(r.error);
+    *status = refuse(abi_status(r.error), "spawn of '" + std::string(kind) + "' failed: " + spawn_refusal(r.error, kind, n));
     return nullptr;
   }
   pid child = std::move(r.pid);
@@ -142,6 +177,32 @@ troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status
   child.get()->retain();  // the plugin's reference
   return to_abi(child.get());
 }
+
+troupe_pid* spawn(troupe_ctx* c, const char* kind, const char* name, int* status) {
+  return spawn_props(c, kind, name, nullptr, status);
+}
+
+int register_kind_props(troupe_registrar* reg, const char* kind, const troupe_props* pr) {
+  last_error_text.clear();
+  if (reg == nullptr || kind == nullptr || pr == nullptr)
+    return refuse(TROUPE_ERR_ARGUMENT, "props refused: no kind, or no props");
+  loaded_plugin& p = *reg->plugin;
+  if (!reg->open) return refuse(TROUPE_ERR_STATE, "props of kind '" + std::string(kind) + "' refused: from init() only");
+  if (std::none_of(p.pending.begin(), p.pending.end(), [&](const auto& k) { return k.first == kind; }))
+    return refuse(TROUPE_ERR_UNKNOWN_KIND, "props of kind '" + std::string(kind) +
+                                               "' refused: not a kind this plugin registered (register it first)");
+  plugin_props own;
+  std::string why;
+  if (!props_of(pr, own, why)) {
+    why = "props of kind '" + std::string(kind) + "' refused: " + why;
+    p.h->log(log_level::error, p.file + ": " + why);
+    return refuse(TROUPE_ERR_ARGUMENT, why);
+  }
+  p.kind_props[kind] = std::move(own);
+  return TROUPE_OK;
+}
+
+const char* last_error() { return last_error_text.c_str(); }
 
 void stop(troupe_ctx* c, troupe_pid* who) {
   if (c != nullptr && who != nullptr) c->ctx->stop(pid(from_abi(who)));
@@ -644,6 +705,9 @@ const troupe_host_api host_api = {
     &send_as,
     &lookup,
     &spawn_remote,
+    &register_kind_props,
+    &spawn_props,
+    &last_error,
 };
 
 }  // namespace troupe::plugin::detail

@@ -177,7 +177,10 @@ bool host::add_kinds(loaded_plugin& p, std::string& error) {
     });
     pr.kind = name;
     pr.plugin = p.name;
-    if (decorate_) decorate_(name, pr);
+    // The plugin's props, then the node's configuration over them.
+    const auto own = p.kind_props.find(name);
+    if (own != p.kind_props.end()) own->second.apply(pr, true);
+    if (decorate_) rec->mailbox_configured = decorate_(name, pr, own != p.kind_props.end() && own->second.mailbox_set);
     rec->props = share(std::move(pr));
     sys_.kinds().add(name, rec->props);  // checked above, under mu_
     kinds_.emplace(name, std::move(rec));

@@ -96,7 +96,12 @@ class host : public std::enable_shared_from_this<host> {
   // Called with each kind's Props as it is registered, before anything can
   // spawn it: the node adds middleware here (timing, for metrics). Set it
   // before loading plugins.
-  using kind_decorator = std::function<void(const std::string& kind, props&)>;
+  // Gives a plugin kind what the node's configuration says of it;
+  // `plugin_mailbox`: the plugin chose the kind's mailbox (props.mailbox),
+  // which only the configuration overrides. Returns whether the
+  // configuration fixed the mailbox (then a spawn's own props do not
+  // change it either).
+  using kind_decorator = std::function<bool(const std::string& kind, props&, bool plugin_mailbox)>;
   void set_kind_decorator(kind_decorator d) { decorate_ = std::move(d); }
 
   // Props that spawn an actor of kind `name` (from the system's kind

@@ -59,7 +59,22 @@ struct kind_record {
   props_ptr props;
   bool persistent = false;           // register_persistent
   troupe_persistent_def persistence{};
+  bool mailbox_configured = false;   // the node's configuration fixed its mailbox
 };
+
+// A troupe_props, read and checked (props_of): what it changes in a props.
+struct plugin_props {
+  bool mailbox_set = false;
+  mailbox_options mailbox{};
+  std::uint32_t throughput = 0;  // 0: unchanged
+  std::shared_ptr<const supervisor_strategy> supervisor;  // null: unchanged
+  // Applies them; the mailbox only when `mailbox_too`.
+  void apply(props& p, bool mailbox_too) const;
+};
+
+// Reads and checks `in` (plugin_props.cpp); false with `why` when a field
+// is out of its range.
+bool props_of(const troupe_props* in, plugin_props& out, std::string& why);
 
 struct loaded_plugin {
   host* h;
@@ -75,6 +90,7 @@ struct loaded_plugin {
   std::vector<std::string> kinds;
   std::map<std::string, std::chrono::nanoseconds> grains;  // register_grain
   std::map<std::string, troupe_persistent_def> persistent;  // register_persistent
+  std::map<std::string, plugin_props> kind_props;           // register_kind_props
   std::vector<std::vector<std::uint8_t>> schemas;
   std::vector<std::unique_ptr<json_codec>> codecs;  // one a schema
   std::unordered_map<type_id, schema_type> types;

@@ -4,8 +4,11 @@
  * and puts them back: each knock is answered with itself. Peek stacks a
  * `peeking` behaviour in which knocks wait again; Unpeek takes it off and
  * puts them back. Break fails the actor (its restart is closed again);
- * anything else is unhandled. */
+ * anything else is unhandled. The relay and the keeper are the gate's
+ * (gate.cpp) in C: requests answered in the actor's turn, lookup,
+ * spawn_remote; props of a kind and of a spawn, and last_error. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,6 +218,54 @@ static int relay_receive(void* instance, troupe_ctx* ctx, const troupe_message* 
   return rc;
 }
 
+/* ---- props (ABI 1.9): a keeper with props of its kind's, which spawns
+ * children with props of theirs (gate.SpawnWith) ---- */
+
+static uint64_t spawn_with;
+
+static int contains(const char* s, size_t len, const char* word) {
+  const size_t n = strlen(word);
+  for (size_t i = 0; i + n <= len; ++i)
+    if (memcmp(s + i, word, n) == 0) return 1;
+  return 0;
+}
+
+/* The keeper's decider: the failure's reason says what to do. */
+static int by_reason(void* closure, const troupe_pid* child, const char* reason, size_t len) {
+  (void)closure;
+  (void)child;
+  if (contains(reason, len, "resume")) return TROUPE_DIRECTIVE_RESUME;
+  if (contains(reason, len, "stop")) return TROUPE_DIRECTIVE_STOP;
+  if (contains(reason, len, "nonsense")) return 42; /* not a directive: the child stops */
+  return TROUPE_DIRECTIVE_RESTART;
+}
+
+static int keeper_receive(void* instance, troupe_ctx* ctx, const troupe_message* m) {
+  (void)instance;
+  if (m->type != spawn_with) return 0;
+  char kind[256], name[256], text[512];
+  string_field(m->data, m->size, 0, kind, sizeof kind);
+  string_field(m->data, m->size, 1, name, sizeof name);
+  const uint8_t* with = field(m->data, m->size, 2);
+  troupe_props p;
+  memset(&p, 0, sizeof p);
+  p.size = sizeof p;
+  p.mailbox = int_field(m->data, m->size, 3, 0);
+  p.capacity = (uint32_t)int_field(m->data, m->size, 4, 0);
+  p.throughput = (uint32_t)int_field(m->data, m->size, 5, 0);
+  p.supervision = int_field(m->data, m->size, 6, 0);
+  int status = TROUPE_OK;
+  troupe_pid* child = host->spawn_props(ctx, kind, name[0] ? name : NULL, with != NULL && *with ? &p : NULL, &status);
+  if (child != NULL) {
+    host->pid_format(child, text, sizeof text);
+    host->pid_release(child);
+  } else {
+    snprintf(text, sizeof text, "%s", host->last_error());
+  }
+  uint8_t out[600];
+  return host->respond(ctx, spawned_on, out, status_text_table(out, sizeof out, status, text), 0);
+}
+
 /* A kind whose instances are doors (the relay keeps nothing in its own). */
 static int register_kind(troupe_registrar* reg, const char* name,
                          int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* m)) {
@@ -241,8 +292,29 @@ static int init(const troupe_host_api* h, troupe_registrar* reg) {
   relayed_type = type_of("gate.Relayed");
   spawn_on = type_of("gate.SpawnOn");
   spawned_on = type_of("gate.SpawnedOn");
-  const int s = register_kind(reg, "c.door", closed);
-  return s != TROUPE_OK ? s : register_kind(reg, "c.relay", relay_receive);
+  spawn_with = type_of("gate.SpawnWith");
+  int s = register_kind(reg, "c.door", closed);
+  if (s == TROUPE_OK) s = register_kind(reg, "c.relay", relay_receive);
+  if (s != TROUPE_OK || !TROUPE_HOST_HAS(h, register_kind_props)) return s;
+  if ((s = register_kind(reg, "c.keeper", keeper_receive)) != TROUPE_OK) return s;
+  troupe_props p;
+  memset(&p, 0, sizeof p);
+  p.size = sizeof p;
+  p.mailbox = TROUPE_MAILBOX_DROP_NEWEST;
+  p.capacity = 8;
+  p.throughput = 5;
+  p.supervision = TROUPE_SUPERVISE_ONE_FOR_ONE;
+  p.max_restarts = 2;
+  p.restart_window_ns = 1000000000u;
+  p.decide = by_reason;
+  /* A refusal first: a bounded mailbox without a capacity. */
+  troupe_props bad = p;
+  bad.capacity = 0;
+  if (host->register_kind_props(reg, "c.keeper", &bad) != TROUPE_ERR_ARGUMENT ||
+      strcmp(host->last_error(), "props of kind 'c.keeper' refused: a bounded mailbox needs a capacity of 1 to "
+                                 "100000000 messages, not 0") != 0)
+    return TROUPE_ERR_STATE;
+  return host->register_kind_props(reg, "c.keeper", &p);
 }
 
 TROUPE_EXPORT const troupe_plugin_desc* troupe_plugin_entry(void) {

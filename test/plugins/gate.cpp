@@ -96,10 +96,60 @@ struct Relayer : troupe::Actor {
   }
 };
 
+// Props (ABI 1.9): a keeper, whose kind has props of its own (and so a
+// decider for its children), spawns children with props of theirs.
+struct Keeper : troupe::Actor {
+  void receive(troupe::Context& ctx) override {
+    const auto* s = ctx.message<SpawnWith>();
+    if (s == nullptr) return;
+    const std::string kind = s->kind() ? s->kind()->str() : std::string();
+    const std::string name = s->name() ? s->name()->str() : std::string();
+    int status = TROUPE_OK;
+    std::string text;
+    try {
+      troupe::Props props;
+      props.mailbox(static_cast<troupe::Mailbox>(s->mailbox()), s->capacity())
+          .throughput(s->throughput())
+          .supervise(static_cast<troupe::Supervision>(s->supervision()));
+      const char* n = name.empty() ? nullptr : name.c_str();
+      text = (s->with_props() ? ctx.spawn(kind.c_str(), n, props) : ctx.spawn(kind.c_str(), n)).to_string();
+    } catch (const troupe::Error& e) {
+      status = e.status();
+      text = e.what();
+    }
+    ctx.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, status, text.c_str()); });
+  }
+};
+
+struct Fragile : troupe::Actor {
+  int seen = 0;
+  void receive(troupe::Context& ctx) override {
+    ++seen;
+    if (const auto* f = ctx.message<Fail>()) throw std::runtime_error(f->reason() ? f->reason()->str() : "no reason");
+    if (ctx.message<Count>()) ctx.respond<Counted>([&](auto& b) { return CreateCounted(b, seen); });
+  }
+};
+
+// The keeper's decider: the reason says what to do.
+troupe::Directive by_reason(const troupe::Pid&, std::string_view reason) {
+  if (reason.find("resume") != std::string_view::npos) return troupe::Directive::resume;
+  if (reason.find("stop") != std::string_view::npos) return troupe::Directive::stop;
+  if (reason.find("throw") != std::string_view::npos) throw std::runtime_error("the decider threw");
+  return troupe::Directive::restart;
+}
+
 }  // namespace
 
 TROUPE_PLUGIN(gate, "1.0.0") {
   plugin.schema(gate_bfbs);
   plugin.kind<Door>("gate.door");
   plugin.kind<Relayer>("gate.relay");
+  plugin.kind<Keeper>("gate.keeper", troupe::Props()
+                                         .mailbox(troupe::Mailbox::drop_oldest, 64)
+                                         .throughput(7)
+                                         .supervise(troupe::Supervision::all_for_one)
+                                         .restarts(3, std::chrono::seconds(10))
+                                         .backoff(std::chrono::milliseconds(5), std::chrono::milliseconds(50))
+                                         .decide(&by_reason));
+  plugin.kind<Fragile>("gate.fragile");
 }

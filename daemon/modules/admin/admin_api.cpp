@@ -24,6 +24,29 @@ constexpr long long default_request_timeout_ms = 5000;
 constexpr long long max_request_timeout_ms = 60000;
 constexpr std::size_t default_actor_limit = 1000;
 
+// What an actor was spawned with, as GET /v1/actors/{id} shows it.
+json props_json(const props& p) {
+  const char* kind = "unbounded";
+  switch (p.mailbox.kind) {
+    case mailbox_kind::unbounded: break;
+    case mailbox_kind::bounded_block: kind = "block"; break;
+    case mailbox_kind::bounded_drop_newest: kind = "drop_newest"; break;
+    case mailbox_kind::bounded_drop_oldest: kind = "drop_oldest"; break;
+  }
+  json out = {{"mailbox", kind}, {"throughput", p.mailbox.throughput}};
+  if (p.mailbox.kind != mailbox_kind::unbounded) out["capacity"] = p.mailbox.capacity;
+  static const supervisor_strategy node_default{};
+  const supervisor_strategy& s = p.supervisor ? *p.supervisor : node_default;
+  json sup = {{"scope", s.applies_to == supervisor_strategy::scope::all_for_one ? "all_for_one" : "one_for_one"},
+              {"max_restarts", s.max_restarts},
+              {"restart_window_ms", std::chrono::duration_cast<std::chrono::milliseconds>(s.window).count()},
+              {"decider", static_cast<bool>(s.decide)}};
+  if (s.backoff.initial.count() != 0)
+    sup["backoff_ms"] = {s.backoff.initial.count(), s.backoff.max.count()};
+  out["supervision"] = std::move(sup);
+  return out;
+}
+
 // The path's segments, each decoded on its own: an id may hold a "/" as %2F.
 std::vector<std::string> segments(std::string_view uri) {
   uri = uri.substr(0, uri.find('?'));
@@ -186,7 +209,8 @@ void admin_api::route_actor(const admin_request& r, const std::string& id, const
       return r.reply(200, {{"id", id},
                            {"pid", pid(std::move(p)).to_string()},
                            {"kind", c->props().kind},
-                           {"mailbox", c->mailbox_depth()}});
+                           {"mailbox", c->mailbox_depth()},
+                           {"props", props_json(c->props())}});
     }
     return r.error(405, "method_not_allowed", "use GET or DELETE");
   }

@@ -146,11 +146,19 @@ class plugins_module final : public module {
         by_kind[kind] = to_options(m->capacity, m->overflow);
     const mailbox_settings* all = c.for_kind(kind_mailbox_section(), config::all_kinds);
     const mailbox_settings every = all != nullptr ? *all : mailbox_settings{};
-    host_->set_kind_decorator([&ctx, all = to_options(every.capacity, every.overflow),
-                               by_kind = std::move(by_kind)](const std::string& kind, props& pr) {
+    // The configuration wins over the plugin's own props, which win over
+    // the default.
+    host_->set_kind_decorator([&ctx, every_configured = all != nullptr, all = to_options(every.capacity, every.overflow),
+                               by_kind = std::move(by_kind)](const std::string& kind, props& pr, bool plugin_mailbox) {
       const auto it = by_kind.find(kind);
-      pr.mailbox = it != by_kind.end() ? it->second : all;
+      const bool fixed = it != by_kind.end() || every_configured;
+      if (fixed || !plugin_mailbox) {
+        const std::uint32_t throughput = pr.mailbox.throughput;  // not a configuration key
+        pr.mailbox = it != by_kind.end() ? it->second : all;
+        pr.mailbox.throughput = throughput;
+      }
       ctx.decorate_kind(kind, pr);
+      return fixed;
     });
     if (!load(p, true)) {
       log(level::error, "stopping: a required plugin did not load");

@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 8
+#define TROUPE_ABI_MINOR 9
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -139,6 +139,55 @@ typedef struct troupe_persistent_def {
    * 0, or nonzero after host->fail(). */
   int (*snapshot)(void* instance, troupe_ctx* ctx);
 } troupe_persistent_def;
+
+/* A mailbox (ABI 1.9). */
+enum troupe_mailbox {
+  TROUPE_MAILBOX_NODE = 0,        /* the node's: kinds.<kind>.mailbox, else kinds.all.mailbox, else 10,000
+                                     messages dropping the newest */
+  TROUPE_MAILBOX_UNBOUNDED = 1,   /* never full */
+  TROUPE_MAILBOX_BLOCK = 2,       /* bounded: when full, a sender outside the actors waits for room */
+  TROUPE_MAILBOX_DROP_NEWEST = 3, /* bounded: when full, one more is refused (a dead letter mailbox_full) */
+  TROUPE_MAILBOX_DROP_OLDEST = 4  /* bounded: when full, the oldest waiting is dropped for the new one */
+};
+
+/* How an actor supervises its children (ABI 1.9). */
+enum troupe_supervision {
+  TROUPE_SUPERVISE_NODE = 0,        /* the node's: one-for-one */
+  TROUPE_SUPERVISE_ONE_FOR_ONE = 1, /* the directive applies to the child that failed */
+  TROUPE_SUPERVISE_ALL_FOR_ONE = 2  /* the directive applies to every child */
+};
+
+/* What a supervisor does with a child that failed (ABI 1.9). */
+enum troupe_directive {
+  TROUPE_DIRECTIVE_RESUME = 0,   /* keep the instance and its state; go on with the next message */
+  TROUPE_DIRECTIVE_RESTART = 1,  /* a fresh instance */
+  TROUPE_DIRECTIVE_STOP = 2,     /* stop the child */
+  TROUPE_DIRECTIVE_ESCALATE = 3  /* fail the supervisor itself, with the child's reason */
+};
+
+/* What an actor gets besides its code (ABI 1.9): its mailbox, its
+ * throughput, and how it supervises its children. Zero everywhere is the
+ * node's choice for each field. For a kind (register_kind_props) and for
+ * one spawn (spawn_props); the node's configuration of a kind's mailbox
+ * (kinds.<kind>.mailbox, kinds.all.mailbox) wins over both, so that an
+ * operator can always bound what a plugin's actors take. */
+typedef struct troupe_props {
+  uint32_t size;         /* sizeof(troupe_props) as the plugin was built */
+  int mailbox;           /* a troupe_mailbox */
+  uint32_t capacity;     /* bounded mailboxes: messages, 1 to 100,000,000 (0 with another mailbox) */
+  uint32_t throughput;   /* messages an actor handles before its worker moves on, 1 to 1,000,000; 0: 300 */
+  int supervision;       /* a troupe_supervision */
+  uint32_t max_restarts; /* restarts of one child within restart_window_ns before it is stopped instead,
+                            1 to 1,000,000; 0: 10 */
+  uint64_t restart_window_ns; /* 1 ms to 1 day; 0: 10 s */
+  uint64_t backoff_first_ns;  /* a restart waits this long, twice as long each time after, up to
+                                 backoff_max_ns (each within 20% jitter); 0: restarts at once */
+  uint64_t backoff_max_ns;    /* up to 1 hour; 0 with backoff_first_ns: 30 s */
+  /* Chooses the directive for a child that failed (NULL: restart), in its
+   * supervisor's turn: a troupe_directive. Anything else stops the child. */
+  int (*decide)(void* closure, const troupe_pid* child, const char* reason, size_t reason_len);
+  void* decide_closure;
+} troupe_props;
 
 /* The functions the node offers a plugin. `size` is sizeof as the node was
  * built: a plugin built against a newer header checks it before calling
@@ -400,6 +449,19 @@ typedef struct troupe_host_api {
                       uint64_t timeout_ns,
                       void (*on_done)(void* closure, troupe_ctx* ctx, troupe_pid* who, int status, const char* error),
                       void* closure, void (*drop)(void* closure));
+
+  /* ---- props (ABI 1.9) ---- */
+  /* Gives kind `kind` (one of this plugin's, registered before) its props;
+   * from init() only. TROUPE_ERR_ARGUMENT for a field out of range
+   * (last_error says which), TROUPE_ERR_UNKNOWN_KIND. */
+  int (*register_kind_props)(troupe_registrar* reg, const char* kind, const troupe_props* props);
+  /* spawn() with props of this spawn's own (NULL: the kind's). */
+  troupe_pid* (*spawn_props)(troupe_ctx* ctx, const char* kind, const char* name, const troupe_props* props,
+                             int* status);
+  /* Why the last call of this thread that failed did (ABI 1.9 functions,
+   * and spawn), in words; "" when it said nothing. Valid until the next
+   * call to the node on this thread. */
+  const char* (*last_error)(void);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -155,6 +155,108 @@ class Error : public std::exception {
   int status_;
 };
 
+namespace detail {
+// What the node said of the call that just failed (ABI 1.9's last_error),
+// else `what`; then "(status N)".
+inline std::string refusal(const std::string& what, int status) {
+  std::string out = what;
+  if (TROUPE_HOST_HAS(host, last_error))
+    if (const char* why = host->last_error(); why != nullptr && *why != '\0') out = why;
+  return out + " (status " + std::to_string(status) + ")";
+}
+}  // namespace detail
+
+// A mailbox (see troupe_mailbox in abi.h).
+enum class Mailbox : int {
+  node = TROUPE_MAILBOX_NODE,
+  unbounded = TROUPE_MAILBOX_UNBOUNDED,
+  block = TROUPE_MAILBOX_BLOCK,
+  drop_newest = TROUPE_MAILBOX_DROP_NEWEST,
+  drop_oldest = TROUPE_MAILBOX_DROP_OLDEST,
+};
+// How an actor supervises its children.
+enum class Supervision : int {
+  node = TROUPE_SUPERVISE_NODE,
+  one_for_one = TROUPE_SUPERVISE_ONE_FOR_ONE,
+  all_for_one = TROUPE_SUPERVISE_ALL_FOR_ONE,
+};
+// What a supervisor does with a child that failed.
+enum class Directive : int {
+  resume = TROUPE_DIRECTIVE_RESUME,
+  restart = TROUPE_DIRECTIVE_RESTART,
+  stop = TROUPE_DIRECTIVE_STOP,
+  escalate = TROUPE_DIRECTIVE_ESCALATE,
+};
+
+// What an actor gets besides its code: its mailbox, its throughput, and
+// how it supervises its children (ABI 1.9). For a kind
+// (Plugin::kind<A>(name, props)) or one spawn (Context::spawn(kind, name,
+// props)); what is left out is the node's. The node checks it and says
+// what is out of range; its configuration of a kind's mailbox wins.
+//
+//   troupe::Props().mailbox(troupe::Mailbox::drop_oldest, 1000)
+//                  .supervise(troupe::Supervision::all_for_one)
+//                  .restarts(3, std::chrono::seconds(10))
+//                  .backoff(std::chrono::milliseconds(10), std::chrono::seconds(1))
+//                  .decide([](const troupe::Pid&, std::string_view reason) {
+//                    return reason.find("transient") != std::string_view::npos ? troupe::Directive::resume
+//                                                                               : troupe::Directive::restart;
+//                  })
+class Props {
+ public:
+  // Chooses a failed child's directive, in its supervisor's turn. A plain
+  // function (a lambda without captures): it outlives any actor. What it
+  // throws stops the child.
+  using Decider = Directive (*)(const Pid& child, std::string_view reason);
+
+  Props() noexcept { p_.size = sizeof p_; }
+  // A bounded kind needs a capacity (1 to 100,000,000 messages).
+  Props& mailbox(Mailbox kind, std::uint32_t capacity = 0) noexcept {
+    p_.mailbox = static_cast<int>(kind);
+    p_.capacity = capacity;
+    return *this;
+  }
+  // Messages handled in one turn before the worker moves on (1 to 1,000,000).
+  Props& throughput(std::uint32_t messages) noexcept {
+    p_.throughput = messages;
+    return *this;
+  }
+  Props& supervise(Supervision s) noexcept {
+    p_.supervision = static_cast<int>(s);
+    return *this;
+  }
+  // More than `max` restarts of one child within `window` stop it instead.
+  Props& restarts(std::uint32_t max, std::chrono::nanoseconds window) noexcept {
+    p_.max_restarts = max;
+    p_.restart_window_ns = static_cast<std::uint64_t>(window.count());
+    return *this;
+  }
+  // A restart waits `first`, then twice as long each time, up to `max`
+  // (0: 30 s), each within 20% jitter.
+  Props& backoff(std::chrono::nanoseconds first, std::chrono::nanoseconds max = std::chrono::nanoseconds(0)) noexcept {
+    p_.backoff_first_ns = static_cast<std::uint64_t>(first.count());
+    p_.backoff_max_ns = static_cast<std::uint64_t>(max.count());
+    return *this;
+  }
+  Props& decide(Decider fn) noexcept {
+    p_.decide = fn != nullptr ? &trampoline : nullptr;
+    p_.decide_closure = fn != nullptr ? reinterpret_cast<void*>(fn) : nullptr;
+    return *this;
+  }
+  const troupe_props& c() const noexcept { return p_; }
+
+ private:
+  static int trampoline(void* closure, const troupe_pid* child, const char* reason, std::size_t len) noexcept {
+    try {
+      const Pid who = Pid::borrow(const_cast<troupe_pid*>(child));
+      return static_cast<int>(reinterpret_cast<Decider>(closure)(who, std::string_view(reason, len)));
+    } catch (...) {
+      return TROUPE_DIRECTIVE_STOP;
+    }
+  }
+  troupe_props p_{};
+};
+
 class Context;
 
 // How a grain request ended (Grain::request's on_reply): the grain's reply,
@@ -485,11 +587,17 @@ class Context {
   Pid spawn(const char* kind, const char* name = nullptr) {
     int status = TROUPE_OK;
     troupe_pid* p = detail::host->spawn(c_, kind, name, &status);
-    if (p == nullptr) {
-      throw Error(std::string("spawn of '") + kind + "' failed (status " +
-                      std::to_string(status) + ")",
-                  status);
-    }
+    if (p == nullptr) throw Error(detail::refusal(std::string("spawn of '") + kind + "' failed", status), status);
+    return Pid::adopt(p);
+  }
+  // A child with props of its own (ABI 1.9): mailbox, throughput,
+  // supervision of its children; what they leave out is its kind's.
+  Pid spawn(const char* kind, const char* name, const Props& props) {
+    if (!TROUPE_HOST_HAS(detail::host, spawn_props))
+      throw Error(std::string("spawn of '") + kind + "' with props needs a node with ABI 1.9", TROUPE_ERR_STATE);
+    int status = TROUPE_OK;
+    troupe_pid* p = detail::host->spawn_props(c_, kind, name, &props.c(), &status);
+    if (p == nullptr) throw Error(detail::refusal(std::string("spawn of '") + kind + "' failed", status), status);
     return Pid::adopt(p);
   }
   // Stops `who` at once; poison() stops it after what it already has queued.
@@ -971,6 +1079,22 @@ class Plugin {
       throw Error(std::string("kind '") + name + "' refused (status " + std::to_string(status) +
                       ")",
                   status);
+  }
+  // Registers actor class A as kind `name`, with its props (ABI 1.9).
+  template <class A>
+  void kind(const char* name, const Props& props) {
+    if (!TROUPE_HOST_HAS(host_, register_kind_props))
+      throw Error(std::string("kind '") + name + "' with props needs a node with ABI 1.9", TROUPE_ERR_STATE);
+    kind<A>(name);
+    props_of(name, props);
+  }
+  // Gives kind `name` (registered before) its props (ABI 1.9).
+  void props_of(const char* name, const Props& props) {
+    if (!TROUPE_HOST_HAS(host_, register_kind_props))
+      throw Error(std::string("props of kind '") + name + "' need a node with ABI 1.9", TROUPE_ERR_STATE);
+    const int status = host_->register_kind_props(reg_, name, &props.c());
+    if (status != TROUPE_OK)
+      throw Error(detail::refusal(std::string("props of kind '") + name + "' refused", status), status);
   }
   // Registers actor class A as kind `name` and makes it a grain kind (a
   // virtual actor: named by kind and identity, activated by the cluster),

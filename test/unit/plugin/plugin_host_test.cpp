@@ -363,19 +363,21 @@ TEST_CASE("a spawn that middleware refuses fails the plugin's spawn call, not th
   actor_system sys(cfg);
   auto host = std::make_shared<plugin::host>(sys);
   std::atomic<int> asked{0};
-  host->set_kind_decorator([&](const std::string& kind, props& p) {
+  host->set_kind_decorator([&](const std::string& kind, props& p, bool) {
     if (kind == "worker-pool.worker")
       p.spawn_hooks.push_back([&](spawn_request&, const spawn_next&) {
         ++asked;
         return spawn_result{};  // no actor, and no error either
       });
+    return false;
   });
   REQUIRE(host->load(examples + "/worker-pool/worker_pool.so").ok);
   sys.root().spawn(host->kind("worker-pool.pool"));
   // The SDK throws what the host answered: the pool fails, the node goes on.
   auto reason = failures.take();
   REQUIRE(reason);
-  CHECK(reason->find("spawn of 'worker-pool.worker' failed (status -2)") != std::string::npos);
+  CHECK(reason->find("spawn of 'worker-pool.worker' failed: the spawn of 'worker-pool.worker' was refused by its "
+                     "spawn middleware (status -2)") != std::string::npos);
   CHECK(asked.load() >= 1);
   // And everything else goes on.
   REQUIRE(host->load(examples + "/counter/counter.so").ok);
