@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "actor/router.hpp"
 #include "plugin/plugin_internal.hpp"
 #include "pubsub_generated.h"
 #include "system_generated.h"
@@ -203,6 +204,137 @@ int register_kind_props(troupe_registrar* reg, const char* kind, const troupe_pr
 }
 
 const char* last_error() { return last_error_text.c_str(); }
+
+// ---------------------------------------------------------------- routers
+
+constexpr std::size_t max_routees = 10000;
+
+troupe_pid* spawn_router(troupe_ctx* c, const char* name, int how, const char* kind, std::uint32_t size,
+                         const troupe_props* pr, troupe_pid* const* routees, std::size_t count, int* status) {
+  int ignored;
+  if (status == nullptr) status = &ignored;
+  last_error_text.clear();
+  const std::string what = kind != nullptr ? "router of '" + std::string(kind) + "'" : std::string("router");
+  const auto no = [&](int st, const std::string& why) {
+    *status = refuse(st, "spawn of a " + what + " failed: " + why);
+    return nullptr;
+  };
+  if (c == nullptr || c->ctx == nullptr) return no(TROUPE_ERR_ARGUMENT, "called outside an actor's turn");
+  if (how < TROUPE_ROUTE_ROUND_ROBIN || how > TROUPE_ROUTE_CONSISTENT_HASH)
+    return no(TROUPE_ERR_ARGUMENT, "routing " + std::to_string(how) +
+                                       " is not one of TROUPE_ROUTE_ROUND_ROBIN, _RANDOM, _BROADCAST, "
+                                       "_CONSISTENT_HASH (0 to 3)");
+  if (name != nullptr && *name == '\0') return no(TROUPE_ERR_ARGUMENT, "the name is empty");
+  const auto r = static_cast<routing>(how);
+  props_ptr router;
+  if (kind != nullptr) {
+    if (size == 0 || size > max_routees)
+      return no(TROUPE_ERR_ARGUMENT, "a pool has 1 to " + std::to_string(max_routees) + " routees, not " +
+                                         std::to_string(size));
+    if (routees != nullptr || count != 0) return no(TROUPE_ERR_ARGUMENT, "a pool (a kind) or a group (routees), not both");
+    const props_ptr base = c->ctx->system().kinds().find(kind);
+    if (!base) return no(TROUPE_ERR_UNKNOWN_KIND, spawn_refusal(spawn_error::unknown_kind, kind, ""));
+    props_ptr routee = base;
+    std::shared_ptr<const supervisor_strategy> supervises;
+    if (pr != nullptr) {
+      // The routees' mailbox and throughput; the router's supervision of them.
+      plugin_props own;
+      std::string why;
+      if (!props_of(pr, own, why)) return no(TROUPE_ERR_ARGUMENT, "its props: " + why);
+      supervises = std::exchange(own.supervisor, nullptr);
+      const kind_record* rec = c->plugin != nullptr ? c->plugin->h->find_kind(kind) : nullptr;
+      props mine = *base;
+      own.apply(mine, rec == nullptr || !rec->mailbox_configured);
+      routee = share(std::move(mine));
+    }
+    router_config cfg;
+    cfg.strategy = r;
+    cfg.routee = std::move(routee);
+    cfg.pool_size = size;
+    props rp = router_props(std::move(cfg));
+    if (supervises) rp.supervisor = std::move(supervises);
+    router = share(std::move(rp));
+  } else {
+    if (count > max_routees || (routees == nullptr && count != 0))
+      return no(TROUPE_ERR_ARGUMENT, "a group has 0 to " + std::to_string(max_routees) + " routees");
+    std::vector<pid> group;
+    group.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      if (routees[i] == nullptr) return no(TROUPE_ERR_ARGUMENT, "routee " + std::to_string(i) + " is NULL");
+      group.emplace_back(from_abi(routees[i]));
+    }
+    router = routers::group(r, std::move(group));
+  }
+  spawn_result res = name != nullptr ? c->ctx->spawn_named(router, name) : spawn_result{c->ctx->spawn(router), spawn_error::none};
+  if (!res.pid && res.error == spawn_error::none) res.error = spawn_error::refused;
+  if (!res) return no(abi_status(res.error), spawn_refusal(res.error, kind != nullptr ? kind : "router", name ? name : ""));
+  *status = TROUPE_OK;
+  res.pid.get()->retain();  // the plugin's reference
+  return to_abi(res.pid.get());
+}
+
+int router_manage(troupe_ctx* c, troupe_pid* router, int op, troupe_pid* routee, int change) {
+  last_error_text.clear();
+  if (c == nullptr || c->ctx == nullptr || router == nullptr) return refuse(TROUPE_ERR_ARGUMENT, "router_manage: no router");
+  switch (op) {
+    case TROUPE_ROUTER_ADD:
+    case TROUPE_ROUTER_REMOVE:
+      if (routee == nullptr) return refuse(TROUPE_ERR_ARGUMENT, "router_manage: no routee to add or remove");
+      c->ctx->send(pid(from_abi(router)), op == TROUPE_ROUTER_ADD ? routers::add_routee(pid(from_abi(routee)))
+                                                                   : routers::remove_routee(pid(from_abi(routee))));
+      return TROUPE_OK;
+    case TROUPE_ROUTER_RESIZE:
+      if (change == 0 || change > static_cast<int>(max_routees) || change < -static_cast<int>(max_routees))
+        return refuse(TROUPE_ERR_ARGUMENT, "router_manage: a pool grows or shrinks by 1 to " +
+                                               std::to_string(max_routees) + " routees, not " + std::to_string(change));
+      c->ctx->send(pid(from_abi(router)), routers::adjust_pool_size(change));
+      return TROUPE_OK;
+    default:
+      return refuse(TROUPE_ERR_ARGUMENT, "router_manage: op " + std::to_string(op) +
+                                             " is not one of TROUPE_ROUTER_ADD, _REMOVE, _RESIZE (0 to 2)");
+  }
+}
+
+int router_broadcast(troupe_ctx* c, troupe_pid* router, std::uint64_t type, const std::uint8_t* data,
+                     std::size_t size, std::uint32_t flags) {
+  if (c == nullptr || c->ctx == nullptr || router == nullptr || (data == nullptr && size != 0))
+    return TROUPE_ERR_ARGUMENT;
+  c->ctx->send(pid(from_abi(router)), routers::broadcast(message::adopt(make(type, data, size, flags))));
+  return TROUPE_OK;
+}
+
+int router_routees(troupe_ctx* c, troupe_pid* router, std::uint64_t timeout_ns,
+                   void (*on_done)(void* closure, troupe_ctx* ctx, troupe_pid* const* routees, std::size_t count,
+                                   int status),
+                   void* closure, void (*drop)(void* closure)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr || router == nullptr || on_done == nullptr || timeout_ns == 0)
+    return TROUPE_ERR_ARGUMENT;
+  future f = c->ctx->request_future(pid(from_abi(router)), routers::get_routees(), std::chrono::nanoseconds(timeout_ns));
+  c->ctx->reenter_after(f, [held = std::move(held), on_done, a, alive = a->lifetime()](context& ctx,
+                                                                                       const future_result& r) {
+    if (alive.expired()) return;
+    const bool ok = r.status == future_status::completed && r.reply;
+    const std::vector<pid> pids = ok ? routers::routees_in(ctx.system(), r.reply) : std::vector<pid>{};
+    std::vector<troupe_pid*> raw;
+    raw.reserve(pids.size());
+    for (const pid& p : pids) raw.push_back(to_abi(p.get()));
+    a->run_callback(ctx, "on_done failed", [&](troupe_ctx* frame) {
+      on_done(held->closure, frame, raw.data(), raw.size(), ok ? TROUPE_OK : TROUPE_ERR_UNAVAILABLE);
+    });
+  });
+  return TROUPE_OK;
+}
+
+int send_keyed(troupe_ctx* c, troupe_pid* to, const char* key, std::size_t key_len, std::uint64_t type,
+               const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
+  if (c == nullptr || c->ctx == nullptr || key == nullptr || (data == nullptr && size != 0)) return TROUPE_ERR_ARGUMENT;
+  envelope* e = make(type, data, size, flags);
+  set_header(e, hash_key_header, std::string_view(key, key_len));
+  c->ctx->send_envelope(from_abi(to), e, false);
+  return TROUPE_OK;
+}
 
 void stop(troupe_ctx* c, troupe_pid* who) {
   if (c != nullptr && who != nullptr) c->ctx->stop(pid(from_abi(who)));
@@ -708,6 +840,11 @@ const troupe_host_api host_api = {
     &register_kind_props,
     &spawn_props,
     &last_error,
+    &spawn_router,
+    &router_manage,
+    &router_broadcast,
+    &router_routees,
+    &send_keyed,
 };
 
 }  // namespace troupe::plugin::detail

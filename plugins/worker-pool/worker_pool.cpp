@@ -1,11 +1,12 @@
-// worker_pool: a pool actor that spawns workers as its children and hands
-// them jobs in turn. A job that fails throws in its worker; the pool, as the
-// worker's parent, supervises it, and the worker comes back as a fresh
-// incarnation that takes the next job.
+// worker_pool: a pool actor with a round-robin router of workers in front
+// of it. A job that fails throws in its worker; the router supervises its
+// workers (at most 5 restarts of one within 10 s, each after a short
+// backoff), and the worker comes back as a fresh incarnation that takes
+// its next job.
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include <troupe/troupe.hpp>
 #include "worker_pool_generated.h"
@@ -30,21 +31,24 @@ struct Worker : troupe::Actor {
 
 struct Pool : troupe::Actor {
   static constexpr int size = 3;
-  std::vector<troupe::Pid> workers;
-  size_t next = 0;
+  troupe::Pid workers;
 
   void started(troupe::Context& ctx) override {
-    for (int i = 0; i < size; ++i) workers.push_back(ctx.spawn("worker-pool.worker"));
+    const troupe::Props supervision = troupe::Props()
+                                          .restarts(5, std::chrono::seconds(10))
+                                          .backoff(std::chrono::milliseconds(1), std::chrono::milliseconds(100));
+    workers = ctx.spawn_pool("worker-pool.worker", size, troupe::Routing::round_robin, nullptr, &supervision);
     ctx.log(troupe::level::info, "started " + std::to_string(size) + " workers");
   }
   void receive(troupe::Context& ctx) override {
     if (ctx.message<worker_pool::Job>()) {
-      // The worker answers the job's sender directly.
-      ctx.forward(workers[next++ % workers.size()]);
+      // The router hands it to the next worker, which answers the job's sender.
+      ctx.forward(workers);
     } else if (ctx.message<worker_pool::GetWorkers>()) {
-      const int count = static_cast<int>(workers.size());
-      ctx.respond<worker_pool::Workers>(
-          [&](auto& b) { return worker_pool::CreateWorkers(b, count); });
+      ctx.routees(workers, [](troupe::Context& c, bool answered, std::span<const troupe::Pid> all) {
+        const int count = answered ? static_cast<int>(all.size()) : -1;
+        c.respond<worker_pool::Workers>([&](auto& b) { return worker_pool::CreateWorkers(b, count); });
+      });
     }
   }
 };

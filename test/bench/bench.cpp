@@ -318,6 +318,30 @@ double router_roundrobin() {
   return push_from_senders(sys, router, senders, each, line);
 }
 
+// The same workload through the SDK: senders, router and routees are a
+// plugin's (test/plugins/pingpong.cpp), the routees' Done goes to a
+// collector of the bench's own.
+double plugin_router_roundrobin() {
+  constexpr int routees = 4;
+  constexpr std::int64_t total = 4 * 500'000;
+  actor_system sys(bench_config());
+  auto host = std::make_shared<plugin::host>(sys, [](plugin::log_level, std::string_view) {});
+  if (!host->load(std::string(TROUPE_TEST_PLUGINS) + "/pingpong.so").ok) {
+    std::fprintf(stderr, "troupe-bench: cannot load the pingpong plugin\n");
+    std::exit(1);
+  }
+  finish_line line;
+  sys.root().spawn_named(collector(routees, line), "bench-rr-collector");
+  const pid driver = sys.root().spawn_named(host->kind("bench.rr_driver"), "bench-rr-driver").pid;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto start = clock_type::now();
+  sys.root().send(driver, make_message<test::Text>(
+                              [](flatbuffers::FlatBufferBuilder& b) { return test::CreateTextDirect(b, "go"); }));
+  auto end = line.wait();
+  sys.shutdown();
+  return static_cast<double>(total) / seconds(end - start);
+}
+
 // ---------------------------------------------------------------- spawning
 
 // The spawning loop runs inside an actor, as spawns do in a node (an actor,
@@ -854,6 +878,8 @@ int main(int argc, char** argv) {
   measure(o, {{"plugin_pingpong_1", "msgs/s"}}, o.runs, [] { return std::vector{plugin_pingpong()}; });
   measure(o, {{"fanin_100x30000", "msgs/s"}}, o.runs, [] { return std::vector{fanin()}; });
   measure(o, {{"router_roundrobin", "msgs/s"}}, o.runs, [] { return std::vector{router_roundrobin()}; });
+  measure(o, {{"plugin_router_roundrobin", "msgs/s"}}, o.runs,
+          [] { return std::vector{plugin_router_roundrobin()}; });
   measure(o, {{"spawn_oneshot_1m", "actors/s"}}, heavy_runs, [] { return std::vector{spawn_oneshot()}; });
   measure(o, {{"spawn_idle_1m_rate", "actors/s"}, {"spawn_idle_1m_bytes_per_actor", "bytes"}}, heavy_runs, [] {
     idle_result r = spawn_idle_in_child();

@@ -266,6 +266,108 @@ static int keeper_receive(void* instance, troupe_ctx* ctx, const troupe_message*
   return host->respond(ctx, spawned_on, out, status_text_table(out, sizeof out, status, text), 0);
 }
 
+/* ---- routers (ABI 1.9), driven by name (gate.MakePool, ...) ---- */
+
+static uint64_t tick, make_pool, make_group, manage, blast, keyed, list_routees;
+
+static int answer(troupe_ctx* ctx, int status, const char* text) {
+  uint8_t out[2100];
+  return host->respond(ctx, spawned_on, out, status_text_table(out, sizeof out, status, text), 0);
+}
+
+/* An empty table (gate.Tick): the root offset, a vtable of no field, the table. */
+static size_t empty_table(uint8_t out[12]) {
+  const uint32_t root = 8;
+  const uint16_t vtable[2] = {4, 4};
+  const int32_t back = 8 - 4;
+  memcpy(out, &root, 4);
+  memcpy(out + 4, vtable, 4);
+  memcpy(out + 8, &back, 4);
+  return 12;
+}
+
+static troupe_pid* by_name(troupe_ctx* ctx, const uint8_t* buf, size_t size, unsigned i) {
+  char name[256];
+  string_field(buf, size, i, name, sizeof name);
+  return host->lookup(ctx, name, strlen(name));
+}
+
+static void on_routees(void* closure, troupe_ctx* ctx, troupe_pid* const* routees, size_t count, int status) {
+  (void)closure;
+  char text[2048] = "", one[256];
+  for (size_t i = 0; i < count; ++i) {
+    host->pid_format(routees[i], one, sizeof one);
+    if (strlen(text) + strlen(one) + 2 >= sizeof text) break;
+    if (i != 0) strcat(text, ",");
+    strcat(text, one);
+  }
+  answer(ctx, status, text);
+}
+
+static int dispatcher_receive(void* instance, troupe_ctx* ctx, const troupe_message* m) {
+  (void)instance;
+  const uint8_t* d = m->data;
+  const size_t n = m->size;
+  char name[256], kind[256], text[512] = "";
+  int status = TROUPE_OK;
+  troupe_pid* made = NULL;
+  if (m->type == make_pool || m->type == make_group) {
+    const int pool = m->type == make_pool;
+    string_field(d, n, pool ? 3 : 2, name, sizeof name);
+    const int routing = int_field(d, n, pool ? 2 : 1, 0);
+    if (pool) {
+      string_field(d, n, 0, kind, sizeof kind);
+      made = host->spawn_router(ctx, name[0] ? name : NULL, routing, kind, (uint32_t)int_field(d, n, 1, 0), NULL,
+                                NULL, 0, &status);
+    } else {
+      char names[512];
+      troupe_pid* routees[16] = {0};
+      size_t count = 0;
+      string_field(d, n, 0, names, sizeof names);
+      for (char* at = names; *at && count < 16;) {
+        char* end = strchr(at, ',');
+        const size_t len = end != NULL ? (size_t)(end - at) : strlen(at);
+        routees[count++] = host->lookup(ctx, at, len);
+        at += len + (end != NULL);
+      }
+      made = host->spawn_router(ctx, name[0] ? name : NULL, routing, NULL, 0, NULL, routees, count, &status);
+      for (size_t i = 0; i < count; ++i)
+        if (routees[i] != NULL) host->pid_release(routees[i]);
+    }
+    if (made != NULL) {
+      host->pid_format(made, text, sizeof text);
+      host->pid_release(made);
+    } else {
+      snprintf(text, sizeof text, "%s", host->last_error());
+    }
+    return answer(ctx, status, text);
+  }
+  if (m->type == list_routees) {
+    troupe_pid* router = by_name(ctx, d, n, 0);
+    status = host->router_routees(ctx, router, 2000000000u, on_routees, NULL, NULL);
+    if (router != NULL) host->pid_release(router);
+    return status == TROUPE_OK ? 0 : answer(ctx, status, host->last_error());
+  }
+  if (m->type != manage && m->type != blast && m->type != keyed) return 0;
+  troupe_pid* router = by_name(ctx, d, n, 0);
+  uint8_t t[12];
+  const size_t t_size = empty_table(t);
+  if (m->type == manage) {
+    troupe_pid* routee = by_name(ctx, d, n, 2);
+    status = host->router_manage(ctx, router, int_field(d, n, 1, 0), routee, int_field(d, n, 3, 0));
+    if (routee != NULL) host->pid_release(routee);
+  } else if (m->type == blast) {
+    status = host->router_broadcast(ctx, router, tick, t, t_size, 0);
+  } else {
+    char key[256];
+    string_field(d, n, 1, key, sizeof key);
+    for (int32_t i = 0; i < int_field(d, n, 2, 0) && status == TROUPE_OK; ++i)
+      status = host->send_keyed(ctx, router, key, strlen(key), tick, t, t_size, 0);
+  }
+  if (router != NULL) host->pid_release(router);
+  return answer(ctx, status, status == TROUPE_OK ? "" : host->last_error());
+}
+
 /* A kind whose instances are doors (the relay keeps nothing in its own). */
 static int register_kind(troupe_registrar* reg, const char* name,
                          int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* m)) {
@@ -297,6 +399,14 @@ static int init(const troupe_host_api* h, troupe_registrar* reg) {
   if (s == TROUPE_OK) s = register_kind(reg, "c.relay", relay_receive);
   if (s != TROUPE_OK || !TROUPE_HOST_HAS(h, register_kind_props)) return s;
   if ((s = register_kind(reg, "c.keeper", keeper_receive)) != TROUPE_OK) return s;
+  tick = type_of("gate.Tick");
+  make_pool = type_of("gate.MakePool");
+  make_group = type_of("gate.MakeGroup");
+  manage = type_of("gate.Manage");
+  blast = type_of("gate.Blast");
+  keyed = type_of("gate.Keyed");
+  list_routees = type_of("gate.ListRoutees");
+  if ((s = register_kind(reg, "c.dispatcher", dispatcher_receive)) != TROUPE_OK) return s;
   troupe_props p;
   memset(&p, 0, sizeof p);
   p.size = sizeof p;

@@ -130,6 +130,72 @@ struct Fragile : troupe::Actor {
   }
 };
 
+// Routers (ABI 1.9), driven by name.
+struct Dispatcher : troupe::Actor {
+  static std::string str(const flatbuffers::String* s) { return s != nullptr ? s->str() : std::string(); }
+
+  void answer(troupe::Context& ctx, int status, const std::string& text) {
+    ctx.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, status, text.c_str()); });
+  }
+
+  void receive(troupe::Context& ctx) override {
+    try {
+      handle(ctx);
+    } catch (const troupe::Error& e) {
+      answer(ctx, e.status(), e.what());
+    }
+  }
+
+  void handle(troupe::Context& ctx) {
+    if (const auto* m = ctx.message<MakePool>()) {
+      const std::string name = str(m->name());
+      const troupe::Pid r = ctx.spawn_pool(str(m->kind()).c_str(), m->size(), static_cast<troupe::Routing>(m->routing()),
+                                           name.empty() ? nullptr : name.c_str());
+      return answer(ctx, 0, r.to_string());
+    }
+    if (const auto* m = ctx.message<MakeGroup>()) {
+      std::vector<troupe::Pid> routees;
+      const std::string names = str(m->names());
+      for (std::size_t at = 0; at < names.size();) {
+        const std::size_t end = std::min(names.find(',', at), names.size());
+        routees.push_back(ctx.lookup(std::string_view(names).substr(at, end - at)));
+        at = end + 1;
+      }
+      const std::string name = str(m->name());
+      const troupe::Pid r = ctx.spawn_group(routees, static_cast<troupe::Routing>(m->routing()),
+                                            name.empty() ? nullptr : name.c_str());
+      return answer(ctx, 0, r.to_string());
+    }
+    if (const auto* m = ctx.message<Manage>()) {
+      const troupe::Pid router = ctx.lookup(str(m->router()));
+      const troupe::Pid routee = ctx.lookup(str(m->routee()));
+      switch (m->op()) {
+        case TROUPE_ROUTER_ADD: ctx.add_routee(router, routee); break;
+        case TROUPE_ROUTER_REMOVE: ctx.remove_routee(router, routee); break;
+        default: ctx.resize_pool(router, m->change()); break;
+      }
+      return answer(ctx, 0, "");
+    }
+    if (const auto* m = ctx.message<Blast>()) {
+      ctx.broadcast<Tick>(ctx.lookup(str(m->router())), [](auto& b) { return CreateTick(b); });
+      return answer(ctx, 0, "");
+    }
+    if (const auto* m = ctx.message<Keyed>()) {
+      const troupe::Pid router = ctx.lookup(str(m->router()));
+      for (int i = 0; i < m->n(); ++i)
+        ctx.send_keyed<Tick>(router, str(m->key()), [](auto& b) { return CreateTick(b); });
+      return answer(ctx, 0, "");
+    }
+    if (const auto* m = ctx.message<ListRoutees>()) {
+      ctx.routees(ctx.lookup(str(m->router())), [](troupe::Context& c, bool answered, std::span<const troupe::Pid> all) {
+        std::string text;
+        for (const troupe::Pid& p : all) text += (text.empty() ? "" : ",") + p.to_string();
+        c.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, answered ? 0 : -7, text.c_str()); });
+      });
+    }
+  }
+};
+
 // The keeper's decider: the reason says what to do.
 troupe::Directive by_reason(const troupe::Pid&, std::string_view reason) {
   if (reason.find("resume") != std::string_view::npos) return troupe::Directive::resume;
@@ -152,4 +218,5 @@ TROUPE_PLUGIN(gate, "1.0.0") {
                                          .backoff(std::chrono::milliseconds(5), std::chrono::milliseconds(50))
                                          .decide(&by_reason));
   plugin.kind<Fragile>("gate.fragile");
+  plugin.kind<Dispatcher>("gate.dispatcher");
 }

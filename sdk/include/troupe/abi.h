@@ -189,9 +189,6 @@ typedef struct troupe_props {
   void* decide_closure;
 } troupe_props;
 
-/* The functions the node offers a plugin. `size` is sizeof as the node was
- * built: a plugin built against a newer header checks it before calling
- * anything added later (TROUPE_HOST_HAS). */
 /* Why a subscriber did not get a published message (ABI 1.7). */
 typedef enum troupe_delivery_failure_reason {
   TROUPE_DELIVERY_STOPPED = 0,      /* it had stopped: it is off the topic now */
@@ -213,6 +210,25 @@ typedef struct troupe_publish_report {
   const troupe_delivery_failure* failures;
 } troupe_publish_report;
 
+/* How a router picks the routee of a message (ABI 1.9). */
+enum troupe_routing {
+  TROUPE_ROUTE_ROUND_ROBIN = 0,    /* each routee in turn */
+  TROUPE_ROUTE_RANDOM = 1,         /* a routee at random */
+  TROUPE_ROUTE_BROADCAST = 2,      /* every routee */
+  TROUPE_ROUTE_CONSISTENT_HASH = 3 /* by the key the message was sent with (send_keyed): one key, one routee,
+                                      and a routee added or removed moves only the keys it must */
+};
+
+/* Router management (router_manage, ABI 1.9). */
+enum troupe_router_op {
+  TROUPE_ROUTER_ADD = 0,    /* `routee` becomes one */
+  TROUPE_ROUTER_REMOVE = 1, /* `routee` is one no more */
+  TROUPE_ROUTER_RESIZE = 2  /* a pool grows or shrinks by `change` routees */
+};
+
+/* The functions the node offers a plugin. `size` is sizeof as the node was
+ * built: a plugin built against a newer header checks it before calling
+ * anything added later (TROUPE_HOST_HAS). */
 typedef struct troupe_host_api {
   uint32_t size;
   uint16_t abi_major;
@@ -462,6 +478,36 @@ typedef struct troupe_host_api {
    * and spawn), in words; "" when it said nothing. Valid until the next
    * call to the node on this thread. */
   const char* (*last_error)(void);
+
+  /* ---- routers (ABI 1.9) ---- */
+  /* Spawns a router as a child of this actor, named `name` unless NULL.
+   * A pool when `kind` is given: `size` (1 to 10,000) routees of `kind`,
+   * children of the router, which stops them when it stops and supervises
+   * them: `props` gives the routees their mailbox and throughput (NULL:
+   * the kind's), and the router its supervision of them (one-for-one
+   * restarts, unless its supervision fields say otherwise). A group
+   * otherwise: the `count` actors of `routees`, which it does not own. A
+   * message sent to the router goes straight from the sender to the
+   * routee it picks, with no hop through the router; one it cannot place
+   * (no routee, no key) is a dead letter with reason no_routee. */
+  troupe_pid* (*spawn_router)(troupe_ctx* ctx, const char* name, int routing, const char* kind, uint32_t size,
+                              const troupe_props* props, troupe_pid* const* routees, size_t count, int* status);
+  /* A troupe_router_op for `router` (RESIZE: pools only). */
+  int (*router_manage)(troupe_ctx* ctx, troupe_pid* router, int op, troupe_pid* routee, int change);
+  /* A message to every routee of `router`, whatever its routing. */
+  int (*router_broadcast)(troupe_ctx* ctx, troupe_pid* router, uint64_t type, const uint8_t* data, size_t size,
+                          uint32_t flags);
+  /* The routees of `router`, later in this actor's own turn: `on_done`
+   * gets them (references valid during the call) and TROUPE_OK, or none
+   * and TROUPE_ERR_UNAVAILABLE when the router did not answer within
+   * `timeout_ns`. `drop` as for grain_request. */
+  int (*router_routees)(troupe_ctx* ctx, troupe_pid* router, uint64_t timeout_ns,
+                        void (*on_done)(void* closure, troupe_ctx* ctx, troupe_pid* const* routees, size_t count,
+                                        int status),
+                        void* closure, void (*drop)(void* closure));
+  /* send() with a key, by which a consistent-hash router picks the routee. */
+  int (*send_keyed)(troupe_ctx* ctx, troupe_pid* to, const char* key, size_t key_len, uint64_t type,
+                    const uint8_t* data, size_t size, uint32_t flags);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -180,6 +180,13 @@ enum class Supervision : int {
   one_for_one = TROUPE_SUPERVISE_ONE_FOR_ONE,
   all_for_one = TROUPE_SUPERVISE_ALL_FOR_ONE,
 };
+// How a router picks the routee of a message.
+enum class Routing : int {
+  round_robin = TROUPE_ROUTE_ROUND_ROBIN,
+  random = TROUPE_ROUTE_RANDOM,
+  broadcast = TROUPE_ROUTE_BROADCAST,
+  consistent_hash = TROUPE_ROUTE_CONSISTENT_HASH,  // by the key of send_keyed
+};
 // What a supervisor does with a child that failed.
 enum class Directive : int {
   resume = TROUPE_DIRECTIVE_RESUME,
@@ -384,6 +391,8 @@ template <class R>
 void on_report(void* closure, troupe_ctx* c, int status, const troupe_publish_report* report);
 template <class R>
 void on_persisted(void* closure, troupe_ctx* c, int status, std::uint64_t last_seq, const char* why);
+template <class R>
+void on_routees(void* closure, troupe_ctx* c, troupe_pid* const* routees, std::size_t count, int status);
 template <class R>
 void drop(void* closure) {
   delete static_cast<R*>(closure);
@@ -659,6 +668,55 @@ class Context {
           "spawn_remote");  // the node dropped the closure already
   }
 
+  // ---- routers (ABI 1.9) ----
+  // A pool router, a child of this actor: `size` routees of `kind`, its own
+  // children. `props` gives the routees their mailbox and throughput (else
+  // the kind's), and the router its supervision of them (else one-for-one
+  // restarts). A send to the router goes straight to the routee it picks.
+  Pid spawn_pool(const char* kind, std::uint32_t size, Routing routing = Routing::round_robin,
+                 const char* name = nullptr, const Props* props = nullptr) {
+    return router(name, routing, kind, size, props != nullptr ? &props->c() : nullptr, nullptr, 0);
+  }
+  // A group router in front of actors that exist (it does not own them).
+  Pid spawn_group(std::span<const Pid> routees, Routing routing = Routing::round_robin, const char* name = nullptr) {
+    std::vector<troupe_pid*> raw;
+    raw.reserve(routees.size());
+    for (const Pid& p : routees) raw.push_back(p.get());
+    return router(name, routing, nullptr, 0, nullptr, raw.data(), raw.size());
+  }
+  void add_routee(const Pid& router, const Pid& routee) { manage(router, TROUPE_ROUTER_ADD, routee, 0); }
+  void remove_routee(const Pid& router, const Pid& routee) { manage(router, TROUPE_ROUTER_REMOVE, routee, 0); }
+  // A pool grows (change > 0) or shrinks by `change` routees.
+  void resize_pool(const Pid& router, int change) { manage(router, TROUPE_ROUTER_RESIZE, Pid(), change); }
+  // A message to every routee of `router`, whatever its routing.
+  template <class T, class F>
+  void broadcast(const Pid& router, F&& fill) {
+    require(TROUPE_HOST_HAS(detail::host, router_broadcast), "broadcast", "1.9");
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->router_broadcast(c_, router.get(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT),
+          "broadcast");
+  }
+  // The routees of `router`: then(Context&, bool answered, std::span<const
+  // Pid>) runs later in this actor's own turn.
+  template <class Then>
+  void routees(const Pid& router, Then&& then, std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    require(TROUPE_HOST_HAS(detail::host, router_routees), "routees", "1.9");
+    using fn = std::decay_t<Then>;
+    auto* closure = new fn(std::forward<Then>(then));
+    check(detail::host->router_routees(c_, router.get(), static_cast<std::uint64_t>(timeout.count()),
+                                       &detail::on_routees<fn>, closure, &detail::drop<fn>),
+          "routees");
+  }
+  // send() with the key by which a consistent-hash router picks.
+  template <class T, class F>
+  void send_keyed(const Pid& to, std::string_view key, F&& fill) {
+    require(TROUPE_HOST_HAS(detail::host, send_keyed), "send_keyed", "1.9");
+    auto b = detail::build<T>(std::forward<F>(fill));
+    check(detail::host->send_keyed(c_, to.get(), key.data(), key.size(), type_id_of<T>(), b.data(), b.size(),
+                                   TROUPE_SEND_BUILT),
+          "send_keyed");
+  }
+
   // ---- the cluster (ABI 1.3) ----
   // Cluster events arrive as messages from now until this actor stops or
   // restarts (subscribe in started()): troupe::cluster::MemberJoined,
@@ -847,6 +905,20 @@ class Context {
     if (status != TROUPE_OK)
       throw Error(std::string(what) + " failed (status " + std::to_string(status) + ")", status);
   }
+  Pid router(const char* name, Routing routing, const char* kind, std::uint32_t size, const troupe_props* props,
+             troupe_pid* const* routees, std::size_t count) {
+    require(TROUPE_HOST_HAS(detail::host, spawn_router), "a router", "1.9");
+    int status = TROUPE_OK;
+    troupe_pid* p = detail::host->spawn_router(c_, name, static_cast<int>(routing), kind, size, props, routees, count,
+                                               &status);
+    if (p == nullptr) throw Error(detail::refusal("spawn of a router failed", status), status);
+    return Pid::adopt(p);
+  }
+  void manage(const Pid& router, int op, const Pid& routee, int change) {
+    require(TROUPE_HOST_HAS(detail::host, router_manage), "router management", "1.9");
+    const int status = detail::host->router_manage(c_, router.get(), op, routee.get(), change);
+    if (status != TROUPE_OK) throw Error(detail::refusal("router management failed", status), status);
+  }
   // Fn: the continuation's type (none when `then` is null).
   template <class Fn>
   void subscription(std::string_view topic, troupe_pid* who, bool on, Fn* then) {
@@ -990,6 +1062,17 @@ void on_spawned(void* closure, troupe_ctx* c, troupe_pid* who, int status, const
     Context ctx(c);
     const Spawned s{Pid::borrow(who), status, error != nullptr ? error : ""};
     (*static_cast<R*>(closure))(ctx, s);
+  });
+}
+
+template <class R>
+void on_routees(void* closure, troupe_ctx* c, troupe_pid* const* routees, std::size_t count, int status) {
+  guarded(c, [&] {
+    Context ctx(c);
+    std::vector<Pid> pids;
+    pids.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) pids.push_back(Pid::borrow(routees[i]));
+    (*static_cast<R*>(closure))(ctx, status == TROUPE_OK, std::span<const Pid>(pids));
   });
 }
 
