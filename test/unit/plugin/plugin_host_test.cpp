@@ -11,6 +11,7 @@
 #include <troupe/abi.h>
 #include "worker_pool_generated.h"
 #include "gate_messages_generated.h"
+#include "connection_generated.h"
 
 using namespace troupe;
 using namespace troupe::testing;
@@ -118,6 +119,43 @@ TEST_CASE("the worker pool spawns workers and they come back after failing", "[p
   REQUIRE(incarnation.count(who) == 1);
   REQUIRE(again.as<worker_pool::Done>()->incarnation() > incarnation[who]);
   REQUIRE(sys.stats().restarts.load() == 1);
+}
+
+TEST_CASE("the connection example keeps queries aside until it is connected, then answers them in order",
+          "[plugin]") {
+  actor_system sys(small_config());
+  auto host = std::make_shared<plugin::host>(sys);
+  REQUIRE(host->load(examples + "/connection/connection.so").ok);
+  const pid link = sys.root().spawn(host->kind("connection.link"));
+  auto query = [](const char* text) {
+    return make_message<connection::Query>([&](auto& b) { return connection::CreateQueryDirect(b, text); });
+  };
+  auto status = [] { return make_message<connection::Status>([](auto& b) { return connection::CreateStatus(b); }); };
+  // Disconnected: three queries wait (stash); a status is answered at once.
+  std::vector<future> waiting;
+  for (const char* q : {"a", "b", "c"}) waiting.push_back(sys.root().request_future(link, query(q), 5s));
+  auto s = ask(sys, link, status());
+  REQUIRE(s.as<connection::State>() != nullptr);
+  CHECK_FALSE(s.as<connection::State>()->connected());
+  CHECK(s.as<connection::State>()->waiting() == 3);
+  // Connected (become, unstash_all): answered in the order they came.
+  int order = 0;
+  for (std::size_t i = 0; i < waiting.size(); ++i) {
+    auto r = waiting[i].get_result();
+    REQUIRE(r.status == future_status::completed);
+    const auto* a = r.reply.as<connection::Answer>();
+    REQUIRE(a != nullptr);
+    CHECK(a->text()->str() == std::string("answer to ") + "abc"[i]);
+    CHECK(a->order() == ++order);
+    CHECK(a->over() == 1);
+  }
+  // Dropped: the next query waits for the second connection.
+  sys.root().send(link, make_message<connection::Drop>([](auto& b) { return connection::CreateDrop(b); }));
+  auto later = ask(sys, link, query("d"));
+  REQUIRE(later.as<connection::Answer>() != nullptr);
+  CHECK(later.as<connection::Answer>()->order() == 4);
+  CHECK(later.as<connection::Answer>()->over() == 2);
+  CHECK(ask(sys, link, status()).as<connection::State>()->connected());
 }
 
 TEST_CASE("plugins that do not fit are refused with the file and the reason", "[plugin]") {
