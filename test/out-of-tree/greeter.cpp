@@ -1,6 +1,8 @@
-// Answers Greet{name} with Greeting{"hello, <name>"}.
+// Answers Greet{name} with Greeting{"hello, <name>"}; logs why an actor
+// it watches stopped (a system message, from the SDK's generated header).
 #include <string>
 
+#include <troupe/system_generated.h>
 #include <troupe/troupe.hpp>
 #include "greeter_generated.h"
 
@@ -11,6 +13,9 @@ struct Greeter : troupe::Actor {
     if (auto g = ctx.message<oot::Greet>()) {
       const std::string text = "hello, " + (g->name() ? g->name()->str() : std::string("nobody"));
       ctx.respond<oot::Greeting>([&](auto& b) { return oot::CreateGreetingDirect(b, text.c_str()); });
+    } else if (const auto* t = ctx.message<troupe::system::Terminated>()) {
+      ctx.log(troupe::level::info, std::string("a watched actor stopped: ") +
+                                       troupe::system::EnumNameTerminatedReason(t->reason()));
     }
   }
 };

@@ -6,8 +6,8 @@
 #include <thread>
 
 #include <troupe/troupe.hpp>
-#include "cluster_generated.h"
-#include "system_generated.h"
+#include <troupe/cluster_generated.h>
+#include <troupe/system_generated.h>
 #include "test_messages_generated.h"
 
 namespace {

@@ -721,8 +721,7 @@ class Context {
   // Cluster events arrive as messages from now until this actor stops or
   // restarts (subscribe in started()): troupe::cluster::MemberJoined,
   // MemberSuspect, MemberAlive, MemberDead, MemberLeft, TopologyChanged,
-  // from cluster_generated.h (flatc --cpp --gen-name-strings on
-  // cluster.fbs in pkg-config's schemadir).
+  // from <troupe/cluster_generated.h>, which the SDK carries.
   void subscribe_cluster() {
     require(TROUPE_HOST_HAS(detail::host, subscribe_cluster), "subscribe_cluster");
     check(detail::host->subscribe_cluster(c_), "subscribe_cluster");
