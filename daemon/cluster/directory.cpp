@@ -54,6 +54,7 @@ void grain_directory::advance(millis now) {
 
 std::vector<handover_message> grain_directory::take_messages() {
   std::vector<handover_message> out = table_.take_messages();
+  if (local_.empty()) return out;
   // Grants and reports list what this node still runs in their partitions.
   for (handover_message& m : out) {
     if (m.op != handover_op::grant && m.op != handover_op::report) continue;
@@ -201,7 +202,7 @@ void grain_directory::activated(const grain_id& id, const activation& where, mil
   e.active = true;
   e.where = where;
   ++active_;
-  local_[std::make_pair(id.kind, e.partition)].insert(id.identity);
+  if (opts_.moves == partition_moves::keep) local_[std::make_pair(id.kind, e.partition)].insert(id.identity);
   for (caller who : e.waiting) answers_.push_back({who, id, locate_error::none, where, {}});
   e.waiting.clear();
   e.waiting.shrink_to_fit();
@@ -217,6 +218,7 @@ void grain_directory::activated(const grain_id& id, const activation& where, mil
 }
 
 void grain_directory::forget_local(const grain_id& id, std::uint32_t p) {
+  if (local_.empty()) return;
   const auto it = local_.find(std::make_pair(id.kind, p));
   if (it == local_.end()) return;
   it->second.erase(id.identity);

@@ -170,7 +170,9 @@ class grain_directory {
   partition_table table_;
   std::unordered_map<grain_id, entry, grain_id_hash> entries_;
   std::size_t active_ = 0, remote_ = 0;
-  // The grains active here, by partition (for the lists of grants and reports).
+  // The grains active here, by partition, for the lists of grants and
+  // reports: kept with moves: keep only (moves: stop grants nothing that
+  // still runs here).
   std::map<std::pair<std::string, std::uint32_t>, std::set<std::string>, std::less<>> local_;
   // Requests waiting for a partition, by (kind, partition), in arrival order.
   std::map<std::pair<std::string, std::uint32_t>, std::deque<std::pair<grain_id, caller>>, std::less<>> buffered_;

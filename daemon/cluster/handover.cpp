@@ -63,8 +63,7 @@ const grain_host* partition_table::peer(const kind_state& k, const member_ref& m
   return nullptr;
 }
 
-void partition_table::send(handover_op op, const grain_host& to, const std::string& kind, std::uint32_t p,
-                           std::uint64_t epoch, std::uint64_t seq) {
+handover_message& partition_table::outgoing(handover_op op, const grain_host& to, const std::string& kind) {
   handover_message& m = out_[{to.name, to.generation, op, kind}];
   if (m.items.empty() && m.activations.empty()) {
     m.op = op;
@@ -73,6 +72,12 @@ void partition_table::send(handover_op op, const grain_host& to, const std::stri
     m.kind = kind;
     m.partitions = partitions_;
   }
+  return m;
+}
+
+void partition_table::send(handover_op op, const grain_host& to, const std::string& kind, std::uint32_t p,
+                           std::uint64_t epoch, std::uint64_t seq) {
+  handover_message& m = outgoing(op, to, kind);
   if (op == handover_op::report || op == handover_op::grant)  // the latest list of a partition says it all
     for (partition_epoch& pe : m.items)
       if (pe.partition == p) {
@@ -88,15 +93,7 @@ void partition_table::evict(const std::string& kind, const std::string& address,
   if (k == nullptr) return;
   for (const grain_host& h : k->peers)
     if (h.address == address && h.generation == generation) {
-      handover_message& m = out_[{h.name, h.generation, handover_op::evict, kind}];
-      if (m.items.empty() && m.activations.empty()) {
-        m.op = handover_op::evict;
-        m.peer = {h.name, h.generation};
-        m.address = h.address;
-        m.kind = kind;
-        m.partitions = partitions_;
-      }
-      m.activations.push_back(std::move(a));
+      outgoing(handover_op::evict, h, kind).activations.push_back(std::move(a));
       ++stats_.evicted;
       return;
     }
@@ -306,11 +303,7 @@ void partition_table::on_message(const handover_message& m, millis now) {
         if (s.grantee == m.peer) {
           if (item.epoch < s.grantee_epoch) break;  // an older claim
           s.grantee_epoch = item.epoch;
-          if (const grain_host* h = peer(k, m.peer)) {
-            s.reported = ++next_seq_;
-            s.unnoted = false;  // the grant carries the list
-            send(handover_op::grant, *h, kind, p, item.epoch, s.reported);
-          }
+          if (const grain_host* h = peer(k, m.peer)) grant(*h, kind, s, p);
           break;
         }
         if (s.deferred == m.peer && item.epoch < s.deferred_epoch) break;
@@ -536,9 +529,15 @@ void partition_table::try_grant(const std::string& kind, kind_state& k, std::uin
   s.deferred = {};
   s.deferred_epoch = 0;
   ++stats_.grants;
+  grant(*to, kind, s, p);
+}
+
+// The grant of `p` to its grantee, again or for the first time: it lists
+// what runs here (a newer list than any report before it).
+void partition_table::grant(const grain_host& to, const std::string& kind, part& s, std::uint32_t p) {
   s.reported = ++next_seq_;
   s.unnoted = false;
-  send(handover_op::grant, *to, kind, p, s.grantee_epoch, s.reported);
+  send(handover_op::grant, to, kind, p, s.grantee_epoch, s.reported);
 }
 
 // ---------------------------------------------------------------- queries

@@ -259,6 +259,8 @@ class partition_table {
   // A partition released: the next ones waiting for their turn to move.
   void next_turns();
   void try_grant(const std::string& kind, kind_state& k, std::uint32_t p);
+  // The message of (receiver, op, kind) being batched, started if new.
+  handover_message& outgoing(handover_op op, const grain_host& to, const std::string& kind);
   void send(handover_op op, const grain_host& to, const std::string& kind, std::uint32_t p, std::uint64_t epoch,
             std::uint64_t seq = 0);
   grant_of* granted_by(part& s, const member_ref& m);
@@ -270,6 +272,7 @@ class partition_table {
   // them (added) once it is held, none (not added) once it is not.
   void announce_kept(const std::string& kind, std::uint32_t p, const part& s, bool added);
   void report(const std::string& kind, kind_state& k, std::uint32_t p);
+  void grant(const grain_host& to, const std::string& kind, part& s, std::uint32_t p);
   // Whom this node tells what it kept in `p`: its grantee, or else the
   // owner in its view.
   const grain_host* report_to(const std::string& kind, const kind_state& k, const part& s, std::uint32_t p) const;

@@ -130,6 +130,22 @@ int forward(troupe_ctx* c, troupe_pid* to) {
   return TROUPE_OK;
 }
 
+// `base` (the props of `kind`) with a plugin's own over it; the node's
+// configuration of the kind's mailbox stays.
+props_ptr with_props(troupe_ctx* c, const char* kind, const props_ptr& base, const plugin_props& own) {
+  const kind_record* rec = c->plugin != nullptr ? c->plugin->h->find_kind(kind) : nullptr;
+  props mine = *base;
+  own.apply(mine, rec == nullptr || !rec->mailbox_configured);
+  return share(std::move(mine));
+}
+
+// A child of the actor, named when `name` is not empty.
+spawn_result spawn_child(troupe_ctx* c, const props_ptr& p, const std::string& name) {
+  spawn_result r = name.empty() ? spawn_result{c->ctx->spawn(p), spawn_error::none} : c->ctx->spawn_named(p, name);
+  if (!r.pid && r.error == spawn_error::none) r.error = spawn_error::refused;
+  return r;
+}
+
 troupe_pid* spawn_props(troupe_ctx* c, const char* kind, const char* name, const troupe_props* pr, int* status) {
   int ignored;
   if (status == nullptr) status = &ignored;
@@ -159,15 +175,7 @@ troupe_pid* spawn_props(troupe_ctx* c, const char* kind, const char* name, const
                                                     spawn_refusal(spawn_error::unknown_kind, kind, n));
       return nullptr;
     }
-    const kind_record* rec = c->plugin != nullptr ? c->plugin->h->find_kind(kind) : nullptr;
-    props mine = *base;
-    own.apply(mine, rec == nullptr || !rec->mailbox_configured);  // the configuration's mailbox stays
-    const props_ptr shared = share(std::move(mine));
-    if (n.empty())
-      r = {c->ctx->spawn(shared), spawn_error::none};
-    else
-      r = c->ctx->spawn_named(shared, n);
-    if (!r.pid && r.error == spawn_error::none) r.error = spawn_error::refused;
+    r = spawn_child(c, with_props(c, kind, base, own), n);
   }
   if (!r) {
     *status = refuse(abi_status(r.error), "spawn of '" + std::string(kind) + "' failed: " + spawn_refusal(r.error, kind, n));
@@ -242,10 +250,7 @@ troupe_pid* spawn_router(troupe_ctx* c, const char* name, int how, const char* k
       std::string why;
       if (!props_of(pr, own, why)) return no(TROUPE_ERR_ARGUMENT, "its props: " + why);
       supervises = std::exchange(own.supervisor, nullptr);
-      const kind_record* rec = c->plugin != nullptr ? c->plugin->h->find_kind(kind) : nullptr;
-      props mine = *base;
-      own.apply(mine, rec == nullptr || !rec->mailbox_configured);
-      routee = share(std::move(mine));
+      routee = with_props(c, kind, base, own);
     }
     router_config cfg;
     cfg.strategy = r;
@@ -265,8 +270,7 @@ troupe_pid* spawn_router(troupe_ctx* c, const char* name, int how, const char* k
     }
     router = routers::group(r, std::move(group));
   }
-  spawn_result res = name != nullptr ? c->ctx->spawn_named(router, name) : spawn_result{c->ctx->spawn(router), spawn_error::none};
-  if (!res.pid && res.error == spawn_error::none) res.error = spawn_error::refused;
+  const spawn_result res = spawn_child(c, router, name != nullptr ? name : "");
   if (!res) return no(abi_status(res.error), spawn_refusal(res.error, kind != nullptr ? kind : "router", name ? name : ""));
   *status = TROUPE_OK;
   res.pid.get()->retain();  // the plugin's reference
