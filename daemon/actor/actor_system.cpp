@@ -9,13 +9,6 @@
 namespace troupe {
 
 namespace {
-bool is_event_type(type_id t) noexcept {
-  return t == type_id_of<system::DeadLetterEvent>() || t == type_id_of<system::ActorFailedEvent>() ||
-         t == type_id_of<system::SupervisionEvent>();
-}
-}  // namespace
-
-namespace {
 
 // Where messages to nobody go. A watch on it answers Terminated(not found).
 class dead_letter_process final : public process {
@@ -116,7 +109,7 @@ void actor_system::dead_letter(envelope* e, process* target, dead_letter_reason 
   }
   message msg = message::adopt(e);
   // An undeliverable event is not published again: that could go round.
-  if (events_.has_subscribers() && !is_event_type(e->type))
+  if (events_.has_subscribers() && !is_runtime_event(e->type))
     events_.publish(dead_letter_event{pid(target), msg, reason});
   // A request to nobody gets an answer, so that its future fails at once
   // instead of waiting for its timeout. Never answer an answer.

@@ -66,6 +66,23 @@ thread_local int publish_depth = 0;
 
 message to_message(const event& e) { return std::visit(encoder{}, e); }
 
+bool is_runtime_event(type_id t) noexcept {
+  return t == type_id_of<system::DeadLetterEvent>() || t == type_id_of<system::ActorFailedEvent>() ||
+         t == type_id_of<system::SupervisionEvent>();
+}
+
+type_id event_type(const event& e) noexcept {
+  switch (e.index()) {
+    case 0: return type_id_of<system::DeadLetterEvent>();
+    case 1: return type_id_of<system::ActorFailedEvent>();
+    case 2: return type_id_of<system::SupervisionEvent>();
+    default: {
+      const message& m = std::get<message>(e);
+      return m ? m->type : 0;
+    }
+  }
+}
+
 std::uint64_t event_stream::add(entry e) {
   std::lock_guard lock(mu_);
   auto next = std::make_shared<list>(*subscribers_);

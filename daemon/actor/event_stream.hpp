@@ -65,6 +65,11 @@ using event = std::variant<dead_letter_event, actor_failed_event, supervision_ev
 
 // The message an actor subscriber receives for `e`.
 message to_message(const event& e);
+// Its type, without building it (0 for an empty message).
+type_id event_type(const event& e) noexcept;
+// Whether `t` is the type of one of the runtime's own events (dead
+// letters, failures, supervision decisions).
+bool is_runtime_event(type_id t) noexcept;
 
 class event_stream {
  public:

@@ -1,14 +1,25 @@
 // The host functions of abi.h: what a plugin's code calls, each checking
 // what it was given (a null frame, a PID of no process, a closed registrar).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
+#include "actor/pid_table.hpp"
 #include "actor/router.hpp"
 #include "plugin/plugin_internal.hpp"
 #include "pubsub_generated.h"
 #include "system_generated.h"
 
 namespace troupe::plugin::detail {
+
+// abi.h spells the node's event types out for C; they are these.
+static_assert(TROUPE_TYPE_DEAD_LETTER_EVENT == type_id_of<system::DeadLetterEvent>());
+static_assert(TROUPE_TYPE_ACTOR_FAILED_EVENT == type_id_of<system::ActorFailedEvent>());
+static_assert(TROUPE_TYPE_SUPERVISION_EVENT == type_id_of<system::SupervisionEvent>());
+static_assert(TROUPE_TYPE_TERMINATED == type_id_of<system::Terminated>());
+static_assert(TROUPE_TYPE_DEAD_LETTER_RESPONSE == type_id_of<system::DeadLetterResponse>());
+static_assert(TROUPE_TYPE_REQUEST_TIMED_OUT == type_id_of<system::RequestTimedOut>());
+static_assert(TROUPE_TYPE_RECEIVE_TIMEOUT == type_id_of<system::ReceiveTimeout>());
 
 thread_local loaded_plugin* initialising = nullptr;
 
@@ -508,6 +519,169 @@ int unsubscribe_cluster(troupe_ctx* c) {
   return TROUPE_OK;
 }
 
+// ---------------------------------------------------------------- EventStream (ABI 1.10)
+
+std::string hex_type(type_id t) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(t));
+  return buf;
+}
+
+// The node's own events, which only it publishes: their names, or null.
+const char* node_event(type_id t) {
+  static constexpr const char* names[] = {
+      "troupe.system.DeadLetterEvent", "troupe.system.ActorFailedEvent", "troupe.system.SupervisionEvent",
+      "troupe.cluster.MemberJoined",   "troupe.cluster.MemberSuspect",   "troupe.cluster.MemberAlive",
+      "troupe.cluster.MemberDead",     "troupe.cluster.MemberLeft",      "troupe.cluster.TopologyChanged"};
+  for (const char* n : names)
+    if (hash_type_name(n) == t) return n;
+  return nullptr;
+}
+
+std::uint64_t event_subscribe(troupe_ctx* c, const std::uint64_t* types, std::size_t count) {
+  last_error_text.clear();
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr || c->ctx == nullptr) return refuse(0, "event_subscribe: only an actor can subscribe, in its turn");
+  if (types == nullptr && count != 0) return refuse(0, "event_subscribe: no types, and a count of " + std::to_string(count));
+  if (count > TROUPE_EVENT_FILTER_MAX)
+    return refuse(0, "event_subscribe: a filter has at most " + std::to_string(TROUPE_EVENT_FILTER_MAX) +
+                         " types, this one has " + std::to_string(count));
+  std::vector<type_id> filter(types, types + count);
+  for (type_id t : filter)
+    if (!node_event(t) && !c->kind->h->declares(t))
+      return refuse(0, "event_subscribe: type " + hex_type(t) +
+                           " is not an event type: neither the node's nor one a loaded plugin's schema declares");
+  std::sort(filter.begin(), filter.end());
+  const std::uint64_t id = a->subscribe_events(*c->ctx, std::move(filter));
+  if (id == 0)
+    return refuse(0, "event_subscribe: this actor has " + std::to_string(TROUPE_EVENT_SUBSCRIPTIONS_MAX) +
+                         " subscriptions already, the most it may have");
+  return id;
+}
+
+int event_unsubscribe(troupe_ctx* c, std::uint64_t id) {
+  last_error_text.clear();
+  plugin_actor* a = actor_of(c);
+  if (a == nullptr) return refuse(TROUPE_ERR_ARGUMENT, "event_unsubscribe: only an actor can unsubscribe, in its turn");
+  if (!a->unsubscribe_events(id))
+    return refuse(TROUPE_ERR_NOT_FOUND, "event_unsubscribe: this actor has no subscription " + std::to_string(id));
+  return TROUPE_OK;
+}
+
+int event_publish(troupe_ctx* c, std::uint64_t type, const std::uint8_t* data, std::size_t size, std::uint32_t flags) {
+  last_error_text.clear();
+  if (c == nullptr || c->ctx == nullptr || c->kind == nullptr)
+    return refuse(TROUPE_ERR_ARGUMENT, "event_publish: only an actor can publish, in its turn");
+  if (data == nullptr && size != 0) return refuse(TROUPE_ERR_ARGUMENT, "event_publish: no bytes, and a size");
+  std::string name = c->kind->h->type_name(type);
+  if (const char* n = node_event(type)) name = n;
+  if (name.starts_with("troupe."))
+    return refuse(TROUPE_ERR_ARGUMENT, "event_publish: " + name + " is the node's; only the node publishes it");
+  if (name.empty())
+    return refuse(TROUPE_ERR_ARGUMENT,
+                  "event_publish: type " + hex_type(type) + " is declared by no loaded plugin's schema");
+  c->ctx->system().events().publish(message::adopt(make(type, data, size, flags)));
+  return TROUPE_OK;
+}
+
+// The Pid table `p` as an owned reference, or null.
+troupe_pid* pid_of(context& ctx, const system::Pid* p) {
+  if (p == nullptr || p->address() == nullptr || p->id() == nullptr) return nullptr;
+  const std::string text = p->address()->str() + "/" + p->id()->str();
+  pid r = ctx.system().resolve(text, p->generation());
+  if (!r) return nullptr;
+  r.get()->retain();  // the plugin's reference
+  return to_abi(r.get());
+}
+
+int read_event(troupe_ctx* c, troupe_event* out) {
+  if (c == nullptr || c->ctx == nullptr || out == nullptr || out->size < sizeof(troupe_event))
+    return TROUPE_ERR_ARGUMENT;
+  const envelope& e = c->ctx->envelope();
+  flatbuffers::Verifier v(e.data, e.size);
+  troupe_event r{};
+  r.size = sizeof r;
+  r.type = e.type;
+  r.text = "";
+  auto text = [&](const flatbuffers::String* s) {
+    if (s != nullptr) {
+      r.text = s->c_str();
+      r.text_len = s->size();
+    }
+  };
+  context& ctx = *c->ctx;
+  if (e.type == type_id_of<system::DeadLetterEvent>()) {
+    if (!v.VerifyBuffer<system::DeadLetterEvent>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::DeadLetterEvent>(e.data);
+    r.who = pid_of(ctx, m->target());
+    r.sender = pid_of(ctx, m->sender());
+    r.message_type = m->message_type();
+    r.reason = static_cast<int>(m->reason());
+  } else if (e.type == type_id_of<system::ActorFailedEvent>()) {
+    if (!v.VerifyBuffer<system::ActorFailedEvent>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::ActorFailedEvent>(e.data);
+    r.who = pid_of(ctx, m->who());
+    text(m->reason());
+  } else if (e.type == type_id_of<system::SupervisionEvent>()) {
+    if (!v.VerifyBuffer<system::SupervisionEvent>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::SupervisionEvent>(e.data);
+    r.who = pid_of(ctx, m->child());
+    r.reason = static_cast<int>(m->directive());
+    text(m->reason());
+  } else if (e.type == type_id_of<system::Terminated>()) {
+    if (!v.VerifyBuffer<system::Terminated>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::Terminated>(e.data);
+    r.who = pid_of(ctx, m->who());
+    r.reason = static_cast<int>(m->reason());
+  } else if (e.type == type_id_of<system::DeadLetterResponse>()) {
+    if (!v.VerifyBuffer<system::DeadLetterResponse>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::DeadLetterResponse>(e.data);
+    r.who = pid_of(ctx, m->target());
+    r.reason = static_cast<int>(m->reason());
+  } else if (e.type == type_id_of<system::RequestTimedOut>()) {
+    if (!v.VerifyBuffer<system::RequestTimedOut>()) return TROUPE_ERR_ARGUMENT;
+    const auto* m = flatbuffers::GetRoot<system::RequestTimedOut>(e.data);
+    r.who = pid_of(ctx, m->to());
+    r.message_type = m->message_type();
+  } else {
+    return TROUPE_ERR_ARGUMENT;
+  }
+  *out = r;
+  return TROUPE_OK;
+}
+
+// ---------------------------------------------------------------- pipe_to (ABI 1.10)
+
+int pipe_to(troupe_ctx* c, troupe_pid* to, std::uint64_t type, const std::uint8_t* data, std::size_t size,
+            std::uint32_t flags, std::uint64_t timeout_ns, troupe_pid* target) {
+  last_error_text.clear();
+  if (c == nullptr || c->ctx == nullptr || (data == nullptr && size != 0))
+    return refuse(TROUPE_ERR_ARGUMENT, "pipe_to: only an actor can pipe, in its turn");
+  if (target == nullptr) return refuse(TROUPE_ERR_ARGUMENT, "pipe_to: no target to deliver the outcome to");
+  if (timeout_ns == 0) return refuse(TROUPE_ERR_ARGUMENT, "pipe_to: a timeout of 0");
+  const pid asked(from_abi(to));
+  future f = c->ctx->request_future(asked, message::adopt(make(type, data, size, flags)),
+                                    std::chrono::nanoseconds(timeout_ns));
+  // The outcome goes from whichever thread completes the future: the reply
+  // (a dead letter response or a failure's reply included) as it is, or a
+  // RequestTimedOut; this actor is its sender.
+  f.get()->on_complete([to_pid = pid(from_abi(target)), self = c->ctx->self(), asked, type](future_result r) {
+    message m = std::move(r.reply);
+    if (!m) {
+      m = make_message<system::RequestTimedOut>([&](flatbuffers::FlatBufferBuilder& b) {
+        return system::CreateRequestTimedOut(b, encode_pid(b, asked.get()), type);
+      });
+    }
+    envelope* e = share_envelope(m.get());
+    if (process* s = self.get()) {
+      s->retain();
+      e->sender = s;
+    }
+    to_pid.get()->send_user(e);
+  });
+  return TROUPE_OK;
+}
+
 std::size_t cluster_members(troupe_ctx* c, std::uint8_t* buf, std::size_t cap) {
   if (c == nullptr || c->ctx == nullptr || (buf == nullptr && cap != 0)) return 0;
   cluster_view* v = c->ctx->system().cluster();
@@ -849,6 +1023,11 @@ const troupe_host_api host_api = {
     &router_broadcast,
     &router_routees,
     &send_keyed,
+    &event_subscribe,
+    &event_unsubscribe,
+    &event_publish,
+    &read_event,
+    &pipe_to,
 };
 
 }  // namespace troupe::plugin::detail

@@ -1,4 +1,6 @@
 // The actor that runs a plugin kind.
+#include <algorithm>
+
 #include "plugin/plugin_internal.hpp"
 #include "system_generated.h"
 
@@ -7,6 +9,7 @@ namespace troupe::plugin::detail {
 plugin_actor::~plugin_actor() {
   for (auto& [id, t] : timers_) t.cancel();
   unsubscribe_cluster();
+  for (std::uint64_t id : event_subs_) events_->unsubscribe(id);
   if (instance_ != nullptr && k_->def.destroy(instance_) != 0) {
     h_->stats().actor_failures.fetch_add(1, std::memory_order_relaxed);
     h_->log(log_level::error, k_->name + ": an actor's destructor failed");
@@ -77,6 +80,26 @@ int plugin_actor::unhandled(troupe_ctx* frame) {
   }
   ctx.system().dead_letter(copy, &ctx, dead_letter_reason::unhandled);
   return TROUPE_OK;
+}
+
+// ---------------------------------------------------------------- EventStream
+
+std::uint64_t plugin_actor::subscribe_events(context& ctx, std::vector<type_id> types) {
+  if (event_subs_.size() >= TROUPE_EVENT_SUBSCRIPTIONS_MAX) return 0;
+  events_ = &ctx.system().events();
+  const std::uint64_t id = events_->subscribe(ctx.self(), [types = std::move(types)](const event& e) {
+    return types.empty() || std::binary_search(types.begin(), types.end(), event_type(e));
+  });
+  event_subs_.push_back(id);
+  return id;
+}
+
+bool plugin_actor::unsubscribe_events(std::uint64_t id) {
+  auto it = std::find(event_subs_.begin(), event_subs_.end(), id);
+  if (it == event_subs_.end()) return false;
+  event_subs_.erase(it);
+  events_->unsubscribe(id);
+  return true;
 }
 
 // ---------------------------------------------------------------- persistence

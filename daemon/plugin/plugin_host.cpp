@@ -36,6 +36,12 @@ bool host::declares(type_id type) const {
   return types_->types.count(type) != 0;
 }
 
+std::string host::type_name(type_id type) const {
+  std::lock_guard lock(mu_);
+  auto it = types_->types.find(type);
+  return it != types_->types.end() ? it->second.object->name()->str() : std::string();
+}
+
 std::vector<message_type_info> host::message_types() const {
   std::lock_guard lock(mu_);
   std::vector<message_type_info> out;

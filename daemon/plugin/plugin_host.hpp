@@ -119,6 +119,8 @@ class host : public std::enable_shared_from_this<host> {
   bool verify(const envelope& e, std::string& why) const;
   // Whether a loaded plugin's schema declares the type (a user's message).
   bool declares(type_id type) const;
+  // The full name of a type a loaded plugin declares; empty for another.
+  std::string type_name(type_id type) const;
 
   // Message types the loaded plugins declare, sorted by name.
   std::vector<message_type_info> message_types() const;

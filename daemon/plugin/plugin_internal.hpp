@@ -159,6 +159,11 @@ class plugin_actor final : public actor {
   void unsubscribe_cluster() {
     if (cluster_sub_ != 0) events_->unsubscribe(std::exchange(cluster_sub_, 0));
   }
+  // EventStream subscriptions of this actor (ABI 1.10), until it stops or
+  // restarts: the events whose type is in `types` (sorted; empty: all).
+  // 0 when it has as many as it may.
+  std::uint64_t subscribe_events(context& ctx, std::vector<type_id> types);
+  bool unsubscribe_events(std::uint64_t id);
   // Runs a continuation of the plugin's (a grain request's on_reply, a
   // subscription's on_done, ...) in this actor's turn, in a frame of its
   // own: `fn(frame)`. A failure there fails the actor, as one in receive
@@ -216,6 +221,7 @@ class plugin_actor final : public actor {
   std::uint64_t next_timer_ = 1;
   event_stream* events_ = nullptr;
   std::uint64_t cluster_sub_ = 0;
+  std::vector<std::uint64_t> event_subs_;
   std::shared_ptr<void> lifetime_ = std::make_shared<char>(0);
   std::string pid_;                 // persistence id
   unsigned behaviours_ = 0;         // set by become() on the context, as unbecome() can take them off

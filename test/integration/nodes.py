@@ -98,6 +98,13 @@ class node:
         status, body = self.request(actor, "troupe.test.Ask", {})
         return body.get("message", {}) if status == 200 else {}
 
+    def gate(self, to, type_, msg):
+        """A request to a gate test actor, which answers gate.SpawnedOn:
+        (status, text), or (None, what went wrong)."""
+        status, body = self.request(to, type_, msg)
+        m = body.get("message", {}) if status == 200 else {}
+        return m.get("status", 0 if status == 200 else None), m.get("text", "" if status == 200 else str(body))
+
     def ctl(self, *args):
         return subprocess.run([self.w.ctl_bin, "--admin", self.admin] + list(args), capture_output=True,
                               text=True, timeout=30)

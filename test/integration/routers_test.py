@@ -29,9 +29,7 @@ for so in ("gate.so", "c_gate.so"):
 
 
 def ask(n, to, type_, msg):
-    status, body = n.request(to, type_, msg)
-    m = body.get("message", {}) if status == 200 else {}
-    return m.get("status", 0 if status == 200 else None), m.get("text", "" if status == 200 else str(body))
+    return n.gate(to, type_, msg)
 
 
 def routees(n, d, router):

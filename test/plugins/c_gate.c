@@ -368,6 +368,137 @@ static int dispatcher_receive(void* instance, troupe_ctx* ctx, const troupe_mess
   return answer(ctx, status, status == TROUPE_OK ? "" : host->last_error());
 }
 
+/* ---- the EventStream and pipe_to (ABI 1.10): a listener writes down
+ * what it hears, a line each, in the words of gate.cpp's ---- */
+
+static uint64_t listen, unlisten, shout, announce, heard, pipe_msg;
+
+typedef struct listener {
+  char heard[8192];
+  size_t len;
+  int lines;
+} listener;
+
+static void* listener_create(void* data, troupe_ctx* ctx) {
+  (void)data;
+  listener* l = calloc(1, sizeof *l);
+  if (l == NULL) host->fail(ctx, "out of memory");
+  return l;
+}
+
+static void note(listener* l, const char* line) {
+  const size_t n = strlen(line);
+  if (l->len + n + 2 > sizeof l->heard) return;
+  memcpy(l->heard + l->len, line, n);
+  l->len += n;
+  l->heard[l->len++] = '\n';
+  l->heard[l->len] = 0;
+  ++l->lines;
+}
+
+static void pid_text(troupe_pid* p, char* out, size_t cap) {
+  if (p == NULL) snprintf(out, cap, "none");
+  else host->pid_format(p, out, cap);
+}
+
+/* The actor named by string field `i`, or NULL. */
+static troupe_pid* named(troupe_ctx* ctx, const troupe_message* m, unsigned i) {
+  char name[256];
+  string_field(m->data, m->size, i, name, sizeof name);
+  return name[0] ? host->lookup(ctx, name, strlen(name)) : NULL;
+}
+
+static int listener_receive(void* instance, troupe_ctx* ctx, const troupe_message* m) {
+  listener* l = instance;
+  char text[600], line[1024], who[256], from[256];
+  if (m->type == listen) {
+    char names[4096];
+    uint64_t types[80];
+    size_t count = 0;
+    string_field(m->data, m->size, 0, names, sizeof names);
+    for (char* at = names; *at && count < 80;) {
+      char* end = strchr(at, ',');
+      if (end != NULL) *end = 0;
+      types[count++] = type_of(at);
+      at = end != NULL ? end + 1 : at + strlen(at);
+    }
+    const uint64_t id = host->event_subscribe(ctx, types, count);
+    snprintf(text, sizeof text, "%llu", (unsigned long long)id);
+    return answer(ctx, id != 0 ? TROUPE_OK : TROUPE_ERR_ARGUMENT, id != 0 ? text : host->last_error());
+  }
+  if (m->type == unlisten) {
+    uint64_t id = 0;
+    const uint8_t* f = field(m->data, m->size, 0);
+    if (f != NULL) memcpy(&id, f, sizeof id);
+    const int st = host->event_unsubscribe(ctx, id);
+    return answer(ctx, st, st == TROUPE_OK ? "" : host->last_error());
+  }
+  if (m->type == shout) {
+    char name[256];
+    string_field(m->data, m->size, 0, name, sizeof name);
+    int32_t n = int_field(m->data, m->size, 1, 0);
+    uint8_t out[24];
+    int st;
+    if (name[0] == 0) st = host->event_publish(ctx, announce, out, ints_table(out, &n, 1), 0);
+    else st = host->event_publish(ctx, type_of(name), out, empty_table(out), 0);
+    return answer(ctx, st, st == TROUPE_OK ? "" : host->last_error());
+  }
+  if (m->type == heard) return answer(ctx, l->lines, l->heard);
+  if (m->type == pipe_msg) {
+    troupe_pid* to = named(ctx, m, 0);
+    troupe_pid* target = named(ctx, m, 3);
+    int32_t n = int_field(m->data, m->size, 1, 0);
+    uint8_t k[24];
+    const int st = host->pipe_to(ctx, to, knock, k, ints_table(k, &n, 1), 0,
+                                 (uint64_t)int_field(m->data, m->size, 2, 0) * 1000000u, target);
+    if (to != NULL) host->pid_release(to);
+    if (target != NULL) host->pid_release(target);
+    return answer(ctx, st, st == TROUPE_OK ? "" : host->last_error());
+  }
+  /* What was heard: an announcement, a piped reply, or a node event. */
+  troupe_pid* sender = host->sender(ctx);
+  pid_text(sender, from, sizeof from);
+  if (m->type == announce) {
+    snprintf(line, sizeof line, "announce n=%d", int_field(m->data, m->size, 0, 0));
+    note(l, line);
+    return 0;
+  }
+  if (m->type == entered || m->type == knock) {
+    snprintf(line, sizeof line, "reply n=%d from=%s", int_field(m->data, m->size, 0, 0), from);
+    note(l, line);
+    return 0;
+  }
+  troupe_event e;
+  memset(&e, 0, sizeof e);
+  e.size = sizeof e;
+  if (host->read_event(ctx, &e) != TROUPE_OK) return 0;
+  pid_text(e.who, who, sizeof who);
+  switch (e.type) {
+    case TROUPE_TYPE_DEAD_LETTER_EVENT:
+      snprintf(line, sizeof line, "dead_letter who=%s type=%016llx reason=%d", who,
+               (unsigned long long)e.message_type, e.reason);
+      break;
+    case TROUPE_TYPE_ACTOR_FAILED_EVENT:
+      snprintf(line, sizeof line, "failed who=%s text=%.*s", who, (int)e.text_len, e.text);
+      break;
+    case TROUPE_TYPE_SUPERVISION_EVENT:
+      snprintf(line, sizeof line, "supervision who=%s reason=%d text=%.*s", who, e.reason, (int)e.text_len, e.text);
+      break;
+    case TROUPE_TYPE_DEAD_LETTER_RESPONSE:
+      snprintf(line, sizeof line, "dead_letter_response who=%s reason=%d from=%s", who, e.reason, from);
+      break;
+    case TROUPE_TYPE_REQUEST_TIMED_OUT:
+      snprintf(line, sizeof line, "timed_out who=%s type=%016llx from=%s", who, (unsigned long long)e.message_type,
+               from);
+      break;
+    default: line[0] = 0;
+  }
+  if (e.who != NULL) host->pid_release(e.who);
+  if (e.sender != NULL) host->pid_release(e.sender);
+  if (line[0]) note(l, line);
+  return 0;
+}
+
 /* A kind whose instances are doors (the relay keeps nothing in its own). */
 static int register_kind(troupe_registrar* reg, const char* name,
                          int (*receive)(void* instance, troupe_ctx* ctx, const troupe_message* m)) {
@@ -407,6 +538,22 @@ static int init(const troupe_host_api* h, troupe_registrar* reg) {
   keyed = type_of("gate.Keyed");
   list_routees = type_of("gate.ListRoutees");
   if ((s = register_kind(reg, "c.dispatcher", dispatcher_receive)) != TROUPE_OK) return s;
+  if (TROUPE_HOST_HAS(h, pipe_to)) {
+    listen = type_of("gate.Listen");
+    unlisten = type_of("gate.Unlisten");
+    shout = type_of("gate.Shout");
+    announce = type_of("gate.Announce");
+    heard = type_of("gate.Heard");
+    pipe_msg = type_of("gate.Pipe");
+    troupe_kind_def k;
+    memset(&k, 0, sizeof k);
+    k.size = sizeof k;
+    k.name = "c.listener";
+    k.create = listener_create;
+    k.receive = listener_receive;
+    k.destroy = destroy;
+    if ((s = host->register_kind(reg, &k)) != TROUPE_OK) return s;
+  }
   troupe_props p;
   memset(&p, 0, sizeof p);
   p.size = sizeof p;

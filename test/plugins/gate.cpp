@@ -5,6 +5,9 @@
 // Break throws, and the restarted door is closed again. Paint is declared
 // and handled nowhere: a dead letter with reason unhandled. The relay asks
 // doors on its askers' behalf.
+#include <cstdio>
+
+#include <troupe/system_generated.h>
 #include <troupe/troupe.hpp>
 
 #include "gate_messages_generated.h"
@@ -130,11 +133,12 @@ struct Fragile : troupe::Actor {
   }
 };
 
-// Routers (ABI 1.9), driven by name.
-struct Dispatcher : troupe::Actor {
+// An actor driven by requests it answers with SpawnedOn: a status and a
+// text, or the status and words of the troupe::Error that refused it.
+struct Answering : troupe::Actor {
   static std::string str(const flatbuffers::String* s) { return s != nullptr ? s->str() : std::string(); }
 
-  void answer(troupe::Context& ctx, int status, const std::string& text) {
+  static void answer(troupe::Context& ctx, int status, const std::string& text) {
     ctx.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, status, text.c_str()); });
   }
 
@@ -146,7 +150,12 @@ struct Dispatcher : troupe::Actor {
     }
   }
 
-  void handle(troupe::Context& ctx) {
+  virtual void handle(troupe::Context& ctx) = 0;
+};
+
+// Routers (ABI 1.9), driven by name.
+struct Dispatcher : Answering {
+  void handle(troupe::Context& ctx) override {
     if (const auto* m = ctx.message<MakePool>()) {
       const std::string name = str(m->name());
       const troupe::Pid r = ctx.spawn_pool(str(m->kind()).c_str(), m->size(), static_cast<troupe::Routing>(m->routing()),
@@ -196,6 +205,86 @@ struct Dispatcher : troupe::Actor {
   }
 };
 
+// The EventStream and pipe_to (ABI 1.10): a listener writes down what it
+// hears, a line each, in the words of c_gate.c's.
+struct Listener : Answering {
+  std::string heard;
+  int lines = 0;
+
+  static std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+  }
+  void note(const std::string& line) {
+    heard += line + "\n";
+    ++lines;
+  }
+  void handle(troupe::Context& ctx) override {
+    if (const auto* m = ctx.message<Listen>()) {
+      std::vector<troupe::type_id> types;
+      const std::string names = str(m->names());
+      for (std::size_t at = 0; at < names.size();) {
+        const std::size_t end = std::min(names.find(',', at), names.size());
+        types.push_back(troupe::hash_type_name(std::string_view(names).substr(at, end - at)));
+        at = end + 1;
+      }
+      // A list of one type goes through the typed form, as a plugin writes it.
+      const troupe::EventSubscription s = names == "troupe.system.DeadLetterEvent"
+                                              ? ctx.subscribe_events<troupe::system::DeadLetterEvent>()
+                                              : ctx.subscribe_event_types(types);
+      return answer(ctx, 0, std::to_string(s.id));
+    }
+    if (const auto* m = ctx.message<Unlisten>()) {
+      ctx.unsubscribe_events(troupe::EventSubscription{m->id()});
+      return answer(ctx, 0, "");
+    }
+    if (const auto* m = ctx.message<Shout>()) {
+      const int n = m->n();
+      if (m->name() == nullptr || m->name()->size() == 0) {
+        ctx.publish_event<Announce>([&](auto& b) { return CreateAnnounce(b, n); });
+      } else {  // an empty table of any type: what the node refuses
+        const std::uint8_t empty[12] = {8, 0, 0, 0, 4, 0, 4, 0, 4, 0, 0, 0};
+        const int st = troupe::detail::host->event_publish(ctx.raw(), troupe::hash_type_name(m->name()->string_view()),
+                                                           empty, sizeof empty, 0);
+        if (st != TROUPE_OK) return answer(ctx, st, troupe::detail::host->last_error());
+      }
+      return answer(ctx, 0, "");
+    }
+    if (ctx.message<Heard>()) return answer(ctx, lines, heard);
+    if (const auto* m = ctx.message<Pipe>()) {
+      const int n = m->n();
+      ctx.pipe_to<Knock>(ctx.lookup(str(m->to())), [&](auto& b) { return CreateKnock(b, n); },
+                         ctx.lookup(str(m->target())), std::chrono::milliseconds(m->timeout_ms()));
+      return answer(ctx, 0, "");
+    }
+    // What was heard: an announcement, a piped reply, or a node event.
+    const std::string from = ctx.sender() ? ctx.sender().to_string() : "none";
+    if (const auto* a = ctx.message<Announce>()) return note("announce n=" + std::to_string(a->n()));
+    if (const auto* e = ctx.message<Entered>()) return note("reply n=" + std::to_string(e->n()) + " from=" + from);
+    if (const auto* k = ctx.message<Knock>()) return note("reply n=" + std::to_string(k->n()) + " from=" + from);
+    if (const auto* d = ctx.message<troupe::system::DeadLetterEvent>()) {
+      // Its fields through the generated header, its PIDs through event().
+      const auto e = ctx.event();
+      return note("dead_letter who=" + (e && e->who ? e->who.to_string() : "none") + " type=" + hex(d->message_type()) +
+                  " reason=" + std::to_string(static_cast<int>(d->reason())));
+    }
+    const auto e = ctx.event();
+    if (!e) return;
+    const std::string who = e->who ? e->who.to_string() : "none";
+    switch (e->type) {
+      case troupe::actor_failed_event_type: return note("failed who=" + who + " text=" + std::string(e->text));
+      case troupe::supervision_event_type:
+        return note("supervision who=" + who + " reason=" + std::to_string(e->reason) + " text=" + std::string(e->text));
+      case troupe::dead_letter_response_type:
+        return note("dead_letter_response who=" + who + " reason=" + std::to_string(e->reason) + " from=" + from);
+      case troupe::request_timed_out_type:
+        return note("timed_out who=" + who + " type=" + hex(e->message_type) + " from=" + from);
+      default: return;
+    }
+  }
+};
+
 // The keeper's decider: the reason says what to do.
 troupe::Directive by_reason(const troupe::Pid&, std::string_view reason) {
   if (reason.find("resume") != std::string_view::npos) return troupe::Directive::resume;
@@ -219,4 +308,5 @@ TROUPE_PLUGIN(gate, "1.0.0") {
                                          .decide(&by_reason));
   plugin.kind<Fragile>("gate.fragile");
   plugin.kind<Dispatcher>("gate.dispatcher");
+  plugin.kind<Listener>("gate.listener");
 }

@@ -169,6 +169,8 @@ metric_source runtime_metrics(actor_system& sys, event_loop& loop) {
         add(dead, static_cast<double>(st.dead_letters[r].load()),
             {{"reason", to_string(static_cast<dead_letter_reason>(r))}});
       out.push_back(std::move(dead));
+      out.push_back(single("troupe_event_subscribers", "Subscribers of the EventStream: the node's own and actors'",
+                           MetricType::Gauge, static_cast<double>(sys.events().subscriber_count())));
       out.push_back(single("troupe_mailbox_dropped_total", "Messages dropped by bounded mailboxes",
                            MetricType::Counter, static_cast<double>(st.mailbox_dropped.load())));
       out.push_back(single("troupe_queued_message_bytes",

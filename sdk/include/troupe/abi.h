@@ -28,7 +28,7 @@ extern "C" {
 
 /* A major change breaks plugins; a minor one only adds at the end. */
 #define TROUPE_ABI_MAJOR 1
-#define TROUPE_ABI_MINOR 9
+#define TROUPE_ABI_MINOR 10
 
 /* The name of the function every plugin exports. */
 #define TROUPE_PLUGIN_ENTRY_NAME "troupe_plugin_entry"
@@ -225,6 +225,56 @@ enum troupe_router_op {
   TROUPE_ROUTER_REMOVE = 1, /* `routee` is one no more */
   TROUPE_ROUTER_RESIZE = 2  /* a pool grows or shrinks by `change` routees */
 };
+
+/* The type ids of the node's events and system messages (ABI 1.10): the
+ * FNV-1a hash of each table's full name, as for a plugin's own types. */
+#define TROUPE_TYPE_DEAD_LETTER_EVENT 0x9a5c96b508d20227ull   /* troupe.system.DeadLetterEvent */
+#define TROUPE_TYPE_ACTOR_FAILED_EVENT 0xd0c6b32de2f63487ull  /* troupe.system.ActorFailedEvent */
+#define TROUPE_TYPE_SUPERVISION_EVENT 0x0440e16bef28ac12ull   /* troupe.system.SupervisionEvent */
+#define TROUPE_TYPE_TERMINATED 0xf0c3a5d005f15846ull          /* troupe.system.Terminated */
+#define TROUPE_TYPE_DEAD_LETTER_RESPONSE 0x93882dcd4f17c986ull /* troupe.system.DeadLetterResponse */
+#define TROUPE_TYPE_REQUEST_TIMED_OUT 0xae530898ba003f2dull   /* troupe.system.RequestTimedOut */
+#define TROUPE_TYPE_RECEIVE_TIMEOUT 0x7543ba77bd319fa3ull     /* troupe.system.ReceiveTimeout */
+
+/* Why a message became a dead letter (troupe.system.DeadLetterReason). */
+enum troupe_dead_letter_reason {
+  TROUPE_DEAD_NOT_FOUND = 0,       /* no actor with that id */
+  TROUPE_DEAD_STOPPED = 1,         /* the target had stopped */
+  TROUPE_DEAD_MAILBOX_FULL = 2,    /* dropped by a bounded mailbox */
+  TROUPE_DEAD_LATE_REPLY = 3,      /* a reply to a request that had timed out */
+  TROUPE_DEAD_SHUTDOWN = 4,        /* still queued when the node stopped */
+  TROUPE_DEAD_NO_ROUTEE = 5,       /* a router had no routee for it */
+  TROUPE_DEAD_INVALID = 6,         /* its bytes did not verify against its schema */
+  TROUPE_DEAD_NODE_LOST = 7,       /* for a node that was lost or not reached */
+  TROUPE_DEAD_PEER_QUEUE_FULL = 8, /* dropped by a full queue to another node */
+  TROUPE_DEAD_UNCONFIRMED = 9,     /* another node never acknowledged it */
+  TROUPE_DEAD_OVER_BUDGET = 10,    /* the node's queued messages had reached their budget */
+  TROUPE_DEAD_STALE = 11,          /* its PID names an earlier start of the target's node */
+  TROUPE_DEAD_UNHANDLED = 12       /* the actor that got it did not handle it */
+};
+
+/* A node event or system message, as read_event reads it (ABI 1.10). */
+typedef struct troupe_event {
+  size_t size;           /* sizeof(troupe_event), set by the caller */
+  uint64_t type;         /* one of the TROUPE_TYPE_ above */
+  /* The actor it is about: a dead letter's target, the actor that failed,
+   * the supervised child, the actor that terminated, the one asked by a
+   * request that timed out. An owned reference (pid_release it), NULL
+   * when there is none or it names no actor this node can reach. */
+  troupe_pid* who;
+  troupe_pid* sender;    /* a dead letter's sender (owned, as `who`), else NULL */
+  uint64_t message_type; /* the type of the dead letter, of the request that timed out */
+  /* A dead letter's troupe_dead_letter_reason; a supervision event's
+   * troupe_directive; Terminated's: 0 stopped, 1 there was no such actor,
+   * 2 its node was lost. */
+  int reason;
+  const char* text;      /* the failure's words (failed, supervision), valid during the handler; else "" */
+  size_t text_len;
+} troupe_event;
+
+/* At most this many types in one EventStream filter, and subscriptions per actor. */
+#define TROUPE_EVENT_FILTER_MAX 64
+#define TROUPE_EVENT_SUBSCRIPTIONS_MAX 16
 
 /* The functions the node offers a plugin. `size` is sizeof as the node was
  * built: a plugin built against a newer header checks it before calling
@@ -508,6 +558,38 @@ typedef struct troupe_host_api {
   /* send() with a key, by which a consistent-hash router picks the routee. */
   int (*send_keyed)(troupe_ctx* ctx, troupe_pid* to, const char* key, size_t key_len, uint64_t type,
                     const uint8_t* data, size_t size, uint32_t flags);
+
+  /* ---- the EventStream (ABI 1.10) ---- */
+  /* Subscribes this actor to the node's EventStream: each event whose type
+   * is one of the `count` types of `types` (count 0: every event) arrives
+   * as a message of its type. The node's events are troupe.system's
+   * DeadLetterEvent, ActorFailedEvent and SupervisionEvent and the cluster
+   * events (troupe.cluster.MemberJoined, ...); other events are what
+   * plugins publish. Lasts until this actor stops or restarts (subscribe
+   * in Started), or event_unsubscribe. Returns the subscription (> 0), or
+   * 0 with last_error() saying why: more than TROUPE_EVENT_FILTER_MAX
+   * types, a type neither the node's nor declared by a loaded plugin's
+   * schema, TROUPE_EVENT_SUBSCRIPTIONS_MAX subscriptions already. */
+  uint64_t (*event_subscribe)(troupe_ctx* ctx, const uint64_t* types, size_t count);
+  /* Ends a subscription of this actor's. TROUPE_ERR_NOT_FOUND for one it
+   * does not have (last_error says so). */
+  int (*event_unsubscribe)(troupe_ctx* ctx, uint64_t subscription);
+  /* Publishes a message of the plugin's (a type a loaded plugin's schema
+   * declares) to every subscriber of its type. The node's own event types
+   * are refused (TROUPE_ERR_ARGUMENT, last_error says why). */
+  int (*event_publish)(troupe_ctx* ctx, uint64_t type, const uint8_t* data, size_t size, uint32_t flags);
+  /* Reads the current message when it is a node event or system message
+   * (the TROUPE_TYPE_ ones but ReceiveTimeout): TROUPE_OK and `out` filled,
+   * or TROUPE_ERR_ARGUMENT when it is none of those. */
+  int (*read_event)(troupe_ctx* ctx, troupe_event* out);
+
+  /* ---- pipe_to (ABI 1.10) ---- */
+  /* A request to `to` whose outcome goes to `target` as a message, with
+   * this actor as its sender: the reply; a troupe.system.DeadLetterResponse
+   * when the request could not be delivered; a troupe.system.RequestTimedOut
+   * when no reply came within `timeout_ns`. */
+  int (*pipe_to)(troupe_ctx* ctx, troupe_pid* to, uint64_t type, const uint8_t* data, size_t size, uint32_t flags,
+                 uint64_t timeout_ns, troupe_pid* target);
 } troupe_host_api;
 
 /* True if the node's table has `fn` (a plugin built against a newer header

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -76,6 +77,12 @@ inline constexpr type_id restarting_type = hash_type_name("troupe.system.Restart
 // Type ids of system messages a plugin may receive in Actor::receive.
 inline constexpr type_id receive_timeout_type = hash_type_name("troupe.system.ReceiveTimeout");
 inline constexpr type_id terminated_type = hash_type_name("troupe.system.Terminated");
+// The node's events (ABI 1.10: Context::subscribe_event_types, Context::event).
+inline constexpr type_id dead_letter_event_type = hash_type_name("troupe.system.DeadLetterEvent");
+inline constexpr type_id actor_failed_event_type = hash_type_name("troupe.system.ActorFailedEvent");
+inline constexpr type_id supervision_event_type = hash_type_name("troupe.system.SupervisionEvent");
+inline constexpr type_id dead_letter_response_type = hash_type_name("troupe.system.DeadLetterResponse");
+inline constexpr type_id request_timed_out_type = hash_type_name("troupe.system.RequestTimedOut");
 
 // Log levels.
 enum class level : int {
@@ -437,6 +444,29 @@ class Grain {
 
   troupe_ctx* c_;
   std::string kind_, identity_;
+};
+
+// An EventStream subscription of an actor's (Context::subscribe_events).
+struct EventSubscription {
+  std::uint64_t id = 0;
+  explicit operator bool() const noexcept { return id != 0; }
+};
+
+// A node event or system message, read (Context::event): DeadLetterEvent,
+// ActorFailedEvent, SupervisionEvent, Terminated, DeadLetterResponse or
+// RequestTimedOut of troupe.system.
+struct Event {
+  type_id type = 0;
+  // The actor it is about: a dead letter's target, the actor that failed,
+  // the supervised child, the actor that terminated, the one a timed-out
+  // request asked. Empty when none, or none this node can reach.
+  Pid who;
+  Pid sender;                 // a dead letter's sender
+  type_id message_type = 0;   // the dead letter's type, the timed-out request's
+  // A dead letter's troupe_dead_letter_reason, a supervision event's
+  // Directive, Terminated's reason (0 stopped, 1 no such actor, 2 node lost).
+  int reason = 0;
+  std::string_view text;      // the failure's words; valid during the handler
 };
 
 class Context;
@@ -819,6 +849,65 @@ class Context {
                                          TROUPE_SEND_BUILT, static_cast<std::uint64_t>(timeout.count()),
                                          &detail::on_report<fn>, closure, &detail::drop<fn>),
           "publish_reported");  // the node dropped the closure already
+  }
+
+  // ---- the EventStream (ABI 1.10) ----
+  // Subscribes this actor to the events of types Ts (none: every event):
+  // each arrives as a message of its type. The node's are
+  // troupe::system::DeadLetterEvent, ActorFailedEvent, SupervisionEvent
+  // (<troupe/system_generated.h>) and the cluster events; the others are
+  // what plugins publish (publish_event). Lasts until this actor stops or
+  // restarts (subscribe in started()), or unsubscribe_events.
+  //   ctx.subscribe_events<troupe::system::DeadLetterEvent>();
+  template <class... Ts>
+  EventSubscription subscribe_events() {
+    const type_id types[] = {0, type_id_of<Ts>()...};
+    return subscribe_event_types(std::span<const type_id>(types + 1, sizeof...(Ts)));
+  }
+  EventSubscription subscribe_event_types(std::span<const type_id> types) {
+    require(TROUPE_HOST_HAS(detail::host, event_subscribe), "subscribe_events", "1.10");
+    const std::uint64_t id = detail::host->event_subscribe(c_, types.data(), types.size());
+    if (id == 0) throw Error(detail::refusal("subscribe_events failed", TROUPE_ERR_ARGUMENT), TROUPE_ERR_ARGUMENT);
+    return EventSubscription{id};
+  }
+  void unsubscribe_events(EventSubscription s) {
+    require(TROUPE_HOST_HAS(detail::host, event_unsubscribe), "unsubscribe_events", "1.10");
+    const int status = detail::host->event_unsubscribe(c_, s.id);
+    if (status != TROUPE_OK) throw Error(detail::refusal("unsubscribe_events failed", status), status);
+  }
+  // Publishes message T (a type of a plugin's schema) as an event: every
+  // actor subscribed to its type gets it.
+  template <class T, class F>
+  void publish_event(F&& fill) {
+    require(TROUPE_HOST_HAS(detail::host, event_publish), "publish_event", "1.10");
+    auto b = detail::build<T>(std::forward<F>(fill));
+    const int status = detail::host->event_publish(c_, type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT);
+    if (status != TROUPE_OK) throw Error(detail::refusal("publish_event failed", status), status);
+  }
+  // The current message read as a node event or system message (see
+  // Event); nothing when it is another message.
+  std::optional<Event> event() const {
+    require(TROUPE_HOST_HAS(detail::host, read_event), "event", "1.10");
+    troupe_event e{};
+    e.size = sizeof e;
+    if (detail::host->read_event(c_, &e) != TROUPE_OK) return std::nullopt;
+    took_ = true;
+    return Event{e.type, Pid::adopt(e.who), Pid::adopt(e.sender), e.message_type, e.reason,
+                 std::string_view(e.text, e.text_len)};
+  }
+
+  // ---- pipe_to (ABI 1.10) ----
+  // Requests T of `to` and delivers the outcome to `target` as a message
+  // (this actor its sender): the reply; a troupe::system::DeadLetterResponse
+  // when the request could not be delivered; a
+  // troupe::system::RequestTimedOut when no reply came within `timeout`.
+  template <class T, class F>
+  void pipe_to(const Pid& to, F&& fill, const Pid& target, std::chrono::nanoseconds timeout = std::chrono::seconds(5)) {
+    require(TROUPE_HOST_HAS(detail::host, pipe_to), "pipe_to", "1.10");
+    auto b = detail::build<T>(std::forward<F>(fill));
+    const int status = detail::host->pipe_to(c_, to.get(), type_id_of<T>(), b.data(), b.size(), TROUPE_SEND_BUILT,
+                                             static_cast<std::uint64_t>(timeout.count()), target.get());
+    if (status != TROUPE_OK) throw Error(detail::refusal("pipe_to failed", status), status);
   }
 
   // ---- persistence (ABI 1.5): actors of a persistent kind ----
