@@ -1,19 +1,24 @@
 // counter: keeps a number; Add adds to it, Get answers with Value, Reset
-// sets it back to zero. The example of the design document, as written.
+// sets it back to zero. A grain (`troupectl call counter c42 counter.Get
+// '{}'`) or a named actor (`troupectl spawn counter --name c1`).
 #include <troupe/troupe.hpp>
-#include "counter_generated.h"            // flatc --cpp --gen-name-strings counter.fbs
+#include "counter_services.h"             // troupe-embed-schema --services: client and server
 
-struct Counter : troupe::Actor {
+struct Counter : counter::CounterService<> {
   int64_t value = 0;
-  void receive(troupe::Context& ctx) override {
-    if (auto add = ctx.message<counter::Add>()) value += add->by();
-    else if (ctx.message<counter::Get>())
-      ctx.respond<counter::Value>([&](auto& b) { return counter::CreateValue(b, value); });
-    else if (ctx.message<counter::Reset>()) value = 0;
+  void Add(troupe::Context&, const counter::Add& add) override { value += add.by(); }
+  void Get(troupe::Context& ctx, const counter::Get&, troupe::Responder<counter::Value> respond) override {
+    respond(ctx, [&](auto& b) { return counter::CreateValue(b, value); });
   }
+  void Reset(troupe::Context&, const counter::Reset&) override { value = 0; }
 };
 
+// Elsewhere, any actor calls it through the typed client:
+//   counter::CounterClient(ctx, "c42").Get([](troupe::Context& ctx, const troupe::TypedReply<counter::Value>& v) {
+//     if (v.ok()) ctx.log(troupe::level::info, "c42 is at " + std::to_string(v->value()));
+//   });
+
 TROUPE_PLUGIN(counter, "1.0.0") {
-  plugin.kind<Counter>("counter");
+  plugin.grain<Counter>(Counter::kind);
   plugin.schema(counter_bfbs);            // lets the gateway speak JSON for these messages
 }

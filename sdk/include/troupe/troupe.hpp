@@ -1057,6 +1057,81 @@ class PersistentActor : public Actor {
   virtual void snapshot(Context&) {}
 };
 
+// A typed call's outcome (the clients troupe-embed-schema --services
+// writes): the answer as a T, or why there is none.
+template <class T>
+class TypedReply {
+ public:
+  explicit TypedReply(const Reply& r) noexcept : r_(r), v_(r.as<T>()) {}
+  bool ok() const noexcept { return v_ != nullptr; }
+  const T* get() const noexcept { return v_; }
+  const T* operator->() const noexcept { return v_; }
+  const T& operator*() const noexcept { return *v_; }
+  const Reply& reply() const noexcept { return r_; }
+  // Why there is no answer, in words (empty when ok()).
+  std::string error() const {
+    if (ok()) return {};
+    if (r_.ok()) return "the answer was not a " + std::string(T::GetFullyQualifiedName());
+    return r_.error();
+  }
+
+ private:
+  const Reply& r_;
+  const T* v_;
+};
+
+// Answers one call of a service (the servers troupe-embed-schema
+// --services writes): now, or from a later turn of the same actor (keep
+// it, and pass that turn's ctx). A call that came as a plain send has no
+// caller: answering it does nothing.
+template <class T>
+class Responder {
+ public:
+  explicit Responder(Context& ctx) : caller_(ctx.sender()) {}
+  template <class F>
+  void operator()(Context& ctx, F&& fill) const {
+    if (caller_) ctx.send<T>(caller_, std::forward<F>(fill));
+  }
+  // Who called: empty for a plain send.
+  const Pid& caller() const noexcept { return caller_; }
+
+ private:
+  Pid caller_;
+};
+
+// What the typed clients of services derive from: a grain (kind,
+// identity), or an actor by its PID. Valid during the callback that made it.
+class ServiceClient {
+ protected:
+  ServiceClient(Context& ctx, std::string_view kind, std::string_view identity)
+      : ctx_(ctx), grain_(ctx.grain(kind, identity)) {}
+  ServiceClient(Context& ctx, Pid actor) : ctx_(ctx), actor_(std::move(actor)) {}
+
+  // A one-way call: a plain send.
+  template <class Req, class F>
+  void tell(F&& fill) {
+    if (grain_)
+      grain_->template send<Req>(std::forward<F>(fill));
+    else
+      ctx_.send<Req>(actor_, std::forward<F>(fill));
+  }
+  template <class Req, class Resp, class F, class R>
+  void call(F&& fill, R&& on_reply, std::chrono::nanoseconds timeout) {
+    auto typed = [fn = std::forward<R>(on_reply)](Context& c, const Reply& r) mutable {
+      fn(c, TypedReply<Resp>(r));
+    };
+    if (grain_)
+      grain_->template request<Req>(std::forward<F>(fill), std::move(typed), timeout);
+    else
+      ctx_.request<Req>(actor_, std::forward<F>(fill), std::move(typed), timeout);
+  }
+
+ private:
+  Context& ctx_;
+  std::optional<Grain> grain_;
+  Pid actor_;
+};
+
 inline void Grain::check(int status, const char* what) const {
   if (status != TROUPE_OK)
     throw Error(std::string(what) + " to " + kind_ + "/" + identity_ + " failed (status " + std::to_string(status) +
