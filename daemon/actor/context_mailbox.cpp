@@ -78,6 +78,10 @@ troupe::envelope* pop_message(mailbox_queue& q) noexcept {
     mpsc_node* n = q.pop(retired);
     if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
     if (n == nullptr) return nullptr;
+    // The message after this one was written on another core, most likely:
+    // start fetching it now, while this one is handled. A long backlog
+    // (many senders, one receiver) is otherwise a cache miss per message.
+    if (mpsc_node* after = n->next.load(std::memory_order_relaxed)) __builtin_prefetch(after);
     auto* e = static_cast<troupe::envelope*>(n);
     if (e->type == wake_token) continue;
     meter_add(-queued_size(e));
@@ -352,6 +356,10 @@ std::size_t context::describe_running(char* buf, std::size_t n) noexcept {
   return put(buf, n, at, digits + d, sizeof digits - d);
 }
 
+// A mailbox with more than this many turns' worth of messages waiting is
+// flooded: it keeps its worker (see run()).
+constexpr std::uint32_t flooded_turns = 8;
+
 void context::run() noexcept {
   // What a crash report names (describe_running); restored for nested runs.
   struct running_mark {
@@ -394,8 +402,13 @@ void context::run() noexcept {
     if (dead) {
       drain_dead();
     } else if (budget == 0 || turn_over) {
-      // Used its turn: stays owned and queues behind the others.
-      system().dispatcher().schedule(this, dispatcher::hint::yield);
+      // Used its turn: stays owned and queues behind the others; unless it
+      // is flooded (a backlog of many turns): then it keeps this worker for
+      // the next turn, so that many senders cannot starve their receiver
+      // and pile its messages up in memory (the other workers take the
+      // rest of the queue).
+      const bool flooded = !turn_over && user_q_.depth() >= flooded_turns * props_->mailbox.throughput;
+      system().dispatcher().schedule(this, flooded ? dispatcher::hint::next : dispatcher::hint::yield);
       return;
     }
     // System messages the actor sent itself come without a wake token.

@@ -810,6 +810,7 @@ remote_result remote_echo(bool tls, bool plugin = false) {
 struct options {
   std::string only;
   int runs = 5;
+  bool each = false;  // --each: every run's value too, on stderr
 };
 
 bool selected(const options& o, const std::string& name) {
@@ -836,7 +837,11 @@ void measure(const options& o, std::vector<std::pair<std::string, const char*>> 
   std::vector<std::vector<double>> results(names.size());
   for (int r = 0; r < runs; ++r) {
     std::vector<double> values = fn();
-    for (std::size_t i = 0; i < names.size(); ++i) results[i].push_back(values[i]);
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      results[i].push_back(values[i]);
+      if (o.each && selected(o, names[i].first))
+        std::fprintf(stderr, "run %d %s %.0f\n", r + 1, names[i].first.c_str(), values[i]);
+    }
   }
   for (std::size_t i = 0; i < names.size(); ++i)
     if (selected(o, names[i].first)) print(names[i].first, median(results[i]), names[i].second);
@@ -861,8 +866,9 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--only" && i + 1 < argc) o.only = argv[++i];
     else if (a == "--runs" && i + 1 < argc) o.runs = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--each") o.each = true;
     else {
-      std::fprintf(stderr, "usage: troupe-bench [--only PREFIX] [--runs N]\n");
+      std::fprintf(stderr, "usage: troupe-bench [--only PREFIX] [--runs N] [--each]\n");
       return 2;
     }
   }
