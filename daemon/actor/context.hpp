@@ -190,6 +190,11 @@ class context final : public process, public schedulable, public pooled {
   static std::size_t describe_running(char* buf, std::size_t n) noexcept;
   // About how many user messages wait (any thread; see mailbox_queue::depth).
   std::size_t mailbox_depth() const;
+  // Pushes the messages this thread's actor turn sent in a row to one
+  // mailbox and kept back to push together (see send_user). Call before
+  // waiting for anything in a turn: a reply cannot come to a message not
+  // yet sent.
+  static void flush_sends() noexcept;
 
   // Created by actor_system::spawn_* only.
   context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64_t seq,

@@ -1,5 +1,7 @@
 #include "actor/future.hpp"
 
+#include "actor/context.hpp"
+
 #include <cstdio>
 
 #include "actor/actor_system.hpp"
@@ -70,6 +72,7 @@ void future_process::on_complete(std::function<void(future_result)> fn) {
 }
 
 bool future_process::wait_for(std::chrono::nanoseconds timeout) noexcept {
+  context::flush_sends();  // the request may be among what this turn kept back
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   const auto deadline = start + timeout;

@@ -99,6 +99,16 @@ class mailbox_queue {
   // The same, counted with an atomic add, so that depth() never runs low:
   // for mailboxes that compare it with a capacity.
   bool push_exact(mpsc_node* n) noexcept { return push_counting<true>(n); }
+  // Any thread: pushes `count` nodes at once, `first` to `last`, already
+  // linked in order (last->next is set here): one exchange for them all.
+  // Counted as push() counts. True as for push().
+  bool push_chain(mpsc_node* first, mpsc_node* last, std::uint32_t count) noexcept {
+    last->next.store(nullptr, std::memory_order_relaxed);
+    std::uintptr_t prev = tail_.exchange(addr(last), std::memory_order_acq_rel);
+    pushed_.store(pushed_.load(std::memory_order_relaxed) + count, std::memory_order_relaxed);
+    reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(first, std::memory_order_release);
+    return (prev & tag) != 0;
+  }
 
   // Any thread: about how many nodes wait. push() counts with a plain load
   // and store, which costs nothing next to the exchange but can lose a

@@ -394,3 +394,68 @@ TEST_CASE("queued bytes return to where they were once mailboxes drain or their 
   CHECK(after < 2 * queued_bytes_step);
   CHECK(after > -2 * queued_bytes_step);
 }
+
+// A turn's messages in a row to one actor are pushed together (see
+// context::send_user); what a user sees must not change.
+TEST_CASE("actors sending many messages in a row, to one target and then another, keep each sender's order",
+          "[mailbox]") {
+  actor_system sys(small_config());
+  constexpr int senders = 4, per_sender = 3'000;
+  std::vector<std::int64_t> last(senders, -1);
+  std::atomic<bool> in_order{true};
+  std::atomic<int> total{0}, others{0};
+  inbox<int> done;
+  pid sink = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      const int s = static_cast<int>(n->n() / per_sender);
+      const std::int64_t k = n->n() % per_sender;
+      if (k != last[s] + 1) in_order = false;
+      last[s] = k;
+      if (++total == senders * per_sender) done.put(1);
+    }
+  })));
+  pid other = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Num>()) ++others;
+  })));
+  std::vector<pid> ss;
+  for (int s = 0; s < senders; ++s)
+    ss.push_back(sys.root().spawn(share(props::from_fn([&, s](context& ctx) {
+      if (ctx.message<test::Text>()) {
+        // Runs of different lengths, broken by a message to another actor.
+        for (int k = 0; k < per_sender; ++k) {
+          ctx.send<test::Num>(sink, [&](auto& b) { return test::CreateNum(b, std::int64_t{s} * per_sender + k); });
+          if (k % (97 + s) == 0) ctx.send<test::Num>(other, [](auto& b) { return test::CreateNum(b, 0); });
+        }
+      }
+    }))));
+  for (const pid& s : ss) sys.root().send(s, text("go"));
+  REQUIRE(done.take());
+  CHECK(in_order);
+  int expected_others = 0;
+  for (int s = 0; s < senders; ++s)
+    for (int k = 0; k < per_sender; ++k) expected_others += k % (97 + s) == 0;
+  for (int i = 0; i < 500 && others != expected_others; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(others == expected_others);
+}
+
+TEST_CASE("a turn that sends several messages to an actor and then waits for its reply gets it", "[mailbox]") {
+  actor_system sys(small_config());
+  pid echo = sys.root().spawn(share(props::from_fn([](context& ctx) {
+    if (auto* n = ctx.message<test::Num>(); n != nullptr && n->n() < 0)
+      ctx.respond<test::Num>([&](auto& b) { return test::CreateNum(b, n->n()); });
+  })));
+  inbox<std::int64_t> got;
+  pid asker = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Text>()) {
+      for (int k = 0; k < 10; ++k) ctx.send<test::Num>(echo, [&](auto& b) { return test::CreateNum(b, k); });
+      // The request follows nine messages held back to go together: the
+      // wait must not hold it back with them.
+      future f = ctx.request_future(echo, num(-7), std::chrono::seconds(5));
+      const future_result r = f.get_result();
+      const auto* n = r.as<test::Num>();
+      got.put(n != nullptr ? n->n() : 0);
+    }
+  })));
+  sys.root().send(asker, text("go"));
+  REQUIRE(got.take() == std::optional<std::int64_t>(-7));
+}
