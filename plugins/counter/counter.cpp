@@ -1,16 +1,24 @@
-// counter: keeps a number; Add adds to it, Get answers with Value, Reset
-// sets it back to zero. A grain (`troupectl call counter c42 counter.Get
-// '{}'`) or a named actor (`troupectl spawn counter --name c1`).
+// counter: keeps a number; Add adds to it, Add and Get answer with its
+// Value, Reset sets it back to zero and answers nothing. A grain
+// (`troupectl call counter/c42 counter.Get '{}'`) or a named actor
+// (`troupectl spawn counter --name c1`).
 #include <troupe/troupe.hpp>
 #include "counter_services.h"             // troupe-embed-schema --services: client and server
 
 struct Counter : counter::CounterService<> {
   int64_t value = 0;
-  void Add(troupe::Context&, const counter::Add& add) override { value += add.by(); }
+  void Add(troupe::Context& ctx, const counter::Add& add, troupe::Responder<counter::Value> respond) override {
+    value += add.by();
+    answer(ctx, respond);
+  }
   void Get(troupe::Context& ctx, const counter::Get&, troupe::Responder<counter::Value> respond) override {
-    respond(ctx, [&](auto& b) { return counter::CreateValue(b, value); });
+    answer(ctx, respond);
   }
   void Reset(troupe::Context&, const counter::Reset&) override { value = 0; }
+
+  void answer(troupe::Context& ctx, const troupe::Responder<counter::Value>& respond) {
+    respond(ctx, [&](auto& b) { return counter::CreateValue(b, value); });
+  }
 };
 
 // Elsewhere, any actor calls it through the typed client:

@@ -179,13 +179,13 @@ trickler.join()
 for s in idle + loris:
     s.close()
 
-# Requests that wait for a reply hold no thread: six of them (counter.Add
-# is never answered), then the probes and a quick call.
+# Requests that wait for a reply hold no thread: six of them (counter.Reset
+# is one way: never answered), then the probes and a quick call.
 waiting = []
 
 
 def wait_request():
-    data = b'{"type": "counter.Add", "message": {"by": 0}, "timeout_ms": 4000}'
+    data = b'{"type": "counter.Reset", "message": {}, "timeout_ms": 4000}'
     req = urllib.request.Request(admin + "/v1/actors/slow/request", data=data, method="POST")
     try:
         urllib.request.urlopen(req, timeout=30)
