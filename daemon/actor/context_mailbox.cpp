@@ -154,9 +154,10 @@ std::size_t context::mailbox_depth() const {
 // ---------------------------------------------------------------- mailbox
 
 namespace {
-// The messages an actor's turn sent in a row to one mailbox after the
-// first, not yet pushed: the turn's end pushes them (running_mark), as
-// does a message to another mailbox, `most` of them, or a wait
+// The messages an actor's handler sent in a row to one mailbox after the
+// first, not yet pushed: the handler's end pushes them (run, and
+// running_mark for the other ways a turn ends), as does a message to any
+// other mailbox or to a future (a reply), `most` of them, or a wait
 // (flush_sends). Only this thread touches it; `target` is compared, and
 // dereferenced only while it holds messages (and a reference).
 struct send_batch {
@@ -206,8 +207,8 @@ void context::send_user(troupe::envelope* e) noexcept {
   if (bounded_ == nullptr) {
     if (capacity_ == 0) {
       meter_add(bytes);
-      // In an actor's turn, a second message in a row to the same mailbox
-      // waits for the turn's next ones (see tls_sends): the sender pushes
+      // In an actor's handler, a second message in a row to the same mailbox
+      // waits for the handler's next ones (see tls_sends): the sender pushes
       // them together with one exchange on the tail, instead of one each
       // (which, with senders on several cores, moves the tail's cache line
       // between them every message).
@@ -230,12 +231,16 @@ void context::send_user(troupe::envelope* e) noexcept {
       if (user_q_.push(e)) own();
       return;
     }
+    flush_sends();  // what this turn kept back for others goes before this
     if (user_q_.depth() >= capacity_ && e->type != poison_type)
       return refuse(e, dead_letter_reason::mailbox_full);
     meter_add(bytes);
     if (user_q_.push_exact(e)) own();
     return;
   }
+  // Before the lock: pushing what was kept back may run a dead actor's
+  // drain right here, which may send to this mailbox.
+  flush_sends();
   bounded_queue& b = *bounded_;
   std::unique_lock lock(b.mu);
   if (b.q.size() >= b.capacity) {
@@ -266,7 +271,7 @@ void context::send_user(troupe::envelope* e) noexcept {
         if ((system().loop().on_loop_thread() && !dispatcher::in_held_turn()) || tls_never_wait)
           room = has_room();
         else if (system().dispatcher().on_worker())
-          room = (flush_sends(), b.room.wait_for(lock, worker_block_limit, has_room));
+          room = b.room.wait_for(lock, worker_block_limit, has_room);
         else
           room = (b.room.wait(lock, has_room), true);
         if (!room) {
@@ -445,6 +450,9 @@ void context::run() noexcept {
         if (e == nullptr) break;
         --budget;
         invoke_user(e, queued);
+        // What the handler kept back goes now: a message waits for the
+        // end of the handler that sent it, never for the rest of the turn.
+        flush_sends();
         if (held && dispatcher::held_turn_over(*this, held_last)) {
           turn_over = true;
           break;

@@ -23,6 +23,9 @@ const char* to_string(future_status s) noexcept {
 }
 
 void future_process::send_user(envelope* e) noexcept {
+  // A reply goes after what its handler sent before it and kept back:
+  // whoever waits for it may look at those messages' effects next.
+  context::flush_sends();
   future_status s = e->is<system::DeadLetterResponse>() ? future_status::dead_letter
                                                         : future_status::completed;
   if (!complete(s, e)) {

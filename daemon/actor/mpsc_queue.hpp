@@ -100,12 +100,14 @@ class mailbox_queue {
   // for mailboxes that compare it with a capacity.
   bool push_exact(mpsc_node* n) noexcept { return push_counting<true>(n); }
   // Any thread: pushes `count` nodes at once, `first` to `last`, already
-  // linked in order (last->next is set here): one exchange for them all.
-  // Counted as push() counts. True as for push().
+  // linked in order (last->next is set here): one exchange for them all,
+  // counted exactly. True as for push().
   bool push_chain(mpsc_node* first, mpsc_node* last, std::uint32_t count) noexcept {
     last->next.store(nullptr, std::memory_order_relaxed);
     std::uintptr_t prev = tail_.exchange(addr(last), std::memory_order_acq_rel);
-    pushed_.store(pushed_.load(std::memory_order_relaxed) + count, std::memory_order_relaxed);
+    // An atomic add: a plain one, losing a race, would lose up to a chain's
+    // count until the mailbox next goes idle.
+    pushed_.fetch_add(count, std::memory_order_relaxed);
     reinterpret_cast<mpsc_node*>(prev & ~tag)->next.store(first, std::memory_order_release);
     return (prev & tag) != 0;
   }

@@ -459,3 +459,30 @@ TEST_CASE("a turn that sends several messages to an actor and then waits for its
   sys.root().send(asker, text("go"));
   REQUIRE(got.take() == std::optional<std::int64_t>(-7));
 }
+
+TEST_CASE("what a handler sends before it replies reaches its targets before the reply reaches the asker",
+          "[mailbox]") {
+  actor_system sys(small_config());
+  std::atomic<int> seen{0};
+  pid counter = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      if (n->n() > 0) ++seen;
+      else ctx.respond<test::Num>([&](auto& b) { return test::CreateNum(b, seen.load()); });
+    }
+  })));
+  pid relay = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (ctx.message<test::Text>()) {
+      for (int k = 1; k <= 5; ++k) ctx.send<test::Num>(counter, [&](auto& b) { return test::CreateNum(b, k); });
+      ctx.respond<test::Text>([](auto& b) { return test::CreateTextDirect(b, "done"); });
+    }
+  })));
+  for (int round = 1; round <= 50; ++round) {
+    REQUIRE(sys.root().request_future(relay, text("go"), std::chrono::seconds(5)).get_result().ok());
+    // The five are in the counter's mailbox already: a question asked now
+    // comes after them.
+    const future_result r = sys.root().request_future(counter, num(0), std::chrono::seconds(5)).get_result();
+    const auto* n = r.as<test::Num>();
+    REQUIRE(n != nullptr);
+    REQUIRE(n->n() == 5 * round);
+  }
+}
