@@ -103,10 +103,17 @@ void context::handle_system(system_message& m) noexcept {
 }
 
 troupe::envelope* context::make_terminated(process* who, terminated_reason reason) const {
-  return build<system::Terminated>([&](flatbuffers::FlatBufferBuilder& b) {
+  troupe::envelope* e = build<system::Terminated>([&](flatbuffers::FlatBufferBuilder& b) {
     auto p = who ? encode_pid(b, who) : system::CreatePidDirect(b, "", "");
     return system::CreateTerminated(b, p, static_cast<system::TerminatedReason>(reason));
   });
+  // Its sender is the actor that is gone: the very process, which a name
+  // (now free, or another actor's) would not find again.
+  if (who != nullptr) {
+    who->retain();
+    e->sender = who;
+  }
+  return e;
 }
 
 void context::handle_terminated(system_message& m) noexcept {

@@ -595,8 +595,9 @@ troupe_pid* pid_of(context& ctx, const system::Pid* p) {
 }
 
 int read_event(troupe_ctx* c, troupe_event* out) {
+  last_error_text.clear();
   if (c == nullptr || c->ctx == nullptr || out == nullptr || out->size < sizeof(troupe_event))
-    return TROUPE_ERR_ARGUMENT;
+    return refuse(TROUPE_ERR_ARGUMENT, "read_event: no context or no event to fill, or an event of an older size");
   const envelope& e = c->ctx->envelope();
   flatbuffers::Verifier v(e.data, e.size);
   troupe_event r{};
@@ -611,40 +612,47 @@ int read_event(troupe_ctx* c, troupe_event* out) {
   };
   context& ctx = *c->ctx;
   if (e.type == type_id_of<system::DeadLetterEvent>()) {
-    if (!v.VerifyBuffer<system::DeadLetterEvent>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::DeadLetterEvent>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a DeadLetterEvent that does not verify");
     const auto* m = flatbuffers::GetRoot<system::DeadLetterEvent>(e.data);
     r.who = pid_of(ctx, m->target());
     r.sender = pid_of(ctx, m->sender());
     r.message_type = m->message_type();
     r.reason = static_cast<int>(m->reason());
   } else if (e.type == type_id_of<system::ActorFailedEvent>()) {
-    if (!v.VerifyBuffer<system::ActorFailedEvent>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::ActorFailedEvent>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a ActorFailedEvent that does not verify");
     const auto* m = flatbuffers::GetRoot<system::ActorFailedEvent>(e.data);
     r.who = pid_of(ctx, m->who());
     text(m->reason());
   } else if (e.type == type_id_of<system::SupervisionEvent>()) {
-    if (!v.VerifyBuffer<system::SupervisionEvent>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::SupervisionEvent>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a SupervisionEvent that does not verify");
     const auto* m = flatbuffers::GetRoot<system::SupervisionEvent>(e.data);
     r.who = pid_of(ctx, m->child());
     r.reason = static_cast<int>(m->directive());
     text(m->reason());
   } else if (e.type == type_id_of<system::Terminated>()) {
-    if (!v.VerifyBuffer<system::Terminated>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::Terminated>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a Terminated that does not verify");
     const auto* m = flatbuffers::GetRoot<system::Terminated>(e.data);
-    r.who = pid_of(ctx, m->who());
+    // The node's Terminated comes from the actor that is gone (its name
+    // may be free, or another actor's, by now).
+    if (e.sender != nullptr) {
+      e.sender->retain();
+      r.who = to_abi(e.sender);
+    } else {
+      r.who = pid_of(ctx, m->who());
+    }
     r.reason = static_cast<int>(m->reason());
   } else if (e.type == type_id_of<system::DeadLetterResponse>()) {
-    if (!v.VerifyBuffer<system::DeadLetterResponse>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::DeadLetterResponse>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a DeadLetterResponse that does not verify");
     const auto* m = flatbuffers::GetRoot<system::DeadLetterResponse>(e.data);
     r.who = pid_of(ctx, m->target());
     r.reason = static_cast<int>(m->reason());
   } else if (e.type == type_id_of<system::RequestTimedOut>()) {
-    if (!v.VerifyBuffer<system::RequestTimedOut>()) return TROUPE_ERR_ARGUMENT;
+    if (!v.VerifyBuffer<system::RequestTimedOut>()) return refuse(TROUPE_ERR_ARGUMENT, "read_event: a RequestTimedOut that does not verify");
     const auto* m = flatbuffers::GetRoot<system::RequestTimedOut>(e.data);
     r.who = pid_of(ctx, m->to());
     r.message_type = m->message_type();
   } else {
-    return TROUPE_ERR_ARGUMENT;
+    return refuse(TROUPE_ERR_NOT_FOUND, "read_event: the current message is no node event or system message");
   }
   *out = r;
   return TROUPE_OK;
@@ -745,11 +753,11 @@ int grain_request(troupe_ctx* c, const char* kind, const char* identity, std::si
                   std::uint64_t timeout_ns,
                   void (*on_reply)(void* closure, troupe_ctx* ctx, const troupe_message* reply, int status),
                   void* closure, void (*drop)(void* closure)) {
+  auto held = std::make_shared<owned_closure>(closure, drop);  // dropped on a refusal too
   plugin_actor* a = actor_of(c);
   if (a == nullptr || c->ctx == nullptr || kind == nullptr || on_reply == nullptr ||
       (identity == nullptr && identity_len != 0) || (data == nullptr && size != 0) || timeout_ns == 0)
     return TROUPE_ERR_ARGUMENT;
-  auto held = std::make_shared<owned_closure>(closure, drop);
   cluster_view* v = c->ctx->system().cluster();
   if (v == nullptr) return TROUPE_ERR_UNAVAILABLE;  // `held` drops the closure
   future f = v->call_grain(kind, std::string_view(identity, identity_len), message::adopt(make(type, data, size, flags)),

@@ -579,8 +579,11 @@ typedef struct troupe_host_api {
    * are refused (TROUPE_ERR_ARGUMENT, last_error says why). */
   int (*event_publish)(troupe_ctx* ctx, uint64_t type, const uint8_t* data, size_t size, uint32_t flags);
   /* Reads the current message when it is a node event or system message
-   * (the TROUPE_TYPE_ ones but ReceiveTimeout): TROUPE_OK and `out` filled,
-   * or TROUPE_ERR_ARGUMENT when it is none of those. */
+   * (the TROUPE_TYPE_ ones but ReceiveTimeout): TROUPE_OK and `out` filled;
+   * TROUPE_ERR_NOT_FOUND when it is none of those, TROUPE_ERR_ARGUMENT when
+   * it does not verify (last_error says which). A Terminated's `who` is
+   * the very actor that is gone; other events name theirs by PID text, so
+   * a named actor that stopped reads as the actor of that name now, if any. */
   int (*read_event)(troupe_ctx* ctx, troupe_event* out);
 
   /* ---- pipe_to (ABI 1.10) ---- */

@@ -1063,6 +1063,7 @@ template <class T>
 class TypedReply {
  public:
   explicit TypedReply(const Reply& r) noexcept : r_(r), v_(r.as<T>()) {}
+  // The answer is the node's, valid during the callback that got it.
   bool ok() const noexcept { return v_ != nullptr; }
   const T* get() const noexcept { return v_; }
   const T* operator->() const noexcept { return v_; }
@@ -1076,7 +1077,7 @@ class TypedReply {
   }
 
  private:
-  const Reply& r_;
+  Reply r_;
   const T* v_;
 };
 
