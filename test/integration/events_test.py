@@ -9,7 +9,6 @@ actor; each refusal says what and why.
 
 usage: events_test.py TROUPE_NODE TROUPECTL BUILD_ROOT
 """
-import os
 import shutil
 import sys
 import tempfile
@@ -33,17 +32,11 @@ def hex_of(name):
 
 
 tmp = tempfile.mkdtemp()
-w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp)
-for so in ("gate.so", "c_gate.so"):
-    shutil.copy(os.path.join(BUILD_ROOT, "test", "plugins", so), w.plugin_dir)
-
-
-def ask(n, to, type_, msg):
-    return n.gate(to, type_, msg)
+w = nodes_mod.world(NODE, CTL, BUILD_ROOT, tmp, test_plugins=("gate", "c_gate"))
 
 
 def heard(n, who):
-    st, text = ask(n, who, "gate.Heard", {})
+    st, text = n.gate(who, "gate.Heard", {})
     return text.splitlines() if st is not None else []
 
 
@@ -65,7 +58,7 @@ try:
         L, M, X, D = f"{p}l", f"{p}m", f"{p}x", f"{p}d"
 
         # ---- dead letters, with their fields
-        st, sub = ask(n, L, "gate.Listen", {"names": "troupe.system.DeadLetterEvent"})
+        st, sub = n.gate(L, "gate.Listen", {"names": "troupe.system.DeadLetterEvent"})
         check(f"[{lang}] a subscription to dead letters", st == 0 and sub.isdigit() and int(sub) > 0, f"{st} {sub!r}")
         n.call("POST", f"/v1/actors/{D}/send", {"type": "gate.Paint", "message": {"colour": "red"}})
         line = f"dead_letter who={pids[D]} type={hex_of('gate.Paint')} reason=12"
@@ -74,7 +67,7 @@ try:
               got and line in got, str(got))
 
         # ---- failures and supervision decisions
-        st, _ = ask(n, M, "gate.Listen", {"names": "troupe.system.ActorFailedEvent,troupe.system.SupervisionEvent"})
+        st, _ = n.gate(M, "gate.Listen", {"names": "troupe.system.ActorFailedEvent,troupe.system.SupervisionEvent"})
         check(f"[{lang}] a subscription to two types", st == 0, "")
         n.call("POST", f"/v1/actors/{D}/send", {"type": "gate.Break", "message": {}})
         failed = f"failed who={pids[D]} text=the door broke"
@@ -86,39 +79,39 @@ try:
             x.startswith("dead_letter") for x in got), str(got))
 
         # ---- unsubscribe: no more events
-        st, _ = ask(n, L, "gate.Unlisten", {"id": int(sub) if sub.isdigit() else 0})
+        st, _ = n.gate(L, "gate.Unlisten", {"id": int(sub) if sub.isdigit() else 0})
         check(f"[{lang}] unsubscribe", st == 0, "")
-        ask(n, X, "gate.Listen", {"names": "troupe.system.DeadLetterEvent"})
+        n.gate(X, "gate.Listen", {"names": "troupe.system.DeadLetterEvent"})
         n.call("POST", f"/v1/actors/{D}/send", {"type": "gate.Paint", "message": {}})
         # X got the event, so L's mailbox would have had it before the Heard asked next.
         hears(n, X, line)
         got = heard(n, L)
         check(f"[{lang}] an ended subscription hears no more", sum(1 for x in got if x == line) == 1, str(got))
-        st, text = ask(n, L, "gate.Unlisten", {"id": int(sub) if sub.isdigit() else 0})
+        st, text = n.gate(L, "gate.Unlisten", {"id": int(sub) if sub.isdigit() else 0})
         suffix = " (status -6)" if lang == "C++" else ""
         check(f"[{lang}] unsubscribing twice is refused, saying so",
               st == -6 and text == f"event_unsubscribe: this actor has no subscription {sub}" + suffix, f"{st} {text!r}")
 
         # ---- pipe_to
         n.call("POST", f"/v1/actors/{p}open/send", {"type": "gate.Open", "message": {}})
-        st, _ = ask(n, L, "gate.Pipe", {"to": f"{p}open", "n": 5, "timeout_ms": 2000, "target": M})
+        st, _ = n.gate(L, "gate.Pipe", {"to": f"{p}open", "n": 5, "timeout_ms": 2000, "target": M})
         line = f"reply n=5 from={pids[L]}"
         got = hears(n, M, line)
         check(f"[{lang}] a piped request's reply goes to the target, the piping actor its sender",
               st == 0 and got and line in got, str(got))
-        ask(n, L, "gate.Pipe", {"to": f"{p}shut", "n": 6, "timeout_ms": 300, "target": M})
+        n.gate(L, "gate.Pipe", {"to": f"{p}shut", "n": 6, "timeout_ms": 300, "target": M})
         line = f"timed_out who={pids[p + 'shut']} type={hex_of('gate.Knock')} from={pids[L]}"
         got = hears(n, M, line)
         check(f"[{lang}] a piped request with no reply in time delivers RequestTimedOut: whom it asked, what",
               got and line in got, str(got))
         n.call("DELETE", f"/v1/actors/{p}shut")
         poll(lambda: n.call("GET", f"/v1/actors/{p}shut")[0], lambda s: s == 404, 5)
-        st, text = ask(n, L, "gate.Pipe", {"to": "nobody", "n": 7, "timeout_ms": 2000, "target": M})
+        st, text = n.gate(L, "gate.Pipe", {"to": "nobody", "n": 7, "timeout_ms": 2000, "target": M})
         line = f"dead_letter_response who=none reason=0 from={pids[L]}"
         got = hears(n, M, line)
         check(f"[{lang}] a piped request to no actor delivers its dead letter response",
               got and line in got, f"{st} {text} {got}")
-        st, text = ask(n, L, "gate.Pipe", {"to": f"{p}open", "n": 8, "timeout_ms": 2000, "target": "nobody"})
+        st, text = n.gate(L, "gate.Pipe", {"to": f"{p}open", "n": 8, "timeout_ms": 2000, "target": "nobody"})
         expected = "pipe_to: no target to deliver the outcome to"
         check(f"[{lang}] a pipe with no target is refused, saying so",
               st == -1 and text == expected + (" (status -1)" if lang == "C++" else ""), f"{st} {text!r}")
@@ -126,34 +119,34 @@ try:
         # ---- refusals
         suffix = " (status -1)" if lang == "C++" else ""
         names = ",".join(f"gate.Announce{i}" for i in range(65))
-        st, text = ask(n, X, "gate.Listen", {"names": names})
+        st, text = n.gate(X, "gate.Listen", {"names": names})
         check(f"[{lang}] a filter of 65 types is refused, saying so",
               st == -1 and text == "event_subscribe: a filter has at most 64 types, this one has 65" + suffix,
               f"{st} {text!r}")
-        st, text = ask(n, X, "gate.Listen", {"names": "gate.Nothing"})
+        st, text = n.gate(X, "gate.Listen", {"names": "gate.Nothing"})
         check(f"[{lang}] a type nobody declares is refused, saying so",
               st == -1 and text == f"event_subscribe: type 0x{hex_of('gate.Nothing')} is not an event type: neither "
                                    "the node's nor one a loaded plugin's schema declares" + suffix, f"{st} {text!r}")
         for _ in range(15):  # X has 1 already
-            ask(n, X, "gate.Listen", {"names": "gate.Tick"})
-        st, text = ask(n, X, "gate.Listen", {"names": "gate.Tick"})
+            n.gate(X, "gate.Listen", {"names": "gate.Tick"})
+        st, text = n.gate(X, "gate.Listen", {"names": "gate.Tick"})
         check(f"[{lang}] a 17th subscription is refused, saying so",
               st == -1 and text == "event_subscribe: this actor has 16 subscriptions already, the most it may have"
               + suffix, f"{st} {text!r}")
-        st, text = ask(n, X, "gate.Shout", {"name": "troupe.system.DeadLetterEvent"})
+        st, text = n.gate(X, "gate.Shout", {"name": "troupe.system.DeadLetterEvent"})
         check(f"[{lang}] publishing the node's event is refused, saying so",
               st == -1 and text == "event_publish: troupe.system.DeadLetterEvent is the node's; only the node "
                                    "publishes it", f"{st} {text!r}")
-        st, text = ask(n, X, "gate.Shout", {"name": "gate.Nothing"})
+        st, text = n.gate(X, "gate.Shout", {"name": "gate.Nothing"})
         check(f"[{lang}] publishing a type nobody declares is refused, saying so",
               st == -1 and text == f"event_publish: type 0x{hex_of('gate.Nothing')} is declared by no loaded "
                                    "plugin's schema", f"{st} {text!r}")
 
     # ---- events from one plugin to the other
-    ask(n, "l", "gate.Listen", {"names": "gate.Announce"})
-    ask(n, "cl", "gate.Listen", {"names": "gate.Announce"})
-    st_c, _ = ask(n, "cm", "gate.Shout", {"n": 7})
-    st_cpp, _ = ask(n, "m", "gate.Shout", {"n": 8})
+    n.gate("l", "gate.Listen", {"names": "gate.Announce"})
+    n.gate("cl", "gate.Listen", {"names": "gate.Announce"})
+    st_c, _ = n.gate("cm", "gate.Shout", {"n": 7})
+    st_cpp, _ = n.gate("m", "gate.Shout", {"n": 8})
     got = poll(lambda: (heard(n, "l"), heard(n, "cl")),
                lambda both: all("announce n=7" in x and "announce n=8" in x for x in both), 5)
     check("an event published in C reaches the C++ listener and back, each once",

@@ -16,12 +16,13 @@ from harness import copy_plugins, http, listening_url, stderr_reader, wait_or_ki
 class world:
     """The folder the nodes of one test live in, and what they share."""
 
-    def __init__(self, node_bin, ctl_bin, build_root, tmp):
+    def __init__(self, node_bin, ctl_bin, build_root, tmp, test_plugins=()):
+        """`test_plugins`: more of test/plugins for the nodes (gate, c_gate, ...)."""
         self.node_bin, self.ctl_bin, self.tmp = node_bin, ctl_bin, tmp
         self.plugin_dir = os.path.join(tmp, "plugins")
         copy_plugins(build_root, self.plugin_dir, ["echo"])
-        for so in ("thrower.so", "remote_probe.so"):
-            shutil.copy(os.path.join(build_root, "test", "plugins", so), self.plugin_dir)
+        for name in ("thrower", "remote_probe") + tuple(test_plugins):
+            shutil.copy(os.path.join(build_root, "test", "plugins", name + ".so"), self.plugin_dir)
         self.nodes = []
 
     def secret(self, name, *lines):
