@@ -68,9 +68,15 @@ class registry {
       process* value = nullptr;
     };
     std::size_t index(std::uint64_t key) const noexcept {
-      // Keys within a shard step by shard_count; mix them before masking.
-      return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & (slots_.size() - 1);
+      // Keys within a shard step by shard_count. Runs of `run` consecutive
+      // keys share one scattered place, so actors spawned one after another
+      // fill neighbouring slots (one cache line, not one each) while a
+      // long-lived group still lands apart from the next one.
+      const std::uint64_t q = key / shard_count;
+      const std::uint64_t place = ((q / run) * 0x9E3779B97F4A7C15ull) >> 20;
+      return static_cast<std::size_t>(place * run + q % run) & (slots_.size() - 1);
     }
+    static constexpr std::uint64_t run = 8;
     void grow();
     std::vector<slot> slots_;
     std::size_t used_ = 0;

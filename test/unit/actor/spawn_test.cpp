@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <random>
 #include <set>
 
 #include "probe.hpp"
@@ -77,6 +79,28 @@ TEST_CASE("prefixed spawns carry the prefix and stay unique", "[spawn]") {
   REQUIRE(b.id().rfind("worker$", 0) == 0);
   REQUIRE(a.id() != b.id());
   REQUIRE(sys.lookup(a.id()) == a);
+}
+
+TEST_CASE("ids are found while thousands of actors come and go in any order", "[spawn]") {
+  // Consecutive spawns share registry slots and stops shift their
+  // neighbours back: every live actor must stay findable through that.
+  actor_system sys(small_config());
+  std::vector<pid> live, gone;
+  std::mt19937 rng(7);
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 3000; ++i) live.push_back(sys.root().spawn(idle()));
+    std::shuffle(live.begin(), live.end(), rng);
+    // Stop a random half of what is alive, some long-lived ones included.
+    const std::size_t keep = live.size() / 2;
+    for (std::size_t i = keep; i < live.size(); ++i) {
+      sys.root().stop(live[i]);
+      gone.push_back(live[i]);
+    }
+    live.resize(keep);
+    REQUIRE(eventually([&] { return sys.actor_count() == live.size(); }));
+    for (const pid& p : live) REQUIRE(sys.lookup(p.id()) == p);
+    for (const pid& p : gone) REQUIRE(sys.lookup(p.id()).get()->dead());
+  }
 }
 
 TEST_CASE("looking up an unknown id gives the dead-letter process", "[spawn]") {
