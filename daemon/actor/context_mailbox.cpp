@@ -107,7 +107,7 @@ context::context(actor_system& sys, props_ptr p, troupe::pid parent, std::uint64
     if (name) labels_->name = std::move(*name);
     if (identity) labels_->identity = std::move(*identity);
   }
-  plugin_code_ = !props_->plugin.empty();
+  plugin_code_ = !props_->plugin.empty() && !props_->on_event_loop;
   const mailbox_options& mb = props_->mailbox;
   if (mb.kind == mailbox_kind::bounded_drop_newest) {
     capacity_ = std::max<std::uint32_t>(1, mb.capacity);

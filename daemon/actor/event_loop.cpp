@@ -7,6 +7,9 @@
 #include <limits>
 #include <thread>
 
+#include <poll.h>
+#include <sched.h>
+
 namespace troupe {
 
 namespace {
@@ -124,8 +127,34 @@ void event_loop::run() {
   loop_thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
   // Work posted before the loop ran must not wait for a doorbell.
   uv_async_send(&async_);
-  uv_run(&loop_, UV_RUN_DEFAULT);
+  if (busy_poll_ns_ > 0) run_polling();
+  else uv_run(&loop_, UV_RUN_DEFAULT);
   closed_ = true;
+}
+
+void event_loop::run_polling() {
+  // libuv's epoll descriptor is readable when any of the loop's sockets or
+  // doorbells is: polling it without a timeout looks at all of them in one
+  // system call, and leaves the events to the uv_run that handles them.
+  pollfd ready{uv_backend_fd(&loop_), POLLIN, 0};
+  for (;;) {
+    if (uv_run(&loop_, UV_RUN_NOWAIT) == 0) return;
+    // Not past the loop's next timer, which uv_run(ONCE) would sleep for.
+    std::int64_t window = busy_poll_ns_;
+    if (const int timeout_ms = uv_backend_timeout(&loop_); timeout_ms >= 0)
+      window = std::min<std::int64_t>(window, std::int64_t{timeout_ms} * 1'000'000);
+    const std::int64_t from = steady_ns(), until = from + window;
+    bool seen = false;
+    std::int64_t now = from;
+    while (!seen && now < until) {
+      seen = ::poll(&ready, 1, 0) > 0;
+      // A worker this loop just gave work to may be waiting for this core.
+      if (!seen) sched_yield();
+      now = steady_ns();
+    }
+    polled_ns_.fetch_add(now - from, std::memory_order_relaxed);
+    if (!seen && uv_run(&loop_, UV_RUN_ONCE) == 0) return;
+  }
 }
 
 void event_loop::stop() {

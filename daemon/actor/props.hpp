@@ -147,8 +147,12 @@ struct props {
   std::shared_ptr<const struct router_config> router;
   std::string kind;  // name for logs and metrics ("acme.counter")
   // The plugin whose code this kind runs; empty for the node's own actors.
-  // Plugin code runs on the workers only, never on the event loop thread.
+  // Plugin code runs on the workers only, never on the event loop thread,
+  // unless the operator declared that the kind's handlers never block
+  // (kinds.<kind>.on_event_loop): then a message from another node may run
+  // its turn there, as it runs the node's own actors' (dispatcher::hold).
   std::string plugin;
+  bool on_event_loop = false;
   // A persistent kind's actors store a snapshot every this many events
   // (journal_service.hpp); 0: only when an actor asks.
   std::uint32_t snapshot_every = 0;

@@ -96,6 +96,7 @@ struct seeds_settings {
 };
 struct dispatcher_settings {
   unsigned threads = 0;
+  unsigned busy_poll_us = 0;
 };
 struct log_settings {
   troupe::log_level level = troupe::log_level::info;

@@ -165,7 +165,13 @@ int node_core::start() {
       stop_early();
       return 1;
     }
-  sc.dispatcher.threads = cfg_.get(dispatcher_section()).threads;
+  const dispatcher_settings& ds = cfg_.get(dispatcher_section());
+  sc.dispatcher.threads = ds.threads;
+  if (ds.busy_poll_us > 0) {
+    const std::chrono::microseconds window(ds.busy_poll_us);
+    sc.dispatcher.spin = std::max(sc.dispatcher.spin, window);
+    loop_.busy_poll(window);
+  }
   sc.dispatcher.on_thread_start = crash_stack_for_this_thread;
   sc.loop = &loop_;
   sc.on_failure = [f = failures_.get()](const context& c, const std::string& reason) { f->report(c, reason); };

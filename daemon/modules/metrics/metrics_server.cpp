@@ -196,6 +196,14 @@ metric_source runtime_metrics(actor_system& sys, event_loop& loop) {
       out.push_back(single("troupe_event_loop_idle_seconds_total",
                            "Time the event loop spent waiting for work", MetricType::Counter,
                            static_cast<double>(uv_metrics_idle_time(loop.uv())) / 1e9));
+      out.push_back(single("troupe_event_loop_polling_seconds_total",
+                           "Time the event loop spent polling for work instead of waiting "
+                           "(dispatcher.busy_poll_us)",
+                           MetricType::Counter, static_cast<double>(loop.polled_ns()) / 1e9));
+      out.push_back(single("troupe_event_loop_turns_total",
+                           "Actor turns the event loop thread ran itself, for a message it read "
+                           "(the node's own actors, and kinds set on_event_loop)",
+                           MetricType::Counter, static_cast<double>(sys.dispatcher().held_runs())));
       out.push_back(single("troupe_timers", "Timers waiting on the event loop", MetricType::Gauge,
                            static_cast<double>(loop.pending_timers())));
       out.push_back(single("process_cpu_seconds_total", "User and system CPU time",

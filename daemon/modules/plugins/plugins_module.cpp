@@ -112,6 +112,27 @@ const section<mailbox_settings>& kind_mailbox_section() {
   return s;
 }
 
+struct on_event_loop_setting {
+  bool on = false;
+};
+
+// kinds.<kind>.on_event_loop
+const section<on_event_loop_setting>& on_event_loop_section() {
+  static const section<on_event_loop_setting> s = [] {
+    section<on_event_loop_setting> e("on_event_loop",
+                                     "Whether the kind's turns may run on the event loop thread.");
+    e.flag("", &on_event_loop_setting::on,
+           "For kinds whose handlers never block, on latency-critical nodes: a message from "
+           "another node may run the actor's turn on the event loop thread that read it, as the "
+           "node's own actors' turns run, instead of waking a worker for it. A handler that "
+           "takes longer than 0.5 ms sends its actor back to the workers for 10 ms (then up to "
+           "40 s if it happens again); one that blocks holds up every socket and timer of the "
+           "node while it does. Unset: plugin code runs on the workers only.");
+    return e;
+  }();
+  return s;
+}
+
 mailbox_options to_options(unsigned capacity, mailbox_kind overflow) {
   mailbox_options o;
   if (capacity == 0) return o;  // unbounded
@@ -146,10 +167,18 @@ class plugins_module final : public module {
         by_kind[kind] = to_options(m->capacity, m->overflow);
     const mailbox_settings* all = c.for_kind(kind_mailbox_section(), config::all_kinds);
     const mailbox_settings every = all != nullptr ? *all : mailbox_settings{};
+    // kinds.<kind>.on_event_loop, else kinds.all.on_event_loop.
+    std::map<std::string, bool> on_loop;
+    for (const std::string& kind : c.kinds())
+      if (const on_event_loop_setting* e = c.for_kind(on_event_loop_section(), kind))
+        on_loop[kind] = e->on;
     // The configuration wins over the plugin's own props, which win over
     // the default.
     host_->set_kind_decorator([&ctx, every_configured = all != nullptr, all = to_options(every.capacity, every.overflow),
-                               by_kind = std::move(by_kind)](const std::string& kind, props& pr, bool plugin_mailbox) {
+                               by_kind = std::move(by_kind), on_loop = std::move(on_loop)](
+                                  const std::string& kind, props& pr, bool plugin_mailbox) {
+      if (auto e = on_loop.find(kind); e != on_loop.end()) pr.on_event_loop = e->second;
+      else if (auto a = on_loop.find(config::all_kinds); a != on_loop.end()) pr.on_event_loop = a->second;
       const auto it = by_kind.find(kind);
       const bool fixed = it != by_kind.end() || every_configured;
       if (fixed || !plugin_mailbox) {
@@ -262,7 +291,7 @@ class plugins_module final : public module {
 
 troupe::node::module_def troupe_module_plugins() {
   using namespace troupe::node;
-  return {"plugins", {&plugins_section()}, {&kind_mailbox_section()}, [] { return std::make_unique<plugins_module>(); },
+  return {"plugins", {&plugins_section()}, {&kind_mailbox_section(), &on_event_loop_section()}, [] { return std::make_unique<plugins_module>(); },
           [](const config& c) {
             // A required plugin whose file is in no folder stops the start.
             std::vector<std::string> problems;

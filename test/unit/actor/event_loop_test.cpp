@@ -111,3 +111,29 @@ TEST_CASE("a timer whose callback throws does not take the loop down", "[loop]")
   CHECK_FALSE(repeating.pending());
   loop.stop();
 }
+
+TEST_CASE("a busy-polling loop runs posts and timers, polls only after work, and stops", "[loop]") {
+  event_loop loop;
+  loop.busy_poll(300us);
+  loop.start_thread();
+  inbox<int> seen;
+  std::thread poster([&] {
+    for (int i = 0; i < 1000; ++i) loop.post([&seen, i] { seen.put(i); });
+  });
+  auto got = seen.take_n(1000);
+  poster.join();
+  REQUIRE(got.size() == 1000);
+  for (int i = 0; i < 1000; ++i) REQUIRE(got[i] == i);
+  // A timer ends the polling window early: it fires in deadline order.
+  inbox<int> fired;
+  auto later = loop.arm(30ms, [&] { fired.put(2); });
+  auto sooner = loop.arm(10ms, [&] { fired.put(1); });
+  REQUIRE(fired.take_n(2) == std::vector<int>{1, 2});
+  REQUIRE(loop.polled_ns() > 0);
+  // Without work it sleeps: polling stops growing but for the odd window.
+  std::this_thread::sleep_for(50ms);
+  const std::int64_t before = loop.polled_ns();
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(loop.polled_ns() - before < std::chrono::nanoseconds(30ms).count());
+  loop.stop();
+}
