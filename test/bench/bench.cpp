@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -75,6 +76,9 @@ class finish_line {
 };
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// The busy-polling window of the *_busypoll workloads, in microseconds.
+constexpr int busy_poll_us = 100;
 
 system_config bench_config() {
   system_config cfg;
@@ -549,7 +553,9 @@ struct remote_node {
   std::unique_ptr<remote::transport> t;
   std::unique_ptr<actor_system> sys;
 
-  remote_node(const char* name, bool tls) {
+  // `busy_us` > 0: the event loop polls, and idle workers look for work,
+  // that long before sleeping (dispatcher.busy_poll_us of a node).
+  remote_node(const char* name, bool tls, int busy_us = 0) {
     remote::options o;
     o.insecure_plaintext = !tls;
     o.self.cluster = "bench";
@@ -569,6 +575,11 @@ struct remote_node {
     system_config c = bench_config();
     c.address = t->address();
     c.loop = &loop;
+    if (busy_us > 0) {
+      const std::chrono::microseconds window(busy_us);
+      c.dispatcher.spin = std::max(c.dispatcher.spin, window);
+      loop.busy_poll(window);
+    }
     loop.start_thread();
     sys = std::make_unique<actor_system>(c);
     on_loop([this] { t->start(*sys); });
@@ -593,13 +604,13 @@ struct remote_node {
 // The server process: an echo actor named "echo" (the node's own, or with
 // `plugin` the echo plugin's kind, whose turns run on the workers only);
 // prints its PID's address, then serves until SIGTERM.
-int remote_server(bool tls, bool plugin = false) {
+int remote_server(bool tls, bool plugin = false, int busy_us = 0, bool on_loop = false) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts
   {
-    remote_node server("bench-server", tls);
+    remote_node server("bench-server", tls, busy_us);
     std::shared_ptr<plugin::host> host;
     if (plugin) {
       host = std::make_shared<plugin::host>(*server.sys, [](plugin::log_level, std::string_view) {});
@@ -607,7 +618,14 @@ int remote_server(bool tls, bool plugin = false) {
         std::fprintf(stderr, "troupe-bench: cannot load %s\n", TROUPE_ECHO_PLUGIN);
         return 1;
       }
-      server.sys->root().spawn_named(host->kind("echo"), "echo");
+      props_ptr echo = host->kind("echo");
+      if (on_loop) {
+        // What kinds.echo.on_event_loop: true does in a node.
+        auto p = std::make_shared<props>(*echo);
+        p->on_event_loop = true;
+        echo = p;
+      }
+      server.sys->root().spawn_named(echo, "echo");
     } else {
       server.sys->root().spawn_named(echo_props(), "echo");
     }
@@ -620,7 +638,8 @@ int remote_server(bool tls, bool plugin = false) {
 }
 
 // Starts this program as the server process; returns its pid and address.
-pid_t start_remote_server(std::string& address, bool tls, bool plugin = false) {
+pid_t start_remote_server(std::string& address, bool tls, bool plugin = false, bool busy = false,
+                          bool on_loop = false) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   int fds[2];
@@ -632,7 +651,11 @@ pid_t start_remote_server(std::string& address, bool tls, bool plugin = false) {
     close(fds[0]);
     close(fds[1]);
     execl(self, self, "--child",
-          plugin ? "remote_server_plugin" : tls ? "remote_server_tls" : "remote_server",
+          on_loop ? "remote_server_plugin_busy_on_loop"
+          : busy  ? "remote_server_plugin_busy"
+          : plugin ? "remote_server_plugin"
+          : tls    ? "remote_server_tls"
+                   : "remote_server",
           static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -650,11 +673,29 @@ pid_t start_remote_server(std::string& address, bool tls, bool plugin = false) {
   return child;
 }
 
+// The CPU time all threads of process `p` have used, in nanoseconds.
+std::int64_t cpu_ns(pid_t p) {
+  std::int64_t total = 0;
+  const std::string tasks = "/proc/" + std::to_string(p) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream f(t.path() / "schedstat");
+    std::int64_t ns = 0;
+    if (f >> ns) total += ns;
+  }
+  return total;
+}
+
 // What the remote round trips are measured against: the same exchange
 // (160 bytes out, 192 back, one in flight, 500 warm-up + 5,000 timed) over
 // bare loopback TCP between two processes, each waiting in epoll as a node's
 // loop does. No actor runtime, no framing: the floor on this machine.
-latency loopback_tcp_rtt() {
+struct tcp_result {
+  double p50, p99, cpu_us;  // cpu_us: of both processes, per round trip
+};
+
+// `busy`: each side polls its socket for up to busy_poll_us before it
+// sleeps in epoll, as a node with dispatcher.busy_poll_us does.
+tcp_result loopback_tcp_rtt(bool busy = false) {
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -665,7 +706,7 @@ latency loopback_tcp_rtt() {
     std::perror("troupe-bench: loopback listener");
     std::exit(1);
   }
-  const auto ping_pong = [](int s, std::size_t send, bool first) {
+  const auto ping_pong = [busy](int s, std::size_t send, bool first) {
     const int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -676,7 +717,14 @@ latency loopback_tcp_rtt() {
     return [=](auto&& on_round) mutable {
       for (bool go = first;; go = true) {
         if (go && write(s, buf, send) != static_cast<ssize_t>(send)) break;
-        if (epoll_wait(ep, &ev, 1, -1) != 1 || read(s, buf, sizeof buf) <= 0) break;
+        int n = 0;
+        if (busy) {
+          const auto until = clock_type::now() + std::chrono::microseconds(busy_poll_us);
+          while ((n = epoll_wait(ep, &ev, 1, 0)) == 0 && clock_type::now() < until) {
+          }
+        }
+        if (n == 0) n = epoll_wait(ep, &ev, 1, -1);
+        if (n != 1 || read(s, buf, sizeof buf) <= 0) break;
         if (!on_round()) break;
       }
       close(ep);
@@ -698,35 +746,39 @@ latency loopback_tcp_rtt() {
   std::vector<double> us;
   us.reserve(timed);
   int round = 0;
+  std::int64_t cpu_start = 0, cpu_end = 0;
   auto t0 = clock_type::now();
   ping_pong(s, 160, true)([&] {
     const auto t1 = clock_type::now();
+    if (round == warmup) cpu_start = cpu_ns(getpid()) + cpu_ns(child);
     if (round++ >= warmup) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
     t0 = t1;
-    return round < warmup + timed;
+    if (round < warmup + timed) return true;
+    cpu_end = cpu_ns(getpid()) + cpu_ns(child);
+    return false;
   });
   close(s);
   waitpid(child, nullptr, 0);
-  return {percentile(us, 0.50), percentile(us, 0.99)};
+  return {percentile(us, 0.50), percentile(us, 0.99), (cpu_end - cpu_start) / 1e3 / timed};
 }
 
 struct remote_result {
-  double p50, p99, w1, w1000;
+  double p50, p99, w1, w1000, cpu_us;  // cpu_us: of both processes, per timed round trip
 };
 
 // Round trips to the echo actor of another process: one in flight (500
 // warm-up, 5,000 timed), then a window of 1,000 until 100,000 were sent;
 // over TLS 1.3 (the default) or plaintext.
-remote_result remote_echo(bool tls, bool plugin = false) {
+remote_result remote_echo(bool tls, bool plugin = false, bool busy = false, bool on_loop = false) {
   std::string address;
-  const pid_t server = start_remote_server(address, tls, plugin);
+  const pid_t server = start_remote_server(address, tls, plugin, busy, on_loop);
   if (server <= 0 || address.empty()) {
     std::fprintf(stderr, "troupe-bench: the remote server process did not start\n");
     std::exit(1);
   }
   remote_result out{};
   {
-    remote_node client("bench-client", tls);
+    remote_node client("bench-client", tls, busy ? busy_poll_us : 0);
     pid echo = client.sys->resolve(address + "/echo");
 
     constexpr int warmup = 500, timed = 5'000;
@@ -734,14 +786,18 @@ remote_result remote_echo(bool tls, bool plugin = false) {
     us.reserve(timed);
     finish_line rtt_done;
     clock_type::time_point timed_start;
+    std::int64_t rtt_cpu = 0;  // at the start, then what the timed round trips used
     struct rtt_client : actor {
       pid echo;
       int left = warmup + timed;
       std::vector<double>* us;
       finish_line* line;
       clock_type::time_point* timed_start;
+      std::int64_t* cpu_start;
+      pid_t server;
       clock_type::time_point t0;
       void next(context& ctx) {
+        if (left == timed) *cpu_start = cpu_ns(getpid()) + cpu_ns(server);
         t0 = clock_type::now();
         if (left == timed) *timed_start = t0;
         ctx.request(echo, num(left));
@@ -751,8 +807,12 @@ remote_result remote_echo(bool tls, bool plugin = false) {
         if (!ctx.message<test::Num>()) return;
         const auto t1 = clock_type::now();
         if (left <= timed) us->push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-        if (--left == 0) line->cross();
-        else next(ctx);
+        if (--left == 0) {
+          *cpu_start = cpu_ns(getpid()) + cpu_ns(server) - *cpu_start;
+          line->cross();
+        } else {
+          next(ctx);
+        }
       }
     };
     pid c = client.sys->root().spawn(share(props::from([&] {
@@ -761,6 +821,8 @@ remote_result remote_echo(bool tls, bool plugin = false) {
       p->us = &us;
       p->line = &rtt_done;
       p->timed_start = &timed_start;
+      p->cpu_start = &rtt_cpu;
+      p->server = server;
       return std::unique_ptr<actor>(std::move(p));
     })));
     client.sys->root().send(c, make_message<test::Text>([](flatbuffers::FlatBufferBuilder& b) {
@@ -770,6 +832,7 @@ remote_result remote_echo(bool tls, bool plugin = false) {
     out.w1 = timed / seconds(rtt_end - timed_start);
     out.p50 = percentile(us, 0.50);
     out.p99 = percentile(us, 0.99);
+    out.cpu_us = rtt_cpu / 1e3 / timed;
 
     constexpr std::int64_t total = 100'000, window = 1'000;
     finish_line window_done;
@@ -857,6 +920,10 @@ int main(int argc, char** argv) {
     return remote_server(true);
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_plugin")
     return remote_server(false, true);
+  if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_plugin_busy")
+    return remote_server(false, true, busy_poll_us);
+  if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "remote_server_plugin_busy_on_loop")
+    return remote_server(false, true, busy_poll_us, true);
   if (argc == 3 && std::string(argv[1]) == "--child" && std::string(argv[2]) == "spawn_idle") {
     idle_result r = spawn_idle();
     std::printf("%f %f\n", r.rate, r.bytes_per_actor);
@@ -900,10 +967,11 @@ int main(int argc, char** argv) {
     return std::vector{l.p50, l.p99};
   });
   measure(o, {{"timers_100k", "ns/timer"}}, o.runs, [] { return std::vector{timers_100k()}; });
-  measure(o, {{"remote_baseline_tcp_rtt_p50", "us"}, {"remote_baseline_tcp_rtt_p99", "us"}}, o.runs,
-          [] {
-            latency l = loopback_tcp_rtt();
-            return std::vector{l.p50, l.p99};
+  measure(o, {{"remote_baseline_tcp_rtt_p50", "us"}, {"remote_baseline_tcp_rtt_p99", "us"},
+              {"remote_baseline_tcp_cpu", "us/rtt"}},
+          o.runs, [] {
+            tcp_result r = loopback_tcp_rtt();
+            return std::vector{r.p50, r.p99, r.cpu_us};
           });
   measure(o, {{"remote_rtt_p50", "us"}, {"remote_rtt_p99", "us"}, {"remote_w1", "msgs/s"},
               {"remote_w1000", "msgs/s"}},
@@ -920,10 +988,32 @@ int main(int argc, char** argv) {
   // The same over plaintext with the echo plugin's kind: the path users'
   // code takes (its turns never run on the server's event loop).
   measure(o, {{"remote_rtt_plugin_p50", "us"}, {"remote_rtt_plugin_p99", "us"}, {"remote_plugin_w1", "msgs/s"},
-              {"remote_plugin_w1000", "msgs/s"}},
+              {"remote_plugin_w1000", "msgs/s"}, {"remote_rtt_plugin_cpu", "us/rtt"}},
           o.runs, [] {
             remote_result r = remote_echo(false, true);
-            return std::vector{r.p50, r.p99, r.w1, r.w1000};
+            return std::vector{r.p50, r.p99, r.w1, r.w1000, r.cpu_us};
+          });
+  // Both again with busy polling (dispatcher.busy_poll_us: 100 on both
+  // nodes), with the CPU both processes use per timed round trip; the echo
+  // kind on the workers (as by default), then allowed on the server's event
+  // loop (kinds.echo.on_event_loop: true).
+  measure(o, {{"remote_busypoll_baseline_tcp_rtt_p50", "us"}, {"remote_busypoll_baseline_tcp_rtt_p99", "us"},
+              {"remote_busypoll_baseline_tcp_cpu", "us/rtt"}},
+          o.runs, [] {
+            tcp_result r = loopback_tcp_rtt(true);
+            return std::vector{r.p50, r.p99, r.cpu_us};
+          });
+  measure(o, {{"remote_busypoll_rtt_plugin_p50", "us"}, {"remote_busypoll_rtt_plugin_p99", "us"},
+              {"remote_busypoll_rtt_plugin_cpu", "us/rtt"}},
+          o.runs, [] {
+            remote_result r = remote_echo(false, true, true);
+            return std::vector{r.p50, r.p99, r.cpu_us};
+          });
+  measure(o, {{"remote_busypoll_rtt_plugin_on_loop_p50", "us"}, {"remote_busypoll_rtt_plugin_on_loop_p99", "us"},
+              {"remote_busypoll_rtt_plugin_on_loop_cpu", "us/rtt"}},
+          o.runs, [] {
+            remote_result r = remote_echo(false, true, true, true);
+            return std::vector{r.p50, r.p99, r.cpu_us};
           });
   if (selected(o, "persist") || selected(o, "recover")) {
     const std::string dir = persist_state_dir();
