@@ -146,14 +146,25 @@ void event_loop::run_polling() {
     const std::int64_t from = steady_ns(), until = from + window;
     bool seen = false;
     std::int64_t now = from;
-    while (!seen && now < until) {
+    for (unsigned i = 1; !seen && now < until; ++i) {
       seen = ::poll(&ready, 1, 0) > 0;
-      // A worker this loop just gave work to may be waiting for this core.
-      if (!seen) sched_yield();
+      if (seen) break;
+      if (i % 16 == 0) {
+        // libuv hands epoll the sockets that callbacks began to watch
+        // (a read started, a write waiting for room) only when it polls:
+        // let it, now and then, rather than miss them for the window.
+        if (uv_run(&loop_, UV_RUN_NOWAIT) == 0) return;
+      } else {
+        // A worker this loop just gave work to may be waiting for this core.
+        sched_yield();
+      }
       now = steady_ns();
     }
     polled_ns_.fetch_add(now - from, std::memory_order_relaxed);
-    if (!seen && uv_run(&loop_, UV_RUN_ONCE) == 0) return;
+    if (seen) continue;
+    // libuv times its sleep from the loop's clock, which the polling left behind.
+    uv_update_time(&loop_);
+    if (uv_run(&loop_, UV_RUN_ONCE) == 0) return;
   }
 }
 

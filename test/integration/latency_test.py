@@ -30,7 +30,9 @@ def node(name, **kw):
 
 
 def value(n, name):
-    return metric(n.scrape(), name) or 0.0
+    v = metric(n.scrape(), name)
+    check(f"{n.name} exports {name}", v is not None)
+    return v or 0.0
 
 
 a = node("node-a")
@@ -52,8 +54,10 @@ for b in (on_loop, on_workers):
     check(f"{b.name}: {rounds} requests from another node each get their own answer", not wrong, str(wrong[:3]))
     b.turns = value(b, "troupe_event_loop_turns_total") - turns
 
+# More than half: a turn that loses its core for 0.5 ms (a busy host) sends
+# the actor to the workers for a while, by design.
 check("with kinds.echo.on_event_loop the loop thread ran the echo actor's turns itself",
-      on_loop.turns >= 0.9 * rounds, f"{on_loop.turns} turns on the loop for {rounds} requests")
+      on_loop.turns > rounds / 2, f"{on_loop.turns} turns on the loop for {rounds} requests")
 check("without it the plugin's turns stay on the workers",
       on_workers.turns < rounds / 10, f"{on_workers.turns} turns on the loop for {rounds} requests")
 

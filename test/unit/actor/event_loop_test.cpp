@@ -124,7 +124,7 @@ TEST_CASE("a busy-polling loop runs posts and timers, polls only after work, and
   poster.join();
   REQUIRE(got.size() == 1000);
   for (int i = 0; i < 1000; ++i) REQUIRE(got[i] == i);
-  // A timer ends the polling window early: it fires in deadline order.
+  // Timers fire in deadline order while the loop polls.
   inbox<int> fired;
   auto later = loop.arm(30ms, [&] { fired.put(2); });
   auto sooner = loop.arm(10ms, [&] { fired.put(1); });
@@ -135,5 +135,22 @@ TEST_CASE("a busy-polling loop runs posts and timers, polls only after work, and
   const std::int64_t before = loop.polled_ns();
   std::this_thread::sleep_for(300ms);
   REQUIRE(loop.polled_ns() - before < std::chrono::nanoseconds(30ms).count());
+  loop.stop();
+}
+
+TEST_CASE("a busy-polling loop stops polling in time for its next timer", "[loop]") {
+  event_loop loop;
+  loop.busy_poll(100ms);
+  loop.start_thread();
+  inbox<int> fired;
+  for (int round = 0; round < 5; ++round) {
+    // Work first, so that a polling window is open when the timer is armed.
+    loop.post([] {});
+    const auto t0 = std::chrono::steady_clock::now();
+    auto t = loop.arm(2ms, [&] { fired.put(round); });
+    REQUIRE(fired.take(2000ms) == round);
+    // Late by a whole window (100 ms) if polling ignored the timer.
+    REQUIRE(std::chrono::steady_clock::now() - t0 < 50ms);
+  }
   loop.stop();
 }
