@@ -7,7 +7,7 @@ loopback. The namespace, and its rules with it, is removed at the end,
 even when the test fails.
 
   20% loss both ways for 2 minutes: no dead verdict for a live node.
-  A partition of 2 | 3 for 30 s: each side declares the other dead; once
+  A partition of 2 | 3: each side declares the other dead within 50 s; once
   healed, all five are alive again within 10 s.
   A partition of 3 minutes heals as well.
   A node stopped (SIGSTOP) for 30 s is declared dead; after SIGCONT it is
@@ -132,10 +132,16 @@ def inner(argv):
         a, b = hosts[:2], hosts[2:]
         partition(a, b)
         time.sleep(30)
-        v = views(ns)
-        split = all(v[n][m] == "dead" for n in names[:2] for m in names[2:]) and \
-            all(v[n][m] == "dead" for n in names[2:] for m in names[:2])
-        check("a partition of 2 | 3 for 30 s: each side declares the other dead", split, str(v))
+
+        def split(v):
+            return all(v[n][m] == "dead" for n in names[:2] for m in names[2:]) and \
+                all(v[n][m] == "dead" for n in names[2:] for m in names[:2])
+        # Without confirmations from its own side a suspicion runs close to
+        # its longest (about 24 s with the lan timing) after a probe round
+        # found the member: give the slowest verdict 20 s more.
+        took = wait(ns, split, 20)
+        check("a partition of 2 | 3: each side declares the other dead within 50 s", took is not None,
+              str(views(ns)))
         heal()
         took = wait(ns, all_alive, 10)
         check("healed, all five are alive again within 10 s", took is not None,
