@@ -460,8 +460,7 @@ void context::run() noexcept {
         invoke_user(e, queued);
         // What the handler kept back goes now: a message waits for the
         // end of the handler that sent it, never for the rest of the turn.
-        // (`target` may stay: it is only compared while nothing is kept.)
-        if (tls_sends.count != 0) flush_sends();
+        flush_kept();
         if (held && dispatcher::held_turn_over(*this, held_last)) {
           turn_over = true;
           break;
