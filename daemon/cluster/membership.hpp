@@ -109,6 +109,11 @@ class membership {
   const member_id& self() const noexcept { return self_; }
   const member* find(const std::string& name) const;
   std::vector<member> members() const;  // every member known, this node included
+  // Calls f(const member&) for every member known, without copying them.
+  template <class F>
+  void each_member(F&& f) const {
+    for (const auto& [name, e] : members_) f(e.m);
+  }
   // Whether this node belongs to a formed cluster.
   bool joined() const noexcept { return joined_; }
   // Whether its view is worth acting on (placing grains by it): it has

@@ -201,15 +201,14 @@ void grain_world::pump(unsigned i, millis now) {
   node& n = nodes_[i];
   membership& m = sim_.at(i);
   // The view: rebuilt when the members up (or what they host) changed.
-  {
-    // Nothing is held before the node's view is settled (membership.hpp).
-    const bool settled = m.settled(now);
-    if (settled != n.settled) n.members_changed = true;
-    n.settled = settled;
-    const std::vector<member> all = settled && n.members_changed ? m.members() : std::vector<member>{};
+  // Nothing is held before the node's view is settled (membership.hpp).
+  const bool settled = m.settled(now);
+  if (settled != n.settled) n.members_changed = true;
+  n.settled = settled;
+  if (n.members_changed) {
+    const std::vector<member> all = settled ? m.members() : std::vector<member>{};
     n.members_changed = false;
     std::string sig = settled ? "settled:" : "";
-    if (settled && all.empty()) sig = n.signature;  // nothing new
     for (const member& x : all) {
       if (x.state != member_state::alive && x.state != member_state::suspect) continue;
       sig += x.id.name + "#" + std::to_string(x.id.generation) + "=";
@@ -374,6 +373,7 @@ void grain_world::start_call(unsigned i, const grain_id& g, millis now, bool pro
   c.probe = probe;
   if (!probe) ++counts_.started;
   nodes_[i].timers.insert({c.deadline, timer::kind::deadline, c.id});
+  nodes_[i].deadlines.insert({c.deadline, c.id});
   attempt(calls_.emplace(c.id, c).first->second, now);
 }
 
@@ -464,16 +464,23 @@ void grain_world::undeliverable(unsigned to, unsigned from, const std::any& m, m
 void grain_world::check(unsigned i) {
   for (std::uint64_t id : done_) calls_.erase(id);
   done_.clear();
-  const node& n = nodes_[i];
+  node& n = nodes_[i];
   most_buffered_ = std::max(most_buffered_, n.dir->buffered());
   if (n.dir->buffered() > opts_.max_buffered)
     violate(name(i) + " buffers " + std::to_string(n.dir->buffered()) + " calls, over the bound " +
             std::to_string(opts_.max_buffered));
-  // A call of a running, unpaused node never outlives its deadline.
-  if (!sim_.paused(i))
-    for (const auto& [id, c] : calls_)
-      if (c.node == i && !c.done && sim_.now() > c.deadline + millis(1))
-        violate("call " + std::to_string(id) + " from " + name(i) + " outlived its deadline");
+  // A call of a running, unpaused node never outlives its deadline: if
+  // any does, the one with the earliest deadline among those not ended does.
+  if (!sim_.paused(i)) {
+    auto& open = n.deadlines;
+    while (!open.empty()) {
+      const auto it = calls_.find(open.begin()->second);
+      if (it != calls_.end() && !it->second.done) break;
+      open.erase(open.begin());
+    }
+    if (!open.empty() && sim_.now() > open.begin()->first + millis(1))
+      violate("call " + std::to_string(open.begin()->second) + " from " + name(i) + " outlived its deadline");
+  }
 }
 
 std::string grain_world::duplicates() const {
@@ -509,6 +516,14 @@ bool grain_world::all_answer(millis within, std::string* why) {
   for (std::uint64_t id = first; id <= next_call_; ++id) probes.push_back(id);
   sim_.run_for(within);
   calling_ = was;
+  // The probes are forgotten once read (late answers to them are ignored).
+  struct forget {
+    std::map<std::uint64_t, call>& calls;
+    const std::vector<std::uint64_t>& ids;
+    ~forget() {
+      for (std::uint64_t id : ids) calls.erase(id);
+    }
+  } forget_probes{calls_, probes};
   for (std::uint64_t id : probes) {
     const call& c = calls_.at(id);
     if (!c.ok) {

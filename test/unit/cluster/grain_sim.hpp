@@ -130,6 +130,7 @@ class grain_world final : public application {
     std::map<std::uint64_t, std::tuple<unsigned, std::uint64_t, std::uint64_t>> locates;  // caller -> (node, call, attempt)
     std::uint64_t next_caller = 0;
     millis next_call{0};
+    std::set<std::pair<millis, std::uint64_t>> deadlines;  // of its calls, ended or not (check() prunes)
   };
 
   // Messages between members.

@@ -209,17 +209,19 @@ void simulator::check(unsigned observer) {
   const node& n = nodes_.at(observer);
   const std::string me = name(observer);
   const millis least = millis(static_cast<std::int64_t>(opts_.suspicion_mult) * opts_.probe_interval.count());
-  for (const member& m : n.m->members()) {
-    const std::string who = "view of " + m.id.name + " held by " + me;
+  n.m->each_member([&](const member& m) {
+    const auto who = [&] { return "view of " + m.id.name + " held by " + me; };
     if (m.id.name == me) {
       if (m.state != member_state::alive && m.state != member_state::left)
         violate(me + " sees itself " + to_string(m.state));
-      continue;
+      return;
     }
-    seen& s = seen_[{observer, m.id.name + "#" + std::to_string(n.generation)}];
+    auto at = seen_.find(std::tie(observer, n.generation, m.id.name));
+    if (at == seen_.end()) at = seen_.emplace(std::tuple(observer, n.generation, m.id.name), seen{}).first;
+    seen& s = at->second;
     const auto key = std::tie(m.id.generation, m.id.incarnation);
     if (key < std::tie(s.generation, s.incarnation))
-      violate(who + " went back from (" + std::to_string(s.generation) + ", " + std::to_string(s.incarnation) +
+      violate(who() + " went back from (" + std::to_string(s.generation) + ", " + std::to_string(s.incarnation) +
               ") to (" + std::to_string(m.id.generation) + ", " + std::to_string(m.id.incarnation) + ")");
     s.generation = m.id.generation;
     s.incarnation = m.id.incarnation;
@@ -234,7 +236,7 @@ void simulator::check(unsigned observer) {
       case member_state::suspect:
       case member_state::dead: {
         if (s.has_alive && key < std::tie(s.max_alive_gen, s.max_alive_inc))
-          violate(who + " is " + to_string(m.state) + " at an incarnation below one it held alive: a refutation lost");
+          violate(who() + " is " + to_string(m.state) + " at an incarnation below one it held alive: a refutation lost");
         if (m.state == member_state::suspect) {
           auto [it, fresh] = first_suspected_.try_emplace({m.id.name, m.id.generation, m.id.incarnation}, now_);
           (void)it;
@@ -242,9 +244,9 @@ void simulator::check(unsigned observer) {
         } else if (!downed_.count({m.id.name, m.id.generation})) {
           const auto it = first_suspected_.find({m.id.name, m.id.generation, m.id.incarnation});
           if (it == first_suspected_.end())
-            violate(who + " is dead with no suspicion of that incarnation before");
+            violate(who() + " is dead with no suspicion of that incarnation before");
           else if (m.since < it->second + least)
-            violate(who + " is dead " + std::to_string((m.since - it->second).count()) +
+            violate(who() + " is dead " + std::to_string((m.since - it->second).count()) +
                     " ms after the first suspicion, before the least suspicion time");
         }
         break;
@@ -252,8 +254,8 @@ void simulator::check(unsigned observer) {
       case member_state::left: s.left_generations.insert(m.id.generation); break;
     }
     if ((m.state == member_state::alive || m.state == member_state::suspect) && s.left_generations.count(m.id.generation))
-      violate(who + " is back after it left, in the same generation");
-  }
+      violate(who() + " is back after it left, in the same generation");
+  });
 }
 
 bool simulator::converged(std::string* why) const {

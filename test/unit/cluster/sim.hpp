@@ -161,7 +161,8 @@ class simulator {
   std::uint64_t order_ = 0, steps_ = 0, bytes_ = 0, trace_ = 0xcbf29ce484222325ull;
   std::uint64_t next_generation_ = 1;
   std::string violation_;
-  std::map<std::pair<unsigned, std::string>, seen> seen_;
+  // (observer, its generation, member name) -> what it held.
+  std::map<std::tuple<unsigned, std::uint64_t, std::string>, seen, std::less<>> seen_;
   // (name, generation, incarnation) -> when anyone first suspected it.
   std::map<std::tuple<std::string, std::uint64_t, std::uint32_t>, millis> first_suspected_;
   std::set<std::tuple<std::string, std::uint64_t>> downed_;
