@@ -216,7 +216,15 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
     return;
   }
   if (w != nullptr && w->owner == this && h == hint::next) {
-    schedulable* previous = w->run_next.exchange(s, std::memory_order_acq_rel);
+    // Only this worker fills its slot; a thief only empties it (steal).
+    // So an empty slot stays empty until the store below, which spares the
+    // atomic exchange in the common case (ping-pong: every message).
+    schedulable* previous = w->run_next.load(std::memory_order_relaxed);
+    if (previous == nullptr) {
+      w->run_next.store(s, std::memory_order_release);
+      return;  // this worker runs it next: nobody to wake
+    }
+    previous = w->run_next.exchange(s, std::memory_order_acq_rel);
     if (previous == nullptr) return;  // this worker runs it next: nobody to wake
     push_local(*w, previous);
   } else {
