@@ -228,6 +228,7 @@ class context final : public process, public schedulable, public pooled {
   void run_send(std::size_t i, const troupe::pid& to, troupe::envelope* e);
   friend class receive_next;
   friend class send_next;
+  void pace_flood() noexcept;
   void deliver_lifecycle(troupe::envelope* e) noexcept;
   void handle_failure(system_message& m) noexcept;
   void handle_terminated(system_message& m) noexcept;
@@ -260,6 +261,9 @@ class context final : public process, public schedulable, public pooled {
   actor_state state_ = actor_state::alive;
   bool suspended_ = false;
   const bool top_level_;
+  // Whether a thread runs this actor's turn now: set by run() while it owns
+  // the mailbox; read by a sender flooding it (pace_flood).
+  std::atomic<bool> running_{false};
   std::uint16_t holds_ = 0;  // hold_user_messages()
   // A drop-newest mailbox keeps the lock-free queue and compares its depth
   // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.

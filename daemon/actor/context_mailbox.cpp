@@ -8,6 +8,7 @@
 #include "actor/context_internal.hpp"
 #include "actor/block_pool.hpp"
 #include "actor/clock.hpp"
+#include "actor/cpu.hpp"
 #include "actor/router.hpp"
 
 namespace troupe {
@@ -229,7 +230,10 @@ void context::send_user(troupe::envelope* e) noexcept {
           b.last->next.store(e, std::memory_order_relaxed);
         }
         b.last = e;
-        if (++b.count == send_batch::most) flush_sends();
+        if (++b.count == send_batch::most) {
+          flush_sends();
+          pace_flood();
+        }
         return;
       }
       if (tls_running != nullptr && tls_running != this) {
@@ -295,6 +299,53 @@ void context::send_user(troupe::envelope* e) noexcept {
   lock.unlock();
   meter_add(bytes);
   wake();
+}
+
+namespace {
+// A flooded mailbox's backlog, in messages, above which its senders wait
+// (pace_flood), and below which they go on: 16384 of the smallest
+// envelopes take 2 MiB.
+constexpr std::uint32_t flood_backlog = 16384;
+// The longest a sender waits at a time, and the longest it waits for a
+// receiver that takes no message meanwhile.
+constexpr std::int64_t flood_wait_limit_ns = 2'000'000;
+constexpr std::int64_t flood_stall_ns = 200'000;
+}  // namespace
+
+// A handler sending in a row to one mailbox (send_batch::most messages at a
+// time) outruns a receiver that does little with each: the backlog grows to
+// millions, and the receiver reads every message from main memory. Once the
+// backlog passes flood_backlog:
+//  - a receiver waiting in this worker's run-next slot, which would run only
+//    after this turn, goes to a free worker if there is one;
+//  - while the receiver runs on another thread, the sender waits until half
+//    the backlog is gone: what the receiver reads next is still in cache,
+//    and the memory held stays bounded. It stops waiting when the receiver
+//    takes nothing for flood_stall_ns (a long handler), after
+//    flood_wait_limit_ns in all, and never waits on the event loop.
+void context::pace_flood() noexcept {
+  if (user_q_.depth() < flood_backlog || tls_running == this) return;
+  if (!running_.load(std::memory_order_relaxed)) {
+    // Next on this worker, it would wait for the end of this turn.
+    system().dispatcher().hand_off_next(this);
+    return;
+  }
+  if (system().loop().on_loop_thread()) return;
+  const std::int64_t start = steady_ns();
+  std::int64_t progress_at = start;
+  std::uint32_t popped = user_q_.popped();
+  for (;;) {
+    for (int i = 0; i < 128; ++i) cpu_relax();
+    if (user_q_.depth() <= flood_backlog / 2 || !running_.load(std::memory_order_relaxed)) return;
+    const std::int64_t now = steady_ns();
+    if (const std::uint32_t p = user_q_.popped(); p != popped) {
+      popped = p;
+      progress_at = now;
+    } else if (now - progress_at > flood_stall_ns) {
+      return;  // in a long handler: waiting would not help
+    }
+    if (now - start > flood_wait_limit_ns) return;
+  }
 }
 
 no_waiting_for_room::no_waiting_for_room() noexcept : before_(std::exchange(tls_never_wait, true)) {}
@@ -448,6 +499,7 @@ void context::run() noexcept {
     ~counter() { dispatcher::count_processed(start - left); }
   } count{budget, budget};
   for (;;) {
+    running_.store(true, std::memory_order_relaxed);
     if (!dead_.load(std::memory_order_relaxed)) {
       process_system();
       while (budget > 0) {
@@ -469,6 +521,8 @@ void context::run() noexcept {
       if (dying_ref_) last = std::move(dying_ref_);
     }
     const bool dead = dead_.load(std::memory_order_relaxed);
+    // Before the mailbox is given up below: after that, `this` may be gone.
+    running_.store(false, std::memory_order_relaxed);
     if (dead) {
       drain_dead();
     } else if (budget == 0 || turn_over) {

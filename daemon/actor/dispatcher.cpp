@@ -236,6 +236,20 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
   notify_work();
 }
 
+bool dispatcher::hand_off_next(schedulable* s) noexcept {
+  worker* w = tls_worker;
+  if (w == nullptr || w->owner != this || w->run_next.load(std::memory_order_relaxed) != s) return false;
+  // Only when a worker is free to take it at once: with all of them busy it
+  // would wait in the shared queue behind everything there, longer than in
+  // the slot.
+  if (idle_.load(std::memory_order_relaxed) == 0 && spinning_.load(std::memory_order_relaxed) == 0) return false;
+  // Only this worker fills the slot: it holds `s` still, or a thief emptied it.
+  if (w->run_next.exchange(nullptr, std::memory_order_acquire) == nullptr) return false;
+  push_global(s);
+  notify_work();
+  return true;
+}
+
 void dispatcher::push_local(worker& w, schedulable* s) noexcept {
   for (;;) {
     std::uint32_t h = w.head.load(std::memory_order_acquire);

@@ -85,6 +85,12 @@ class dispatcher {
   // Any thread. `s` must not be scheduled already (mailboxes ensure that).
   void schedule(schedulable* s, hint h = hint::next) noexcept;
 
+  // On a worker: if `s` waits in this worker's run-next slot and another
+  // worker is free, moves it to the shared queue, where that worker takes
+  // it now rather than after the caller's turn (a receiver flooded by that
+  // turn). True if moved.
+  bool hand_off_next(schedulable* s) noexcept;
+
   // Stops and joins every worker. Work still queued is not run.
   void stop();
 

@@ -124,6 +124,9 @@ class mailbox_queue {
     return d > 0 ? static_cast<std::uint32_t>(d) : 0;
   }
 
+  // Any thread: how many nodes the owner has taken so far (it wraps).
+  std::uint32_t popped() const noexcept { return popped_.load(std::memory_order_relaxed); }
+
   // Owner only. The next node, or nullptr when there is none (yet: a
   // producer between its exchange and its link makes mark_idle() fail).
   // `retired` receives the previous head once nothing can reach it.
