@@ -3,6 +3,7 @@
 #include "actor/context.hpp"
 
 #include <algorithm>
+#include <thread>
 
 #include "actor/actor_system.hpp"
 #include "actor/context_internal.hpp"
@@ -335,7 +336,10 @@ void context::pace_flood() noexcept {
   std::int64_t progress_at = start;
   std::uint32_t popped = user_q_.popped();
   for (;;) {
-    for (int i = 0; i < 128; ++i) cpu_relax();
+    // Yielding too: on a machine with more threads than cores, the receiver
+    // may be waiting for this very core.
+    for (int i = 0; i < 64; ++i) cpu_relax();
+    std::this_thread::yield();
     if (user_q_.depth() <= flood_backlog / 2 || !running_.load(std::memory_order_relaxed)) return;
     const std::int64_t now = steady_ns();
     if (const std::uint32_t p = user_q_.popped(); p != popped) {

@@ -500,7 +500,7 @@ void busy_microsecond() {
 TEST_CASE("a handler flooding an actor that runs on another worker waits while the backlog is large, and loses nothing",
           "[mailbox]") {
   actor_system sys(small_config());
-  constexpr std::int64_t total = 400'000;
+  constexpr std::int64_t total = 1'000'000;
   std::int64_t next = 0;
   std::size_t most = 0;
   bool in_order = true;
