@@ -57,9 +57,12 @@ class housekeeper {
   static std::uint64_t pool_bytes_returned() noexcept;
   static std::uint64_t heap_trims() noexcept;
 
+  // One pass, as the thread makes every `every`: free message memory and
+  // free heap go back to the system when there is enough of it.
+  static void once();
+
  private:
   void run();
-  void once();
 
   std::chrono::milliseconds every_;
   std::mutex mu_;
