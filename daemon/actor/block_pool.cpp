@@ -36,10 +36,29 @@ constexpr std::size_t block_size(std::size_t c) noexcept { return class_sizes[c]
 constexpr std::size_t blocks_per_slab(std::size_t c) noexcept { return slab_bytes / block_size(c); }
 static_assert(blocks_per_slab(class_count - 1) >= batch);
 
+// The class of each size in whole cache lines, 1 to 64 of them: a lookup
+// instead of a search on every allocation.
+constexpr std::size_t line = 64;
+constexpr std::size_t largest = class_sizes[class_count - 1];
+static_assert(largest % line == 0);
+struct class_table {
+  std::uint8_t of_lines[largest / line + 1] = {};
+  constexpr class_table() {
+    std::size_t c = 0;
+    for (std::size_t lines = 0; lines <= largest / line; ++lines) {
+      while (lines * line > block_size(c)) ++c;
+      of_lines[lines] = static_cast<std::uint8_t>(c);
+    }
+  }
+};
+constexpr class_table classes;
+static_assert(classes.of_lines[1] == 0 && classes.of_lines[2] == 1 && classes.of_lines[3] == 2 &&
+              classes.of_lines[7] == 5 && classes.of_lines[largest / line] == class_count - 1);
+
 std::uint8_t class_for(std::size_t total) noexcept {
-  for (std::size_t c = 0; c < class_count; ++c)
-    if (total <= block_size(c)) return static_cast<std::uint8_t>(c);
-  return oversize_class;
+  if (total > largest) [[unlikely]]
+    return oversize_class;
+  return classes.of_lines[(total + line - 1) / line];
 }
 
 struct free_block {
@@ -203,15 +222,16 @@ thread_local cache_flusher flusher;
 
 // Trivially destructible, so that reaching it costs no guard check on the
 // hot path; `flusher` is touched on the slow path only.
+// The common cases (a block from the list, a block onto it) are a few
+// instructions each; what touches the shared pool or the flusher is out of
+// line, so that the fast paths save and restore no registers.
 struct thread_cache {
   chain lists[class_count];
 
   void* allocate(std::size_t c) {
     chain& l = lists[c];
-    if (l.head == nullptr) {
-      flusher.armed = true;
-      if (!pool().take(c, l)) l = pool().carve(c);
-    }
+    if (l.head == nullptr) [[unlikely]]
+      refill(c);
     free_block* b = l.head;
     l.head = b->next;
     --l.count;
@@ -221,24 +241,38 @@ struct thread_cache {
   void deallocate(std::size_t c, void* p) {
     chain& l = lists[c];
     auto* b = static_cast<free_block*>(p);
-    if (l.head == nullptr) flusher.armed = true;
+    if (l.head == nullptr) [[unlikely]]
+      arm();
     b->next = l.head;
     l.head = b;
-    if (++l.count >= 2 * batch) {
-      // Hand a batch to the shared pool: the sender of a fan-in allocates
-      // where the receiver frees, and the blocks must flow back.
-      chain out;
-      for (std::size_t i = 0; i < batch; ++i) {
-        free_block* x = l.head;
-        l.head = x->next;
-        x->next = out.head;
-        out.head = x;
-      }
-      out.count = batch;
-      l.count -= batch;
-      pool().give(c, out);
-    }
+    if (++l.count >= 2 * batch) [[unlikely]]
+      spill(c);
   }
+
+  [[gnu::noinline]] void refill(std::size_t c) {
+    arm();
+    chain& l = lists[c];
+    if (!pool().take(c, l)) l = pool().carve(c);
+  }
+
+  // Hands a batch to the shared pool: the sender of a fan-in allocates
+  // where the receiver frees, and the blocks must flow back.
+  [[gnu::noinline]] void spill(std::size_t c) {
+    chain& l = lists[c];
+    chain out;
+    for (std::size_t i = 0; i < batch; ++i) {
+      free_block* x = l.head;
+      l.head = x->next;
+      x->next = out.head;
+      out.head = x;
+    }
+    out.count = batch;
+    l.count -= batch;
+    pool().give(c, out);
+  }
+
+  // The thread's blocks go back to the shared pool when it ends.
+  [[gnu::noinline]] static void arm() noexcept { flusher.armed = true; }
 };
 
 thread_local thread_cache cache;

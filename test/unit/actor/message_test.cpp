@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -11,6 +13,33 @@
 
 using namespace troupe;
 using namespace troupe::testing;
+
+TEST_CASE("a pool request gets the smallest block that holds it, and the block is all its own", "[message]") {
+  for (std::size_t bytes = 1; bytes <= 4097; ++bytes) {
+    const std::uint8_t c = block_pool::size_class_of(bytes);
+    if (bytes > 4096) {
+      REQUIRE(c == block_pool::oversize_class);
+      continue;
+    }
+    INFO(bytes << " bytes");
+    REQUIRE(c < std::size(block_pool::class_sizes));
+    REQUIRE(block_pool::class_sizes[c] >= bytes);
+    if (c > 0) REQUIRE(block_pool::class_sizes[c - 1] < bytes);
+  }
+  // Every class, and the oversize one: two blocks at once never overlap,
+  // and the whole block can be written.
+  for (std::size_t bytes : {1, 64, 65, 128, 129, 200, 384, 511, 1024, 2048, 4096, 5000}) {
+    std::uint8_t ca, cb;
+    auto* a = static_cast<unsigned char*>(block_pool::allocate(bytes, ca));
+    auto* b = static_cast<unsigned char*>(block_pool::allocate(bytes, cb));
+    REQUIRE(ca == cb);
+    std::memset(a, 0xaa, bytes);
+    std::memset(b, 0x55, bytes);
+    REQUIRE(std::count(a, a + bytes, 0xaa) == static_cast<std::ptrdiff_t>(bytes));
+    block_pool::deallocate(a, ca);
+    block_pool::deallocate(b, cb);
+  }
+}
 
 TEST_CASE("type ids are the FNV-1a hash of the fully-qualified table name", "[message]") {
   // The same value is computed by plugins and remote nodes, so it must never change.
