@@ -106,21 +106,21 @@ envelope* for_delivery(message m) {
 
 namespace {
 // Owns the calling thread's builder; constructed only on first use, so the
-// hot path below reads a plain thread-local pointer with no guard.
+// hot path (thread_builder, inline) reads a plain thread-local pointer with
+// no guard.
 struct builder_holder {
   flatbuffers::FlatBufferBuilder builder{256};
 };
-thread_local flatbuffers::FlatBufferBuilder* tls_builder = nullptr;
 }  // namespace
 
-flatbuffers::FlatBufferBuilder& thread_builder() noexcept {
-  flatbuffers::FlatBufferBuilder* b = tls_builder;
-  if (b == nullptr) {
-    thread_local builder_holder holder;
-    b = tls_builder = &holder.builder;
-  }
-  b->Clear();
-  return *b;
+namespace detail {
+constinit thread_local flatbuffers::FlatBufferBuilder* tls_builder = nullptr;
+
+flatbuffers::FlatBufferBuilder& first_builder() noexcept {
+  thread_local builder_holder holder;
+  tls_builder = &holder.builder;
+  return holder.builder;
 }
+}  // namespace detail
 
 }  // namespace troupe

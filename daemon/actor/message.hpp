@@ -114,7 +114,17 @@ envelope* for_delivery(message m);
 // reused builder and copying the finished bytes once into the envelope avoids
 // a fresh heap buffer per message. Not re-entrant: finish one message before
 // building the next.
-flatbuffers::FlatBufferBuilder& thread_builder() noexcept;
+namespace detail {
+extern constinit thread_local flatbuffers::FlatBufferBuilder* tls_builder;
+flatbuffers::FlatBufferBuilder& first_builder() noexcept;
+}  // namespace detail
+inline flatbuffers::FlatBufferBuilder& thread_builder() noexcept {
+  flatbuffers::FlatBufferBuilder* b = detail::tls_builder;
+  if (b == nullptr) [[unlikely]]
+    b = &detail::first_builder();
+  b->Clear();
+  return *b;
+}
 
 // Builds a T with `fill(builder) -> flatbuffers::Offset<T>` into an envelope.
 template <class T, class F>
