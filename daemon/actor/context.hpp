@@ -161,7 +161,7 @@ class context final : public process, public schedulable, public pooled {
   std::string id() const override;
   bool dead() const noexcept override { return dead_.load(std::memory_order_acquire); }
   unsigned pressure() const noexcept override;
-  void run() noexcept override;
+  std::uint32_t run() noexcept override;
 
   // The routing state when this actor is a router (router.hpp), else null.
   router_state* router() const noexcept { return router_; }
@@ -218,6 +218,8 @@ class context final : public process, public schedulable, public pooled {
   void refuse(troupe::envelope* e, dead_letter_reason why) noexcept;
   void drain_dead() noexcept;
   troupe::envelope* next_user(bool& queued) noexcept;
+  troupe::envelope* take_user(bool& queued) noexcept;
+  troupe::envelope* next_bounded() noexcept;
 
   void process_system() noexcept;
   void handle_system(system_message& m) noexcept;
@@ -228,6 +230,7 @@ class context final : public process, public schedulable, public pooled {
   void run_send(std::size_t i, const troupe::pid& to, troupe::envelope* e);
   friend class receive_next;
   friend class send_next;
+  void send_limited(troupe::envelope* e) noexcept;
   void pace_flood() noexcept;
   void deliver_lifecycle(troupe::envelope* e) noexcept;
   void handle_failure(system_message& m) noexcept;

@@ -74,7 +74,7 @@ inline std::int64_t queued_size(const envelope* e) noexcept {
 // The owner's next message from the queue, or null; wake tokens are
 // skipped (they only make the mailbox runnable). The queue keeps it as its
 // head, and releases it on the next pop.
-troupe::envelope* pop_message(mailbox_queue& q) noexcept {
+[[gnu::always_inline]] inline troupe::envelope* pop_message(mailbox_queue& q) noexcept {
   for (;;) {
     mpsc_node* retired = nullptr;
     mpsc_node* n = q.pop(retired);
@@ -213,37 +213,43 @@ void context::send_user(troupe::envelope* e) noexcept {
     system().dead_letter(e, this, dead_letter_reason::over_budget);
     return;
   }
+  if (bounded_ != nullptr || capacity_ != 0) [[unlikely]] {
+    send_limited(e);
+    return;
+  }
+  meter_add(queued_size(e));  // before the push: the consumer may free it
+  // In an actor's handler, a second message in a row to the same mailbox
+  // waits for the handler's next ones (see tls_sends): the sender pushes
+  // them together with one exchange on the tail, instead of one each
+  // (which, with senders on several cores, moves the tail's cache line
+  // between them every message).
+  send_batch& b = tls_sends;
+  if (b.target == this) {
+    if (b.count == 0) {
+      retain();  // until the batch is pushed
+      b.first = e;
+    } else {
+      b.last->next.store(e, std::memory_order_relaxed);
+    }
+    b.last = e;
+    if (++b.count == send_batch::most) {
+      flush_sends();
+      pace_flood();
+    }
+    return;
+  }
+  if (tls_running != nullptr && tls_running != this) {
+    if (b.count != 0) flush_sends();
+    b.target = this;
+  }
+  if (user_q_.push(e)) own();
+}
+
+// send_user into a mailbox with a bound: a drop-newest one's lock-free
+// queue, or the other kinds' deque.
+[[gnu::noinline]] void context::send_limited(troupe::envelope* e) noexcept {
   const std::int64_t bytes = queued_size(e);  // before the push: the consumer may free it
   if (bounded_ == nullptr) {
-    if (capacity_ == 0) {
-      meter_add(bytes);
-      // In an actor's handler, a second message in a row to the same mailbox
-      // waits for the handler's next ones (see tls_sends): the sender pushes
-      // them together with one exchange on the tail, instead of one each
-      // (which, with senders on several cores, moves the tail's cache line
-      // between them every message).
-      send_batch& b = tls_sends;
-      if (b.target == this) {
-        if (b.count == 0) {
-          retain();  // until the batch is pushed
-          b.first = e;
-        } else {
-          b.last->next.store(e, std::memory_order_relaxed);
-        }
-        b.last = e;
-        if (++b.count == send_batch::most) {
-          flush_sends();
-          pace_flood();
-        }
-        return;
-      }
-      if (tls_running != nullptr && tls_running != this) {
-        if (b.count != 0) flush_sends();
-        b.target = this;
-      }
-      if (user_q_.push(e)) own();
-      return;
-    }
     flush_kept();  // what this turn kept back for others goes before this
     if (user_q_.depth() >= capacity_ && e->type != poison_type)
       return refuse(e, dead_letter_reason::mailbox_full);
@@ -408,9 +414,12 @@ void context::own() noexcept {
 // The next user message: replayed (stashed) ones first, then the queue,
 // then a bounded mailbox's deque. `queued` tells that the queue keeps the
 // envelope (as its head) and releases it itself.
-troupe::envelope* context::next_user(bool& queued) noexcept {
+troupe::envelope* context::next_user(bool& queued) noexcept { return take_user(queued); }
+
+// next_user, inline in run().
+[[gnu::always_inline]] inline troupe::envelope* context::take_user(bool& queued) noexcept {
   queued = false;
-  if (extras_ && !extras_->replay.empty()) {
+  if (extras_ && !extras_->replay.empty()) [[unlikely]] {
     troupe::envelope* e = extras_->replay.front();
     extras_->replay.pop_front();
     return e;
@@ -420,6 +429,11 @@ troupe::envelope* context::next_user(bool& queued) noexcept {
     return e;
   }
   if (bounded_ == nullptr) return nullptr;
+  return next_bounded();
+}
+
+// A bounded mailbox's next message, from its deque.
+troupe::envelope* context::next_bounded() noexcept {
   troupe::envelope* e;
   {
     std::lock_guard lock(bounded_->mu);
@@ -479,7 +493,7 @@ std::size_t context::describe_running(char* buf, std::size_t n) noexcept {
 // flooded: it keeps its worker (see run()).
 constexpr std::uint32_t flooded_turns = 8;
 
-void context::run() noexcept {
+std::uint32_t context::run() noexcept {
   // What a crash report names (describe_running); restored for nested runs.
   struct running_mark {
     const context* saved = tls_running;
@@ -495,22 +509,22 @@ void context::run() noexcept {
   const bool held = dispatcher::in_held_turn();
   std::int64_t held_last = held ? steady_ns() : 0;
   bool turn_over = false;
-  std::uint32_t budget = props_->mailbox.throughput;
-  // Counted once per run, whichever way the run ends.
-  struct counter {
-    const std::uint32_t start;
-    const std::uint32_t& left;
-    ~counter() { dispatcher::count_processed(start - left); }
-  } count{budget, budget};
+  std::uint32_t budget = std::max<std::uint32_t>(1, props_->mailbox.throughput);
+  const std::uint32_t start = budget;
   for (;;) {
     running_.store(true, std::memory_order_relaxed);
+    // Whether user messages must wait (suspended, held, stopping): only
+    // this thread changes that, in the loop below.
+    bool blocked = false;
     if (!dead_.load(std::memory_order_relaxed)) {
-      process_system();
       while (budget > 0) {
         if (sys_q_.nonempty_hint()) process_system();
-        if (suspended_ || holds_ != 0 || state_ != actor_state::alive) break;
+        if (suspended_ || holds_ != 0 || state_ != actor_state::alive) {
+          blocked = true;
+          break;
+        }
         bool queued;
-        troupe::envelope* e = next_user(queued);
+        troupe::envelope* e = take_user(queued);
         if (e == nullptr) break;
         --budget;
         invoke_user(e, queued);
@@ -537,24 +551,24 @@ void context::run() noexcept {
       // rest of the queue).
       const bool flooded = !turn_over && user_q_.depth() >= flooded_turns * props_->mailbox.throughput;
       system().dispatcher().schedule(this, flooded ? dispatcher::hint::next : dispatcher::hint::yield);
-      return;
+      return start - budget;
     }
     // System messages the actor sent itself come without a wake token.
     if (!dead && sys_q_.nonempty_hint()) continue;
     // Give the mailbox up; if something arrived meanwhile, go round again.
-    if (!dead && (suspended_ || holds_ != 0 || state_ != actor_state::alive)) {
+    if (!dead && blocked) {
       // A producer pushes its system message before its wake token: if the
       // token is not yet in `seen`, park() fails; if it is, the look at the
       // system queue after reading `seen` finds the message.
       const std::uintptr_t seen = user_q_.tail_seen();
       if (sys_q_.nonempty_seq_cst()) continue;
-      if (user_q_.park(seen)) return;
+      if (user_q_.park(seen)) return start - budget;
     } else {
       mpsc_node* retired = nullptr;
       if (user_q_.mark_idle(retired)) {
         // The last message's envelope, no longer reachable from the queue.
         if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
-        return;
+        return start - budget;
       }
     }
   }
@@ -579,7 +593,7 @@ void context::drain_dead() noexcept {
 // ------------------------------------------------------------ a user message
 // (beside run(), which calls it for every message)
 
-void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
+[[gnu::always_inline]] inline void context::invoke_user(troupe::envelope* e, bool queued) noexcept {
   if (e->type == poison_type) {
     if (!queued) e->release();
     begin_stop();

@@ -17,6 +17,8 @@ constexpr std::uint32_t ring_size = 256;
 // Consecutive run-next hand-offs a worker makes before it lets queued work
 // go first; a ping-ponging pair would otherwise starve the rest.
 constexpr std::uint32_t max_next_streak = 64;
+// Every this many looks for work, the shared queue goes first.
+constexpr std::uint32_t global_every = 61;
 // A parked worker wakes this often to look for stalled workers.
 constexpr std::chrono::milliseconds park_timeout{100};
 
@@ -38,7 +40,7 @@ struct alignas(false_sharing_range) dispatcher::worker {
   // Owner-only state (written by a waker only while the owner is parked).
   bool spinning = false;
   std::uint32_t streak = 0;
-  std::uint32_t tick = 0;
+  std::uint32_t until_global = global_every;  // find_work calls until the shared queue goes first
   std::uint64_t rng = 0;
   // What this worker saw of each other worker, to notice a stalled one.
   std::vector<std::uint64_t> seen_runs;
@@ -151,18 +153,6 @@ void dispatcher::stop() {
   }
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
-}
-
-void dispatcher::count_processed(std::uint32_t n) noexcept {
-  worker* w = tls_worker;
-  if (n == 0) return;
-  if (w == nullptr) {
-    if (tls_turn.owner != nullptr)
-      tls_turn.owner->held_processed_.fetch_add(n, std::memory_order_relaxed);
-    return;
-  }
-  // One writer: a plain add, no locked instruction.
-  w->processed.store(w->processed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 std::uint64_t dispatcher::processed() const noexcept {
@@ -316,7 +306,8 @@ void dispatcher::wake_one() noexcept {
 }
 
 schedulable* dispatcher::find_work(worker& w) noexcept {
-  if (++w.tick % 61 == 0) {
+  if (--w.until_global == 0) {
+    w.until_global = global_every;
     // Now and then the shared queue goes first, so it cannot starve.
     if (schedulable* s = pop_global()) return s;
   }
@@ -463,7 +454,7 @@ void dispatcher::run_held(schedulable* s) noexcept {
   tls_turn = {this, s, now + std::chrono::nanoseconds(opts_.held_turn).count(), false};
   for (;;) {
     tls_turn.yielded = false;
-    s->run();
+    if (const std::uint32_t n = s->run(); n != 0) held_processed_.fetch_add(n, std::memory_order_relaxed);
     // What the turn sent to other nodes leaves now, before the next turn.
     if (tls_deferred_count != 0) run_deferred();
     held_runs_.fetch_add(1, std::memory_order_relaxed);
@@ -506,8 +497,10 @@ void dispatcher::worker_main(worker& w) {
     }
     // Odd while a turn runs, even between: what stalled_workers reads.
     w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    s->run();
+    const std::uint32_t handled = s->run();
     w.runs.store(w.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // One writer: a plain add, no locked instruction.
+    w.processed.store(w.processed.load(std::memory_order_relaxed) + handled, std::memory_order_relaxed);
     if (tls_deferred_count != 0) run_deferred();
   }
   if (w.spinning) {

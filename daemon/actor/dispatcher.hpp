@@ -31,7 +31,8 @@ namespace troupe {
 // Something the dispatcher can run: in practice an actor's mailbox.
 class schedulable : public mpsc_node {
  public:
-  virtual void run() noexcept = 0;
+  // Returns how many user messages it handled (the workers' counts).
+  virtual std::uint32_t run() noexcept = 0;
 
  protected:
   ~schedulable() = default;
@@ -107,8 +108,6 @@ class dispatcher {
   unsigned stalled_workers(std::chrono::nanoseconds threshold);
   // User messages handled on the workers (counted once per mailbox run).
   std::uint64_t processed() const noexcept;
-  // The calling worker handled `n` more messages; ignored off the workers.
-  static void count_processed(std::uint32_t n) noexcept;
 
   // On a worker: runs fn(arg) once the actor running now ends its turn,
   // after everything that turn did (a send to another node is written

@@ -13,7 +13,10 @@ namespace {
 
 struct counting_task final : schedulable {
   std::atomic<int>* counter;
-  void run() noexcept override { counter->fetch_add(1); }
+  std::uint32_t run() noexcept override {
+    counter->fetch_add(1);
+    return 0;
+  }
 };
 
 }  // namespace
@@ -152,7 +155,7 @@ struct where_task final : schedulable {
   std::atomic<bool> ran{false};
   std::atomic<bool> deferred{false};  // after_run accepted the call
   bool defer = false;
-  void run() noexcept override {
+  std::uint32_t run() noexcept override {
     if (defer) {
       deferred.store(dispatcher::after_run([](void* self) {
         static_cast<where_task*>(self)->deferred_on.store(std::this_thread::get_id());
@@ -160,6 +163,7 @@ struct where_task final : schedulable {
     }
     ran_on.store(std::this_thread::get_id());
     ran.store(true);
+    return 0;
   }
 };
 
