@@ -543,12 +543,14 @@ std::uint32_t context::run() noexcept {
     running_.store(false, std::memory_order_relaxed);
     if (dead) {
       drain_dead();
-    } else if (budget == 0 || turn_over) {
+    } else if (turn_over || (budget == 0 && (user_q_.owner_nonempty() || sys_q_.nonempty_hint()))) {
       // Used its turn: stays owned and queues behind the others; unless it
       // is flooded (a backlog of many turns): then it keeps this worker for
       // the next turn, so that many senders cannot starve their receiver
       // and pile its messages up in memory (the other workers take the
-      // rest of the queue).
+      // rest of the queue). A turn that used its budget on exactly what
+      // was there gives the mailbox up below instead: queued, it would wait
+      // behind everything else while its senders go on.
       const bool flooded = !turn_over && user_q_.depth() >= flooded_turns * props_->mailbox.throughput;
       system().dispatcher().schedule(this, flooded ? dispatcher::hint::next : dispatcher::hint::yield);
       return start - budget;

@@ -235,9 +235,17 @@ bool dispatcher::hand_off_next(schedulable* s) noexcept {
   if (idle_.load(std::memory_order_relaxed) == 0 && spinning_.load(std::memory_order_relaxed) == 0) return false;
   // Only this worker fills the slot: it holds `s` still, or a thief emptied it.
   if (w->run_next.exchange(nullptr, std::memory_order_acquire) == nullptr) return false;
-  push_global(s);
+  // Published with a seq_cst exchange, as notify_work needs. The slot holds
+  // one mailbox: a second one goes to the shared queue.
+  schedulable* expected = nullptr;
+  if (!handoff_.compare_exchange_strong(expected, s, std::memory_order_seq_cst)) push_global(s);
   notify_work();
   return true;
+}
+
+schedulable* dispatcher::take_handoff() noexcept {
+  if (handoff_.load(std::memory_order_relaxed) == nullptr) return nullptr;
+  return handoff_.exchange(nullptr, std::memory_order_acquire);
 }
 
 void dispatcher::push_local(worker& w, schedulable* s) noexcept {
@@ -273,7 +281,7 @@ schedulable* dispatcher::pop_global() noexcept {
 }
 
 bool dispatcher::has_work() const noexcept {
-  if (global_.nonempty_hint_seq_cst()) return true;
+  if (global_.nonempty_hint_seq_cst() || handoff_.load(std::memory_order_seq_cst) != nullptr) return true;
   for (auto& w : workers_)
     if (w->ring_nonempty()) return true;
   return false;
@@ -306,10 +314,24 @@ void dispatcher::wake_one() noexcept {
 }
 
 schedulable* dispatcher::find_work(worker& w) noexcept {
+  if (schedulable* s = take_handoff()) return s;
   if (--w.until_global == 0) {
     w.until_global = global_every;
-    // Now and then the shared queue goes first, so it cannot starve.
-    if (schedulable* s = pop_global()) return s;
+    // Now and then the shared queue goes first, so it cannot starve. What
+    // waited next here goes to the first worker free to take it: the
+    // queued turn may be long (a sender's flood), and the one left waiting
+    // may be its receiver.
+    if (schedulable* s = pop_global()) {
+      if (w.run_next.load(std::memory_order_relaxed) != nullptr &&
+          handoff_.load(std::memory_order_relaxed) == nullptr) {
+        if (schedulable* next = w.run_next.exchange(nullptr, std::memory_order_acquire)) {
+          schedulable* expected = nullptr;
+          if (!handoff_.compare_exchange_strong(expected, next, std::memory_order_seq_cst)) push_local(w, next);
+          notify_work();
+        }
+      }
+      return s;
+    }
   }
   if (w.run_next.load(std::memory_order_relaxed) != nullptr) {
     if (w.streak < max_next_streak ||
@@ -376,6 +398,7 @@ schedulable* dispatcher::spin(worker& w) noexcept {
   }
   const auto deadline = steady::now() + opts_.spin;
   for (unsigned i = 1; !stopping_.load(std::memory_order_relaxed); ++i) {
+    if (schedulable* s = take_handoff()) return s;
     if (schedulable* s = pop_global()) return s;
     // Also notices a stalled worker's run-next slot.
     if (schedulable* s = steal(w)) return s;

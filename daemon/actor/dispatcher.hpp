@@ -87,9 +87,9 @@ class dispatcher {
   void schedule(schedulable* s, hint h = hint::next) noexcept;
 
   // On a worker: if `s` waits in this worker's run-next slot and another
-  // worker is free, moves it to the shared queue, where that worker takes
-  // it now rather than after the caller's turn (a receiver flooded by that
-  // turn). True if moved.
+  // worker is free, hands it to that worker, which takes it before any
+  // queued work, rather than after the caller's turn (a receiver flooded by
+  // that turn). True if handed off.
   bool hand_off_next(schedulable* s) noexcept;
 
   // Stops and joins every worker. Work still queued is not run.
@@ -169,6 +169,12 @@ class dispatcher {
 
   alignas(128) mpsc_queue global_;
   std::atomic<bool> global_busy_{false};  // consumer token of global_
+  // A mailbox handed off to a free worker (hand_off_next): the next worker
+  // looking for work takes it before anything queued. At the back of the
+  // shared queue it would wait for everything there: a flooded receiver
+  // behind its own senders.
+  alignas(128) std::atomic<schedulable*> handoff_{nullptr};
+  schedulable* take_handoff() noexcept;
   alignas(128) std::atomic<int> spinning_{0};
   std::atomic<int> idle_{0};
   std::atomic<bool> stopping_{false};
