@@ -517,6 +517,10 @@ std::uint32_t context::run() noexcept {
     // this thread changes that, in the loop below.
     bool blocked = false;
     if (!dead_.load(std::memory_order_relaxed)) {
+      // Once before the loop as well as at its top: without this call the
+      // PostgreSQL journal test's activations stopped answering after a
+      // failed recovery (persistence_pg_test, "deposits go on").
+      process_system();
       while (budget > 0) {
         if (sys_q_.nonempty_hint()) process_system();
         if (suspended_ || holds_ != 0 || state_ != actor_state::alive) {
