@@ -517,9 +517,11 @@ std::uint32_t context::run() noexcept {
     // this thread changes that, in the loop below.
     bool blocked = false;
     if (!dead_.load(std::memory_order_relaxed)) {
-      // Once before the loop as well as at its top: without this call the
-      // PostgreSQL journal test's activations stopped answering after a
-      // failed recovery (persistence_pg_test, "deposits go on").
+      // Before the loop as well as at its top: what handling the first
+      // system messages sent this actor itself (the next step of a stop, a
+      // recovery's outcome) is then handled before its first user message.
+      // Without this call, persistent grains whose recovery failed stopped
+      // answering (persistence_pg_test, "deposits go on").
       process_system();
       while (budget > 0) {
         if (sys_q_.nonempty_hint()) process_system();
