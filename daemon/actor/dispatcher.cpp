@@ -235,12 +235,16 @@ bool dispatcher::hand_off_next(schedulable* s) noexcept {
   if (idle_.load(std::memory_order_relaxed) == 0 && spinning_.load(std::memory_order_relaxed) == 0) return false;
   // Only this worker fills the slot: it holds `s` still, or a thief emptied it.
   if (w->run_next.exchange(nullptr, std::memory_order_acquire) == nullptr) return false;
-  // Published with a seq_cst exchange, as notify_work needs. The slot holds
-  // one mailbox: a second one goes to the shared queue.
-  schedulable* expected = nullptr;
-  if (!handoff_.compare_exchange_strong(expected, s, std::memory_order_seq_cst)) push_global(s);
+  if (!put_handoff(s)) push_global(s);
   notify_work();
   return true;
+}
+
+bool dispatcher::put_handoff(schedulable* s) noexcept {
+  // Published with a seq_cst exchange, as notify_work needs. The slot holds
+  // one mailbox: the caller finds another place for a second one.
+  schedulable* expected = nullptr;
+  return handoff_.compare_exchange_strong(expected, s, std::memory_order_seq_cst);
 }
 
 schedulable* dispatcher::take_handoff() noexcept {
@@ -325,8 +329,7 @@ schedulable* dispatcher::find_work(worker& w) noexcept {
       if (w.run_next.load(std::memory_order_relaxed) != nullptr &&
           handoff_.load(std::memory_order_relaxed) == nullptr) {
         if (schedulable* next = w.run_next.exchange(nullptr, std::memory_order_acquire)) {
-          schedulable* expected = nullptr;
-          if (!handoff_.compare_exchange_strong(expected, next, std::memory_order_seq_cst)) push_local(w, next);
+          if (!put_handoff(next)) push_local(w, next);
           notify_work();
         }
       }

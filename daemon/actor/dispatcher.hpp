@@ -174,6 +174,7 @@ class dispatcher {
   // shared queue it would wait for everything there: a flooded receiver
   // behind its own senders.
   alignas(128) std::atomic<schedulable*> handoff_{nullptr};
+  bool put_handoff(schedulable* s) noexcept;  // false: the slot is taken
   schedulable* take_handoff() noexcept;
   alignas(128) std::atomic<int> spinning_{0};
   std::atomic<int> idle_{0};
