@@ -262,11 +262,16 @@ class context final : public process, public schedulable, public pooled {
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;
-  bool suspended_ = false;
-  const bool top_level_;
+  // Bit-fields: the byte they spare keeps the cell within its block.
+  bool suspended_ : 1 = false;
+  const bool top_level_ : 1;
   // Whether a thread runs this actor's turn now: set by run() while it owns
   // the mailbox; read by a sender flooding it (pace_flood).
   std::atomic<bool> running_{false};
+  // Set by a handler sending to this mailbox in bulk (pace_flood); cleared
+  // when the mailbox is drained. While set, a turn that used its budget
+  // keeps its worker (see run()).
+  std::atomic<bool> flooded_{false};
   std::uint16_t holds_ = 0;  // hold_user_messages()
   // A drop-newest mailbox keeps the lock-free queue and compares its depth
   // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.

@@ -310,9 +310,12 @@ void context::send_user(troupe::envelope* e) noexcept {
 
 namespace {
 // A flooded mailbox's backlog, in messages, above which its senders wait
-// (pace_flood), and below which they go on: 16384 of the smallest
-// envelopes take 2 MiB.
-constexpr std::uint32_t flood_backlog = 16384;
+// (pace_flood), and below which they go on: 65536 envelopes of a small
+// message take 8 MiB. It allows for the backlog of a sender's whole turn
+// (a receiver waiting on a busy worker); a smaller bound made senders
+// wait for the receiver every few hundred microseconds, with their core
+// idle.
+constexpr std::uint32_t flood_backlog = 65536;
 // The longest a sender waits at a time, and the longest it waits for a
 // receiver that takes no message meanwhile.
 constexpr std::int64_t flood_wait_limit_ns = 2'000'000;
@@ -321,8 +324,11 @@ constexpr std::int64_t flood_stall_ns = 200'000;
 
 // A handler sending in a row to one mailbox (send_batch::most messages at a
 // time) outruns a receiver that does little with each: the backlog grows to
-// millions, and the receiver reads every message from main memory. Once the
-// backlog passes flood_backlog:
+// millions, and the receiver reads every message from main memory. So:
+//  - the mailbox is marked flooded until it is next drained: its turns then
+//    keep their worker (see run()) instead of queueing behind its own
+//    senders in the shared queue;
+// and once the backlog passes flood_backlog:
 //  - a receiver waiting in this worker's run-next slot, which would run only
 //    after this turn, goes to a free worker if there is one;
 //  - while the receiver runs on another thread, the sender waits until half
@@ -331,7 +337,9 @@ constexpr std::int64_t flood_stall_ns = 200'000;
 //    takes nothing for flood_stall_ns (a long handler), after
 //    flood_wait_limit_ns in all, and never waits on the event loop.
 void context::pace_flood() noexcept {
-  if (user_q_.depth() < flood_backlog || tls_running == this) return;
+  if (tls_running == this) return;
+  if (!flooded_.load(std::memory_order_relaxed)) flooded_.store(true, std::memory_order_relaxed);
+  if (user_q_.depth() < flood_backlog) return;
   if (!running_.load(std::memory_order_relaxed)) {
     // Next on this worker, it would wait for the end of this turn.
     system().dispatcher().hand_off_next(this);
@@ -551,14 +559,16 @@ std::uint32_t context::run() noexcept {
       drain_dead();
     } else if (turn_over || (budget == 0 && (user_q_.owner_nonempty() || sys_q_.nonempty_hint()))) {
       // Used its turn: stays owned and queues behind the others; unless it
-      // is flooded (a backlog of many turns): then it keeps this worker for
-      // the next turn, so that many senders cannot starve their receiver
-      // and pile its messages up in memory (the other workers take the
-      // rest of the queue). A turn that used its budget on exactly what
-      // was there gives the mailbox up below instead: queued, it would wait
-      // behind everything else while its senders go on.
-      const bool flooded = !turn_over && user_q_.depth() >= flooded_turns * props_->mailbox.throughput;
-      system().dispatcher().schedule(this, flooded ? dispatcher::hint::next : dispatcher::hint::yield);
+      // is flooded (a handler sends to it in bulk, or a backlog of many
+      // turns waits): then it keeps this worker for the next turn, so that
+      // many senders cannot starve their receiver and pile its messages up
+      // in memory (the other workers take the rest of the queue). A turn
+      // that used its budget on exactly what was there gives the mailbox
+      // up below instead: queued, it would wait behind everything else
+      // while its senders go on.
+      const bool flooded = !turn_over && (flooded_.load(std::memory_order_relaxed) ||
+                                          user_q_.depth() >= flooded_turns * props_->mailbox.throughput);
+      system().dispatcher().schedule(this, flooded ? dispatcher::hint::keep : dispatcher::hint::yield);
       return start - budget;
     }
     // System messages the actor sent itself come without a wake token.
@@ -573,6 +583,9 @@ std::uint32_t context::run() noexcept {
       if (user_q_.park(seen)) return start - budget;
     } else {
       mpsc_node* retired = nullptr;
+      // Drained: no longer flooded. Before the mailbox is given up (after
+      // that, `this` may be gone); a sender's next bulk send marks it again.
+      if (flooded_.load(std::memory_order_relaxed)) flooded_.store(false, std::memory_order_relaxed);
       if (user_q_.mark_idle(retired)) {
         // The last message's envelope, no longer reachable from the queue.
         if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();

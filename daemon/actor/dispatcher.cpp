@@ -19,6 +19,9 @@ constexpr std::uint32_t ring_size = 256;
 constexpr std::uint32_t max_next_streak = 64;
 // Every this many looks for work, the shared queue goes first.
 constexpr std::uint32_t global_every = 61;
+// ... unless a flooded mailbox waits next (hint::keep) and some worker has
+// taken from the shared queue within this long: that queue is served.
+constexpr std::int64_t global_wait_limit_ns = 5'000'000;
 // A parked worker wakes this often to look for stalled workers.
 constexpr std::chrono::milliseconds park_timeout{100};
 
@@ -41,6 +44,9 @@ struct alignas(false_sharing_range) dispatcher::worker {
   bool spinning = false;
   std::uint32_t streak = 0;
   std::uint32_t until_global = global_every;  // find_work calls until the shared queue goes first
+  bool next_kept = false;                     // run_next holds a mailbox scheduled with hint::keep
+  std::uint64_t seen_global_pops = 0;         // global_pops_ when last looked at
+  std::int64_t seen_global_pops_at = 0;       // steady ns of that look, or of the change seen
   std::uint64_t rng = 0;
   // What this worker saw of each other worker, to notice a stalled one.
   std::vector<std::uint64_t> seen_runs;
@@ -205,7 +211,8 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
     tls_turn.yielded = true;  // run_held decides where it goes on
     return;
   }
-  if (w != nullptr && w->owner == this && h == hint::next) {
+  if (w != nullptr && w->owner == this && h != hint::yield) {
+    w->next_kept = h == hint::keep;
     // Only this worker fills its slot; a thief only empties it (steal).
     // So an empty slot stays empty until the store below, which spares the
     // atomic exchange in the common case (ping-pong: every message).
@@ -280,6 +287,8 @@ schedulable* dispatcher::pop_global() noexcept {
   if (!global_.nonempty_hint()) return nullptr;
   if (global_busy_.exchange(true, std::memory_order_acquire)) return nullptr;
   mpsc_node* n = global_.pop();
+  if (n != nullptr)
+    global_pops_.store(global_pops_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   global_busy_.store(false, std::memory_order_release);
   return static_cast<schedulable*>(n);
 }
@@ -319,13 +328,15 @@ void dispatcher::wake_one() noexcept {
 
 schedulable* dispatcher::find_work(worker& w) noexcept {
   if (schedulable* s = take_handoff()) return s;
-  if (--w.until_global == 0) {
+  if (--w.until_global == 0) [[unlikely]] {
     w.until_global = global_every;
     // Now and then the shared queue goes first, so it cannot starve. What
     // waited next here goes to the first worker free to take it: the
     // queued turn may be long (a sender's flood), and the one left waiting
-    // may be its receiver.
-    if (schedulable* s = pop_global()) {
+    // may be its receiver. A flooded receiver waiting next stays, while
+    // another worker serves the queue: its senders wait there, and each of
+    // their turns adds to its backlog.
+    if (schedulable* s = keep_before_global(w) ? nullptr : pop_global()) {
       if (w.run_next.load(std::memory_order_relaxed) != nullptr &&
           handoff_.load(std::memory_order_relaxed) == nullptr) {
         if (schedulable* next = w.run_next.exchange(nullptr, std::memory_order_acquire)) {
@@ -350,6 +361,19 @@ schedulable* dispatcher::find_work(worker& w) noexcept {
   w.streak = 0;
   if (schedulable* s = w.pop_ring()) return s;
   return pop_global();
+}
+
+bool dispatcher::keep_before_global(worker& w) noexcept {
+  if (!w.next_kept || w.run_next.load(std::memory_order_relaxed) == nullptr || threads() == 1)
+    return false;
+  const std::int64_t now = steady_ns();
+  const std::uint64_t pops = global_pops_.load(std::memory_order_relaxed);
+  if (pops != w.seen_global_pops) {
+    w.seen_global_pops = pops;
+    w.seen_global_pops_at = now;
+    return true;
+  }
+  return now - w.seen_global_pops_at < global_wait_limit_ns;
 }
 
 schedulable* dispatcher::steal(worker& thief) noexcept {

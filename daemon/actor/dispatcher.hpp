@@ -76,6 +76,10 @@ class dispatcher {
   enum class hint {
     next,   // the caller just messaged it: run it next on this worker
     yield,  // it used its turn: queue it behind everything waiting
+    // It used its turn but is flooded (context::run): run it next on this
+    // worker, also when the shared queue's periodic turn comes, as long as
+    // another worker has taken from that queue lately (global_wait_limit).
+    keep,
   };
 
   explicit dispatcher(dispatcher_options opts = {});
@@ -154,6 +158,9 @@ class dispatcher {
   schedulable* find_work(worker& w) noexcept;
   schedulable* steal(worker& thief) noexcept;
   schedulable* pop_global() noexcept;
+  // Whether `w`, whose run-next slot holds a kept mailbox, lets the shared
+  // queue's periodic turn pass (see hint::keep).
+  bool keep_before_global(worker& w) noexcept;
   void push_global(schedulable* s) noexcept;
   void push_local(worker& w, schedulable* s) noexcept;
   bool has_work() const noexcept;
@@ -169,6 +176,8 @@ class dispatcher {
 
   alignas(128) mpsc_queue global_;
   std::atomic<bool> global_busy_{false};  // consumer token of global_
+  // Mailboxes taken from global_ so far; written under its consumer token.
+  std::atomic<std::uint64_t> global_pops_{0};
   // A mailbox handed off to a free worker (hand_off_next): the next worker
   // looking for work takes it before anything queued. At the back of the
   // shared queue it would wait for everything there: a flooded receiver

@@ -536,6 +536,43 @@ TEST_CASE("a handler flooding an actor that runs on another worker waits while t
   CHECK(*deepest < static_cast<std::size_t>(total / 4));
 }
 
+TEST_CASE("a receiver flooded by many handlers keeps its worker: its backlog stays bounded and nothing is lost",
+          "[mailbox]") {
+  // Two workers, 40 senders in the shared queue, each sending 25,000 in
+  // one handler. Were the receiver queued behind its senders after a turn,
+  // it would wait there for several of their floods at a time, and its
+  // backlog would reach most of the million.
+  actor_system sys(small_config(2));
+  static constexpr int senders = 40;
+  static constexpr std::int64_t each = 25'000;
+  std::vector<std::int64_t> next(senders, 0);
+  std::int64_t left = senders * each;
+  std::size_t deepest = 0;
+  bool in_order = true;
+  inbox<std::size_t> done;
+  pid sink = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* n = ctx.message<test::Num>()) {
+      const auto s = static_cast<std::size_t>(n->n() / each);
+      if (n->n() % each != next[s]) in_order = false;
+      next[s] = n->n() % each + 1;
+      deepest = std::max(deepest, ctx.mailbox_depth());
+      if (--left == 0) done.put(deepest);
+    }
+  })));
+  std::vector<pid> floods;
+  for (int s = 0; s < senders; ++s)
+    floods.push_back(sys.root().spawn(share(props::from_fn([&, s](context& ctx) {
+      if (ctx.message<test::Text>())
+        for (std::int64_t i = 0; i < each; ++i)
+          ctx.send<test::Num>(sink, [s, i](auto& b) { return test::CreateNum(b, s * each + i); });
+    }))));
+  for (const pid& f : floods) sys.root().send(f, text("go"));
+  const auto most = done.take(120s);
+  REQUIRE(most);
+  CHECK(in_order);
+  CHECK(*most < static_cast<std::size_t>(senders * each / 4));
+}
+
 TEST_CASE("an idle actor flooded by a handler is drained by a free worker while the handler still sends",
           "[mailbox]") {
   actor_system sys(small_config());
