@@ -99,8 +99,10 @@ envelope* for_delivery(message m) {
     e->sender->release();
     e->sender = nullptr;
   }
-  // A new delivery: a timer's message passed on is no timer's any more.
+  // A new delivery: a timer's message passed on is no timer's any more,
+  // and what was queued after it then is not what follows it now.
   e->flags &= static_cast<std::uint8_t>(~envelope::from_timer);
+  e->set_ahead(nullptr);
   return e;
 }
 

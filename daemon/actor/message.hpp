@@ -59,6 +59,22 @@ struct alignas(64) envelope : mpsc_node {
   static constexpr std::uint8_t trusted = 1;
   // Sent by a timer (scheduler.hpp): no sign of activity for a grain.
   static constexpr std::uint8_t from_timer = 2;
+  // An envelope queued some places later in the same mailbox, if the sender
+  // knew it (a handler's batch, context::send_user), so that the receiver
+  // can fetch it early (a message written on another core is a cache miss,
+  // and a queue is a chain: one miss at a time otherwise). Packed into the
+  // header's last bytes: an envelope's address shifted right by 6 (blocks
+  // are cache-line aligned), 48 bits; 0 for none.
+  std::uint16_t ahead_lo = 0;
+  std::uint32_t ahead_hi = 0;
+  void set_ahead(const envelope* e) noexcept {
+    const std::uint64_t a = reinterpret_cast<std::uintptr_t>(e) >> 6;
+    ahead_lo = static_cast<std::uint16_t>(a);
+    ahead_hi = static_cast<std::uint32_t>(a >> 16);
+  }
+  const envelope* ahead() const noexcept {
+    return reinterpret_cast<const envelope*>(((std::uint64_t{ahead_hi} << 16) | ahead_lo) << 6);
+  }
 
   std::uint8_t* inline_bytes() noexcept {
     return reinterpret_cast<std::uint8_t*>(this + 1);
