@@ -262,9 +262,7 @@ class context final : public process, public schedulable, public pooled {
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;
-  // Bit-fields: the byte they spare keeps the cell within its block.
-  bool suspended_ : 1 = false;
-  const bool top_level_ : 1;
+  const bool top_level_;
   // Whether a thread runs this actor's turn now: set by run() while it owns
   // the mailbox; read by a sender flooding it (pace_flood).
   std::atomic<bool> running_{false};
@@ -272,7 +270,11 @@ class context final : public process, public schedulable, public pooled {
   // when the mailbox is drained. While set, a turn that used its budget
   // keeps its worker (see run()).
   std::atomic<bool> flooded_{false};
-  std::uint16_t holds_ = 0;  // hold_user_messages()
+  // Consumer-side too, and packed in one field: the byte this spares keeps
+  // the cell within its block. (No bit-field may share a byte with a field
+  // another thread reads or writes.)
+  std::uint16_t holds_ : 15 = 0;     // hold_user_messages()
+  std::uint16_t suspended_ : 1 = 0;  // a bool
   // A drop-newest mailbox keeps the lock-free queue and compares its depth
   // with this; the other bounded kinds queue in `bounded_`. 0: unbounded.
   std::uint32_t capacity_ = 0;
