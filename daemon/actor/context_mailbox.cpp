@@ -539,14 +539,13 @@ std::uint32_t context::run() noexcept {
     // this thread changes that, in the loop below.
     bool blocked = false;
     if (!dead_.load(std::memory_order_relaxed)) {
-      // Before the loop as well as at its top: what handling the first
-      // system messages sent this actor itself (the next step of a stop, a
-      // recovery's outcome) is then handled before its first user message.
-      // Without this call, persistent grains whose recovery failed stopped
-      // answering (persistence_pg_test, "deposits go on").
-      process_system();
       while (budget > 0) {
-        if (sys_q_.nonempty_hint()) process_system();
+        // Until none is left: what handling system messages sent this actor
+        // itself (the next step of a stop, a recovery's outcome, a
+        // continuation of a completed future) comes before the next user
+        // message. Without that, persistent grains whose recovery failed
+        // stopped answering (persistence_pg_test, "deposits go on").
+        while (sys_q_.nonempty_hint()) process_system();
         if (suspended_ || holds_ != 0 || state_ != actor_state::alive) {
           blocked = true;
           break;

@@ -100,6 +100,46 @@ TEST_CASE("reenter_after runs the continuation in the actor, answering the origi
   REQUIRE(r.as<test::Num>()->n() == 21);
 }
 
+TEST_CASE("continuations that run at once come before the actor's next message, however many in a row",
+          "[request]") {
+  // A continuation of a completed future is a system message the actor
+  // sends itself; one that schedules another does the same. All of them
+  // run before the next user message, which waits in the mailbox already.
+  actor_system sys(small_config());
+  pid e = sys.root().spawn(echo());
+  std::vector<future> done;
+  for (int i = 0; i < 3; ++i) {
+    done.push_back(sys.root().request_future(e, num(i), std::chrono::seconds(5)));
+    REQUIRE(done.back().get_result().ok());
+  }
+  latch gate;
+  inbox<std::string> log;
+  pid a = sys.root().spawn(share(props::from_fn([&](context& ctx) {
+    if (auto* t = ctx.message<test::Text>()) {
+      if (t->s()->str() == "hold") {
+        gate.wait();
+        return;
+      }
+      log.put("go");
+      ctx.reenter_after(done[0], [&](context& c, const future_result&) {
+        log.put("c1");
+        c.reenter_after(done[1], [&](context& c2, const future_result&) {
+          log.put("c2");
+          c2.reenter_after(done[2], [&](context&, const future_result&) { log.put("c3"); });
+        });
+      });
+    } else if (ctx.message<test::Num>()) {
+      log.put("num");
+    }
+  })));
+  sys.root().send(a, text("hold"));
+  REQUIRE(gate.wait_for_waiters(1));
+  sys.root().send(a, text("go"));
+  sys.root().send(a, num(1));
+  gate.open();
+  REQUIRE(log.take_n(5) == std::vector<std::string>{"go", "c1", "c2", "c3", "num"});
+}
+
 TEST_CASE("many concurrent requests each get their own reply", "[request]") {
   actor_system sys(small_config());
   pid e = sys.root().spawn(echo());
