@@ -251,6 +251,33 @@ double plugin_pingpong() {
   return static_cast<double>(total) / seconds(end - start);
 }
 
+// ---------------------------------------------------------------- the machine
+
+// Two threads pass one cache line back and forth; nanoseconds per round
+// trip. Not a workload of ours: the state of the machine the others ran on.
+// Every workload with messages between cores moves with it, and on a
+// virtual machine it can change several times over from minute to minute.
+double cross_core_rtt() {
+  constexpr int trips = 1'000'000;
+  alignas(64) std::atomic<int> ball{0};
+  std::thread other([&] {
+    for (int i = 0; i < trips; ++i) {
+      while (ball.load(std::memory_order_acquire) != 1) {
+      }
+      ball.store(0, std::memory_order_release);
+    }
+  });
+  const auto start = clock_type::now();
+  for (int i = 0; i < trips; ++i) {
+    ball.store(1, std::memory_order_release);
+    while (ball.load(std::memory_order_acquire) != 0) {
+    }
+  }
+  const auto end = clock_type::now();
+  other.join();
+  return seconds(end - start) * 1e9 / trips;
+}
+
 // ---------------------------------------------------------------- fan-in
 
 // `senders` actors each send `each` Num messages to `target` as fast as they
@@ -962,6 +989,7 @@ int main(int argc, char** argv) {
     }
   }
   const int heavy_runs = std::max(1, (o.runs + 1) / 2);
+  measure(o, {{"machine_cross_core_rtt", "ns"}}, o.runs, [] { return std::vector{cross_core_rtt()}; });
   measure(o, {{"pingpong_1pair", "msgs/s"}}, o.runs, [] { return std::vector{pingpong(1)}; });
   // The same workload watched: scraped ten times a second, then also timed.
   measure(o, {{"pingpong_1pair_scraped", "msgs/s"}}, o.runs,
