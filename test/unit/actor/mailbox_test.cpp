@@ -575,11 +575,8 @@ TEST_CASE("a handler flooding an actor that runs on another worker waits while t
   const auto deepest = done.take(60s);
   REQUIRE(deepest);
   CHECK(in_order);
-  // Unpaced, the backlog grows to nearly all of it. Paced, it stays near
-  // the pacing bound (65,536) plus what the sender adds while the receiver's
-  // thread is off its core (the sender then stops waiting after 0.2 ms):
-  // 270 k with another test process on the same two cores.
-  CHECK(*deepest < static_cast<std::size_t>(total / 2));
+  // Unpaced, the backlog grows to nearly all of it.
+  CHECK(*deepest < static_cast<std::size_t>(total / 4));
 }
 
 TEST_CASE("a receiver flooded by many handlers keeps its worker: its backlog stays bounded and nothing is lost",
