@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -211,10 +212,14 @@ pid spawn_reporter(actor_system& sys, inbox<handled>& out, std::chrono::microsec
   })));
 }
 
-// Sends `n` inside a hold until a turn of it was held here (the mailbox
-// may still be finishing the previous turn on a worker); false if none was.
+// Sends `n` inside a hold until a turn of it was held here; false if none
+// was. A send finds the mailbox still scheduled when the worker that ran
+// the last turn has reported but not yet ended its turn: on a loaded
+// machine the reporter's wake-up can take that worker's core each time. So
+// a retry first gives the worker time to end its turn.
 bool held_here(actor_system& sys, pid who, inbox<handled>& out, std::int64_t n) {
   for (int attempt = 0; attempt < 50; ++attempt) {
+    if (attempt != 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 10)));
     {
       dispatcher::hold hold(sys.dispatcher());
       sys.root().send(who, num(n));
