@@ -256,9 +256,9 @@ class context final : public process, public schedulable, public pooled {
   // after giving it up, which may be freed by then.
   //
   // The cell fits a 192-byte block, and the user queue starts its second
-  // cache line: what producers write (its tail and count) shares a line
-  // with nothing the consumer writes often. The small fields below fill
-  // the padding after schedulable's last field, up to that line.
+  // cache line. The small fields below fill the padding after
+  // schedulable's last field, up to that line: what a send reads there
+  // (dead_, capacity_) is written once a turn at most.
   std::atomic<bool> dead_{false};
   // Consumer-side state, touched only by the thread running the actor.
   actor_state state_ = actor_state::alive;
@@ -280,10 +280,9 @@ class context final : public process, public schedulable, public pooled {
   std::uint32_t capacity_ = 0;
   mailbox_queue user_q_;  // owned by its spawner until start()
   mpsc_stack<system_message> sys_q_;
-  bounded_queue* bounded_ = nullptr;
-  router_state* router_ = nullptr;  // read by senders: set before the actor is reachable
+  // The rest of the second line is the running thread's: it writes the
+  // queue's head, its pop count and cur_ for every message.
   troupe::envelope* cur_ = nullptr;
-  std::uint64_t seq_;
   // A name, and a grain activation's identity: few actors have either, so
   // both live out of line, behind one pointer.
   struct labels {
@@ -292,6 +291,13 @@ class context final : public process, public schedulable, public pooled {
     std::atomic<std::int64_t> active_at{0};  // a grain's: its last message not from its own timers
   };
   std::unique_ptr<labels> labels_;
+  std::uint64_t seq_;
+  // The third line: what every send reads (besides dead_ and capacity_,
+  // in the first) and what the running thread only reads. Nobody writes it
+  // per message, so senders on other cores keep their copies: in the second
+  // line, each send would wait for the line the receiver just wrote.
+  bounded_queue* bounded_ = nullptr;
+  router_state* router_ = nullptr;  // set before the actor is reachable
   props_ptr props_;
   std::unique_ptr<actor> actor_;
   troupe::pid parent_;
