@@ -1,12 +1,9 @@
 // The block pool (block_pool.hpp): size classes, per-thread caches, and a
-// shared pool of magazines (arrays of free blocks) carved from aligned
-// slabs.
+// shared pool of chains carved from aligned slabs.
 #include "actor/block_pool.hpp"
-#include "actor/cpu.hpp"
 
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <iterator>
@@ -64,15 +61,14 @@ std::uint8_t class_for(std::size_t total) noexcept {
   return classes.of_lines[(total + line - 1) / line];
 }
 
-// Free blocks move between threads in magazines: arrays of up to `batch`
-// pointers, not lists threaded through the blocks. Taking a block from an
-// array reads no block: a block freed on another core (the receiver of a
-// fan-in frees what its senders allocate) is not fetched until it is
-// written, and the write does not stall. Walking a list would wait for
-// each block's line in turn.
-struct magazine {
-  std::uint32_t count = 0;
-  void* blocks[batch];
+struct free_block {
+  free_block* next;
+};
+
+// Blocks move between threads in chains of up to `batch`.
+struct chain {
+  free_block* head = nullptr;
+  std::size_t count = 0;
 };
 
 char* slab_of(const void* p) noexcept {
@@ -81,39 +77,50 @@ char* slab_of(const void* p) noexcept {
 
 class shared_pool {
  public:
-  // Copies the last magazine given into `out` and returns how many blocks
-  // it held (up to `batch`); 0 if there is none.
-  std::uint32_t take(std::size_t c, void** out) {
+  bool take(std::size_t c, chain& out) {
     std::lock_guard lock(mu_[c]);
-    std::vector<magazine>& m = full_[c];
-    if (m.empty()) return 0;
-    const std::uint32_t n = m.back().count;
-    std::copy_n(m.back().blocks, n, out);
-    m.pop_back();
-    idle_[c] -= n;
-    return n;
+    if (chains_[c].empty()) return false;
+    out = chains_[c].back();
+    chains_[c].pop_back();
+    idle_[c] -= out.count;
+    return true;
   }
-  void give(std::size_t c, void* const* blocks, std::uint32_t n) {
+  void give(std::size_t c, chain in) {
     std::lock_guard lock(mu_[c]);
-    put(c, blocks, n);
+    idle_[c] += in.count;
+    chains_[c].push_back(in);
   }
-  // A fresh slab, all of it the caller's: a thread that allocates much (the
-  // sender of a flood) carves it `batch` blocks at a time without a lock.
-  char* fresh_slab() { return static_cast<char*>(map_slab()); }
+  // Maps a fresh slab, all of it the caller's: a thread that allocates much
+  // (the sender of a flood) then goes to the shared pool, whose lock the
+  // freeing thread takes too, once a slab rather than once a batch.
+  chain carve(std::size_t c) {
+    auto* slab = static_cast<char*>(map_slab());
+    const std::size_t size = block_size(c);
+    const std::size_t n = blocks_per_slab(c);
+    chain out;
+    for (std::size_t i = n; i-- > 0;) {
+      auto* b = reinterpret_cast<free_block*>(slab + i * size);
+      b->next = out.head;
+      out.head = b;
+    }
+    out.count = n;
+    return out;
+  }
 
   // Unmaps every slab whose blocks all wait in the pool; see release_idle().
   std::size_t release(std::size_t c) {
-    std::vector<magazine> taken;
+    std::vector<chain> taken;
     {
       std::lock_guard lock(mu_[c]);
       if (idle_[c] < blocks_per_slab(c)) return 0;
-      taken.swap(full_[c]);
+      taken.swap(chains_[c]);
       idle_[c] = 0;
     }
     // Free blocks per slab, then the slabs that are free whole.
     std::unordered_map<char*, std::uint32_t> free_in;
-    for (const magazine& m : taken)
-      for (std::uint32_t i = 0; i < m.count; ++i) ++free_in[slab_of(m.blocks[i])];
+    for (const chain& x : taken)
+      for (free_block* b = x.head; b != nullptr; b = b->next) ++free_in[slab_of(b)];
+    std::size_t released = 0;
     for (auto it = free_in.begin(); it != free_in.end();) {
       if (it->second == blocks_per_slab(c)) {
         ++it;
@@ -121,20 +128,34 @@ class shared_pool {
         it = free_in.erase(it);
       }
     }
-    // The blocks of other slabs go back, repacked.
-    std::vector<void*> kept;
-    for (const magazine& m : taken)
-      for (std::uint32_t i = 0; i < m.count; ++i)
-        if (free_in.count(slab_of(m.blocks[i])) == 0) kept.push_back(m.blocks[i]);
-    std::size_t released = 0;
+    // The blocks of other slabs go back, rechained.
+    std::vector<chain> kept;
+    chain cur;
+    for (const chain& x : taken) {
+      for (free_block* b = x.head; b != nullptr;) {
+        free_block* next = b->next;
+        if (free_in.count(slab_of(b)) == 0) {
+          b->next = cur.head;
+          cur.head = b;
+          if (++cur.count == batch) {
+            kept.push_back(cur);
+            cur = chain{};
+          }
+        }
+        b = next;
+      }
+    }
+    if (cur.count != 0) kept.push_back(cur);
     for (const auto& [slab, n] : free_in) {
       unmap_slab(slab);
       released += slab_bytes;
     }
     {
       std::lock_guard lock(mu_[c]);
-      for (std::size_t i = 0; i < kept.size(); i += batch)
-        put(c, kept.data() + i, static_cast<std::uint32_t>(std::min(batch, kept.size() - i)));
+      for (const chain& x : kept) {
+        idle_[c] += x.count;
+        chains_[c].push_back(x);
+      }
     }
     return released;
   }
@@ -153,14 +174,6 @@ class shared_pool {
   // Slabs are mapped `slabs_per_map` at a time: each mapping (and the unmap
   // of its unaligned ends) costs every thread of the process a TLB flush.
   static constexpr std::size_t slabs_per_map = 16;
-
-  // Under mu_[c].
-  void put(std::size_t c, void* const* blocks, std::uint32_t n) {
-    magazine& m = full_[c].emplace_back();
-    m.count = n;
-    std::copy_n(blocks, n, m.blocks);
-    idle_[c] += n;
-  }
 
   void* map_slab() {
     std::lock_guard lock(map_mu_);
@@ -189,8 +202,8 @@ class shared_pool {
   std::mutex map_mu_;
   std::vector<char*> unused_;  // mapped, not yet carved (under map_mu_)
   std::mutex mu_[class_count];
-  std::vector<magazine> full_[class_count];  // under mu_
-  std::size_t idle_[class_count] = {};       // blocks in full_, under mu_
+  std::vector<chain> chains_[class_count];
+  std::size_t idle_[class_count] = {};  // blocks in chains_, under mu_
   std::atomic<std::size_t> mapped_{0};
 };
 
@@ -207,109 +220,68 @@ struct cache_flusher {
 };
 thread_local cache_flusher flusher;
 
-// Each class keeps up to two magazines' worth of free blocks in an array,
-// the most recently freed on top (still in this core's cache). Trivially
-// destructible, so that reaching it costs no guard check on the hot path;
-// `flusher` is touched on the slow path only. The common cases (a block
-// off the top, a block onto it) are a few instructions each; what touches
-// the shared pool or the flusher is out of line, so that the fast paths
-// save and restore no registers.
+// Trivially destructible, so that reaching it costs no guard check on the
+// hot path; `flusher` is touched on the slow path only.
+// The common cases (a block from the list, a block onto it) are a few
+// instructions each; what touches the shared pool or the flusher is out of
+// line, so that the fast paths save and restore no registers.
 struct thread_cache {
-  struct stack {
-    std::uint32_t count = 0;
-    void* blocks[2 * batch] = {};
-  };
-  // What is left of the last slab this thread mapped for a class.
-  struct carving {
-    char* next = nullptr;
-    char* end = nullptr;
-  };
-  static constexpr std::uint32_t prefetch_ahead = 8;
-  stack lists[class_count];
-  carving fresh[class_count];
+  chain lists[class_count];
 
-  // The slow paths are tail calls: the fast ones keep nothing across them.
   void* allocate(std::size_t c) {
-    stack& l = lists[c];
-    if (l.count == 0) [[unlikely]]
-      return refill_and_take(c);
-    const std::uint32_t n = --l.count;
-    // The block taken `prefetch_ahead` allocations from now, its first two
-    // lines, for writing: a block freed on another core (fan-in) would
-    // otherwise come only as the caller writes it, a line at a time, each
-    // a round trip between cores. Below the bottom, the index wraps to a
-    // stale entry: a wasted prefetch, never a fault.
-    const char* later = static_cast<const char*>(l.blocks[(n - prefetch_ahead) % (2 * batch)]);
-    prefetch_for_write(later);
-    if (c != 0) prefetch_for_write(later + 64);
-    return l.blocks[n];
+    chain& l = lists[c];
+    if (l.head == nullptr) [[unlikely]]
+      refill(c);
+    free_block* b = l.head;
+    l.head = b->next;
+    --l.count;
+    return b;
   }
 
   void deallocate(std::size_t c, void* p) {
-    stack& l = lists[c];
-    // Empty (the thread's first free: arm the flusher) or full, in one test.
-    if (l.count - 1 >= 2 * batch - 1) [[unlikely]]
-      return make_room_and_put(c, p);
-    l.blocks[l.count++] = p;
+    chain& l = lists[c];
+    auto* b = static_cast<free_block*>(p);
+    if (l.head == nullptr) [[unlikely]]
+      arm();
+    b->next = l.head;
+    l.head = b;
+    if (++l.count >= 2 * batch) [[unlikely]]
+      spill(c);
   }
 
-  [[gnu::noinline]] void* refill_and_take(std::size_t c) {
+  [[gnu::noinline]] void refill(std::size_t c) {
     arm();
-    stack& l = lists[c];
-    l.count = pool().take(c, l.blocks);
-    if (l.count == 0) carve(c);
-    return l.blocks[--l.count];
+    chain& l = lists[c];
+    if (!pool().take(c, l)) l = pool().carve(c);
   }
 
-  // A full array hands its older half to the shared pool (the sender of a
-  // fan-in allocates where the receiver frees, and the blocks must flow
-  // back); the top half, freed last, stays.
-  [[gnu::noinline]] void make_room_and_put(std::size_t c, void* p) {
-    arm();
-    stack& l = lists[c];
-    if (l.count >= 2 * batch) {
-      pool().give(c, l.blocks, batch);
-      std::copy(l.blocks + batch, l.blocks + l.count, l.blocks);
-      l.count -= batch;
+  // Hands a batch to the shared pool: the sender of a fan-in allocates
+  // where the receiver frees, and the blocks must flow back.
+  [[gnu::noinline]] void spill(std::size_t c) {
+    chain& l = lists[c];
+    chain out;
+    for (std::size_t i = 0; i < batch; ++i) {
+      free_block* x = l.head;
+      l.head = x->next;
+      x->next = out.head;
+      out.head = x;
     }
-    l.blocks[l.count++] = p;
-  }
-
-  // Up to `batch` blocks from this thread's slab (a fresh one if it is used
-  // up), highest address first: they are taken from the top, so they go
-  // out in address order (what a reader of many in a row can prefetch).
-  void carve(std::size_t c) {
-    carving& f = fresh[c];
-    const std::size_t size = block_size(c);
-    if (f.next == f.end) {
-      f.next = pool().fresh_slab();
-      f.end = f.next + blocks_per_slab(c) * size;
-    }
-    const auto k = static_cast<std::uint32_t>(std::min<std::size_t>(batch, static_cast<std::size_t>(f.end - f.next) / size));
-    stack& l = lists[c];
-    for (std::uint32_t i = 0; i < k; ++i) l.blocks[i] = f.next + (k - 1 - i) * size;
-    f.next += k * size;
-    l.count = k;
+    out.count = batch;
+    l.count -= batch;
+    pool().give(c, out);
   }
 
   // The thread's blocks go back to the shared pool when it ends.
   [[gnu::noinline]] static void arm() noexcept { flusher.armed = true; }
 };
 
-constinit thread_local thread_cache cache;
+thread_local thread_cache cache;
 
 cache_flusher::~cache_flusher() {
   for (std::size_t c = 0; c < class_count; ++c) {
-    thread_cache::stack& l = cache.lists[c];
-    for (std::uint32_t i = 0; i < l.count; i += batch)
-      pool().give(c, l.blocks + i, std::min<std::uint32_t>(batch, l.count - i));
-    l.count = 0;
-    // What is left of its slab too, so that the slab can be released.
-    while (cache.fresh[c].next != cache.fresh[c].end) {
-      cache.carve(c);
-      pool().give(c, l.blocks, l.count);
-      l.count = 0;
-    }
+    chain& l = cache.lists[c];
+    if (l.count != 0) pool().give(c, l);
+    l = chain{};
   }
 }
 

@@ -1,8 +1,8 @@
 #pragma once
-// Blocks of whole cache lines in size classes, with a stack of free blocks
-// per thread and magazines of 64 moving between threads through a shared
-// pool (one short lock per magazine, none per block): envelopes, actor cells
-// and timers are allocated on one thread and often freed on another. Builds with
+// Blocks of whole cache lines in size classes, with a free list per thread
+// and batches of 64 blocks moving between threads through a shared pool (one
+// short lock per batch, none per block): envelopes, actor cells and timers
+// are allocated on one thread and often freed on another. Builds with
 // AddressSanitizer bypass the pool so that every misuse is still caught.
 // Blocks come from slabs mapped from the system; release_idle() hands back
 // the slabs whose every block is free in the shared pool.
