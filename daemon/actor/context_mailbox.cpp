@@ -598,12 +598,18 @@ std::uint32_t context::run() noexcept {
       mpsc_node* retired = nullptr;
       // Drained: no longer flooded. Before the mailbox is given up (after
       // that, `this` may be gone); a sender's next bulk send marks it again.
-      if (flooded_.load(std::memory_order_relaxed)) flooded_.store(false, std::memory_order_relaxed);
+      const bool was_flooded = flooded_.load(std::memory_order_relaxed);
+      if (was_flooded) flooded_.store(false, std::memory_order_relaxed);
       if (user_q_.mark_idle(retired)) {
         // The last message's envelope, no longer reachable from the queue.
         if (retired != nullptr) static_cast<troupe::envelope*>(retired)->release();
         return start - budget;
       }
+      // A push came in meanwhile: not drained after all. Unmarked, a turn
+      // that now used its budget on the sender's next chain would queue
+      // behind every sender in the shared queue (the sender marks it only
+      // after that chain is in), and wait there for all their floods.
+      if (was_flooded) flooded_.store(true, std::memory_order_relaxed);
     }
   }
 }

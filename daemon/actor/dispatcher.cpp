@@ -242,7 +242,10 @@ bool dispatcher::hand_off_next(schedulable* s) noexcept {
   if (idle_.load(std::memory_order_relaxed) == 0 && spinning_.load(std::memory_order_relaxed) == 0) return false;
   // Only this worker fills the slot: it holds `s` still, or a thief emptied it.
   if (w->run_next.exchange(nullptr, std::memory_order_acquire) == nullptr) return false;
-  if (!put_handoff(s)) push_global(s);
+  // With the hand-off slot taken, this worker's ring, where the free worker
+  // steals it from: in the shared queue it would wait behind everything
+  // there (the sender's peers, each with its own flood).
+  if (!put_handoff(s)) push_local(*w, s);
   notify_work();
   return true;
 }
