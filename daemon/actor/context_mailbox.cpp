@@ -345,16 +345,19 @@ constexpr std::int64_t flood_stall_ns = 200'000;
 // and once the backlog passes flood_backlog:
 //  - a receiver waiting in this worker's run-next slot, which would run only
 //    after this turn, goes to a free worker if there is one;
-//  - while the receiver runs on another thread, the sender waits until half
-//    the backlog is gone: what the receiver reads next is still in cache,
-//    and the memory held stays bounded. It stops waiting when the receiver
-//    takes nothing for flood_stall_ns (a long handler), after
-//    flood_wait_limit_ns in all, and never waits on the event loop.
+//  - otherwise (the receiver runs on another thread, or waits for one: in
+//    another worker's run-next slot, whose thread may have lost its core,
+//    or in a queue), the sender waits until half the backlog is gone: what
+//    the receiver reads next is still in cache, and the memory held stays
+//    bounded. It stops waiting when the receiver takes nothing for
+//    flood_stall_ns (a long handler, or a receiver that does not get a
+//    worker so soon), after flood_wait_limit_ns in all, and never waits on
+//    the event loop.
 void context::pace_flood() noexcept {
   if (tls_running == this) return;
   if (!flooded_.load(std::memory_order_relaxed)) flooded_.store(true, std::memory_order_relaxed);
   if (user_q_.depth() < flood_backlog) return;
-  if (!running_.load(std::memory_order_relaxed)) {
+  if (!running_.load(std::memory_order_relaxed) && system().dispatcher().next_here(this)) {
     // Next on this worker, it would wait for the end of this turn.
     system().dispatcher().hand_off_next(this);
     return;
@@ -368,7 +371,7 @@ void context::pace_flood() noexcept {
     // may be waiting for this very core.
     for (int i = 0; i < 64; ++i) cpu_relax();
     std::this_thread::yield();
-    if (user_q_.depth() <= flood_backlog / 2 || !running_.load(std::memory_order_relaxed)) return;
+    if (user_q_.depth() <= flood_backlog / 2) return;
     const std::int64_t now = steady_ns();
     if (const std::uint32_t p = user_q_.popped(); p != popped) {
       popped = p;

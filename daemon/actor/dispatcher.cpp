@@ -233,9 +233,14 @@ void dispatcher::schedule(schedulable* s, hint h) noexcept {
   notify_work();
 }
 
+bool dispatcher::next_here(const schedulable* s) const noexcept {
+  const worker* w = tls_worker;
+  return w != nullptr && w->owner == this && w->run_next.load(std::memory_order_relaxed) == s;
+}
+
 bool dispatcher::hand_off_next(schedulable* s) noexcept {
   worker* w = tls_worker;
-  if (w == nullptr || w->owner != this || w->run_next.load(std::memory_order_relaxed) != s) return false;
+  if (!next_here(s)) return false;
   // Only when a worker is free to take it at once: with all of them busy it
   // would wait in the shared queue behind everything there, longer than in
   // the slot.

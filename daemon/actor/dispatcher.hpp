@@ -95,6 +95,9 @@ class dispatcher {
   // queued work, rather than after the caller's turn (a receiver flooded by
   // that turn). True if handed off.
   bool hand_off_next(schedulable* s) noexcept;
+  // Whether `s` waits in the calling worker's run-next slot: it runs only
+  // after the caller's turn.
+  bool next_here(const schedulable* s) const noexcept;
 
   // Stops and joins every worker. Work still queued is not run.
   void stop();
