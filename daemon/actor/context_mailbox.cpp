@@ -573,15 +573,16 @@ std::uint32_t context::run() noexcept {
     running_.store(false, std::memory_order_relaxed);
     if (dead) {
       drain_dead();
-    } else if (turn_over || (budget == 0 && (user_q_.owner_nonempty() || sys_q_.nonempty_hint()))) {
+    } else if ((turn_over || budget == 0) && (user_q_.owner_nonempty() || sys_q_.nonempty_hint())) {
       // Used its turn: stays owned and queues behind the others; unless it
       // is flooded (a handler sends to it in bulk, or a backlog of many
       // turns waits): then it keeps this worker for the next turn, so that
       // many senders cannot starve their receiver and pile its messages up
       // in memory (the other workers take the rest of the queue). A turn
-      // that used its budget on exactly what was there gives the mailbox
-      // up below instead: queued, it would wait behind everything else
-      // while its senders go on.
+      // that used its budget (or, held, its time) on exactly what was there
+      // gives the mailbox up below instead: queued, it would wait behind
+      // everything else while its senders go on, or keep a worker busy
+      // for nothing while the next message waits for it.
       const bool flooded = !turn_over && (flooded_.load(std::memory_order_relaxed) ||
                                           user_q_.depth() >= flooded_turns * props_->mailbox.throughput);
       system().dispatcher().schedule(this, flooded ? dispatcher::hint::keep : dispatcher::hint::yield);
