@@ -54,7 +54,7 @@ void dead_letter_log::report(dead_letter_reason why, const process* target, std:
   std::string line = std::string("dead letter (") + to_string(why) + "): " + type_name(e) + " to " +
                      (target != nullptr  ? name(target)
                       : missing.empty() ? std::string("nobody")
-                                        : "'" + std::string(missing) + "' (no actor of this node by that id)");
+                                        : std::string("'").append(missing).append("' (no actor of this node by that id)"));
   if (e.sender != nullptr) line += " from " + name(e.sender);
   if (before > 0)
     line += "; " + std::to_string(before) + " more " + to_string(why) + " dead letters went unlogged before";

@@ -95,7 +95,12 @@ void log(level l, std::string_view text) {
       else line.push_back(c);
     }
   }
-  if (opts.syslog_prefix) line = "<" + std::to_string(static_cast<int>(l)) + ">" + line;
+  if (opts.syslog_prefix) {
+    std::string prefixed = "<";
+    prefixed += std::to_string(static_cast<int>(l));
+    prefixed += '>';
+    line = std::move(prefixed += line);
+  }
   line.push_back('\n');
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);

@@ -198,7 +198,7 @@ struct Dispatcher : Answering {
     if (const auto* m = ctx.message<ListRoutees>()) {
       ctx.routees(ctx.lookup(str(m->router())), [](troupe::Context& c, bool answered, std::span<const troupe::Pid> all) {
         std::string text;
-        for (const troupe::Pid& p : all) text += (text.empty() ? "" : ",") + p.to_string();
+        for (const troupe::Pid& p : all) text.append(text.empty() ? "" : ",").append(p.to_string());
         c.respond<SpawnedOn>([&](auto& b) { return CreateSpawnedOnDirect(b, answered ? 0 : -7, text.c_str()); });
       });
     }

@@ -40,7 +40,7 @@ struct Ledger : LedgerService<> {
     tags = p.tags() ? static_cast<int>(p.tags()->size()) : 0;
     labels.clear();
     if (p.labels())
-      for (const auto* l : *p.labels()) labels += (labels.empty() ? "" : ",") + l->str();
+      for (const auto* l : *p.labels()) labels.append(labels.empty() ? "" : ",").append(l->str());
     urgent = p.urgent();
     answer(ctx, key, respond);
   }

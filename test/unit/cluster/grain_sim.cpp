@@ -298,7 +298,7 @@ void grain_world::pump(unsigned i, millis now) {
       out.m.address = simulator::address(i);
       if (trace) {
         std::string items;
-        for (const auto& it : out.m.items) items += " " + std::to_string(it.partition) + "@" + std::to_string(it.epoch);
+        for (const auto& it : out.m.items) items.append(" ").append(std::to_string(it.partition)).append("@").append(std::to_string(it.epoch));
         for (const auto& a : out.m.activations)
           items += " " + a.identity + "#" + a.actor + "(p" + std::to_string(a.partition) + ")";
         trace(std::to_string(now.count()) + " " + name(i) + " -> " + name(to) + " " + to_string(out.m.op) + items);

@@ -150,7 +150,7 @@ class grain_world final : public application {
   void check(unsigned i);
   void violate(const std::string& what);
   unsigned index_of(const std::string& address) const;
-  std::string name(unsigned i) const { return "n" + std::to_string(i); }
+  std::string name(unsigned i) const { return std::string("n").append(std::to_string(i)); }
 
   simulator& sim_;
   grain_world_options opts_;

@@ -197,7 +197,7 @@ TEST_CASE("a partition of 2 | 3: each side declares the other dead within 30 s, 
     const auto split = [&] {
       for (unsigned a = 0; a < 5; ++a)
         for (unsigned b = 0; b < 5; ++b)
-          if ((a < 2) != (b < 2) && s.at(a).find("n" + std::to_string(b))->state != member_state::dead) return false;
+          if ((a < 2) != (b < 2) && s.at(a).find(s.name(b))->state != member_state::dead) return false;
       return true;
     };
     millis took{0};

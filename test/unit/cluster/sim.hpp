@@ -84,7 +84,7 @@ class simulator {
 
   membership& at(unsigned i) { return *nodes_.at(i).m; }
   bool running(unsigned i) const { return nodes_.at(i).up; }
-  std::string name(unsigned i) const { return "n" + std::to_string(i); }
+  std::string name(unsigned i) const { return std::string("n").append(std::to_string(i)); }
   static std::string address(unsigned i);
 
   // Whether every running member sees exactly the running members alive,
