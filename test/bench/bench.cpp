@@ -578,6 +578,44 @@ double timers_100k() {
   return ns / n;
 }
 
+// ---------------------------------------------------------------- EventStream
+
+// What thousands of subscribers cost: 10,000 actors subscribe to the
+// EventStream one after another (each with a list of event types, as a
+// plugin actor's subscribe_events does), 1,000 events of a type none of
+// them wants are published, then each unsubscribes. Caller's µs per
+// subscribe, per publish and per unsubscribe.
+struct events_result {
+  double subscribe_us, publish_us, unsubscribe_us;
+};
+
+events_result events_10k() {
+  constexpr int n = 10'000, events = 1'000;
+  actor_system sys(bench_config());
+  std::vector<pid> actors;
+  actors.reserve(n);
+  props_ptr quiet = share(props::from_fn([](context&) {}));
+  for (int i = 0; i < n; ++i) actors.push_back(sys.root().spawn(quiet));
+  std::vector<type_id> wanted{type_id_of<system::DeadLetterEvent>(), type_id_of<system::ActorFailedEvent>()};
+  std::sort(wanted.begin(), wanted.end());
+  std::vector<std::uint64_t> ids;
+  ids.reserve(n);
+  event_stream& stream = sys.events();
+  const auto t0 = clock_type::now();
+  for (const pid& a : actors)
+    ids.push_back(stream.subscribe(a, [types = wanted](const event& e) {
+      return std::binary_search(types.begin(), types.end(), event_type(e));
+    }));
+  const auto t1 = clock_type::now();
+  for (int i = 0; i < events; ++i) stream.publish(num(i));
+  const auto t2 = clock_type::now();
+  for (std::uint64_t id : ids) stream.unsubscribe(id);
+  const auto t3 = clock_type::now();
+  sys.shutdown();
+  const auto us = [](auto d) { return std::chrono::duration<double, std::micro>(d).count(); };
+  return {us(t1 - t0) / n, us(t2 - t1) / events, us(t3 - t2) / n};
+}
+
 // ---------------------------------------------------------------- remote
 
 // One node with the node-to-node transport on 127.0.0.1, as troupe-node
@@ -1022,6 +1060,11 @@ int main(int argc, char** argv) {
     return std::vector{l.p50, l.p99};
   });
   measure(o, {{"timers_100k", "ns/timer"}}, o.runs, [] { return std::vector{timers_100k()}; });
+  measure(o, {{"events_10k_subscribe", "us"}, {"events_10k_publish", "us"}, {"events_10k_unsubscribe", "us"}},
+          o.runs, [] {
+            events_result r = events_10k();
+            return std::vector{r.subscribe_us, r.publish_us, r.unsubscribe_us};
+          });
   measure(o, {{"remote_baseline_tcp_rtt_p50", "us"}, {"remote_baseline_tcp_rtt_p99", "us"},
               {"remote_baseline_tcp_cpu", "us/rtt"}},
           o.runs, [] {
