@@ -1,5 +1,7 @@
 #include "actor/event_stream.hpp"
 
+#include <algorithm>
+
 #include "actor/pid_table.hpp"
 #include "system_generated.h"
 
@@ -83,43 +85,65 @@ type_id event_type(const event& e) noexcept {
   }
 }
 
-std::uint64_t event_stream::add(entry e) {
-  std::lock_guard lock(mu_);
-  auto next = std::make_shared<list>(*subscribers_);
-  e.id = next_id_++;
-  const std::uint64_t id = e.id;
-  next->push_back(std::move(e));
-  count_.store(next->size(), std::memory_order_relaxed);
+void event_stream::compact(std::size_t room) {
+  auto next = std::make_shared<block>();
+  const std::size_t live = subscribers_->entries.size() - gone_;
+  next->entries.reserve(std::max<std::size_t>(16, 2 * (live + room)));
+  for (const entry& e : subscribers_->entries)
+    if (!e.gone.load(std::memory_order_relaxed)) next->entries.push_back(e);
   subscribers_ = std::move(next);
+  gone_ = 0;
+}
+
+std::uint64_t event_stream::add(handler h, pid actor, predicate filter) {
+  std::lock_guard lock(mu_);
+  std::vector<entry>& v = subscribers_->entries;
+  // Appending past the capacity would move the entries a publisher reads.
+  if (v.size() == v.capacity()) compact(1);
+  const std::uint64_t id = next_id_++;
+  subscribers_->entries.emplace_back(id, std::move(h), std::move(actor), std::move(filter));
+  count_.store(subscribers_->entries.size() - gone_, std::memory_order_relaxed);
   return id;
 }
 
 std::uint64_t event_stream::subscribe(handler h, predicate filter) {
-  return add(entry{0, std::move(h), pid(), std::move(filter)});
+  return add(std::move(h), pid(), std::move(filter));
 }
 
 std::uint64_t event_stream::subscribe(const pid& actor, predicate filter) {
-  return add(entry{0, nullptr, actor, std::move(filter)});
+  return add(nullptr, actor, std::move(filter));
 }
 
 void event_stream::unsubscribe(std::uint64_t id) {
   std::lock_guard lock(mu_);
-  auto next = std::make_shared<list>();
-  for (const entry& e : *subscribers_)
-    if (e.id != id) next->push_back(e);
-  count_.store(next->size(), std::memory_order_relaxed);
-  subscribers_ = std::move(next);
+  std::vector<entry>& v = subscribers_->entries;
+  // Ids grow in the order entries are appended, and compaction keeps it.
+  const auto it = std::lower_bound(v.begin(), v.end(), id,
+                                   [](const entry& e, std::uint64_t x) { return e.id < x; });
+  if (it == v.end() || it->id != id || it->gone.exchange(true, std::memory_order_relaxed)) return;
+  ++gone_;
+  count_.store(v.size() - gone_, std::memory_order_relaxed);
+  // Mostly gone: publishers would step over more dead entries than live ones.
+  if (gone_ > 64 && gone_ * 2 > v.size()) compact(0);
 }
 
 void event_stream::publish(const event& e) noexcept {
-  std::shared_ptr<const list> snapshot;
+  // The block, its first n entries and where they are, all taken under
+  // the lock: a subscribe may append to this block meanwhile, past them.
+  std::shared_ptr<const block> snapshot;
+  const entry* entries = nullptr;
+  std::size_t n = 0;
   {
     std::lock_guard lock(mu_);
     snapshot = subscribers_;
+    entries = subscribers_->entries.data();
+    n = subscribers_->entries.size();
   }
   ++publish_depth;
   message as_message;  // built once, for the first actor subscriber, then shared
-  for (const entry& s : *snapshot) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const entry& s = entries[i];
+    if (s.gone.load(std::memory_order_relaxed)) continue;
     try {
       if (s.filter && !s.filter(e)) continue;
       if (s.fn) {

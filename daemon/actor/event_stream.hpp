@@ -96,17 +96,37 @@ class event_stream {
 
  private:
   struct entry {
-    std::uint64_t id;
-    handler fn;    // a callback subscriber, or
-    pid actor;     // an actor subscriber
-    predicate filter;
+    entry(std::uint64_t i, handler h, pid a, predicate f)
+        : id(i), fn(std::move(h)), actor(std::move(a)), filter(std::move(f)) {}
+    // Compaction copies: a publisher may still read the old block.
+    entry(const entry& o)
+        : id(o.id), fn(o.fn), actor(o.actor), filter(o.filter), gone(o.gone.load(std::memory_order_relaxed)) {}
+    entry& operator=(const entry&) = delete;
+    const std::uint64_t id;
+    const handler fn;    // a callback subscriber, or
+    const pid actor;     // an actor subscriber
+    const predicate filter;
+    std::atomic<bool> gone{false};  // unsubscribed: publishing skips it
   };
-  using list = std::vector<entry>;
+  // Subscribers in the order they came, in a vector whose capacity is
+  // reserved up front: a subscribe appends in place (never moving what a
+  // publisher reads), an unsubscribe marks its entry gone, and the list is
+  // copied into a new block only when it is full or mostly gone. So a
+  // subscribe or unsubscribe costs O(1) amortised (O(log n) to find an
+  // id), not a copy of every subscriber: thousands of actors may subscribe
+  // in a row. A publisher reads the first `size` entries of the block it
+  // took under the lock; an old block lives on while a publisher reads it.
+  struct block {
+    std::vector<entry> entries;
+  };
 
-  std::uint64_t add(entry e);
+  std::uint64_t add(handler h, pid actor, predicate filter);
+  // Under mu_: the live entries into a new block with room for `room` more.
+  void compact(std::size_t room);
 
   mutable std::mutex mu_;
-  std::shared_ptr<const list> subscribers_ = std::make_shared<const list>();
+  std::shared_ptr<block> subscribers_ = std::make_shared<block>();  // under mu_
+  std::size_t gone_ = 0;  // under mu_: entries of subscribers_ marked gone
   std::uint64_t next_id_ = 1;
   std::atomic<std::size_t> count_{0};
   std::atomic<std::uint64_t> handler_failures_{0};

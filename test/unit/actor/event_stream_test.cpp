@@ -1,4 +1,7 @@
+#include <algorithm>
 #include <atomic>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -158,4 +161,97 @@ TEST_CASE("an event that cannot be delivered does not go round", "[events]") {
   }));
   hold.open();
   stop_and_wait(sys, sub);
+}
+
+TEST_CASE("thousands of subscribers come and go; each live one gets every event, in the order they came",
+          "[events]") {
+  actor_system sys(small_config());
+  constexpr int n = 3000;
+  std::vector<std::vector<std::int64_t>> seen(n);
+  std::vector<std::uint64_t> ids(n);
+  std::vector<int> order;  // subscriber indexes, in the order one event reached them
+  int event_no = 0;
+  const auto subscribe = [&](int i) {
+    ids[i] = sys.events().subscribe([&, i](const event& e) {
+      if (auto v = num_of(e)) {
+        seen[i].push_back(*v);
+        if (*v == event_no) order.push_back(i);
+      }
+    });
+  };
+  for (int i = 0; i < n; ++i) subscribe(i);
+  REQUIRE(sys.events().subscriber_count() == n);
+  sys.events().publish(num(++event_no));
+  // Most leave (the list is compacted on the way), a few come back.
+  for (int i = 0; i < n; ++i)
+    if (i % 10 != 0) sys.events().unsubscribe(ids[i]);
+  sys.events().unsubscribe(ids[1]);  // twice: no effect
+  REQUIRE(sys.events().subscriber_count() == n / 10);
+  sys.events().publish(num(++event_no));
+  for (int i = 1; i < n; i += 10) subscribe(i);
+  REQUIRE(sys.events().subscriber_count() == 2 * n / 10);
+  order.clear();
+  sys.events().publish(num(++event_no));
+
+  for (int i = 0; i < n; ++i) {
+    INFO("subscriber " << i);
+    if (i % 10 == 0) REQUIRE(seen[i] == std::vector<std::int64_t>{1, 2, 3});
+    else if (i % 10 == 1) REQUIRE(seen[i] == std::vector<std::int64_t>{1, 3});
+    else REQUIRE(seen[i] == std::vector<std::int64_t>{1});
+  }
+  // Those that stayed first, in their order, then those that came back.
+  std::vector<int> expected;
+  for (int i = 0; i < n; i += 10) expected.push_back(i);
+  for (int i = 1; i < n; i += 10) expected.push_back(i);
+  REQUIRE(order == expected);
+}
+
+TEST_CASE("a subscriber added during a publish gets the events after it", "[events]") {
+  actor_system sys(small_config());
+  std::vector<std::int64_t> late;
+  int added = 0;
+  sys.events().subscribe([&](const event& e) {
+    // Enough subscribers from inside the callback to outgrow the list's room.
+    if (num_of(e) == 1)
+      for (; added < 100; ++added)
+        sys.events().subscribe([&](const event& x) {
+          if (auto v = num_of(x)) late.push_back(*v);
+        });
+  });
+  sys.events().publish(num(1));
+  sys.events().publish(num(2));
+  REQUIRE(sys.events().subscriber_count() == 101);
+  // Each of the 100 got event 2; none, or all, of event 1 is allowed.
+  REQUIRE(std::count(late.begin(), late.end(), 2) == 100);
+  REQUIRE(std::count(late.begin(), late.end(), 1) % 100 == 0);
+}
+
+TEST_CASE("publishers on several threads while subscribers come and go", "[events]") {
+  actor_system sys(small_config());
+  std::atomic<bool> done{false};
+  std::atomic<std::int64_t> steady_got{0};
+  sys.events().subscribe([&](const event& e) {
+    if (num_of(e)) steady_got.fetch_add(1);
+  });
+  std::vector<std::thread> publishers;
+  std::atomic<std::int64_t> published{0};
+  for (int t = 0; t < 2; ++t)
+    publishers.emplace_back([&] {
+      while (!done.load()) {
+        sys.events().publish(num(1));
+        published.fetch_add(1);
+      }
+    });
+  std::atomic<std::int64_t> churn_got{0};
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::uint64_t> ids;
+    for (int i = 0; i < 50; ++i)
+      ids.push_back(sys.events().subscribe([&](const event&) { churn_got.fetch_add(1); }));
+    for (std::uint64_t id : ids) sys.events().unsubscribe(id);
+  }
+  done = true;
+  for (auto& t : publishers) t.join();
+  REQUIRE(sys.events().subscriber_count() == 1);
+  // The one that stayed throughout got every event.
+  REQUIRE(steady_got.load() == published.load());
 }
