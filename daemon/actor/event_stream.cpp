@@ -85,24 +85,41 @@ type_id event_type(const event& e) noexcept {
   }
 }
 
-void event_stream::compact(std::size_t room) {
+void event_stream::list::compact(std::size_t room) {
   auto next = std::make_shared<block>();
-  const std::size_t live = subscribers_->entries.size() - gone_;
-  next->entries.reserve(std::max<std::size_t>(16, 2 * (live + room)));
-  for (const entry& e : subscribers_->entries)
+  next->entries.reserve(std::max<std::size_t>(16, 2 * (live() + room)));
+  for (const entry& e : b->entries)
     if (!e.gone.load(std::memory_order_relaxed)) next->entries.push_back(e);
-  subscribers_ = std::move(next);
-  gone_ = 0;
+  b = std::move(next);
+  gone = 0;
+}
+
+void event_stream::list::append(std::uint64_t id, handler h, pid actor, predicate filter) {
+  // Appending past the capacity would move the entries a publisher reads.
+  if (b->entries.size() == b->entries.capacity()) compact(1);
+  b->entries.emplace_back(id, std::move(h), std::move(actor), std::move(filter));
+}
+
+bool event_stream::list::remove(std::uint64_t id) {
+  std::vector<entry>& v = b->entries;
+  // Ids grow in the order entries are appended, and compaction keeps it.
+  const auto it = std::lower_bound(v.begin(), v.end(), id, [](const entry& e, std::uint64_t x) { return e.id < x; });
+  if (it == v.end() || it->id != id || it->gone.exchange(true, std::memory_order_relaxed)) return false;
+  ++gone;
+  // Mostly gone: publishers would step over more dead entries than live ones.
+  if (gone > 64 && gone * 2 > v.size()) compact(0);
+  return true;
+}
+
+event_stream::view event_stream::view_of(const list& l) noexcept {
+  return {l.b, l.b->entries.data(), l.b->entries.size()};
 }
 
 std::uint64_t event_stream::add(handler h, pid actor, predicate filter) {
   std::lock_guard lock(mu_);
-  std::vector<entry>& v = subscribers_->entries;
-  // Appending past the capacity would move the entries a publisher reads.
-  if (v.size() == v.capacity()) compact(1);
   const std::uint64_t id = next_id_++;
-  subscribers_->entries.emplace_back(id, std::move(h), std::move(actor), std::move(filter));
-  count_.store(subscribers_->entries.size() - gone_, std::memory_order_relaxed);
+  all_.append(id, std::move(h), std::move(actor), std::move(filter));
+  count_.store(all_.live() + types_of_.size(), std::memory_order_relaxed);
   return id;
 }
 
@@ -114,52 +131,66 @@ std::uint64_t event_stream::subscribe(const pid& actor, predicate filter) {
   return add(nullptr, actor, std::move(filter));
 }
 
+std::uint64_t event_stream::subscribe(const pid& actor, std::vector<type_id> types) {
+  if (types.empty()) return add(nullptr, actor, {});
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  std::lock_guard lock(mu_);
+  const std::uint64_t id = next_id_++;
+  for (type_id t : types) by_type_[t].append(id, nullptr, actor, {});
+  types_of_.emplace(id, std::move(types));
+  count_.store(all_.live() + types_of_.size(), std::memory_order_relaxed);
+  return id;
+}
+
 void event_stream::unsubscribe(std::uint64_t id) {
   std::lock_guard lock(mu_);
-  std::vector<entry>& v = subscribers_->entries;
-  // Ids grow in the order entries are appended, and compaction keeps it.
-  const auto it = std::lower_bound(v.begin(), v.end(), id,
-                                   [](const entry& e, std::uint64_t x) { return e.id < x; });
-  if (it == v.end() || it->id != id || it->gone.exchange(true, std::memory_order_relaxed)) return;
-  ++gone_;
-  count_.store(v.size() - gone_, std::memory_order_relaxed);
-  // Mostly gone: publishers would step over more dead entries than live ones.
-  if (gone_ > 64 && gone_ * 2 > v.size()) compact(0);
+  if (auto typed = types_of_.find(id); typed != types_of_.end()) {
+    for (type_id t : typed->second) {
+      auto l = by_type_.find(t);
+      if (l == by_type_.end()) continue;
+      l->second.remove(id);
+      if (l->second.live() == 0) by_type_.erase(l);  // a publisher may still hold its block
+    }
+    types_of_.erase(typed);
+  } else {
+    all_.remove(id);
+  }
+  count_.store(all_.live() + types_of_.size(), std::memory_order_relaxed);
+}
+
+void event_stream::deliver(const entry& s, const event& e, message& as_message) {
+  try {
+    if (s.filter && !s.filter(e)) return;
+    if (s.fn) return s.fn(e);
+    if (s.actor.get()->dead()) return unsubscribe(s.id);
+    if (publish_depth > max_depth) return;
+    if (!as_message) as_message = to_message(e);
+    s.actor.get()->send_user(share_envelope(as_message.get()));
+  } catch (...) {
+    handler_failures_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void event_stream::publish(const event& e) noexcept {
-  // The block, its first n entries and where they are, all taken under
-  // the lock: a subscribe may append to this block meanwhile, past them.
-  std::shared_ptr<const block> snapshot;
-  const entry* entries = nullptr;
-  std::size_t n = 0;
+  // Each list's block, its first n entries and where they are, all taken
+  // under the lock: a subscribe may append to a block meanwhile, past them.
+  view all, typed;
   {
     std::lock_guard lock(mu_);
-    snapshot = subscribers_;
-    entries = subscribers_->entries.data();
-    n = subscribers_->entries.size();
+    all = view_of(all_);
+    if (!by_type_.empty())
+      if (auto l = by_type_.find(event_type(e)); l != by_type_.end()) typed = view_of(l->second);
   }
   ++publish_depth;
   message as_message;  // built once, for the first actor subscriber, then shared
-  for (std::size_t i = 0; i < n; ++i) {
-    const entry& s = entries[i];
-    if (s.gone.load(std::memory_order_relaxed)) continue;
-    try {
-      if (s.filter && !s.filter(e)) continue;
-      if (s.fn) {
-        s.fn(e);
-        continue;
-      }
-      if (s.actor.get()->dead()) {
-        unsubscribe(s.id);
-        continue;
-      }
-      if (publish_depth > max_depth) continue;
-      if (!as_message) as_message = to_message(e);
-      s.actor.get()->send_user(share_envelope(as_message.get()));
-    } catch (...) {
-      handler_failures_.fetch_add(1, std::memory_order_relaxed);
-    }
+  // Both lists in one pass, by id: subscribers get an event in the order
+  // they subscribed, typed or not.
+  std::size_t i = 0, j = 0;
+  while (i < all.n || j < typed.n) {
+    const bool from_all = j == typed.n || (i < all.n && all.at[i].id < typed.at[j].id);
+    const entry& s = from_all ? all.at[i++] : typed.at[j++];
+    if (!s.gone.load(std::memory_order_relaxed)) deliver(s, e, as_message);
   }
   --publish_depth;
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -80,6 +81,11 @@ class event_stream {
   // event is being published sees that event or not, never half of it.
   std::uint64_t subscribe(handler h, predicate filter = {});
   std::uint64_t subscribe(const pid& actor, predicate filter = {});
+  // An actor that gets the events of these types only (none: every event).
+  // Kept in an index by type, so that an event costs nothing for the
+  // subscribers that do not want its type: thousands of actors may
+  // subscribe to their own events without slowing every dead letter.
+  std::uint64_t subscribe(const pid& actor, std::vector<type_id> types);
   void unsubscribe(std::uint64_t id);
 
   void publish(const event& e) noexcept;
@@ -113,20 +119,37 @@ class event_stream {
   // publisher reads), an unsubscribe marks its entry gone, and the list is
   // copied into a new block only when it is full or mostly gone. So a
   // subscribe or unsubscribe costs O(1) amortised (O(log n) to find an
-  // id), not a copy of every subscriber: thousands of actors may subscribe
-  // in a row. A publisher reads the first `size` entries of the block it
-  // took under the lock; an old block lives on while a publisher reads it.
+  // id), not a copy of every subscriber. A publisher reads the first `size`
+  // entries of the block it took under the lock; an old block lives on
+  // while a publisher reads it.
   struct block {
     std::vector<entry> entries;
   };
+  struct list {
+    std::shared_ptr<block> b = std::make_shared<block>();
+    std::size_t gone = 0;  // entries of b marked gone
+    std::size_t live() const noexcept { return b->entries.size() - gone; }
+    void append(std::uint64_t id, handler h, pid actor, predicate filter);
+    // Marks `id` gone; false if it is not here (or gone already).
+    bool remove(std::uint64_t id);
+    void compact(std::size_t room);
+  };
+  // What a publisher reads of a list.
+  struct view {
+    std::shared_ptr<const block> keep;
+    const entry* at = nullptr;
+    std::size_t n = 0;
+  };
+  static view view_of(const list& l) noexcept;
 
   std::uint64_t add(handler h, pid actor, predicate filter);
-  // Under mu_: the live entries into a new block with room for `room` more.
-  void compact(std::size_t room);
+  void deliver(const entry& s, const event& e, message& as_message);
 
   mutable std::mutex mu_;
-  std::shared_ptr<block> subscribers_ = std::make_shared<block>();  // under mu_
-  std::size_t gone_ = 0;  // under mu_: entries of subscribers_ marked gone
+  list all_;  // under mu_: callbacks, predicates, actors without a type list
+  // Under mu_: actors with a type list, by type, and each one's types.
+  std::unordered_map<type_id, list> by_type_;
+  std::unordered_map<std::uint64_t, std::vector<type_id>> types_of_;
   std::uint64_t next_id_ = 1;
   std::atomic<std::size_t> count_{0};
   std::atomic<std::uint64_t> handler_failures_{0};

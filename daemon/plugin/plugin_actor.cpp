@@ -87,9 +87,7 @@ int plugin_actor::unhandled(troupe_ctx* frame) {
 std::uint64_t plugin_actor::subscribe_events(context& ctx, std::vector<type_id> types) {
   if (event_subs_.size() >= TROUPE_EVENT_SUBSCRIPTIONS_MAX) return 0;
   events_ = &ctx.system().events();
-  const std::uint64_t id = events_->subscribe(ctx.self(), [types = std::move(types)](const event& e) {
-    return types.empty() || std::binary_search(types.begin(), types.end(), event_type(e));
-  });
+  const std::uint64_t id = events_->subscribe(ctx.self(), std::move(types));
   event_subs_.push_back(id);
   return id;
 }

@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -254,4 +256,74 @@ TEST_CASE("publishers on several threads while subscribers come and go", "[event
   REQUIRE(sys.events().subscriber_count() == 1);
   // The one that stayed throughout got every event.
   REQUIRE(steady_got.load() == published.load());
+}
+
+TEST_CASE("an actor subscribed to some types gets those only, in order with every other subscriber",
+          "[events]") {
+  actor_system sys(small_config());
+  std::vector<std::string> order;  // who got the event, in order
+  std::mutex mu;
+  const auto note = [&](std::string who) {
+    std::lock_guard lock(mu);
+    order.push_back(std::move(who));
+  };
+  sys.events().subscribe([&](const event& e) {
+    if (num_of(e)) note("first");
+  });
+  probe nums(sys), texts(sys), both(sys);
+  const std::uint64_t num_id = sys.events().subscribe(nums.self, std::vector<type_id>{type_id_of<test::Num>()});
+  sys.events().subscribe(texts.self, std::vector<type_id>{type_id_of<test::Text>()});
+  // Twice the same type is once.
+  sys.events().subscribe(both.self,
+                         std::vector<type_id>{type_id_of<test::Text>(), type_id_of<test::Num>(), type_id_of<test::Num>()});
+  sys.events().subscribe([&](const event& e) {
+    if (num_of(e)) note("last");
+  });
+  REQUIRE(sys.events().subscriber_count() == 5);
+
+  sys.events().publish(num(7));
+  sys.events().publish(text("hi"));
+  const auto text_of = [](probe& p) {
+    message m = p.expect();
+    const auto* t = m.as<test::Text>();
+    return t != nullptr && t->s() != nullptr ? t->s()->str() : std::string("(no Text)");
+  };
+  REQUIRE(nums.expect_num() == 7);
+  REQUIRE(both.expect_num() == 7);
+  REQUIRE(text_of(both) == "hi");
+  REQUIRE(text_of(texts) == "hi");
+  REQUIRE(order == std::vector<std::string>{"first", "last"});
+  REQUIRE(nums.silent_for(20ms));
+  REQUIRE(texts.silent_for(1ms));
+
+  sys.events().unsubscribe(num_id);
+  REQUIRE(sys.events().subscriber_count() == 4);
+  sys.events().publish(num(8));
+  REQUIRE(both.expect_num() == 8);
+  REQUIRE(nums.silent_for(20ms));
+}
+
+TEST_CASE("typed and untyped subscribers interleaved get an event in the order they subscribed", "[events]") {
+  // Stopped actors subscribed to Num between callbacks: publishing drops
+  // each one as it comes to it, so the count a callback sees tells how
+  // many of them came before it.
+  actor_system sys(small_config());
+  constexpr int n = 5;
+  std::vector<std::size_t> seen(n + 1, 0);
+  for (int i = 0; i <= n; ++i) {
+    sys.events().subscribe([&, i](const event& e) {
+      if (num_of(e)) seen[i] = sys.events().subscriber_count();
+    });
+    if (i == n) break;
+    pid gone = sys.root().spawn(share(props::from_fn([](context&) {})));
+    stop_and_wait(sys, gone);
+    sys.events().subscribe(gone, std::vector<type_id>{type_id_of<test::Num>()});
+  }
+  REQUIRE(sys.events().subscriber_count() == 2 * n + 1);
+  sys.events().publish(num(1));
+  for (int i = 0; i <= n; ++i) {
+    INFO("callback " << i);
+    REQUIRE(seen[i] == static_cast<std::size_t>(2 * n + 1 - i));
+  }
+  REQUIRE(sys.events().subscriber_count() == n + 1);
 }
